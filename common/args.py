@@ -1,0 +1,62 @@
+"""Argument groups shared by the training and evaluation scripts."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from common.representations import BASE_REPRESENTATIONS, REPRESENTATION_CHOICES
+
+DATASET_CHOICES = ("ntu60", "ntu120")
+PROTOCOL_CHOICES = ("cross_view", "cross_subject", "cross_setup")
+
+
+def add_data_args(parser: argparse.ArgumentParser, dataset_flag: str, default_dataset: str = "ntu60") -> None:
+    """``--data-root``, the dataset flag (``--pre-dataset`` or ``--finetune-dataset``) and ``--protocol``."""
+    group = parser.add_argument_group("data")
+    group.add_argument("--data-root", default="./data",
+                       help="folder holding the data_gen outputs, e.g. ./data/NTU-RGB-D-60-AGCN/xview (default ./data)")
+    group.add_argument(dataset_flag, default=default_dataset, choices=DATASET_CHOICES,
+                       help=f"dataset (default {default_dataset})")
+    group.add_argument("--protocol", default="cross_view", choices=PROTOCOL_CHOICES,
+                       help="evaluation protocol; ntu60: cross_view|cross_subject, ntu120: cross_setup|cross_subject")
+
+
+def add_model_size_args(parser: argparse.ArgumentParser) -> None:
+    """Encoder sizes: the paper's defaults, smaller for CPU runs and tests."""
+    group = parser.add_argument_group("encoder sizes")
+    group.add_argument("--gru-hidden-size", type=int, default=1024, help="BiGRU hidden size (default 1024)")
+    group.add_argument("--gru-layers", type=int, default=3, help="BiGRU layers (default 3)")
+    group.add_argument("--agcn-base-channels", type=int, default=64,
+                       help="AGCN width of the first units; every width scales with it (default 64)")
+    group.add_argument("--hcn-out-channels", type=int, default=64, help="HCN base channels (default 64)")
+    group.add_argument("--true-bidirectional-gru", action="store_true",
+                       help="use a genuine bidirectional GRU instead of the reference's function "
+                            "(reference checkpoints were trained with the latter)")
+
+
+def encoder_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments for ``models.build_encoder`` from the size options."""
+    return dict(
+        gru_hidden_size=args.gru_hidden_size,
+        gru_layers=args.gru_layers,
+        agcn_base_channels=args.agcn_base_channels,
+        hcn_out_channels=args.hcn_out_channels,
+        true_bidirectional=args.true_bidirectional_gru,
+    )
+
+
+def add_runtime_args(parser: argparse.ArgumentParser, print_freq: int = 10) -> None:
+    """Seed, workers, printing, device."""
+    group = parser.add_argument_group("runtime")
+    group.add_argument("--seed", type=int, default=None, help="seed for reproducible runs")
+    group.add_argument("-j", "--workers", type=int, default=8, metavar="N", help="data loading workers (default 8)")
+    group.add_argument("-p", "--print-freq", type=int, default=print_freq, metavar="N",
+                       help=f"log every N iterations (default {print_freq})")
+    group.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+
+
+def representation_arg(parser: argparse.ArgumentParser, flag: str, default: str, pairs: bool = True,
+                       help: str = "") -> None:
+    """A representation flag with argparse ``choices``."""
+    choices = REPRESENTATION_CHOICES if pairs else BASE_REPRESENTATIONS
+    parser.add_argument(flag, default=default, choices=choices, help=help or f"(default {default})")

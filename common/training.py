@@ -1,0 +1,183 @@
+"""Training utilities shared by pretraining, classification and retrieval scripts."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+
+
+def select_device(requested: str = "auto") -> torch.device:
+    """The one place a script picks its device: ``auto`` takes CUDA when there is one."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {requested}: CUDA was asked for but torch sees no GPU")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _atomic_write(path: str | os.PathLike, write: Any) -> Path:
+    """Run ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place.
+
+    A crash mid-write leaves the previous file (or none) and a stray ``.tmp``, never a truncated file
+    under the final name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` that never leaves a half-written checkpoint under ``path``."""
+    return _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON, atomically."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
+            f.write("\n")
+
+    return _atomic_write(path, write)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, (Path, torch.device)):
+        return str(value)
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def args_to_dict(args: Any) -> dict[str, Any]:
+    """An argparse namespace as plain JSON/torch-safe values (for metrics files and checkpoints)."""
+    out: dict[str, Any] = {}
+    for key, value in vars(args).items():
+        if isinstance(value, (Path, torch.device)):
+            value = str(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[key] = value
+    return out
+
+
+class AverageMeter:
+    """Running average of a scalar (accepts floats or 0-d tensors without forcing a sync)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.sum: float | torch.Tensor = 0.0
+        self.count = 0
+
+    def update(self, value: float | torch.Tensor, n: int = 1) -> None:
+        if isinstance(value, torch.Tensor):
+            value = value.detach()
+        self.sum = self.sum + value * n
+        self.count += n
+
+    @property
+    def avg(self) -> float:
+        total = self.sum.item() if isinstance(self.sum, torch.Tensor) else self.sum
+        return total / max(self.count, 1)
+
+
+@torch.no_grad()
+def accuracy(output: torch.Tensor, target: torch.Tensor, topk: Sequence[int] = (1,)) -> list[torch.Tensor]:
+    """Top-k accuracies in percent, as 0-d tensors on ``output``'s device (no host sync)."""
+    maxk = min(max(topk), output.shape[1])
+    _, pred = output.topk(maxk, dim=1)  # (N, maxk)
+    correct = pred.eq(target.view(-1, 1))  # (N, maxk)
+    return [correct[:, : min(k, maxk)].any(dim=1).float().mean() * 100.0 for k in topk]
+
+
+def learning_rate_at(epoch: int, base_lr: float, epochs: int, schedule: Iterable[int], cos: bool) -> float:
+    """The reference's schedule: cosine over ``epochs``, or x0.1 at each milestone reached."""
+    if cos:
+        return base_lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+    return base_lr * 0.1 ** sum(1 for milestone in schedule if epoch >= milestone)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch RNG states in a form ``torch.load(weights_only=True)`` accepts."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": list(_flatten_python_state(random.getstate())),
+        "numpy_key": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
+        "numpy_has_gauss": int(np_state[3]),
+        "numpy_cached_gauss": float(np_state[4]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _flatten_python_state(state: tuple) -> list:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np.random.set_state(
+        (
+            "MT19937",
+            state["numpy_key"].numpy().astype(np.uint32),
+            state["numpy_pos"],
+            state["numpy_has_gauss"],
+            state["numpy_cached_gauss"],
+        )
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = state["cuda"]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
+
+
+def summary_writer(log_dir: str | os.PathLike | None):
+    """A TensorBoard writer, or ``None`` when ``log_dir`` is None (non-zero ranks)."""
+    if log_dir is None:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(log_dir))
