@@ -1,0 +1,43 @@
+"""Skeleton clip augmentations, the three input representations and the datasets over data_gen's arrays."""
+from feeders.augmentations import (
+    center_crop_resize,
+    joint_corruption,
+    pretrain_view,
+    shear,
+    temporal_crop_resize,
+)
+from feeders.datasets import (
+    DATASETS,
+    DownstreamDataset,
+    PretrainDataset,
+    SplitPaths,
+    check_split,
+    num_classes,
+    split_paths,
+    stratified_subset,
+    valid_pairs,
+)
+from feeders.views import VIEW_TRANSFORMS, to_graph_view, to_image_view, to_seq_view, view_shape, view_transform
+
+__all__ = [
+    "DATASETS",
+    "DownstreamDataset",
+    "PretrainDataset",
+    "SplitPaths",
+    "VIEW_TRANSFORMS",
+    "center_crop_resize",
+    "check_split",
+    "joint_corruption",
+    "num_classes",
+    "pretrain_view",
+    "shear",
+    "split_paths",
+    "stratified_subset",
+    "temporal_crop_resize",
+    "to_graph_view",
+    "to_image_view",
+    "to_seq_view",
+    "valid_pairs",
+    "view_shape",
+    "view_transform",
+]
