@@ -5,9 +5,10 @@ import argparse
 from typing import Any
 
 from common.representations import BASE_REPRESENTATIONS, REPRESENTATION_CHOICES
+from feeders.datasets import DATASETS, valid_pairs
 
-DATASET_CHOICES = ("ntu60", "ntu120")
-PROTOCOL_CHOICES = ("cross_view", "cross_subject", "cross_setup")
+DATASET_CHOICES: tuple[str, ...] = tuple(DATASETS)
+PROTOCOL_CHOICES: tuple[str, ...] = tuple(dict.fromkeys(p for spec in DATASETS.values() for p in spec["protocols"]))
 
 
 def add_data_args(parser: argparse.ArgumentParser, dataset_flag: str, default_dataset: str = "ntu60") -> None:
@@ -18,7 +19,7 @@ def add_data_args(parser: argparse.ArgumentParser, dataset_flag: str, default_da
     group.add_argument(dataset_flag, default=default_dataset, choices=DATASET_CHOICES,
                        help=f"dataset (default {default_dataset})")
     group.add_argument("--protocol", default="cross_view", choices=PROTOCOL_CHOICES,
-                       help="evaluation protocol; ntu60: cross_view|cross_subject, ntu120: cross_setup|cross_subject")
+                       help="evaluation protocol; valid dataset/protocol pairs: " + ", ".join(valid_pairs()))
 
 
 def add_model_size_args(parser: argparse.ArgumentParser) -> None:
