@@ -1,0 +1,146 @@
+"""Process-group plumbing for torchrun (DistributedDataParallel) runs; every function is a no-op or the
+identity in a single process, so training code calls them unconditionally.
+
+Launch: ``torchrun --nproc_per_node=N [--nnodes=M --node_rank=R --master_addr=A --master_port=P] script.py``.
+torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; :func:`setup` reads them. Backend: NCCL on CUDA, gloo on CPU.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import Dataset, DistributedSampler
+
+from common.training import select_device
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process stands: its rank among ``world_size`` processes and its device."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def distributed(self) -> bool:
+        """True under torchrun (even with one process): collectives are live."""
+        return dist.is_available() and dist.is_initialized()
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def launched_by_torchrun() -> bool:
+    return all(name in os.environ for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+
+
+def env_world_size() -> int:
+    """The number of processes torchrun started (1 outside torchrun), readable before :func:`setup`."""
+    return int(os.environ.get("WORLD_SIZE", "1")) if launched_by_torchrun() else 1
+
+
+def setup(requested_device: str = "auto") -> DistContext:
+    """Pick the device and, under torchrun, join the process group.
+
+    Single process: :func:`common.training.select_device`. torchrun: ``cuda:LOCAL_RANK`` when CUDA is
+    available and not refused by ``--device cpu`` (NCCL), else the CPU (gloo).
+    """
+    if not launched_by_torchrun():
+        return DistContext(device=select_device(requested_device))
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ["LOCAL_RANK"])
+    use_cuda = torch.cuda.is_available() and requested_device != "cpu"
+    if requested_device not in ("auto", "cpu", "cuda"):
+        raise SystemExit(f"--device {requested_device}: under torchrun each process takes cuda:LOCAL_RANK; "
+                         "pass --device auto, cuda or cpu")
+    if requested_device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: CUDA was asked for but torch sees no GPU")
+    if use_cuda:
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://")
+    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+
+
+def cleanup() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@torch.no_grad()
+def concat_all_gather(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` (B, ...) of every rank along dim 0, in rank order -> (world*B, ...).
+
+    No gradient flows through. Every rank must pass the same shape. Identity in a single process.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    tensor = tensor.contiguous()
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor)
+    return torch.cat(parts, dim=0)
+
+
+def all_reduce_(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """In-place all-reduce (``op`` 'sum' or 'max') across ranks; identity in a single process."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}
+        dist.all_reduce(tensor, op=ops[op])
+    return tensor
+
+
+def shared_permutation(n: int, device: torch.device) -> torch.Tensor:
+    """A random permutation of range(n), drawn on rank 0 and identical on every rank."""
+    perm = torch.randperm(n).to(device)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.broadcast(perm, src=0)
+    return perm
+
+
+@torch.no_grad()
+def broadcast_module_state(module: nn.Module, src: int = 0) -> None:
+    """Make every rank's parameters and buffers equal to rank ``src``'s (call before wrapping in DDP
+    with ``broadcast_buffers=False``, which would otherwise leave buffers such as queues unsynced)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        dist.broadcast(tensor.data, src=src)
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler (seeded, shuffled, one shard per rank; also used with one replica so the
+    order is a pure function of (seed, epoch)) that can start an epoch part-way: after
+    ``set_epoch(epoch, start=s)`` it yields this rank's shard from position ``s`` on, so a run
+    interrupted mid-epoch resumes with exactly the samples it had not yet seen."""
+
+    def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0, seed: int = 0) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:  # type: ignore[override]
+        super().set_epoch(epoch)
+        if not 0 <= start <= self.num_samples:
+            raise ValueError(f"start must lie in [0, {self.num_samples}], got {start}")
+        self.start = int(start)
+
+    def __iter__(self) -> Iterator[int]:
+        indices: Sequence[int] = list(super().__iter__())
+        return iter(indices[self.start:])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start

@@ -1,0 +1,76 @@
+"""One MoCo training step, correct on one device, under nn.DataParallel and under DistributedDataParallel.
+
+The state changes (momentum update, queue writes) happen here on the base model, never inside the
+(possibly replicated) forward. Nothing in a step waits for the device: the loss comes back as a
+device tensor.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common.distributed import concat_all_gather, shared_permutation
+from moco.builder import MoCo
+
+
+class StepOutput(NamedTuple):
+    loss: torch.Tensor  # 0-d, detached
+    logits: tuple[torch.Tensor, ...]  # per stream (N_local, 1+K), positive at index 0, detached
+
+
+def _shuffle_key_views(
+    key_views: Sequence[torch.Tensor], rank: int, world_size: int
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Shuffling BN (MoCo): permute the global batch of key views so each device's BatchNorm sees a
+    different mix of clips than its queries do. Returns this rank's share and the inverse permutation
+    of the global batch."""
+    local = key_views[0].shape[0]
+    gathered = [concat_all_gather(v) for v in key_views]  # (world*B, ...)
+    perm = shared_permutation(gathered[0].shape[0], gathered[0].device)
+    mine = perm[rank * local:(rank + 1) * local]
+    return [g[mine] for g in gathered], torch.argsort(perm)
+
+
+def contrastive_step(
+    model: nn.Module,
+    base: MoCo,
+    views: Sequence[torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    shuffle_bn: bool = False,
+    autocast_dtype: torch.dtype | None = None,
+) -> StepOutput:
+    """Momentum update, forward, InfoNCE losses (summed over streams), SGD step, enqueue.
+
+    model: ``base`` itself, or a DataParallel/DDP wrapper of it. views: the dataset's tuple, on the
+    device (inter: s1_v1, s2_v1, s1_v2, s2_v2; intra: v1, v2). Under DDP every rank's keys are gathered
+    before they enter the queues, so all ranks' queues stay identical and advance by the global batch.
+    """
+    n = base.num_streams
+    query_views, key_views = list(views[:n]), list(views[n:])
+    base.momentum_update()  # before the keys, as MoCo prescribes
+    unshuffle = None
+    if shuffle_bn:
+        key_views, unshuffle = _shuffle_key_views(key_views, rank, world_size)
+    device_type = query_views[0].device.type
+    amp = torch.autocast(device_type, dtype=autocast_dtype) if autocast_dtype is not None else contextlib.nullcontext()
+    with amp:
+        queries, keys = model(*query_views, *key_views)
+    all_keys = [concat_all_gather(k) for k in keys]  # (world*B, dim), in the order clips were drawn
+    if unshuffle is not None:
+        all_keys = [k[unshuffle] for k in all_keys]
+        local = queries[0].shape[0]
+        keys = tuple(k[rank * local:(rank + 1) * local] for k in all_keys)
+    logits = base.contrast_logits(queries, keys)  # float32, outside autocast
+    loss = sum(F.cross_entropy(lg, torch.zeros(lg.shape[0], dtype=torch.long, device=lg.device)) for lg in logits)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    base.enqueue(all_keys)  # after backward: the logits' graph read the queues
+    return StepOutput(loss.detach(), tuple(lg.detach() for lg in logits))
