@@ -1,0 +1,341 @@
+"""A pyskl 3D annotation pickle (``ntu60_3danno.pkl`` / ``ntu120_3danno.pkl``) -> the training tensors.
+
+    python data_gen/pyskl_convert.py --annotation ntu60_3danno.pkl [--dataset auto|ntu60|ntu120]
+        [--out-folder OUT] [--splits xsub xview] [--normalize agcn|none] [--workers N] [--skip-bad]
+
+The pickle is a dict ``{'split': {'xsub_train': [frame_dir, ...], 'xsub_val': [...], ...},
+'annotations': [{'frame_dir', 'label', 'total_frames', 'keypoint'}, ...]}`` with ``keypoint`` a
+(M, T, V=25, C=3) array (pyskl stores float16) and ``label`` 0-based. Every benchmark with both a
+``<b>_train`` and a ``<b>_val`` list is written, in the folder the training scripts read (xsub -> xsub,
+xview -> xview, xset -> xsetup), with the same files as the raw NTU preparation
+(``data_gen/ntu_gendata.py``): ``{train,val}_data_joint.npy`` float32 (N, 3, 300, 25, 2),
+``{part}_label.pkl`` = (frame_dir + '.skeleton' names, labels as given), ``{part}_num_frame.npy``.
+Samples are in sorted name order; sequences longer than 300 frames are cut to the first 300 (warned).
+
+Only convert pickles from a source you trust: loading a pickle can run code.
+
+Normalisation (``--normalize``): pyskl's keypoints are camera coordinates -- its ``ntu_preproc.py``
+only selects, tracks and denoises bodies, drops frames without a body and trims empty frames at both
+ends; pyskl centres and rotates at load time (``PreNormalize3D``). The default ``agcn`` therefore applies
+what the raw preparation applies: persons ordered by motion energy, then the 2s-AGCN pre-normalisation
+(``data_gen.normalize``). ``none`` stores the keypoints as they are (person order kept; only laid out,
+zero-padded and cut), for pickles that were normalised already.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import pickle
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+from tqdm import tqdm
+
+from data_gen.normalize import normalize_sample, select_bodies
+from data_gen.ntu_gendata import (
+    PARTIAL_SUFFIX,
+    SKIPPED_LIST,
+    DataGenError,
+    PreparedSample,
+    _one_line_warning,
+    _PartWriter,
+    _write_skipped,
+)
+from data_gen.ntu_splits import DEFAULT_OUT_FOLDERS, SKELETON_SUFFIX
+
+MAX_FRAMES = 300
+NUM_JOINTS = 25
+NUM_PERSONS = 2
+NORMALIZE_CHOICES = ("agcn", "none")
+# pyskl benchmark name -> the folder the training scripts read
+FOLDER_OF = {"xsub": "xsub", "xview": "xview", "xset": "xsetup", "xsetup": "xsetup"}
+NUM_CLASSES = {"ntu60": 60, "ntu120": 120}
+PART_SUFFIXES = {"train": ("_train",), "val": ("_val", "_test")}
+
+
+def load_annotation_file(path: str | Path) -> dict[str, Any]:
+    """The pickle's dict, checked for the two top-level keys and their types (DataGenError otherwise)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataGenError(f"annotation file {path} does not exist")
+    try:
+        with open(path, "rb") as f:
+            content = pickle.load(f)
+    except Exception as error:  # a pickle can fail in many ways; all mean "not a pyskl file"
+        raise DataGenError(f"{path}: not a readable pickle ({type(error).__name__}: {error})") from None
+    if not isinstance(content, dict):
+        raise DataGenError(f"{path}: expected a dict with keys 'split' and 'annotations', got {type(content).__name__}")
+    missing = [key for key in ("split", "annotations") if key not in content]
+    if missing:
+        raise DataGenError(f"{path}: missing key(s) {', '.join(repr(k) for k in missing)}; a pyskl annotation file "
+                           f"is a dict with 'split' and 'annotations' (found keys: {sorted(map(str, content))})")
+    if not isinstance(content["split"], dict) or not all(isinstance(v, (list, tuple)) for v in content["split"].values()):
+        raise DataGenError(f"{path}: 'split' must map split names to lists of frame_dir names")
+    if not isinstance(content["annotations"], (list, tuple)):
+        raise DataGenError(f"{path}: 'annotations' must be a list of dicts, got {type(content['annotations']).__name__}")
+    return content
+
+
+def benchmarks_in(split: dict[str, Sequence[str]]) -> dict[str, tuple[str, str]]:
+    """pyskl benchmark name -> (train split key, val split key), for every benchmark with both parts."""
+    found: dict[str, tuple[str, str]] = {}
+    for key in split:
+        for suffix in PART_SUFFIXES["train"]:
+            if key.endswith(suffix):
+                name = key[: -len(suffix)]
+                val = next((name + s for s in PART_SUFFIXES["val"] if name + s in split), None)
+                if val is not None:
+                    found[name] = (key, val)
+    return found
+
+
+def check_annotation(path: Path, index: int, anno: Any) -> tuple[str, int, np.ndarray]:
+    """(frame_dir, label, keypoint) of annotation ``index``; DataGenError naming the field otherwise."""
+    where = f"{path}: annotations[{index}]"
+    if not isinstance(anno, dict):
+        raise DataGenError(f"{where}: expected a dict, got {type(anno).__name__}")
+    missing = [key for key in ("frame_dir", "label", "keypoint") if key not in anno]
+    if missing:
+        raise DataGenError(f"{where}: missing key(s) {', '.join(repr(k) for k in missing)} "
+                           f"(found {sorted(map(str, anno))})")
+    name = anno["frame_dir"]
+    if not isinstance(name, str) or not name:
+        raise DataGenError(f"{where}: 'frame_dir' must be a non-empty string, got {name!r}")
+    where = f"{path}: annotation {name!r}"
+    label = anno["label"]
+    if isinstance(label, (bool, np.bool_)) or not isinstance(label, (int, np.integer)):
+        raise DataGenError(f"{where}: 'label' must be an integer, got {label!r}")
+    keypoint = anno["keypoint"]
+    if not isinstance(keypoint, np.ndarray) or keypoint.ndim != 4:
+        shape = getattr(keypoint, "shape", None)
+        raise DataGenError(f"{where}: 'keypoint' must be an array of shape (M, T, V, C), got "
+                           f"{type(keypoint).__name__}{'' if shape is None else ' of shape ' + str(shape)}")
+    m, t, v, c = keypoint.shape
+    if c != 3:
+        raise DataGenError(f"{where}: 'keypoint' has C={c} coordinates; a 3D annotation file (x, y, z) is needed "
+                           "(pyskl's *_3danno.pkl, not the 2D *_hrnet.pkl)")
+    if v != NUM_JOINTS:
+        raise DataGenError(f"{where}: 'keypoint' has V={v} joints, expected {NUM_JOINTS} (Kinect v2 / NTU order)")
+    if m < 1 or t < 1:
+        raise DataGenError(f"{where}: 'keypoint' of shape {keypoint.shape} holds no person or no frame")
+    total = anno.get("total_frames", t)
+    if isinstance(total, (bool, np.bool_)) or not isinstance(total, (int, np.integer)) or total != t:
+        raise DataGenError(f"{where}: 'total_frames' is {total} but 'keypoint' has {t} frames")
+    if not np.issubdtype(keypoint.dtype, np.number) or not np.isfinite(keypoint).all():
+        raise DataGenError(f"{where}: 'keypoint' must hold finite numbers (dtype {keypoint.dtype})")
+    return name, int(label), keypoint
+
+
+def convert_keypoint(keypoint: np.ndarray, normalize: str = "agcn") -> PreparedSample:
+    """(M, T, 25, 3) pyskl keypoints -> one sample (data (3, 300, 25, 2) float32, frames kept <= 300).
+
+    ``agcn``: the two most energetic persons, highest first, then the 2s-AGCN pre-normalisation;
+    ``none``: the first two persons as given, laid out and zero-padded only.
+    """
+    bodies = np.asarray(keypoint, dtype=np.float64)  # (M, T, V, 3)
+    num_frames = bodies.shape[1]
+    if normalize == "agcn":
+        selected = select_bodies(bodies, num_persons=NUM_PERSONS, max_frames=MAX_FRAMES)
+        data = normalize_sample(selected)
+    elif normalize == "none":
+        data = np.zeros((3, MAX_FRAMES, NUM_JOINTS, NUM_PERSONS), dtype=np.float32)
+        kept = bodies[:NUM_PERSONS, :MAX_FRAMES]  # (M', T', V, 3)
+        data[:, : kept.shape[1], :, : kept.shape[0]] = kept.transpose(3, 1, 2, 0)
+    else:
+        raise ValueError(f"normalize must be one of {NORMALIZE_CHOICES}, got {normalize!r}")
+    return PreparedSample(data, min(num_frames, MAX_FRAMES), num_frames, bool(np.any(bodies[:, :MAX_FRAMES])))
+
+
+def _convert_job(job: tuple[np.ndarray, str]) -> PreparedSample:
+    return convert_keypoint(*job)
+
+
+def _converted(jobs: Iterator[tuple[np.ndarray, str]], workers: int) -> Iterator[PreparedSample]:
+    if workers <= 1:
+        for job in jobs:
+            yield _convert_job(job)
+        return
+    with multiprocessing.get_context().Pool(workers) as pool:
+        yield from pool.imap(_convert_job, jobs, chunksize=32)
+
+
+def detect_dataset(split: dict[str, Sequence[str]], labels: Sequence[int]) -> str:
+    """ntu120 when the pickle has the cross-setup benchmark or a label >= 60, else ntu60."""
+    if any(key.startswith("xset") for key in split) or (len(labels) and max(labels) >= 60):
+        return "ntu120"
+    return "ntu60"
+
+
+def convert(annotation: str | Path, out_folder: str | Path | None = None, *, dataset: str = "auto",
+            splits: Sequence[str] | None = None, normalize: str = "agcn", workers: int = 1,
+            skip_bad: bool = False, progress: bool = True) -> tuple[Path, dict[str, dict[str, int]], list]:
+    """Convert the benchmarks ``splits`` (pyskl names; default all) of a pyskl 3D pickle.
+
+    Returns (output folder, benchmark folder -> part -> samples written, skipped (name, reason) list).
+    Raises DataGenError (one line, naming the file and the field) for bad input; nothing that looks
+    complete is left then.
+    """
+    path = Path(annotation)
+    content = load_annotation_file(path)
+    split = content["split"]
+    available = benchmarks_in(split)
+    if not available:
+        raise DataGenError(f"{path}: 'split' has no <benchmark>_train / <benchmark>_val pair "
+                           f"(keys: {sorted(map(str, split))})")
+    if splits:
+        chosen = {}
+        for name in dict.fromkeys(splits):
+            key = next((b for b in available if b == name or FOLDER_OF.get(b) == FOLDER_OF.get(name, name)), None)
+            if key is None:
+                raise DataGenError(f"{path}: no benchmark {name!r}; it has {', '.join(sorted(available))}")
+            chosen[key] = available[key]
+    else:
+        chosen = available
+
+    skipped: list[tuple[str, str]] = []
+    by_name: dict[str, tuple[int, np.ndarray]] = {}
+    for index, anno in enumerate(content["annotations"]):
+        try:
+            name, label, keypoint = check_annotation(path, index, anno)
+        except DataGenError as error:
+            if not skip_bad:
+                raise
+            skipped.append((str(anno.get("frame_dir", f"annotations[{index}]")) if isinstance(anno, dict)
+                            else f"annotations[{index}]", str(error)))
+            continue
+        if name in by_name:
+            raise DataGenError(f"{path}: frame_dir {name!r} appears in more than one annotation")
+        by_name[name] = (label, keypoint)
+
+    if dataset == "auto":
+        dataset = detect_dataset(split, [label for label, _ in by_name.values()])
+    num_class = NUM_CLASSES[dataset]
+    bad_labels = sorted(n for n, (label, _) in by_name.items() if not 0 <= label < num_class)
+    if bad_labels:
+        raise DataGenError(f"{path}: annotation {bad_labels[0]!r} has label {by_name[bad_labels[0]][0]}, outside "
+                           f"0..{num_class - 1} of {dataset} ({len(bad_labels)} such; pass --dataset)")
+    out_folder = Path(out_folder) if out_folder is not None else Path(DEFAULT_OUT_FOLDERS[dataset])
+
+    members: dict[tuple[str, str], set[str]] = {}
+    for benchmark, (train_key, val_key) in chosen.items():
+        train, val = set(map(str, split[train_key])), set(map(str, split[val_key]))
+        both = sorted(train & val)
+        if both:
+            raise DataGenError(f"{path}: {len(both)} names are in both {train_key!r} and {val_key!r}, e.g. {both[0]!r}")
+        for part, names in (("train", train), ("val", val)):
+            absent = sorted(names - set(by_name))
+            if absent:
+                listed = f"'split'[{train_key if part == 'train' else val_key!r}]"
+                if not skip_bad:
+                    raise DataGenError(f"{path}: {listed} names {len(absent)} frame_dir(s) without annotation, "
+                                       f"e.g. {absent[0]!r}")
+                skipped.extend((n, f"{path}: listed in {listed} but has no annotation") for n in absent)
+            members[FOLDER_OF.get(benchmark, benchmark), part] = names & set(by_name)
+
+    names = sorted(set().union(*members.values()))
+    writers: dict[tuple[str, str], _PartWriter] = {}
+    results = None
+    written: dict[str, dict[str, int]] = {}
+    cut: list[str] = []
+    empty: list[str] = []
+    try:
+        for (folder_name, part), part_names in members.items():
+            folder = out_folder / folder_name
+            folder.mkdir(parents=True, exist_ok=True)
+            if not part_names:
+                raise DataGenError(f"{path}: no sample for {folder_name}/{part}")
+            writers[folder_name, part] = _PartWriter(folder, part, len(part_names))
+        results = _converted(((by_name[n][1], normalize) for n in names), workers)
+        for name, sample in tqdm(zip(names, results), total=len(names), unit="sample", desc="pyskl_convert",
+                                 disable=not progress):
+            if sample.file_frames > MAX_FRAMES:
+                cut.append(name)
+            if not sample.has_body:
+                empty.append(name)
+            for (folder_name, part), part_names in members.items():
+                if name in part_names:
+                    writers[folder_name, part].append(name + SKELETON_SUFFIX, by_name[name][0], sample)
+        results.close()
+        renames: list[tuple[Path, Path]] = []
+        for (folder_name, part), writer in writers.items():
+            renames.extend(writer.finish())
+            written.setdefault(folder_name, {})[part] = writer.written
+        for partial, final in renames:  # only now, with every output complete
+            os.replace(partial, final)
+    finally:
+        if results is not None:
+            results.close()
+        for writer in writers.values():  # after a failure: no partial file survives
+            for leftover in writer.folder.glob(f"*{PARTIAL_SUFFIX}*"):
+                leftover.unlink(missing_ok=True)
+
+    if cut:
+        warnings.warn(f"{len(cut)} sequences longer than {MAX_FRAMES} frames were cut to the first {MAX_FRAMES}: "
+                      f"{', '.join(cut[:4])}{', ...' if len(cut) > 4 else ''}")
+    if empty:
+        warnings.warn(f"{len(empty)} samples hold no body in any frame; stored as zeros: {', '.join(empty[:4])}")
+    if skip_bad:
+        _write_skipped(out_folder / SKIPPED_LIST, skipped)
+    return out_folder, written, skipped
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="pyskl 3D annotation pickle (NTU 60/120) -> normalised training tensors in the layout of "
+                    "data_gen/ntu_gendata.py.")
+    parser.add_argument("--annotation", "--ann-file", dest="annotation", required=True,
+                        help="pyskl pickle, e.g. ntu60_3danno.pkl or ntu120_3danno.pkl")
+    parser.add_argument("--dataset", choices=("auto", *NUM_CLASSES), default="auto",
+                        help="ntu60 or ntu120 (default auto: ntu120 when the pickle has xset splits or a label >= 60)")
+    parser.add_argument("--out-folder", "--out_folder", dest="out_folder",
+                        help="where to write <benchmark>/... (default ./data/NTU-RGB-D-60-AGCN or "
+                             "./data/NTU-RGB-D-120-AGCN)")
+    parser.add_argument("--splits", nargs="+", metavar="NAME",
+                        help="benchmarks to convert, pyskl names (xsub xview xset) or ours (xsetup); "
+                             "default: every <b>_train/<b>_val pair in the pickle")
+    parser.add_argument("--normalize", choices=NORMALIZE_CHOICES, default="agcn",
+                        help="agcn (default): order persons by motion energy and apply the 2s-AGCN "
+                             "pre-normalisation, as the raw NTU preparation does; none: keep the keypoints as given")
+    parser.add_argument("--workers", type=int, default=1, help="processes normalising samples (default 1)")
+    parser.add_argument("--skip-bad", "--skip_bad", dest="skip_bad", action="store_true",
+                        help="skip malformed annotations and split names without annotation, listed in "
+                             "OUT/skipped_samples.txt")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error(f"--workers must be >= 1, got {args.workers}")
+    previous_format = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning
+    try:
+        out_folder, written, skipped = convert(
+            args.annotation, args.out_folder, dataset=args.dataset, splits=args.splits, normalize=args.normalize,
+            workers=args.workers, skip_bad=args.skip_bad, progress=args.progress)
+    except DataGenError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    finally:
+        warnings.formatwarning = previous_format
+    for folder_name, parts in written.items():
+        counts = ", ".join(f"{part} {count}" for part, count in parts.items())
+        sys.stdout.write(f"{out_folder / folder_name}: {counts}\n")
+    if args.skip_bad:
+        sys.stdout.write(f"skipped {len(skipped)} annotation(s), listed in {out_folder / SKIPPED_LIST}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    # Re-enter through the package so worker processes pickle `data_gen.pyskl_convert` functions.
+    from data_gen.pyskl_convert import main as _main
+
+    sys.exit(_main())
