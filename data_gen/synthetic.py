@@ -24,6 +24,7 @@ class is in the train and val parts of x-sub, x-view and x-setup. Everything is 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
@@ -71,12 +72,33 @@ def is_two_person(label: int, num_classes: int) -> bool:
 def sample_fields(label: int, index: int, num_subjects: int, num_setups: int) -> tuple[int, int, int, int]:
     """(setup, camera, subject, replication) of sample ``index`` of class ``label`` (see module docstring)."""
     camera = index % 3 + 1
-    slot = (index // 3) % num_subjects
+    # Subjects rotate with the class; with an even count, the slot parity (train / test subject)
+    # still alternates every 3 samples.
+    slot = (index // 3 + label) % num_subjects
     pool = XSUB_TRAIN_SUBJECTS_NTU60 if slot % 2 == 0 else _VAL_SUBJECTS_NTU60
     subject = pool[slot // 2]
     replication = index // (3 * num_subjects) + 1
     setup = (index // 3 + label) % num_setups + 1
     return setup, camera, subject, replication
+
+
+@functools.lru_cache(maxsize=1)
+def _official_ignored() -> frozenset[str]:
+    return frozenset().union(*(read_ignored_list(path) for path in DEFAULT_IGNORED_LISTS.values()))
+
+
+def sample_name(label: int, index: int, num_subjects: int, num_setups: int) -> str:
+    """The file name of sample ``index`` of class ``label``.
+
+    A name on an official missing-skeleton list gets its replication number raised by 100, so that
+    the default ignored lists of ``ntu_gendata`` keep every synthetic file.
+    """
+    setup, camera, subject, replication = sample_fields(label, index, num_subjects, num_setups)
+    while True:
+        stem = f"S{setup:03d}C{camera:03d}P{subject:03d}R{replication:03d}A{label + 1:03d}"
+        if stem not in _official_ignored():
+            return stem + ".skeleton"
+        replication += 100
 
 
 # ----------------------------------------------------------------------------------------------
@@ -263,10 +285,14 @@ def synthetic_sequence(label: int, index: int, *, num_classes: int, subject: int
     num_noise = int(rng.choice(4, p=[0.6, 0.25, 0.1, 0.05])) if not long else 0
     num_noise = min(num_noise, 4 - len(actors))
     for _ in range(num_noise):
-        length = int(rng.integers(max(2, total // 10), max(3, total // 2)))
+        # Either an object mistaken for a body over a stretch of frames, listed after the actors, or a
+        # glitch of a few frames that the Kinect may list first (then the actors shift slots).
+        glitch = rng.random() < 0.3
+        length = int(rng.integers(2, 9)) if glitch else int(rng.integers(max(2, total // 10), max(3, total // 2)))
+        length = min(length, total)
         start = int(rng.integers(0, total - length + 1))
         blob = _noise_body(rng, length)
-        first = rng.random() < 0.1  # now and then the noise is listed before the actors
+        first = glitch and rng.random() < 0.5
         for t in range(length):
             if first:
                 frames[start + t].insert(0, blob[t])
@@ -314,26 +340,22 @@ def write_synthetic_ntu(out_dir: str | Path, *, num_classes: int = 10, samples_p
                         seed: int = 0) -> list[Path]:
     """Write ``num_classes * samples_per_class`` synthetic ``.skeleton`` files into ``out_dir``.
 
-    ``num_subjects`` (2..40) performers alternate between x-sub training and test subjects;
+    ``num_subjects`` (even, 2..40) performers alternate between x-sub training and test subjects;
     ``num_setups`` >= 2; the first ``long_samples`` files (in writing order) are longer than 300 frames.
-    A name on an official missing-skeleton list gets its replication number raised by 100 (so the
-    default ignored lists of ``ntu_gendata`` keep every file). Returns the paths, sorted by name.
-    Deterministic in all arguments.
+    Names come from ``sample_name``. Returns the paths, sorted by name. Deterministic in all arguments.
     """
     if not 1 <= num_classes <= 120:
         raise ValueError(f"num_classes must be in 1..120 (NTU action numbers), got {num_classes}")
     if samples_per_class < 1:
         raise ValueError(f"samples_per_class must be >= 1, got {samples_per_class}")
-    if not 2 <= num_subjects <= 40:
-        raise ValueError(f"num_subjects must be in 2..40, got {num_subjects}")
+    if not 2 <= num_subjects <= 40 or num_subjects % 2:
+        raise ValueError(f"num_subjects must be even, in 2..40, got {num_subjects}")
     if not 2 <= num_setups <= 32:
         raise ValueError(f"num_setups must be in 2..32, got {num_setups}")
     if 3 * num_subjects * 99 < samples_per_class:
         raise ValueError("samples_per_class too large for three-digit replication numbers")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    # Names on the official missing-skeleton lists would be dropped by data_gen's default lists.
-    official = set().union(*(read_ignored_list(path) for path in DEFAULT_IGNORED_LISTS.values()))
     paths = []
     for label in range(num_classes):
         for index in range(samples_per_class):
@@ -341,11 +363,7 @@ def write_synthetic_ntu(out_dir: str | Path, *, num_classes: int = 10, samples_p
             long = len(paths) < long_samples
             frames = synthetic_sequence(label, index, num_classes=num_classes, subject=subject, setup=setup,
                                         camera=camera, seed=seed, long=long)
-            stem = f"S{setup:03d}C{camera:03d}P{subject:03d}R{replication:03d}A{label + 1:03d}"
-            while stem in official:
-                replication += 100
-                stem = f"S{setup:03d}C{camera:03d}P{subject:03d}R{replication:03d}A{label + 1:03d}"
-            name = stem + ".skeleton"
+            name = sample_name(label, index, num_subjects, num_setups)
             path = out_dir / name
             partial = out_dir / f".{name}.partial"
             partial.write_text(skeleton_text(frames, (seed, 4, label, index)), encoding="ascii")
