@@ -99,8 +99,16 @@ def all_reduce_(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
     return tensor
 
 
-def shared_permutation(n: int, device: torch.device) -> torch.Tensor:
-    """A random permutation of range(n), drawn on rank 0 and identical on every rank."""
+def shared_permutation(n: int, device: torch.device, seed: int | None = None) -> torch.Tensor:
+    """A random permutation of range(n), identical on every rank.
+
+    With ``seed`` every rank draws the same permutation from its own generator (no communication, and
+    a resumed run draws what the uninterrupted one did); without, rank 0 draws from the global
+    generator and broadcasts.
+    """
+    if seed is not None:
+        generator = torch.Generator().manual_seed(int(seed))
+        return torch.randperm(n, generator=generator).to(device)
     perm = torch.randperm(n).to(device)
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.broadcast(perm, src=0)

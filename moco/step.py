@@ -23,14 +23,14 @@ class StepOutput(NamedTuple):
 
 
 def _shuffle_key_views(
-    key_views: Sequence[torch.Tensor], rank: int, world_size: int
+    key_views: Sequence[torch.Tensor], rank: int, seed: int | None
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Shuffling BN (MoCo): permute the global batch of key views so each device's BatchNorm sees a
     different mix of clips than its queries do. Returns this rank's share and the inverse permutation
     of the global batch."""
     local = key_views[0].shape[0]
     gathered = [concat_all_gather(v) for v in key_views]  # (world*B, ...)
-    perm = shared_permutation(gathered[0].shape[0], gathered[0].device)
+    perm = shared_permutation(gathered[0].shape[0], gathered[0].device, seed)
     mine = perm[rank * local:(rank + 1) * local]
     return [g[mine] for g in gathered], torch.argsort(perm)
 
@@ -44,6 +44,7 @@ def contrastive_step(
     rank: int = 0,
     world_size: int = 1,
     shuffle_bn: bool = False,
+    shuffle_seed: int | None = None,
     autocast_dtype: torch.dtype | None = None,
 ) -> StepOutput:
     """Momentum update, forward, InfoNCE losses (summed over streams), SGD step, enqueue.
@@ -51,13 +52,15 @@ def contrastive_step(
     model: ``base`` itself, or a DataParallel/DDP wrapper of it. views: the dataset's tuple, on the
     device (inter: s1_v1, s2_v1, s1_v2, s2_v2; intra: v1, v2). Under DDP every rank's keys are gathered
     before they enter the queues, so all ranks' queues stay identical and advance by the global batch.
+    shuffle_seed: seeds the shuffling-BN permutation (e.g. from seed, epoch and step, so that a resumed
+    run shuffles as the uninterrupted one); None draws it from the global generator.
     """
     n = base.num_streams
     query_views, key_views = list(views[:n]), list(views[n:])
     base.momentum_update()  # before the keys, as MoCo prescribes
     unshuffle = None
     if shuffle_bn:
-        key_views, unshuffle = _shuffle_key_views(key_views, rank, world_size)
+        key_views, unshuffle = _shuffle_key_views(key_views, rank, shuffle_seed)
     device_type = query_views[0].device.type
     amp = torch.autocast(device_type, dtype=autocast_dtype) if autocast_dtype is not None else contextlib.nullcontext()
     with amp:
