@@ -1,0 +1,201 @@
+"""action_classification.py end to end on tiny synthetic NTU-layout data, and its frozen-encoder guard."""
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import action_classification
+from action_classification import check_encoder_unchanged, freeze_encoder, init_head
+from models import build_encoder
+from tests.test_checkpoints import reference_checkpoint
+
+TINY_ARGS = ["--gru-hidden-size", "8", "--gru-layers", "1", "--agcn-base-channels", "4", "--hcn-out-channels", "4"]
+TINY = dict(gru_hidden_size=8, gru_layers=1, agcn_base_channels=4, hcn_out_channels=4)
+CLASSES = (0, 3, 7)  # a few of NTU 60's actions
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def write_synthetic_split(data_root: Path, *, folder: str = "NTU-RGB-D-60-AGCN", split: str = "xview",
+                          per_class: dict[str, int] | None = None, frames: int = 40, seed: int = 0) -> dict[str, list]:
+    """Clips in data_gen's layout with class-dependent motion; returns the sample names per part."""
+    per_class = per_class or {"train": 4, "val": 2}
+    rng = np.random.default_rng(seed)
+    out = data_root / folder / split
+    out.mkdir(parents=True, exist_ok=True)
+    base = rng.normal(size=(3, 1, 25, 1)).astype(np.float32)
+    names_by_part = {}
+    for part, count in per_class.items():
+        clips, labels, names, lengths = [], [], [], []
+        for cls in CLASSES:
+            for i in range(count):
+                n = int(rng.integers(frames // 2, frames + 1))
+                t = np.arange(frames, dtype=np.float32)[None, :, None, None] / frames
+                motion = np.sin(2 * np.pi * (cls + 1) * t + rng.uniform(0, 1)) * (0.3 + 0.1 * cls)
+                clip = np.zeros((3, frames, 25, 2), dtype=np.float32)
+                clip[..., :1] = base + motion + 0.05 * rng.normal(size=(3, frames, 25, 1))
+                clip[:, n:] = 0.0
+                clips.append(clip)
+                labels.append(cls)
+                names.append(f"S001C00{1 + i % 3}P00{i}R001A{cls + 1:03d}_{part}.skeleton")
+                lengths.append(n)
+        np.save(out / f"{part}_data_joint.npy", np.stack(clips))
+        np.save(out / f"{part}_num_frame.npy", np.asarray(lengths, dtype=np.int64))
+        with open(out / f"{part}_label.pkl", "wb") as f:
+            pickle.dump((names, labels), f)
+        names_by_part[part] = names
+    return names_by_part
+
+
+@pytest.fixture
+def data_root(tmp_path):
+    root = tmp_path / "data"
+    write_synthetic_split(root)
+    return root
+
+
+def _common(data_root: Path, out: Path, *extra: str) -> list[str]:
+    return ["--data-root", str(data_root), "--finetune-dataset", "ntu60", "--protocol", "cross_view",
+            "-j", "0", "-b", "4", "--lr", "0.1", "--seed", "1", "--device", "cpu",
+            "--checkpoint-path", str(out / "ckpt"), *TINY_ARGS, *extra]
+
+
+def _encoder_tensors(state: dict) -> dict:
+    return {k: v for k, v in state.items() if not k.startswith("fc.")}
+
+
+def test_linear_evaluation_end_to_end(data_root, tmp_path, capsys):
+    pretrained = tmp_path / "checkpoint_0450.pth.tar"
+    encoders = reference_checkpoint(pretrained, "seq-based_and_graph-based")
+    metrics_path = tmp_path / "out" / "metrics.json"
+    metrics = action_classification.main(_common(
+        data_root, tmp_path, "--epochs", "2", "--pretrained", str(pretrained),
+        "--pretrain-skeleton-representation", "seq-based_and_graph-based",
+        "--finetune-skeleton-representation", "graph-based",
+        "--metrics-json", str(metrics_path), "--plot-dir", str(tmp_path / "plots")))
+
+    saved = json.loads(metrics_path.read_text())
+    assert saved["top1"] == pytest.approx(metrics["top1"])
+    assert set(saved) >= {"top1", "top5", "best_epoch", "history", "args"}
+    assert saved["protocol"] == "linear"
+    assert saved["best_epoch"] in (1, 2)
+    assert [h["epoch"] for h in saved["history"]] == [1, 2]
+    best = saved["history"][saved["best_epoch"] - 1]
+    assert saved["top1"] == pytest.approx(best["val_top1"]) and saved["top5"] == pytest.approx(best["val_top5"])
+    # 6 evaluation clips: accuracies are multiples of 100/6
+    assert (saved["top1"] * 6 / 100) == pytest.approx(round(saved["top1"] * 6 / 100))
+    assert saved["top1"] <= saved["top5"] <= 100.0
+    assert saved["num_train"] == 12 and saved["num_val"] == 6
+    assert saved["args"]["finetune_skeleton_representation"] == "graph-based"
+
+    # frozen: every encoder tensor (BatchNorm statistics included) equals encoder_r of the checkpoint
+    checkpoint = torch.load(tmp_path / "ckpt" / "graph-based_checkpoint.pth.tar", weights_only=True)
+    assert checkpoint["epoch"] == saved["best_epoch"]
+    want = _encoder_tensors(encoders["encoder_r"])
+    got = _encoder_tensors(checkpoint["state_dict"])
+    assert sorted(got) == sorted(want)
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    assert checkpoint["state_dict"]["fc.weight"].shape[0] == 60
+    assert (tmp_path / "ckpt" / "last_checkpoint.pth.tar").is_file()
+    assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "ckpt").iterdir())
+    assert (tmp_path / "plots" / "confusion_matrix.png").read_bytes()[:8] == PNG_MAGIC
+
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert lines[-1].startswith("linear graph-based on ntu60 cross_view: best top-1 ")
+    assert f"at epoch {saved['best_epoch']}/2" in lines[-1]
+
+
+def test_frozen_check_catches_a_changed_weight():
+    model = build_encoder("graph-based", 60, **TINY)
+    reference = {k: v.clone() for k, v in _encoder_tensors(model.state_dict()).items()}
+    check_encoder_unchanged(model, reference, epoch=1)  # untouched: passes
+    model.fc.weight.data.add_(1.0)
+    check_encoder_unchanged(model, reference, epoch=1)  # fc may change
+    bn_key = next(k for k in reference if k.endswith("running_mean"))
+    model.state_dict()[bn_key].add_(0.25)
+    with pytest.raises(RuntimeError, match=rf"changed frozen encoder weights during epoch 1: {bn_key} \(max change 0.25\)"):
+        check_encoder_unchanged(model, reference, epoch=1)
+
+
+def test_broken_freezing_is_caught_during_training(data_root, tmp_path, monkeypatch):
+    """Were freezing forgotten, SGD would move encoder weights: the run must stop after epoch 1."""
+    pretrained = tmp_path / "intra.pth.tar"
+    reference_checkpoint(pretrained, "image-based")
+    monkeypatch.setattr(action_classification, "freeze_encoder", lambda model: None)
+    with pytest.raises(RuntimeError, match="changed frozen encoder weights during epoch 1"):
+        action_classification.main(_common(
+            data_root, tmp_path, "--epochs", "1", "--pretrained", str(pretrained),
+            "--pretrain-skeleton-representation", "image-based", "--finetune-skeleton-representation", "image-based"))
+    assert not (tmp_path / "ckpt" / "image-based_checkpoint.pth.tar").exists()
+
+
+def test_freeze_encoder_keeps_eval_mode_and_only_fc_trainable():
+    model = build_encoder("image-based", 60, **TINY)
+    init_head(model)
+    assert model.fc.bias.abs().max().item() == 0.0
+    assert 0.005 < model.fc.weight.std().item() < 0.015
+    freeze_encoder(model)
+    model.train()
+    assert not any(m.training for m in model.modules())
+    trainable = sorted(n for n, p in model.named_parameters() if p.requires_grad)
+    assert trainable == ["fc.bias", "fc.weight"]
+
+
+def test_supervised_semi_supervised_and_resume(data_root, tmp_path):
+    args = _common(data_root, tmp_path, "--finetune-skeleton-representation", "image-based",
+                   "--label-fraction", "0.5")
+    first = action_classification.main(args + ["--epochs", "1"])
+    assert first["protocol"] == "supervised (0.5 of the labels)"
+    assert first["num_train"] == 6  # round(0.5 * 4) clips of each of the 3 classes
+    resumed = action_classification.main(args + ["--epochs", "2", "--resume",
+                                                 str(tmp_path / "ckpt" / "last_checkpoint.pth.tar")])
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+    assert resumed["history"][0] == first["history"][0]
+    # an uninterrupted run reaches the same second epoch
+    straight = action_classification.main(args + ["--epochs", "2", "--checkpoint-path", str(tmp_path / "straight")])
+    for key in ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5"):
+        assert resumed["history"][1][key] == pytest.approx(straight["history"][1][key], rel=1e-5), key
+    last = torch.load(tmp_path / "ckpt" / "last_checkpoint.pth.tar", weights_only=True)
+    assert last["epoch"] == 2
+
+
+def test_label_fraction_keeps_one_clip_per_class(data_root, tmp_path):
+    metrics = action_classification.main(_common(data_root, tmp_path, "--epochs", "1", "--label-fraction", "0.01",
+                                                 "--finetune-skeleton-representation", "image-based"))
+    assert metrics["num_train"] == len((0, 3, 7))
+
+
+def test_finetune_trains_the_encoder(data_root, tmp_path):
+    pretrained = tmp_path / "intra.pth.tar"
+    encoders = reference_checkpoint(pretrained, "seq-based")
+    metrics = action_classification.main(_common(
+        data_root, tmp_path, "--epochs", "1", "--pretrained", str(pretrained), "--finetune",
+        "--pretrain-skeleton-representation", "seq-based", "--finetune-skeleton-representation", "seq-based"))
+    assert metrics["protocol"] == "fine-tuned"
+    state = torch.load(tmp_path / "ckpt" / "last_checkpoint.pth.tar", weights_only=True)["state_dict"]
+    want = _encoder_tensors(encoders["encoder_q"])
+    assert any(not torch.equal(state[k], want[k]) for k in want)
+
+
+def test_error_cases(data_root, tmp_path):
+    pretrained = tmp_path / "pair.pth.tar"
+    reference_checkpoint(pretrained, "seq-based_and_graph-based")
+    with pytest.raises(FileNotFoundError, match=r"val_data_joint\.npy not found"):
+        (data_root / "NTU-RGB-D-60-AGCN" / "xview" / "val_data_joint.npy").rename(tmp_path / "moved.npy")
+        action_classification.main(_common(data_root, tmp_path, "--epochs", "1"))
+    (tmp_path / "moved.npy").rename(data_root / "NTU-RGB-D-60-AGCN" / "xview" / "val_data_joint.npy")
+    with pytest.raises(FileNotFoundError, match="missing.pth.tar"):
+        action_classification.main(_common(data_root, tmp_path, "--pretrained", str(tmp_path / "missing.pth.tar")))
+    with pytest.raises(ValueError, match=r"holds encoder_q \(seq-based\), encoder_r \(graph-based\)"):
+        action_classification.main(_common(
+            data_root, tmp_path, "--pretrained", str(pretrained),
+            "--pretrain-skeleton-representation", "seq-based_and_graph-based",
+            "--finetune-skeleton-representation", "image-based"))
+    with pytest.raises(ValueError, match="--finetune needs --pretrained"):
+        action_classification.main(_common(data_root, tmp_path, "--finetune"))
+    with pytest.raises(SystemExit):  # argparse: unknown representation
+        action_classification.main(_common(data_root, tmp_path, "--finetune-skeleton-representation", "pixel-based"))
