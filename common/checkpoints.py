@@ -129,7 +129,11 @@ def pretrained_encoder_state(
     them, when the checkpoint lacks the expected slot (e.g. an intra-skeleton file read as a pair) or when
     the slot's weights belong to another representation.
     """
-    checkpoint = read_checkpoint(path)
+    return _select_encoder(read_checkpoint(path), path, pretrain_representation, representation)
+
+
+def _select_encoder(checkpoint: Mapping[str, Any], path: str | os.PathLike, pretrain_representation: str,
+                    representation: str) -> dict[str, torch.Tensor]:
     slots = encoder_slots(model_state(checkpoint, path))
     held = describe_slots(slots)
     saved = _saved_pretrain_representation(checkpoint)
@@ -157,6 +161,21 @@ def pretrained_encoder_state(
             f"{pretrain_representation!r} implies; the checkpoint holds {held}"
         )
     return weights
+
+
+# Encoder-size options our pretraining script records in a checkpoint's args.
+SIZE_FLAGS = ("gru_hidden_size", "gru_layers", "agcn_base_channels", "hcn_out_channels")
+
+
+def _size_hint(checkpoint: Mapping[str, Any]) -> str:
+    """`` It was pretrained with --gru-hidden-size 8 ...`` from the checkpoint's recorded args, or ''."""
+    args = checkpoint.get("args")
+    if not isinstance(args, Mapping) or not all(k in args for k in SIZE_FLAGS):
+        return ""
+    flags = " ".join(f"--{k.replace('_', '-')} {args[k]}" for k in SIZE_FLAGS)
+    if args.get("true_bidirectional_gru"):
+        flags += " --true-bidirectional-gru"
+    return f" It was pretrained with {flags}."
 
 
 def _shape(t: torch.Tensor) -> str:
@@ -211,7 +230,11 @@ def load_pretrained_encoder(
     frozen training left them unchanged.
     """
     parse_representation(pretrain_representation)
-    weights = pretrained_encoder_state(path, pretrain_representation, representation)
+    checkpoint = read_checkpoint(path)
+    weights = _select_encoder(checkpoint, path, pretrain_representation, representation)
     slot = encoder_name_for(pretrain_representation, representation)
-    load_encoder_weights(model, weights, source=f"{slot} of {path}")
+    try:
+        load_encoder_weights(model, weights, source=f"{slot} of {path}")
+    except ValueError as exc:
+        raise ValueError(f"{exc}{_size_hint(checkpoint)}") from None
     return {k: v.detach().clone().cpu() for k, v in weights.items()}

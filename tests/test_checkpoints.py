@@ -169,6 +169,14 @@ def test_size_mismatch_names_keys_and_shapes(tmp_path):
     assert "--gru-hidden-size" in str(info.value)
     for key, value in model.state_dict().items():  # nothing was copied
         assert torch.equal(value, before[key]), key
+    # our checkpoints record the sizes: the error then says which flags to pass
+    ours = tmp_path / "ours.pth.tar"
+    reference_checkpoint(ours, "seq-based", gru_hidden_size=12, extra={"args": {
+        "skeleton_representation": "seq-based", "gru_hidden_size": 12, "gru_layers": 1,
+        "agcn_base_channels": 4, "hcn_out_channels": 4, "true_bidirectional_gru": False}})
+    with pytest.raises(ValueError, match="It was pretrained with --gru-hidden-size 12 --gru-layers 1 "
+                                         "--agcn-base-channels 4 --hcn-out-channels 4"):
+        load_pretrained_encoder(model, ours, "seq-based", "seq-based")
 
 
 def test_missing_and_unexpected_keys_are_listed():
