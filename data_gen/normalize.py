@@ -1,7 +1,7 @@
 """Skeleton normalisation of the 2s-AGCN / skeleton-contrast preprocessing, vectorised.
 
-Pure numpy functions; nothing here reads files or warns. ``normalize_sample`` is the whole chain for
-one sample laid out as the training tensors are, (C=3, T, V, M):
+Pure numpy functions; nothing here reads files or warns. Samples are laid out as the training tensors
+are, (C=3, T, V, M). ``normalize_sample`` is the whole chain:
 
 1. ``pad_null_frames``: a person whose first frame is empty has its non-empty frames moved to the
    front; the frames after its last non-empty one are filled by repeating the frames before cyclically;
@@ -10,8 +10,10 @@ one sample laid out as the training tensors are, (C=3, T, V, M):
 3. ``align_to_axes``: one rotation, taken from person 0's first frame, turns the bone joint 0 -> 1
    to +z and then the bone joint 4 -> 8 (shoulder to shoulder) to +x, applied to every frame.
 
-Inside, arrays are (M, T, V, C) float64 ("person-major"); the result is stored as float32. An "empty"
-frame or joint is one whose coordinates are all zero.
+The steps work on person-major (M, C, T, V) float64 arrays (``to_person_major``), where per-person and
+per-frame operations run over contiguous memory; the result is stored as float32. An "empty" frame or
+joint is one whose coordinates are all zero. ``select_bodies`` picks the two most energetic Kinect
+body slots of a file first.
 """
 from __future__ import annotations
 
@@ -23,9 +25,13 @@ Z_BONE = (0, 1)  # base of the spine -> middle of the spine
 X_BONE = (4, 8)  # left shoulder -> right shoulder
 
 
-def _present(a: np.ndarray) -> np.ndarray:
-    """(..., 3) -> (...) bool: the point is not all zero (an or-chain: much faster than any(axis=-1))."""
-    return (a[..., 0] != 0) | (a[..., 1] != 0) | (a[..., 2] != 0)
+def _present(points: np.ndarray, axis: int) -> np.ndarray:
+    """Drop ``axis`` (length 3, the coordinates): True where a point is not all zero.
+
+    An or-chain over the three coordinates: much faster than ``any(axis=...)`` on a length-3 axis.
+    """
+    x, y, z = (np.take(points, i, axis=axis) for i in range(3))
+    return (x != 0) | (y != 0) | (z != 0)
 
 
 def body_energy(bodies: np.ndarray) -> np.ndarray:
@@ -35,11 +41,10 @@ def body_energy(bodies: np.ndarray) -> np.ndarray:
     0 for a slot that is never present.
     """
     energy = np.zeros(bodies.shape[0], dtype=np.float64)
-    present = _present(bodies).any(-1)  # (B, T)
-    for b in range(bodies.shape[0]):  # at most 4 slots
+    present = _present(bodies, -1).any(-1)  # (B, T)
+    for b in np.flatnonzero(present.any(1)):  # at most 4 slots
         frames = bodies[b][present[b]]  # (n, V, 3)
-        if len(frames):
-            energy[b] = frames[..., 0].std() + frames[..., 1].std() + frames[..., 2].std()
+        energy[b] = frames[..., 0].std() + frames[..., 1].std() + frames[..., 2].std()
     return energy
 
 
@@ -49,7 +54,7 @@ def select_bodies(bodies: np.ndarray, num_persons: int = 2, max_frames: int = 30
     The sequence starts at frame 0 of a zero array; frames past ``max_frames`` are dropped. Ties keep
     the reference's order (a stable ascending sort, reversed: the later slot first).
     """
-    num_slots, num_frames, num_joints, _ = bodies.shape
+    num_frames, num_joints = bodies.shape[1:3]
     order = np.argsort(body_energy(bodies), kind="stable")[::-1][:num_persons]
     out = np.zeros((3, max_frames, num_joints, num_persons), dtype=np.float32)
     kept = min(num_frames, max_frames)
@@ -58,49 +63,65 @@ def select_bodies(bodies: np.ndarray, num_persons: int = 2, max_frames: int = 30
     return out
 
 
-def pad_null_frames(s: np.ndarray) -> np.ndarray:
-    """(M, T, V, C) -> (M, T, V, C): close leading gaps, then loop the sequence over the trailing empty frames.
+def to_person_major(x: np.ndarray) -> np.ndarray:
+    """(C, T, V, M) -> (M, C, T, V) float64, the layout the steps below work in (fast per-person access)."""
+    return np.ascontiguousarray(np.asarray(x).transpose(3, 0, 1, 2), dtype=np.float64)
 
-    Empty frames in the middle of a sequence stay empty (and are repeated along with it).
+
+def from_person_major(s: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """(M, C, T, V) -> (C, T, V, M) in ``dtype``."""
+    return np.ascontiguousarray(s.transpose(1, 2, 3, 0), dtype=dtype)
+
+
+def pad_null_frames(s: np.ndarray) -> np.ndarray:
+    """(M, C, T, V) -> (M, C, T, V): close leading gaps, then loop the sequence over the trailing empty frames.
+
+    A person whose first frame is empty gets all its non-empty frames moved to the front; otherwise
+    empty frames in the middle stay (and are repeated along with the rest).
     """
     s = s.copy()
-    num_frames = s.shape[1]
-    for p in range(s.shape[0]):  # at most 2 persons
-        present = _present(s[p]).any(-1)  # (T,)
+    num_frames = s.shape[2]
+    frame_present = _present(s, 1).any(-1)  # (M, T)
+    for p, present in enumerate(frame_present):  # at most 2 persons
         if not present.any():
             continue
+        person = s[p]  # (C, T, V) view
         if not present[0]:
-            frames = s[p, present]
-            s[p] = 0
-            s[p, : len(frames)] = frames
+            frames = np.flatnonzero(present)
+            person[:, : len(frames)] = person[:, frames]
+            person[:, len(frames) :] = 0
             length = len(frames)
         else:
             length = int(np.flatnonzero(present)[-1]) + 1
         if length < num_frames:
-            s[p, length:] = s[p, np.arange(num_frames - length) % length]
+            person[:, length:] = person[:, np.arange(num_frames - length) % length]
     return s
 
 
 def center_on_joint(s: np.ndarray, joint: int = CENTER_JOINT) -> np.ndarray:
-    """(M, T, V, C) -> (M, T, V, C): subtract person 0's ``joint`` per frame from every non-zero joint."""
-    center = s[0, :, joint : joint + 1, :]  # (T, 1, C)
-    present = _present(s)[..., None]  # (M, T, V, 1)
-    return (s - center) * present
+    """(M, C, T, V) -> (M, C, T, V): subtract person 0's ``joint`` per frame from every non-zero joint."""
+    center = s[0, :, :, joint : joint + 1]  # (C, T, 1)
+    return (s - center) * _present(s, 1)[:, None]  # zero joints stay zero
 
 
 def rotation_between(vector: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """(3,), (3,) -> (3, 3): the axis-angle rotation that turns ``vector``'s direction onto ``target``'s.
+    """(3,), (3,) -> (3, 3) float64: the axis-angle rotation that turns ``vector``'s direction onto ``target``'s.
 
-    Axis = vector x target, angle = arccos of the clipped cosine. The identity when either vector, the
-    axis or the angle is (L1 norm / radians) below 1e-6 -- so an anti-parallel pair is left alone, as
-    in the reference.
+    Axis = vector x target, angle = arccos of the clipped cosine of the unit vectors. The identity
+    when either vector, the axis or the angle is (L1 norm / radians) below 1e-6 -- so an
+    anti-parallel pair is left alone, as in the reference. A float32 ``vector`` is made a unit vector
+    in float32, as the reference does with its float32 data (see ``align_to_axes``).
     """
-    v = np.asarray(vector, dtype=np.float64)
+    v_in = np.asarray(vector)
+    if v_in.dtype != np.float32:
+        v_in = v_in.astype(np.float64)
+    v = v_in.astype(np.float64)
     t = np.asarray(target, dtype=np.float64)
     if np.abs(v).sum() < ZERO_TOL or np.abs(t).sum() < ZERO_TOL:
         return np.eye(3)
     axis = np.array([v[1] * t[2] - v[2] * t[1], v[2] * t[0] - v[0] * t[2], v[0] * t[1] - v[1] * t[0]])  # v x t
-    angle = np.arccos(np.clip(np.dot(v / np.linalg.norm(v), t / np.linalg.norm(t)), -1.0, 1.0))
+    unit = (v_in / np.linalg.norm(v_in)).astype(np.float64)
+    angle = np.arccos(np.clip(np.dot(unit, t / np.linalg.norm(t)), -1.0, 1.0))
     if np.abs(axis).sum() < ZERO_TOL or abs(angle) < ZERO_TOL:
         return np.eye(3)
     k = axis / np.linalg.norm(axis)
@@ -110,14 +131,20 @@ def rotation_between(vector: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def align_to_axes(s: np.ndarray, z_bone: tuple[int, int] = Z_BONE, x_bone: tuple[int, int] = X_BONE) -> np.ndarray:
-    """(M, T, V, C) -> (M, T, V, C): rotate so that person 0's ``z_bone`` in frame 0 points to +z, then its ``x_bone`` to +x."""
-    first = s[0, 0]  # (V, C)
+    """(M, C, T, V) -> (M, C, T, V): rotate so that person 0's ``z_bone`` in frame 0 points to +z, then its ``x_bone`` to +x.
+
+    The two bone vectors are taken from float32-rounded joints, as the reference (which stores every
+    step in float32) takes them: when a bone is nearly anti-parallel to its axis the rotation axis is
+    ill-conditioned, and a float64 derivation would then differ from the reference by more than 1e-5.
+    The rotation itself is applied to the float64 data.
+    """
+    first = s[0, :, 0, :].T.astype(np.float32)  # (V, C) person 0, frame 0, as the reference holds it
     to_z = rotation_between(first[z_bone[1]] - first[z_bone[0]], np.array([0.0, 0.0, 1.0]))
-    # The second bone is measured after the first rotation, as the reference rotates in two passes.
-    to_x = rotation_between(to_z @ (first[x_bone[1]] - first[x_bone[0]]), np.array([1.0, 0.0, 0.0]))
-    rotation = to_x @ to_z
-    # One (M*T*V, 3) x (3, 3) product; zero joints stay zero.
-    return (np.reshape(s, (-1, 3)) @ rotation.T).reshape(s.shape)
+    # The second bone is measured after the first rotation (the reference rotates in two passes).
+    turned = (first[list(x_bone)].astype(np.float64) @ to_z.T).astype(np.float32)
+    to_x = rotation_between(turned[1] - turned[0], np.array([1.0, 0.0, 0.0]))
+    # Per person one (3, 3) x (3, T*V) product; zero joints stay zero.
+    return np.matmul(to_x @ to_z, s.reshape(s.shape[0], 3, -1)).reshape(s.shape)
 
 
 def normalize_sample(x: np.ndarray) -> np.ndarray:
@@ -125,8 +152,7 @@ def normalize_sample(x: np.ndarray) -> np.ndarray:
 
     A sample with no body at all comes back as zeros.
     """
-    s = np.ascontiguousarray(np.asarray(x).transpose(3, 1, 2, 0), dtype=np.float64)  # (M, T, V, C)
+    s = to_person_major(x)
     if not s.any():
-        return np.zeros(x.shape, dtype=np.float32)
-    s = align_to_axes(center_on_joint(pad_null_frames(s)))
-    return np.ascontiguousarray(s.transpose(3, 1, 2, 0), dtype=np.float32)
+        return np.zeros(np.shape(x), dtype=np.float32)
+    return from_person_major(align_to_axes(center_on_joint(pad_null_frames(s))))

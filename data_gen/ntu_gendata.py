@@ -70,8 +70,8 @@ def prepare_sample(path: str | Path, max_frames: int = MAX_FRAMES) -> PreparedSa
     """Read one ``.skeleton`` file, keep its two most energetic bodies and normalise: the data of one sample."""
     raw = read_skeleton(path, max_bodies=MAX_BODIES, num_joints=NUM_JOINTS)
     # Stored as float32 before normalising, as the reference does (selection uses the float64 values).
-    selected = select_bodies(raw.bodies, num_persons=NUM_PERSONS, max_frames=max_frames)
-    has_body = bool(np.any(selected))
+    selected = select_bodies(raw.bodies, num_persons=NUM_PERSONS, max_frames=max_frames)  # (C, T, V, M)
+    has_body = bool(selected.any())
     return PreparedSample(normalize_sample(selected), min(raw.num_frames, max_frames), raw.num_frames, has_body)
 
 
@@ -127,10 +127,10 @@ class _PartWriter:
     def _flush(self) -> None:
         if not self.buffered:
             return
-        # Map, write, unmap: written pages leave this process's resident memory with the map.
+        # Map, write, unmap: the written pages leave this process's resident memory with the map (the
+        # kernel writes them back; no msync, which would stall on the disk).
         rows = open_memmap(self.partial_data, mode="r+")
         rows[self.written : self.written + self.buffered] = self.buffer[: self.buffered]
-        rows.flush()
         del rows
         self.written += self.buffered
         self.buffered = 0

@@ -7,12 +7,16 @@ trackingState``). Only the camera-space ``x y z`` are kept.
 
 The common case is parsed in bulk: a Python walk over frame and body headers, then one C-level
 ``numpy.loadtxt`` over all joint lines. Only when that bulk parse fails does a line-by-line pass
-run, to name the offending line. (The bulk parse accepts joint lines with more than 12 fields.)
+run, to name the offending line. The bulk parse checks the line structure, x y z of every joint line
+and the 12 fields of the last one (where a truncated file is cut); a joint line in the middle with a
+wrong number of fields, but numbers for x y z, passes.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -61,12 +65,31 @@ def _read_count(path: Path, lines: list[bytes], index: int, what: str) -> int:
     return value
 
 
-def _fast_count(lines: list[bytes], index: int) -> int:
-    """The integer on line ``index``, or -1 when there is none (the caller then asks _read_count why)."""
+def _raise_body_error(path: Path, lines: list[bytes], index: int, m: int, t: int) -> None:
+    """Body ``m`` of frame ``t`` should start at line ``index``: say what is wrong there."""
+    where = f"body {m + 1} of frame {t + 1}"
+    if index >= len(lines):
+        raise SkeletonFormatError(path, index + 1, f"the body line of {where}", "end of file (truncated file?)")
+    fields = len(lines[index].split())
+    if fields != BODY_FIELDS:
+        raise SkeletonFormatError(path, index + 1, f"a body line of {BODY_FIELDS} fields ({where})",
+                                  f"{fields} fields: {_describe(lines[index])}")
+    raise SkeletonFormatError(path, index + 2, f"the joint count of {where} (an integer)", "end of file (truncated file?)")
+
+
+def _parse_joint_lines(joint_lines: Sequence[bytes]) -> np.ndarray | None:
+    """(L, 3) x y z of the joint lines with numpy's C reader, or None if it cannot parse them.
+
+    Only the three columns used are converted: the reader then stops each line after its third field,
+    which makes this the fastest step it can be. The field count is checked on the last line, the one
+    a truncated file cuts short (a cut anywhere else breaks the line structure the caller checks).
+    """
+    if len(joint_lines[-1].split()) != JOINT_FIELDS:
+        return None
     try:
-        return int(lines[index])
-    except (IndexError, ValueError):
-        return -1
+        return np.loadtxt(joint_lines, dtype=np.float64, usecols=(0, 1, 2), comments=None, ndmin=2)
+    except ValueError:
+        return None
 
 
 def _locate_bad_joint_line(path: Path, lines: list[bytes], line_indices: np.ndarray) -> SkeletonFormatError:
@@ -99,26 +122,27 @@ def read_skeleton(path: str | Path, max_bodies: int = MAX_BODIES, num_joints: in
         lines = f.read().splitlines()  # bytes.splitlines: \n, \r\n and \r only
 
     num_frames = _read_count(path, lines, 0, "the frame count (an integer)")
-    # One entry per body in file order: its slot within the frame, its frame, its first joint line
-    # and its joint count. Every body's joint lines are checked, kept or not.
-    body_slot: list[int] = []
-    body_frame: list[int] = []
-    body_start: list[int] = []
-    body_joints: list[int] = []
+    # One (slot within the frame, frame, first joint line, joint count) per body, in file order. Every
+    # body's joint lines are checked, kept or not. This loop runs for every body of every file: the
+    # messages are built only on the error paths.
+    body_info: list[tuple[int, int, int, int]] = []
     total_lines = len(lines)
     p = 1
     for t in range(num_frames):
-        num_bodies = _fast_count(lines, p)
-        if num_bodies < 0:  # build the message only on the error path
+        try:
+            num_bodies = int(lines[p])
+        except (IndexError, ValueError):
+            num_bodies = -1
+        if num_bodies < 0:
             _read_count(path, lines, p, f"the body count of frame {t + 1} (an integer)")
         p += 1
         for m in range(num_bodies):
-            if p >= total_lines or len(lines[p].split()) != BODY_FIELDS:
-                found = "end of file (truncated file?)" if p >= total_lines else \
-                    f"{len(lines[p].split())} fields: {_describe(lines[p])}"
-                raise SkeletonFormatError(path, p + 1, f"a body line of {BODY_FIELDS} fields "
-                                          f"(body {m + 1} of frame {t + 1})", found)
-            num_body_joints = _fast_count(lines, p + 1)
+            if p + 1 >= total_lines or len(lines[p].split()) != BODY_FIELDS:
+                _raise_body_error(path, lines, p, m, t)
+            try:
+                num_body_joints = int(lines[p + 1])
+            except ValueError:
+                num_body_joints = -1
             if num_body_joints < 0:
                 _read_count(path, lines, p + 1, f"the joint count of body {m + 1} of frame {t + 1} (an integer)")
             p += 2
@@ -126,39 +150,29 @@ def read_skeleton(path: str | Path, max_bodies: int = MAX_BODIES, num_joints: in
                 raise SkeletonFormatError(path, total_lines + 1,
                                           f"{num_body_joints} joint lines for body {m + 1} of frame {t + 1}",
                                           f"end of file after {total_lines - p} (truncated file?)")
-            body_slot.append(m)
-            body_frame.append(t)
-            body_start.append(p)
-            body_joints.append(num_body_joints)
+            body_info.append((m, t, p, num_body_joints))
             p += num_body_joints
 
     bodies = np.zeros((max_bodies, num_frames, num_joints, 3), dtype=np.float64)
-    counts = np.asarray(body_joints, dtype=np.int64)
+    info = np.asarray(body_info, dtype=np.int64).reshape(-1, 4)
+    slots, frames, starts, counts = info.T
     if counts.sum() == 0:
         return RawSkeleton(num_frames, bodies)
 
     # (L,) file line index of every joint line, in file order.
     offsets = np.cumsum(counts) - counts  # row of each body's first joint among all joint rows
-    line_indices = np.repeat(np.asarray(body_start, dtype=np.int64) - offsets, counts) + np.arange(int(counts.sum()))
-    joint_lines: list[bytes] = []
-    for start, count in zip(body_start, body_joints):
-        joint_lines.extend(lines[start:start + count])
-    try:
-        # numpy's C reader; converting only the columns used keeps it fast. Asking for the last
-        # column (trackingState) checks that every line has at least 12 fields.
-        values = np.loadtxt(joint_lines, dtype=np.float64, usecols=(0, 1, 2, JOINT_FIELDS - 1),
-                            comments=None, ndmin=2)
-    except ValueError:
-        values = None
+    line_indices = np.repeat(starts - offsets, counts) + np.arange(int(counts.sum()))
+    joint_lines = itemgetter(*line_indices.tolist())(lines)
+    if len(line_indices) == 1:
+        joint_lines = (joint_lines,)
+    values = _parse_joint_lines(joint_lines)
     # loadtxt skips blank lines; a short row count means one of them sat among the joint lines.
-    if values is None or len(values) != len(joint_lines) or not np.isfinite(values[:, :3]).all():
+    if values is None or len(values) != len(joint_lines) or not np.isfinite(values).all():
         raise _locate_bad_joint_line(path, lines, line_indices)
 
-    slots = np.asarray(body_slot, dtype=np.int64)
     kept = np.flatnonzero(slots < max_bodies)
     take = np.minimum(counts[kept], num_joints)  # joints kept per kept body
     joint = np.arange(int(take.sum())) - np.repeat(np.cumsum(take) - take, take)  # 0..take-1 per body
     rows = np.repeat(offsets[kept], take) + joint
-    frames = np.asarray(body_frame, dtype=np.int64)
     bodies[np.repeat(slots[kept], take), np.repeat(frames[kept], take), joint] = values[rows, :3]
     return RawSkeleton(num_frames, bodies)

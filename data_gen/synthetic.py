@@ -103,7 +103,8 @@ def sample_name(label: int, index: int, num_subjects: int, num_setups: int) -> s
 
 # ----------------------------------------------------------------------------------------------
 # Kinematics: every function works on (T,) angle arrays and returns (T, 3) positions in the body frame
-# (x = the actor's left, y = up, z = backwards; the actor faces -z).
+# (x = the actor's right, y = up, z = backwards; the actor faces -z). Seen from the camera, an actor
+# facing it has the left shoulder at -x, as in Kinect camera space.
 
 def _rot_x(a: np.ndarray) -> np.ndarray:
     c, s, o, z = np.cos(a), np.sin(a), np.ones_like(a), np.zeros_like(a)
@@ -172,8 +173,8 @@ def _pose(ch: np.ndarray, scale: float) -> np.ndarray:
     head_offset = np.array([0.0, 0.15 * scale, 0.0])
     upper[:, 3] = neck + np.einsum("tij,j->ti", _rot_x(-ch[:, 13]), head_offset)
     for side, shoulder_j, arm_js, elev, plane, elbow in (
-        (1.0, 4, (5, 6, 7, 21, 22), l_elev, l_plane, l_elbow),
-        (-1.0, 8, (9, 10, 11, 23, 24), r_elev, r_plane, r_elbow),
+        (-1.0, 4, (5, 6, 7, 21, 22), l_elev, l_plane, l_elbow),
+        (1.0, 8, (9, 10, 11, 23, 24), r_elev, r_plane, r_elbow),
     ):
         shoulder = np.broadcast_to(np.array([side * 0.18 * scale, 0.47 * scale, 0.0]), (t, 3))
         upper[:, shoulder_j] = shoulder
@@ -185,7 +186,7 @@ def _pose(ch: np.ndarray, scale: float) -> np.ndarray:
     joints[:, upper_ids] = np.einsum("tij,tvj->tvi", torso, upper[:, upper_ids])
 
     heights = []
-    for side, ids, kick in ((1.0, (12, 13, 14, 15), ch[:, 7]), (-1.0, (16, 17, 18, 19), ch[:, 8])):
+    for side, ids, kick in ((-1.0, (12, 13, 14, 15), ch[:, 7]), (1.0, (16, 17, 18, 19), ch[:, 8])):
         *points, height = _leg(side, kick + 1.1 * squat, 0.3 * kick + 2.0 * squat, scale)
         for j, p in zip(ids, points):
             joints[:, j] = p

@@ -85,6 +85,8 @@ def test_subject_and_camera_change_the_skeleton(tmp_path):
         return next(f for f in frames if f)[0]
     spines = [np.linalg.norm(first_frame(subject, 2)[20] - first_frame(subject, 2)[0]) for subject in range(1, 9)]
     assert np.ptp(spines) > 0.05  # body size depends on the subject (spine base to shoulders, metres)
+    frontal = first_frame(1, 2)
+    assert (frontal[8] - frontal[4])[0] > 0.2  # Kinect camera space: left shoulder -> right shoulder is +x
     a, c = first_frame(1, 1), first_frame(1, 3)
     shoulders = lambda s: np.arctan2(*(s[8] - s[4])[[2, 0]])  # noqa: E731 -- yaw of the shoulder line
     assert abs(shoulders(a) - shoulders(c)) > 0.8  # cameras 1 and 3 are 90 degrees apart
