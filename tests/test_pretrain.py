@@ -1,0 +1,246 @@
+"""main_moco_inter_skeleton.py end to end on a few synthetic clips with tiny encoders: every
+representation, checkpoints and their numbering, exact resume (epoch boundary and mid-epoch after a
+signal), non-finite losses, start-up errors and a 2-process torchrun (gloo) run."""
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import main_moco_inter_skeleton as pretrain
+from common.representations import REPRESENTATION_CHOICES
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--gru-hidden-size", "8", "--gru-layers", "1", "--agcn-base-channels", "4", "--hcn-out-channels", "4",
+        "--moco-dim", "8", "-j", "0", "-p", "2", "--lr", "0.05"]
+
+
+def write_split(folder: Path, num_clips: int, seed: int = 0) -> None:
+    """data_gen's layout: (N, 3, 300, 25, 2) float32 joints, (names, labels) pickle, frame counts."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    frames = rng.integers(40, 301, size=num_clips)
+    data = np.zeros((num_clips, 3, 300, 25, 2), dtype=np.float32)
+    for i, n in enumerate(frames):
+        walk = np.cumsum(rng.normal(0, 0.02, size=(3, n, 25, 2)), axis=1)  # smooth motion
+        data[i, :, :n] = walk + rng.normal(0, 0.5, size=(3, 1, 25, 1))
+        if i % 2:  # one-person clips leave the second body empty
+            data[i, :, :, :, 1] = 0
+    np.save(folder / "train_data_joint.npy", data)
+    np.save(folder / "train_num_frame.npy", frames.astype(np.int64))
+    names = [f"S001C001P001R001A{(i % 60) + 1:03d}.skeleton" for i in range(num_clips)]
+    with open(folder / "train_label.pkl", "wb") as f:
+        pickle.dump((names, [i % 60 for i in range(num_clips)]), f)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a loaded machine threads fight."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    write_split(root / "NTU-RGB-D-60-AGCN" / "xview", 12)
+    write_split(root / "NTU-RGB-D-60-AGCN" / "xsub", 16, seed=1)
+    return root
+
+
+def run(data_root: Path, out: Path, representation: str, *extra: str) -> int:
+    argv = ["--skeleton-representation", representation, "--data-root", str(data_root), "--pre-dataset", "ntu60",
+            "--protocol", "cross_view", "--checkpoint-path", str(out), "-b", "4", "--moco-k", "16", *TINY, *extra]
+    return pretrain.main(argv)
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("representation", REPRESENTATION_CHOICES)
+def test_one_epoch_of_every_representation(data_root, tmp_path, representation):
+    metrics = tmp_path / "metrics.json"
+    pair = "_and_" in representation
+    code = run(data_root, tmp_path / "ckpt", representation, "--epochs", "1", "--seed", "0",
+               "--metrics-json", str(metrics), *(["--mlp"] if pair else []))
+    assert code == 0
+    files = sorted(p.name for p in (tmp_path / "ckpt").glob("*.pth.tar"))
+    assert files == ["checkpoint_0000.pth.tar", "checkpoint_last.pth.tar"]
+    ckpt = load(tmp_path / "ckpt" / "checkpoint_0000.pth.tar")
+    assert ckpt["epoch"] == 1 and ckpt["step"] == 0 and ckpt["arch"] == representation
+    assert ckpt["args"]["skeleton_representation"] == representation and ckpt["args"]["moco_k"] == 16
+    state = ckpt["state_dict"]
+    assert all(k.startswith("module.") for k in state)
+    assert any(k.startswith("module.encoder_q.") for k in state)
+    # 12 clips, batch 4: 3 steps, so every queue pointer moved by 12 (mod 16)
+    ptrs = ["module.queue_ptr_S1", "module.queue_ptr_S2"] if pair else ["module.queue_ptr"]
+    assert [int(state[p]) for p in ptrs] == [12] * len(ptrs)
+    if pair:
+        assert "module.encoder_r.fc.0.weight" in state and "module.encoder_l.fc.2.weight" in state
+        assert state["module.Queue_S1"].shape == (8, 16)
+    else:
+        assert not any(k.startswith("module.encoder_r") for k in state)
+    import json
+
+    result = json.loads(metrics.read_text())
+    assert result["status"] == "completed" and result["steps_per_epoch"] == 3
+    accs = ["acc_s1", "acc_s2"] if pair else ["acc_s1"]
+    assert sorted(result["final"]) == sorted(["train_loss"] + accs)
+    assert np.isfinite(result["final"]["train_loss"]) and result["final"]["train_loss"] > 0
+    assert all(0.0 <= result["final"][a] <= 100.0 for a in accs)
+
+
+def test_checkpoint_numbering_tensorboard_and_workers(data_root, tmp_path):
+    out = tmp_path / "ckpt"
+    code = run(data_root, out, "seq-based_and_image-based", "--epochs", "4", "--save-freq", "2", "-j", "2")
+    assert code == 0
+    names = sorted(p.name for p in out.iterdir() if p.name.endswith(".pth.tar"))
+    assert names == ["checkpoint_0000.pth.tar", "checkpoint_0002.pth.tar", "checkpoint_0003.pth.tar",
+                     "checkpoint_last.pth.tar"]
+    assert not list(out.glob(".*tmp")) and not list(out.glob(".*link"))
+    last, final = load(out / "checkpoint_last.pth.tar"), load(out / "checkpoint_0003.pth.tar")
+    assert last["epoch"] == final["epoch"] == 4
+    assert all(torch.equal(last["state_dict"][k], v) for k, v in final["state_dict"].items())
+    assert load(out / "checkpoint_0002.pth.tar")["epoch"] == 3
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = list(out.glob("events.out.tfevents.*"))
+    assert len(events) == 1
+    acc = EventAccumulator(str(out)).Reload()
+    assert {"train_loss", "acc_s1", "acc_s2", "lr"} <= set(acc.Tags()["scalars"])
+    assert [e.step for e in acc.Scalars("train_loss")] == [0, 1, 2, 3]
+
+
+def final_state(out: Path) -> dict:
+    ckpt = load(out / "checkpoint_last.pth.tar")
+    return {"model": ckpt["state_dict"], "optimizer": ckpt["optimizer"]["state"], "epoch": ckpt["epoch"]}
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    assert a["epoch"] == b["epoch"]
+    assert a["model"].keys() == b["model"].keys()
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for i in a["optimizer"]:
+        assert torch.equal(a["optimizer"][i]["momentum_buffer"], b["optimizer"][i]["momentum_buffer"])
+
+
+def test_resume_continues_exactly(data_root, tmp_path, monkeypatch):
+    # AGCN's BatchNorm (with shuffled key batches) and HCN's dropout (global RNG) must both resume exactly
+    rep, common = "graph-based_and_image-based", ["--seed", "3", "--mlp", "--shuffle-bn"]
+    assert run(data_root, tmp_path / "straight", rep, "--epochs", "2", *common) == 0
+    straight = final_state(tmp_path / "straight")
+
+    # one epoch, then a second one resumed from checkpoint_last
+    assert run(data_root, tmp_path / "split", rep, "--epochs", "1", *common) == 0
+    assert run(data_root, tmp_path / "split", rep, "--epochs", "2", *common,
+               "--resume", str(tmp_path / "split" / "checkpoint_last.pth.tar")) == 0
+    assert_same_state(straight, final_state(tmp_path / "split"))
+
+    # SIGTERM in the middle of epoch 0: checkpoint_last at the step boundary, exit 128 + 15
+    calls = {"n": 0}
+    step = pretrain.contrastive_step
+
+    def step_then_signal(*args, **kwargs):
+        out = step(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(pretrain, "contrastive_step", step_then_signal)
+    assert run(data_root, tmp_path / "signal", rep, "--epochs", "2", *common) == 128 + signal.SIGTERM
+    assert calls["n"] == 2
+    saved = load(tmp_path / "signal" / "checkpoint_last.pth.tar")
+    assert (saved["epoch"], saved["step"]) == (0, 2) and saved["meters"]["count"] == 8
+    assert not list((tmp_path / "signal").glob("checkpoint_0*"))
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+    monkeypatch.setattr(pretrain, "contrastive_step", step)
+    assert run(data_root, tmp_path / "signal", rep, "--epochs", "2", *common,
+               "--resume", str(tmp_path / "signal" / "checkpoint_last.pth.tar")) == 0
+    assert_same_state(straight, final_state(tmp_path / "signal"))
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data_root, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    step = pretrain.contrastive_step
+
+    def poisoned(*args, **kwargs):
+        out = step(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 5:  # epoch 1, step 2 (3 steps per epoch); not a print step (-p 2: steps 1 and 3)
+            return out._replace(loss=torch.tensor(float("nan")))
+        return out
+
+    monkeypatch.setattr(pretrain, "contrastive_step", poisoned)
+    out = tmp_path / "ckpt"
+    with pytest.raises(SystemExit) as err:
+        run(data_root, out, "image-based", "--epochs", "3")
+    message = str(err.value.code)
+    assert "non-finite loss" in message and "epoch 1" in message and "checkpoint_last.pth.tar" in message
+    assert calls["n"] == 6 and "step 3" in message  # noticed at the next print step
+    assert load(out / "checkpoint_last.pth.tar")["epoch"] == 1  # the good one from epoch 0
+    assert sorted(p.name for p in out.glob("checkpoint_0*")) == ["checkpoint_0000.pth.tar"]
+
+
+@pytest.mark.parametrize(
+    "extra, pattern",
+    [
+        (["--pre-dataset", "ntu60", "--protocol", "cross_setup"], r"has no protocol 'cross_setup'.*ntu60/cross_view"),
+        (["--moco-k", "18"], r"--moco-k 18 must be divisible by --batch-size 4"),
+        (["--protocol", "cross_subject", "--data-root", "EMPTY"], r"train_data_joint.npy not found; make it with: python data_gen/ntu_gendata.py"),
+        (["--resume", "MISSING"], r"--resume: checkpoint .*x.pth.tar not found"),
+        (["-b", "16"], r"holds 12 clips, fewer than one batch of 16"),
+    ],
+)
+def test_start_up_errors_are_one_line_before_building_models(data_root, tmp_path, monkeypatch, extra, pattern):
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was built before the start-up checks")
+
+    monkeypatch.setattr(pretrain, "build_moco", no_model)
+    extra = [str(tmp_path / "nothing") if e == "EMPTY" else str(tmp_path / "x.pth.tar") if e == "MISSING" else e
+             for e in extra]
+    if "-b" in extra:
+        extra += ["--moco-k", "16"]
+    with pytest.raises(SystemExit) as err:
+        run(data_root, tmp_path / "ckpt", "seq-based", *extra)
+    message = str(err.value.code)
+    assert "\n" not in message and re.search(pattern, message), message
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_torchrun_two_processes_gloo(data_root, tmp_path):
+    out = tmp_path / "ckpt"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+           str(ROOT / "main_moco_inter_skeleton.py"), "--skeleton-representation", "seq-based_and_graph-based",
+           "--data-root", str(data_root), "--protocol", "cross_subject", "--checkpoint-path", str(out),
+           "-b", "8", "--moco-k", "32", "--epochs", "1", "--device", "cpu", "--shuffle-bn", "--seed", "0",
+           *TINY]
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "DistributedDataParallel over 2 processes" in proc.stdout
+    assert len(re.findall(r"^epoch +0 \(1/1\) .*-> checkpoint_0000.pth.tar$", proc.stdout, flags=re.M)) == 1  # rank 0 alone
+    assert sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith("events")) == [
+        "checkpoint_0000.pth.tar", "checkpoint_last.pth.tar"]
+    assert len(list(out.glob("events.out.tfevents.*"))) == 1  # one TensorBoard writer
+    state = load(out / "checkpoint_last.pth.tar")["state_dict"]
+    # 16 clips, global batch 8 (4 per rank): 2 steps, each enqueueing both ranks' keys -> pointer 16
+    assert int(state["module.queue_ptr_S1"]) == 16 and int(state["module.queue_ptr_S2"]) == 16
+    # the second half of the queues still holds the random unit columns it started with
+    assert torch.allclose(state["module.Queue_S1"].norm(dim=0), torch.ones(32), atol=1e-5)
