@@ -1,6 +1,6 @@
 """Speed and memory of data_gen/ntu_gendata.py against the reference pipeline, side by side.
 
-    python bench/bench_data_gen.py [--samples 240] [--workers 1 2] [--memory-samples 10000]
+    python bench/bench_data_gen.py [--samples 400] [--workers 1 2] [--memory-samples 10000]
 
 Both run on the same synthetic NTU-format files (data_gen/synthetic.py) and prepare both NTU 60
 benchmarks (xsub, xview). The baseline is tests/test_data_gen_literal.py, a literal re-implementation
@@ -103,7 +103,7 @@ def write_set(folder: Path, samples: int, num_classes: int) -> tuple[int, float]
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--samples", type=int, default=240, help="files in the side-by-side run (default 240)")
+    parser.add_argument("--samples", type=int, default=400, help="files in the side-by-side run (default 400)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to time (default 1 2)")
     parser.add_argument("--memory-samples", type=int, default=0,
                         help="also run ours alone on a set this large for peak memory, e.g. 10000 (default: skip)")

@@ -34,6 +34,7 @@ from tqdm import tqdm
 from data_gen.normalize import normalize_sample, select_bodies
 from data_gen.ntu_splits import (
     DATASET_BENCHMARKS,
+    DATASET_NUM_ACTIONS,
     DEFAULT_IGNORED_LISTS,
     DEFAULT_OUT_FOLDERS,
     SKELETON_SUFFIX,
@@ -97,47 +98,45 @@ def _prepared(paths: Sequence[str], workers: int) -> Iterator[tuple[str, Prepare
 
 
 class _PartWriter:
-    """Collects one (benchmark, part) output: rows appended in order, flushed to a memory-mapped .npy in chunks."""
+    """Collects one (benchmark, part) output: rows written in order into a memory-mapped .npy.
+
+    The map is dropped every ``chunk`` rows, and the written pages with it: the resident memory of a
+    writer stays at ``chunk`` rows (64 x 180 kB) whatever the dataset size.
+    """
 
     def __init__(self, folder: Path, part: str, capacity: int, chunk: int = 64):
         self.folder = folder
         self.part = part
         self.capacity = capacity
+        self.chunk = chunk
         self.data_path = folder / f"{part}_data_joint.npy"
         self.partial_data = _partial(self.data_path)
-        # Creates the (sparse) file at full size; rows are filled in through short-lived maps.
-        created = open_memmap(self.partial_data, mode="w+", dtype=np.float32, shape=(capacity, *SAMPLE_SHAPE))
-        del created
-        self.buffer = np.zeros((min(chunk, max(capacity, 1)), *SAMPLE_SHAPE), dtype=np.float32)
-        self.buffered = 0
+        # Creates the (sparse) file at full size; nothing is held in memory.
+        self._rows: np.memmap | None = open_memmap(self.partial_data, mode="w+", dtype=np.float32,
+                                                    shape=(capacity, *SAMPLE_SHAPE))
         self.written = 0
         self.names: list[str] = []
         self.labels: list[int] = []
         self.num_frames: list[int] = []
 
     def append(self, name: str, label: int, sample: PreparedSample) -> None:
-        self.buffer[self.buffered] = sample.data
-        self.buffered += 1
+        if self._rows is None:
+            self._rows = open_memmap(self.partial_data, mode="r+")
+        self._rows[self.written] = sample.data
+        self.written += 1
         self.names.append(name)
         self.labels.append(label)
         self.num_frames.append(sample.num_frame)
-        if self.buffered == len(self.buffer):
-            self._flush()
+        if self.written % self.chunk == 0:
+            self._unmap()
 
-    def _flush(self) -> None:
-        if not self.buffered:
-            return
-        # Map, write, unmap: the written pages leave this process's resident memory with the map (the
-        # kernel writes them back; no msync, which would stall on the disk).
-        rows = open_memmap(self.partial_data, mode="r+")
-        rows[self.written : self.written + self.buffered] = self.buffer[: self.buffered]
-        del rows
-        self.written += self.buffered
-        self.buffered = 0
+    def _unmap(self) -> None:
+        # No msync: the kernel writes the pages back; unmapping takes them out of this process's memory.
+        self._rows = None
 
     def finish(self) -> list[tuple[Path, Path]]:
         """Write everything under partial names; returns the (partial, final) pairs to rename."""
-        self._flush()
+        self._unmap()
         if self.written < self.capacity:  # files were skipped: copy the rows into a file of the right size
             self._shrink()
         frames_path = self.folder / f"{self.part}_num_frame.npy"
@@ -191,10 +190,12 @@ def list_samples(data_path: Path, ignored: set[str]) -> list[str]:
 
 def generate(data_path: str | Path, out_folder: str | Path, ignored_sample_path: str | Path | None,
              benchmarks: Sequence[str], *, workers: int = 1, skip_bad: bool = False,
-             progress: bool = True) -> Summary:
+             progress: bool = True, num_actions: int | None = None) -> Summary:
     """Prepare every benchmark in ``benchmarks`` from one pass over the files; see the module docstring.
 
-    Raises DataGenError (one-line message) for bad inputs; nothing that looks complete is left then.
+    ``num_actions``: the dataset's number of actions; a file of a higher action number is an error
+    (NTU 120 files in an NTU 60 run). Raises DataGenError (one-line message) for bad inputs; nothing
+    that looks complete is left then.
     """
     data_path, out_folder = Path(data_path), Path(out_folder)
     ignored: set[str] = set()
@@ -215,6 +216,10 @@ def generate(data_path: str | Path, out_folder: str | Path, ignored_sample_path:
             bad_names.append((name, str(error)))
     summary.skipped.extend(bad_names)
     names = [name for name in names if name in fields]
+    beyond = [name for name in names if num_actions is not None and fields[name].action > num_actions]
+    if beyond:
+        raise DataGenError(f"{data_path / beyond[0]}: action A{fields[beyond[0]].action:03d} is beyond the "
+                           f"dataset's {num_actions} actions ({len(beyond)} such files; wrong --dataset?)")
 
     writers: dict[tuple[str, str], _PartWriter] = {}
     results = None
@@ -316,7 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.formatwarning = _one_line_warning
     try:
         summary = generate(args.data_path, out_folder, ignored, benchmarks, workers=args.workers,
-                           skip_bad=args.skip_bad, progress=args.progress)
+                           skip_bad=args.skip_bad, progress=args.progress,
+                           num_actions=DATASET_NUM_ACTIONS[args.dataset])
     except DataGenError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     finally:

@@ -25,6 +25,7 @@ XSETUP_TRAIN_SETUPS = frozenset(range(2, 33, 2))
 
 # Benchmarks written for each dataset, in the order the reference writes them.
 DATASET_BENCHMARKS: dict[str, tuple[str, ...]] = {"ntu60": ("xsub", "xview"), "ntu120": ("xsub", "xsetup")}
+DATASET_NUM_ACTIONS = {"ntu60": 60, "ntu120": 120}
 DEFAULT_OUT_FOLDERS = {"ntu60": "./data/NTU-RGB-D-60-AGCN", "ntu120": "./data/NTU-RGB-D-120-AGCN"}
 DEFAULT_IGNORED_LISTS = {
     "ntu60": RESOURCES / "NTU_RGBD_samples_with_missing_skeletons.txt",

@@ -590,3 +590,13 @@ def test_bad_file_name_is_an_error_unless_skipped(tmp_path, synthetic_dir, capsy
     code, _ = run_main(["--data-path", str(raw), "--out-folder", str(tmp_path / "out"), "--skip-bad"], capsys)
     assert code == 0
     assert (tmp_path / "out" / "skipped_samples.txt").read_text().startswith("notes.skeleton\t")
+
+
+def test_actions_beyond_the_dataset_are_an_error(tmp_path, synthetic_dir, capsys):
+    raw = tmp_path / "raw"
+    first = copy_files(synthetic_dir, raw, 2)[0]
+    (raw / "S018C001P008R001A061.skeleton").write_bytes(first.read_bytes())
+    code, err = run_main(["--data-path", str(raw), "--out-folder", str(tmp_path / "out")], capsys)
+    assert code == 2 and "A061" in err and "60 actions" in err and "--dataset" in err
+    assert run_main(["--data-path", str(raw), "--out-folder", str(tmp_path / "out"), "--dataset", "ntu120"],
+                    capsys)[0] == 0
