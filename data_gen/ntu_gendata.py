@@ -130,6 +130,12 @@ class _PartWriter:
         if self.written % self.chunk == 0:
             self._unmap()
 
+    @property
+    def buffered(self) -> int:
+        """Rows appended but not yet in the file: always 0, rows go straight into the map (``written``
+        counts every appended row)."""
+        return 0
+
     def _unmap(self) -> None:
         # No msync: the kernel writes the pages back; unmapping takes them out of this process's memory.
         self._rows = None
