@@ -16,9 +16,10 @@ Kinect v2 skeleton driven by forward kinematics:
 - some files have extra noise bodies (compact jittering blobs, up to 4 bodies in a frame), leading,
   trailing or dropped (empty) frames, sequences shorter than 64 frames, and optionally over 300 frames.
 
-Sample ``i`` of a class gets camera ``i % 3 + 1``, alternately a cross-subject training and test
-performer every 3 samples, and setups of both parities, so that with >= 6 samples per class every
-class is in the train and val parts of x-sub, x-view and x-setup. Everything is a function of
+Sample ``i`` of a class gets camera ``i % 3 + 1``, a performer that changes every 3 samples
+(alternately a cross-subject training and test one, the sequence shifted per class) and setups of
+both parities, so that with >= 6 samples per class every class is in the train and val parts of
+x-sub, x-view and x-setup. Names on the official missing-skeleton lists are avoided. Everything is a function of
 ``seed`` and the sample's indices: the same call writes the same bytes.
 """
 from __future__ import annotations
