@@ -19,6 +19,7 @@ import multiprocessing
 import os
 import pickle
 import sys
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,15 +87,38 @@ def _prepare_job(path: str) -> tuple[str, PreparedSample | str]:
         return "bad", f"{path}: cannot be read ({error})"
 
 
-def _prepared(paths: Sequence[str], workers: int) -> Iterator[tuple[str, PreparedSample | str]]:
-    """Results of ``_prepare_job`` in input order, from ``workers`` processes (or in-process for 1)."""
+def _prepared(paths: Sequence[str], workers: int, window: int = 32) -> Iterator[tuple[str, PreparedSample | str]]:
+    """Results of ``_prepare_job`` in input order, from ``workers`` processes (or in-process for 1).
+
+    At most ``window`` files per worker are in flight or waiting to be consumed: without that bound,
+    fast workers would pile up 180 kB results faster than the writer takes them.
+    """
     if workers <= 1:
         for path in paths:
             yield _prepare_job(path)
         return
-    with multiprocessing.get_context().Pool(workers) as pool:
-        # Small chunks keep results flowing in order without holding many 180 kB arrays in flight.
-        yield from pool.imap(_prepare_job, paths, chunksize=8)
+    chunk = 4
+    # A chunk is only dispatched once complete, so the window must hold whole chunks.
+    in_flight = threading.Semaphore(max(window, 2 * chunk) * workers)
+    stop = threading.Event()
+
+    def feed() -> Iterator[str]:  # runs in the pool's task thread; blocks while the window is full
+        for path in paths:
+            while not in_flight.acquire(timeout=0.1):
+                if stop.is_set():
+                    return
+            yield path
+
+    pool = multiprocessing.get_context().Pool(workers)
+    try:
+        for result in pool.imap(_prepare_job, feed(), chunksize=chunk):
+            yield result
+            in_flight.release()
+        pool.close()
+    finally:
+        stop.set()  # lets the feeder return, so that terminate() can join the task thread
+        pool.terminate()
+        pool.join()
 
 
 class _PartWriter:

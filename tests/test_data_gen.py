@@ -435,6 +435,14 @@ def test_workers_give_identical_output(tmp_path, synthetic_dir):
     assert set(labels) == {0, 1, 2, 3}
 
 
+def test_prepared_keeps_order_with_a_small_window(synthetic_dir):
+    paths = [str(p) for p in sorted(synthetic_dir.glob("*.skeleton"))]
+    results = list(ntu_gendata._prepared(paths, workers=2, window=1))
+    assert [status for status, _ in results] == ["ok"] * len(paths)
+    for path, (_, sample) in zip(paths[:3], results):
+        np.testing.assert_array_equal(sample.data, ntu_gendata.prepare_sample(path).data)
+
+
 def test_default_out_folder_and_ignored_list(tmp_path, synthetic_dir, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert ntu_gendata.main(["--data-path", str(synthetic_dir), "--benchmarks", "xview", "--no-progress"]) == 0
@@ -478,13 +486,14 @@ def truncate(path: Path, keep_lines: int) -> None:
     path.write_bytes(b"\n".join(lines[:keep_lines]))
 
 
-def test_truncated_file_stops_with_file_and_line_and_leaves_nothing(tmp_path, synthetic_dir, capsys):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_truncated_file_stops_with_file_and_line_and_leaves_nothing(tmp_path, synthetic_dir, capsys, workers):
     raw, out = tmp_path / "raw", tmp_path / "out"
-    paths = copy_files(synthetic_dir, raw, 8)
+    paths = copy_files(synthetic_dir, raw, 20)
     truncate(paths[5], 300)
     with pytest.raises(SkeletonFormatError) as info:
         read_skeleton(paths[5])
-    code, err = run_main(["--data-path", str(raw), "--out-folder", str(out)], capsys)
+    code, err = run_main(["--data-path", str(raw), "--out-folder", str(out), "--workers", workers], capsys)
     assert code == 2
     assert str(info.value) in err and str(paths[5]) in err and f"line {info.value.line}:" in err
     assert len(err.strip().splitlines()) == 1
