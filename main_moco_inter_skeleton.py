@@ -81,41 +81,40 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="main_moco_inter_skeleton.py",
         description="Inter-skeleton (pair of representations) or intra-skeleton (one) MoCo pretraining.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     run = parser.add_argument_group("run")
     run.add_argument("--skeleton-representation", required=True, choices=REPRESENTATION_CHOICES,
                      help="a pair (inter-skeleton contrast; the first is encoder_q, the second encoder_r) or one "
                           "representation (intra-skeleton contrast)")
     run.add_argument("--checkpoint-path", default="./checkpoints",
-                     help="folder for checkpoints and TensorBoard logs")
+                     help="folder for checkpoints and TensorBoard logs (default ./checkpoints)")
     run.add_argument("--resume", default="", metavar="PATH",
                      help="continue exactly from a checkpoint of this script (e.g. checkpoint_last.pth.tar)")
     run.add_argument("--save-freq", type=int, default=10, metavar="N",
-                     help="write checkpoint_{epoch:04d} when epoch %% N == 0 (and at the last epoch)")
+                     help="write checkpoint_{epoch:04d} when epoch %% N == 0 and at the last epoch (default 10)")
     run.add_argument("--metrics-json", default=None, metavar="PATH",
                      help="write the final loss and accuracies, per-epoch history and arguments here")
 
     optim = parser.add_argument_group("optimisation (the reference's flags and defaults)")
-    optim.add_argument("--epochs", type=int, default=200, metavar="N", help="total epochs")
+    optim.add_argument("--epochs", type=int, default=200, metavar="N", help="total epochs (default 200)")
     optim.add_argument("--start-epoch", type=int, default=0, metavar="N",
                        help="first epoch (useful on restarts; --resume sets it from the checkpoint)")
     optim.add_argument("-b", "--batch-size", type=int, default=256, metavar="N",
-                       help="mini-batch size, total over all GPUs and processes")
+                       help="mini-batch size, total over all GPUs and processes (default 256)")
     optim.add_argument("--lr", "--learning-rate", type=float, default=0.001, dest="lr", metavar="LR",
-                       help="initial learning rate")
+                       help="initial learning rate (default 0.001)")
     optim.add_argument("--schedule", type=int, nargs="*", default=[100, 160],
-                       help="epochs at which the learning rate drops x0.1 (ignored with --cos)")
+                       help="epochs at which the learning rate drops x0.1, ignored with --cos (default 100 160)")
     optim.add_argument("--cos", action="store_true", help="cosine learning-rate schedule")
-    optim.add_argument("--momentum", type=float, default=0.9, metavar="M", help="SGD momentum")
+    optim.add_argument("--momentum", type=float, default=0.9, metavar="M", help="SGD momentum (default 0.9)")
     optim.add_argument("--wd", "--weight-decay", type=float, default=1e-4, dest="weight_decay", metavar="W",
-                       help="weight decay")
+                       help="weight decay (default 1e-4)")
 
     moco = parser.add_argument_group("MoCo")
-    moco.add_argument("--moco-dim", type=int, default=128, help="feature dimension")
-    moco.add_argument("--moco-k", type=int, default=16384, help="queue size; number of negative keys")
-    moco.add_argument("--moco-m", type=float, default=0.999, help="momentum of the key encoders")
-    moco.add_argument("--moco-t", type=float, default=0.07, help="softmax temperature")
+    moco.add_argument("--moco-dim", type=int, default=128, help="feature dimension (default 128)")
+    moco.add_argument("--moco-k", type=int, default=16384, help="queue size; number of negative keys (default 16384)")
+    moco.add_argument("--moco-m", type=float, default=0.999, help="momentum of the key encoders (default 0.999)")
+    moco.add_argument("--moco-t", type=float, default=0.07, help="softmax temperature (default 0.07)")
     moco.add_argument("--mlp", action="store_true", help="2-layer MLP projection head on every encoder")
     moco.add_argument("--shuffle-bn", action="store_true",
                       help="shuffle the key batch across GPUs/processes so BatchNorm cannot leak the positive "
@@ -127,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_runtime_args(parser, print_freq=10)
     # The reference's pretraining defaults differ from the shared groups' here.
     parser.set_defaults(protocol="cross_subject", workers=32)
+    for action in parser._actions:
+        if action.dest == "workers":
+            action.help = "data loading workers, capped at the CPUs available to each process (default 32)"
     return parser
 
 
@@ -303,8 +305,9 @@ def train_one_epoch(
     model.train()
     device = ctx.device
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+    # In a log file (not a terminal) the bar redraws rarely, so logs stay readable.
     bar = tqdm(total=steps_per_epoch, initial=start_step, desc=f"epoch {epoch}", leave=False,
-               disable=not ctx.is_main, dynamic_ncols=True)
+               disable=not ctx.is_main, dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 60.0)
     step = start_step
     stopping = False
     try:
@@ -501,7 +504,9 @@ def _train(args: argparse.Namespace, ctx: DistContext, representations: tuple[st
     sampler = ResumableSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, seed=data_seed)
     local_batch = args.batch_size // ctx.world_size
     steps_per_epoch = sampler.num_samples // local_batch
-    workers = min(args.workers, _available_cpus())
+    # Processes on one machine share its CPUs (torchrun tells how many processes run here).
+    per_process_cpus = max(1, _available_cpus() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    workers = min(args.workers, per_process_cpus)
     loader = DataLoader(
         dataset, batch_size=local_batch, sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda",
         drop_last=True, persistent_workers=workers > 0, worker_init_fn=_ignore_sigint_in_worker if workers else None,
