@@ -10,15 +10,18 @@ from moco.builder import (
     load_checkpoint_state_dict,
 )
 from moco.functional import contrastive_loss, enqueue, info_nce_logits, init_queue, momentum_update
+from moco.step import StepOutput, contrastive_step
 
 __all__ = [
     "ENCODER_NAMES",
     "QUEUE_NAMES",
     "MoCo",
+    "StepOutput",
     "attach_mlp_head",
     "build_moco",
     "checkpoint_state_dict",
     "contrastive_loss",
+    "contrastive_step",
     "encoder_state_dict",
     "enqueue",
     "info_nce_logits",
