@@ -10,6 +10,7 @@ then ``fc``) with the same weights and input; runs alternate so load changes hit
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -89,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.iters} timed iterations after {args.warmup} warm-up"
     )
     print(f"max |ours - per-frame| on the logits: {max_diff:.2e}")
+    if hasattr(os, "getloadavg"):
+        print("load average (1, 5, 15 min) at the end: " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
     medians = {}
     for name, values in times.items():
         medians[name] = statistics.median(values)

@@ -91,8 +91,9 @@ class AdaptiveGraphConv(nn.Module):
         emb = F.conv2d(x, w_emb, b_emb).view(n, 2, s, ce, t, v)
         theta = emb[:, 0].permute(0, 1, 4, 2, 3).reshape(n, s, v, ce * t)  # (N, S, V, Ce*T)
         phi = emb[:, 1].reshape(n, s, ce * t, v)  # (N, S, Ce*T, V)
+        # Scaling before the product keeps a float16 sum over Ce*T terms in range.
         # Softmax over dim -2: each column (receiving joint) gets a distribution over sending joints.
-        attention = torch.softmax(torch.matmul(theta, phi) / (ce * t), dim=-2)  # (N, S, V, V)
+        attention = torch.softmax(torch.matmul(theta / (ce * t), phi), dim=-2)  # (N, S, V, V)
         adjacency = attention + (self.A + self.PA)  # (N, S, V, V)
         aggregated = torch.matmul(x.reshape(n, 1, c * t, v), adjacency)  # (N, S, C*T, V)
         w_out = torch.cat([conv.weight for conv in self.conv_d], dim=1)  # (out, S*C, 1, 1)

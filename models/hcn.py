@@ -80,7 +80,10 @@ class HCN(nn.Module):
         self.fc = nn.Linear(4 * out_channel * (window_size // 16) ** 2, num_class)
         init_hcn_weights(self)
 
-    def _stream(self, x: torch.Tensor, point: nn.Module, temporal: nn.Module, co3: nn.Module, co4: nn.Module):
+    @staticmethod
+    def _stream(
+        x: torch.Tensor, point: nn.Module, temporal: nn.Module, co3: nn.Module, co4: nn.Module
+    ) -> torch.Tensor:
         """(B, C, T, V) -> (B, out_channel, T/4, window/4)."""
         out = temporal(point(x))  # (B, window, T, V)
         out = out.permute(0, 3, 2, 1).contiguous()  # (B, V, T, window): joints become channels

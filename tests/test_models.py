@@ -5,7 +5,9 @@ with explicit cell equations, per-subset graph convolution, per-person HCN), not
 """
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -512,3 +514,15 @@ def test_modules_print_nothing(capsys):
         model = _tiny(rep)
         model(_input(rep, batch=2))
     assert capsys.readouterr().out == ""
+
+
+def test_bench_bigru_runs_at_tiny_size(capsys):
+    path = Path(__file__).resolve().parents[1] / "bench" / "bench_bigru.py"
+    spec = importlib.util.spec_from_file_location("bench_bigru", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--batch", "2", "--frames", "3", "--hidden", "4", "--iters", "1", "--warmup", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "speed-up" in out and "per-frame loop" in out
+    diff = float(out.split("max |ours - per-frame| on the logits: ")[1].split()[0])
+    assert diff < 1e-5
