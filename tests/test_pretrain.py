@@ -151,6 +151,14 @@ def test_resume_continues_exactly(data_root, tmp_path, monkeypatch):
                "--resume", str(tmp_path / "split" / "checkpoint_last.pth.tar")) == 0
     assert_same_state(straight, final_state(tmp_path / "split"))
 
+    # a checkpoint as the reference writes it (epoch, state_dict, optimizer only) resumes too
+    first = load(tmp_path / "split" / "checkpoint_0000.pth.tar")
+    reference_style = tmp_path / "reference" / "checkpoint_0000.pth.tar"
+    reference_style.parent.mkdir()
+    torch.save({k: first[k] for k in ("epoch", "state_dict", "optimizer")}, reference_style)
+    assert run(data_root, tmp_path / "reference", rep, "--epochs", "2", *common, "--resume", str(reference_style)) == 0
+    assert load(tmp_path / "reference" / "checkpoint_last.pth.tar")["epoch"] == 2
+
     # SIGTERM in the middle of epoch 0: checkpoint_last at the step boundary, exit 128 + 15
     calls = {"n": 0}
     step = pretrain.contrastive_step
