@@ -79,7 +79,7 @@ def test_variety_of_real_recordings(files):
         assert present[top].any(0).sum() >= 0.8 * present.any(0).sum(), name
 
 
-def test_subject_and_camera_change_the_skeleton(tmp_path):
+def test_subject_and_camera_change_the_skeleton():
     def first_frame(subject, camera):
         frames = synthetic.synthetic_sequence(0, 0, num_classes=5, subject=subject, setup=1, camera=camera, seed=0)
         return next(f for f in frames if f)[0]
