@@ -57,9 +57,9 @@ class DemoSize:
 
 SIZES = {
     # About 4-6 minutes on 2 CPU cores (see README).
-    "default": DemoSize(num_classes=10, samples_per_class=36, gru_hidden_size=128, gru_layers=2,
-                        agcn_base_channels=16, moco_k=512, batch_size=32, pretrain_epochs=30,
-                        pretrain_lr=0.05, linear_epochs=30, linear_schedule=(20, 25)),
+    "default": DemoSize(num_classes=10, samples_per_class=30, gru_hidden_size=128, gru_layers=2,
+                        agcn_base_channels=8, moco_k=512, batch_size=32, pretrain_epochs=40,
+                        pretrain_lr=0.05, linear_epochs=20, linear_schedule=(15,)),
     # The test suite's setting: seconds, plumbing only.
     "smallest": DemoSize(num_classes=4, samples_per_class=6, gru_hidden_size=8, gru_layers=1,
                          agcn_base_channels=4, moco_k=16, batch_size=4, pretrain_epochs=1,

@@ -121,7 +121,7 @@ def _prepared(paths: Sequence[str], workers: int, window: int = 32) -> Iterator[
         pool.join()
 
 
-class _PartWriter:
+class PartWriter:
     """Collects one (benchmark, part) output: rows written in order into a memory-mapped .npy.
 
     The map is dropped every ``chunk`` rows, and the written pages with it: the resident memory of a
@@ -153,12 +153,6 @@ class _PartWriter:
         self.num_frames.append(sample.num_frame)
         if self.written % self.chunk == 0:
             self._unmap()
-
-    @property
-    def buffered(self) -> int:
-        """Rows appended but not yet in the file: always 0, rows go straight into the map (``written``
-        counts every appended row)."""
-        return 0
 
     def _unmap(self) -> None:
         # No msync: the kernel writes the pages back; unmapping takes them out of this process's memory.
@@ -251,15 +245,15 @@ def generate(data_path: str | Path, out_folder: str | Path, ignored_sample_path:
         raise DataGenError(f"{data_path / beyond[0]}: action A{fields[beyond[0]].action:03d} is beyond the "
                            f"dataset's {num_actions} actions ({len(beyond)} such files; wrong --dataset?)")
 
-    writers: dict[tuple[str, str], _PartWriter] = {}
+    writers: dict[tuple[str, str], PartWriter] = {}
     results = None
     try:
         for benchmark in benchmarks:
             folder = out_folder / benchmark
             folder.mkdir(parents=True, exist_ok=True)
             in_train = [is_training(fields[name], benchmark) for name in names]
-            writers[benchmark, "train"] = _PartWriter(folder, "train", sum(in_train))
-            writers[benchmark, "val"] = _PartWriter(folder, "val", len(names) - sum(in_train))
+            writers[benchmark, "train"] = PartWriter(folder, "train", sum(in_train))
+            writers[benchmark, "val"] = PartWriter(folder, "val", len(names) - sum(in_train))
 
         paths = [str(data_path / name) for name in names]
         results = _prepared(paths, workers)
@@ -296,11 +290,11 @@ def generate(data_path: str | Path, out_folder: str | Path, ignored_sample_path:
                 leftover.unlink(missing_ok=True)
 
     if skip_bad:
-        _write_skipped(out_folder / SKIPPED_LIST, summary.skipped)
+        write_skipped(out_folder / SKIPPED_LIST, summary.skipped)
     return summary
 
 
-def _write_skipped(path: Path, skipped: list[tuple[str, str]]) -> None:
+def write_skipped(path: Path, skipped: list[tuple[str, str]]) -> None:
     partial = _partial(path)
     with open(partial, "w", encoding="utf-8") as f:
         for name, reason in skipped:
@@ -330,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+def one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"warning: {message}\n"
 
 
@@ -348,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ignored = args.ignored_sample_path or DEFAULT_IGNORED_LISTS[args.dataset]
 
     previous_format = warnings.formatwarning
-    warnings.formatwarning = _one_line_warning
+    warnings.formatwarning = one_line_warning
     try:
         summary = generate(args.data_path, out_folder, ignored, benchmarks, workers=args.workers,
                            skip_bad=args.skip_bad, progress=args.progress,

@@ -47,9 +47,9 @@ from data_gen.ntu_gendata import (
     SKIPPED_LIST,
     DataGenError,
     PreparedSample,
-    _one_line_warning,
-    _PartWriter,
-    _write_skipped,
+    one_line_warning,
+    PartWriter,
+    write_skipped,
 )
 
 MAX_FRAMES = 300
@@ -455,7 +455,7 @@ def generate(data_path: str | Path, label_path: str | Path, split_files: dict[st
     jobs = [(v, str(videos[v]), str(label_path / f"{v}.txt"), intervals[v], long_clips, skip_bad)
             for v in wanted if v in intervals]
 
-    writers: dict[tuple[str, str], _PartWriter] = {}
+    writers: dict[tuple[str, str], PartWriter] = {}
     results = None
     try:
         for benchmark, (train, val) in splits.items():
@@ -463,7 +463,7 @@ def generate(data_path: str | Path, label_path: str | Path, split_files: dict[st
             folder.mkdir(parents=True, exist_ok=True)
             for part, members in (("train", train), ("val", val)):
                 capacity = sum(len(intervals[v]) for v in intervals if v in members)
-                writers[benchmark, part] = _PartWriter(folder, part, capacity)
+                writers[benchmark, part] = PartWriter(folder, part, capacity)
 
         results = _processed(jobs, workers)
         for result in tqdm(results, total=len(jobs), unit="video", desc="pku_gendata", disable=not progress):
@@ -484,7 +484,7 @@ def generate(data_path: str | Path, label_path: str | Path, split_files: dict[st
         results.close()  # stops the worker pool
 
         for (benchmark, part), writer in writers.items():
-            if writer.written + writer.buffered == 0:
+            if writer.written == 0:
                 raise DataGenError(f"{split_files[benchmark]}: no sample left for {benchmark}/{part}")
         renames: list[tuple[Path, Path]] = []
         for (benchmark, part), writer in writers.items():
@@ -513,7 +513,7 @@ def generate(data_path: str | Path, label_path: str | Path, split_files: dict[st
         warnings.warn(f"action ids exceed {spec.num_class}: renumbered in increasing order, see "
                       f"{out_folder / LABEL_MAP_FILE}")
     if skip_bad or summary.skipped:
-        _write_skipped(out_folder / SKIPPED_LIST, summary.skipped)
+        write_skipped(out_folder / SKIPPED_LIST, summary.skipped)
     return summary
 
 
@@ -591,7 +591,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_folder = Path(args.out_folder or spec.default_out)
 
     previous_format = warnings.formatwarning
-    warnings.formatwarning = _one_line_warning
+    warnings.formatwarning = one_line_warning
     try:
         if not Path(args.data_path).is_dir():
             raise DataGenError(f"skeleton folder {args.data_path} does not exist or is not a folder")

@@ -44,9 +44,9 @@ from data_gen.ntu_gendata import (
     SKIPPED_LIST,
     DataGenError,
     PreparedSample,
-    _one_line_warning,
-    _PartWriter,
-    _write_skipped,
+    one_line_warning,
+    PartWriter,
+    write_skipped,
 )
 from data_gen.ntu_splits import DEFAULT_OUT_FOLDERS, SKELETON_SUFFIX
 
@@ -240,7 +240,7 @@ def convert(annotation: str | Path, out_folder: str | Path | None = None, *, dat
             members[FOLDER_OF.get(benchmark, benchmark), part] = names & set(by_name)
 
     names = sorted(set().union(*members.values()))
-    writers: dict[tuple[str, str], _PartWriter] = {}
+    writers: dict[tuple[str, str], PartWriter] = {}
     results = None
     written: dict[str, dict[str, int]] = {}
     cut: list[str] = []
@@ -251,7 +251,7 @@ def convert(annotation: str | Path, out_folder: str | Path | None = None, *, dat
             folder.mkdir(parents=True, exist_ok=True)
             if not part_names:
                 raise DataGenError(f"{path}: no sample for {folder_name}/{part}")
-            writers[folder_name, part] = _PartWriter(folder, part, len(part_names))
+            writers[folder_name, part] = PartWriter(folder, part, len(part_names))
         results = _converted(((by_name[n][1], normalize) for n in names), workers)
         for name, sample in tqdm(zip(names, results), total=len(names), unit="sample", desc="pyskl_convert",
                                  disable=not progress):
@@ -282,7 +282,7 @@ def convert(annotation: str | Path, out_folder: str | Path | None = None, *, dat
     if empty:
         warnings.warn(f"{len(empty)} samples hold no body in any frame; stored as zeros: {', '.join(empty[:4])}")
     if skip_bad:
-        _write_skipped(out_folder / SKIPPED_LIST, skipped)
+        write_skipped(out_folder / SKIPPED_LIST, skipped)
     return out_folder, written, skipped
 
 
@@ -317,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.workers < 1:
         parser.error(f"--workers must be >= 1, got {args.workers}")
     previous_format = warnings.formatwarning
-    warnings.formatwarning = _one_line_warning
+    warnings.formatwarning = one_line_warning
     try:
         out_folder, written, skipped = convert(
             args.annotation, args.out_folder, dataset=args.dataset, splits=args.splits, normalize=args.normalize,
