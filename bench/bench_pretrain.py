@@ -168,7 +168,8 @@ def bench_pair(representation: str, args: argparse.Namespace, paths: SplitPaths,
 
 
 def bench_loader(paths: SplitPaths, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    steps = args.iters + args.warmup
+    # Enough batches that the ones prefetched while the workers start do not flatter the rate.
+    steps = args.loader_batches + 1
     loader = make_loader(paths, "seq-based_and_graph-based", args.batch, steps, args.workers, device)
     it = iter(loader)
     next(it)  # workers started
@@ -194,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
     parser.add_argument("--no-loader", action="store_true", help="skip the data-loading measurements")
     parser.add_argument("--no-per-frame", action="store_true", help="skip the per-frame GRU baseline")
+    parser.add_argument("--loader-batches", type=int, default=50, help="batches timed for the DataLoader alone")
     parser.add_argument("--clips", type=int, default=1024, help="synthetic clips written (sampled with replacement)")
     parser.add_argument("--json", default=None, help="also write the figures here")
     add_model_size_args(parser)
