@@ -366,6 +366,7 @@ def make_checkpoint(base: MoCo, optimizer: torch.optim.Optimizer, args: argparse
         "optimizer": optimizer.state_dict(),
         "args": args_to_dict(args),
         "data_seed": int(data_seed),
+        "world_size": dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1,
         "rng": capture_rng_state(),
         "meters": meters or {},
     }
@@ -484,6 +485,7 @@ def _train(args: argparse.Namespace, ctx: DistContext, representations: tuple[st
     optimizer = torch.optim.SGD(base.parameters(), args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
 
     start_epoch, start_step = args.start_epoch, 0
+    resumed_layout: tuple[Any, Any] = (None, None)
     meters_state: dict[str, Any] = {}
     if checkpoint is not None:
         try:
@@ -493,6 +495,8 @@ def _train(args: argparse.Namespace, ctx: DistContext, representations: tuple[st
             raise SetupError(f"--resume {args.resume} does not fit the model built from these options "
                              f"(representation and encoder sizes must match): {str(exc).splitlines()[0]}") from None
         start_epoch, start_step = int(checkpoint["epoch"]), int(checkpoint.get("step", 0))
+        saved_args = checkpoint.get("args", {})
+        resumed_layout = (saved_args.get("batch_size"), checkpoint.get("world_size", 1))
         meters_state = checkpoint.get("meters", {}) if start_step else {}
         if "rng" in checkpoint:
             restore_rng_state(checkpoint["rng"])
@@ -504,6 +508,10 @@ def _train(args: argparse.Namespace, ctx: DistContext, representations: tuple[st
     sampler = ResumableSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, seed=data_seed)
     local_batch = args.batch_size // ctx.world_size
     steps_per_epoch = sampler.num_samples // local_batch
+    if start_step and not (start_step < steps_per_epoch and resumed_layout == (args.batch_size, ctx.world_size)):
+        raise SetupError(f"--resume {args.resume} stopped at step {start_step} of an epoch with batch size and "
+                         f"process count {resumed_layout}; finishing that epoch needs the same --batch-size and "
+                         "number of processes")
     # Processes on one machine share its CPUs (torchrun tells how many processes run here).
     per_process_cpus = max(1, _available_cpus() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     workers = min(args.workers, per_process_cpus)
