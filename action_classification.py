@@ -13,6 +13,12 @@ Protocols (the paper's):
 Training clips are random crops of [0.5, 1] of the valid frames, evaluation clips a centre crop of 0.95,
 both resized to 64 frames. Top-1/top-5 on the evaluation split every epoch; the best epoch is kept.
 
+Devices: CPU, one GPU, DataParallel over the visible GPUs, or ``torchrun`` (DistributedDataParallel, one
+process per GPU, one or several machines; gloo on CPUs). ``--batch-size`` is the total over all processes.
+Under torchrun each rank trains on its DistributedSampler shard and evaluates a disjoint strided shard of
+the evaluation clips; correct counts are summed across ranks, so top-1/top-5 equal a single process's.
+Only rank 0 prints and writes files.
+
     python action_classification.py --lr 0.1 --batch-size 64 \\
         --pretrained checkpoints/ntu_60_cross_view/interskeleton_seq_based_graph_based/checkpoint_0450.pth.tar \\
         --finetune-dataset ntu60 --protocol cross_view \\
@@ -21,6 +27,7 @@ both resized to 64 frames. Top-1/top-5 on the evaluation split every epoch; the 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import types
 from pathlib import Path
@@ -28,23 +35,31 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from common.args import add_data_args, add_model_size_args, add_runtime_args, encoder_kwargs, representation_arg
 from common.checkpoints import HEAD_PREFIX, load_pretrained_encoder, model_state, read_checkpoint
+from common.distributed import (
+    DistContext,
+    all_reduce_,
+    barrier,
+    broadcast_module_state,
+    cleanup,
+    concat_all_gather,
+    launched_by_torchrun,
+    setup,
+)
 from common.plots import action_names, confusion_matrix, plot_confusion_matrix
 from common.training import (
-    AverageMeter,
-    accuracy,
     args_to_dict,
     atomic_torch_save,
     capture_rng_state,
     learning_rate_at,
     restore_rng_state,
     seed_everything,
-    select_device,
     set_learning_rate,
     summary_writer,
     write_json_atomic,
@@ -95,17 +110,59 @@ def add_evaluation_args(parser: argparse.ArgumentParser) -> None:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The encoder inside a DataParallel wrapper (or the model itself)."""
-    return model.module if isinstance(model, nn.DataParallel) else model
+    """The encoder inside a DataParallel or DistributedDataParallel wrapper (or the model itself)."""
+    wrappers = (nn.DataParallel, nn.parallel.DistributedDataParallel)
+    return model.module if isinstance(model, wrappers) else model
 
 
-def data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
-    """Move to ``device``; spread batches over every visible GPU as the reference does, when asked for
-    plain ``cuda`` (a specific ``cuda:N`` keeps to that one)."""
+def data_parallel(model: nn.Module, ctx: DistContext, trainable: bool = False) -> nn.Module:
+    """Move to ``ctx.device`` and wrap: under torchrun, DDP when ``trainable`` (inference needs no
+    wrapper) after making every rank's weights rank 0's; in one process, DataParallel over every visible
+    GPU as the reference does when asked for plain ``cuda`` (a specific ``cuda:N`` keeps to that one)."""
+    device = ctx.device
     model = model.to(device)
+    if ctx.distributed:
+        # Without --seed each rank initialised its own random weights.
+        broadcast_module_state(model)
+        if trainable:
+            ids = [device.index] if device.type == "cuda" else None
+            # DDP registers only parameters with requires_grad (the linear protocol's fc), so a frozen
+            # encoder needs no find_unused_parameters.
+            model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        return model
     if device.type == "cuda" and device.index is None and torch.cuda.device_count() > 1:
         model = nn.DataParallel(model)
     return model
+
+
+def shard(n: int, ctx: DistContext) -> range:
+    """This rank's share of ``range(n)`` for evaluation: every ``world_size``-th index from ``rank`` --
+    disjoint, no padding, so counts summed over ranks are those of one process."""
+    return range(ctx.rank, n, ctx.world_size)
+
+
+def gather_shards(local: torch.Tensor, n: int, ctx: DistContext) -> torch.Tensor:
+    """Reassemble (len(shard(n)), ...) per-rank results into (n, ...) in dataset order on every rank.
+
+    Shards differ in length by at most one: each is padded to ceil(n / world), gathered in rank order
+    (world, m, ...), and interleaved back (item ``i`` lives at rank ``i % world``, row ``i // world``)."""
+    if not ctx.distributed or ctx.world_size == 1:
+        return local
+    world = ctx.world_size
+    m = -(-n // world)
+    padded = local.new_zeros((m, *local.shape[1:]))
+    padded[: local.shape[0]] = local
+    gathered = concat_all_gather(padded.to(ctx.device)).reshape(world, m, *local.shape[1:])
+    return gathered.transpose(0, 1).reshape(world * m, *local.shape[1:])[:n].to(local.device)
+
+
+def shared_seed(seed: int, ctx: DistContext) -> int:
+    """Rank 0's ``seed`` on every rank (a seed drawn without --seed differs per process)."""
+    if not ctx.distributed:
+        return seed
+    t = torch.tensor([seed], dtype=torch.int64, device=ctx.device)
+    dist.broadcast(t, src=0)
+    return int(t.item())
 
 
 def make_dataset(args: argparse.Namespace, part: str, train: bool,
@@ -116,13 +173,23 @@ def make_dataset(args: argparse.Namespace, part: str, train: bool,
                              seed=args.data_seed, indices=indices)
 
 
-def make_loader(dataset: DownstreamDataset, args: argparse.Namespace, device: torch.device,
+def make_loader(dataset: DownstreamDataset, args: argparse.Namespace, ctx: DistContext,
                 shuffle: bool) -> DataLoader:
+    """Training (``shuffle``): under torchrun a seeded DistributedSampler shard, else a shuffle keyed by
+    the loader's generator. Evaluation: this rank's :func:`shard`, in order. Batches of
+    ``--batch-size / world_size`` per process."""
     generator = torch.Generator()
     generator.manual_seed(args.data_seed)
-    return DataLoader(dataset, batch_size=args.batch_size, shuffle=shuffle, num_workers=args.workers,
-                      pin_memory=device.type == "cuda", drop_last=False, generator=generator,
-                      persistent_workers=args.workers > 0)
+    if shuffle and ctx.distributed:
+        sampler: Any = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                                          seed=args.data_seed, drop_last=False)
+    elif shuffle:
+        sampler = None
+    else:
+        sampler = shard(len(dataset), ctx)
+    return DataLoader(dataset, batch_size=args.batch_size // ctx.world_size, shuffle=shuffle and sampler is None,
+                      sampler=sampler, num_workers=args.workers, pin_memory=ctx.device.type == "cuda",
+                      drop_last=False, generator=generator, persistent_workers=args.workers > 0)
 
 
 def build_encoder_for(args: argparse.Namespace, num_class: int) -> tuple[nn.Module, dict[str, torch.Tensor] | None]:
@@ -138,14 +205,18 @@ def build_encoder_for(args: argparse.Namespace, num_class: int) -> tuple[nn.Modu
     return model, weights
 
 
-def finish_args(args: argparse.Namespace) -> argparse.Namespace:
+def finish_args(args: argparse.Namespace, ctx: DistContext) -> argparse.Namespace:
     """Checks and derived values shared by both scripts."""
     if args.seed is not None:
         seed_everything(args.seed)
-    # One seed drives crops and shuffling; without --seed a fresh one is drawn and recorded.
+    # One seed drives crops and shuffling; without --seed a fresh one is drawn (by rank 0) and recorded.
     args.data_seed = args.seed if args.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
+    args.data_seed = shared_seed(args.data_seed, ctx)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.batch_size % ctx.world_size:
+        raise ValueError(f"--batch-size {args.batch_size} (the total over all processes) must be divisible by "
+                         f"the {ctx.world_size} processes")
     if args.workers < 0:
         raise ValueError(f"-j/--workers must be >= 0, got {args.workers}")
     if args.pretrained and not Path(args.pretrained).is_file():
@@ -215,11 +286,22 @@ def check_encoder_unchanged(model: nn.Module, reference: Mapping[str, torch.Tens
         )
 
 
+def _correct_counts(output: torch.Tensor, target: torch.Tensor, topk: Sequence[int]) -> torch.Tensor:
+    """(len(topk),) number of rows whose target is among the ``k`` highest scores of (B, C) ``output``."""
+    k_max = min(max(topk), output.shape[1])
+    hits = output.topk(k_max, dim=1).indices == target[:, None]  # (B, k_max)
+    return torch.stack([hits[:, : min(k, k_max)].any(dim=1).sum() for k in topk])
+
+
 def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module, optimizer: torch.optim.Optimizer,
-                    device: torch.device, epoch: int, args: argparse.Namespace, train_mode: bool) -> dict[str, float]:
+                    ctx: DistContext, epoch: int, args: argparse.Namespace, train_mode: bool) -> dict[str, float]:
+    """One epoch; loss and top-1 (percent) over the clips every rank trained on."""
+    device = ctx.device
     model.train(train_mode)
-    losses, top1 = AverageMeter("loss"), AverageMeter("top1")
-    bar = tqdm(loader, desc=f"train {epoch + 1}/{args.epochs}", leave=False, dynamic_ncols=True, file=sys.stderr)
+    # loss sum, correct top-1, clips: kept on the device so the host waits only at the postfix
+    totals = torch.zeros(3, dtype=torch.float64, device=device)
+    bar = tqdm(loader, desc=f"train {epoch + 1}/{args.epochs}", leave=False, dynamic_ncols=True, file=sys.stderr,
+               disable=not ctx.is_main)
     for i, (inputs, target) in enumerate(bar):
         inputs = inputs.to(device, non_blocking=True)
         target = target.to(device, non_blocking=True)
@@ -228,33 +310,46 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module, 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        (acc1,) = accuracy(output.detach(), target, topk=(1,))
-        losses.update(loss.detach(), inputs.shape[0])
-        top1.update(acc1, inputs.shape[0])
-        if args.print_freq > 0 and i % args.print_freq == 0:
-            bar.set_postfix(loss=f"{losses.avg:.4f}", top1=f"{top1.avg:.2f}")
-    return {"loss": losses.avg, "top1": top1.avg}
+        n = inputs.shape[0]
+        totals += torch.stack([loss.detach().double() * n, _correct_counts(output.detach(), target, (1,))[0].double(),
+                               torch.tensor(float(n), dtype=torch.float64, device=device)])
+        if ctx.is_main and args.print_freq > 0 and i % args.print_freq == 0:
+            loss_sum, correct, count = totals.tolist()
+            bar.set_postfix(loss=f"{loss_sum / count:.4f}", top1=f"{100.0 * correct / count:.2f}")
+    loss_sum, correct, count = all_reduce_(totals).tolist()
+    count = max(count, 1.0)
+    return {"loss": loss_sum / count, "top1": 100.0 * correct / count}
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, criterion: nn.Module, device: torch.device,
+def evaluate(model: nn.Module, loader: DataLoader, criterion: nn.Module, ctx: DistContext,
              desc: str = "eval") -> tuple[dict[str, float], np.ndarray]:
-    """Loss, top-1 and top-5 (percent) over the loader, and the top-1 predictions in loader order."""
-    model.eval()
-    losses, top1, top5 = AverageMeter("loss"), AverageMeter("top1"), AverageMeter("top5")
+    """Loss, top-1 and top-5 (percent) over the whole evaluation set, and the top-1 predictions in dataset
+    order. Under torchrun ``loader`` holds this rank's :func:`shard`; every rank must call this, and every
+    rank gets the totals (correct counts summed over ranks: exactly one process's figures)."""
+    device = ctx.device
+    network = unwrap(model)  # no DDP collectives in the forward: shards may differ by one batch
+    if ctx.distributed:
+        # Trained BatchNorm statistics drift apart across ranks; rank 0's are those saved.
+        broadcast_module_state(network)
+    network.eval()
+    totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss sum, top-1, top-5 correct, clips
     predictions = []
-    for inputs, target in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr):
+    for inputs, target in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr,
+                               disable=not ctx.is_main):
         inputs = inputs.to(device, non_blocking=True)
         target = target.to(device, non_blocking=True)
-        output = model(inputs)
-        acc1, acc5 = accuracy(output, target, topk=(1, 5))
+        output = network(inputs)  # (B, num_class)
         n = inputs.shape[0]
-        losses.update(criterion(output, target), n)
-        top1.update(acc1, n)
-        top5.update(acc5, n)
-        predictions.append(output.argmax(dim=1).cpu())
-    preds = torch.cat(predictions).numpy() if predictions else np.zeros(0, dtype=np.int64)
-    return {"loss": losses.avg, "top1": top1.avg, "top5": top5.avg}, preds
+        loss = criterion(output, target).double() * n  # the batch mean back to a sum
+        totals += torch.cat([loss.double().reshape(1), _correct_counts(output, target, (1, 5)).double(),
+                             torch.tensor([float(n)], dtype=torch.float64, device=device)])
+        predictions.append(output.argmax(dim=1))
+    local = torch.cat(predictions) if predictions else torch.zeros(0, dtype=torch.int64, device=device)
+    preds = gather_shards(local, len(loader.dataset), ctx).cpu().numpy()
+    loss_sum, top1, top5, count = all_reduce_(totals).tolist()
+    count = max(count, 1.0)
+    return {"loss": loss_sum / count, "top1": 100.0 * top1 / count, "top5": 100.0 * top5 / count}, preds
 
 
 def _protocol_name(args: argparse.Namespace) -> str:
@@ -304,7 +399,7 @@ def resume(path: str, model: nn.Module, optimizer: torch.optim.Optimizer) -> tup
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run the protocol; returns the metrics that ``--metrics-json`` receives."""
+    """Run the protocol; returns the metrics that ``--metrics-json`` receives (on every rank)."""
     args = build_parser().parse_args(argv)
     if args.finetune and not args.pretrained:
         raise ValueError("--finetune needs --pretrained (without it the network is trained from scratch anyway)")
@@ -312,9 +407,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise ValueError(f"--label-fraction must lie in (0, 1], got {args.label_fraction}")
     if args.epochs < 1:
         raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
-    finish_args(args)
-    device = select_device(args.device)
+    ctx = setup(args.device)
+    try:
+        metrics = _run(args, ctx)
+        barrier()
+        return metrics
+    finally:
+        cleanup()
+
+
+def _run(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
+    finish_args(args, ctx)
+    device = ctx.device
     linear = bool(args.pretrained) and not args.finetune
+    say = print if ctx.is_main else (lambda *a, **k: None)
 
     # Data first: a missing file is the commonest mistake and the cheapest to report.
     num_class = num_classes(args.finetune_dataset)
@@ -335,7 +441,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         init_head(model)
     if linear:
         freeze_encoder(model)
-    model = data_parallel(model, device)
+    model = data_parallel(model, ctx, trainable=True)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(parameters, args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
     criterion = nn.CrossEntropyLoss()
@@ -345,25 +451,31 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.resume:
         args.start_epoch, best, history = resume(args.resume, model, optimizer)
 
-    train_loader = make_loader(train_set, args, device, shuffle=True)
-    val_loader = make_loader(val_set, args, device, shuffle=False)
+    train_loader = make_loader(train_set, args, ctx, shuffle=True)
+    val_loader = make_loader(val_set, args, ctx, shuffle=False)
     out_dir = Path(args.checkpoint_path)
     best_path = out_dir / f"{args.finetune_skeleton_representation}_checkpoint.pth.tar"
-    writer = summary_writer(out_dir)
+    writer = summary_writer(out_dir if ctx.is_main else None)
     train_mode = not linear and not args.eval_mode_training
     protocol = _protocol_name(args)
-    print(f"{protocol} {args.finetune_skeleton_representation} classification on {args.finetune_dataset} "
+    mode = (f"DistributedDataParallel over {ctx.world_size} processes" if ctx.distributed
+            else f"DataParallel over {torch.cuda.device_count()} GPUs" if isinstance(model, nn.DataParallel)
+            else "single device")
+    say(f"{protocol} {args.finetune_skeleton_representation} classification on {args.finetune_dataset} "
           f"{args.protocol}: {len(train_set)} training / {len(val_set)} evaluation clips, {num_class} classes, "
-          f"{sum(p.numel() for p in parameters)} trained parameters, device {device}", flush=True)
+          f"{sum(p.numel() for p in parameters)} trained parameters, device {device}, {mode}", flush=True)
     try:
         for epoch in range(args.start_epoch, args.epochs):
             lr = learning_rate_at(epoch, args.lr, args.epochs, args.schedule, cos=False)
             set_learning_rate(optimizer, lr)
             train_set.set_epoch(epoch)
             # Shuffle order keyed by (seed, epoch): a resumed run sees the batches an uninterrupted one would.
-            train_loader.generator.manual_seed(args.data_seed * 100_003 + epoch)
-            train_stats = train_one_epoch(model, train_loader, criterion, optimizer, device, epoch, args, train_mode)
-            val_stats, predictions = evaluate(model, val_loader, criterion, device, desc=f"eval {epoch + 1}")
+            if isinstance(train_loader.sampler, DistributedSampler):
+                train_loader.sampler.set_epoch(epoch)
+            else:
+                train_loader.generator.manual_seed(args.data_seed * 100_003 + epoch)
+            train_stats = train_one_epoch(model, train_loader, criterion, optimizer, ctx, epoch, args, train_mode)
+            val_stats, predictions = evaluate(model, val_loader, criterion, ctx, desc=f"eval {epoch + 1}")
             if linear and epoch == args.start_epoch:
                 check_encoder_unchanged(model, pretrained_weights, epoch + 1)
             record = {"epoch": epoch + 1, "lr": lr, "train_loss": train_stats["loss"],
@@ -374,15 +486,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             if is_best:
                 best = {"top1": val_stats["top1"], "top5": val_stats["top5"], "epoch": epoch + 1,
                         "predictions": predictions}
-            state = _checkpoint_state(model, optimizer, epoch, best, history, args)
-            if is_best:
-                atomic_torch_save(state, best_path)
-            atomic_torch_save(state, out_dir / "last_checkpoint.pth.tar")
+            if ctx.is_main:
+                state = _checkpoint_state(model, optimizer, epoch, best, history, args)
+                if is_best:
+                    atomic_torch_save(state, best_path)
+                atomic_torch_save(state, out_dir / "last_checkpoint.pth.tar")
             if writer is not None:
                 for key, value in record.items():
                     if key != "epoch":
                         writer.add_scalar(key.replace("_", "/", 1), value, global_step=epoch + 1)
-            print(f"epoch {epoch + 1}/{args.epochs} lr {lr:.4g} | train loss {train_stats['loss']:.4f} "
+            say(f"epoch {epoch + 1}/{args.epochs} lr {lr:.4g} | train loss {train_stats['loss']:.4f} "
                   f"top-1 {train_stats['top1']:.2f} | eval loss {val_stats['loss']:.4f} top-1 {val_stats['top1']:.2f} "
                   f"top-5 {val_stats['top5']:.2f}{' (best)' if is_best else ''}", flush=True)
     finally:
@@ -405,11 +518,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "history": history,
         "args": args_to_dict(args),
     }
-    if args.plot_dir and best["predictions"] is None and best_path.is_file():
-        # Resumed past the best epoch: recompute its predictions from the saved best classifier.
-        unwrap(model).load_state_dict(model_state(read_checkpoint(best_path), best_path))
-        _, best["predictions"] = evaluate(model, val_loader, criterion, device, desc="eval best")
-    if args.plot_dir and best["predictions"] is not None:
+    if args.plot_dir and best["predictions"] is None and _on_main(best_path.is_file(), ctx):
+        # Resumed past the best epoch: recompute its predictions from the saved best classifier (rank 0's
+        # file; evaluate() hands its weights to the other ranks).
+        if ctx.is_main:
+            unwrap(model).load_state_dict(model_state(read_checkpoint(best_path), best_path))
+        _, best["predictions"] = evaluate(model, val_loader, criterion, ctx, desc="eval best")
+    if ctx.is_main and args.plot_dir and best["predictions"] is not None:
         names = action_names(args.finetune_dataset, num_class)
         counts = confusion_matrix(val_set.labels, best["predictions"], num_class)
         plot_path = Path(args.plot_dir) / "confusion_matrix.png"
@@ -417,16 +532,32 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                               title=f"{protocol} {args.finetune_skeleton_representation}, {args.finetune_dataset} "
                                     f"{args.protocol}: top-1 {best['top1']:.2f}% (epoch {best['epoch']})")
         metrics["plots"] = [str(plot_path)]
-    if args.metrics_json:
+    if ctx.is_main and args.metrics_json:
         write_json_atomic(args.metrics_json, metrics)
-    print(f"{protocol} {args.finetune_skeleton_representation} on {args.finetune_dataset} {args.protocol}: "
+    say(f"{protocol} {args.finetune_skeleton_representation} on {args.finetune_dataset} {args.protocol}: "
           f"best top-1 {best['top1']:.2f}% top-5 {best['top5']:.2f}% at epoch {best['epoch']}/{args.epochs}",
           flush=True)
     return metrics
 
 
-if __name__ == "__main__":
+def _on_main(flag: bool, ctx: DistContext) -> bool:
+    """Rank 0's ``flag`` on every rank (a file only rank 0 wrote may be invisible on other machines)."""
+    if not ctx.distributed:
+        return flag
+    t = torch.tensor([float(flag)], device=ctx.device)
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
+def run_script(entry: Any) -> None:
+    """Command-line entry point shared by both scripts: input errors become one line, from rank 0 only
+    under torchrun (the other ranks exit with status 2 silently)."""
     try:
-        main()
+        entry()
     except (FileNotFoundError, ValueError) as exc:
-        raise SystemExit(f"error: {exc}") from None
+        main_rank = not launched_by_torchrun() or os.environ.get("RANK", "0") == "0"
+        raise SystemExit(f"error: {exc}" if main_rank else 2) from None
+
+
+if __name__ == "__main__":
+    run_script(main)

@@ -7,6 +7,11 @@ cosine-nearest training clips (``--knn-neighbours``, default 1); the figure is t
 ``--with-autoencoder`` adds the reference's second figure: the same KNN on the 125-d codes of an
 auto-encoder trained on the training features.
 
+Under ``torchrun`` every rank extracts the features of a disjoint strided shard of each split; rank 0
+gathers them in dataset order and alone runs the KNN (and auto-encoder) and writes the outputs, while
+the other ranks leave once their shards are handed over (rank 0's remaining work may outlast a
+collective's timeout, so nobody waits for it).
+
     python action_retrieval.py --knn-neighbours 1 \\
         --pretrained checkpoints/ntu_60_cross_view/interskeleton_seq_based_graph_based/checkpoint_0450.pth.tar \\
         --finetune-dataset ntu60 --protocol cross_view \\
@@ -33,12 +38,15 @@ from action_classification import (
     build_encoder_for,
     data_parallel,
     finish_args,
+    gather_shards,
     make_dataset,
     make_loader,
+    run_script,
 )
+from common.distributed import DistContext, cleanup, setup
 from common.knn import knn_accuracy
 from common.plots import action_names, plot_tsne
-from common.training import args_to_dict, select_device, write_json_atomic
+from common.training import args_to_dict, write_json_atomic
 from feeders import num_classes
 
 AE_CODE_SIZE = 125
@@ -148,17 +156,32 @@ def encode(model: FeatureAutoencoder, features: torch.Tensor, batch_size: int = 
 
 
 @torch.no_grad()
-def extract_features(model: nn.Module, loader: DataLoader, device: torch.device, desc: str) -> tuple[np.ndarray, np.ndarray]:
-    """(N, D) float32 features before ``fc`` and (N,) labels, in loader (dataset) order."""
+def extract_features(model: nn.Module, loader: DataLoader, ctx: DistContext, desc: str) -> tuple[np.ndarray, np.ndarray]:
+    """(N, D) float32 features before ``fc`` and (N,) labels of the whole dataset, in dataset order.
+
+    Under torchrun ``loader`` holds this rank's shard (see ``make_loader``) and every rank must call
+    this; the shards are gathered back into dataset order."""
     model.eval()
     features, labels = [], []
-    for inputs, target in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr):
-        output = model(inputs.to(device, non_blocking=True), knn_eval=True)
-        features.append(output.reshape(output.shape[0], -1).float().cpu())
-        labels.append(target.reshape(-1))
+    for inputs, target in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr,
+                               disable=not ctx.is_main):
+        output = model(inputs.to(ctx.device, non_blocking=True), knn_eval=True)
+        features.append(output.reshape(output.shape[0], -1).float())
+        labels.append(target.reshape(-1).to(ctx.device))
+    n = len(loader.dataset)
+    if ctx.distributed:
+        # A rank with an empty shard still needs the feature size to join the gather.
+        dim = torch.tensor([features[0].shape[1] if features else 0], device=ctx.device)
+        torch.distributed.all_reduce(dim, op=torch.distributed.ReduceOp.MAX)
+        width = int(dim.item())
+    else:
+        width = features[0].shape[1] if features else 0
     if not features:
-        return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.int64)
-    return torch.cat(features).numpy(), torch.cat(labels).numpy().astype(np.int64)
+        features = [torch.zeros((0, width), device=ctx.device)]
+        labels = [torch.zeros(0, dtype=torch.int64, device=ctx.device)]
+    all_features = gather_shards(torch.cat(features), n, ctx)
+    all_labels = gather_shards(torch.cat(labels).long(), n, ctx)
+    return all_features.cpu().numpy(), all_labels.cpu().numpy().astype(np.int64)
 
 
 def save_features(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
@@ -185,8 +208,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise ValueError(f"--ae-epochs must be >= 1, got {args.ae_epochs}")
     if args.resume:
         warnings.warn("--resume has no effect on retrieval (nothing is trained); ignored", stacklevel=1)
-    finish_args(args)
-    device = select_device(args.device)
+    ctx = setup(args.device)
+    try:
+        return _run(args, ctx)
+    finally:
+        cleanup()
+
+
+def _run(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
+    finish_args(args, ctx)
+    device = ctx.device
 
     num_class = num_classes(args.finetune_dataset)
     # Both sets get the evaluation transform (centre crop 0.95), as in the reference's retrieval options.
@@ -200,16 +231,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     model, _ = build_encoder_for(args, num_class)
     for parameter in model.parameters():
         parameter.requires_grad = False
-    model = data_parallel(model, device)
-    print(f"retrieval with {args.finetune_skeleton_representation} features on {args.finetune_dataset} "
-          f"{args.protocol}: {len(train_set)} training / {len(val_set)} evaluation clips, "
-          f"{'pretrained ' + args.pretrained if args.pretrained else 'randomly initialised encoder'}, device {device}",
-          flush=True)
+    model = data_parallel(model, ctx)
+    if ctx.is_main:
+        print(f"retrieval with {args.finetune_skeleton_representation} features on {args.finetune_dataset} "
+              f"{args.protocol}: {len(train_set)} training / {len(val_set)} evaluation clips, "
+              f"{'pretrained ' + args.pretrained if args.pretrained else 'randomly initialised encoder'}, device "
+              f"{device}" + (f", features extracted by {ctx.world_size} processes" if ctx.distributed else ""),
+              flush=True)
 
-    train_features, train_labels = extract_features(model, make_loader(train_set, args, device, False), device,
+    train_features, train_labels = extract_features(model, make_loader(train_set, args, ctx, False), ctx,
                                                     "train features")
-    val_features, val_labels = extract_features(model, make_loader(val_set, args, device, False), device,
+    val_features, val_labels = extract_features(model, make_loader(val_set, args, ctx, False), ctx,
                                                  "eval features")
+    if not ctx.is_main:
+        return {}
     accuracy, _ = knn_accuracy(train_features, train_labels, val_features, val_labels, args.knn_neighbours,
                                chunk_size=args.knn_chunk_size, device=device)
     metrics: dict[str, Any] = {
@@ -261,7 +296,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, ValueError) as exc:
-        raise SystemExit(f"error: {exc}") from None
+    run_script(main)
