@@ -42,7 +42,10 @@ import numpy as np
 from tqdm import tqdm
 
 from data_gen.normalize import normalize_sample, select_bodies
+from data_gen.skeleton_reader import NUM_JOINTS
 from data_gen.ntu_gendata import (
+    MAX_FRAMES,
+    NUM_PERSONS,
     PARTIAL_SUFFIX,
     SKIPPED_LIST,
     DataGenError,
@@ -52,9 +55,6 @@ from data_gen.ntu_gendata import (
     write_skipped,
 )
 
-MAX_FRAMES = 300
-NUM_JOINTS = 25
-NUM_PERSONS = 2
 VALUES_PER_FRAME = NUM_PERSONS * NUM_JOINTS * 3  # 150
 LONG_CLIP_MODES = ("resample", "truncate")
 LABEL_MAP_FILE = "label_map.txt"

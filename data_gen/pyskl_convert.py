@@ -39,7 +39,10 @@ import numpy as np
 from tqdm import tqdm
 
 from data_gen.normalize import normalize_sample, select_bodies
+from data_gen.skeleton_reader import NUM_JOINTS
 from data_gen.ntu_gendata import (
+    MAX_FRAMES,
+    NUM_PERSONS,
     PARTIAL_SUFFIX,
     SKIPPED_LIST,
     DataGenError,
@@ -50,9 +53,6 @@ from data_gen.ntu_gendata import (
 )
 from data_gen.ntu_splits import DEFAULT_OUT_FOLDERS, SKELETON_SUFFIX
 
-MAX_FRAMES = 300
-NUM_JOINTS = 25
-NUM_PERSONS = 2
 NORMALIZE_CHOICES = ("agcn", "none")
 # pyskl benchmark name -> the folder the training scripts read
 FOLDER_OF = {"xsub": "xsub", "xview": "xview", "xset": "xsetup", "xsetup": "xsetup"}
