@@ -40,7 +40,14 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from common.args import add_data_args, add_model_size_args, add_runtime_args, encoder_kwargs, representation_arg
+from common.args import (
+    add_data_args,
+    add_model_size_args,
+    add_optim_args,
+    add_runtime_args,
+    encoder_kwargs,
+    representation_arg,
+)
 from common.checkpoints import HEAD_PREFIX, load_pretrained_encoder, model_state, read_checkpoint
 from common.distributed import (
     DistContext,
@@ -74,19 +81,9 @@ from feeders import DownstreamDataset, num_classes, split_paths, stratified_subs
 def add_evaluation_args(parser: argparse.ArgumentParser) -> None:
     """Flags both evaluation scripts share: the reference's optimisation flags (its scripts pass them to
     retrieval too), the checkpoint and representations, data, encoder sizes, runtime and outputs."""
-    optim = parser.add_argument_group("optimisation (the reference's flags and defaults)")
-    optim.add_argument("--epochs", type=int, default=80, metavar="N", help="total epochs (default 80)")
-    optim.add_argument("--start-epoch", type=int, default=0, metavar="N",
-                       help="first epoch (set from the checkpoint by --resume)")
-    optim.add_argument("-b", "--batch-size", type=int, default=256, metavar="N",
-                       help="mini-batch size over all GPUs (default 256)")
-    optim.add_argument("--lr", "--learning-rate", type=float, default=30.0, dest="lr", metavar="LR",
-                       help="initial learning rate (default 30; the paper's recipes pass 0.1)")
-    optim.add_argument("--schedule", type=int, nargs="*", default=[50, 70],
-                       help="epochs at which the learning rate drops x0.1 (default 50 70)")
-    optim.add_argument("--momentum", type=float, default=0.9, metavar="M", help="SGD momentum (default 0.9)")
-    optim.add_argument("--wd", "--weight-decay", type=float, default=0.0, dest="weight_decay", metavar="W",
-                       help="weight decay (default 0)")
+    add_optim_args(parser, epochs=80, batch_size=256, lr=30.0, schedule=[50, 70], weight_decay=0.0,
+                   lr_help="initial learning rate (the paper's recipes pass 0.1)")
+    optim = parser.add_argument_group("checkpoint")
     optim.add_argument("--resume", default="", metavar="PATH",
                        help="continue from a classifier checkpoint written by this script")
 

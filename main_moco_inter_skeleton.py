@@ -39,7 +39,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from common.args import add_data_args, add_model_size_args, add_runtime_args, encoder_kwargs
+from common.args import add_data_args, add_model_size_args, add_optim_args, add_runtime_args, encoder_kwargs
 from common.checkpoints import read_checkpoint
 from common.distributed import (
     DistContext,
@@ -95,20 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-json", default=None, metavar="PATH",
                      help="write the final loss and accuracies, per-epoch history and arguments here")
 
-    optim = parser.add_argument_group("optimisation (the reference's flags and defaults)")
-    optim.add_argument("--epochs", type=int, default=200, metavar="N", help="total epochs (default 200)")
-    optim.add_argument("--start-epoch", type=int, default=0, metavar="N",
-                       help="first epoch (useful on restarts; --resume sets it from the checkpoint)")
-    optim.add_argument("-b", "--batch-size", type=int, default=256, metavar="N",
-                       help="mini-batch size, total over all GPUs and processes (default 256)")
-    optim.add_argument("--lr", "--learning-rate", type=float, default=0.001, dest="lr", metavar="LR",
-                       help="initial learning rate (default 0.001)")
-    optim.add_argument("--schedule", type=int, nargs="*", default=[100, 160],
-                       help="epochs at which the learning rate drops x0.1, ignored with --cos (default 100 160)")
-    optim.add_argument("--cos", action="store_true", help="cosine learning-rate schedule")
-    optim.add_argument("--momentum", type=float, default=0.9, metavar="M", help="SGD momentum (default 0.9)")
-    optim.add_argument("--wd", "--weight-decay", type=float, default=1e-4, dest="weight_decay", metavar="W",
-                       help="weight decay (default 1e-4)")
+    add_optim_args(parser, epochs=200, batch_size=256, lr=0.001, schedule=[100, 160], weight_decay=1e-4, cos=True)
 
     moco = parser.add_argument_group("MoCo")
     moco.add_argument("--moco-dim", type=int, default=128, help="feature dimension (default 128)")
@@ -123,12 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_data_args(parser, "--pre-dataset")
     add_model_size_args(parser)
-    add_runtime_args(parser, print_freq=10)
-    # The reference's pretraining defaults differ from the shared groups' here.
-    parser.set_defaults(protocol="cross_subject", workers=32)
-    for action in parser._actions:
-        if action.dest == "workers":
-            action.help = "data loading workers, capped at the CPUs available to each process (default 32)"
+    add_runtime_args(parser, print_freq=10, workers=32,
+                     workers_help="data loading workers, capped at the CPUs available to each process")
+    parser.set_defaults(protocol="cross_subject")  # the reference's pretraining default
     return parser
 
 

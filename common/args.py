@@ -46,14 +46,38 @@ def encoder_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
-def add_runtime_args(parser: argparse.ArgumentParser, print_freq: int = 10) -> None:
+def add_runtime_args(parser: argparse.ArgumentParser, print_freq: int = 10, workers: int = 8,
+                     workers_help: str = "data loading workers") -> None:
     """Seed, workers, printing, device."""
     group = parser.add_argument_group("runtime")
     group.add_argument("--seed", type=int, default=None, help="seed for reproducible runs")
-    group.add_argument("-j", "--workers", type=int, default=8, metavar="N", help="data loading workers (default 8)")
+    group.add_argument("-j", "--workers", type=int, default=workers, metavar="N",
+                       help=workers_help + " (default %(default)s)")
     group.add_argument("-p", "--print-freq", type=int, default=print_freq, metavar="N",
-                       help=f"log every N iterations (default {print_freq})")
+                       help="log every N iterations (default %(default)s)")
     group.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+
+
+def add_optim_args(parser: argparse.ArgumentParser, *, epochs: int, batch_size: int, lr: float,
+                   schedule: list[int], weight_decay: float, lr_help: str = "initial learning rate",
+                   cos: bool = False) -> None:
+    """The reference's SGD flags; each script passes the reference's own defaults."""
+    optim = parser.add_argument_group("optimisation (the reference's flags and defaults)")
+    optim.add_argument("--epochs", type=int, default=epochs, metavar="N", help="total epochs (default %(default)s)")
+    optim.add_argument("--start-epoch", type=int, default=0, metavar="N",
+                       help="first epoch (useful on restarts; --resume sets it from the checkpoint)")
+    optim.add_argument("-b", "--batch-size", type=int, default=batch_size, metavar="N",
+                       help="mini-batch size, total over all GPUs and processes (default %(default)s)")
+    optim.add_argument("--lr", "--learning-rate", type=float, default=lr, dest="lr", metavar="LR",
+                       help=lr_help + " (default %(default)s)")
+    optim.add_argument("--schedule", type=int, nargs="*", default=schedule,
+                       help="epochs at which the learning rate drops x0.1" + (", ignored with --cos" if cos else "")
+                            + " (default " + " ".join(map(str, schedule)) + ")")
+    if cos:
+        optim.add_argument("--cos", action="store_true", help="cosine learning-rate schedule")
+    optim.add_argument("--momentum", type=float, default=0.9, metavar="M", help="SGD momentum (default %(default)s)")
+    optim.add_argument("--wd", "--weight-decay", type=float, default=weight_decay, dest="weight_decay", metavar="W",
+                       help="weight decay (default %(default)s)")
 
 
 def representation_arg(parser: argparse.ArgumentParser, flag: str, default: str, pairs: bool = True,
