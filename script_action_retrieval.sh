@@ -7,8 +7,7 @@
 source "$(dirname "$0")/scripts/common.sh"
 
 PRETRAIN_REPRESENTATION="${PRETRAIN_REPRESENTATION:-seq-based_and_graph-based}"
-RUN_NAME="interskeleton_${PRETRAIN_REPRESENTATION//-/_}"
-RUN_NAME="${RUN_NAME//_and_/_}"
+RUN_NAME=$(run_name "$PRETRAIN_REPRESENTATION")
 METRICS_DIR="${METRICS_DIR:-$CHECKPOINT_ROOT/metrics}"
 
 retrieve() {  # retrieve PRETRAIN_FOLDER CHECKPOINT DATASET PROTOCOL REPRESENTATION

@@ -8,8 +8,7 @@
 source "$(dirname "$0")/scripts/common.sh"
 
 REPRESENTATION="${REPRESENTATION:-seq-based_and_graph-based}"
-RUN_NAME="interskeleton_${REPRESENTATION//-/_}"
-RUN_NAME="${RUN_NAME//_and_/_}"
+RUN_NAME=$(run_name "$REPRESENTATION")
 
 pretrain() {  # pretrain DATASET PROTOCOL FOLDER EPOCHS SCHEDULE...
   local dataset="$1" protocol="$2" folder="$3" epochs="$4"; shift 4

@@ -80,3 +80,10 @@ dispatch() {
   echo "unknown configuration '$choice'; expected one of: ${CONFIGS[*]} all" >&2
   return 2
 }
+
+# run_name REPRESENTATION : the reference's checkpoint folder name,
+# e.g. seq-based_and_graph-based -> interskeleton_seq_based_graph_based
+run_name() {
+  local name="interskeleton_${1//-/_}"
+  echo "${name//_and_/_}"
+}
