@@ -66,7 +66,7 @@ from common.training import (
     summary_writer,
     write_json_atomic,
 )
-from feeders import PretrainDataset, check_split, split_paths
+from feeders import SPATIAL_AUGMENTS, PretrainDataset, check_split, split_paths
 from moco.builder import MoCo, build_moco, checkpoint_state_dict, load_checkpoint_state_dict
 from moco.step import contrastive_step
 
@@ -107,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="shuffle the key batch across GPUs/processes so BatchNorm cannot leak the positive "
                            "(MoCo's shuffling BN; only matters with several GPUs)")
     moco.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA (ignored on the CPU)")
+    moco.add_argument("--spatial-augment", default="shear_or_corruption", choices=SPATIAL_AUGMENTS,
+                      help="what follows each view's crop-resize: the paper's shear or joint corruption "
+                           "(p = 0.5 each, the default), always one of them, or none (crop-resize only; "
+                           "the demo's choice for a few hundred steps on tiny data)")
 
     add_data_args(parser, "--pre-dataset")
     add_model_size_args(parser)
@@ -488,7 +492,8 @@ def _train(args: argparse.Namespace, ctx: DistContext, representations: tuple[st
     broadcast_module_state(base)
     model, mode = wrap_model(base, ctx, args.device)
 
-    dataset = PretrainDataset(paths, representations, l_ratio=CROP_RATIO, input_size=INPUT_SIZE, seed=data_seed)
+    dataset = PretrainDataset(paths, representations, l_ratio=CROP_RATIO, input_size=INPUT_SIZE, seed=data_seed,
+                              spatial_augment=args.spatial_augment)
     sampler = ResumableSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, seed=data_seed)
     local_batch = args.batch_size // ctx.world_size
     steps_per_epoch = sampler.num_samples // local_batch

@@ -1,5 +1,6 @@
 """Skeleton clip augmentations, the three input representations and the datasets over data_gen's arrays."""
 from feeders.augmentations import (
+    SPATIAL_AUGMENTS,
     center_crop_resize,
     joint_corruption,
     pretrain_view,
@@ -23,6 +24,7 @@ __all__ = [
     "DATASETS",
     "DownstreamDataset",
     "PretrainDataset",
+    "SPATIAL_AUGMENTS",
     "SplitPaths",
     "VIEW_TRANSFORMS",
     "center_crop_resize",

@@ -178,10 +178,21 @@ def joint_corruption(x: np.ndarray, rng: np.random.Generator,
     return corrupt_joints(x, joints, matrix)
 
 
+# What follows the crop-resize in a pretraining view. The paper's choice is the first; the others exist
+# for short runs on small data (the demo), where joint corruption and shear make the pretext task too
+# hard to learn in a few hundred steps.
+SPATIAL_AUGMENTS: tuple[str, ...] = ("shear_or_corruption", "shear", "corruption", "none")
+
+
 def pretrain_view(x: np.ndarray, num_frames: int, rng: np.random.Generator,
-                  ratio: Ratio = (0.1, 1.0), out_len: int = 64) -> np.ndarray:
-    """One pretraining view: its own temporal crop-resize, then shear or joint corruption (p = 0.5 each)."""
+                  ratio: Ratio = (0.1, 1.0), out_len: int = 64, spatial: str = "shear_or_corruption") -> np.ndarray:
+    """One pretraining view: its own temporal crop-resize, then (``spatial``, default the paper's) shear or
+    joint corruption with probability 0.5 each; or always shear, always corruption, or nothing."""
+    if spatial not in SPATIAL_AUGMENTS:
+        raise ValueError(f"spatial augmentation must be one of {', '.join(SPATIAL_AUGMENTS)}, got {spatial!r}")
     clip = temporal_crop_resize(x, num_frames, ratio, out_len, rng)
-    if rng.random() < 0.5:
+    if spatial == "none":
+        return clip
+    if spatial == "shear" or (spatial == "shear_or_corruption" and rng.random() < 0.5):
         return shear(clip, rng)
     return joint_corruption(clip, rng)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from feeders.augmentations import center_crop_resize, pretrain_view, temporal_crop_resize
+from feeders.augmentations import SPATIAL_AUGMENTS, center_crop_resize, pretrain_view, temporal_crop_resize
 from feeders.views import view_transform
 
 PARTS = ("train", "val")
@@ -254,11 +254,14 @@ class PretrainDataset(_SplitDataset):
     ``representations`` = ('seq-based', 'graph-based') etc. (inter-skeleton): item -> (s1_v1, s2_v1, s1_v2, s2_v2),
     view k converted to both representations; a single name (intra-skeleton): item -> (v1, v2).
     A pair name such as 'seq-based_and_graph-based' is accepted too. Each view: its own crop-resize with
-    ratio ``l_ratio`` to ``input_size`` frames, then shear or joint corruption.
+    ratio ``l_ratio`` to ``input_size`` frames, then shear or joint corruption (``spatial_augment``: see
+    ``feeders.augmentations.SPATIAL_AUGMENTS``).
     """
 
     def __init__(self, paths: SplitPaths, representations: Sequence[str] | str, l_ratio: Sequence[float] = (0.1, 1.0),
-                 input_size: int = 64, seed: int | None = 0) -> None:
+                 input_size: int = 64, seed: int | None = 0, spatial_augment: str = "shear_or_corruption") -> None:
+        if spatial_augment not in SPATIAL_AUGMENTS:
+            raise ValueError(f"spatial_augment must be one of {', '.join(SPATIAL_AUGMENTS)}, got {spatial_augment!r}")
         if isinstance(representations, str):
             representations = tuple(representations.split("_and_"))
         if len(representations) not in (1, 2):
@@ -267,6 +270,7 @@ class PretrainDataset(_SplitDataset):
         self._transforms = [view_transform(r) for r in self.representations]
         self.l_ratio = _ratio_pair(l_ratio)
         self.input_size = int(input_size)
+        self.spatial_augment = spatial_augment
         super().__init__(paths, need_labels=False, seed=seed)
 
     def __len__(self) -> int:
@@ -276,7 +280,7 @@ class PretrainDataset(_SplitDataset):
         rng = self._rng(index)
         clip = self.data[index]  # (3, T, 25, 2) memory-map view: only cropped frames get read
         n = int(self.num_frames[index])
-        views = [pretrain_view(clip, n, rng, self.l_ratio, self.input_size) for _ in range(2)]
+        views = [pretrain_view(clip, n, rng, self.l_ratio, self.input_size, self.spatial_augment) for _ in range(2)]
         return tuple(torch.from_numpy(f(v)) for v in views for f in self._transforms)
 
 

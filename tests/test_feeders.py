@@ -193,6 +193,32 @@ def test_pretrain_view_uses_both_spatial_augmentations():
     assert kinds == {"zero", "other"}
 
 
+@pytest.mark.parametrize("spatial", ["none", "shear", "corruption", "shear_or_corruption"])
+def test_pretrain_view_spatial_choice_composes_the_named_steps(spatial):
+    x = clip(t=300, seed=8)
+    for seed in range(6):
+        got = aug.pretrain_view(x, 250, np.random.default_rng(seed), spatial=spatial)
+        rng = np.random.default_rng(seed)
+        crop = aug.temporal_crop_resize(x, 250, (0.1, 1.0), 64, rng)
+        if spatial == "none":
+            expected = crop
+        elif spatial == "shear":
+            expected = aug.shear(crop, rng)
+        elif spatial == "corruption":
+            expected = aug.joint_corruption(crop, rng)
+        else:  # the paper's: one uniform draw picks shear (< 0.5) or corruption
+            expected = aug.shear(crop, rng) if rng.random() < 0.5 else aug.joint_corruption(crop, rng)
+        np.testing.assert_array_equal(got, expected)
+    # the default is the paper's choice, drawing from the generator in the same order
+    np.testing.assert_array_equal(aug.pretrain_view(x, 250, np.random.default_rng(3)),
+                                  aug.pretrain_view(x, 250, np.random.default_rng(3), spatial="shear_or_corruption"))
+
+
+def test_pretrain_view_unknown_spatial_choice_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="shear_or_corruption, shear, corruption, none.*'mixup'"):
+        aug.pretrain_view(clip(t=100, seed=1), 100, np.random.default_rng(0), spatial="mixup")
+
+
 # ----------------------------------------------------------------------------------------------------
 # views
 
@@ -284,6 +310,12 @@ def test_pretrain_pair_item(split):
     v2 = aug.pretrain_view(data[3], 80, rng)
     np.testing.assert_array_equal(ds[3][1].numpy(), v1)
     np.testing.assert_array_equal(ds[3][3].numpy(), v2)
+    # a dataset with another spatial augmentation passes it on to every view
+    plain = PretrainDataset(split, ("seq-based", "graph-based"), spatial_augment="none")
+    rng = np.random.default_rng((0, 0, 3))
+    np.testing.assert_array_equal(plain[3][1].numpy(), aug.temporal_crop_resize(data[3], 80, (0.1, 1.0), 64, rng))
+    with pytest.raises(ValueError, match="spatial_augment must be one of"):
+        PretrainDataset(split, "seq-based", spatial_augment="flip")
 
 
 def test_pretrain_single_and_pair_names(split):
