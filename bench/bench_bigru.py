@@ -35,6 +35,33 @@ def _timed(step: Callable[[], torch.Tensor], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+def gemm_gflop(batch: int, frames: int, input_size: int, hidden: int, layers: int) -> float:
+    """GFLOP of one forward+backward's GEMMs: per layer and direction, the input and recurrent
+    projections to 3 gates over batch x frames rows; the backward does twice the forward's work."""
+    rows = batch * frames
+    forward = sum(2 * 2 * rows * 3 * hidden * ((input_size if layer == 0 else 2 * hidden) + hidden)
+                  for layer in range(layers))
+    return 3 * forward / 1e9
+
+
+def gemm_peak_gflops(rows: int, inner: int, cols: int, device: torch.device, repeats: int = 5) -> float:
+    """This device's fp32 throughput on one large GEMM of the encoder's shape: what no implementation
+    of the same arithmetic can beat."""
+    a = torch.randn(rows, inner, device=device)
+    b = torch.randn(inner, cols, device=device)
+    torch.mm(a, b)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        torch.mm(a, b)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * rows * inner * cols / best / 1e9
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -97,6 +124,13 @@ def main(argv: list[str] | None = None) -> int:
         medians[name] = statistics.median(values)
         print(f"{name:>15}: median {medians[name] * 1e3:9.1f} ms/iter  (min {min(values) * 1e3:9.1f})")
     print(f"speed-up (median per-frame / median ours): {medians['per-frame loop'] / medians['ours']:.2f}x")
+    # Both versions do the same arithmetic, so the GEMM throughput of this device bounds the speed-up.
+    work = gemm_gflop(args.batch, args.frames, args.input, args.hidden, args.layers)
+    peak = gemm_peak_gflops(args.batch * args.frames, 2 * args.hidden, 3 * args.hidden, device)
+    rates = ", ".join(f"{name} {work / medians[name]:.0f}" for name in medians)
+    print(f"GEMM work {work:.0f} GFLOP per iteration; GFLOP/s: {rates}; one large GEMM on this device: {peak:.0f}")
+    print(f"best possible speed-up over the per-frame loop here (its time / the GEMM work at that rate): "
+          f"{medians['per-frame loop'] * peak / work:.2f}x")
     return 0
 
 

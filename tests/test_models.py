@@ -526,3 +526,10 @@ def test_bench_bigru_runs_at_tiny_size(capsys):
     assert "speed-up" in out and "per-frame loop" in out
     diff = float(out.split("max |ours - per-frame| on the logits: ")[1].split()[0])
     assert diff < 1e-5
+    assert "best possible speed-up over the per-frame loop here" in out
+    # paper size, counted by hand: rows = 64 * 64; per direction and layer 2 * rows * 3H * (in + H) FLOP
+    # (in = 150, then 2048), two directions, backward twice the forward
+    rows, h = 64 * 64, 1024
+    forward = 2 * 2 * rows * 3 * h * ((150 + h) + 2 * (2 * h + h))
+    assert bench.gemm_gflop(64, 64, 150, 1024, 3) == pytest.approx(3 * forward / 1e9)
+    assert bench.gemm_gflop(64, 64, 150, 1024, 3) == pytest.approx(1104.9, abs=0.1)
