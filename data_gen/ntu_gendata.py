@@ -15,11 +15,9 @@ renamed into place only once all of them are complete.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import pickle
 import sys
-import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +31,7 @@ from numpy.lib.format import open_memmap
 from tqdm import tqdm
 
 from data_gen.normalize import normalize_sample, select_bodies
+from data_gen.parallel import imap_ordered
 from data_gen.ntu_splits import (
     DATASET_BENCHMARKS,
     DATASET_NUM_ACTIONS,
@@ -93,32 +92,7 @@ def _prepared(paths: Sequence[str], workers: int, window: int = 32) -> Iterator[
     At most ``window`` files per worker are in flight or waiting to be consumed: without that bound,
     fast workers would pile up 180 kB results faster than the writer takes them.
     """
-    if workers <= 1:
-        for path in paths:
-            yield _prepare_job(path)
-        return
-    chunk = 4
-    # A chunk is only dispatched once complete, so the window must hold whole chunks.
-    in_flight = threading.Semaphore(max(window, 2 * chunk) * workers)
-    stop = threading.Event()
-
-    def feed() -> Iterator[str]:  # runs in the pool's task thread; blocks while the window is full
-        for path in paths:
-            while not in_flight.acquire(timeout=0.1):
-                if stop.is_set():
-                    return
-            yield path
-
-    pool = multiprocessing.get_context().Pool(workers)
-    try:
-        for result in pool.imap(_prepare_job, feed(), chunksize=chunk):
-            yield result
-            in_flight.release()
-        pool.close()
-    finally:
-        stop.set()  # lets the feeder return, so that terminate() can join the task thread
-        pool.terminate()
-        pool.join()
+    return imap_ordered(_prepare_job, paths, workers, chunksize=4, window=window)
 
 
 class PartWriter:

@@ -26,7 +26,6 @@ through the NTU preparation's writer (``data_gen.ntu_gendata``): every output is
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import re
 import sys
@@ -42,6 +41,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data_gen.normalize import normalize_sample, select_bodies
+from data_gen.parallel import imap_ordered
 from data_gen.skeleton_reader import NUM_JOINTS
 from data_gen.ntu_gendata import (
     MAX_FRAMES,
@@ -332,13 +332,8 @@ def _process_job(job: tuple) -> VideoResult:
 
 def _processed(jobs: Sequence[tuple], workers: int) -> Iterator[VideoResult]:
     """Results in job order (the output does not depend on ``workers``), from ``workers`` processes."""
-    if workers <= 1:
-        for job in jobs:
-            yield _process_job(job)
-        return
-    with multiprocessing.get_context().Pool(workers) as pool:
-        # One video is about 20 samples of 180 kB: keep few in flight.
-        yield from pool.imap(_process_job, jobs, chunksize=1)
+    # One video is about 20 samples of 180 kB: keep few in flight.
+    return imap_ordered(_process_job, jobs, workers, chunksize=1, window=4)
 
 
 # ---------------------------------------------------------------------------------------- inputs

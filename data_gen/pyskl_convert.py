@@ -24,7 +24,6 @@ zero-padded and cut), for pickles that were normalised already.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import pickle
 import sys
@@ -39,6 +38,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data_gen.normalize import normalize_sample, select_bodies
+from data_gen.parallel import imap_ordered
 from data_gen.skeleton_reader import NUM_JOINTS
 from data_gen.ntu_gendata import (
     MAX_FRAMES,
@@ -158,12 +158,7 @@ def _convert_job(job: tuple[np.ndarray, str]) -> PreparedSample:
 
 
 def _converted(jobs: Iterator[tuple[np.ndarray, str]], workers: int) -> Iterator[PreparedSample]:
-    if workers <= 1:
-        for job in jobs:
-            yield _convert_job(job)
-        return
-    with multiprocessing.get_context().Pool(workers) as pool:
-        yield from pool.imap(_convert_job, jobs, chunksize=32)
+    return imap_ordered(_convert_job, jobs, workers, chunksize=32)
 
 
 def detect_dataset(split: dict[str, Sequence[str]], labels: Sequence[int]) -> str:

@@ -1,0 +1,57 @@
+"""Ordered parallel map for the converters: results in input order, bounded memory, clean shutdown.
+
+``multiprocessing.Pool.terminate()`` (also what leaving ``with Pool() as pool`` calls) kills workers
+that may be holding the result queue's lock; the pool's own task thread then waits for that lock
+forever and ``terminate()`` never returns. It happened in CI when a bad input file stopped a run
+early. So the pool here is never terminated: when the consumer stops (a bad file, Ctrl-C, a finished
+run) no new input is handed out, the workers finish the few items they already hold and exit.
+Workers ignore SIGINT so that Ctrl-C reaches only the main process and no task is lost half-done.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import threading
+from typing import Callable, Iterable, Iterator, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def imap_ordered(func: Callable[[T], R], items: Iterable[T], workers: int, *, chunksize: int = 1,
+                 window: int = 32) -> Iterator[R]:
+    """``func(item)`` for every item, in input order, from ``workers`` processes (in-process for 1).
+
+    At most ``window`` items per worker (rounded up to whole chunks) are in flight or waiting to be
+    consumed, so fast workers cannot pile up results faster than the caller takes them.
+    """
+    if workers <= 1:
+        for item in items:
+            yield func(item)
+        return
+    # A chunk is only dispatched once complete, so the window must hold whole chunks.
+    in_flight = threading.Semaphore(max(window, 2 * chunksize) * workers)
+    stop = threading.Event()
+
+    def feed() -> Iterator[T]:  # runs in the pool's task thread; blocks while the window is full
+        for item in items:
+            while not in_flight.acquire(timeout=0.1):
+                if stop.is_set():
+                    return
+            if stop.is_set():
+                return
+            yield item
+
+    pool = multiprocessing.get_context().Pool(workers, initializer=_ignore_sigint)
+    try:
+        for result in pool.imap(func, feed(), chunksize=chunksize):
+            yield result
+            in_flight.release()
+    finally:
+        stop.set()  # the feeder returns at its next item, so the task thread sends the workers' sentinels
+        pool.close()
+        pool.join()
