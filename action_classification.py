@@ -27,7 +27,6 @@ Only rank 0 prints and writes files.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import types
 from pathlib import Path
@@ -35,7 +34,6 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
@@ -53,10 +51,11 @@ from common.distributed import (
     DistContext,
     all_reduce_,
     barrier,
+    broadcast_int,
     broadcast_module_state,
     cleanup,
     concat_all_gather,
-    launched_by_torchrun,
+    env_is_main_process,
     setup,
 )
 from common.plots import action_names, confusion_matrix, plot_confusion_matrix
@@ -153,15 +152,6 @@ def gather_shards(local: torch.Tensor, n: int, ctx: DistContext) -> torch.Tensor
     return gathered.transpose(0, 1).reshape(world * m, *local.shape[1:])[:n].to(local.device)
 
 
-def shared_seed(seed: int, ctx: DistContext) -> int:
-    """Rank 0's ``seed`` on every rank (a seed drawn without --seed differs per process)."""
-    if not ctx.distributed:
-        return seed
-    t = torch.tensor([seed], dtype=torch.int64, device=ctx.device)
-    dist.broadcast(t, src=0)
-    return int(t.item())
-
-
 def make_dataset(args: argparse.Namespace, part: str, train: bool,
                  indices: np.ndarray | None = None) -> DownstreamDataset:
     """The ``part`` ('train'/'val') split in the evaluated representation; random crops when ``train``."""
@@ -208,7 +198,7 @@ def finish_args(args: argparse.Namespace, ctx: DistContext) -> argparse.Namespac
         seed_everything(args.seed)
     # One seed drives crops and shuffling; without --seed a fresh one is drawn (by rank 0) and recorded.
     args.data_seed = args.seed if args.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
-    args.data_seed = shared_seed(args.data_seed, ctx)
+    args.data_seed = broadcast_int(args.data_seed, ctx.device)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.batch_size % ctx.world_size:
@@ -515,7 +505,8 @@ def _run(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
         "history": history,
         "args": args_to_dict(args),
     }
-    if args.plot_dir and best["predictions"] is None and _on_main(best_path.is_file(), ctx):
+    # Rank 0's answer: a file only rank 0 wrote may be invisible on other machines.
+    if args.plot_dir and best["predictions"] is None and broadcast_int(best_path.is_file(), ctx.device):
         # Resumed past the best epoch: recompute its predictions from the saved best classifier (rank 0's
         # file; evaluate() hands its weights to the other ranks).
         if ctx.is_main:
@@ -537,23 +528,13 @@ def _run(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
     return metrics
 
 
-def _on_main(flag: bool, ctx: DistContext) -> bool:
-    """Rank 0's ``flag`` on every rank (a file only rank 0 wrote may be invisible on other machines)."""
-    if not ctx.distributed:
-        return flag
-    t = torch.tensor([float(flag)], device=ctx.device)
-    dist.broadcast(t, src=0)
-    return bool(t.item())
-
-
 def run_script(entry: Any) -> None:
     """Command-line entry point shared by both scripts: input errors become one line, from rank 0 only
     under torchrun (the other ranks exit with status 2 silently)."""
     try:
         entry()
     except (FileNotFoundError, ValueError) as exc:
-        main_rank = not launched_by_torchrun() or os.environ.get("RANK", "0") == "0"
-        raise SystemExit(f"error: {exc}" if main_rank else 2) from None
+        raise SystemExit(f"error: {exc}" if env_is_main_process() else 2) from None
 
 
 if __name__ == "__main__":

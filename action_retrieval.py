@@ -43,7 +43,7 @@ from action_classification import (
     make_loader,
     run_script,
 )
-from common.distributed import DistContext, cleanup, setup
+from common.distributed import DistContext, all_reduce_, cleanup, setup
 from common.knn import knn_accuracy
 from common.plots import action_names, plot_tsne
 from common.training import args_to_dict, write_json_atomic
@@ -169,13 +169,9 @@ def extract_features(model: nn.Module, loader: DataLoader, ctx: DistContext, des
         features.append(output.reshape(output.shape[0], -1).float())
         labels.append(target.reshape(-1).to(ctx.device))
     n = len(loader.dataset)
-    if ctx.distributed:
-        # A rank with an empty shard still needs the feature size to join the gather.
-        dim = torch.tensor([features[0].shape[1] if features else 0], device=ctx.device)
-        torch.distributed.all_reduce(dim, op=torch.distributed.ReduceOp.MAX)
-        width = int(dim.item())
-    else:
-        width = features[0].shape[1] if features else 0
+    # A rank with an empty shard still needs the feature size to join the gather.
+    dim = torch.tensor([features[0].shape[1] if features else 0], device=ctx.device)
+    width = int(all_reduce_(dim, "max").item())
     if not features:
         features = [torch.zeros((0, width), device=ctx.device)]
         labels = [torch.zeros(0, dtype=torch.int64, device=ctx.device)]

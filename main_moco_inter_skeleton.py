@@ -46,10 +46,11 @@ from common.distributed import (
     ResumableSampler,
     all_reduce_,
     barrier,
+    broadcast_int,
     broadcast_module_state,
     cleanup,
+    env_is_main_process,
     env_world_size,
-    launched_by_torchrun,
     setup,
 )
 from common.representations import REPRESENTATION_CHOICES, parse_representation
@@ -401,18 +402,10 @@ def wrap_model(base: MoCo, ctx: DistContext, requested_device: str) -> tuple[nn.
     return base, "single device"
 
 
-def _shared_seed(seed: int, device: torch.device) -> int:
-    """Rank 0's ``seed`` on every rank (each rank must shuffle and augment with the same seed)."""
-    t = torch.tensor([seed], dtype=torch.int64, device=device)
-    if dist.is_available() and dist.is_initialized():
-        dist.broadcast(t, src=0)
-    return int(t.item())
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    main_rank = not launched_by_torchrun() or os.environ.get("RANK", "0") == "0"
+    main_rank = env_is_main_process()
     try:
         representations = parse_representation(args.skeleton_representation)
         check_arguments(args, env_world_size())
@@ -464,7 +457,7 @@ def _train(args: argparse.Namespace, ctx: DistContext, representations: tuple[st
         data_seed = int(checkpoint["data_seed"])
     else:
         data_seed = args.seed if args.seed is not None else secrets.randbits(62)
-    data_seed = _shared_seed(data_seed, device)
+    data_seed = broadcast_int(data_seed, device)  # each rank must shuffle and augment alike
 
     base = build_moco(args.skeleton_representation, dim=args.moco_dim, K=args.moco_k, m=args.moco_m,
                       T=args.moco_t, mlp=args.mlp, **encoder_kwargs(args)).to(device)

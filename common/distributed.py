@@ -41,6 +41,11 @@ def launched_by_torchrun() -> bool:
     return all(name in os.environ for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
 
 
+def env_is_main_process() -> bool:
+    """True outside torchrun and on its rank 0, readable before :func:`setup` (who reports errors)."""
+    return not launched_by_torchrun() or os.environ["RANK"] == "0"
+
+
 def env_world_size() -> int:
     """The number of processes torchrun started (1 outside torchrun), readable before :func:`setup`."""
     return int(os.environ.get("WORLD_SIZE", "1")) if launched_by_torchrun() else 1
@@ -123,6 +128,16 @@ def broadcast_module_state(module: nn.Module, src: int = 0) -> None:
         return
     for tensor in list(module.parameters()) + list(module.buffers()):
         dist.broadcast(tensor.data, src=src)
+
+
+def broadcast_int(value: int, device: torch.device) -> int:
+    """Rank 0's ``value`` on every rank (a seed drawn per process, whether a file rank 0 wrote exists);
+    ``value`` itself in a single process. ``device``: where the backend communicates (CUDA for NCCL)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return int(value)
+    t = torch.tensor([int(value)], dtype=torch.int64, device=device)
+    dist.broadcast(t, src=0)
+    return int(t.item())
 
 
 def barrier() -> None:
