@@ -117,7 +117,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clips", type=int, default=512)
     parser.add_argument("--passes", type=int, default=3, help="timed passes over every clip (alternating)")
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.clips < 1 or args.passes < 1:
+        parser.error(f"--clips and --passes must be >= 1, got {args.clips} and {args.passes}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,7 +150,6 @@ def main(argv: list[str] | None = None) -> int:
                 base_t += per_item_us(baseline, args.clips, 1)
             o, b = statistics.median(ours_t), statistics.median(base_t)
             print(f"{name:>42}: ours {o:8.1f} us/item, reference-style {b:8.1f} us/item, {b / o:.2f}x")
-        del data
     return 0
 
 

@@ -184,12 +184,18 @@ def joint_corruption(x: np.ndarray, rng: np.random.Generator,
 SPATIAL_AUGMENTS: tuple[str, ...] = ("shear_or_corruption", "shear", "corruption", "none")
 
 
+def check_spatial_augment(value: str, name: str = "spatial") -> str:
+    """``value`` if it is one of SPATIAL_AUGMENTS, else a ValueError naming ``name`` and the valid ones."""
+    if value not in SPATIAL_AUGMENTS:
+        raise ValueError(f"{name} must be one of {', '.join(SPATIAL_AUGMENTS)}, got {value!r}")
+    return value
+
+
 def pretrain_view(x: np.ndarray, num_frames: int, rng: np.random.Generator,
                   ratio: Ratio = (0.1, 1.0), out_len: int = 64, spatial: str = "shear_or_corruption") -> np.ndarray:
     """One pretraining view: its own temporal crop-resize, then (``spatial``, default the paper's) shear or
     joint corruption with probability 0.5 each; or always shear, always corruption, or nothing."""
-    if spatial not in SPATIAL_AUGMENTS:
-        raise ValueError(f"spatial augmentation must be one of {', '.join(SPATIAL_AUGMENTS)}, got {spatial!r}")
+    check_spatial_augment(spatial)
     clip = temporal_crop_resize(x, num_frames, ratio, out_len, rng)
     if spatial == "none":
         return clip

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from feeders.augmentations import SPATIAL_AUGMENTS, center_crop_resize, pretrain_view, temporal_crop_resize
+from feeders.augmentations import center_crop_resize, check_spatial_augment, pretrain_view, temporal_crop_resize
 from feeders.views import view_transform
 
 PARTS = ("train", "val")
@@ -260,8 +260,7 @@ class PretrainDataset(_SplitDataset):
 
     def __init__(self, paths: SplitPaths, representations: Sequence[str] | str, l_ratio: Sequence[float] = (0.1, 1.0),
                  input_size: int = 64, seed: int | None = 0, spatial_augment: str = "shear_or_corruption") -> None:
-        if spatial_augment not in SPATIAL_AUGMENTS:
-            raise ValueError(f"spatial_augment must be one of {', '.join(SPATIAL_AUGMENTS)}, got {spatial_augment!r}")
+        check_spatial_augment(spatial_augment, "spatial_augment")  # here, not first in a DataLoader worker
         if isinstance(representations, str):
             representations = tuple(representations.split("_and_"))
         if len(representations) not in (1, 2):
