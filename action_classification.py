@@ -157,7 +157,7 @@ def make_dataset(args: argparse.Namespace, part: str, train: bool,
     """The ``part`` ('train'/'val') split in the evaluated representation; random crops when ``train``."""
     paths = split_paths(args.data_root, args.finetune_dataset, args.protocol, part)
     return DownstreamDataset(paths, args.finetune_skeleton_representation, train=train,
-                             seed=args.data_seed, indices=indices)
+                             input_size=args.window_size, seed=args.data_seed, indices=indices)
 
 
 def make_loader(dataset: DownstreamDataset, args: argparse.Namespace, ctx: DistContext,

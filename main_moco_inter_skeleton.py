@@ -39,7 +39,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from common.args import add_data_args, add_model_size_args, add_optim_args, add_runtime_args, encoder_kwargs
+from common.args import (
+    WINDOW_SIZE,
+    add_data_args,
+    add_model_size_args,
+    add_optim_args,
+    add_runtime_args,
+    encoder_kwargs,
+)
 from common.checkpoints import read_checkpoint
 from common.distributed import (
     DistContext,
@@ -71,9 +78,8 @@ from feeders import SPATIAL_AUGMENTS, PretrainDataset, check_split, split_paths
 from moco.builder import MoCo, build_moco, checkpoint_state_dict, load_checkpoint_state_dict
 from moco.step import contrastive_step
 
-# The reference's pretraining feeder: crops of 10-100% of the valid frames, resized to 64.
+# The reference's pretraining feeder: crops of 10-100% of the valid frames, resized to --window-size (64).
 CROP_RATIO = (0.1, 1.0)
-INPUT_SIZE = 64
 CHECKPOINT_FORMAT = "skeleton-contrast-moco/1"
 LAST_CHECKPOINT = "checkpoint_last.pth.tar"
 
@@ -152,6 +158,8 @@ def check_arguments(args: argparse.Namespace, world_size: int) -> None:
     if args.moco_k % args.batch_size:
         raise SetupError(f"--moco-k {args.moco_k} must be divisible by --batch-size {args.batch_size} "
                          "(each step replaces one whole block of the queue)")
+    if "image-based" in parse_representation(args.skeleton_representation) and args.window_size < 16:
+        raise SetupError(f"--window-size {args.window_size}: the image-based encoder (HCN) needs at least 16 frames")
 
 
 def load_resume_checkpoint(path: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -166,6 +174,11 @@ def load_resume_checkpoint(path: str, args: argparse.Namespace) -> dict[str, Any
     if saved is not None and saved != args.skeleton_representation:
         raise SetupError(f"--resume {path} was pretrained as {saved!r}, "
                          f"not --skeleton-representation {args.skeleton_representation!r}")
+    # Checkpoints written before --window-size existed used the reference's 64 frames.
+    window = checkpoint.get("args", {}).get("window_size", WINDOW_SIZE)
+    if window != args.window_size:
+        raise SetupError(f"--resume {path} was pretrained with --window-size {window}, "
+                         f"not {args.window_size}: the views would change mid-run")
     return checkpoint
 
 
@@ -485,7 +498,7 @@ def _train(args: argparse.Namespace, ctx: DistContext, representations: tuple[st
     broadcast_module_state(base)
     model, mode = wrap_model(base, ctx, args.device)
 
-    dataset = PretrainDataset(paths, representations, l_ratio=CROP_RATIO, input_size=INPUT_SIZE, seed=data_seed,
+    dataset = PretrainDataset(paths, representations, l_ratio=CROP_RATIO, input_size=args.window_size, seed=data_seed,
                               spatial_augment=args.spatial_augment)
     sampler = ResumableSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, seed=data_seed)
     local_batch = args.batch_size // ctx.world_size

@@ -11,8 +11,23 @@ DATASET_CHOICES: tuple[str, ...] = tuple(DATASETS)
 PROTOCOL_CHOICES: tuple[str, ...] = tuple(dict.fromkeys(p for spec in DATASETS.values() for p in spec["protocols"]))
 
 
+WINDOW_SIZE = 64  # the reference's: every view is a crop resized to 64 frames
+
+
+def positive_window(text: str) -> int:
+    """argparse type of ``--window-size``: an integer >= 2 (a view needs two frames to show motion)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer number of frames, got {text!r}") from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"expected at least 2 frames, got {value}")
+    return value
+
+
 def add_data_args(parser: argparse.ArgumentParser, dataset_flag: str, default_dataset: str = "ntu60") -> None:
-    """``--data-root``, the dataset flag (``--pre-dataset`` or ``--finetune-dataset``) and ``--protocol``."""
+    """``--data-root``, the dataset flag (``--pre-dataset`` or ``--finetune-dataset``), ``--protocol`` and
+    ``--window-size``."""
     group = parser.add_argument_group("data")
     group.add_argument("--data-root", default="./data",
                        help="folder holding the data_gen outputs, e.g. ./data/NTU-RGB-D-60-AGCN/xview (default ./data)")
@@ -20,6 +35,9 @@ def add_data_args(parser: argparse.ArgumentParser, dataset_flag: str, default_da
                        help=f"dataset (default {default_dataset})")
     group.add_argument("--protocol", default="cross_view", choices=PROTOCOL_CHOICES,
                        help="evaluation protocol; valid dataset/protocol pairs: " + ", ".join(valid_pairs()))
+    group.add_argument("--window-size", type=positive_window, default=WINDOW_SIZE, metavar="FRAMES",
+                       help="frames of every view after crop-resize (default %(default)s, the paper's); the "
+                            "image-based encoder needs the same value in pretraining and evaluation")
 
 
 def add_model_size_args(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +61,7 @@ def encoder_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         agcn_base_channels=args.agcn_base_channels,
         hcn_out_channels=args.hcn_out_channels,
         true_bidirectional=args.true_bidirectional_gru,
+        window_size=getattr(args, "window_size", WINDOW_SIZE),
     )
 
 

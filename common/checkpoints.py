@@ -173,6 +173,8 @@ def _size_hint(checkpoint: Mapping[str, Any]) -> str:
     if not isinstance(args, Mapping) or not all(k in args for k in SIZE_FLAGS):
         return ""
     flags = " ".join(f"--{k.replace('_', '-')} {args[k]}" for k in SIZE_FLAGS)
+    if "window_size" in args:  # checkpoints from before --window-size existed used 64 frames
+        flags += f" --window-size {args['window_size']}"
     if args.get("true_bidirectional_gru"):
         flags += " --true-bidirectional-gru"
     return f" It was pretrained with {flags}."
@@ -213,7 +215,7 @@ def load_encoder_weights(model: nn.Module, weights: Mapping[str, torch.Tensor], 
         raise ValueError(
             f"{source} does not fit the {type(model).__name__} built here ({'; '.join(problems)}). "
             "Check the encoder size options (--gru-hidden-size, --gru-layers, --agcn-base-channels, "
-            "--hcn-out-channels) and the representations."
+            "--hcn-out-channels; --window-size for image-based) and the representations."
         )
     result = model.load_state_dict(dict(weights), strict=False)
     leftover = [k for k in result.missing_keys if not k.startswith(HEAD_PREFIX)]

@@ -109,7 +109,7 @@ def test_linear_classification_two_processes(tmp_path):
     model.load_state_dict(state)
     ns = type("Args", (), {"data_root": str(root), "finetune_dataset": "ntu60", "protocol": "cross_view",
                            "finetune_skeleton_representation": "seq-based", "data_seed": 1,
-                           "batch_size": 4, "workers": 0})()
+                           "batch_size": 4, "workers": 0, "window_size": 64})()
     ctx = DistContext()
     stats, predictions = evaluate(model, make_loader(make_dataset(ns, "val", train=False), ns, ctx, False),
                                   torch.nn.CrossEntropyLoss(), ctx)

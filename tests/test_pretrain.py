@@ -104,6 +104,39 @@ def test_one_epoch_of_every_representation(data_root, tmp_path, representation):
     assert all(0.0 <= result["final"][a] <= 100.0 for a in accs)
 
 
+def test_window_size_sets_the_views_and_the_image_encoder(data_root, tmp_path):
+    """--window-size reaches the dataset (HCN refuses clips of another length) and the encoder built for it;
+    evaluating with a different window then fails naming the flag the checkpoint was pretrained with."""
+    assert run(data_root, tmp_path / "ckpt", "image-based", "--epochs", "1", "--seed", "0",
+               "--window-size", "32") == 0
+    ckpt = load(tmp_path / "ckpt" / "checkpoint_last.pth.tar")
+    assert ckpt["args"]["window_size"] == 32
+    state = ckpt["state_dict"]
+    # conv2 has one output channel per frame of the window; fc sees 4 * 4 * (32 // 16) ** 2 features
+    assert state["module.encoder_q.conv2.weight"].shape[0] == 32
+    assert state["module.encoder_q.fc.weight"].shape == (8, 64)
+
+    from common.checkpoints import load_pretrained_encoder
+    from models import build_encoder
+
+    model = build_encoder("image-based", 60, hcn_out_channels=4)  # the default 64-frame window
+    with pytest.raises(ValueError, match=r"conv2\.weight: checkpoint \(32, .*--hcn-out-channels 4 --window-size 32\."):
+        load_pretrained_encoder(model, tmp_path / "ckpt" / "checkpoint_last.pth.tar", "image-based", "image-based")
+    with pytest.raises(SystemExit, match=r"pretrained with --window-size 32, not 64: the views would change"):
+        run(data_root, tmp_path / "ckpt", "image-based", "--epochs", "2",
+            "--resume", str(tmp_path / "ckpt" / "checkpoint_last.pth.tar"))
+    with pytest.raises(SystemExit, match=r"--window-size 8: the image-based encoder \(HCN\) needs at least 16"):
+        run(data_root, tmp_path / "short", "seq-based_and_image-based", "--window-size", "8")
+
+
+@pytest.mark.parametrize("value, message", [("1", "expected at least 2 frames, got 1"),
+                                            ("3.5", "expected an integer number of frames, got '3.5'")])
+def test_window_size_must_be_two_frames_or_more(capsys, value, message):
+    with pytest.raises(SystemExit):
+        pretrain.build_parser().parse_args(["--skeleton-representation", "seq-based", "--window-size", value])
+    assert f"--window-size: {message}" in capsys.readouterr().err
+
+
 def test_checkpoint_numbering_tensorboard_and_workers(data_root, tmp_path):
     out = tmp_path / "ckpt"
     code = run(data_root, out, "seq-based_and_image-based", "--epochs", "4", "--save-freq", "2", "-j", "2")
