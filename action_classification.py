@@ -188,7 +188,7 @@ def build_encoder_for(args: argparse.Namespace, num_class: int) -> tuple[nn.Modu
     if not args.pretrained:
         return model, None
     weights = load_pretrained_encoder(model, args.pretrained, args.pretrain_skeleton_representation,
-                                      args.finetune_skeleton_representation)
+                                      args.finetune_skeleton_representation, window_size=args.window_size)
     return model, weights
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -224,12 +225,14 @@ def load_encoder_weights(model: nn.Module, weights: Mapping[str, torch.Tensor], 
 
 
 def load_pretrained_encoder(
-    model: nn.Module, path: str | os.PathLike, pretrain_representation: str, representation: str
+    model: nn.Module, path: str | os.PathLike, pretrain_representation: str, representation: str,
+    window_size: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Copy the pretrained query encoder for ``representation`` into ``model`` (its ``fc`` untouched).
 
     Returns a detached CPU copy of the loaded weights (head excluded), for checking later that
-    frozen training left them unchanged.
+    frozen training left them unchanged. ``window_size``: the frames the evaluation will feed; a
+    warning says so when the checkpoint records pretraining on another length.
     """
     parse_representation(pretrain_representation)
     checkpoint = read_checkpoint(path)
@@ -239,4 +242,10 @@ def load_pretrained_encoder(
         load_encoder_weights(model, weights, source=f"{slot} of {path}")
     except ValueError as exc:
         raise ValueError(f"{exc}{_size_hint(checkpoint)}") from None
+    saved_args = checkpoint.get("args")
+    pretrained_window = saved_args.get("window_size") if isinstance(saved_args, Mapping) else None
+    if window_size is not None and pretrained_window is not None and pretrained_window != window_size:
+        warnings.warn(f"{path} was pretrained on {pretrained_window}-frame views but is evaluated on "
+                      f"{window_size}-frame views; pass --window-size {pretrained_window} to match",
+                      stacklevel=2)
     return {k: v.detach().clone().cpu() for k, v in weights.items()}

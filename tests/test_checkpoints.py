@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 
 import pytest
 import torch
@@ -177,6 +178,19 @@ def test_size_mismatch_names_keys_and_shapes(tmp_path):
     with pytest.raises(ValueError, match="It was pretrained with --gru-hidden-size 12 --gru-layers 1 "
                                          "--agcn-base-channels 4 --hcn-out-channels 4"):
         load_pretrained_encoder(model, ours, "seq-based", "seq-based")
+
+
+def test_window_size_mismatch_warns(tmp_path):
+    path = tmp_path / "short_views.pth.tar"
+    reference_checkpoint(path, "seq-based", extra={"args": {"skeleton_representation": "seq-based", "window_size": 32}})
+    model = build_encoder("seq-based", 60, **TINY)
+    with pytest.warns(UserWarning, match=r"pretrained on 32-frame views but is evaluated on 64-frame views; "
+                                         r"pass --window-size 32"):
+        load_pretrained_encoder(model, path, "seq-based", "seq-based", window_size=64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the matching window, or no window given: silent
+        load_pretrained_encoder(model, path, "seq-based", "seq-based", window_size=32)
+        load_pretrained_encoder(model, path, "seq-based", "seq-based")
 
 
 def test_missing_and_unexpected_keys_are_listed():
