@@ -75,6 +75,7 @@ from common.training import (
     write_json_atomic,
 )
 from feeders import SPATIAL_AUGMENTS, PretrainDataset, check_split, split_paths
+from models.hcn import MIN_WINDOW_SIZE as HCN_MIN_WINDOW_SIZE
 from moco.builder import MoCo, build_moco, checkpoint_state_dict, load_checkpoint_state_dict
 from moco.step import contrastive_step
 
@@ -138,7 +139,7 @@ def _available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def check_arguments(args: argparse.Namespace, world_size: int) -> None:
+def check_arguments(args: argparse.Namespace, representations: tuple[str, ...], world_size: int) -> None:
     """Option combinations that cannot work, before anything is built."""
     positive = {"--batch-size": args.batch_size, "--epochs": args.epochs, "--moco-k": args.moco_k,
                 "--moco-dim": args.moco_dim, "--save-freq": args.save_freq, "--print-freq": args.print_freq}
@@ -158,8 +159,9 @@ def check_arguments(args: argparse.Namespace, world_size: int) -> None:
     if args.moco_k % args.batch_size:
         raise SetupError(f"--moco-k {args.moco_k} must be divisible by --batch-size {args.batch_size} "
                          "(each step replaces one whole block of the queue)")
-    if "image-based" in parse_representation(args.skeleton_representation) and args.window_size < 16:
-        raise SetupError(f"--window-size {args.window_size}: the image-based encoder (HCN) needs at least 16 frames")
+    if "image-based" in representations and args.window_size < HCN_MIN_WINDOW_SIZE:
+        raise SetupError(f"--window-size {args.window_size}: the image-based encoder (HCN) needs at least "
+                         f"{HCN_MIN_WINDOW_SIZE} frames")
 
 
 def load_resume_checkpoint(path: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -421,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     main_rank = env_is_main_process()
     try:
         representations = parse_representation(args.skeleton_representation)
-        check_arguments(args, env_world_size())
+        check_arguments(args, representations, env_world_size())
         try:
             paths = split_paths(args.data_root, args.pre_dataset, args.protocol, "train")
             num_clips = check_split(paths, need_labels=False)

@@ -56,6 +56,10 @@ def motion_of(x: torch.Tensor) -> torch.Tensor:
     return diff.view(n, c, m, t, v).permute(0, 1, 3, 4, 2)
 
 
+# Four 2x poolings over time and over the window channels leave nothing below 16 frames.
+MIN_WINDOW_SIZE = 16
+
+
 class HCN(nn.Module):
     """HCN; ``fc`` maps the (N, 4*out_channel*(window_size//16)**2) feature to logits."""
 
@@ -69,9 +73,8 @@ class HCN(nn.Module):
         num_class: int = 128,
     ):
         super().__init__()
-        if window_size < 16:
-            # Four 2x poolings over time and over the window channels leave nothing below 16 frames.
-            raise ValueError(f"HCN needs window_size >= 16 frames, got {window_size}")
+        if window_size < MIN_WINDOW_SIZE:
+            raise ValueError(f"HCN needs window_size >= {MIN_WINDOW_SIZE} frames, got {window_size}")
         self.in_channel, self.num_joint, self.num_person = in_channel, num_joint, num_person
         self.window_size = window_size
         self.conv1, self.conv2 = _point_block(in_channel, out_channel, window_size)
