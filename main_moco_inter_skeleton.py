@@ -47,7 +47,7 @@ from common.args import (
     add_runtime_args,
     encoder_kwargs,
 )
-from common.checkpoints import read_checkpoint
+from common.checkpoints import read_checkpoint, recorded_window_size
 from common.distributed import (
     DistContext,
     ResumableSampler,
@@ -176,8 +176,8 @@ def load_resume_checkpoint(path: str, args: argparse.Namespace) -> dict[str, Any
     if saved is not None and saved != args.skeleton_representation:
         raise SetupError(f"--resume {path} was pretrained as {saved!r}, "
                          f"not --skeleton-representation {args.skeleton_representation!r}")
-    # Checkpoints written before --window-size existed used the reference's 64 frames.
-    window = checkpoint.get("args", {}).get("window_size", WINDOW_SIZE)
+    window = recorded_window_size(checkpoint)
+    window = WINDOW_SIZE if window is None else window
     if window != args.window_size:
         raise SetupError(f"--resume {path} was pretrained with --window-size {window}, "
                          f"not {args.window_size}: the views would change mid-run")

@@ -168,14 +168,22 @@ def _select_encoder(checkpoint: Mapping[str, Any], path: str | os.PathLike, pret
 SIZE_FLAGS = ("gru_hidden_size", "gru_layers", "agcn_base_channels", "hcn_out_channels")
 
 
+def recorded_window_size(checkpoint: Mapping[str, Any]) -> int | None:
+    """The ``--window-size`` a checkpoint of ours records; None where it records none (the reference's
+    checkpoints and ours from before the flag, all pretrained on 64 frames)."""
+    args = checkpoint.get("args")
+    return args.get("window_size") if isinstance(args, Mapping) else None
+
+
 def _size_hint(checkpoint: Mapping[str, Any]) -> str:
     """`` It was pretrained with --gru-hidden-size 8 ...`` from the checkpoint's recorded args, or ''."""
     args = checkpoint.get("args")
     if not isinstance(args, Mapping) or not all(k in args for k in SIZE_FLAGS):
         return ""
     flags = " ".join(f"--{k.replace('_', '-')} {args[k]}" for k in SIZE_FLAGS)
-    if "window_size" in args:  # checkpoints from before --window-size existed used 64 frames
-        flags += f" --window-size {args['window_size']}"
+    window = recorded_window_size(checkpoint)
+    if window is not None:
+        flags += f" --window-size {window}"
     if args.get("true_bidirectional_gru"):
         flags += " --true-bidirectional-gru"
     return f" It was pretrained with {flags}."
@@ -242,8 +250,7 @@ def load_pretrained_encoder(
         load_encoder_weights(model, weights, source=f"{slot} of {path}")
     except ValueError as exc:
         raise ValueError(f"{exc}{_size_hint(checkpoint)}") from None
-    saved_args = checkpoint.get("args")
-    pretrained_window = saved_args.get("window_size") if isinstance(saved_args, Mapping) else None
+    pretrained_window = recorded_window_size(checkpoint)
     if window_size is not None and pretrained_window is not None and pretrained_window != window_size:
         warnings.warn(f"{path} was pretrained on {pretrained_window}-frame views but is evaluated on "
                       f"{window_size}-frame views; pass --window-size {pretrained_window} to match",
