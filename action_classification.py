@@ -43,6 +43,7 @@ from common.args import (
     add_model_size_args,
     add_optim_args,
     add_runtime_args,
+    check_window_size,
     encoder_kwargs,
     representation_arg,
 )
@@ -206,6 +207,7 @@ def finish_args(args: argparse.Namespace, ctx: DistContext) -> argparse.Namespac
                          f"the {ctx.world_size} processes")
     if args.workers < 0:
         raise ValueError(f"-j/--workers must be >= 0, got {args.workers}")
+    check_window_size(args.window_size, (args.finetune_skeleton_representation,))
     if args.pretrained and not Path(args.pretrained).is_file():
         raise FileNotFoundError(f"--pretrained {args.pretrained}: no such checkpoint file")
     return args

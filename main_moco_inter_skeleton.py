@@ -45,6 +45,7 @@ from common.args import (
     add_model_size_args,
     add_optim_args,
     add_runtime_args,
+    check_window_size,
     encoder_kwargs,
 )
 from common.checkpoints import read_checkpoint, recorded_window_size
@@ -75,7 +76,6 @@ from common.training import (
     write_json_atomic,
 )
 from feeders import SPATIAL_AUGMENTS, PretrainDataset, check_split, split_paths
-from models.hcn import MIN_WINDOW_SIZE as HCN_MIN_WINDOW_SIZE
 from moco.builder import MoCo, build_moco, checkpoint_state_dict, load_checkpoint_state_dict
 from moco.step import contrastive_step
 
@@ -159,9 +159,10 @@ def check_arguments(args: argparse.Namespace, representations: tuple[str, ...], 
     if args.moco_k % args.batch_size:
         raise SetupError(f"--moco-k {args.moco_k} must be divisible by --batch-size {args.batch_size} "
                          "(each step replaces one whole block of the queue)")
-    if "image-based" in representations and args.window_size < HCN_MIN_WINDOW_SIZE:
-        raise SetupError(f"--window-size {args.window_size}: the image-based encoder (HCN) needs at least "
-                         f"{HCN_MIN_WINDOW_SIZE} frames")
+    try:
+        check_window_size(args.window_size, representations)
+    except ValueError as exc:
+        raise SetupError(str(exc)) from None
 
 
 def load_resume_checkpoint(path: str, args: argparse.Namespace) -> dict[str, Any]:

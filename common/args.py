@@ -6,6 +6,7 @@ from typing import Any
 
 from common.representations import BASE_REPRESENTATIONS, REPRESENTATION_CHOICES
 from feeders.datasets import DATASETS, valid_pairs
+from models.hcn import MIN_WINDOW_SIZE as HCN_MIN_WINDOW_SIZE
 
 DATASET_CHOICES: tuple[str, ...] = tuple(DATASETS)
 PROTOCOL_CHOICES: tuple[str, ...] = tuple(dict.fromkeys(p for spec in DATASETS.values() for p in spec["protocols"]))
@@ -23,6 +24,14 @@ def positive_window(text: str) -> int:
     if value < 2:
         raise argparse.ArgumentTypeError(f"expected at least 2 frames, got {value}")
     return value
+
+
+def check_window_size(window_size: int, representations: tuple[str, ...]) -> None:
+    """ValueError naming ``--window-size`` when the image-based encoder is among ``representations`` and
+    the window is too short for it (checked before any model is built)."""
+    if "image-based" in representations and window_size < HCN_MIN_WINDOW_SIZE:
+        raise ValueError(f"--window-size {window_size}: the image-based encoder (HCN) needs at least "
+                         f"{HCN_MIN_WINDOW_SIZE} frames")
 
 
 def add_data_args(parser: argparse.ArgumentParser, dataset_flag: str, default_dataset: str = "ntu60") -> None:

@@ -195,6 +195,10 @@ def test_error_cases(data_root, tmp_path):
             data_root, tmp_path, "--pretrained", str(pretrained),
             "--pretrain-skeleton-representation", "seq-based_and_graph-based",
             "--finetune-skeleton-representation", "image-based"))
+    with pytest.raises(ValueError, match=r"--window-size 8: the image-based encoder \(HCN\) needs at least 16 frames"):
+        action_classification.main(_common(data_root, tmp_path, "--finetune-skeleton-representation", "image-based",
+                                           "--window-size", "8"))
+    assert not (tmp_path / "ckpt").exists()
     with pytest.raises(ValueError, match="--finetune needs --pretrained"):
         action_classification.main(_common(data_root, tmp_path, "--finetune"))
     with pytest.raises(SystemExit):  # argparse: unknown representation
