@@ -9,7 +9,14 @@ from moco.builder import (
     encoder_state_dict,
     load_checkpoint_state_dict,
 )
-from moco.functional import contrastive_loss, enqueue, info_nce_logits, init_queue, momentum_update
+from moco.functional import (
+    contrastive_loss,
+    enqueue,
+    info_nce_labels,
+    info_nce_logits,
+    init_queue,
+    momentum_update,
+)
 from moco.step import StepOutput, contrastive_step
 
 __all__ = [
@@ -24,6 +31,7 @@ __all__ = [
     "contrastive_step",
     "encoder_state_dict",
     "enqueue",
+    "info_nce_labels",
     "info_nce_logits",
     "init_queue",
     "load_checkpoint_state_dict",

@@ -1,32 +1,45 @@
-"""The MoCo model of inter-skeleton (two representations) and intra-skeleton (one) contrast.
+"""The MoCo model of inter-skeleton contrast (two representations) and intra-skeleton contrast (one).
 
-One class serves both. A model holds, per representation ("stream"), a query encoder, its momentum key
-encoder and a queue of past keys. Stream i's query is contrasted with the keys and the queue of its
-partner stream: the other representation (inter-skeleton: q vs l and Queue_S2, r vs k and Queue_S1) or
-itself (intra-skeleton, standard MoCo v2).
+Inter-skeleton contrast (the paper's method). A clip x is augmented twice, into x_1 and x_2, and each
+view is put in two skeleton representations S1 and S2 (e.g. seq-based and graph-based). Query encoders
+f_q (S1) and f_r (S2) embed the first view; their momentum copies, the key encoders f_k (S1) and f_l (S2),
+embed the second:
 
-A training step is split so that nn.DataParallel stays correct (replicas' writes are lost):
+    q = f_q(S1(x_1))    r = f_r(S2(x_1))    k = f_k(S1(x_2))    l = f_l(S2(x_2))    each (N, dim), unit norm
+
+Each query is contrasted with the key of the *other* representation, against that representation's
+queue of past keys (the negatives):
+
+    L = InfoNCE(q, l, Queue_S2) + InfoNCE(r, k, Queue_S1)
+
+then k enters Queue_S1 and l enters Queue_S2. Intra-skeleton contrast (the paper's baseline, MoCo v2)
+has one representation S: q = f_q(S(x_1)), k = f_k(S(x_2)), L = InfoNCE(q, k, queue), k enters queue.
+
+A training step (:func:`moco.step.contrastive_step`) is split so that nn.DataParallel stays correct
+(a replica's writes are lost):
   1. ``model.momentum_update()``   on the base model, before the keys are computed;
-  2. ``model(*views)``             the replicated, side-effect-free part: normalised query and key features;
-  3. ``model.contrast_logits(...)`` logits against the queues (read only);
+  2. ``model(*views)``             the replicated, side-effect-free part: (q, r), (k, l);
+  3. ``model.loss(queries, keys)`` the InfoNCE terms, reading the queues only;
   4. backward, optimizer step;
   5. ``model.enqueue(keys)``       on the base model, with the whole batch of keys (all ranks' under DDP).
 
 Attribute and buffer names are the reference's, so state dicts match its checkpoints:
-inter ``encoder_q``/``encoder_k`` (first representation), ``encoder_r``/``encoder_l`` (second),
-``Queue_S1``/``queue_ptr_S1``, ``Queue_S2``/``queue_ptr_S2``; intra ``encoder_q``/``encoder_k``,
-``queue``/``queue_ptr``.
+inter ``encoder_q``/``encoder_k`` (S1), ``encoder_r``/``encoder_l`` (S2), ``Queue_S1``/``queue_ptr_S1``,
+``Queue_S2``/``queue_ptr_S2``; intra ``encoder_q``/``encoder_k``, ``queue``/``queue_ptr``.
 """
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from moco.functional import enqueue, info_nce_logits, init_queue, momentum_update
+from common.representations import parse_representation
+from moco.functional import contrastive_loss, enqueue, init_queue, momentum_update
+from models import build_encoder
 
 # (query encoder, key encoder) attribute names per stream, by number of streams.
 ENCODER_NAMES: dict[int, tuple[tuple[str, str], ...]] = {
@@ -38,9 +51,6 @@ QUEUE_NAMES: dict[int, tuple[tuple[str, str], ...]] = {
     1: (("queue", "queue_ptr"),),
     2: (("Queue_S1", "queue_ptr_S1"), ("Queue_S2", "queue_ptr_S2")),
 }
-# Stream whose positive key and queue each stream's query is contrasted with.
-PARTNER: dict[int, tuple[int, ...]] = {1: (0,), 2: (1, 0)}
-
 CHECKPOINT_PREFIX = "module."
 
 
@@ -60,7 +70,9 @@ def attach_mlp_head(encoder: nn.Module) -> nn.Module:
     """
     fc = encoder.fc
     if not isinstance(fc, nn.Linear):
-        raise TypeError(f"{type(encoder).__name__}.fc must be an nn.Linear to take an MLP head, found {type(fc).__name__}")
+        raise TypeError(
+            f"{type(encoder).__name__}.fc must be an nn.Linear to take an MLP head, found {type(fc).__name__}"
+        )
     d = fc.in_features
     encoder.fc = nn.Sequential(nn.Linear(d, d), nn.ReLU(), fc)
     return encoder
@@ -74,8 +86,10 @@ def _embed(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
 class MoCo(nn.Module):
     """Query encoders, momentum key encoders and queues of one or two skeleton representations.
 
-    query_encoders: 1 (intra-skeleton) or 2 (inter-skeleton) freshly built encoders whose last layer is
-    an nn.Linear ``fc`` with ``dim`` outputs; the key encoders start as copies and take no gradients.
+    query_encoders: [f_q] (intra-skeleton) or [f_q, f_r] (inter-skeleton), freshly built encoders whose
+    last layer is an nn.Linear ``fc`` with ``dim`` outputs; the key encoders start as their copies and
+    take no gradients. K: queue length (negatives per query); m: key encoder momentum; T: temperature;
+    mlp: MoCo v2's two-layer projection head on every encoder.
     """
 
     def __init__(
@@ -112,58 +126,85 @@ class MoCo(nn.Module):
 
     # -- parts -------------------------------------------------------------------------------------
     def query_encoders(self) -> list[nn.Module]:
+        """[f_q] or [f_q, f_r]."""
         return [getattr(self, q) for q, _ in ENCODER_NAMES[self.num_streams]]
 
     def key_encoders(self) -> list[nn.Module]:
+        """[f_k] or [f_k, f_l], the momentum copies of :meth:`query_encoders`."""
         return [getattr(self, k) for _, k in ENCODER_NAMES[self.num_streams]]
-
-    def queues(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """[(queue (dim, K), ptr (1,))] per stream; looked up each call so it follows .to() and loads."""
-        return [(getattr(self, q), getattr(self, p)) for q, p in QUEUE_NAMES[self.num_streams]]
 
     # -- the replicated, side-effect-free part -------------------------------------------------------
     def forward(self, *views: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
-        """views: the n first views then the n second views, in the datasets' order
-        (inter: s1_v1, s2_v1, s1_v2, s2_v2; intra: v1, v2).
+        """Queries of the first view, keys of the second, in the datasets' order of views.
 
-        Returns (queries, keys): per stream, (N, dim) L2-normalised float32 features; keys carry no
-        gradient. Parameters and queues are left untouched (BatchNorm running statistics update as
-        in any training forward), so DataParallel replicas lose nothing.
+        inter: views (x1_S1, x1_S2, x2_S1, x2_S2) -> queries (q, r), keys (k, l);
+        intra: views (x1, x2) -> queries (q,), keys (k,).
+        A view is (N, T, 150) for seq-based, (N, C, T, V, M) = (N, 3, T, 25, 2) for graph- and
+        image-based. Every output is (N, dim), L2-normalised, float32; keys carry no gradient.
+        Parameters and queues are left untouched (BatchNorm running statistics update as in any
+        training forward), so DataParallel replicas lose nothing.
         """
         n = self.num_streams
         if len(views) != 2 * n:
             raise ValueError(f"expected {2 * n} input views ({n} representation(s) x 2 views), got {len(views)}")
-        queries = tuple(_embed(enc, x) for enc, x in zip(self.query_encoders(), views[:n]))
+        if n == 1:
+            x1, x2 = views  # each (N, T, 150) or (N, C, T, V, M)
+            q = _embed(self.encoder_q, x1)  # (N, dim)
+            with torch.no_grad():
+                k = _embed(self.encoder_k, x2)  # (N, dim)
+            return (q,), (k,)
+        x1_s1, x1_s2, x2_s1, x2_s2 = views  # S1 and S2 of view 1, then of view 2
+        q = _embed(self.encoder_q, x1_s1)  # (N, dim) query of S1
+        r = _embed(self.encoder_r, x1_s2)  # (N, dim) query of S2
         with torch.no_grad():
-            keys = tuple(_embed(enc, x) for enc, x in zip(self.key_encoders(), views[n:]))
-        return queries, keys
+            k = _embed(self.encoder_k, x2_s1)  # (N, dim) key of S1
+            l = _embed(self.encoder_l, x2_s2)  # noqa: E741 -- the paper's name; (N, dim) key of S2
+        return (q, r), (k, l)
+
+    def loss(
+        self, queries: Sequence[torch.Tensor], keys: Sequence[torch.Tensor]
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """The paper's loss of one batch, and each InfoNCE term's logits (N, 1+K), positive in column 0.
+
+        inter: L = InfoNCE(q, l, Queue_S2) + InfoNCE(r, k, Queue_S1); intra: L = InfoNCE(q, k, queue).
+        queries, keys: what :meth:`forward` returned. Reads the queues only.
+        """
+        if self.num_streams == 1:
+            (q,), (k,) = queries, keys
+            loss, logits = contrastive_loss(q, k, self.queue, self.T)  # (N, 1+K)
+            return loss, (logits,)
+        q, r = queries
+        k, l = keys  # noqa: E741 -- the paper's name
+        loss_q, logits_q = contrastive_loss(q, l, self.Queue_S2, self.T)  # S1 query vs S2 key and queue
+        loss_r, logits_r = contrastive_loss(r, k, self.Queue_S1, self.T)  # S2 query vs S1 key and queue
+        return loss_q + loss_r, (logits_q, logits_r)
 
     def contrast_logits(
         self, queries: Sequence[torch.Tensor], keys: Sequence[torch.Tensor]
     ) -> tuple[torch.Tensor, ...]:
-        """Per stream, (N, 1+K) logits of its query against the partner stream's key and queue
-        (positive at index 0). Reads the queues only."""
-        out = []
-        for i, partner in enumerate(PARTNER[self.num_streams]):
-            queue, _ = self.queues()[partner]
-            logits, _ = info_nce_logits(queries[i], keys[partner], queue, self.T)
-            out.append(logits)
-        return tuple(out)
+        """The logits of :meth:`loss`: inter (q vs [l, Queue_S2], r vs [k, Queue_S1]); intra (q vs [k, queue])."""
+        return self.loss(queries, keys)[1]
 
     # -- once per step, on the base model -----------------------------------------------------------
     @torch.no_grad()
     def momentum_update(self) -> None:
-        """key <- m * key + (1 - m) * query for every key encoder's parameters."""
+        """f_k <- m * f_k + (1 - m) * f_q (and f_l from f_r), parameter by parameter."""
         for query, key in zip(self.query_encoders(), self.key_encoders()):
             momentum_update(key.parameters(), query.parameters(), self.m)
 
     @torch.no_grad()
     def enqueue(self, keys: Sequence[torch.Tensor]) -> None:
-        """Push each stream's keys (the whole step's batch, B_global x dim) into its own queue."""
+        """Push the step's keys (each (B_global, dim)) into the queue of their own representation:
+        inter k -> Queue_S1, l -> Queue_S2; intra k -> queue."""
         if len(keys) != self.num_streams:
             raise ValueError(f"expected keys of {self.num_streams} stream(s), got {len(keys)}")
-        for k, (queue, ptr) in zip(keys, self.queues()):
-            enqueue(queue, ptr, k)
+        if self.num_streams == 1:
+            (k,) = keys
+            enqueue(self.queue, self.queue_ptr, k)
+            return
+        k, l = keys  # noqa: E741 -- the paper's name
+        enqueue(self.Queue_S1, self.queue_ptr_S1, k)
+        enqueue(self.Queue_S2, self.queue_ptr_S2, l)
 
 
 def build_moco(
@@ -178,9 +219,6 @@ def build_moco(
 ) -> MoCo:
     """The MoCo model of ``representation`` ('seq-based_and_graph-based', ..., or one base name) with
     encoders from ``models.build_encoder`` (``encoder_kwargs``: the size options)."""
-    from common.representations import parse_representation
-    from models import build_encoder
-
     names = parse_representation(representation)
     encoders = [build_encoder(name, dim, **encoder_kwargs) for name in names]
     return MoCo(encoders, dim=dim, K=K, m=m, T=T, mlp=mlp)
@@ -200,9 +238,11 @@ def load_checkpoint_state_dict(model: nn.Module, state_dict: Mapping[str, torch.
     model.load_state_dict(stripped, strict=True)
 
 
-def encoder_state_dict(state_dict: Mapping[str, torch.Tensor], encoder_name: str = "encoder_q") -> dict[str, torch.Tensor]:
+def encoder_state_dict(
+    state_dict: Mapping[str, torch.Tensor], encoder_name: str = "encoder_q"
+) -> dict[str, torch.Tensor]:
     """The weights of one encoder (e.g. 'encoder_q', 'encoder_r') of a pretraining checkpoint, keys
-    relative to that encoder (``fc.*`` included; with --mlp they are ``fc.0.*``/``fc.2.*``)."""
+    relative to that encoder (``fc.*`` included; with the MLP head, ``mlp=True``, ``fc.0.*``/``fc.2.*``)."""
     out = {}
     for key, value in state_dict.items():
         key = key[len(CHECKPOINT_PREFIX):] if key.startswith(CHECKPOINT_PREFIX) else key

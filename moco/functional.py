@@ -5,10 +5,15 @@ the tensors a model holds, once per training step.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
+
+
+def info_nce_labels(logits: torch.Tensor) -> torch.Tensor:
+    """The target class of every row of InfoNCE logits (N, 1+K): the positive's column, 0. (N,) long."""
+    return torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
 
 
 def info_nce_logits(
@@ -21,38 +26,61 @@ def info_nce_logits(
     ``temperature``, and labels (N,) of zeros (the positive's index).
     """
     if query.dim() != 2 or positive.shape != query.shape:
-        raise ValueError(f"query and positive must both be (N, C), got {tuple(query.shape)} and {tuple(positive.shape)}")
+        raise ValueError(
+            f"query and positive must both be (N, C), got {tuple(query.shape)} and {tuple(positive.shape)}"
+        )
     if queue.dim() != 2 or queue.shape[0] != query.shape[1]:
         raise ValueError(f"queue must be (C, K) with C = {query.shape[1]}, got {tuple(queue.shape)}")
     pos = (query * positive).sum(dim=1, keepdim=True)  # (N, 1)
     neg = query @ queue  # (N, K)
     logits = torch.cat((pos, neg), dim=1) / temperature  # (N, 1+K)
-    labels = torch.zeros(query.shape[0], dtype=torch.long, device=query.device)
-    return logits, labels
+    return logits, info_nce_labels(logits)
 
 
 def contrastive_loss(
     query: torch.Tensor, positive: torch.Tensor, queue: torch.Tensor, temperature: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """InfoNCE: mean cross-entropy of :func:`info_nce_logits`; returns (loss, logits)."""
+    """InfoNCE of each query against its positive key and the queue; returns (loss, logits).
+
+    loss = mean over n of -log( exp(q_n . k_n / T) / (exp(q_n . k_n / T) + sum_j exp(q_n . queue_j / T)) ),
+    the cross-entropy of :func:`info_nce_logits` with the positive as the target class.
+    """
     logits, labels = info_nce_logits(query, positive, queue, temperature)
     return F.cross_entropy(logits, labels), logits
 
 
+# torch._foreach_* are private, but they are what torch.optim's own optimizers use for the same kind of
+# update: one fused kernel per op over all tensors instead of two kernels per parameter, which matters
+# on a GPU (the AGCN has 274 parameter tensors). The per-tensor loop computes the same numbers and takes
+# over should a torch release drop them; tests/test_moco.py checks both paths against each other.
+_HAS_FOREACH = hasattr(torch, "_foreach_mul_") and hasattr(torch, "_foreach_add_")
+
+
+def _momentum_update_foreach(keys: list[torch.Tensor], queries: list[torch.Tensor], m: float) -> None:
+    torch._foreach_mul_(keys, m)
+    torch._foreach_add_(keys, queries, alpha=1.0 - m)
+
+
+def _momentum_update_loop(keys: list[torch.Tensor], queries: list[torch.Tensor], m: float) -> None:
+    for k, q in zip(keys, queries):
+        k.mul_(m).add_(q, alpha=1.0 - m)
+
+
 @torch.no_grad()
 def momentum_update(key_params: Iterable[torch.Tensor], query_params: Iterable[torch.Tensor], m: float) -> None:
-    """In place, for every pair: key <- m * key + (1 - m) * query (fused over all tensors)."""
+    """In place, for every pair: key <- m * key + (1 - m) * query (MoCo's momentum encoder)."""
     keys = [p.detach() for p in key_params]
     queries = [p.detach() for p in query_params]
     if len(keys) != len(queries):
         raise ValueError(f"momentum_update: {len(keys)} key tensors but {len(queries)} query tensors")
     for k, q in zip(keys, queries):
         if k.shape != q.shape:
-            raise ValueError(f"momentum_update: key tensor {tuple(k.shape)} does not match query tensor {tuple(q.shape)}")
+            raise ValueError(
+                f"momentum_update: key tensor {tuple(k.shape)} does not match query tensor {tuple(q.shape)}"
+            )
     if not keys:
         return
-    torch._foreach_mul_(keys, m)
-    torch._foreach_add_(keys, queries, alpha=1.0 - m)
+    (_momentum_update_foreach if _HAS_FOREACH else _momentum_update_loop)(keys, queries, m)
 
 
 def init_queue(dim: int, size: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -8,15 +8,19 @@ import math
 
 import pytest
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from moco import (
     MoCo,
     attach_mlp_head,
+    build_moco,
     checkpoint_state_dict,
     contrastive_loss,
     encoder_state_dict,
     enqueue,
+    functional,
+    info_nce_labels,
     info_nce_logits,
     load_checkpoint_state_dict,
     momentum_update,
@@ -315,3 +319,131 @@ def test_checkpoint_state_dict_round_trip():
     assert set(enc) == {"body.weight", "body.bias", "fc.0.weight", "fc.0.bias", "fc.2.weight", "fc.2.bias"}
     with pytest.raises(KeyError, match="encoder_x"):
         encoder_state_dict(state, "encoder_x")
+
+
+# -------------------------------------------------------------------------------------------------
+# The loss that trains is the loss that is tested
+# -------------------------------------------------------------------------------------------------
+
+
+def paper_loss_by_hand(model: MoCo, views):
+    """The paper's loss from the pure function, term by term, on a copy of ``model`` brought to the
+    state a step computes its loss in (momentum update applied, queues not yet written)."""
+    copied = copy.deepcopy(model)
+    copied.momentum_update()
+    queries, keys = copied(*views)
+    if model.num_streams == 2:
+        (q, r), (k, l) = queries, keys  # noqa: E741 -- the paper's names
+        return [contrastive_loss(q, l, copied.Queue_S2, T), contrastive_loss(r, k, copied.Queue_S1, T)]
+    (q,), (k,) = queries, keys
+    return [contrastive_loss(q, k, copied.queue, T)]
+
+
+@pytest.mark.parametrize("streams", [1, 2])
+def test_step_loss_is_contrastive_loss_applied_per_term(streams):
+    """inter: the step's loss is contrastive_loss(q, l, Queue_S2) + contrastive_loss(r, k, Queue_S1),
+    its logits those two terms' logits; intra: one term contrastive_loss(q, k, queue). Bit for bit,
+    over steps whose queues hold keys written by earlier steps."""
+    model = make_moco(streams, mlp=True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    for step in range(3):
+        views = make_views(streams, 8, seed=30 + step)
+        terms = paper_loss_by_hand(model, views)
+        out = contrastive_step(model, model, views, optimizer)
+        assert len(out.logits) == len(terms) == streams
+        expected = terms[0][0] if streams == 1 else terms[0][0] + terms[1][0]
+        assert torch.equal(out.loss, expected.detach())
+        for got, (_, want) in zip(out.logits, terms):
+            assert torch.equal(got, want.detach())
+    if streams == 2:  # the pairing matters: the crossed terms give another loss
+        views = make_views(2, 8, seed=40)
+        (q, r), (k, l) = model(*views)  # noqa: E741 -- the paper's names
+        crossed = contrastive_loss(q, k, model.Queue_S1, T)[0] + contrastive_loss(r, l, model.Queue_S2, T)[0]
+        assert abs(crossed.item() - model.loss((q, r), (k, l))[0].item()) > 1e-3
+
+
+def test_model_loss_sums_the_terms_and_labels_are_the_positive_column():
+    model = make_moco(2)
+    with torch.no_grad():
+        queries, keys = model(*make_views(2, 4, seed=6))
+    loss, logits = model.loss(queries, keys)
+    (q, r), (k, l) = queries, keys  # noqa: E741 -- the paper's names
+    expected = naive_info_nce(q, l, model.Queue_S2, T)[0] + naive_info_nce(r, k, model.Queue_S1, T)[0]
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    assert info_nce_labels(logits[0]).tolist() == [0, 0, 0, 0]
+
+
+def test_step_rejects_a_rank_or_world_size_that_is_not_this_processes():
+    """A wrong world_size would slice shuffled keys and size the queues' batch wrongly: refused before
+    anything changes."""
+    model = make_moco(2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = copy.deepcopy(model.state_dict())
+    views = make_views(2, 4, seed=7)
+    with pytest.raises(ValueError, match=r"rank=0, world_size=2 but this process is rank 0 of 1$"):
+        contrastive_step(model, model, views, optimizer, world_size=2)
+    with pytest.raises(ValueError, match=r"rank=1, world_size=1 but"):
+        contrastive_step(model, model, views, optimizer, rank=1)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+
+
+def test_step_under_a_one_process_group_matches_no_group(tmp_path):
+    """With a process group live, rank and world_size are checked against it and the step is the same."""
+    a, b = make_moco(2), make_moco(2)
+    b.load_state_dict(a.state_dict())
+    views = make_views(2, 8, seed=8)
+    expected = contrastive_step(b, b, views, torch.optim.SGD(b.parameters(), lr=0.1)).loss
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        with pytest.raises(ValueError, match="world_size=2 but this process is rank 0 of 1"):
+            contrastive_step(a, a, views, torch.optim.SGD(a.parameters(), lr=0.1), world_size=2)
+        got = contrastive_step(a, a, views, torch.optim.SGD(a.parameters(), lr=0.1), world_size=1).loss
+    finally:
+        dist.destroy_process_group()
+    assert torch.equal(got, expected) and torch.equal(a.Queue_S2, b.Queue_S2)
+
+
+# -------------------------------------------------------------------------------------------------
+# Private torch API: torch._foreach_* in the momentum update
+# -------------------------------------------------------------------------------------------------
+
+
+def momentum_tensors(seed: int):
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(3, 4), (5,), (), (2, 3, 1)]
+    return [torch.randn(s, generator=g) for s in shapes], [torch.randn(s, generator=g) for s in shapes]
+
+
+def test_foreach_momentum_update_exists_and_equals_the_per_tensor_loop():
+    """torch._foreach_mul_ / _foreach_add_ are private: this fails loudly if they disappear or compute
+    anything but the per-tensor update, bit for bit."""
+    assert functional._HAS_FOREACH, "torch._foreach_mul_/_foreach_add_ are gone; momentum_update now runs the loop"
+    keys, queries = momentum_tensors(3)
+    fused, looped = [k.clone() for k in keys], [k.clone() for k in keys]
+    functional._momentum_update_foreach(fused, queries, 0.99)
+    functional._momentum_update_loop(looped, queries, 0.99)
+    for f, lp, k, q in zip(fused, looped, keys, queries):
+        assert torch.equal(f, lp)
+        assert torch.allclose(f, 0.99 * k + 0.01 * q, rtol=1e-6, atol=1e-7)
+        assert not torch.equal(f, k)
+
+
+def test_momentum_update_without_foreach_takes_the_loop(monkeypatch):
+    keys, queries = momentum_tensors(4)
+    fused = [k.clone() for k in keys]
+    momentum_update(fused, queries, 0.9)
+    monkeypatch.setattr(functional, "_HAS_FOREACH", False)
+    monkeypatch.setattr(torch, "_foreach_mul_", None)  # a call would now fail
+    looped = [k.clone() for k in keys]
+    momentum_update(looped, queries, 0.9)
+    assert all(torch.equal(f, lp) for f, lp in zip(fused, looped))
+
+
+def test_build_moco_builds_the_named_encoders():
+    model = build_moco("seq-based_and_graph-based", dim=8, K=16, gru_hidden_size=4, gru_layers=1, agcn_base_channels=4)
+    assert [type(e).__name__ for e in model.query_encoders()] == ["BIGRU", "AGCN"]
+    assert model.Queue_S1.shape == (8, 16) and model.num_streams == 2
+    assert [type(e).__name__ for e in build_moco("image-based", dim=8, K=16, hcn_out_channels=4).key_encoders()] == [
+        "HCN"
+    ]
