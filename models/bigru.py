@@ -19,6 +19,7 @@ import warnings
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
+from torch.func import functional_call
 
 BIDIRECTIONAL_MODES: tuple[str, ...] = ("reference", "true")
 
@@ -33,13 +34,31 @@ def _direction_weights(gru: nn.GRU, layer: int, reverse: bool) -> list[torch.Ten
     return [getattr(gru, name + suffix) for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
 
 
-def _native_forward_gru(x: torch.Tensor, weights: list[torch.Tensor], training: bool) -> torch.Tensor:
+# torch._VF.gru is private, but it is exactly what nn.GRU.forward calls, with the weights as arguments:
+# one nn.GRU holds all parameters (the reference's state dict keys) while each direction runs as its
+# own cuDNN/ATen call. Should a torch release drop it, torch.func.functional_call on a one-layer nn.GRU
+# (public API, the same kernel behind a module swap per call) takes over; tests/test_models.py checks
+# both against nn.GRU.
+_HAS_VF_GRU = hasattr(torch._VF, "gru")
+
+
+def _vf_forward_gru(x: torch.Tensor, weights: list[torch.Tensor], training: bool) -> torch.Tensor:
     """One single-layer, forward-in-time GRU over the whole sequence: (N, T, I) -> (N, T, H)."""
-    h0 = x.new_zeros(1, x.shape[0], weights[1].shape[1])
-    # _VF.gru is what nn.GRU.forward itself calls; it takes the weights as arguments, so one
-    # nn.GRU can hold all parameters while each direction runs as its own cuDNN/ATen call.
+    h0 = x.new_zeros(1, x.shape[0], weights[1].shape[1])  # (layers * directions, N, H)
+    # (input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
     out, _ = torch._VF.gru(x, h0, weights, True, 1, 0.0, training, False, True)
     return out
+
+
+def _functional_forward_gru(x: torch.Tensor, weights: list[torch.Tensor], training: bool) -> torch.Tensor:
+    """:func:`_vf_forward_gru` through public API: a weightless one-layer nn.GRU runs ``weights``."""
+    template = nn.GRU(x.shape[-1], weights[1].shape[1], batch_first=True, device="meta").train(training)
+    params = dict(zip(("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"), weights))
+    out, _ = functional_call(template, params, (x,))
+    return out
+
+
+_native_forward_gru = _vf_forward_gru if _HAS_VF_GRU else _functional_forward_gru
 
 
 def _causal_bigru_native(gru: nn.GRU, x: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models import ENCODERS, SEQ_INPUT_SIZE, build_encoder, feature_dim
+from models import ENCODERS, SEQ_INPUT_SIZE, bigru, build_encoder, feature_dim
 from models.agcn import AGCN, AdaptiveGraphConv
 from models.bigru import BIGRU, causal_bigru, reference_loop_features
 from models.graph import NTU_BONES, NUM_JOINTS, spatial_adjacency
@@ -284,6 +284,48 @@ def test_bigru_whole_sequence_output_is_causal_and_single_frame_works():
                                    rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="impl"):
         causal_bigru(gru, x, "loop")
+
+
+def _one_direction_gru_and_weights(seed: int) -> tuple[nn.GRU, list[torch.Tensor]]:
+    """A one-layer nn.GRU and, as separate tensors, one direction's weights of a bidirectional GRU
+    copied into it: the same function two ways."""
+    torch.manual_seed(seed)
+    big = nn.GRU(5, 4, num_layers=2, bidirectional=True, batch_first=True)
+    weights = [getattr(big, f"{name}_l0_reverse") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+    single = nn.GRU(5, 4, batch_first=True)
+    with torch.no_grad():
+        for name, w in zip(("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"), weights):
+            getattr(single, name).copy_(w)
+    return single, weights
+
+
+@pytest.mark.parametrize("forward", ["_vf_forward_gru", "_functional_forward_gru"])
+def test_per_direction_gru_call_equals_nn_gru_forward_and_gradients(forward):
+    """torch._VF.gru is private: this fails loudly if it disappears or computes anything but nn.GRU's
+    function (outputs and gradients, bit for bit); the public fallback is held to the same."""
+    assert bigru._HAS_VF_GRU, "torch._VF.gru is gone; the sequence encoder now runs the functional_call fallback"
+    assert bigru._native_forward_gru is bigru._vf_forward_gru
+    single, weights = _one_direction_gru_and_weights(3)
+    x = torch.randn(3, 7, 5, requires_grad=True)
+    expected, _ = single(x)
+    upstream = torch.randn_like(expected)
+    g_expected = torch.autograd.grad((expected * upstream).sum(), [x, *single.parameters()])
+    for training in (True, False):
+        got = getattr(bigru, forward)(x, weights, training)
+        assert got.shape == (3, 7, 4)
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+        g_got = torch.autograd.grad((got * upstream).sum(), [x, *weights])
+        for a, b in zip(g_got, g_expected):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_native_causal_bigru_runs_on_the_public_fallback(monkeypatch):
+    torch.manual_seed(4)
+    gru = nn.GRU(4, 3, num_layers=2, bidirectional=True, batch_first=True)
+    x = torch.randn(2, 6, 4)
+    expected = causal_bigru(gru, x, "native")
+    monkeypatch.setattr(bigru, "_native_forward_gru", bigru._functional_forward_gru)
+    torch.testing.assert_close(causal_bigru(gru, x, "native"), expected, rtol=0, atol=0)
 
 
 def test_true_bidirectional_mode_feature_is_both_final_states():
