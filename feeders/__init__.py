@@ -18,7 +18,15 @@ from feeders.datasets import (
     stratified_subset,
     valid_pairs,
 )
-from feeders.views import VIEW_TRANSFORMS, to_graph_view, to_image_view, to_seq_view, view_shape, view_transform
+from feeders.views import (
+    VIEW_TRANSFORMS,
+    to_clip_view,
+    to_graph_view,
+    to_image_view,
+    to_seq_view,
+    view_shape,
+    view_transform,
+)
 
 __all__ = [
     "DATASETS",
@@ -36,6 +44,7 @@ __all__ = [
     "split_paths",
     "stratified_subset",
     "temporal_crop_resize",
+    "to_clip_view",
     "to_graph_view",
     "to_image_view",
     "to_seq_view",

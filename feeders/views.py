@@ -6,7 +6,7 @@
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -25,20 +25,20 @@ def to_seq_view(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(x, (1, 2, 0, 3))).reshape(t, v * c * m)
 
 
-def to_graph_view(x: np.ndarray) -> np.ndarray:
-    """(3, T, 25, 2) clip as contiguous float32 (no copy when it already is)."""
+def to_clip_view(x: np.ndarray) -> np.ndarray:
+    """(3, T, 25, 2) clip as contiguous float32 (no copy when it already is): the graph-based and the
+    image-based view, which are the same array (HCN makes its pseudo-image layout itself)."""
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def to_image_view(x: np.ndarray) -> np.ndarray:
-    """(3, T, 25, 2) clip as contiguous float32; HCN makes its pseudo-image layout itself."""
-    return np.ascontiguousarray(x, dtype=np.float32)
-
+# The two representations' names for the one transform.
+to_graph_view = to_clip_view
+to_image_view = to_clip_view
 
 VIEW_TRANSFORMS: dict[str, ViewTransform] = {
     "seq-based": to_seq_view,
-    "graph-based": to_graph_view,
-    "image-based": to_image_view,
+    "graph-based": to_clip_view,
+    "image-based": to_clip_view,
 }
 
 

@@ -21,8 +21,14 @@ from feeders.datasets import (
     stratified_subset,
     valid_pairs,
 )
-from feeders.views import VIEW_TRANSFORMS, to_graph_view, to_image_view, to_seq_view, view_shape
-
+from feeders.views import (
+    VIEW_TRANSFORMS,
+    to_clip_view,
+    to_graph_view,
+    to_image_view,
+    to_seq_view,
+    view_shape,
+)
 
 # ----------------------------------------------------------------------------------------------------
 # literal versions of the reference's operations (torch interpolate, np.dot on transposed arrays)
@@ -239,6 +245,18 @@ def test_seq_view_other_person_counts_and_layouts():
     x = clip(t=32)
     strided = x[:, ::2]  # a non-contiguous input takes the same path after one copy
     np.testing.assert_array_equal(to_seq_view(strided), strided.transpose(1, 2, 0, 3).reshape(16, 150))
+
+
+def test_graph_and_image_views_are_one_function_without_a_copy():
+    assert to_graph_view is to_image_view is to_clip_view
+    assert VIEW_TRANSFORMS["graph-based"] is VIEW_TRANSFORMS["image-based"] is to_clip_view
+    x = clip(t=16)
+    assert x.dtype == np.float32 and x.flags.c_contiguous
+    assert to_clip_view(x) is x  # already a contiguous float32 clip: returned as is
+    strided = clip(t=32)[:, ::2]
+    out = to_clip_view(strided)
+    assert out.flags.c_contiguous and not np.shares_memory(out, strided)
+    np.testing.assert_array_equal(out, strided)
 
 
 def test_graph_and_image_views_and_registry():
