@@ -27,7 +27,7 @@ def conv_branch_init(conv: nn.Conv2d, branches: int) -> None:
     nn.init.zeros_(conv.bias)
 
 
-def bn_init(bn: nn.modules.batchnorm._BatchNorm, scale: float) -> None:
+def bn_init(bn: nn.BatchNorm1d | nn.BatchNorm2d, scale: float) -> None:
     nn.init.constant_(bn.weight, scale)
     nn.init.zeros_(bn.bias)
 
