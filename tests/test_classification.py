@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import action_classification
-from action_classification import check_encoder_unchanged, freeze_encoder, init_head
+from common import evaluation
+from common.evaluation import check_encoder_unchanged, freeze_encoder, init_head
 from models import build_encoder
 from tests.test_checkpoints import reference_checkpoint
 
@@ -64,6 +65,11 @@ def _common(data_root: Path, out: Path, *extra: str) -> list[str]:
             "--checkpoint-path", str(out / "ckpt"), *TINY_ARGS, *extra]
 
 
+def classify(argv: list[str]) -> dict:
+    """The script's results (what ``--metrics-json`` receives) for a command line."""
+    return action_classification.run(action_classification.parse_args(argv))
+
+
 def _encoder_tensors(state: dict) -> dict:
     return {k: v for k, v in state.items() if not k.startswith("fc.")}
 
@@ -72,7 +78,7 @@ def test_linear_evaluation_end_to_end(data_root, tmp_path, capsys):
     pretrained = tmp_path / "checkpoint_0450.pth.tar"
     encoders = reference_checkpoint(pretrained, "seq-based_and_graph-based")
     metrics_path = tmp_path / "out" / "metrics.json"
-    metrics = action_classification.main(_common(
+    metrics = classify(_common(
         data_root, tmp_path, "--epochs", "2", "--pretrained", str(pretrained),
         "--pretrain-skeleton-representation", "seq-based_and_graph-based",
         "--finetune-skeleton-representation", "graph-based",
@@ -125,9 +131,9 @@ def test_broken_freezing_is_caught_during_training(data_root, tmp_path, monkeypa
     """Were freezing forgotten, SGD would move encoder weights: the run must stop after epoch 1."""
     pretrained = tmp_path / "intra.pth.tar"
     reference_checkpoint(pretrained, "image-based")
-    monkeypatch.setattr(action_classification, "freeze_encoder", lambda model: None)
+    monkeypatch.setattr(evaluation, "freeze_encoder", lambda model: None)
     with pytest.raises(RuntimeError, match="changed frozen encoder weights during epoch 1"):
-        action_classification.main(_common(
+        classify(_common(
             data_root, tmp_path, "--epochs", "1", "--pretrained", str(pretrained),
             "--pretrain-skeleton-representation", "image-based", "--finetune-skeleton-representation", "image-based"))
     assert not (tmp_path / "ckpt" / "image-based_checkpoint.pth.tar").exists()
@@ -148,15 +154,15 @@ def test_freeze_encoder_keeps_eval_mode_and_only_fc_trainable():
 def test_supervised_semi_supervised_and_resume(data_root, tmp_path):
     args = _common(data_root, tmp_path, "--finetune-skeleton-representation", "image-based",
                    "--label-fraction", "0.5")
-    first = action_classification.main(args + ["--epochs", "1"])
+    first = classify(args + ["--epochs", "1"])
     assert first["protocol"] == "supervised (0.5 of the labels)"
     assert first["num_train"] == 6  # round(0.5 * 4) clips of each of the 3 classes
-    resumed = action_classification.main(args + ["--epochs", "2", "--resume",
+    resumed = classify(args + ["--epochs", "2", "--resume",
                                                  str(tmp_path / "ckpt" / "last_checkpoint.pth.tar")])
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
     assert resumed["history"][0] == first["history"][0]
     # an uninterrupted run reaches the same second epoch
-    straight = action_classification.main(args + ["--epochs", "2", "--checkpoint-path", str(tmp_path / "straight")])
+    straight = classify(args + ["--epochs", "2", "--checkpoint-path", str(tmp_path / "straight")])
     for key in ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5"):
         assert resumed["history"][1][key] == pytest.approx(straight["history"][1][key], rel=1e-5), key
     last = torch.load(tmp_path / "ckpt" / "last_checkpoint.pth.tar", weights_only=True)
@@ -164,7 +170,7 @@ def test_supervised_semi_supervised_and_resume(data_root, tmp_path):
 
 
 def test_label_fraction_keeps_one_clip_per_class(data_root, tmp_path):
-    metrics = action_classification.main(_common(data_root, tmp_path, "--epochs", "1", "--label-fraction", "0.01",
+    metrics = classify(_common(data_root, tmp_path, "--epochs", "1", "--label-fraction", "0.01",
                                                  "--finetune-skeleton-representation", "image-based"))
     assert metrics["num_train"] == len((0, 3, 7))
 
@@ -172,7 +178,7 @@ def test_label_fraction_keeps_one_clip_per_class(data_root, tmp_path):
 def test_finetune_trains_the_encoder(data_root, tmp_path):
     pretrained = tmp_path / "intra.pth.tar"
     encoders = reference_checkpoint(pretrained, "seq-based")
-    metrics = action_classification.main(_common(
+    metrics = classify(_common(
         data_root, tmp_path, "--epochs", "1", "--pretrained", str(pretrained), "--finetune",
         "--pretrain-skeleton-representation", "seq-based", "--finetune-skeleton-representation", "seq-based"))
     assert metrics["protocol"] == "fine-tuned"
@@ -186,20 +192,20 @@ def test_error_cases(data_root, tmp_path):
     reference_checkpoint(pretrained, "seq-based_and_graph-based")
     with pytest.raises(FileNotFoundError, match=r"val_data_joint\.npy not found"):
         (data_root / "NTU-RGB-D-60-AGCN" / "xview" / "val_data_joint.npy").rename(tmp_path / "moved.npy")
-        action_classification.main(_common(data_root, tmp_path, "--epochs", "1"))
+        classify(_common(data_root, tmp_path, "--epochs", "1"))
     (tmp_path / "moved.npy").rename(data_root / "NTU-RGB-D-60-AGCN" / "xview" / "val_data_joint.npy")
     with pytest.raises(FileNotFoundError, match="missing.pth.tar"):
-        action_classification.main(_common(data_root, tmp_path, "--pretrained", str(tmp_path / "missing.pth.tar")))
+        classify(_common(data_root, tmp_path, "--pretrained", str(tmp_path / "missing.pth.tar")))
     with pytest.raises(ValueError, match=r"holds encoder_q \(seq-based\), encoder_r \(graph-based\)"):
-        action_classification.main(_common(
+        classify(_common(
             data_root, tmp_path, "--pretrained", str(pretrained),
             "--pretrain-skeleton-representation", "seq-based_and_graph-based",
             "--finetune-skeleton-representation", "image-based"))
     with pytest.raises(ValueError, match=r"--window-size 8: the image-based encoder \(HCN\) needs at least 16 frames"):
-        action_classification.main(_common(data_root, tmp_path, "--finetune-skeleton-representation", "image-based",
+        classify(_common(data_root, tmp_path, "--finetune-skeleton-representation", "image-based",
                                            "--window-size", "8"))
     assert not (tmp_path / "ckpt").exists()
     with pytest.raises(ValueError, match="--finetune needs --pretrained"):
-        action_classification.main(_common(data_root, tmp_path, "--finetune"))
+        classify(_common(data_root, tmp_path, "--finetune"))
     with pytest.raises(SystemExit):  # argparse: unknown representation
-        action_classification.main(_common(data_root, tmp_path, "--finetune-skeleton-representation", "pixel-based"))
+        classify(_common(data_root, tmp_path, "--finetune-skeleton-representation", "pixel-based"))

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-import action_retrieval
-from action_classification import evaluate, make_dataset, make_loader
+from common.evaluation import evaluate, evaluation_plan, make_dataset
 from common.checkpoints import model_state, read_checkpoint
 from common.distributed import DistContext, launched_by_torchrun
 from models import build_encoder
 from tests.test_checkpoints import reference_checkpoint
 from tests.test_classification import TINY, TINY_ARGS, write_synthetic_split
+from tests.test_retrieval import retrieve
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,7 +50,7 @@ def test_retrieval_two_processes_equal_one(tmp_path):
               "--pretrain-skeleton-representation", "seq-based_and_graph-based",
               "--finetune-skeleton-representation", "graph-based", "--knn-neighbours", "1",
               "-b", "4", "-j", "0", "--seed", "2", "--device", "cpu", *TINY_ARGS]
-    single = action_retrieval.main(common + ["--save-features", str(tmp_path / "one" / "feats.npz")])
+    single = retrieve(common + ["--save-features", str(tmp_path / "one" / "feats.npz")])
 
     out = tmp_path / "two"
     proc = torchrun("action_retrieval.py", common + ["--save-features", str(out / "feats.npz"),
@@ -111,7 +111,8 @@ def test_linear_classification_two_processes(tmp_path):
                            "finetune_skeleton_representation": "seq-based", "data_seed": 1,
                            "batch_size": 4, "workers": 0, "window_size": 64})()
     ctx = DistContext()
-    stats, predictions = evaluate(model, make_loader(make_dataset(ns, "val", train=False), ns, ctx, False),
-                                  torch.nn.CrossEntropyLoss(), ctx)
+    val_set = make_dataset(ns, "val", train=False)
+    stats, predictions = evaluate(model, val_set, evaluation_plan(len(val_set), 4), torch.nn.CrossEntropyLoss(),
+                                  ns, ctx)
     assert stats["top1"] == metrics["top1"] and stats["top5"] == metrics["top5"]
     assert predictions.shape == (9,)

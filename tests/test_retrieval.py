@@ -20,6 +20,11 @@ from tests.test_checkpoints import reference_checkpoint
 from tests.test_classification import PNG_MAGIC, TINY, TINY_ARGS, write_synthetic_split
 
 
+def retrieve(argv: list[str]) -> dict:
+    """The script's results (what ``--metrics-json`` receives) for a command line."""
+    return action_retrieval.run(action_retrieval.parse_args(argv))
+
+
 def _sklearn_predict(train, labels, query, k):
     return KNeighborsClassifier(n_neighbors=k, metric="cosine").fit(train, labels).predict(query)
 
@@ -87,7 +92,7 @@ def test_retrieval_end_to_end(tmp_path, capsys):
     reference_checkpoint(pretrained, "seq-based_and_image-based")
     features_path = tmp_path / "features" / "feats.npz"
     metrics_path = tmp_path / "metrics.json"
-    metrics = action_retrieval.main([
+    metrics = retrieve([
         "--data-root", str(root), "--finetune-dataset", "ntu120", "--protocol", "cross_setup",
         "--pretrained", str(pretrained), "--pretrain-skeleton-representation", "seq-based_and_image-based",
         "--finetune-skeleton-representation", "image-based", "--knn-neighbours", "3",
@@ -132,15 +137,15 @@ def test_retrieval_without_checkpoint_and_errors(tmp_path):
     write_synthetic_split(root, per_class={"train": 2, "val": 1})
     common = ["--data-root", str(root), "-j", "0", "-b", "8", "--device", "cpu", *TINY_ARGS,
               "--finetune-skeleton-representation", "seq-based"]
-    metrics = action_retrieval.main(common)  # randomly initialised encoder (the reference allows it)
+    metrics = retrieve(common)  # randomly initialised encoder (the reference allows it)
     assert metrics["num_train"] == 6 and metrics["feature_dim"] == 16  # 2 x GRU hidden size
     with pytest.raises(ValueError, match="--knn-neighbours 7 exceeds the 6 training clips"):
-        action_retrieval.main(common + ["--knn-neighbours", "7"])
+        retrieve(common + ["--knn-neighbours", "7"])
     pretrained = tmp_path / "graph_image.pth.tar"
     reference_checkpoint(pretrained, "graph-based_and_image-based")
     with pytest.raises(ValueError, match=r"holds encoder_q \(graph-based\), encoder_r \(image-based\)"):
-        action_retrieval.main(common + ["--pretrained", str(pretrained),
+        retrieve(common + ["--pretrained", str(pretrained),
                                         "--pretrain-skeleton-representation", "graph-based_and_image-based"])
     (root / "NTU-RGB-D-60-AGCN" / "xview" / "train_label.pkl").unlink()
     with pytest.raises(FileNotFoundError, match=r"train_label\.pkl not found"):
-        action_retrieval.main(common)
+        retrieve(common)
