@@ -123,7 +123,8 @@ def test_frozen_check_catches_a_changed_weight():
     check_encoder_unchanged(model, reference, epoch=1)  # fc may change
     bn_key = next(k for k in reference if k.endswith("running_mean"))
     model.state_dict()[bn_key].add_(0.25)
-    with pytest.raises(RuntimeError, match=rf"changed frozen encoder weights during epoch 1: {bn_key} \(max change 0.25\)"):
+    message = rf"changed frozen encoder weights during epoch 1: {bn_key} \(max change 0.25\)"
+    with pytest.raises(RuntimeError, match=message):
         check_encoder_unchanged(model, reference, epoch=1)
 
 

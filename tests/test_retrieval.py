@@ -33,7 +33,7 @@ def _sklearn_predict(train, labels, query, k):
 @pytest.mark.parametrize("k", [1, 3, 5])
 def test_knn_matches_sklearn_on_random_features(k, dtype):
     rng = np.random.default_rng(k)
-    for trial in range(3):
+    for _ in range(3):
         train = rng.normal(size=(200, 24)).astype(dtype)
         query = rng.normal(size=(90, 24)).astype(dtype)
         labels = rng.choice([2, 5, 11, 40], size=200)  # sparse label values: classes are mapped, not assumed 0..C-1
@@ -57,7 +57,8 @@ def test_knn_indices_are_sorted_nearest_first():
     rng = np.random.default_rng(0)
     train, query = rng.normal(size=(50, 8)), rng.normal(size=(10, 8))
     indices = cosine_knn_indices(train, query, 4, chunk_size=3).numpy()
-    cos = (query / np.linalg.norm(query, axis=1, keepdims=True)) @ (train / np.linalg.norm(train, axis=1, keepdims=True)).T
+    unit_query = query / np.linalg.norm(query, axis=1, keepdims=True)
+    cos = unit_query @ (train / np.linalg.norm(train, axis=1, keepdims=True)).T
     np.testing.assert_array_equal(indices, np.argsort(-cos, axis=1)[:, :4])
     accuracy, predictions = knn_accuracy(train, np.arange(50) % 3, query, np.zeros(10, dtype=int), 1)
     assert accuracy == pytest.approx(np.mean(predictions == 0))
