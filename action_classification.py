@@ -37,19 +37,27 @@ import torch
 from torch import nn
 
 from common import evaluation
-from common.checkpoints import model_state, read_checkpoint
-from common.distributed import DistContext, barrier, broadcast_int, cleanup, setup
+from common.args import fraction
+from common.checkpoints import (
+    CLASSIFIER_FORMAT,
+    check_checkpoint_folder,
+    model_state,
+    read_checkpoint,
+    read_resume_checkpoint,
+    remove_previous_run,
+    write_checkpoint,
+)
+from common.distributed import DistContext, barrier, broadcast_int, cleanup, parallel_mode, setup, unwrap, wrap_model
 from common.evaluation import BatchPlan
+from common.io import UsageError, write_json_atomic
 from common.plots import action_names, confusion_matrix, plot_confusion_matrix
 from common.training import (
     args_to_dict,
-    atomic_torch_save,
     capture_rng_state,
     learning_rate_at,
     restore_rng_state,
     set_learning_rate,
     summary_writer,
-    write_json_atomic,
 )
 from feeders import DownstreamDataset, num_classes, stratified_subset
 
@@ -64,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     mode = parser.add_argument_group("protocol")
     mode.add_argument("--finetune", action="store_true",
                       help="train the whole network from the pretrained weights instead of a linear classifier")
-    mode.add_argument("--label-fraction", type=float, default=None, metavar="F",
+    mode.add_argument("--label-fraction", type=fraction, default=None, metavar="F",
                       help="train on a seeded class-stratified fraction F of the training clips, at least one "
                            "per class (semi-supervised protocol, e.g. 0.01 or 0.1)")
     mode.add_argument("--eval-mode-training", action="store_true",
@@ -73,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint-path", default="./runs/action_classification", metavar="DIR",
                         help="folder for the best classifier (<representation>_checkpoint.pth.tar), the last "
                              "epoch's (last_checkpoint.pth.tar) and the TensorBoard events")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete the checkpoints and TensorBoard events of an earlier run in --checkpoint-path "
+                             "and start again (without it such a folder is refused unless --resume continues it)")
     return parser
 
 
@@ -87,13 +98,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the protocol; returns the metrics that ``--metrics-json`` receives (on every rank)."""
-    check_flags(args)
+    previous_run = check_flags(args)
     ctx = setup(args.device)
     try:
         evaluation.prepare_args(args, ctx)
         data = load_data(args)
         classifier = build_classifier(args, ctx, data.num_class)
         progress = restore(args, classifier)
+        if ctx.is_main and previous_run:  # --overwrite, and nothing above failed
+            remove_previous_run(args.checkpoint_path, previous_run)
         progress = fit(args, ctx, data, classifier, progress)
         metrics = report(args, ctx, data, classifier, progress)
         barrier()
@@ -102,14 +115,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cleanup()
 
 
-def check_flags(args: argparse.Namespace) -> None:
-    """Flag combinations argparse cannot check (before anything is read or written)."""
+def check_flags(args: argparse.Namespace) -> list[Path]:
+    """Flag combinations argparse cannot check, and the checkpoint folder (before anything is read or
+    written). Returns the earlier run's checkpoints that ``--overwrite`` will remove."""
     if args.finetune and not args.pretrained:
-        raise ValueError("--finetune needs --pretrained (without it the network is trained from scratch anyway)")
-    if args.label_fraction is not None and not 0.0 < args.label_fraction <= 1.0:
-        raise ValueError(f"--label-fraction must lie in (0, 1], got {args.label_fraction}")
-    if args.epochs < 1:
-        raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
+        raise UsageError("--finetune needs --pretrained (without it the network is trained from scratch anyway)")
+    evaluation.check_evaluation_flags(args)
+    return check_checkpoint_folder(args.checkpoint_path, args.resume, args.overwrite, last_name=LAST_CHECKPOINT)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -155,7 +167,7 @@ def build_classifier(args: argparse.Namespace, ctx: DistContext, num_class: int)
         evaluation.init_head(model)
     if linear:
         evaluation.freeze_encoder(model)
-    model = evaluation.data_parallel(model, ctx, trainable=True)
+    model = wrap_model(model, ctx, trainable=True, requested_device=args.device)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(parameters, args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
     return Classifier(model, optimizer, nn.CrossEntropyLoss(), pretrained_weights, linear,
@@ -176,15 +188,13 @@ def restore(args: argparse.Namespace, classifier: Classifier) -> Progress:
     if not args.resume:
         return Progress(start_epoch=args.start_epoch)
     path = args.resume
-    checkpoint = read_checkpoint(path)
-    for key in ("epoch", "state_dict", "optimizer"):
-        if key not in checkpoint:
-            raise ValueError(f"--resume {path}: not a classifier checkpoint (no {key!r} entry)")
+    checkpoint = read_resume_checkpoint(path, CLASSIFIER_FORMAT)
     try:
-        evaluation.unwrap(classifier.model).load_state_dict(model_state(checkpoint, path))
-    except RuntimeError as exc:
-        raise ValueError(f"--resume {path} does not fit this model: {exc}") from None
-    classifier.optimizer.load_state_dict(checkpoint["optimizer"])
+        unwrap(classifier.model).load_state_dict(model_state(checkpoint, path))
+        classifier.optimizer.load_state_dict(checkpoint["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__  # torch's message spans several lines
+        raise UsageError(f"--resume {path} does not fit this model and protocol: {reason}") from None
     best = {"top1": float(checkpoint.get("best_acc1", -1.0)), "top5": float(checkpoint.get("best_acc5", 0.0)),
             "epoch": int(checkpoint.get("best_epoch", checkpoint["epoch"])), "predictions": None}
     if "rng" in checkpoint:
@@ -202,7 +212,7 @@ def fit(args: argparse.Namespace, ctx: DistContext, data: Data, classifier: Clas
     say(f"{evaluation.protocol_name(args)} {args.finetune_skeleton_representation} classification on "
         f"{args.finetune_dataset} {args.protocol}: {len(data.train)} training / {len(data.val)} evaluation clips, "
         f"{data.num_class} classes, {trained} trained parameters, device {ctx.device}, "
-        f"{evaluation.parallel_mode(classifier.model, ctx)}")
+        f"{parallel_mode(classifier.model, ctx)}")
     writer = summary_writer(out_dir if ctx.is_main else None)
     try:
         for epoch in range(progress.start_epoch, args.epochs):
@@ -252,8 +262,9 @@ def _best_path(args: argparse.Namespace) -> Path:
 def _save_checkpoints(args: argparse.Namespace, classifier: Classifier, epoch: int, progress: Progress,
                       is_best: bool) -> None:
     state = {
+        "format": CLASSIFIER_FORMAT,
         "epoch": epoch + 1,
-        "state_dict": evaluation.unwrap(classifier.model).state_dict(),
+        "state_dict": unwrap(classifier.model).state_dict(),
         "best_acc1": progress.best["top1"],
         "best_acc5": progress.best["top5"],
         "best_epoch": progress.best["epoch"],
@@ -263,8 +274,8 @@ def _save_checkpoints(args: argparse.Namespace, classifier: Classifier, epoch: i
         "rng": capture_rng_state(),
     }
     if is_best:
-        atomic_torch_save(state, _best_path(args))
-    atomic_torch_save(state, Path(args.checkpoint_path) / LAST_CHECKPOINT)
+        write_checkpoint(state, _best_path(args))
+    write_checkpoint(state, Path(args.checkpoint_path) / LAST_CHECKPOINT)
 
 
 def report(args: argparse.Namespace, ctx: DistContext, data: Data, classifier: Classifier,
@@ -299,7 +310,7 @@ def _plot_best(args: argparse.Namespace, ctx: DistContext, data: Data, classifie
         # Resumed past the best epoch: recompute its predictions from the saved best classifier (rank 0's
         # file; evaluate() hands its weights to the other ranks).
         if ctx.is_main:
-            evaluation.unwrap(classifier.model).load_state_dict(model_state(read_checkpoint(best_path), best_path))
+            unwrap(classifier.model).load_state_dict(model_state(read_checkpoint(best_path), best_path))
         _, best["predictions"] = evaluation.evaluate(classifier.model, data.val, data.val_plan, classifier.criterion,
                                                      args, ctx, desc="eval best")
     if not ctx.is_main or best["predictions"] is None:

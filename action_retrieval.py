@@ -24,9 +24,7 @@ of a batch over devices); the features are gathered back in dataset order, rank 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,11 +36,13 @@ from torch import nn
 from tqdm import tqdm
 
 from common import evaluation
-from common.distributed import DistContext, cleanup, setup
+from common.args import positive_float, positive_int
+from common.distributed import DistContext, cleanup, setup, wrap_model
 from common.evaluation import BatchPlan
+from common.io import UsageError, atomic_save_npz, write_json_atomic
 from common.knn import knn_accuracy
-from common.plots import action_names, plot_tsne
-from common.training import args_to_dict, write_json_atomic
+from common.plots import TSNE_MIN_SAMPLES, action_names, plot_tsne
+from common.training import args_to_dict
 from feeders import DownstreamDataset, num_classes
 
 PROG = "action_retrieval.py"
@@ -54,9 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     evaluation.add_evaluation_args(parser)
     knn = parser.add_argument_group("retrieval")
-    knn.add_argument("--knn-neighbours", type=int, default=1, metavar="K",
+    knn.add_argument("--knn-neighbours", type=positive_int, default=1, metavar="K",
                      help="number of cosine nearest neighbours that vote (default 1)")
-    knn.add_argument("--knn-chunk-size", type=int, default=1024, metavar="N",
+    knn.add_argument("--knn-chunk-size", type=positive_int, default=1024, metavar="N",
                      help="evaluation clips per similarity matrix product (memory: N x training clips)")
     knn.add_argument("--feature-mode", choices=evaluation.FEATURE_MODES, default="eval",
                      help="encoder mode during feature extraction: 'eval' (running BatchNorm statistics, no "
@@ -65,15 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
                           "see docs/retrieval-feature-mode.md")
     knn.add_argument("--save-features", default=None, metavar="PATH",
                      help="write train/val features, labels and sample names (dataset order) to this .npz")
-    knn.add_argument("--tsne-samples", type=int, default=5000, metavar="N",
+    knn.add_argument("--tsne-samples", type=positive_int, default=5000, metavar="N",
                      help="evaluation clips (a seeded random subset) shown in the t-SNE plot of --plot-dir")
     ae = parser.add_argument_group("auto-encoder (the reference's second retrieval figure)")
     ae.add_argument("--with-autoencoder", action="store_true",
                     help=f"also report KNN on the {AE_CODE_SIZE}-d codes of an auto-encoder trained on the "
                          "training features")
-    ae.add_argument("--ae-epochs", type=int, default=400, help="auto-encoder epochs (default 400)")
-    ae.add_argument("--ae-batch-size", type=int, default=64, help="auto-encoder mini-batch size (default 64)")
-    ae.add_argument("--ae-lr", type=float, default=1e-3, help="auto-encoder Adam learning rate (default 1e-3)")
+    ae.add_argument("--ae-epochs", type=positive_int, default=400, help="auto-encoder epochs (default 400)")
+    ae.add_argument("--ae-batch-size", type=positive_int, default=64, help="auto-encoder mini-batch size (default 64)")
+    ae.add_argument("--ae-lr", type=positive_float, default=1e-3, help="auto-encoder Adam learning rate (default 1e-3)")
     ae.add_argument("--ae-lr-step", choices=("iteration", "epoch"), default="iteration",
                     help="unit of the x0.95-every-50 decay: the reference steps its scheduler every "
                          "iteration (default); 'epoch' decays every 50 epochs")
@@ -105,11 +105,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def check_flags(args: argparse.Namespace) -> None:
-    """Flag values argparse cannot check (before anything is read)."""
-    if args.knn_neighbours < 1:
-        raise ValueError(f"--knn-neighbours must be >= 1, got {args.knn_neighbours}")
-    if args.with_autoencoder and args.ae_epochs < 1:
-        raise ValueError(f"--ae-epochs must be >= 1, got {args.ae_epochs}")
+    """What argparse cannot check (before anything is read)."""
+    evaluation.check_evaluation_flags(args)
+    if args.plot_dir and args.tsne_samples < TSNE_MIN_SAMPLES:
+        raise UsageError(f"--tsne-samples {args.tsne_samples}: the t-SNE plot of --plot-dir needs at least "
+                         f"{TSNE_MIN_SAMPLES} clips")
     if args.resume:
         warnings.warn("--resume has no effect on retrieval (nothing is trained); ignored", stacklevel=1)
 
@@ -133,8 +133,11 @@ def load_data(args: argparse.Namespace) -> Data:
     val_set = evaluation.make_dataset(args, "val", train=False)
     for part, dataset in (("train", train_set), ("val", val_set)):
         evaluation.check_split_contents(dataset, part, num_class, args)
+    if args.plot_dir and len(val_set) < TSNE_MIN_SAMPLES:
+        raise UsageError(f"{val_set.paths.data} holds {len(val_set)} clips; the t-SNE plot of --plot-dir needs at "
+                         f"least {TSNE_MIN_SAMPLES}")
     if len(train_set) < args.knn_neighbours:
-        raise ValueError(f"--knn-neighbours {args.knn_neighbours} exceeds the {len(train_set)} training clips")
+        raise UsageError(f"--knn-neighbours {args.knn_neighbours} exceeds the {len(train_set)} training clips")
     return Data(train_set, val_set, num_class)
 
 
@@ -142,7 +145,7 @@ def build_model(args: argparse.Namespace, ctx: DistContext, data: Data) -> nn.Mo
     """The (pretrained or randomly initialised) encoder, frozen, on the device."""
     model, _ = evaluation.build_encoder_for(args, data.num_class)
     evaluation.freeze_all(model)
-    model = evaluation.data_parallel(model, ctx)
+    model = wrap_model(model, ctx, trainable=False, requested_device=args.device)
     if ctx.is_main:
         source = f"pretrained {args.pretrained}" if args.pretrained else "randomly initialised encoder"
         shared = f", features extracted by {ctx.world_size} processes" if ctx.distributed else ""
@@ -189,7 +192,7 @@ def report(args: argparse.Namespace, ctx: DistContext, data: Data, features: Fea
         metrics.update(autoencoder_metrics(args, ctx, features))
         summary += f" | with auto-encoder {metrics['knn_top1_autoencoder']:.2f}%"
     if args.save_features:
-        save_features(args.save_features, train_features=features.train, train_labels=features.train_labels,
+        atomic_save_npz(args.save_features, train_features=features.train, train_labels=features.train_labels,
                       train_names=np.array(data.train.names), val_features=features.val,
                       val_labels=features.val_labels, val_names=np.array(data.val.names))
         metrics["features"] = str(args.save_features)
@@ -326,21 +329,6 @@ def encode(model: FeatureAutoencoder, features: torch.Tensor, batch_size: int = 
         codes.append(code)
         squared += float(((reconstruction - batch) ** 2).mean(dim=1).sum())
     return torch.cat(codes), squared / max(features.shape[0], 1)
-
-
-def save_features(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
-    """``np.savez`` written to a temporary file and renamed into place (loads without pickle)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ from common.args import (
     encoder_kwargs,
     representation_arg,
 )
-from common.checkpoints import HEAD_PREFIX, load_pretrained_encoder
 from common.distributed import (
     DistContext,
     all_reduce_,
@@ -40,7 +39,10 @@ from common.distributed import (
     broadcast_module_state,
     concat_all_gather,
     env_is_main_process,
+    unwrap,
 )
+from common.io import UsageError
+from common.pretrained import HEAD_PREFIX, load_pretrained_encoder
 from common.training import seed_everything
 from feeders import DownstreamDataset, split_paths
 
@@ -82,30 +84,31 @@ def add_evaluation_args(parser: argparse.ArgumentParser) -> None:
 
 
 def prepare_args(args: argparse.Namespace, ctx: DistContext) -> argparse.Namespace:
-    """Seeding, the data seed every rank shares, and the checks both scripts make before reading data."""
+    """Seeding, and the data seed every rank shares (rank 0's when none is given)."""
     if args.seed is not None:
         seed_everything(args.seed)
     # One seed drives crops and shuffling; without --seed a fresh one is drawn (by rank 0) and recorded.
     args.data_seed = args.seed if args.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
     args.data_seed = broadcast_int(args.data_seed, ctx.device)
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.batch_size % ctx.world_size:
-        raise ValueError(f"--batch-size {args.batch_size} (the total over all processes) must be divisible by "
+        raise UsageError(f"--batch-size {args.batch_size} (the total over all processes) must be divisible by "
                          f"the {ctx.world_size} processes")
-    if args.workers < 0:
-        raise ValueError(f"-j/--workers must be >= 0, got {args.workers}")
+    return args
+
+
+def check_evaluation_flags(args: argparse.Namespace) -> None:
+    """What both scripts check before starting: argparse has refused impossible numbers already."""
     check_window_size(args.window_size, (args.finetune_skeleton_representation,))
     if args.pretrained and not Path(args.pretrained).is_file():
         raise FileNotFoundError(f"--pretrained {args.pretrained}: no such checkpoint file")
-    return args
 
 
 def run_main(prog: str, parse: Callable[[Sequence[str] | None], argparse.Namespace],
              run: Callable[[argparse.Namespace], Any], argv: Sequence[str] | None) -> int:
-    """A script's ``main``: parse, run, and return the exit status. Bad input (a missing or malformed
-    file, an impossible option) is one ``prog: error: ...`` line on stderr and status 2 -- said by rank 0
-    alone under torchrun."""
+    """A script's ``main``: parse, run, and return the exit status. Bad input -- a
+    :class:`common.io.UsageError`, or the ValueError / FileNotFoundError with which the data and
+    checkpoint readers name a missing or malformed file -- is one ``prog: error: ...`` line on stderr and
+    status 2, said by rank 0 alone under torchrun. Errors of the program itself keep their traceback."""
     try:
         args = parse(argv)
     except SystemExit as exc:  # argparse has printed its message (or the help)
@@ -133,15 +136,15 @@ def make_dataset(args: argparse.Namespace, part: str, train: bool,
 
 
 def check_split_contents(dataset: DownstreamDataset, part: str, num_class: int, args: argparse.Namespace) -> None:
-    """ValueError when a split is empty or holds a label the dataset has no class for (both scripts say the
+    """UsageError when a split is empty or holds a label the dataset has no class for (both scripts say the
     same: the label file, the first bad label and the range expected)."""
     if len(dataset) == 0:
-        raise ValueError(f"the {part} split of {args.finetune_dataset}/{args.protocol} under {args.data_root} "
+        raise UsageError(f"the {part} split of {args.finetune_dataset}/{args.protocol} under {args.data_root} "
                          "is empty")
     bad = np.flatnonzero(dataset.labels >= num_class)
     if bad.size:
         i = int(bad[0])
-        raise ValueError(f"{dataset.paths.label}: label {int(dataset.labels[i])} of sample {dataset.names[i]} is "
+        raise UsageError(f"{dataset.paths.label}: label {int(dataset.labels[i])} of sample {dataset.names[i]} is "
                          f"out of range; {args.finetune_dataset} has {num_class} classes, labels 0 to "
                          f"{num_class - 1}")
 
@@ -259,32 +262,6 @@ def build_encoder_for(args: argparse.Namespace, num_class: int) -> tuple[nn.Modu
     return model, weights
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The encoder inside a DataParallel or DistributedDataParallel wrapper (or the model itself)."""
-    wrappers = (nn.DataParallel, nn.parallel.DistributedDataParallel)
-    return model.module if isinstance(model, wrappers) else model
-
-
-def data_parallel(model: nn.Module, ctx: DistContext, trainable: bool = False) -> nn.Module:
-    """Move to ``ctx.device`` and wrap: under torchrun, DDP when ``trainable`` (inference needs no
-    wrapper) after making every rank's weights rank 0's; in one process, DataParallel over every visible
-    GPU as the reference does when asked for plain ``cuda`` (a specific ``cuda:N`` keeps to that one)."""
-    device = ctx.device
-    model = model.to(device)
-    if ctx.distributed:
-        # Without --seed each rank initialised its own random weights.
-        broadcast_module_state(model)
-        if trainable:
-            ids = [device.index] if device.type == "cuda" else None
-            # DDP registers only parameters with requires_grad (the linear protocol's fc), so a frozen
-            # encoder needs no find_unused_parameters.
-            model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        return model
-    if device.type == "cuda" and device.index is None and torch.cuda.device_count() > 1:
-        model = nn.DataParallel(model)
-    return model
-
-
 def init_head(model: nn.Module) -> None:
     """The linear protocol's classifier initialisation: weights N(0, 0.01), bias 0."""
     with torch.no_grad():
@@ -327,15 +304,6 @@ def check_encoder_unchanged(model: nn.Module, reference: Mapping[str, torch.Tens
             "change: encoder parameters need requires_grad=False and the encoder must stay in eval mode "
             "(BatchNorm statistics)."
         )
-
-
-def parallel_mode(model: nn.Module, ctx: DistContext) -> str:
-    """How the model runs, in words (for the start-up line)."""
-    if ctx.distributed:
-        return f"DistributedDataParallel over {ctx.world_size} processes"
-    if isinstance(model, nn.DataParallel):
-        return f"DataParallel over {len(model.device_ids)} GPUs"
-    return "single device"
 
 
 def protocol_name(args: argparse.Namespace) -> str:

@@ -11,6 +11,7 @@ import torch
 
 import action_classification
 from common import evaluation
+from common.checkpoints import CLASSIFIER_FORMAT, PRETRAIN_FORMAT
 from common.evaluation import check_encoder_unchanged, freeze_encoder, init_head
 from models import build_encoder
 from tests.test_checkpoints import reference_checkpoint
@@ -210,3 +211,83 @@ def test_error_cases(data_root, tmp_path):
         classify(_common(data_root, tmp_path, "--finetune"))
     with pytest.raises(SystemExit):  # argparse: unknown representation
         classify(_common(data_root, tmp_path, "--finetune-skeleton-representation", "pixel-based"))
+
+
+def _error_lines(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+def test_main_returns_exit_codes_and_guards_the_checkpoint_folder(data_root, tmp_path, capsys):
+    args = _common(data_root, tmp_path, "--epochs", "1", "--finetune-skeleton-representation", "image-based")
+    assert action_classification.main(args) == 0
+    ckpt = tmp_path / "ckpt"
+    written = {p.name: p.read_bytes() for p in ckpt.iterdir()}
+    assert sorted(n for n in written if not n.startswith("events.")) == ["image-based_checkpoint.pth.tar",
+                                                                          "last_checkpoint.pth.tar"]
+    assert torch.load(ckpt / "last_checkpoint.pth.tar", weights_only=True)["format"] == CLASSIFIER_FORMAT
+    capsys.readouterr()
+
+    # the same folder again without --resume: one line, exit 2, nothing touched
+    assert action_classification.main(args) == 2
+    assert _error_lines(capsys) == [
+        f"action_classification.py: error: --checkpoint-path {ckpt} already holds the checkpoints of a run "
+        f"(last_checkpoint.pth.tar: 1 of 1 epochs done); continue it with --resume {ckpt / 'last_checkpoint.pth.tar'}, "
+        "or pass --overwrite to delete them and start again"]
+    assert {p.name: p.read_bytes() for p in ckpt.iterdir()} == written
+
+    # --overwrite: the earlier run's checkpoints and TensorBoard events are replaced by the new run's
+    assert action_classification.main(args + ["--epochs", "2", "--overwrite"]) == 0
+    assert torch.load(ckpt / "last_checkpoint.pth.tar", weights_only=True)["epoch"] == 2
+    events = [p.name for p in ckpt.iterdir() if p.name.startswith("events.")]
+    assert len(events) == 1 and events[0] not in written
+
+
+def test_resume_refuses_what_is_not_this_classifier(data_root, tmp_path, capsys):
+    args = _common(data_root, tmp_path, "--epochs", "1", "--finetune-skeleton-representation", "image-based")
+    ours = tmp_path / "pretraining.pth.tar"
+    torch.save({"format": PRETRAIN_FORMAT, "epoch": 3, "state_dict": {"w": torch.zeros(1)}, "optimizer": {}}, ours)
+    assert action_classification.main(args + ["--resume", str(ours)]) == 2
+    assert _error_lines(capsys) == [f"action_classification.py: error: --resume {ours} is a pretraining checkpoint, "
+                                    "not a classification checkpoint"]
+    reference = tmp_path / "reference.pth.tar"  # no format entry: read by its keys, then it does not fit
+    reference_checkpoint(reference, "image-based")
+    assert action_classification.main(args + ["--resume", str(reference)]) == 2
+    (line,) = _error_lines(capsys)
+    assert line.startswith(f"action_classification.py: error: --resume {reference} does not fit this model and "
+                           "protocol: Error(s) in loading state_dict for HCN: Missing key(s) in state_dict: ")
+    assert not (tmp_path / "ckpt").exists()
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--lr", "-1", "argument --lr/--learning-rate: expected a positive number, got -1"),
+    ("--lr", "0", "argument --lr/--learning-rate: expected a positive number, got 0"),
+    ("--epochs", "0", "argument --epochs: expected a positive integer, got 0"),
+    ("-b", "0", "argument -b/--batch-size: expected a positive integer, got 0"),
+    ("-j", "-1", "argument -j/--workers: expected an integer >= 0, got -1"),
+    ("--label-fraction", "0", "argument --label-fraction: expected a fraction in (0, 1], got 0"),
+    ("--label-fraction", "1.5", "argument --label-fraction: expected a fraction in (0, 1], got 1.5"),
+])
+def test_impossible_numbers_are_refused(data_root, tmp_path, capsys, flag, value, message):
+    assert action_classification.main(_common(data_root, tmp_path, flag, value)) == 2
+    assert _error_lines(capsys)[-1] == f"action_classification.py: error: {message}"
+    assert not (tmp_path / "ckpt").exists()
+
+
+def write_out_of_range_label(data_root: Path, part: str = "val", index: int = 1, label: int = 60) -> tuple[Path, str]:
+    """Replace one label of ``part`` by ``label``; returns the label file and that sample's name."""
+    path = data_root / "NTU-RGB-D-60-AGCN" / "xview" / f"{part}_label.pkl"
+    with open(path, "rb") as f:
+        names, labels = pickle.load(f)
+    labels = list(labels)
+    labels[index] = label
+    with open(path, "wb") as f:
+        pickle.dump((names, labels), f)
+    return path, names[index]
+
+
+def test_label_out_of_range_is_one_line(data_root, tmp_path, capsys):
+    path, name = write_out_of_range_label(data_root)
+    assert action_classification.main(_common(data_root, tmp_path, "--epochs", "1")) == 2
+    assert _error_lines(capsys) == [f"action_classification.py: error: {path}: label 60 of sample {name} is out of "
+                                    "range; ntu60 has 60 classes, labels 0 to 59"]
+    assert not (tmp_path / "ckpt").exists()

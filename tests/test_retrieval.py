@@ -10,6 +10,7 @@ import torch
 from sklearn.neighbors import KNeighborsClassifier
 from torch import nn
 
+import action_classification
 import action_retrieval
 from action_retrieval import FeatureAutoencoder, train_autoencoder
 from common.checkpoints import load_pretrained_encoder
@@ -17,7 +18,7 @@ from common.knn import cosine_knn_indices, cosine_knn_predict, knn_accuracy
 from feeders import DownstreamDataset, split_paths
 from models import build_encoder, feature_dim
 from tests.test_checkpoints import reference_checkpoint
-from tests.test_classification import PNG_MAGIC, TINY, TINY_ARGS, write_synthetic_split
+from tests.test_classification import PNG_MAGIC, TINY, TINY_ARGS, write_out_of_range_label, write_synthetic_split
 
 
 def retrieve(argv: list[str]) -> dict:
@@ -150,3 +151,41 @@ def test_retrieval_without_checkpoint_and_errors(tmp_path):
     (root / "NTU-RGB-D-60-AGCN" / "xview" / "train_label.pkl").unlink()
     with pytest.raises(FileNotFoundError, match=r"train_label\.pkl not found"):
         retrieve(common)
+
+
+def test_main_exit_codes_and_one_line_errors(tmp_path, capsys):
+    root = tmp_path / "data"
+    write_synthetic_split(root, per_class={"train": 2, "val": 1})
+    common = ["--data-root", str(root), "-j", "0", "-b", "8", "--device", "cpu", *TINY_ARGS]
+    assert action_retrieval.main(common) == 0
+    capsys.readouterr()
+    refused = [
+        (["--knn-neighbours", "0"], "argument --knn-neighbours: expected a positive integer, got 0"),
+        (["--knn-chunk-size", "0"], "argument --knn-chunk-size: expected a positive integer, got 0"),
+        (["--ae-epochs", "0"], "argument --ae-epochs: expected a positive integer, got 0"),
+        (["--ae-lr", "-1"], "argument --ae-lr: expected a positive number, got -1"),
+        (["-b", "-4"], "argument -b/--batch-size: expected a positive integer, got -4"),
+        (["--tsne-samples", "2", "--plot-dir", str(tmp_path / "plots")],
+         "--tsne-samples 2: the t-SNE plot of --plot-dir needs at least 3 clips"),
+        (["--knn-neighbours", "7"], "--knn-neighbours 7 exceeds the 6 training clips"),
+    ]
+    for extra, message in refused:
+        assert action_retrieval.main(common + extra) == 2, extra
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert lines[-1] == f"action_retrieval.py: error: {message}"
+    assert not (tmp_path / "plots").exists()
+
+
+def test_label_out_of_range_is_refused_like_classification(tmp_path, capsys):
+    root = tmp_path / "data"
+    write_synthetic_split(root, per_class={"train": 2, "val": 2})
+    path, name = write_out_of_range_label(root, part="train", index=4, label=75)
+    metrics_path = tmp_path / "metrics.json"
+    argv = ["--data-root", str(root), "-j", "0", "-b", "8", "--device", "cpu", *TINY_ARGS,
+            "--metrics-json", str(metrics_path)]
+    assert action_retrieval.main(argv) == 2
+    message = f"{path}: label 75 of sample {name} is out of range; ntu60 has 60 classes, labels 0 to 59"
+    assert capsys.readouterr().err.splitlines() == [f"action_retrieval.py: error: {message}"]
+    assert not metrics_path.exists()
+    assert action_classification.main(argv + ["--checkpoint-path", str(tmp_path / "ckpt")]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"action_classification.py: error: {message}"]
