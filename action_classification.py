@@ -199,7 +199,8 @@ def restore(args: argparse.Namespace, classifier: Classifier) -> Progress:
             "epoch": int(checkpoint.get("best_epoch", checkpoint["epoch"])), "predictions": None}
     if "rng" in checkpoint:
         restore_rng_state(checkpoint["rng"])
-    return Progress(int(checkpoint["epoch"]), best, list(checkpoint.get("history", [])))
+    args.start_epoch = int(checkpoint["epoch"])  # recorded with the run's arguments
+    return Progress(args.start_epoch, best, list(checkpoint.get("history", [])))
 
 
 def fit(args: argparse.Namespace, ctx: DistContext, data: Data, classifier: Classifier,
@@ -216,7 +217,8 @@ def fit(args: argparse.Namespace, ctx: DistContext, data: Data, classifier: Clas
     writer = summary_writer(out_dir if ctx.is_main else None)
     try:
         for epoch in range(progress.start_epoch, args.epochs):
-            record, predictions = _epoch(args, ctx, data, classifier, loader, epoch)
+            record, predictions = _epoch(args, ctx, data, classifier, loader, epoch,
+                                         check_frozen=epoch == progress.start_epoch)
             progress.history.append(record)
             is_best = record["val_top1"] > progress.best["top1"]
             if is_best:
@@ -238,8 +240,10 @@ def fit(args: argparse.Namespace, ctx: DistContext, data: Data, classifier: Clas
 
 
 def _epoch(args: argparse.Namespace, ctx: DistContext, data: Data, classifier: Classifier, loader: Any,
-           epoch: int) -> tuple[dict[str, float], np.ndarray]:
-    """One training epoch and one evaluation: the history record and the evaluation predictions."""
+           epoch: int, check_frozen: bool) -> tuple[dict[str, float], np.ndarray]:
+    """One training epoch and one evaluation: the history record and the evaluation predictions.
+    ``check_frozen``: compare the linear protocol's encoder with the pretrained weights afterwards (the
+    first epoch a run trains, resumed or not)."""
     lr = learning_rate_at(epoch, args.lr, args.epochs, args.schedule, cos=False)
     set_learning_rate(classifier.optimizer, lr)
     evaluation.set_loader_epoch(loader, args.data_seed, epoch)
@@ -248,7 +252,7 @@ def _epoch(args: argparse.Namespace, ctx: DistContext, data: Data, classifier: C
         desc=f"train {epoch + 1}/{args.epochs}", train_mode=classifier.train_mode, print_freq=args.print_freq)
     val_stats, predictions = evaluation.evaluate(classifier.model, data.val, data.val_plan, classifier.criterion,
                                                  args, ctx, desc=f"eval {epoch + 1}")
-    if classifier.linear and epoch == args.start_epoch:
+    if classifier.linear and check_frozen:
         evaluation.check_encoder_unchanged(classifier.model, classifier.pretrained_weights, epoch + 1)
     record = {"epoch": epoch + 1, "lr": lr, "train_loss": train_stats["loss"], "train_top1": train_stats["top1"],
               "val_loss": val_stats["loss"], "val_top1": val_stats["top1"], "val_top5": val_stats["top5"]}

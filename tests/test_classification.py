@@ -141,6 +141,20 @@ def test_broken_freezing_is_caught_during_training(data_root, tmp_path, monkeypa
     assert not (tmp_path / "ckpt" / "image-based_checkpoint.pth.tar").exists()
 
 
+def test_frozen_check_runs_on_the_first_epoch_of_a_resumed_run(data_root, tmp_path, monkeypatch):
+    pretrained = tmp_path / "intra.pth.tar"
+    reference_checkpoint(pretrained, "image-based")
+    args = _common(data_root, tmp_path, "--pretrained", str(pretrained), "--pretrain-skeleton-representation",
+                   "image-based", "--finetune-skeleton-representation", "image-based")
+    checked = []
+    real_check = evaluation.check_encoder_unchanged
+    monkeypatch.setattr(evaluation, "check_encoder_unchanged",
+                        lambda model, reference, epoch: (checked.append(epoch), real_check(model, reference, epoch)))
+    classify(args + ["--epochs", "1"])
+    classify(args + ["--epochs", "3", "--resume", str(tmp_path / "ckpt" / "last_checkpoint.pth.tar")])
+    assert checked == [1, 2]
+
+
 def test_freeze_encoder_keeps_eval_mode_and_only_fc_trainable():
     model = build_encoder("image-based", 60, **TINY)
     init_head(model)
