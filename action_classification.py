@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         data = load_data(args)
         classifier = build_classifier(args, ctx, data.num_class)
         progress = restore(args, classifier)
-        if ctx.is_main and previous_run:  # --overwrite, and nothing above failed
+        if ctx.is_main and args.overwrite and previous_run:  # and nothing above failed
             remove_previous_run(args.checkpoint_path, previous_run)
         progress = fit(args, ctx, data, classifier, progress)
         metrics = report(args, ctx, data, classifier, progress)
@@ -121,7 +121,11 @@ def check_flags(args: argparse.Namespace) -> list[Path]:
     if args.finetune and not args.pretrained:
         raise UsageError("--finetune needs --pretrained (without it the network is trained from scratch anyway)")
     evaluation.check_evaluation_flags(args)
-    return check_checkpoint_folder(args.checkpoint_path, args.resume, args.overwrite, last_name=LAST_CHECKPOINT)
+    folder = Path(args.checkpoint_path)
+    if args.overwrite and args.resume and Path(args.resume).resolve().parent == folder.resolve():
+        raise UsageError(f"--overwrite would delete {args.resume}, the checkpoint --resume continues from; drop "
+                         f"--overwrite to continue that run in {folder}")
+    return check_checkpoint_folder(folder, args.resume, args.overwrite, last_name=LAST_CHECKPOINT)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -173,8 +173,11 @@ def test_supervised_semi_supervised_and_resume(data_root, tmp_path):
     first = classify(args + ["--epochs", "1"])
     assert first["protocol"] == "supervised (0.5 of the labels)"
     assert first["num_train"] == 6  # round(0.5 * 4) clips of each of the 3 classes
+    first_events = sorted(p.name for p in (tmp_path / "ckpt").glob("events.*"))
     resumed = classify(args + ["--epochs", "2", "--resume",
                                                  str(tmp_path / "ckpt" / "last_checkpoint.pth.tar")])
+    # continuing a run in its own folder keeps what the run wrote so far
+    assert set(first_events) < {p.name for p in (tmp_path / "ckpt").glob("events.*")}
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
     assert resumed["history"][0] == first["history"][0]
     # an uninterrupted run reaches the same second epoch
@@ -248,6 +251,12 @@ def test_main_returns_exit_codes_and_guards_the_checkpoint_folder(data_root, tmp
         f"(last_checkpoint.pth.tar: 1 of 1 epochs done); continue it with --resume {ckpt / 'last_checkpoint.pth.tar'}, "
         "or pass --overwrite to delete them and start again"]
     assert {p.name: p.read_bytes() for p in ckpt.iterdir()} == written
+
+    last = ckpt / "last_checkpoint.pth.tar"
+    assert action_classification.main(args + ["--resume", str(last), "--overwrite"]) == 2
+    assert _error_lines(capsys) == [
+        f"action_classification.py: error: --overwrite would delete {last}, the checkpoint --resume continues "
+        f"from; drop --overwrite to continue that run in {ckpt}"]
 
     # --overwrite: the earlier run's checkpoints and TensorBoard events are replaced by the new run's
     assert action_classification.main(args + ["--epochs", "2", "--overwrite"]) == 0
