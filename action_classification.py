@@ -48,7 +48,7 @@ from common.checkpoints import (
     write_checkpoint,
 )
 from common.distributed import DistContext, barrier, broadcast_int, cleanup, parallel_mode, setup, unwrap, wrap_model
-from common.evaluation import BatchPlan
+from common.evaluation import PlannedLoader
 from common.io import UsageError, write_json_atomic
 from common.plots import action_names, confusion_matrix, plot_confusion_matrix
 from common.training import (
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ctx = setup(args.device)
     try:
         evaluation.prepare_args(args, ctx)
-        data = load_data(args)
+        data = load_data(args, ctx)
         classifier = build_classifier(args, ctx, data.num_class)
         progress = restore(args, classifier)
         if ctx.is_main and args.overwrite and previous_run:  # and nothing above failed
@@ -136,11 +136,11 @@ def check_flags(args: argparse.Namespace) -> list[Path]:
 class Data(NamedTuple):
     train: DownstreamDataset
     val: DownstreamDataset
-    val_plan: BatchPlan
+    val_loader: PlannedLoader  # the evaluation clips in order, this process's share of every batch
     num_class: int
 
 
-def load_data(args: argparse.Namespace) -> Data:
+def load_data(args: argparse.Namespace, ctx: DistContext) -> Data:
     """Both splits, checked before any model is built: a missing file is the commonest mistake and the
     cheapest to report."""
     num_class = num_classes(args.finetune_dataset)
@@ -151,7 +151,8 @@ def load_data(args: argparse.Namespace) -> Data:
     if args.label_fraction is not None:
         subset = stratified_subset(train_set.labels, args.label_fraction, seed=args.data_seed)
         train_set = evaluation.make_dataset(args, "train", train=True, indices=subset)
-    return Data(train_set, val_set, evaluation.evaluation_plan(len(val_set), args.batch_size), num_class)
+    val_loader = evaluation.plan_loader(val_set, evaluation.evaluation_plan(len(val_set), args.batch_size), args, ctx)
+    return Data(train_set, val_set, val_loader, num_class)
 
 
 class Classifier(NamedTuple):
@@ -254,8 +255,8 @@ def _epoch(args: argparse.Namespace, ctx: DistContext, data: Data, classifier: C
     train_stats = evaluation.train_one_epoch(
         classifier.model, loader, classifier.criterion, classifier.optimizer, ctx,
         desc=f"train {epoch + 1}/{args.epochs}", train_mode=classifier.train_mode, print_freq=args.print_freq)
-    val_stats, predictions = evaluation.evaluate(classifier.model, data.val, data.val_plan, classifier.criterion,
-                                                 args, ctx, desc=f"eval {epoch + 1}")
+    val_stats, predictions = evaluation.evaluate(classifier.model, data.val_loader, classifier.criterion, ctx,
+                                                 desc=f"eval {epoch + 1}")
     if classifier.linear and check_frozen:
         evaluation.check_encoder_unchanged(classifier.model, classifier.pretrained_weights, epoch + 1)
     record = {"epoch": epoch + 1, "lr": lr, "train_loss": train_stats["loss"], "train_top1": train_stats["top1"],
@@ -319,8 +320,8 @@ def _plot_best(args: argparse.Namespace, ctx: DistContext, data: Data, classifie
         # file; evaluate() hands its weights to the other ranks).
         if ctx.is_main:
             unwrap(classifier.model).load_state_dict(model_state(read_checkpoint(best_path), best_path))
-        _, best["predictions"] = evaluation.evaluate(classifier.model, data.val, data.val_plan, classifier.criterion,
-                                                     args, ctx, desc="eval best")
+        _, best["predictions"] = evaluation.evaluate(classifier.model, data.val_loader, classifier.criterion, ctx,
+                                                     desc="eval best")
     if not ctx.is_main or best["predictions"] is None:
         return None
     counts = confusion_matrix(data.val.labels, best["predictions"], data.num_class)

@@ -177,10 +177,10 @@ def extract(args: argparse.Namespace, ctx: DistContext, data: Data, model: nn.Mo
     train_plan, val_plan = feature_plans(args, data)
     if args.feature_mode == "train":
         torch.manual_seed(args.data_seed)  # dropout masks: the same for the same --seed
-    train, train_labels = evaluation.extract_features(model, data.train, train_plan, args, ctx, "train features",
-                                                      mode=args.feature_mode)
-    val, val_labels = evaluation.extract_features(model, data.val, val_plan, args, ctx, "eval features",
-                                                  mode=args.feature_mode)
+    train, train_labels = evaluation.extract_features(model, evaluation.plan_loader(data.train, train_plan, args, ctx),
+                                                      ctx, "train features", mode=args.feature_mode)
+    val, val_labels = evaluation.extract_features(model, evaluation.plan_loader(data.val, val_plan, args, ctx), ctx,
+                                                  "eval features", mode=args.feature_mode)
     return Features(train, train_labels, val, val_labels)
 
 

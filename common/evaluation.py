@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -196,9 +196,19 @@ def _loader_options(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any
                 persistent_workers=args.workers > 0)
 
 
-def plan_loader(dataset: DownstreamDataset, plan: BatchPlan, args: argparse.Namespace, ctx: DistContext) -> DataLoader:
-    """This process's batches of ``plan``; :func:`gather_rows` puts the results back in dataset order."""
-    return DataLoader(dataset, batch_sampler=plan.batches(ctx.rank, ctx.world_size), **_loader_options(args, ctx))
+class PlannedLoader(NamedTuple):
+    """A loader of this process's batches of ``plan``, and the plan (to gather the results back)."""
+
+    loader: DataLoader
+    plan: BatchPlan
+
+
+def plan_loader(dataset: DownstreamDataset, plan: BatchPlan, args: argparse.Namespace,
+                ctx: DistContext) -> PlannedLoader:
+    """This process's batches of ``plan`` (build it once: with workers it keeps them between passes);
+    :func:`gather_rows` puts the results back in dataset order."""
+    loader = DataLoader(dataset, batch_sampler=plan.batches(ctx.rank, ctx.world_size), **_loader_options(args, ctx))
+    return PlannedLoader(loader, plan)
 
 
 def train_loader(dataset: DownstreamDataset, args: argparse.Namespace, ctx: DistContext) -> DataLoader:
@@ -381,11 +391,11 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module, 
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset: DownstreamDataset, plan: BatchPlan, criterion: nn.Module,
-             args: argparse.Namespace, ctx: DistContext, desc: str = "eval") -> tuple[dict[str, float], np.ndarray]:
-    """Loss, top-1 and top-5 (percent) over ``dataset``, and the top-1 predictions in dataset order. Under
-    torchrun every rank must call this: each runs its share of ``plan``, and correct counts are summed
-    over ranks (exactly one process's figures)."""
+def evaluate(model: nn.Module, data: PlannedLoader, criterion: nn.Module, ctx: DistContext,
+             desc: str = "eval") -> tuple[dict[str, float], np.ndarray]:
+    """Loss, top-1 and top-5 (percent) over the dataset of ``data``, and the top-1 predictions in dataset
+    order. Under torchrun every rank must call this: each runs its share of the plan, and correct counts
+    are summed over ranks (exactly one process's figures)."""
     device = ctx.device
     network = unwrap(model)  # no DDP collectives in the forward: shares may differ by one batch
     if ctx.distributed:
@@ -394,7 +404,7 @@ def evaluate(model: nn.Module, dataset: DownstreamDataset, plan: BatchPlan, crit
     network.eval()
     totals = _Totals(3, device)  # top-1, top-5 correct, clips
     predictions = []
-    for inputs, target in _progress(plan_loader(dataset, plan, args, ctx), desc, ctx):
+    for inputs, target in _progress(data.loader, desc, ctx):
         inputs = inputs.to(device, non_blocking=True)
         target = target.to(device, non_blocking=True)
         output = network(inputs)  # (B, num_class)
@@ -402,7 +412,7 @@ def evaluate(model: nn.Module, dataset: DownstreamDataset, plan: BatchPlan, crit
         totals.add(criterion(output, target), torch.cat([correct_counts(output, target, (1, 5)), n]))
         predictions.append(output.argmax(dim=1))
     local = torch.cat(predictions) if predictions else torch.zeros(0, dtype=torch.int64, device=device)
-    preds = gather_rows(local, plan, ctx).cpu().numpy()
+    preds = gather_rows(local, data.plan, ctx).cpu().numpy()
     loss_sum, (top1, top5, count) = totals.reduced()
     count = max(count, 1)
     return {"loss": loss_sum / count, "top1": 100.0 * top1 / count, "top5": 100.0 * top5 / count}, preds
@@ -433,18 +443,18 @@ def batch_statistics_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 @torch.no_grad()
-def extract_features(model: nn.Module, dataset: DownstreamDataset, plan: BatchPlan, args: argparse.Namespace,
-                     ctx: DistContext, desc: str, mode: str = "eval") -> tuple[np.ndarray, np.ndarray]:
-    """(N, D) float32 features before ``fc`` and (N,) labels of ``dataset``, in dataset order, computed
-    in ``plan``'s batches with the encoder in ``mode`` ('eval': running statistics, no dropout; 'train':
+def extract_features(model: nn.Module, data: PlannedLoader, ctx: DistContext, desc: str,
+                     mode: str = "eval") -> tuple[np.ndarray, np.ndarray]:
+    """(N, D) float32 features before ``fc`` and (N,) labels of the dataset of ``data``, in dataset order,
+    computed in the plan's batches with the encoder in ``mode`` ('eval': running statistics, no dropout; 'train':
     batch statistics and dropout, as the reference extracts them -- see :func:`batch_statistics_mode`).
 
-    Under torchrun every rank must call this; each runs its share of ``plan``."""
+    Under torchrun every rank must call this; each runs its share of the plan."""
     if mode not in FEATURE_MODES:
         raise ValueError(f"feature mode must be one of {', '.join(FEATURE_MODES)}, got {mode!r}")
     features, labels = [], []
     with _feature_mode(model, mode):
-        for inputs, target in _progress(plan_loader(dataset, plan, args, ctx), desc, ctx):
+        for inputs, target in _progress(data.loader, desc, ctx):
             output = model(inputs.to(ctx.device, non_blocking=True), knn_eval=True)
             features.append(output.reshape(output.shape[0], -1).float())
             labels.append(target.reshape(-1).to(ctx.device))
@@ -454,8 +464,8 @@ def extract_features(model: nn.Module, dataset: DownstreamDataset, plan: BatchPl
     if not features:
         features = [torch.zeros((0, width), device=ctx.device)]
         labels = [torch.zeros(0, dtype=torch.int64, device=ctx.device)]
-    all_features = gather_rows(torch.cat(features), plan, ctx)
-    all_labels = gather_rows(torch.cat(labels).long(), plan, ctx)
+    all_features = gather_rows(torch.cat(features), data.plan, ctx)
+    all_labels = gather_rows(torch.cat(labels).long(), data.plan, ctx)
     return all_features.cpu().numpy(), all_labels.cpu().numpy().astype(np.int64)
 
 

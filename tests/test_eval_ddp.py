@@ -15,7 +15,7 @@ import torch
 
 from common.checkpoints import load_pretrained_encoder, model_state, read_checkpoint
 from common.distributed import DistContext, launched_by_torchrun
-from common.evaluation import evaluate, evaluation_plan, make_dataset
+from common.evaluation import evaluate, evaluation_plan, make_dataset, plan_loader
 from feeders import DownstreamDataset, split_paths
 from models import build_encoder
 from tests.test_checkpoints import reference_checkpoint
@@ -114,8 +114,8 @@ def test_linear_classification_two_processes(tmp_path):
                            "batch_size": 4, "workers": 0, "window_size": 64})()
     ctx = DistContext()
     val_set = make_dataset(ns, "val", train=False)
-    stats, predictions = evaluate(model, val_set, evaluation_plan(len(val_set), 4), torch.nn.CrossEntropyLoss(),
-                                  ns, ctx)
+    val_loader = plan_loader(val_set, evaluation_plan(len(val_set), 4), ns, ctx)
+    stats, predictions = evaluate(model, val_loader, torch.nn.CrossEntropyLoss(), ctx)
     assert stats["top1"] == metrics["top1"] and stats["top5"] == metrics["top5"]
     assert predictions.shape == (9,)
 

@@ -136,8 +136,9 @@ def test_extraction_in_train_mode_keeps_nothing(tmp_path):
     model.eval()
     evaluation.freeze_encoder(model)  # a pinned train() must not keep the batch statistics away
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    features, _ = evaluation.extract_features(model, dataset, evaluation.evaluation_plan(6, 4), args, DistContext(),
-                                              "test", mode="train")
+    ctx = DistContext()
+    loader = evaluation.plan_loader(dataset, evaluation.evaluation_plan(6, 4), args, ctx)
+    features, _ = evaluation.extract_features(model, loader, ctx, "test", mode="train")
     after = model.state_dict()
     assert sorted(after) == sorted(before)
     assert all(torch.equal(after[k], before[k]) for k in before)  # bit-identical, counters included
