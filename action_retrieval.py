@@ -4,13 +4,17 @@
 Features are the pretrained query encoder's vector before ``fc`` (``knn_eval=True``) for a centre crop of
 0.95 of every training and evaluation clip; each evaluation clip takes the majority label of its ``k``
 cosine-nearest training clips (``--knn-neighbours``, default 1); the figure is top-1 accuracy.
+``--feature-mode eval`` (default) extracts them with the encoder in eval mode; ``--feature-mode train``
+as the reference does, in train mode: BatchNorm normalises with each batch's statistics, dropout is
+active (seeded), the training clips come in a seeded shuffled order and the evaluation clips in order,
+``--batch-size`` per batch; nothing the forward passes update is kept.
 ``--with-autoencoder`` adds the reference's second figure: the same KNN on the 125-d codes of an
 auto-encoder trained on the training features.
 
-Under ``torchrun`` every rank extracts the features of a disjoint strided shard of each split; rank 0
-gathers them in dataset order and alone runs the KNN (and auto-encoder) and writes the outputs, while
-the other ranks leave once their shards are handed over (rank 0's remaining work may outlast a
-collective's timeout, so nobody waits for it).
+Under ``torchrun`` every rank extracts the features of its chunk of every batch (DataParallel's split
+of a batch over devices); the features are gathered back in dataset order, rank 0 alone runs the KNN
+(and auto-encoder) and writes the outputs, and the other ranks leave once their shares are handed over
+(rank 0's remaining work may outlast a collective's timeout, so nobody waits for it).
 
     python action_retrieval.py --knn-neighbours 1 \\
         --pretrained checkpoints/ntu_60_cross_view/interskeleton_seq_based_graph_based/checkpoint_0450.pth.tar \\
@@ -20,62 +24,234 @@ collective's timeout, so nobody waits for it).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from action_classification import (
-    add_evaluation_args,
-    build_encoder_for,
-    data_parallel,
-    finish_args,
-    gather_shards,
-    make_dataset,
-    make_loader,
-    run_script,
-)
-from common.distributed import DistContext, all_reduce_, cleanup, setup
+from common import evaluation
+from common.args import positive_float, positive_int
+from common.distributed import DistContext, cleanup, setup, wrap_model
+from common.evaluation import BatchPlan
+from common.io import UsageError, atomic_save_npz, write_json_atomic
 from common.knn import knn_accuracy
-from common.plots import action_names, plot_tsne
-from common.training import args_to_dict, write_json_atomic
-from feeders import num_classes
+from common.plots import TSNE_MIN_SAMPLES, action_names, plot_tsne
+from common.training import args_to_dict
+from feeders import DownstreamDataset, num_classes
 
+PROG = "action_retrieval.py"
 AE_CODE_SIZE = 125
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_evaluation_args(parser)
+    evaluation.add_evaluation_args(parser)
     knn = parser.add_argument_group("retrieval")
-    knn.add_argument("--knn-neighbours", type=int, default=1, metavar="K",
+    knn.add_argument("--knn-neighbours", type=positive_int, default=1, metavar="K",
                      help="number of cosine nearest neighbours that vote (default 1)")
-    knn.add_argument("--knn-chunk-size", type=int, default=1024, metavar="N",
+    knn.add_argument("--knn-chunk-size", type=positive_int, default=1024, metavar="N",
                      help="evaluation clips per similarity matrix product (memory: N x training clips)")
+    knn.add_argument("--feature-mode", choices=evaluation.FEATURE_MODES, default="eval",
+                     help="encoder mode during feature extraction: 'eval' (running BatchNorm statistics, no "
+                          "dropout) or 'train', the reference's computation (each batch's BatchNorm statistics, "
+                          "seeded dropout, training clips in a seeded shuffled order, batches of --batch-size); "
+                          "see docs/retrieval-feature-mode.md")
     knn.add_argument("--save-features", default=None, metavar="PATH",
                      help="write train/val features, labels and sample names (dataset order) to this .npz")
-    knn.add_argument("--tsne-samples", type=int, default=5000, metavar="N",
+    knn.add_argument("--tsne-samples", type=positive_int, default=5000, metavar="N",
                      help="evaluation clips (a seeded random subset) shown in the t-SNE plot of --plot-dir")
     ae = parser.add_argument_group("auto-encoder (the reference's second retrieval figure)")
     ae.add_argument("--with-autoencoder", action="store_true",
                     help=f"also report KNN on the {AE_CODE_SIZE}-d codes of an auto-encoder trained on the "
                          "training features")
-    ae.add_argument("--ae-epochs", type=int, default=400, help="auto-encoder epochs (default 400)")
-    ae.add_argument("--ae-batch-size", type=int, default=64, help="auto-encoder mini-batch size (default 64)")
-    ae.add_argument("--ae-lr", type=float, default=1e-3, help="auto-encoder Adam learning rate (default 1e-3)")
+    ae.add_argument("--ae-epochs", type=positive_int, default=400, help="auto-encoder epochs (default 400)")
+    ae.add_argument("--ae-batch-size", type=positive_int, default=64, help="auto-encoder mini-batch size (default 64)")
+    ae.add_argument("--ae-lr", type=positive_float, default=1e-3, help="auto-encoder Adam learning rate (default 1e-3)")
     ae.add_argument("--ae-lr-step", choices=("iteration", "epoch"), default="iteration",
                     help="unit of the x0.95-every-50 decay: the reference steps its scheduler every "
                          "iteration (default); 'epoch' decays every 50 epochs")
     return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: extract, retrieve, report; 0 on success, 2 (and one line on stderr) on bad input."""
+    return evaluation.run_main(PROG, parse_args, run, argv)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Extract features, run KNN (and the auto-encoder); returns the metrics ``--metrics-json`` receives
+    (rank 0; an empty dict on the other ranks under torchrun)."""
+    check_flags(args)
+    ctx = setup(args.device)
+    try:
+        evaluation.prepare_args(args, ctx)
+        data = load_data(args)
+        model = build_model(args, ctx, data)
+        features = extract(args, ctx, data, model)
+        return report(args, ctx, data, features) if ctx.is_main else {}
+    finally:
+        cleanup()
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """What argparse cannot check (before anything is read)."""
+    evaluation.check_evaluation_flags(args)
+    if args.plot_dir and args.tsne_samples < TSNE_MIN_SAMPLES:
+        raise UsageError(f"--tsne-samples {args.tsne_samples}: the t-SNE plot of --plot-dir needs at least "
+                         f"{TSNE_MIN_SAMPLES} clips")
+    if args.resume:
+        warnings.warn("--resume has no effect on retrieval (nothing is trained); ignored", stacklevel=1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Phases
+# ---------------------------------------------------------------------------------------------------
+
+
+class Data(NamedTuple):
+    train: DownstreamDataset
+    val: DownstreamDataset
+    num_class: int
+
+
+def load_data(args: argparse.Namespace) -> Data:
+    """Both splits with the evaluation transform (centre crop 0.95), as in the reference's retrieval
+    options; checked before any model is built."""
+    num_class = num_classes(args.finetune_dataset)
+    train_set = evaluation.make_dataset(args, "train", train=False)
+    val_set = evaluation.make_dataset(args, "val", train=False)
+    for part, dataset in (("train", train_set), ("val", val_set)):
+        evaluation.check_split_contents(dataset, part, num_class, args)
+    if args.plot_dir and len(val_set) < TSNE_MIN_SAMPLES:
+        raise UsageError(f"{val_set.paths.data} holds {len(val_set)} clips; the t-SNE plot of --plot-dir needs at "
+                         f"least {TSNE_MIN_SAMPLES}")
+    if len(train_set) < args.knn_neighbours:
+        raise UsageError(f"--knn-neighbours {args.knn_neighbours} exceeds the {len(train_set)} training clips")
+    return Data(train_set, val_set, num_class)
+
+
+def build_model(args: argparse.Namespace, ctx: DistContext, data: Data) -> nn.Module:
+    """The (pretrained or randomly initialised) encoder, frozen, on the device."""
+    model, _ = evaluation.build_encoder_for(args, data.num_class)
+    evaluation.freeze_all(model)
+    model = wrap_model(model, ctx, trainable=False, requested_device=args.device)
+    if ctx.is_main:
+        source = f"pretrained {args.pretrained}" if args.pretrained else "randomly initialised encoder"
+        shared = f", features extracted by {ctx.world_size} processes" if ctx.distributed else ""
+        print(f"retrieval with {args.finetune_skeleton_representation} features on {args.finetune_dataset} "
+              f"{args.protocol}: {len(data.train)} training / {len(data.val)} evaluation clips, {source}, "
+              f"{args.feature_mode}-mode features, device {ctx.device}{shared}", flush=True)
+    return model
+
+
+class Features(NamedTuple):
+    train: np.ndarray  # (N_train, D) float32, dataset order
+    train_labels: np.ndarray  # (N_train,) int64
+    val: np.ndarray  # (N_val, D)
+    val_labels: np.ndarray
+
+
+def feature_plans(args: argparse.Namespace, data: Data) -> tuple[BatchPlan, BatchPlan]:
+    """The batches features are extracted in. Train mode: the reference's loaders (training clips shuffled
+    by the data seed, evaluation clips in order, ``--batch-size`` each), since batch composition changes
+    the features. Eval mode: dataset order (the composition does not matter)."""
+    val_plan = evaluation.evaluation_plan(len(data.val), args.batch_size)
+    if args.feature_mode == "train":
+        return evaluation.shuffled_plan(len(data.train), args.batch_size, args.data_seed), val_plan
+    return evaluation.evaluation_plan(len(data.train), args.batch_size), val_plan
+
+
+def extract(args: argparse.Namespace, ctx: DistContext, data: Data, model: nn.Module) -> Features:
+    """Both splits' features in dataset order (every rank takes part under torchrun)."""
+    train_plan, val_plan = feature_plans(args, data)
+    if args.feature_mode == "train":
+        torch.manual_seed(args.data_seed)  # dropout masks: the same for the same --seed
+    train, train_labels = evaluation.extract_features(model, evaluation.plan_loader(data.train, train_plan, args, ctx),
+                                                      ctx, "train features", mode=args.feature_mode)
+    val, val_labels = evaluation.extract_features(model, evaluation.plan_loader(data.val, val_plan, args, ctx), ctx,
+                                                  "eval features", mode=args.feature_mode)
+    return Features(train, train_labels, val, val_labels)
+
+
+def report(args: argparse.Namespace, ctx: DistContext, data: Data, features: Features) -> dict[str, Any]:
+    """KNN (and auto-encoder) figures, saved features, the t-SNE plot, the JSON and the closing line."""
+    metrics = knn_metrics(args, ctx, data, features)
+    summary = f"KNN (k={args.knn_neighbours}) top-1 {metrics['knn_top1']:.2f}%"
+    if args.with_autoencoder:
+        metrics.update(autoencoder_metrics(args, ctx, features))
+        summary += f" | with auto-encoder {metrics['knn_top1_autoencoder']:.2f}%"
+    if args.save_features:
+        atomic_save_npz(args.save_features, train_features=features.train, train_labels=features.train_labels,
+                      train_names=np.array(data.train.names), val_features=features.val,
+                      val_labels=features.val_labels, val_names=np.array(data.val.names))
+        metrics["features"] = str(args.save_features)
+    if args.plot_dir:
+        metrics["plots"] = [str(_plot_tsne(args, data, features))]
+    metrics["args"] = args_to_dict(args)
+    if args.metrics_json:
+        write_json_atomic(args.metrics_json, metrics)
+    print(f"retrieval {args.finetune_skeleton_representation} on {args.finetune_dataset} {args.protocol}: {summary}",
+          flush=True)
+    return metrics
+
+
+def knn_metrics(args: argparse.Namespace, ctx: DistContext, data: Data, features: Features) -> dict[str, Any]:
+    """Cosine KNN top-1 (percent) of the evaluation clips against the training clips."""
+    accuracy, _ = knn_accuracy(features.train, features.train_labels, features.val, features.val_labels,
+                               args.knn_neighbours, chunk_size=args.knn_chunk_size, device=ctx.device)
+    return {
+        "task": "action_retrieval",
+        "knn_top1": 100.0 * accuracy,
+        "k": args.knn_neighbours,
+        "feature_mode": args.feature_mode,
+        "feature_dim": int(features.train.shape[1]),
+        "num_train": len(data.train),
+        "num_val": len(data.val),
+        "num_class": data.num_class,
+    }
+
+
+def autoencoder_metrics(args: argparse.Namespace, ctx: DistContext, features: Features) -> dict[str, Any]:
+    """The reference's second figure: KNN on the codes of an auto-encoder fit to the training features."""
+    train_t = torch.from_numpy(features.train).to(ctx.device)
+    val_t = torch.from_numpy(features.val).to(ctx.device)
+    fit = train_autoencoder(train_t, args.ae_epochs, batch_size=args.ae_batch_size, lr=args.ae_lr,
+                            lr_step=args.ae_lr_step, seed=args.data_seed)
+    train_codes, _ = encode(fit.model, train_t)
+    val_codes, val_loss = encode(fit.model, val_t)
+    accuracy, _ = knn_accuracy(train_codes, features.train_labels, val_codes, features.val_labels,
+                               args.knn_neighbours, chunk_size=args.knn_chunk_size, device=ctx.device)
+    return {
+        "knn_top1_autoencoder": 100.0 * accuracy,
+        "autoencoder": {"epochs": args.ae_epochs, "code_size": AE_CODE_SIZE, "lr_step": args.ae_lr_step,
+                        "train_mse": fit.train_mse, "val_mse": val_loss},
+    }
+
+
+def _plot_tsne(args: argparse.Namespace, data: Data, features: Features) -> Path:
+    rng = np.random.default_rng(args.data_seed)
+    shown = np.sort(rng.permutation(len(data.val))[: args.tsne_samples])
+    names = action_names(args.finetune_dataset, data.num_class)
+    return plot_tsne(features.val[shown], features.val_labels[shown], names, Path(args.plot_dir) / "tsne.png",
+                     title=f"{args.finetune_skeleton_representation} features ({args.feature_mode} mode), "
+                           f"{args.finetune_dataset} {args.protocol} evaluation set (t-SNE, cosine)",
+                     seed=args.data_seed)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Auto-encoder
+# ---------------------------------------------------------------------------------------------------
 
 
 class FeatureAutoencoder(nn.Module):
@@ -155,141 +331,5 @@ def encode(model: FeatureAutoencoder, features: torch.Tensor, batch_size: int = 
     return torch.cat(codes), squared / max(features.shape[0], 1)
 
 
-@torch.no_grad()
-def extract_features(model: nn.Module, loader: DataLoader, ctx: DistContext, desc: str) -> tuple[np.ndarray, np.ndarray]:
-    """(N, D) float32 features before ``fc`` and (N,) labels of the whole dataset, in dataset order.
-
-    Under torchrun ``loader`` holds this rank's shard (see ``make_loader``) and every rank must call
-    this; the shards are gathered back into dataset order."""
-    model.eval()
-    features, labels = [], []
-    for inputs, target in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr,
-                               disable=not ctx.is_main):
-        output = model(inputs.to(ctx.device, non_blocking=True), knn_eval=True)
-        features.append(output.reshape(output.shape[0], -1).float())
-        labels.append(target.reshape(-1).to(ctx.device))
-    n = len(loader.dataset)
-    # A rank with an empty shard still needs the feature size to join the gather.
-    dim = torch.tensor([features[0].shape[1] if features else 0], device=ctx.device)
-    width = int(all_reduce_(dim, "max").item())
-    if not features:
-        features = [torch.zeros((0, width), device=ctx.device)]
-        labels = [torch.zeros(0, dtype=torch.int64, device=ctx.device)]
-    all_features = gather_shards(torch.cat(features), n, ctx)
-    all_labels = gather_shards(torch.cat(labels).long(), n, ctx)
-    return all_features.cpu().numpy(), all_labels.cpu().numpy().astype(np.int64)
-
-
-def save_features(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
-    """``np.savez`` written to a temporary file and renamed into place (loads without pickle)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Extract features, run KNN (and the auto-encoder); returns the metrics ``--metrics-json`` receives."""
-    args = build_parser().parse_args(argv)
-    if args.knn_neighbours < 1:
-        raise ValueError(f"--knn-neighbours must be >= 1, got {args.knn_neighbours}")
-    if args.with_autoencoder and args.ae_epochs < 1:
-        raise ValueError(f"--ae-epochs must be >= 1, got {args.ae_epochs}")
-    if args.resume:
-        warnings.warn("--resume has no effect on retrieval (nothing is trained); ignored", stacklevel=1)
-    ctx = setup(args.device)
-    try:
-        return _run(args, ctx)
-    finally:
-        cleanup()
-
-
-def _run(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
-    finish_args(args, ctx)
-    device = ctx.device
-
-    num_class = num_classes(args.finetune_dataset)
-    # Both sets get the evaluation transform (centre crop 0.95), as in the reference's retrieval options.
-    train_set = make_dataset(args, "train", train=False)
-    val_set = make_dataset(args, "val", train=False)
-    if len(train_set) < args.knn_neighbours:
-        raise ValueError(f"--knn-neighbours {args.knn_neighbours} exceeds the {len(train_set)} training clips")
-    if len(val_set) == 0:
-        raise ValueError(f"the val split of {args.finetune_dataset}/{args.protocol} under {args.data_root} is empty")
-
-    model, _ = build_encoder_for(args, num_class)
-    for parameter in model.parameters():
-        parameter.requires_grad = False
-    model = data_parallel(model, ctx)
-    if ctx.is_main:
-        print(f"retrieval with {args.finetune_skeleton_representation} features on {args.finetune_dataset} "
-              f"{args.protocol}: {len(train_set)} training / {len(val_set)} evaluation clips, "
-              f"{'pretrained ' + args.pretrained if args.pretrained else 'randomly initialised encoder'}, device "
-              f"{device}" + (f", features extracted by {ctx.world_size} processes" if ctx.distributed else ""),
-              flush=True)
-
-    train_features, train_labels = extract_features(model, make_loader(train_set, args, ctx, False), ctx,
-                                                    "train features")
-    val_features, val_labels = extract_features(model, make_loader(val_set, args, ctx, False), ctx,
-                                                 "eval features")
-    if not ctx.is_main:
-        return {}
-    accuracy, _ = knn_accuracy(train_features, train_labels, val_features, val_labels, args.knn_neighbours,
-                               chunk_size=args.knn_chunk_size, device=device)
-    metrics: dict[str, Any] = {
-        "task": "action_retrieval",
-        "knn_top1": 100.0 * accuracy,
-        "k": args.knn_neighbours,
-        "feature_dim": int(train_features.shape[1]),
-        "num_train": len(train_set),
-        "num_val": len(val_set),
-        "num_class": num_class,
-    }
-    summary = f"KNN (k={args.knn_neighbours}) top-1 {100.0 * accuracy:.2f}%"
-
-    if args.with_autoencoder:
-        train_t = torch.from_numpy(train_features).to(device)
-        val_t = torch.from_numpy(val_features).to(device)
-        auto, train_loss, _ = train_autoencoder(train_t, args.ae_epochs, batch_size=args.ae_batch_size, lr=args.ae_lr,
-                                             lr_step=args.ae_lr_step, seed=args.data_seed)
-        train_codes, _ = encode(auto, train_t)
-        val_codes, val_loss = encode(auto, val_t)
-        ae_accuracy, _ = knn_accuracy(train_codes, train_labels, val_codes, val_labels, args.knn_neighbours,
-                                      chunk_size=args.knn_chunk_size, device=device)
-        metrics.update({
-            "knn_top1_autoencoder": 100.0 * ae_accuracy,
-            "autoencoder": {"epochs": args.ae_epochs, "code_size": AE_CODE_SIZE, "lr_step": args.ae_lr_step,
-                            "train_mse": train_loss, "val_mse": val_loss},
-        })
-        summary += f" | with auto-encoder {100.0 * ae_accuracy:.2f}%"
-
-    if args.save_features:
-        save_features(args.save_features,
-                      train_features=train_features, train_labels=train_labels, train_names=np.array(train_set.names),
-                      val_features=val_features, val_labels=val_labels, val_names=np.array(val_set.names))
-        metrics["features"] = str(args.save_features)
-    if args.plot_dir:
-        rng = np.random.default_rng(args.data_seed)
-        shown = np.sort(rng.permutation(len(val_set))[: args.tsne_samples])
-        plot_path = Path(args.plot_dir) / "tsne.png"
-        plot_tsne(val_features[shown], val_labels[shown], action_names(args.finetune_dataset, num_class), plot_path,
-                  title=f"{args.finetune_skeleton_representation} features, {args.finetune_dataset} {args.protocol} "
-                        f"evaluation set (t-SNE, cosine)", seed=args.data_seed)
-        metrics["plots"] = [str(plot_path)]
-    metrics["args"] = args_to_dict(args)
-    if args.metrics_json:
-        write_json_atomic(args.metrics_json, metrics)
-    print(f"retrieval {args.finetune_skeleton_representation} on {args.finetune_dataset} {args.protocol}: {summary}",
-          flush=True)
-    return metrics
-
-
 if __name__ == "__main__":
-    run_script(main)
+    raise SystemExit(main())

@@ -6,16 +6,19 @@ renamed into place), labelled with the NTU action names from ``data_gen/resource
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
+
+from common.io import atomic_write
 
 ACTION_NAMES_FILE = Path(__file__).resolve().parents[1] / "data_gen" / "resources" / "ntu_action_names.tsv"
 # Datasets whose classes are the first N NTU actions (NTU 60 is a prefix of NTU 120).
 NTU_DATASETS = ("ntu60", "ntu120")
+# t-SNE's perplexity must stay below the number of points.
+TSNE_MIN_SAMPLES = 3
 
 
 def read_action_names(path: str | os.PathLike = ACTION_NAMES_FILE) -> list[str]:
@@ -76,16 +79,7 @@ def _pyplot():
 
 
 def _save_figure(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"))
 
 
 def plot_confusion_matrix(counts: np.ndarray, names: Sequence[str], path: str | os.PathLike,
@@ -123,8 +117,8 @@ def tsne_embedding(features: np.ndarray, seed: int = 0) -> np.ndarray:
 
     features = np.asarray(features, dtype=np.float32)
     n = features.shape[0]
-    if n < 3:
-        raise ValueError(f"t-SNE needs at least 3 samples, got {n}")
+    if n < TSNE_MIN_SAMPLES:
+        raise ValueError(f"t-SNE needs at least {TSNE_MIN_SAMPLES} samples, got {n}")
     perplexity = float(min(30.0, max(1.0, (n - 1) / 3)))  # sklearn requires perplexity < n
     tsne = TSNE(n_components=2, perplexity=perplexity, metric="cosine", init="pca", random_state=seed)
     return tsne.fit_transform(features)

@@ -10,7 +10,9 @@ import pytest
 import torch
 
 import action_classification
-from action_classification import check_encoder_unchanged, freeze_encoder, init_head
+from common import evaluation
+from common.checkpoints import CLASSIFIER_FORMAT, PRETRAIN_FORMAT
+from common.evaluation import check_encoder_unchanged, freeze_encoder, init_head
 from models import build_encoder
 from tests.test_checkpoints import reference_checkpoint
 
@@ -64,6 +66,11 @@ def _common(data_root: Path, out: Path, *extra: str) -> list[str]:
             "--checkpoint-path", str(out / "ckpt"), *TINY_ARGS, *extra]
 
 
+def classify(argv: list[str]) -> dict:
+    """The script's results (what ``--metrics-json`` receives) for a command line."""
+    return action_classification.run(action_classification.parse_args(argv))
+
+
 def _encoder_tensors(state: dict) -> dict:
     return {k: v for k, v in state.items() if not k.startswith("fc.")}
 
@@ -72,7 +79,7 @@ def test_linear_evaluation_end_to_end(data_root, tmp_path, capsys):
     pretrained = tmp_path / "checkpoint_0450.pth.tar"
     encoders = reference_checkpoint(pretrained, "seq-based_and_graph-based")
     metrics_path = tmp_path / "out" / "metrics.json"
-    metrics = action_classification.main(_common(
+    metrics = classify(_common(
         data_root, tmp_path, "--epochs", "2", "--pretrained", str(pretrained),
         "--pretrain-skeleton-representation", "seq-based_and_graph-based",
         "--finetune-skeleton-representation", "graph-based",
@@ -117,7 +124,8 @@ def test_frozen_check_catches_a_changed_weight():
     check_encoder_unchanged(model, reference, epoch=1)  # fc may change
     bn_key = next(k for k in reference if k.endswith("running_mean"))
     model.state_dict()[bn_key].add_(0.25)
-    with pytest.raises(RuntimeError, match=rf"changed frozen encoder weights during epoch 1: {bn_key} \(max change 0.25\)"):
+    message = rf"changed frozen encoder weights during epoch 1: {bn_key} \(max change 0.25\)"
+    with pytest.raises(RuntimeError, match=message):
         check_encoder_unchanged(model, reference, epoch=1)
 
 
@@ -125,12 +133,26 @@ def test_broken_freezing_is_caught_during_training(data_root, tmp_path, monkeypa
     """Were freezing forgotten, SGD would move encoder weights: the run must stop after epoch 1."""
     pretrained = tmp_path / "intra.pth.tar"
     reference_checkpoint(pretrained, "image-based")
-    monkeypatch.setattr(action_classification, "freeze_encoder", lambda model: None)
+    monkeypatch.setattr(evaluation, "freeze_encoder", lambda model: None)
     with pytest.raises(RuntimeError, match="changed frozen encoder weights during epoch 1"):
-        action_classification.main(_common(
+        classify(_common(
             data_root, tmp_path, "--epochs", "1", "--pretrained", str(pretrained),
             "--pretrain-skeleton-representation", "image-based", "--finetune-skeleton-representation", "image-based"))
     assert not (tmp_path / "ckpt" / "image-based_checkpoint.pth.tar").exists()
+
+
+def test_frozen_check_runs_on_the_first_epoch_of_a_resumed_run(data_root, tmp_path, monkeypatch):
+    pretrained = tmp_path / "intra.pth.tar"
+    reference_checkpoint(pretrained, "image-based")
+    args = _common(data_root, tmp_path, "--pretrained", str(pretrained), "--pretrain-skeleton-representation",
+                   "image-based", "--finetune-skeleton-representation", "image-based")
+    checked = []
+    real_check = evaluation.check_encoder_unchanged
+    monkeypatch.setattr(evaluation, "check_encoder_unchanged",
+                        lambda model, reference, epoch: (checked.append(epoch), real_check(model, reference, epoch)))
+    classify(args + ["--epochs", "1"])
+    classify(args + ["--epochs", "3", "--resume", str(tmp_path / "ckpt" / "last_checkpoint.pth.tar")])
+    assert checked == [1, 2]
 
 
 def test_freeze_encoder_keeps_eval_mode_and_only_fc_trainable():
@@ -148,15 +170,18 @@ def test_freeze_encoder_keeps_eval_mode_and_only_fc_trainable():
 def test_supervised_semi_supervised_and_resume(data_root, tmp_path):
     args = _common(data_root, tmp_path, "--finetune-skeleton-representation", "image-based",
                    "--label-fraction", "0.5")
-    first = action_classification.main(args + ["--epochs", "1"])
+    first = classify(args + ["--epochs", "1"])
     assert first["protocol"] == "supervised (0.5 of the labels)"
     assert first["num_train"] == 6  # round(0.5 * 4) clips of each of the 3 classes
-    resumed = action_classification.main(args + ["--epochs", "2", "--resume",
+    first_events = sorted(p.name for p in (tmp_path / "ckpt").glob("events.*"))
+    resumed = classify(args + ["--epochs", "2", "--resume",
                                                  str(tmp_path / "ckpt" / "last_checkpoint.pth.tar")])
+    # continuing a run in its own folder keeps what the run wrote so far
+    assert set(first_events) < {p.name for p in (tmp_path / "ckpt").glob("events.*")}
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
     assert resumed["history"][0] == first["history"][0]
     # an uninterrupted run reaches the same second epoch
-    straight = action_classification.main(args + ["--epochs", "2", "--checkpoint-path", str(tmp_path / "straight")])
+    straight = classify(args + ["--epochs", "2", "--checkpoint-path", str(tmp_path / "straight")])
     for key in ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5"):
         assert resumed["history"][1][key] == pytest.approx(straight["history"][1][key], rel=1e-5), key
     last = torch.load(tmp_path / "ckpt" / "last_checkpoint.pth.tar", weights_only=True)
@@ -164,7 +189,7 @@ def test_supervised_semi_supervised_and_resume(data_root, tmp_path):
 
 
 def test_label_fraction_keeps_one_clip_per_class(data_root, tmp_path):
-    metrics = action_classification.main(_common(data_root, tmp_path, "--epochs", "1", "--label-fraction", "0.01",
+    metrics = classify(_common(data_root, tmp_path, "--epochs", "1", "--label-fraction", "0.01",
                                                  "--finetune-skeleton-representation", "image-based"))
     assert metrics["num_train"] == len((0, 3, 7))
 
@@ -172,7 +197,7 @@ def test_label_fraction_keeps_one_clip_per_class(data_root, tmp_path):
 def test_finetune_trains_the_encoder(data_root, tmp_path):
     pretrained = tmp_path / "intra.pth.tar"
     encoders = reference_checkpoint(pretrained, "seq-based")
-    metrics = action_classification.main(_common(
+    metrics = classify(_common(
         data_root, tmp_path, "--epochs", "1", "--pretrained", str(pretrained), "--finetune",
         "--pretrain-skeleton-representation", "seq-based", "--finetune-skeleton-representation", "seq-based"))
     assert metrics["protocol"] == "fine-tuned"
@@ -186,20 +211,106 @@ def test_error_cases(data_root, tmp_path):
     reference_checkpoint(pretrained, "seq-based_and_graph-based")
     with pytest.raises(FileNotFoundError, match=r"val_data_joint\.npy not found"):
         (data_root / "NTU-RGB-D-60-AGCN" / "xview" / "val_data_joint.npy").rename(tmp_path / "moved.npy")
-        action_classification.main(_common(data_root, tmp_path, "--epochs", "1"))
+        classify(_common(data_root, tmp_path, "--epochs", "1"))
     (tmp_path / "moved.npy").rename(data_root / "NTU-RGB-D-60-AGCN" / "xview" / "val_data_joint.npy")
     with pytest.raises(FileNotFoundError, match="missing.pth.tar"):
-        action_classification.main(_common(data_root, tmp_path, "--pretrained", str(tmp_path / "missing.pth.tar")))
+        classify(_common(data_root, tmp_path, "--pretrained", str(tmp_path / "missing.pth.tar")))
     with pytest.raises(ValueError, match=r"holds encoder_q \(seq-based\), encoder_r \(graph-based\)"):
-        action_classification.main(_common(
+        classify(_common(
             data_root, tmp_path, "--pretrained", str(pretrained),
             "--pretrain-skeleton-representation", "seq-based_and_graph-based",
             "--finetune-skeleton-representation", "image-based"))
     with pytest.raises(ValueError, match=r"--window-size 8: the image-based encoder \(HCN\) needs at least 16 frames"):
-        action_classification.main(_common(data_root, tmp_path, "--finetune-skeleton-representation", "image-based",
+        classify(_common(data_root, tmp_path, "--finetune-skeleton-representation", "image-based",
                                            "--window-size", "8"))
     assert not (tmp_path / "ckpt").exists()
     with pytest.raises(ValueError, match="--finetune needs --pretrained"):
-        action_classification.main(_common(data_root, tmp_path, "--finetune"))
+        classify(_common(data_root, tmp_path, "--finetune"))
     with pytest.raises(SystemExit):  # argparse: unknown representation
-        action_classification.main(_common(data_root, tmp_path, "--finetune-skeleton-representation", "pixel-based"))
+        classify(_common(data_root, tmp_path, "--finetune-skeleton-representation", "pixel-based"))
+
+
+def _error_lines(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+def test_main_returns_exit_codes_and_guards_the_checkpoint_folder(data_root, tmp_path, capsys):
+    args = _common(data_root, tmp_path, "--epochs", "1", "--finetune-skeleton-representation", "image-based")
+    assert action_classification.main(args) == 0
+    ckpt = tmp_path / "ckpt"
+    written = {p.name: p.read_bytes() for p in ckpt.iterdir()}
+    assert sorted(n for n in written if not n.startswith("events.")) == ["image-based_checkpoint.pth.tar",
+                                                                          "last_checkpoint.pth.tar"]
+    assert torch.load(ckpt / "last_checkpoint.pth.tar", weights_only=True)["format"] == CLASSIFIER_FORMAT
+    capsys.readouterr()
+
+    # the same folder again without --resume: one line, exit 2, nothing touched
+    assert action_classification.main(args) == 2
+    assert _error_lines(capsys) == [
+        f"action_classification.py: error: --checkpoint-path {ckpt} already holds the checkpoints of a run "
+        f"(last_checkpoint.pth.tar: 1 of 1 epochs done); continue it with --resume {ckpt / 'last_checkpoint.pth.tar'}, "
+        "or pass --overwrite to delete them and start again"]
+    assert {p.name: p.read_bytes() for p in ckpt.iterdir()} == written
+
+    last = ckpt / "last_checkpoint.pth.tar"
+    assert action_classification.main(args + ["--resume", str(last), "--overwrite"]) == 2
+    assert _error_lines(capsys) == [
+        f"action_classification.py: error: --overwrite would delete {last}, the checkpoint --resume continues "
+        f"from; drop --overwrite to continue that run in {ckpt}"]
+
+    # --overwrite: the earlier run's checkpoints and TensorBoard events are replaced by the new run's
+    assert action_classification.main(args + ["--epochs", "2", "--overwrite"]) == 0
+    assert torch.load(ckpt / "last_checkpoint.pth.tar", weights_only=True)["epoch"] == 2
+    events = [p.name for p in ckpt.iterdir() if p.name.startswith("events.")]
+    assert len(events) == 1 and events[0] not in written
+
+
+def test_resume_refuses_what_is_not_this_classifier(data_root, tmp_path, capsys):
+    args = _common(data_root, tmp_path, "--epochs", "1", "--finetune-skeleton-representation", "image-based")
+    ours = tmp_path / "pretraining.pth.tar"
+    torch.save({"format": PRETRAIN_FORMAT, "epoch": 3, "state_dict": {"w": torch.zeros(1)}, "optimizer": {}}, ours)
+    assert action_classification.main(args + ["--resume", str(ours)]) == 2
+    assert _error_lines(capsys) == [f"action_classification.py: error: --resume {ours} is a pretraining checkpoint, "
+                                    "not a classification checkpoint"]
+    reference = tmp_path / "reference.pth.tar"  # no format entry: read by its keys, then it does not fit
+    reference_checkpoint(reference, "image-based")
+    assert action_classification.main(args + ["--resume", str(reference)]) == 2
+    (line,) = _error_lines(capsys)
+    assert line.startswith(f"action_classification.py: error: --resume {reference} does not fit this model and "
+                           "protocol: Error(s) in loading state_dict for HCN: Missing key(s) in state_dict: ")
+    assert not (tmp_path / "ckpt").exists()
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--lr", "-1", "argument --lr/--learning-rate: expected a positive number, got -1"),
+    ("--lr", "0", "argument --lr/--learning-rate: expected a positive number, got 0"),
+    ("--epochs", "0", "argument --epochs: expected a positive integer, got 0"),
+    ("-b", "0", "argument -b/--batch-size: expected a positive integer, got 0"),
+    ("-j", "-1", "argument -j/--workers: expected an integer >= 0, got -1"),
+    ("--label-fraction", "0", "argument --label-fraction: expected a fraction in (0, 1], got 0"),
+    ("--label-fraction", "1.5", "argument --label-fraction: expected a fraction in (0, 1], got 1.5"),
+])
+def test_impossible_numbers_are_refused(data_root, tmp_path, capsys, flag, value, message):
+    assert action_classification.main(_common(data_root, tmp_path, flag, value)) == 2
+    assert _error_lines(capsys)[-1] == f"action_classification.py: error: {message}"
+    assert not (tmp_path / "ckpt").exists()
+
+
+def write_out_of_range_label(data_root: Path, part: str = "val", index: int = 1, label: int = 60) -> tuple[Path, str]:
+    """Replace one label of ``part`` by ``label``; returns the label file and that sample's name."""
+    path = data_root / "NTU-RGB-D-60-AGCN" / "xview" / f"{part}_label.pkl"
+    with open(path, "rb") as f:
+        names, labels = pickle.load(f)
+    labels = list(labels)
+    labels[index] = label
+    with open(path, "wb") as f:
+        pickle.dump((names, labels), f)
+    return path, names[index]
+
+
+def test_label_out_of_range_is_one_line(data_root, tmp_path, capsys):
+    path, name = write_out_of_range_label(data_root)
+    assert action_classification.main(_common(data_root, tmp_path, "--epochs", "1")) == 2
+    assert _error_lines(capsys) == [f"action_classification.py: error: {path}: label 60 of sample {name} is out of "
+                                    "range; ntu60 has 60 classes, labels 0 to 59"]
+    assert not (tmp_path / "ckpt").exists()

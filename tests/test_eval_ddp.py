@@ -13,13 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-import action_retrieval
-from action_classification import evaluate, make_dataset, make_loader
-from common.checkpoints import model_state, read_checkpoint
+from common.checkpoints import load_pretrained_encoder, model_state, read_checkpoint
 from common.distributed import DistContext, launched_by_torchrun
+from common.evaluation import evaluate, evaluation_plan, make_dataset, plan_loader
+from feeders import DownstreamDataset, split_paths
 from models import build_encoder
 from tests.test_checkpoints import reference_checkpoint
 from tests.test_classification import TINY, TINY_ARGS, write_synthetic_split
+from tests.test_retrieval import retrieve
+from tests.test_retrieval_feature_mode import graph_checkpoint, relative_difference
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,7 +52,7 @@ def test_retrieval_two_processes_equal_one(tmp_path):
               "--pretrain-skeleton-representation", "seq-based_and_graph-based",
               "--finetune-skeleton-representation", "graph-based", "--knn-neighbours", "1",
               "-b", "4", "-j", "0", "--seed", "2", "--device", "cpu", *TINY_ARGS]
-    single = action_retrieval.main(common + ["--save-features", str(tmp_path / "one" / "feats.npz")])
+    single = retrieve(common + ["--save-features", str(tmp_path / "one" / "feats.npz")])
 
     out = tmp_path / "two"
     proc = torchrun("action_retrieval.py", common + ["--save-features", str(out / "feats.npz"),
@@ -111,7 +113,38 @@ def test_linear_classification_two_processes(tmp_path):
                            "finetune_skeleton_representation": "seq-based", "data_seed": 1,
                            "batch_size": 4, "workers": 0, "window_size": 64})()
     ctx = DistContext()
-    stats, predictions = evaluate(model, make_loader(make_dataset(ns, "val", train=False), ns, ctx, False),
-                                  torch.nn.CrossEntropyLoss(), ctx)
+    val_set = make_dataset(ns, "val", train=False)
+    val_loader = plan_loader(val_set, evaluation_plan(len(val_set), 4), ns, ctx)
+    stats, predictions = evaluate(model, val_loader, torch.nn.CrossEntropyLoss(), ctx)
     assert stats["top1"] == metrics["top1"] and stats["top5"] == metrics["top5"]
     assert predictions.shape == (9,)
+
+
+def test_retrieval_train_mode_two_processes_split_batches_like_data_parallel(tmp_path):
+    """--feature-mode train under torchrun: every batch of the reference's order is split across the
+    processes as DataParallel splits it across devices, each chunk normalised with its own statistics."""
+    root = tmp_path / "data"
+    write_synthetic_split(root, per_class={"train": 3, "val": 1})  # 9 / 3 clips
+    pretrained = tmp_path / "graph.pth.tar"
+    graph_checkpoint(pretrained)
+    out = tmp_path / "two"
+    torchrun("action_retrieval.py", [
+        "--data-root", str(root), "--pretrained", str(pretrained), "--pretrain-skeleton-representation",
+        "graph-based", "--finetune-skeleton-representation", "graph-based", "--feature-mode", "train",
+        "-b", "4", "-j", "0", "--seed", "3", "--device", "cpu", *TINY_ARGS,
+        "--save-features", str(out / "feats.npz")], tmp_path)
+    saved = np.load(out / "feats.npz")
+
+    encoder = build_encoder("graph-based", 60, **TINY)
+    load_pretrained_encoder(encoder, pretrained, "graph-based", "graph-based")  # left in train mode
+    train_order = torch.randperm(9, generator=torch.Generator().manual_seed(3)).tolist()
+    for part, order in (("train", train_order), ("val", [0, 1, 2])):
+        dataset = DownstreamDataset(split_paths(root, "ntu60", "cross_view", part), "graph-based", train=False)
+        expected = np.zeros((len(order), saved[f"{part}_features"].shape[1]), dtype=np.float32)
+        for start in range(0, len(order), 4):
+            batch = order[start : start + 4]
+            for chunk in (batch[:2], batch[2:]):  # rank 0 and rank 1
+                if chunk:
+                    with torch.no_grad():
+                        expected[chunk] = encoder(torch.stack([dataset[i][0] for i in chunk]), knn_eval=True).numpy()
+        assert relative_difference(saved[f"{part}_features"], expected) <= 1e-3, part

@@ -10,6 +10,7 @@ import torch
 from sklearn.neighbors import KNeighborsClassifier
 from torch import nn
 
+import action_classification
 import action_retrieval
 from action_retrieval import FeatureAutoencoder, train_autoencoder
 from common.checkpoints import load_pretrained_encoder
@@ -17,7 +18,12 @@ from common.knn import cosine_knn_indices, cosine_knn_predict, knn_accuracy
 from feeders import DownstreamDataset, split_paths
 from models import build_encoder, feature_dim
 from tests.test_checkpoints import reference_checkpoint
-from tests.test_classification import PNG_MAGIC, TINY, TINY_ARGS, write_synthetic_split
+from tests.test_classification import PNG_MAGIC, TINY, TINY_ARGS, write_out_of_range_label, write_synthetic_split
+
+
+def retrieve(argv: list[str]) -> dict:
+    """The script's results (what ``--metrics-json`` receives) for a command line."""
+    return action_retrieval.run(action_retrieval.parse_args(argv))
 
 
 def _sklearn_predict(train, labels, query, k):
@@ -28,7 +34,7 @@ def _sklearn_predict(train, labels, query, k):
 @pytest.mark.parametrize("k", [1, 3, 5])
 def test_knn_matches_sklearn_on_random_features(k, dtype):
     rng = np.random.default_rng(k)
-    for trial in range(3):
+    for _ in range(3):
         train = rng.normal(size=(200, 24)).astype(dtype)
         query = rng.normal(size=(90, 24)).astype(dtype)
         labels = rng.choice([2, 5, 11, 40], size=200)  # sparse label values: classes are mapped, not assumed 0..C-1
@@ -52,7 +58,8 @@ def test_knn_indices_are_sorted_nearest_first():
     rng = np.random.default_rng(0)
     train, query = rng.normal(size=(50, 8)), rng.normal(size=(10, 8))
     indices = cosine_knn_indices(train, query, 4, chunk_size=3).numpy()
-    cos = (query / np.linalg.norm(query, axis=1, keepdims=True)) @ (train / np.linalg.norm(train, axis=1, keepdims=True)).T
+    unit_query = query / np.linalg.norm(query, axis=1, keepdims=True)
+    cos = unit_query @ (train / np.linalg.norm(train, axis=1, keepdims=True)).T
     np.testing.assert_array_equal(indices, np.argsort(-cos, axis=1)[:, :4])
     accuracy, predictions = knn_accuracy(train, np.arange(50) % 3, query, np.zeros(10, dtype=int), 1)
     assert accuracy == pytest.approx(np.mean(predictions == 0))
@@ -87,7 +94,7 @@ def test_retrieval_end_to_end(tmp_path, capsys):
     reference_checkpoint(pretrained, "seq-based_and_image-based")
     features_path = tmp_path / "features" / "feats.npz"
     metrics_path = tmp_path / "metrics.json"
-    metrics = action_retrieval.main([
+    metrics = retrieve([
         "--data-root", str(root), "--finetune-dataset", "ntu120", "--protocol", "cross_setup",
         "--pretrained", str(pretrained), "--pretrain-skeleton-representation", "seq-based_and_image-based",
         "--finetune-skeleton-representation", "image-based", "--knn-neighbours", "3",
@@ -132,15 +139,53 @@ def test_retrieval_without_checkpoint_and_errors(tmp_path):
     write_synthetic_split(root, per_class={"train": 2, "val": 1})
     common = ["--data-root", str(root), "-j", "0", "-b", "8", "--device", "cpu", *TINY_ARGS,
               "--finetune-skeleton-representation", "seq-based"]
-    metrics = action_retrieval.main(common)  # randomly initialised encoder (the reference allows it)
+    metrics = retrieve(common)  # randomly initialised encoder (the reference allows it)
     assert metrics["num_train"] == 6 and metrics["feature_dim"] == 16  # 2 x GRU hidden size
     with pytest.raises(ValueError, match="--knn-neighbours 7 exceeds the 6 training clips"):
-        action_retrieval.main(common + ["--knn-neighbours", "7"])
+        retrieve(common + ["--knn-neighbours", "7"])
     pretrained = tmp_path / "graph_image.pth.tar"
     reference_checkpoint(pretrained, "graph-based_and_image-based")
     with pytest.raises(ValueError, match=r"holds encoder_q \(graph-based\), encoder_r \(image-based\)"):
-        action_retrieval.main(common + ["--pretrained", str(pretrained),
+        retrieve(common + ["--pretrained", str(pretrained),
                                         "--pretrain-skeleton-representation", "graph-based_and_image-based"])
     (root / "NTU-RGB-D-60-AGCN" / "xview" / "train_label.pkl").unlink()
     with pytest.raises(FileNotFoundError, match=r"train_label\.pkl not found"):
-        action_retrieval.main(common)
+        retrieve(common)
+
+
+def test_main_exit_codes_and_one_line_errors(tmp_path, capsys):
+    root = tmp_path / "data"
+    write_synthetic_split(root, per_class={"train": 2, "val": 1})
+    common = ["--data-root", str(root), "-j", "0", "-b", "8", "--device", "cpu", *TINY_ARGS]
+    assert action_retrieval.main(common) == 0
+    capsys.readouterr()
+    refused = [
+        (["--knn-neighbours", "0"], "argument --knn-neighbours: expected a positive integer, got 0"),
+        (["--knn-chunk-size", "0"], "argument --knn-chunk-size: expected a positive integer, got 0"),
+        (["--ae-epochs", "0"], "argument --ae-epochs: expected a positive integer, got 0"),
+        (["--ae-lr", "-1"], "argument --ae-lr: expected a positive number, got -1"),
+        (["-b", "-4"], "argument -b/--batch-size: expected a positive integer, got -4"),
+        (["--tsne-samples", "2", "--plot-dir", str(tmp_path / "plots")],
+         "--tsne-samples 2: the t-SNE plot of --plot-dir needs at least 3 clips"),
+        (["--knn-neighbours", "7"], "--knn-neighbours 7 exceeds the 6 training clips"),
+    ]
+    for extra, message in refused:
+        assert action_retrieval.main(common + extra) == 2, extra
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert lines[-1] == f"action_retrieval.py: error: {message}"
+    assert not (tmp_path / "plots").exists()
+
+
+def test_label_out_of_range_is_refused_like_classification(tmp_path, capsys):
+    root = tmp_path / "data"
+    write_synthetic_split(root, per_class={"train": 2, "val": 2})
+    path, name = write_out_of_range_label(root, part="train", index=4, label=75)
+    metrics_path = tmp_path / "metrics.json"
+    argv = ["--data-root", str(root), "-j", "0", "-b", "8", "--device", "cpu", *TINY_ARGS,
+            "--metrics-json", str(metrics_path)]
+    assert action_retrieval.main(argv) == 2
+    message = f"{path}: label 75 of sample {name} is out of range; ntu60 has 60 classes, labels 0 to 59"
+    assert capsys.readouterr().err.splitlines() == [f"action_retrieval.py: error: {message}"]
+    assert not metrics_path.exists()
+    assert action_classification.main(argv + ["--checkpoint-path", str(tmp_path / "ckpt")]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"action_classification.py: error: {message}"]

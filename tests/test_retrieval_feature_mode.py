@@ -1,0 +1,204 @@
+"""action_retrieval.py --feature-mode: 'train' is the reference's extraction (the encoder in train mode,
+its loaders' batches), checked against a literal re-implementation; 'eval' differs wherever BatchNorm or
+dropout does; nothing learned during extraction is kept."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from common import evaluation
+from common.checkpoints import load_pretrained_encoder
+from common.distributed import DistContext
+from feeders import DownstreamDataset, split_paths
+from models import build_encoder
+from tests.test_checkpoints import reference_checkpoint
+from tests.test_classification import TINY, TINY_ARGS, write_synthetic_split
+from tests.test_retrieval import retrieve
+
+PRETRAIN = "graph-based"
+
+
+def graph_checkpoint(path) -> None:
+    """An intra-skeleton graph-based checkpoint in the reference's layout whose BatchNorm running
+    statistics are far from any batch's (as after pretraining on other data)."""
+    encoder = build_encoder("graph-based", 16, **TINY)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, buffer in encoder.named_buffers():
+            if name.endswith("running_mean"):
+                buffer.copy_(torch.randn(buffer.shape, generator=generator))
+            elif name.endswith("running_var"):
+                buffer.copy_(torch.rand(buffer.shape, generator=generator) * 2.0 + 0.5)
+    state = {f"module.encoder_q.{k}": v for k, v in encoder.state_dict().items()}
+    torch.save({"epoch": 1, "arch": PRETRAIN, "state_dict": state}, path)
+
+
+def relative_difference(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def reference_extraction(encoder: torch.nn.Module, dataset: DownstreamDataset, batches: list[list[int]]) -> np.ndarray:
+    """The reference's extraction loop, literally: no eval() call anywhere (a freshly built encoder is in
+    train mode), one forward per batch, squeeze, rows stacked in batch order."""
+    hidden = None
+    for batch in batches:
+        clips = torch.stack([dataset[i][0] for i in batch])
+        en_hi = encoder(clips, knn_eval=True).squeeze()
+        rows = en_hi.detach().cpu().numpy()
+        hidden = rows if hidden is None else np.vstack((hidden, rows))
+    return hidden
+
+
+@pytest.fixture(scope="module")
+def graph_run(tmp_path_factory):
+    """Graph-based retrieval in both modes on 21 training and 21 evaluation clips (batches of 16 + 5)."""
+    tmp = tmp_path_factory.mktemp("graph")
+    root = tmp / "data"
+    write_synthetic_split(root, per_class={"train": 7, "val": 7})
+    pretrained = tmp / "graph.pth.tar"
+    graph_checkpoint(pretrained)
+    common = ["--data-root", str(root), "--pretrained", str(pretrained),
+              "--pretrain-skeleton-representation", PRETRAIN, "--finetune-skeleton-representation", "graph-based",
+              "-b", "16", "-j", "0", "--seed", "5", "--device", "cpu", *TINY_ARGS]
+    out = {}
+    for mode in ("train", "eval"):
+        metrics = retrieve(common + ["--feature-mode", mode, "--save-features", str(tmp / f"{mode}.npz"),
+                                     "--metrics-json", str(tmp / f"{mode}.json")])
+        out[mode] = (metrics, dict(np.load(tmp / f"{mode}.npz")), json.loads((tmp / f"{mode}.json").read_text()))
+    return root, pretrained, out
+
+
+def _pretrained_graph_encoder(pretrained) -> torch.nn.Module:
+    encoder = build_encoder("graph-based", 60, **TINY)
+    load_pretrained_encoder(encoder, pretrained, PRETRAIN, "graph-based")
+    return encoder
+
+
+def test_train_mode_equals_the_reference_extraction(graph_run):
+    root, pretrained, out = graph_run
+    _, saved, on_disk = out["train"]
+    encoder = _pretrained_graph_encoder(pretrained)
+    assert encoder.training  # as the reference leaves it
+    with torch.no_grad():
+        # Evaluation clips: the reference's loader keeps dataset order, batches of --batch-size.
+        val_set = DownstreamDataset(split_paths(root, "ntu60", "cross_view", "val"), "graph-based", train=False)
+        assert len(val_set) == 21
+        loader_batches = [list(range(0, 16)), list(range(16, 21))]
+        expected_val = reference_extraction(encoder, val_set, loader_batches)
+        # Training clips: shuffled by the seed (torch.randperm with a generator seeded by --seed), the rows
+        # returned to dataset order for the saved file.
+        train_set = DownstreamDataset(split_paths(root, "ntu60", "cross_view", "train"), "graph-based", train=False)
+        order = torch.randperm(21, generator=torch.Generator().manual_seed(5)).tolist()
+        shuffled = reference_extraction(encoder, train_set, [order[:16], order[16:]])
+    expected_train = np.empty_like(shuffled)
+    expected_train[order] = shuffled
+
+    assert relative_difference(saved["val_features"], expected_val) <= 1e-3
+    assert relative_difference(saved["train_features"], expected_train) <= 1e-3
+    assert on_disk["feature_mode"] == "train" and on_disk["args"]["feature_mode"] == "train"
+    # The one-batch-at-a-time eval-mode computation is not what the reference computes.
+    encoder.eval()
+    with torch.no_grad():
+        eval_val = reference_extraction(encoder, val_set, loader_batches)
+    assert relative_difference(saved["val_features"], eval_val) > 0.05
+
+
+def test_eval_and_train_modes_differ_on_a_batchnorm_encoder(graph_run):
+    _, pretrained, out = graph_run
+    (_, train_saved, _), (_, eval_saved, eval_json) = out["train"], out["eval"]
+    assert eval_json["feature_mode"] == "eval"
+    assert relative_difference(train_saved["val_features"], eval_saved["val_features"]) > 0.05
+    encoder = _pretrained_graph_encoder(pretrained).eval()
+    val_set = DownstreamDataset(split_paths(graph_run[0], "ntu60", "cross_view", "val"), "graph-based", train=False)
+    with torch.no_grad():
+        expected = encoder(torch.stack([val_set[i][0] for i in range(3)]), knn_eval=True).numpy()
+    np.testing.assert_allclose(eval_saved["val_features"][:3], expected, rtol=1e-4, atol=1e-5)
+    for key in ("train_labels", "val_labels", "train_names", "val_names"):
+        np.testing.assert_array_equal(train_saved[key], eval_saved[key])
+
+
+def _namespace(root, batch_size: int) -> argparse.Namespace:
+    return argparse.Namespace(data_root=str(root), finetune_dataset="ntu60", protocol="cross_view",
+                              finetune_skeleton_representation="graph-based", data_seed=0, window_size=64,
+                              workers=0, batch_size=batch_size)
+
+
+def test_extraction_in_train_mode_keeps_nothing(tmp_path):
+    root = tmp_path / "data"
+    write_synthetic_split(root, per_class={"train": 1, "val": 2})
+    args = _namespace(root, 4)
+    dataset = evaluation.make_dataset(args, "val", train=False)
+    model = build_encoder("graph-based", 60, **TINY)
+    model.eval()
+    evaluation.freeze_encoder(model)  # a pinned train() must not keep the batch statistics away
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ctx = DistContext()
+    loader = evaluation.plan_loader(dataset, evaluation.evaluation_plan(6, 4), args, ctx)
+    features, _ = evaluation.extract_features(model, loader, ctx, "test", mode="train")
+    after = model.state_dict()
+    assert sorted(after) == sorted(before)
+    assert all(torch.equal(after[k], before[k]) for k in before)  # bit-identical, counters included
+    assert not any(m.training for m in model.modules())  # modes restored
+    with torch.no_grad():
+        eval_features = model(torch.stack([dataset[i][0] for i in range(6)]), knn_eval=True).numpy()
+    assert relative_difference(features, eval_features) > 0.05  # batch statistics were used
+    # Without the restoration the same forward would have moved the running statistics.
+    torch.nn.Module.train(model, True)
+    with torch.no_grad():
+        model(torch.stack([dataset[i][0] for i in range(4)]), knn_eval=True)
+    assert not torch.equal(model.state_dict()["data_bn.running_mean"], before["data_bn.running_mean"])
+
+
+def test_seq_based_features_do_not_depend_on_the_mode(tmp_path):
+    root = tmp_path / "data"
+    write_synthetic_split(root, per_class={"train": 3, "val": 2})
+    common = ["--data-root", str(root), "--finetune-skeleton-representation", "seq-based", "-b", "4", "-j", "0",
+              "--seed", "2", "--device", "cpu", *TINY_ARGS]
+    runs = {}
+    for mode in ("eval", "train"):
+        path = tmp_path / f"{mode}.npz"
+        runs[mode] = (retrieve(common + ["--feature-mode", mode, "--save-features", str(path)]), np.load(path))
+    (eval_metrics, eval_saved), (train_metrics, train_saved) = runs["eval"], runs["train"]
+    for key in ("train_features", "val_features"):  # the BiGRU has neither BatchNorm nor dropout
+        np.testing.assert_allclose(train_saved[key], eval_saved[key], rtol=1e-5, atol=1e-6)
+    assert train_metrics["knn_top1"] == eval_metrics["knn_top1"]
+    assert (train_metrics["feature_mode"], eval_metrics["feature_mode"]) == ("train", "eval")
+
+
+def test_train_mode_dropout_is_seeded(tmp_path):
+    root = tmp_path / "data"
+    write_synthetic_split(root, per_class={"train": 2, "val": 2})
+    pretrained = tmp_path / "intra.pth.tar"  # fixed weights: only the dropout masks depend on --seed
+    reference_checkpoint(pretrained, "image-based")
+    common = ["--data-root", str(root), "--pretrained", str(pretrained), "--pretrain-skeleton-representation",
+              "image-based", "--finetune-skeleton-representation", "image-based", "-b", "4", "-j", "0",
+              "--device", "cpu", *TINY_ARGS]
+
+    def features(mode: str, seed: int) -> np.ndarray:
+        path = tmp_path / "feats.npz"
+        retrieve(common + ["--save-features", str(path), "--feature-mode", mode, "--seed", str(seed)])
+        return np.load(path)["val_features"]
+
+    first = features("train", 1)
+    np.testing.assert_array_equal(features("train", 1), first)  # HCN's Dropout2d masks come from --seed
+    assert relative_difference(features("train", 2), first) > 0.05
+    np.testing.assert_array_equal(features("eval", 1), features("eval", 2))  # no dropout in eval mode
+    assert relative_difference(features("eval", 1), first) > 0.05
+
+
+def test_batch_plan_splits_batches_like_data_parallel():
+    plan = evaluation.BatchPlan(np.array([7, 3, 5, 1, 0, 2, 4, 6, 8]), 4)
+    assert plan.batches() == [[7, 3, 5, 1], [0, 2, 4, 6], [8]]
+    # two processes: chunks of ceil(4 / 2) of every batch; the last batch leaves rank 1 nothing
+    assert plan.batches(0, 2) == [[7, 3], [0, 2], [8]]
+    assert plan.batches(1, 2) == [[5, 1], [4, 6]]
+    # three processes: chunks of 2, 2 and 0 (DataParallel's scatter of 4 rows over 3 devices)
+    assert [plan.batches(r, 3) for r in range(3)] == [[[7, 3], [0, 2], [8]], [[5, 1], [4, 6]], []]
+    np.testing.assert_array_equal(plan.positions(1, 2), [5, 1, 4, 6])
+    rows = torch.arange(9.0)[:, None] * 10  # rows produced in plan order
+    gathered = evaluation.gather_rows(rows, plan, DistContext())
+    np.testing.assert_array_equal(gathered[:, 0].numpy(), [40, 30, 50, 10, 60, 20, 70, 0, 80])
