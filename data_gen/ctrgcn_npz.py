@@ -180,7 +180,8 @@ def write_npy_stream(f: BinaryIO, dtype: np.dtype, shape: tuple[int, ...], block
         raise ValueError(f"{rows} rows written for an array of {shape[0]}")
 
 
-def _blocks(n: int, size: int = ROWS_PER_BLOCK) -> Iterator[tuple[int, int]]:
+def _blocks(n: int, size: int | None = None) -> Iterator[tuple[int, int]]:
+    size = size or ROWS_PER_BLOCK  # read at call time
     for start in range(0, n, size):
         yield start, min(start + size, n)
 
@@ -292,7 +293,7 @@ def _member_header(zf: zipfile.ZipFile, npz: Path, key: str) -> Member:
     return Member(key, shape, dtype)
 
 
-def _iter_rows(zf: zipfile.ZipFile, npz: Path, member: Member, rows: int = ROWS_PER_BLOCK) -> Iterator[np.ndarray]:
+def _iter_rows(zf: zipfile.ZipFile, npz: Path, member: Member, rows: int | None = None) -> Iterator[np.ndarray]:
     """Row blocks of a member, read from the (decompressing) member stream."""
     row_bytes = member.dtype.itemsize * int(np.prod(member.shape[1:], dtype=np.int64))
     try:
