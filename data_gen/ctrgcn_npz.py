@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import pickle
 import sys
 import zipfile
 import zlib
@@ -48,7 +47,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data_gen.manifest import ManifestError, load_labels, read_npy_header, write_manifest
-from data_gen.ntu_gendata import DataGenError
+from data_gen.writer import DataGenError, PartWriter, RunOutputs
 from feeders.datasets import DATASETS, PARTS, SplitPaths, check_split
 
 PERSONS, JOINTS, COORDS = 2, 25, 3
@@ -389,38 +388,19 @@ def read_part_meta(zf: zipfile.ZipFile, npz: Path, key: str, arrays: NpzPart) ->
     return PartMeta(names, labels, frames)
 
 
-def _import_rows(zf: zipfile.ZipFile, npz: Path, member: Member, frames: list[np.ndarray],
-                 bar: tqdm) -> Iterator[np.ndarray]:
+def import_part(zf: zipfile.ZipFile, npz: Path, writer: PartWriter, arrays: NpzPart, meta: PartMeta,
+                bar: tqdm) -> None:
+    """Stream one part's clips from the npz into ``writer`` (our layout), block by block."""
     row = 0
-    for rows in _iter_rows(zf, npz, member):
+    for rows in _iter_rows(zf, npz, arrays.x):
         bad = ~np.isfinite(rows).reshape(len(rows), -1).all(axis=1)
         if bad.any():
-            raise DataGenError(f"{npz}: {member.key} sample {row + int(np.argmax(bad))} holds NaN or infinite values")
-        frames.append(last_nonzero_frame(rows))
-        yield from_ctrgcn_rows(rows)
+            raise DataGenError(f"{npz}: {arrays.x.key} sample {row + int(np.argmax(bad))} holds NaN or infinite values")
+        last = last_nonzero_frame(rows) if meta.num_frame is None else meta.num_frame[row:row + len(rows)]
+        for j, clip in enumerate(from_ctrgcn_rows(rows)):
+            writer.append(meta.names[row + j], int(meta.labels[row + j]), clip, int(last[j]))
         row += len(rows)
         bar.update(len(rows))
-
-
-def import_part(zf: zipfile.ZipFile, npz: Path, folder: Path, part: str, arrays: NpzPart, meta: PartMeta,
-                pending: list[tuple[Path, Path]], bar: tqdm) -> None:
-    """Write one part's three files under partial names, registered in ``pending`` before each is opened."""
-    paths = part_paths(folder, part)
-    n, t = arrays.x.shape[:2]
-    pending.append((_partial(paths.data), paths.data))
-    last_frames: list[np.ndarray] = []
-    with open(_partial(paths.data), "wb") as f:
-        write_npy_stream(f, np.float32, (n, COORDS, t, JOINTS, PERSONS),
-                         _import_rows(zf, npz, arrays.x, last_frames, bar))
-    num_frame = meta.num_frame
-    if num_frame is None:
-        num_frame = np.concatenate(last_frames) if last_frames else np.zeros(0, dtype=np.int64)
-    pending.append((_partial(paths.num_frame), paths.num_frame))
-    with open(_partial(paths.num_frame), "wb") as f:
-        write_npy_stream(f, np.int64, (n,), [num_frame])
-    pending.append((_partial(paths.label), paths.label))
-    with open(_partial(paths.label), "wb") as f:
-        pickle.dump((list(meta.names), [int(v) for v in meta.labels]), f)
 
 
 def _open_zip(npz: Path) -> zipfile.ZipFile:
@@ -436,27 +416,25 @@ def import_npz(npz: str | os.PathLike, folder: str | os.PathLike, num_class: int
                progress: bool = False, arguments: dict | None = None) -> dict[str, int]:
     """Write the CTR-GCN ``npz`` as our split files into ``folder`` (plus its manifest); samples per part.
 
-    Everything is checked and written under partial names first; the split files are renamed into
-    place only when all six are complete. Raises DataGenError (one line) for bad input.
+    The headers, labels, names and frame counts are checked before any clip is written; the clips then
+    stream into ``data_gen.writer.RunOutputs``, which renames the six files into place only once all
+    are complete (the folder is locked meanwhile). Raises DataGenError (one line) for bad input.
     """
     npz, folder = Path(npz), Path(folder)
-    pending: list[tuple[Path, Path]] = []
     with _open_zip(npz) as zf:
         arrays = check_npz(npz, zf, num_class, dataset or f"a {num_class}-class dataset")
         metas = {part: read_part_meta(zf, npz, NPZ_PART[part], arrays[NPZ_PART[part]]) for part in PARTS}
-        folder.mkdir(parents=True, exist_ok=True)
         total = sum(a.x.shape[0] for a in arrays.values())
-        try:
-            with tqdm(total=total, unit="clip", desc="import", disable=not progress) as bar:
-                for part in PARTS:
-                    import_part(zf, npz, folder, part, arrays[NPZ_PART[part]], metas[part], pending, bar)
-            for partial, final in pending:  # only now, with every output complete
-                os.replace(partial, final)
-        finally:
-            for partial, _ in pending:
-                partial.unlink(missing_ok=True)
-    write_manifest(folder, tool="data_gen/ctrgcn_npz.py import",
-                   arguments=arguments if arguments is not None else {"npz": str(npz)})
+        with RunOutputs(folder.parent, purpose="ctrgcn_npz import") as out, \
+                tqdm(total=total, unit="clip", desc="import", disable=not progress) as bar:
+            for part in PARTS:
+                x = arrays[NPZ_PART[part]].x
+                writer = out.add_part(part, folder.name, part, x.shape[0], row_shape=(COORDS, x.shape[1], JOINTS,
+                                                                                       PERSONS))
+                import_part(zf, npz, writer, arrays[NPZ_PART[part]], metas[part], bar)
+            out.commit()
+            write_manifest(folder, tool="data_gen/ctrgcn_npz.py import",
+                           arguments=arguments if arguments is not None else {"npz": str(npz)})
     return {part: len(meta.names) for part, meta in metas.items()}
 
 

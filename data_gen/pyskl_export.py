@@ -35,8 +35,8 @@ import numpy as np
 from tqdm import tqdm
 
 from data_gen.ctrgcn_npz import Part, benchmark_folder, open_part, split_folder
-from data_gen.ntu_gendata import DataGenError
 from data_gen.ntu_splits import strip_suffix
+from data_gen.writer import DataGenError
 from feeders.datasets import DATASETS, PARTS
 
 PYSKL_BENCHMARK = {"xsub": "xsub", "xview": "xview", "xsetup": "xset"}  # our folder -> pyskl's split prefix

@@ -36,8 +36,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from data_gen.ctrgcn_npz import Part, open_part, split_folder
-from data_gen.ntu_gendata import DataGenError
 from data_gen.ntu_splits import read_action_names, strip_suffix
+from data_gen.writer import DataGenError
 from feeders.augmentations import NUM_CORRUPTED_JOINTS, SPATIAL_AUGMENTS, pretrain_view, sample_crop
 from feeders.datasets import DATASETS, PARTS
 from feeders.views import to_image_view, to_seq_view
