@@ -21,11 +21,14 @@ they are, which makes ``export`` then ``import`` reproduce every file byte for b
 arrays (a file made by another tool), import names the samples ``train_<i>`` / ``test_<i>`` as those
 feeders do and takes each frame count from the last non-zero frame.
 
-Both directions stream row blocks: export writes each array into the zip member through a ``.npy``
-header and row blocks; import reads the members' headers, then row blocks from the member stream.
-Memory stays at a few blocks whatever the file size. Outputs are written under ``.partial`` names and
-renamed into place only when all are complete; bad input stops with one line naming the file and the
-array (exit 2) and leaves nothing behind. Import writes the folder's ``manifest.json``.
+Both directions stream row blocks: export reads blocks of our data file with plain reads and writes
+each array into its zip member through a ``.npy`` header and row blocks; import reads the members'
+headers, then row blocks from the (decompressing) member stream. Memory stays at a few blocks whatever
+the file size. Export writes the ``.npz`` under a hidden partial name and renames it into place when
+complete. Import checks every header and the labels, names and frame counts first, then streams the
+clips through ``data_gen.writer.RunOutputs`` (folder locked, run-private temporary names, all six files
+renamed into place only when complete) and writes the folder's ``manifest.json``. Bad input stops with
+one line naming the file and the array (exit 2) and leaves the previous files as they were.
 """
 from __future__ import annotations
 
@@ -67,6 +70,16 @@ class Part:
     num_frame: np.ndarray  # (N,) int64
     path: Path  # the data file, for messages
     label_path: Path
+    header_length: int  # bytes before the first row of the data file
+
+    def read_rows(self, start: int, end: int) -> np.ndarray:
+        """Rows [start, end) read with plain file reads: unlike pages of a memory map, they do not stay resident."""
+        row_shape = self.data.shape[1:]
+        row_bytes = int(np.prod(row_shape)) * self.data.dtype.itemsize
+        with open(self.path, "rb") as f:
+            f.seek(self.header_length + start * row_bytes)
+            block = np.fromfile(f, dtype=self.data.dtype, count=(end - start) * row_bytes // self.data.dtype.itemsize)
+        return block.reshape(end - start, *row_shape)
 
 
 def benchmark_folder(dataset: str, benchmark: str) -> str:
@@ -100,6 +113,7 @@ def open_part(folder: str | os.PathLike, part: str) -> Part:
     try:
         check_split(paths, need_labels=False)  # existence, shapes, frame counts (labels: below, without pickle code)
         names, labels = load_labels(paths.label)
+        header_length = read_npy_header(paths.data)[3]
     except (FileNotFoundError, ValueError) as error:  # ManifestError is a ValueError
         raise DataGenError(str(error)) from None
     data = np.load(paths.data, mmap_mode="r")
@@ -108,7 +122,7 @@ def open_part(folder: str | os.PathLike, part: str) -> Part:
     labels = np.asarray(labels, dtype=np.int64)
     if labels.size and labels.min() < 0:
         raise DataGenError(f"{paths.label}: labels must be >= 0, found {labels.min()}")
-    return Part(data, names, labels, np.load(paths.num_frame).astype(np.int64), paths.data, paths.label)
+    return Part(data, names, labels, np.load(paths.num_frame).astype(np.int64), paths.data, paths.label, header_length)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -195,7 +209,7 @@ def _partial(path: Path) -> Path:
 def _export_rows(part: Part, keep_padding: bool, bar: tqdm) -> Iterator[np.ndarray]:
     """The part's clips as CTR-GCN rows, one block at a time; non-finite values stop the export."""
     for start, end in _blocks(len(part.names)):
-        block = np.asarray(part.data[start:end], dtype=np.float32)
+        block = part.read_rows(start, end).astype(np.float32, copy=False)
         bad = ~np.isfinite(block).reshape(end - start, -1).all(axis=1)
         if bad.any():
             raise DataGenError(f"{part.path}: sample {start + int(np.argmax(bad))} "
