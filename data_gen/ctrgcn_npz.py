@@ -6,9 +6,10 @@
         [--no-progress]
 
 The file is the one CTR-GCN's ``data/ntu/seq_transformation.py`` writes and the feeders of CTR-GCN,
-MS-G3D, InfoGCN, MAMP and MacDiff read: ``x_train`` / ``x_test`` float32 (N, T=300, 150), ``y_train``
-/ ``y_test`` one-hot (N, num_class). The 150 values of a frame are person-major, then joint, then
-coordinate: ``x[n, t, m * 75 + v * 3 + c]`` = our ``data[n, c, t, v, m]``; those feeders read it back
+InfoGCN, MAMP and MacDiff read (2s-AGCN and MS-G3D read our own layout): ``x_train`` / ``x_test``
+float32 (N, T=300, 150), ``y_train`` / ``y_test`` one-hot (N, num_class; wider rows are accepted on
+import when every class is below num_class). The 150 values of a frame are person-major, then joint,
+then coordinate: ``x[n, t, m * 75 + v * 3 + c]`` = our ``data[n, c, t, v, m]``; those feeders read it back
 with ``reshape(N, T, 2, 25, 3)`` and move the coordinate axis first. Export adds ``names_train`` /
 ``names_test`` (strings) and ``num_frame_train`` / ``num_frame_test`` (int64), which those feeders
 ignore and import uses to restore our names and frame counts. Our train part is their ``train``, our
@@ -334,7 +335,8 @@ def _check_part(npz: Path, members: dict[str, Member], key: str, num_class: int,
                            f"per frame {PERSONS} persons x {JOINTS} joints x xyz")
     if x.dtype.kind != "f":
         raise DataGenError(f"{npz}: x_{key} has dtype {x.dtype}, expected floats (float32)")
-    if y.shape != (x.shape[0], num_class) or y.dtype.kind not in "fiub":
+    # Wider is accepted (MAMP's PKU-MMD phase 2 files are 51 wide for 41 classes); the labels are checked.
+    if len(y.shape) != 2 or y.shape[0] != x.shape[0] or y.shape[1] < num_class or y.dtype.kind not in "fiub":
         raise DataGenError(f"{npz}: y_{key} has shape {y.shape} dtype {y.dtype}, expected ({x.shape[0]}, {num_class}):"
                            f" one-hot over the {num_class} classes of {dataset}, one row per sample of x_{key}")
     names, frames = members.get(f"names_{key}"), members.get(f"num_frame_{key}")
@@ -360,8 +362,9 @@ def check_npz(npz: Path, zf: zipfile.ZipFile, num_class: int, dataset: str) -> d
     return {key: _check_part(npz, members, key, num_class, dataset) for key in NPZ_PART.values()}
 
 
-def read_one_hot(zf: zipfile.ZipFile, npz: Path, member: Member) -> np.ndarray:
-    """(N,) int64 labels of a one-hot member; DataGenError naming the first row that is not one-hot."""
+def read_one_hot(zf: zipfile.ZipFile, npz: Path, member: Member, num_class: int) -> np.ndarray:
+    """(N,) int64 labels of a one-hot member; DataGenError naming the first row that is not one-hot or
+    whose class is ``num_class`` or more."""
     labels = []
     row = 0
     for block in _iter_rows(zf, npz, member, rows=1 << 14):
@@ -372,6 +375,10 @@ def read_one_hot(zf: zipfile.ZipFile, npz: Path, member: Member) -> np.ndarray:
             raise DataGenError(f"{npz}: {member.key} row {bad} is not one-hot (expected a single 1 and 0 elsewhere, "
                                f"found values {np.unique(block[bad - row])[:4].tolist()})")
         labels.append(np.argmax(ones, axis=1))
+        if labels[-1].max(initial=0) >= num_class:
+            bad = row + int(np.argmax(labels[-1] >= num_class))
+            raise DataGenError(f"{npz}: {member.key} row {bad} is class {labels[-1][bad - row]}, "
+                               f"outside the {num_class} classes (0..{num_class - 1}) of the chosen --dataset")
         row += len(block)
     return np.concatenate(labels).astype(np.int64) if labels else np.zeros(0, dtype=np.int64)
 
@@ -385,9 +392,9 @@ class PartMeta:
     num_frame: np.ndarray | None  # None: taken from the last non-zero frame while the data streams
 
 
-def read_part_meta(zf: zipfile.ZipFile, npz: Path, key: str, arrays: NpzPart) -> PartMeta:
+def read_part_meta(zf: zipfile.ZipFile, npz: Path, key: str, arrays: NpzPart, num_class: int) -> PartMeta:
     """Labels, and names and frame counts from the extra arrays where present (checked)."""
-    labels = read_one_hot(zf, npz, arrays.y)
+    labels = read_one_hot(zf, npz, arrays.y, num_class)
     n, t = arrays.x.shape[:2]
     if arrays.names is not None:
         names = [str(v) for v in _read_whole(zf, npz, arrays.names).astype(str)]
@@ -437,7 +444,7 @@ def import_npz(npz: str | os.PathLike, folder: str | os.PathLike, num_class: int
     npz, folder = Path(npz), Path(folder)
     with _open_zip(npz) as zf:
         arrays = check_npz(npz, zf, num_class, dataset or f"a {num_class}-class dataset")
-        metas = {part: read_part_meta(zf, npz, NPZ_PART[part], arrays[NPZ_PART[part]]) for part in PARTS}
+        metas = {part: read_part_meta(zf, npz, NPZ_PART[part], arrays[NPZ_PART[part]], num_class) for part in PARTS}
         total = sum(a.x.shape[0] for a in arrays.values())
         with RunOutputs(folder.parent, purpose="ctrgcn_npz import") as out, \
                 tqdm(total=total, unit="clip", desc="import", disable=not progress) as bar:
@@ -458,7 +465,7 @@ def import_npz(npz: str | os.PathLike, folder: str | os.PathLike, num_class: int
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Prepared split folders <-> CTR-GCN-style .npz files (x_train (N, 300, 150), one-hot y_train, "
-                    "x_test, y_test), as read by CTR-GCN, MS-G3D, InfoGCN, MAMP and MacDiff.")
+                    "x_test, y_test), as read by CTR-GCN, InfoGCN, MAMP and MacDiff.")
     sub = parser.add_subparsers(dest="command", required=True)
     export = sub.add_parser("export", help="write a prepared split as one .npz")
     imp = sub.add_parser("import", help="write an .npz as a prepared split folder (with manifest.json)")

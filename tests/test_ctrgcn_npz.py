@@ -118,8 +118,9 @@ def test_round_trips_without_padding(root, tmp_path):
         assert a[key].dtype == b[key].dtype and np.array_equal(a[key], b[key]), key
 
 
-def _foreign_npz(path: Path, rng: np.random.Generator, compressed: bool = False):
-    """An npz as seq_transformation.py writes it (no extra arrays, float64 one-hot), with known frame counts."""
+def _foreign_npz(path: Path, rng: np.random.Generator, compressed: bool = False, width: int = 60):
+    """An npz as seq_transformation.py writes it (no extra arrays, float64 one-hot ``width`` wide), with known
+    frame counts."""
     arrays, truth = {}, {}
     for key, n in (("train", 5), ("test", 3)):
         lengths = rng.integers(1, 300, n)
@@ -130,7 +131,7 @@ def _foreign_npz(path: Path, rng: np.random.Generator, compressed: bool = False)
         if n > 1:
             x[1, lengths[1] // 2] = 0  # an empty frame inside a clip does not end it
         labels = rng.integers(0, 60, n)
-        arrays[f"x_{key}"], arrays[f"y_{key}"] = x, np.eye(60)[labels]
+        arrays[f"x_{key}"], arrays[f"y_{key}"] = x, np.eye(width)[labels]
         truth[key] = (x, labels, lengths)
     (np.savez_compressed if compressed else np.savez)(path, **arrays)
     return truth
@@ -138,7 +139,7 @@ def _foreign_npz(path: Path, rng: np.random.Generator, compressed: bool = False)
 
 @pytest.mark.parametrize("compressed", [False, True])
 def test_import_of_a_file_without_extra_arrays(tmp_path, compressed):
-    truth = _foreign_npz(tmp_path / "NTU60_CS.npz", np.random.default_rng(0), compressed)
+    truth = _foreign_npz(tmp_path / "NTU60_CS.npz", np.random.default_rng(0), compressed, width=60 + 60 * compressed)
     assert import_(tmp_path / "NTU60_CS.npz", tmp_path / "r", "xsub") == 0
     folder = tmp_path / "r" / "NTU-RGB-D-60-AGCN" / "xsub"
     for part, key in (("train", "train"), ("val", "test")):
@@ -186,7 +187,9 @@ def _bad(name: str) -> dict[str, np.ndarray]:
     elif name == "shape":
         arrays["x_train"] = np.ones((2, 300, 75), dtype=np.float32)  # one person only
     elif name == "classes":
-        arrays["y_train"] = np.eye(120, dtype=np.float32)[[0, 1]]
+        arrays["y_train"] = np.eye(50, dtype=np.float32)[[0, 1]]
+    elif name == "label":  # wider one-hot rows are fine, a class beyond the dataset's is not
+        arrays["y_train"] = np.eye(120, dtype=np.float32)[[0, 100]]
     elif name == "one_hot":
         arrays["y_test"] = arrays["y_test"] + np.eye(60, dtype=np.float32)[[5]]
     elif name == "nan":
@@ -199,7 +202,9 @@ def _bad(name: str) -> dict[str, np.ndarray]:
     return arrays
 
 
-BAD_CASES = {"missing": "'y_test'", "shape": "x_train has shape (2, 300, 75)", "classes": "y_train has shape (2, 120)",
+BAD_CASES = {"missing": "'y_test'", "shape": "x_train has shape (2, 300, 75)",
+             "classes": "y_train has shape (2, 50) dtype float32, expected (2, 60)",
+             "label": "y_train row 1 is class 100, outside the 60 classes (0..59)",
              "one_hot": "y_test row 0 is not one-hot", "nan": "x_test sample 0 holds NaN",
              "objects": "names_train holds Python objects", "frames": "num_frame_test must lie in [0, 300]"}
 
