@@ -104,6 +104,7 @@ def split_folder(data_root: str | os.PathLike, dataset: str, benchmark: str) -> 
 
 
 def part_paths(folder: Path, part: str) -> SplitPaths:
+    """The three files of ``part`` in a split folder."""
     return SplitPaths(folder / f"{part}_data_joint.npy", folder / f"{part}_label.pkl",
                       folder / f"{part}_num_frame.npy")
 

@@ -120,6 +120,7 @@ def read_npy_header(source: str | os.PathLike | io.IOBase) -> tuple[tuple[int, .
 
 
 def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(_HASH_CHUNK), b""):

@@ -33,7 +33,7 @@ matplotlib.use("Agg")
 import numpy as np
 from matplotlib.animation import FuncAnimation, PillowWriter
 from matplotlib.axes import Axes
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure, SubFigure
 
 from data_gen.ctrgcn_npz import Part, open_part, split_folder
 from data_gen.ntu_splits import read_action_names, strip_suffix
@@ -169,7 +169,8 @@ def picked_frames(num_frame: int, count: int) -> list[int]:
     return sorted({int(t) for t in np.rint(np.linspace(0, max(num_frame - 1, 0), count))})
 
 
-def _skeleton_row(panel, data: np.ndarray, num_frame: int, count: int, axes, title: str) -> None:
+def _skeleton_row(panel: SubFigure, data: np.ndarray, num_frame: int, count: int,
+                  axes: tuple[int, int, float], title: str) -> None:
     """One (sub)figure: the skeleton at ``count`` frames spread over the first ``num_frame``."""
     limits = extent(data, num_frame, axes)
     frames = picked_frames(num_frame, count)
@@ -192,7 +193,7 @@ def pseudo_image(view: np.ndarray) -> np.ndarray:
     return np.concatenate([scaled[:, 0], gap, scaled[:, 1]], axis=1)
 
 
-def _representation_row(panel, views: list[View]) -> None:
+def _representation_row(panel: SubFigure, views: list[View]) -> None:
     """seq-based matrices and image-based pseudo-images of the views, side by side."""
     axes = panel.subplots(1, 2 * len(views))
     for k, view in enumerate(views):
@@ -213,6 +214,7 @@ def _representation_row(panel, views: list[View]) -> None:
 
 
 def clip_title(clip: Clip) -> str:
+    """Name, action (NTU's name for NTU labels), label, frames and where the clip comes from."""
     action = ""
     if clip.dataset.startswith("ntu"):
         action = read_action_names().get(clip.label + 1, "")
