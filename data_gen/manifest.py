@@ -1,0 +1,339 @@
+"""``manifest.json``: what a prepared split folder holds, so that a changed or truncated file is found.
+
+    python data_gen/manifest.py verify FOLDER   # exit 0: matches, 1: mismatch (one line each), 2: bad input
+    python data_gen/manifest.py write FOLDER    # record a folder prepared before manifests existed
+
+A split folder (``<data_root>/<dataset folder>/<benchmark>/``) holds ``{train,val}_data_joint.npy``,
+``{part}_label.pkl`` and ``{part}_num_frame.npy``. Its manifest records, for every regular file in the
+folder (hidden files, ``*.partial`` files and the manifest itself excepted): the size in bytes, the
+sha256 and, for ``.npy`` files, the shape and dtype from the header; per part the number of samples and
+the count of each class; the tool that wrote the folder, its arguments and the project version.
+
+Two checks, of different cost:
+
+- ``verify(folder)`` reads every byte (sha256) and also reports files missing from or absent in the
+  manifest: the thorough check, for the command line and after a copy;
+- ``quick_check(folder)`` (what ``warn_if_mismatch`` runs when a dataset is opened) compares sizes and
+  the ``.npy`` headers only: a few ``stat`` calls and header reads, whatever the dataset size. It does
+  not compare modification times (a copy or an rsync changes them without changing a byte), so an
+  in-place edit that keeps the size is found by ``verify`` only.
+
+Label pickles are read with an unpickler that only builds lists, tuples, strings, numbers and NumPy
+scalars/arrays: a data file never runs code here.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import pickle
+import subprocess
+import sys
+import time
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = "skeleton-contrast split manifest"
+MANIFEST_VERSION = 1
+PARTS = ("train", "val")
+PARTIAL_SUFFIX = ".partial"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+_HASH_CHUNK = 1 << 20
+
+# Globals a label pickle may name: NumPy scalars and arrays (labels saved as np.int64 or an array).
+_SAFE_GLOBALS = {
+    ("numpy", "dtype"), ("numpy", "ndarray"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+}
+
+
+class ManifestError(ValueError):
+    """A manifest or a split file that cannot be read; the message is one line naming the file."""
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _SAFE_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only plain data is read)")
+
+
+def load_labels(path: str | os.PathLike) -> tuple[list[str], list[int]]:
+    """(sample names, integer labels) of a ``{part}_label.pkl``, without running code from it.
+
+    Raises ManifestError naming the file and what was expected.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            content = _SafeUnpickler(f).load()
+    except OSError as error:
+        raise ManifestError(f"{path}: cannot be read ({error.strerror or error})") from None
+    except Exception as error:  # a broken pickle fails in many ways; all mean "not a label file"
+        raise ManifestError(f"{path}: not a label pickle of (names, labels) "
+                            f"({type(error).__name__}: {error})") from None
+    if not (isinstance(content, (tuple, list)) and len(content) == 2):
+        raise ManifestError(f"{path}: expected a pickle of (sample_names, labels), got {type(content).__name__}")
+    names, labels = content
+    try:
+        labels = [int(v) for v in np.asarray(labels).reshape(-1)] if len(labels) else []
+    except (TypeError, ValueError):
+        raise ManifestError(f"{path}: labels must be integers") from None
+    if len(names) != len(labels):
+        raise ManifestError(f"{path}: {len(names)} sample names but {len(labels)} labels")
+    return [str(n) for n in names], labels
+
+
+def read_npy_header(source: str | os.PathLike | io.IOBase) -> tuple[tuple[int, ...], np.dtype, bool, int]:
+    """(shape, dtype, fortran_order, header length in bytes) of a ``.npy`` file or an open binary stream.
+
+    Reads only the header; raises ManifestError (naming the file when given a path) otherwise.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            with open(source, "rb") as f:
+                return read_npy_header(f)
+        except ManifestError as error:
+            raise ManifestError(f"{source}: {error}") from None
+        except OSError as error:
+            raise ManifestError(f"{source}: cannot be read ({error.strerror or error})") from None
+    try:
+        version = np.lib.format.read_magic(source)
+        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = reader(source)
+        header_length = source.tell()
+    except (ValueError, OSError, EOFError, SyntaxError) as error:
+        raise ManifestError(f"not a readable .npy array ({error})") from None
+    return tuple(int(n) for n in shape), np.dtype(dtype), bool(fortran_order), int(header_length)
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def project_version() -> str:
+    """``git describe --always --dirty`` of this checkout, or 'unknown' outside a git checkout."""
+    if not (REPO_ROOT / ".git").exists():
+        return "unknown"
+    try:
+        result = subprocess.run(["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty", "--tags"],
+                                capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return result.stdout.strip() or "unknown"
+
+
+def listed_files(folder: Path) -> list[Path]:
+    """The files a manifest covers: regular, not hidden, not partial, not the manifest itself."""
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.name != MANIFEST_NAME
+                  and not p.name.endswith(PARTIAL_SUFFIX))
+
+
+def file_entry(path: Path) -> dict[str, Any]:
+    """size, sha256 and (for .npy) shape and dtype of one file."""
+    entry: dict[str, Any] = {"size": path.stat().st_size, "sha256": sha256_of(path)}
+    if path.suffix == ".npy":
+        shape, dtype, _, _ = read_npy_header(path)
+        entry.update(shape=list(shape), dtype=dtype.str if dtype.byteorder not in "=|" else dtype.name)
+    return entry
+
+
+def part_summaries(folder: Path) -> dict[str, dict[str, Any]]:
+    """Per part with a label file: its number of samples and the count of each class."""
+    parts = {}
+    for part in PARTS:
+        label_path = folder / f"{part}_label.pkl"
+        if label_path.is_file():
+            _, labels = load_labels(label_path)
+            counts = Counter(labels)
+            parts[part] = {"samples": len(labels), "class_counts": {str(k): counts[k] for k in sorted(counts)}}
+    return parts
+
+
+def write_manifest(folder: str | os.PathLike, *, tool: str, arguments: dict) -> Path:
+    """Hash every file of ``folder`` and write its ``manifest.json`` atomically; returns the manifest path."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ManifestError(f"{folder}: not a folder")
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "version": MANIFEST_VERSION,
+        "tool": tool,
+        "arguments": {str(k): _jsonable(v) for k, v in arguments.items()},
+        "project_version": project_version(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "files": {p.name: file_entry(p) for p in listed_files(folder)},
+        "parts": part_summaries(folder),
+    }
+    path = folder / MANIFEST_NAME
+    partial = folder / f".{MANIFEST_NAME}{PARTIAL_SUFFIX}"
+    try:
+        partial.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return str(value)
+
+
+def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
+    """The manifest of ``folder``, checked for its format; ManifestError (one line) otherwise."""
+    path = Path(folder) / MANIFEST_NAME
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: no manifest (write one with: python data_gen/manifest.py write "
+                            f"{folder})") from None
+    except (OSError, UnicodeError, json.JSONDecodeError) as error:
+        raise ManifestError(f"{path}: not readable JSON ({error})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise ManifestError(f"{path}: 'format' is not {MANIFEST_FORMAT!r}")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(isinstance(e, dict) and isinstance(e.get("size"), int)
+                                              for e in files.values()):
+        raise ManifestError(f"{path}: 'files' must map file names to entries with an integer 'size'")
+    return manifest
+
+
+def _cheap_mismatches(folder: Path, name: str, entry: dict[str, Any]) -> list[str]:
+    """Missing file, size, and (for .npy) header shape/dtype against the manifest entry."""
+    path = folder / name
+    if not path.is_file():
+        return [f"{path}: missing (listed in {MANIFEST_NAME})"]
+    size = path.stat().st_size
+    if size != entry["size"]:
+        return [f"{path}: {size} bytes, {MANIFEST_NAME} says {entry['size']}"]
+    if "shape" in entry:
+        try:
+            shape, dtype, _, _ = read_npy_header(path)
+        except ManifestError as error:
+            return [str(error)]
+        recorded = (tuple(entry["shape"]), np.dtype(entry.get("dtype", dtype)))
+        if (shape, dtype) != recorded:
+            return [f"{path}: shape {shape} dtype {dtype}, {MANIFEST_NAME} says {recorded[0]} {recorded[1]}"]
+    return []
+
+
+def quick_check(folder: str | os.PathLike, manifest: dict[str, Any] | None = None) -> list[str]:
+    """Sizes and .npy headers of the listed files against the manifest: one line per mismatch; no hashing."""
+    folder = Path(folder)
+    manifest = read_manifest(folder) if manifest is None else manifest
+    return [line for name, entry in manifest["files"].items() for line in _cheap_mismatches(folder, name, entry)]
+
+
+def verify(folder: str | os.PathLike) -> list[str]:
+    """Every listed file against the manifest, sha256 included, and files the manifest does not list.
+
+    One line per mismatch; an empty list means the folder holds exactly what was recorded. Raises
+    ManifestError when the folder or its manifest cannot be read.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ManifestError(f"{folder}: not a folder")
+    manifest = read_manifest(folder)
+    lines = []
+    for name, entry in manifest["files"].items():
+        cheap = _cheap_mismatches(folder, name, entry)
+        if cheap:
+            lines.extend(cheap)
+            continue
+        digest = sha256_of(folder / name)
+        if digest != entry.get("sha256", digest):
+            lines.append(f"{folder / name}: sha256 {digest[:12]}..., {MANIFEST_NAME} says "
+                         f"{str(entry['sha256'])[:12]}... (same size: changed in place)")
+    lines.extend(f"{p}: not listed in {MANIFEST_NAME}" for p in listed_files(folder) if p.name not in manifest["files"])
+    return lines
+
+
+_WARNED: set[str] = set()
+
+
+def warn_if_mismatch(folder: str | os.PathLike) -> list[str]:
+    """For the datasets: the cheap check of ``folder`` once per folder per process, as one warning.
+
+    Silent when the folder has no manifest (prepared before manifests existed). Returns the mismatch
+    lines found (empty when it matches, has no manifest, or was checked before in this process).
+    """
+    folder = Path(folder)
+    key = str(folder.resolve())
+    if key in _WARNED:
+        return []
+    _WARNED.add(key)
+    if not (folder / MANIFEST_NAME).is_file():
+        return []
+    try:
+        lines = quick_check(folder)
+    except ManifestError as error:
+        lines = [str(error)]
+    if lines:
+        more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
+        warnings.warn(f"{folder} does not match its {MANIFEST_NAME}: {lines[0]}{more}; "
+                      f"check with: python data_gen/manifest.py verify {folder}", stacklevel=2)
+    return lines
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Write or verify the manifest.json of a prepared split folder.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("verify", help="check every file (sha256, size, shape, dtype) against manifest.json; "
+                                          "exit 1 on a mismatch")
+    check.add_argument("folder", help="split folder, e.g. data/NTU-RGB-D-60-AGCN/xsub")
+    write = sub.add_parser("write", help="hash the folder's files and write manifest.json (for folders "
+                                         "prepared before manifests existed)")
+    write.add_argument("folder", help="split folder, e.g. data/NTU-RGB-D-60-AGCN/xsub")
+    write.add_argument("--tool", default="data_gen/manifest.py write",
+                       help="what prepared the folder, recorded in the manifest")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    folder = Path(args.folder)
+    try:
+        if args.command == "write":
+            path = write_manifest(folder, tool=args.tool, arguments={"folder": str(folder)})
+            sys.stdout.write(f"wrote {path}\n")
+            return 0
+        lines = verify(folder)
+    except ManifestError as error:
+        sys.stderr.write(f"{parser.prog}: error: {error}\n")
+        return 2
+    for line in lines:
+        sys.stdout.write(line + "\n")
+    if lines:
+        sys.stdout.write(f"{folder}: {len(lines)} mismatch(es) with {MANIFEST_NAME}\n")
+        return 1
+    sys.stdout.write(f"{folder}: matches {MANIFEST_NAME}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

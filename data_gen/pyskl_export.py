@@ -1,0 +1,154 @@
+"""Prepared split folders -> a pyskl / MMAction2 3D annotation pickle (the layout of ``ntu60_3danno.pkl``).
+
+    python data_gen/pyskl_export.py --data-root ROOT --dataset ntu60 --benchmark xsub [xview ...] --out FILE.pkl
+        [--dtype float32|float16] [--no-progress]
+
+The pickle is a dict ``{'split': {'xsub_train': [frame_dir, ...], 'xsub_val': [...], ...},
+'annotations': [{'frame_dir', 'label', 'total_frames', 'keypoint'}, ...]}``: pyskl's ``PoseDataset``
+keeps the annotations whose ``frame_dir`` is in ``split[<benchmark>_<part>]``. Each benchmark given
+adds its ``_train`` and ``_val`` lists (our xsetup is pyskl's ``xset``); a sample in several
+benchmarks is stored once. ``frame_dir`` is the sample name without ``.skeleton``, ``label`` our
+0-based label, ``keypoint`` the clip's ``num_frame`` real frames as (M, T, 25, 3), ``total_frames`` = T.
+M is 2, or 1 when the second person is absent (all zero) throughout, as pyskl lists only present
+bodies. The frames after a clip's end (our preparation fills them with repeats) are not stored: pyskl
+keeps only real frames.
+
+``data_gen/pyskl_convert.py --normalize none`` reads the pickle back into the same names, labels,
+frame counts and real frames (its padding is zeros). The default ``float32`` keeps the values exact;
+``float16`` (what pyskl's own pickles use) halves the size. A pickle holds everything in memory, so the
+export builds it in memory too: about the size of the real frames of every clip.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+from tqdm import tqdm
+
+from data_gen.ctrgcn_npz import Part, benchmark_folder, open_part, split_folder
+from data_gen.ntu_splits import strip_suffix
+from data_gen.writer import DataGenError
+from feeders.datasets import DATASETS, PARTS
+
+PYSKL_BENCHMARK = {"xsub": "xsub", "xview": "xview", "xsetup": "xset"}  # our folder -> pyskl's split prefix
+PICKLE_PROTOCOL = 4  # readable by every Python 3 that pyskl and MMAction2 support
+DTYPES = ("float32", "float16")
+
+
+def clip_keypoint(clip: np.ndarray, num_frame: int, dtype: str = "float32") -> np.ndarray:
+    """(3, T, 25, 2) clip -> (M, num_frame, 25, 3) keypoints; persons after the first that are all zero dropped."""
+    frames = np.asarray(clip[:, :num_frame], dtype=np.float32)  # (3, n, 25, 2)
+    persons = np.transpose(frames, (3, 1, 2, 0))  # (2, n, 25, 3)
+    keep = [0] + [m for m in range(1, persons.shape[0]) if np.any(persons[m])]
+    return np.ascontiguousarray(persons[keep], dtype=dtype)
+
+
+def _part_annotations(part: Part, dtype: str, bar: tqdm) -> dict[str, dict[str, Any]]:
+    """frame_dir -> annotation for every clip of one part."""
+    out = {}
+    for i, name in enumerate(part.names):
+        n = int(part.num_frame[i])
+        if n < 1:
+            raise DataGenError(f"{part.path}: sample {i} ({name}) has no frame (num_frame 0); "
+                               "a pyskl annotation needs at least one")
+        keypoint = clip_keypoint(part.data[i], n, dtype)
+        if not np.isfinite(keypoint).all():
+            raise DataGenError(f"{part.path}: sample {i} ({name}) holds NaN or infinite values")
+        frame_dir = strip_suffix(name)
+        out[frame_dir] = {"frame_dir": frame_dir, "label": int(part.labels[i]), "total_frames": n,
+                          "keypoint": keypoint}
+        bar.update(1)
+    return out
+
+
+def _merge(into: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]], where: str) -> None:
+    """Add ``new`` annotations; a name already present must carry the same label and keypoints."""
+    for name, anno in new.items():
+        old = into.setdefault(name, anno)
+        if old is not anno and (old["label"] != anno["label"] or old["keypoint"].shape != anno["keypoint"].shape
+                                or not np.array_equal(old["keypoint"], anno["keypoint"])):
+            raise DataGenError(f"{where}: sample {name!r} differs from the sample of that name in another "
+                               "benchmark (label or keypoints); one pickle holds one clip per name")
+
+
+def build_content(data_root: str | os.PathLike, dataset: str, benchmarks: Sequence[str], *, dtype: str = "float32",
+                  progress: bool = False) -> dict[str, Any]:
+    """The pickle's dict for ``benchmarks`` of ``dataset`` under ``data_root``; DataGenError for bad input."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    folders = {benchmark_folder(dataset, b): split_folder(data_root, dataset, b) for b in benchmarks}
+    parts = {(folder_name, part): open_part(folder, part) for folder_name, folder in folders.items() for part in PARTS}
+    num_class = DATASETS[dataset]["num_class"]
+    split: dict[str, list[str]] = {}
+    annotations: dict[str, dict[str, Any]] = {}
+    with tqdm(total=sum(len(p.names) for p in parts.values()), unit="clip", desc="pyskl_export",
+              disable=not progress) as bar:
+        for (folder_name, part_name), part in parts.items():
+            if part.labels.size and part.labels.max() >= num_class:
+                raise DataGenError(f"{part.label_path}: label {part.labels.max()} is outside 0..{num_class - 1} "
+                                   f"(the classes of {dataset})")
+            prefix = PYSKL_BENCHMARK.get(folder_name, folder_name)
+            split[f"{prefix}_{part_name}"] = [strip_suffix(n) for n in part.names]
+            _merge(annotations, _part_annotations(part, dtype, bar), str(part.path))
+    return {"split": split, "annotations": [annotations[name] for name in sorted(annotations)]}
+
+
+def write_pickle(content: dict[str, Any], out: str | os.PathLike) -> Path:
+    """Write ``content`` to ``out`` through a partial name and a rename."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        with open(partial, "wb") as f:
+            pickle.dump(content, f, protocol=PICKLE_PROTOCOL)
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Prepared split folders -> one pyskl / MMAction2 3D annotation pickle ('split' and "
+                    "'annotations' with keypoint (M, T, 25, 3)).")
+    parser.add_argument("--data-root", "--data_root", dest="data_root", required=True,
+                        help="folder holding <dataset folder>/<benchmark>/, e.g. ./data")
+    parser.add_argument("--dataset", required=True, choices=list(DATASETS))
+    parser.add_argument("--benchmark", "--benchmarks", dest="benchmarks", nargs="+", required=True, metavar="NAME",
+                        help="one or more of the dataset's benchmarks (xsub xview; xsub xsetup for ntu120)")
+    parser.add_argument("--out", required=True, help="the pickle to write, e.g. ntu60_3danno.pkl")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32",
+                        help="keypoint dtype (default float32: exact; pyskl's own pickles use float16)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        content = build_content(args.data_root, args.dataset, args.benchmarks, dtype=args.dtype,
+                                progress=args.progress)
+        out = write_pickle(content, args.out)
+    except DataGenError as error:
+        sys.stderr.write(f"{parser.prog}: error: {error}\n")
+        return 2
+    except OSError as error:
+        sys.stderr.write(f"{parser.prog}: error: {error}\n")
+        return 1
+    counts = ", ".join(f"{key} {len(names)}" for key, names in content["split"].items())
+    sys.stdout.write(f"{out}: {len(content['annotations'])} annotations; {counts}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
