@@ -1,25 +1,33 @@
 """Training utilities shared by pretraining, classification and retrieval scripts."""
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
-import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
+# Writers moved to common.io; these names stay importable from here for the scripts that still use them.
+from common.io import UsageError, atomic_torch_save, write_json_atomic  # noqa: F401
+
 
 def select_device(requested: str = "auto") -> torch.device:
-    """The one place a script picks its device: ``auto`` takes CUDA when there is one."""
+    """The one place a script picks its device: ``auto`` takes CUDA when there is one.
+
+    Raises :class:`common.io.UsageError` for a device torch cannot provide.
+    """
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(requested)
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise UsageError(f"--device {requested}: expected auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"--device {requested}: CUDA was asked for but torch sees no GPU")
+        raise UsageError(f"--device {requested}: CUDA was asked for but torch sees no GPU")
     return device
 
 
@@ -28,56 +36,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def _atomic_write(path: str | os.PathLike, write: Any) -> Path:
-    """Run ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place.
-
-    A crash mid-write leaves the previous file (or none) and a stray ``.tmp``, never a truncated file
-    under the final name.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` that never leaves a half-written checkpoint under ``path``."""
-    return _atomic_write(path, lambda tmp: torch.save(obj, tmp))
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON, atomically."""
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
-            f.write("\n")
-
-    return _atomic_write(path, write)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, (Path, torch.device)):
-        return str(value)
-    if isinstance(value, (set, tuple)):
-        return list(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def args_to_dict(args: Any) -> dict[str, Any]:

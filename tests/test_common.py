@@ -1,19 +1,35 @@
 """Shared utilities: representation parsing, schedules, atomic writes, RNG capture."""
+import errno
+import io
 import json
+import os
 import random
+import stat
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
+import common.io as cio
+from common.io import (
+    OutputError,
+    UsageError,
+    atomic_copy,
+    atomic_save_npz,
+    atomic_torch_save,
+    atomic_write,
+    clean_stale_temporaries,
+    write_json_atomic,
+)
 from common.representations import encoder_name_for, parse_representation
 from common.training import (
     accuracy,
-    atomic_torch_save,
     capture_rng_state,
     learning_rate_at,
     restore_rng_state,
-    write_json_atomic,
+    select_device,
 )
 
 
@@ -75,3 +91,143 @@ def test_rng_state_round_trip_through_weights_only_checkpoint(tmp_path):
     expected = (random.random(), np.random.rand(), torch.rand(1).item())
     restore_rng_state(torch.load(tmp_path / "s.pt", weights_only=True)["rng"])
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test and put the previous one back."""
+    previous = os.umask(0o022)
+    yield lambda mask: os.umask(mask)
+    os.umask(previous)
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_outputs_get_the_mode_the_umask_gives(tmp_path, umask, mask, mode):
+    umask(mask)
+    written = [
+        atomic_torch_save({"a": torch.zeros(2)}, tmp_path / "c.pth.tar"),
+        write_json_atomic(tmp_path / "m.json", {"a": 1}),
+        atomic_save_npz(tmp_path / "f.npz", x=np.arange(3)),
+        atomic_copy(tmp_path / "m.json", tmp_path / "copy.json", link=False),
+    ]
+    assert cio.current_umask() == mask
+    for path in written:
+        assert stat.S_IMODE(path.stat().st_mode) == mode, path
+    assert np.load(tmp_path / "f.npz")["x"].tolist() == [0, 1, 2]
+    assert json.loads((tmp_path / "copy.json").read_text()) == {"a": 1}
+
+
+class FillsUp(io.RawIOBase):
+    """A file on a device with ``room`` bytes left: the write that crosses it fails with ENOSPC."""
+
+    def __init__(self, f, room: int) -> None:
+        self.f, self.room = f, room
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+    def fileno(self) -> int:
+        return self.f.fileno()
+
+    def close(self) -> None:
+        self.f.close()
+        super().close()
+
+
+def test_disk_full_is_one_line_naming_the_file_and_keeps_the_previous_one(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint_last.pth.tar"
+    atomic_torch_save({"epoch": 1, "w": torch.arange(4)}, path)
+    before = path.read_bytes()
+    opener = cio._open_temp
+    monkeypatch.setattr(cio, "_open_temp", lambda folder, name: (lambda f, tmp: (FillsUp(f, 3000), tmp))(
+        *opener(folder, name)))
+    big = {"epoch": 2, "w": torch.zeros(10_000)}
+    for write in (lambda: atomic_torch_save(big, path), lambda: write_json_atomic(path, list(range(2000))),
+                  lambda: atomic_save_npz(path, x=np.zeros(10_000))):
+        with pytest.raises(OutputError) as err:
+            write()
+        message = str(err.value)
+        assert message == (f"cannot write {path}: no space left on device (or the disk quota is reached); "
+                           "the previous file, if any, is unchanged")
+        assert isinstance(err.value, UsageError) and isinstance(err.value, ValueError)
+        assert path.read_bytes() == before
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_last.pth.tar"]
+
+
+def test_unwritable_folder_and_file_in_the_way(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match=r"^output folder .*file is a file, not a folder$"):
+        write_json_atomic(tmp_path / "file" / "m.json", {})
+    with pytest.raises(OutputError, match=r"^output folder .*/sub cannot be created: a part of its path is a file$"):
+        write_json_atomic(tmp_path / "file" / "sub" / "m.json", {})
+
+    def denied(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(cio, "_open_temp", denied)
+    with pytest.raises(OutputError, match=r"^cannot write .*m\.json: permission denied; the previous file"):
+        write_json_atomic(tmp_path / "m.json", {})
+
+
+def test_interrupted_write_leaves_no_temporary(tmp_path):
+    def interrupted(f):
+        f.write(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(tmp_path / "x.bin", interrupted)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_copy_links_and_replaces(tmp_path):
+    source = write_json_atomic(tmp_path / "checkpoint_0003.json", {"epoch": 4})
+    (tmp_path / "last.json").write_text("old")
+    atomic_copy(source, tmp_path / "last.json")
+    assert (tmp_path / "last.json").read_text() == source.read_text()
+    assert os.path.samefile(source, tmp_path / "last.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_0003.json", "last.json"]
+
+
+def test_clean_stale_temporaries_removes_only_dead_writers_files(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    dead_pid = int(dead.stdout)
+    names = {
+        f".checkpoint_last.pth.tar.tmp-{dead_pid}-0a1b2c3d": True,  # killed run
+        ".checkpoint_last.pth.tar.k2j_8x9q.tmp": True,  # an earlier version's mkstemp name
+        ".checkpoint_last.pth.tar.4242.link": True,  # an earlier version's hard-link temporary
+        f".metrics.json.tmp-{os.getpid()}-deadbeef": False,  # a live writer (this process)
+        "checkpoint_0001.pth.tar": False,
+        "notes.tmp": False,
+        ".hidden": False,
+    }
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    removed = clean_stale_temporaries(tmp_path)
+    assert sorted(p.name for p in removed) == sorted(n for n, stale in names.items() if stale)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(n for n, stale in names.items() if not stale)
+    assert clean_stale_temporaries(tmp_path / "missing") == []
+
+
+def test_temporary_names_are_recognised():
+    name = cio.temp_name("checkpoint_last.pth.tar")
+    match = cio._TEMP_RE.match(name)
+    assert match and match["name"] == "checkpoint_last.pth.tar" and int(match["pid"]) == os.getpid()
+
+
+def test_select_device_raises_usage_error_not_system_exit():
+    assert select_device("cpu") == torch.device("cpu")
+    with pytest.raises(UsageError, match=r"^--device tpu9: expected auto, cpu, cuda or cuda:N$"):
+        select_device("tpu9")
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="CUDA was asked for but torch sees no GPU"):
+            select_device("cuda")
