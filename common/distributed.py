@@ -7,14 +7,15 @@ torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; :func:`setup` reads them. Backend
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset, DistributedSampler
 
+from common.io import UsageError
 from common.training import select_device
 
 
@@ -55,7 +56,8 @@ def setup(requested_device: str = "auto") -> DistContext:
     """Pick the device and, under torchrun, join the process group.
 
     Single process: :func:`common.training.select_device`. torchrun: ``cuda:LOCAL_RANK`` when CUDA is
-    available and not refused by ``--device cpu`` (NCCL), else the CPU (gloo).
+    available and not refused by ``--device cpu`` (NCCL), else the CPU (gloo). A device that cannot be
+    had raises :class:`common.io.UsageError`.
     """
     if not launched_by_torchrun():
         return DistContext(device=select_device(requested_device))
@@ -63,10 +65,10 @@ def setup(requested_device: str = "auto") -> DistContext:
     local_rank = int(os.environ["LOCAL_RANK"])
     use_cuda = torch.cuda.is_available() and requested_device != "cpu"
     if requested_device not in ("auto", "cpu", "cuda"):
-        raise SystemExit(f"--device {requested_device}: under torchrun each process takes cuda:LOCAL_RANK; "
+        raise UsageError(f"--device {requested_device}: under torchrun each process takes cuda:LOCAL_RANK; "
                          "pass --device auto, cuda or cpu")
     if requested_device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: CUDA was asked for but torch sees no GPU")
+        raise UsageError("--device cuda: CUDA was asked for but torch sees no GPU")
     if use_cuda:
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
@@ -75,6 +77,49 @@ def setup(requested_device: str = "auto") -> DistContext:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://")
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+
+
+def wrap_model(model: nn.Module, ctx: DistContext, *, trainable: bool, requested_device: str = "auto",
+               broadcast_buffers: bool = True) -> nn.Module:
+    """``model`` on ``ctx.device``, wrapped for the launch mode.
+
+    Under torchrun every rank's parameters and buffers first become rank 0's (without ``--seed`` each
+    rank initialised its own), then a ``trainable`` model is wrapped in DistributedDataParallel (a
+    frozen one needs no wrapper: inference on a shard needs no gradient averaging).
+    ``broadcast_buffers=False`` for models whose buffers are kept equal by other means (MoCo's queues,
+    filled with keys gathered from every rank). In one process: DataParallel over every visible GPU when
+    the device is plain ``cuda`` or ``auto`` (as the reference runs), else the model itself (the CPU,
+    or one chosen GPU such as ``cuda:1``).
+    """
+    device = ctx.device
+    model = model.to(device)
+    if ctx.distributed:
+        broadcast_module_state(model)
+        if not trainable:
+            return model
+        ids = [device.index] if device.type == "cuda" else None
+        # DDP registers only parameters with requires_grad, so a frozen encoder under a trained head
+        # needs no find_unused_parameters.
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=broadcast_buffers)
+    if (device.type == "cuda" and requested_device in ("auto", "cuda") and device.index is None
+            and torch.cuda.device_count() > 1):
+        return nn.DataParallel(model)
+    return model
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DataParallel or DistributedDataParallel wrapper (or the model itself)."""
+    wrappers = (nn.DataParallel, nn.parallel.DistributedDataParallel)
+    return model.module if isinstance(model, wrappers) else model
+
+
+def parallel_mode(model: nn.Module, ctx: DistContext) -> str:
+    """How :func:`wrap_model` runs ``model``, for the start-up line."""
+    if ctx.distributed:
+        return f"DistributedDataParallel over {ctx.world_size} processes"
+    if isinstance(model, nn.DataParallel):
+        return f"DataParallel over {len(model.device_ids)} GPUs"
+    return "single device"
 
 
 def cleanup() -> None:

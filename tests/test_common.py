@@ -231,3 +231,68 @@ def test_select_device_raises_usage_error_not_system_exit():
     if not torch.cuda.is_available():
         with pytest.raises(UsageError, match="CUDA was asked for but torch sees no GPU"):
             select_device("cuda")
+
+
+def test_wrap_model_single_process_and_under_a_process_group(tmp_path):
+    from torch import nn
+
+    import common.distributed as cd
+
+    model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    ctx = cd.DistContext(device=torch.device("cpu"))
+    wrapped = cd.wrap_model(model, ctx, trainable=True, requested_device="cpu")
+    assert wrapped is model and cd.unwrap(wrapped) is model
+    assert cd.parallel_mode(wrapped, ctx) == "single device"
+
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        ctx = cd.DistContext(device=torch.device("cpu"))
+        ddp = cd.wrap_model(model, ctx, trainable=True, broadcast_buffers=False)
+        assert isinstance(ddp, nn.parallel.DistributedDataParallel) and ddp.broadcast_buffers is False
+        assert cd.unwrap(ddp) is model
+        assert cd.parallel_mode(ddp, ctx) == "DistributedDataParallel over 1 processes"
+        assert cd.wrap_model(model, ctx, trainable=False) is model  # inference needs no wrapper
+        assert cd.wrap_model(model, ctx, trainable=True).broadcast_buffers is True
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_setup_rejects_devices_with_usage_error(monkeypatch):
+    import common.distributed as cd
+
+    for name, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(UsageError, match=r"^--device cuda:1: under torchrun each process takes cuda:LOCAL_RANK"):
+        cd.setup("cuda:1")
+
+
+@pytest.mark.parametrize("type_name, text, message", [
+    ("positive_int", "0", "expected a positive integer, got 0"),
+    ("positive_int", "2.5", "expected an integer, got '2.5'"),
+    ("nonnegative_int", "-1", "expected an integer >= 0, got -1"),
+    ("positive_float", "-1", "expected a positive number, got -1"),
+    ("positive_float", "0", "expected a positive number, got 0"),
+    ("positive_float", "nan", "expected a finite number, got 'nan'"),
+    ("positive_float", "x", "expected a number, got 'x'"),
+    ("nonnegative_float", "-0.1", "expected a number >= 0, got -0.1"),
+    ("fraction", "0", "expected a fraction in (0, 1], got 0"),
+    ("fraction", "1.5", "expected a fraction in (0, 1], got 1.5"),
+    ("momentum_value", "1", "expected a momentum in [0, 1), got 1"),
+    ("momentum_value", "-0.5", "expected a momentum in [0, 1), got -0.5"),
+])
+def test_argument_types_name_the_value(type_name, text, message):
+    import argparse
+
+    import common.args as ca
+
+    with pytest.raises(argparse.ArgumentTypeError) as err:
+        getattr(ca, type_name)(text)
+    assert str(err.value) == message
+
+
+def test_argument_types_accept_the_edges():
+    import common.args as ca
+
+    assert (ca.positive_int("1"), ca.nonnegative_int("0"), ca.positive_float("1e-9")) == (1, 0, 1e-9)
+    assert (ca.nonnegative_float("0"), ca.fraction("1"), ca.momentum_value("0"), ca.momentum_value("0.999")) == (
+        0.0, 1.0, 0.0, 0.999)
