@@ -1,7 +1,10 @@
-"""Argument groups shared by the training and evaluation scripts."""
+"""Argument groups shared by the training and evaluation scripts, and argparse types for numbers that
+cannot be right (a negative learning rate, zero epochs): argparse then answers
+``prog: error: argument --lr/--learning-rate: expected a positive number, got -1`` and exits 2."""
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 from common.representations import BASE_REPRESENTATIONS, REPRESENTATION_CHOICES
@@ -15,12 +18,75 @@ PROTOCOL_CHOICES: tuple[str, ...] = tuple(dict.fromkeys(p for spec in DATASETS.v
 WINDOW_SIZE = 64  # the reference's: every view is a crop resized to 64 frames
 
 
+def _integer(text: str, what: str = "an integer") -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (epochs, batch size, sizes, frequencies)."""
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (workers, seeds, epoch numbers)."""
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (learning rates, temperatures)."""
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    """argparse type: a finite number >= 0 (weight decay)."""
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number in (0, 1] (a share of the labels)."""
+    value = _number(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text}")
+    return value
+
+
+def momentum_value(text: str) -> float:
+    """argparse type: a momentum coefficient in [0, 1) (SGD's, MoCo's key-encoder momentum); 1 would
+    never move."""
+    value = _number(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a momentum in [0, 1), got {text}")
+    return value
+
+
 def positive_window(text: str) -> int:
     """argparse type of ``--window-size``: an integer >= 2 (a view needs two frames to show motion)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer number of frames, got {text!r}") from None
+    value = _integer(text, "an integer number of frames")
     if value < 2:
         raise argparse.ArgumentTypeError(f"expected at least 2 frames, got {value}")
     return value
@@ -52,11 +118,11 @@ def add_data_args(parser: argparse.ArgumentParser, dataset_flag: str, default_da
 def add_model_size_args(parser: argparse.ArgumentParser) -> None:
     """Encoder sizes: the paper's defaults, smaller for CPU runs and tests."""
     group = parser.add_argument_group("encoder sizes")
-    group.add_argument("--gru-hidden-size", type=int, default=1024, help="BiGRU hidden size (default 1024)")
-    group.add_argument("--gru-layers", type=int, default=3, help="BiGRU layers (default 3)")
-    group.add_argument("--agcn-base-channels", type=int, default=64,
+    group.add_argument("--gru-hidden-size", type=positive_int, default=1024, help="BiGRU hidden size (default 1024)")
+    group.add_argument("--gru-layers", type=positive_int, default=3, help="BiGRU layers (default 3)")
+    group.add_argument("--agcn-base-channels", type=positive_int, default=64,
                        help="AGCN width of the first units; every width scales with it (default 64)")
-    group.add_argument("--hcn-out-channels", type=int, default=64, help="HCN base channels (default 64)")
+    group.add_argument("--hcn-out-channels", type=positive_int, default=64, help="HCN base channels (default 64)")
     group.add_argument("--true-bidirectional-gru", action="store_true",
                        help="use a genuine bidirectional GRU instead of the reference's function "
                             "(reference checkpoints were trained with the latter)")
@@ -78,10 +144,10 @@ def add_runtime_args(parser: argparse.ArgumentParser, print_freq: int = 10, work
                      workers_help: str = "data loading workers") -> None:
     """Seed, workers, printing, device."""
     group = parser.add_argument_group("runtime")
-    group.add_argument("--seed", type=int, default=None, help="seed for reproducible runs")
-    group.add_argument("-j", "--workers", type=int, default=workers, metavar="N",
+    group.add_argument("--seed", type=nonnegative_int, default=None, help="seed for reproducible runs")
+    group.add_argument("-j", "--workers", type=nonnegative_int, default=workers, metavar="N",
                        help=workers_help + " (default %(default)s)")
-    group.add_argument("-p", "--print-freq", type=int, default=print_freq, metavar="N",
+    group.add_argument("-p", "--print-freq", type=positive_int, default=print_freq, metavar="N",
                        help="log every N iterations (default %(default)s)")
     group.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
 
@@ -91,20 +157,23 @@ def add_optim_args(parser: argparse.ArgumentParser, *, epochs: int, batch_size: 
                    cos: bool = False) -> None:
     """The reference's SGD flags; each script passes the reference's own defaults."""
     optim = parser.add_argument_group("optimisation (the reference's flags and defaults)")
-    optim.add_argument("--epochs", type=int, default=epochs, metavar="N", help="total epochs (default %(default)s)")
-    optim.add_argument("--start-epoch", type=int, default=0, metavar="N",
+    optim.add_argument("--epochs", type=positive_int, default=epochs, metavar="N",
+                       help="total epochs (default %(default)s)")
+    optim.add_argument("--start-epoch", type=nonnegative_int, default=0, metavar="N",
                        help="first epoch (useful on restarts; --resume sets it from the checkpoint)")
-    optim.add_argument("-b", "--batch-size", type=int, default=batch_size, metavar="N",
+    optim.add_argument("-b", "--batch-size", type=positive_int, default=batch_size, metavar="N",
                        help="mini-batch size, total over all GPUs and processes (default %(default)s)")
-    optim.add_argument("--lr", "--learning-rate", type=float, default=lr, dest="lr", metavar="LR",
+    optim.add_argument("--lr", "--learning-rate", type=positive_float, default=lr, dest="lr", metavar="LR",
                        help=lr_help + " (default %(default)s)")
-    optim.add_argument("--schedule", type=int, nargs="*", default=schedule,
+    optim.add_argument("--schedule", type=nonnegative_int, nargs="*", default=schedule,
                        help="epochs at which the learning rate drops x0.1" + (", ignored with --cos" if cos else "")
                             + " (default " + " ".join(map(str, schedule)) + ")")
     if cos:
         optim.add_argument("--cos", action="store_true", help="cosine learning-rate schedule")
-    optim.add_argument("--momentum", type=float, default=0.9, metavar="M", help="SGD momentum (default %(default)s)")
-    optim.add_argument("--wd", "--weight-decay", type=float, default=weight_decay, dest="weight_decay", metavar="W",
+    optim.add_argument("--momentum", type=momentum_value, default=0.9, metavar="M",
+                       help="SGD momentum, in [0, 1) (default %(default)s)")
+    optim.add_argument("--wd", "--weight-decay", type=nonnegative_float, default=weight_decay, dest="weight_decay",
+                       metavar="W",
                        help="weight decay (default %(default)s)")
 
 
