@@ -6,6 +6,7 @@ torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; :func:`setup` reads them. Backend
 """
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -100,11 +101,21 @@ def wrap_model(model: nn.Module, ctx: DistContext, *, trainable: bool, requested
         ids = [device.index] if device.type == "cuda" else None
         # DDP registers only parameters with requires_grad, so a frozen encoder under a trained head
         # needs no find_unused_parameters.
-        return nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=broadcast_buffers)
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids, **_buffer_sync_kwargs(broadcast_buffers))
     if (device.type == "cuda" and requested_device in ("auto", "cuda") and device.index is None
             and torch.cuda.device_count() > 1):
         return nn.DataParallel(model)
     return model
+
+
+def _buffer_sync_kwargs(broadcast_buffers: bool) -> dict[str, bool]:
+    # Newer torch renames the per-forward buffer broadcast (and warns about the old name); the
+    # difference, a sync at construction, is moot after broadcast_module_state.
+    if broadcast_buffers:
+        return {}
+    if "forward_sync_buffers" in inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters:
+        return {"forward_sync_buffers": False}
+    return {"broadcast_buffers": False}
 
 
 def unwrap(model: nn.Module) -> nn.Module:
