@@ -1,31 +1,47 @@
-"""Loading pretrained encoders from MoCo checkpoints: ours and the reference's released files.
+"""Run checkpoints: writing them, reading them back (``torch.load(weights_only=True)``), the one reader
+``--resume`` uses in every script, the ``module.`` prefix of DataParallel keys, and the guard that keeps
+a new run from silently replacing an earlier run's checkpoints.
 
-A pretraining checkpoint is a dict with ``state_dict`` whose keys are those of a (usually DataParallel
-wrapped) MoCo model: ``module.encoder_q.*``, ``module.encoder_k.*`` and, for inter-skeleton pairs,
-``module.encoder_r.*`` / ``module.encoder_l.*``, plus queue buffers. Downstream evaluation needs one query
-encoder (``encoder_q`` or ``encoder_r``, see :func:`common.representations.encoder_name_for`) without its
-projection head (``fc.*``, or ``fc.0.*`` / ``fc.2.*`` with the MLP head). Everything else must match the
-downstream encoder exactly: a partial load would silently evaluate a half-random network.
+Every error here is a :class:`common.io.UsageError` (a ``ValueError``) whose message is one line naming
+the file or folder; a missing file is also a ``FileNotFoundError``. Pretrained-encoder loading lives in
+:mod:`common.pretrained`; its names stay importable from here for scripts written before the split.
 """
 from __future__ import annotations
 
-import functools
 import os
 import pickle
-import warnings
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
-from torch import nn
 
-from common.representations import BASE_REPRESENTATIONS, encoder_name_for, parse_representation
+from common.io import OutputError, UsageError, atomic_torch_save
 
-# Slots of a MoCo model that hold encoders, in the order the reference creates them.
-ENCODER_SLOTS: tuple[str, ...] = ("encoder_q", "encoder_k", "encoder_r", "encoder_l")
-HEAD_PREFIX = "fc."
-# How many offending keys an error lists before summarising the rest.
-MAX_LISTED = 5
+# What a checkpoint's ``format`` entry says it is, and the words error messages use for it. Files
+# without the entry (the reference's, ours from before it) are read by their keys alone.
+PRETRAIN_FORMAT = "skeleton-contrast-moco/1"
+CLASSIFIER_FORMAT = "skeleton-contrast-classifier/1"
+FORMAT_KINDS: dict[str, str] = {PRETRAIN_FORMAT: "pretraining", CLASSIFIER_FORMAT: "classification"}
+CHECKPOINT_SUFFIX = ".pth.tar"
+LAST_CHECKPOINT = "checkpoint_last.pth.tar"  # pretraining's; classification writes last_checkpoint.pth.tar
+# Names under which scripts keep their latest state, for hints when a folder is given instead of a file.
+LAST_NAMES = (LAST_CHECKPOINT, "last_checkpoint.pth.tar")
+TENSORBOARD_PREFIX = "events.out.tfevents."
+
+
+class CheckpointError(UsageError):
+    """A file that cannot serve as the checkpoint asked for (one line naming it)."""
+
+
+class CheckpointNotFound(CheckpointError, FileNotFoundError):
+    """The checkpoint file does not exist."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Keys
+# ---------------------------------------------------------------------------------------------------
 
 
 def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str = "module.") -> dict[str, torch.Tensor]:
@@ -33,26 +49,9 @@ def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str = "module.") -> 
     return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
 
 
-def without_head(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``state`` without the classifier / projection head: ``fc.*`` (linear) and ``fc.0.*``/``fc.2.*`` (MLP)."""
-    return {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIX)}
-
-
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """``torch.load(path, weights_only=True)`` on CPU, with errors that name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as exc:
-        raise ValueError(
-            f"{path}: cannot be read as a PyTorch checkpoint with weights_only=True "
-            f"(truncated, not a checkpoint, or holding arbitrary Python objects): {exc}"
-        ) from None
-    if not isinstance(checkpoint, dict):
-        raise ValueError(f"{path}: expected a dict checkpoint, got {type(checkpoint).__name__}")
-    return checkpoint
+def add_prefix(state: Mapping[str, torch.Tensor], prefix: str = "module.") -> dict[str, torch.Tensor]:
+    """``state`` with ``prefix`` on every key (the reference's DataParallel layout), never twice."""
+    return {k if k.startswith(prefix) else prefix + k: v for k, v in state.items()}
 
 
 def model_state(checkpoint: Mapping[str, Any], source: str | os.PathLike = "checkpoint") -> dict[str, torch.Tensor]:
@@ -60,112 +59,11 @@ def model_state(checkpoint: Mapping[str, Any], source: str | os.PathLike = "chec
     with DataParallel's ``module.`` prefix removed."""
     state = checkpoint.get("state_dict", checkpoint)
     if not isinstance(state, Mapping) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(
+        raise CheckpointError(
             f"{source}: expected a 'state_dict' entry mapping parameter names to tensors; "
             f"top-level keys are {sorted(checkpoint)[:10]}"
         )
     return strip_prefix(state)
-
-
-def encoder_slots(state: Mapping[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
-    """``{'encoder_q': {...}, 'encoder_r': {...}, ...}``: each encoder's weights with the slot prefix removed."""
-    slots: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in state.items():
-        slot, _, rest = key.partition(".")
-        if slot in ENCODER_SLOTS and rest:
-            slots.setdefault(slot, {})[rest] = value
-    return slots
-
-
-@functools.lru_cache(maxsize=None)
-def _signature_keys(representation: str) -> frozenset[str]:
-    """Parameter names (head excluded) of a tiny encoder of ``representation``: names do not depend on
-    the widths, so a 2-channel model identifies a full-size checkpoint."""
-    from models import build_encoder  # local import: models import nothing from here, but keep it lazy
-
-    tiny = build_encoder(representation, 2, gru_hidden_size=2, gru_layers=1, agcn_base_channels=4, hcn_out_channels=4)
-    return frozenset(without_head(tiny.state_dict()))
-
-
-def identify_representation(encoder_state: Mapping[str, Any]) -> str | None:
-    """Which base representation's encoder these weights belong to (by parameter names), or None."""
-    keys = set(without_head(encoder_state))
-    best, best_overlap = None, 0
-    for representation in BASE_REPRESENTATIONS:
-        overlap = len(keys & _signature_keys(representation))
-        if overlap > best_overlap:
-            best, best_overlap = representation, overlap
-    return best
-
-
-def describe_slots(slots: Mapping[str, Mapping[str, Any]]) -> str:
-    """``'encoder_q (seq-based), encoder_r (graph-based)'`` for the query encoders a checkpoint holds."""
-    held = [s for s in ("encoder_q", "encoder_r") if s in slots]
-    if not held:
-        return "no encoder_q/encoder_r weights"
-    parts = []
-    for slot in held:
-        representation = identify_representation(slots[slot])
-        parts.append(f"{slot} ({representation or 'unrecognised layout'})")
-    return ", ".join(parts)
-
-
-def _saved_pretrain_representation(checkpoint: Mapping[str, Any]) -> str | None:
-    """The representation our pretraining script recorded in the checkpoint's ``args``, if any."""
-    args = checkpoint.get("args")
-    if isinstance(args, Mapping):
-        value = args.get("skeleton_representation")
-        if isinstance(value, str):
-            return value
-    return None
-
-
-def pretrained_encoder_state(
-    path: str | os.PathLike, pretrain_representation: str, representation: str
-) -> dict[str, torch.Tensor]:
-    """The weights (head removed) of the query encoder that holds ``representation`` in a checkpoint
-    pretrained as ``pretrain_representation``.
-
-    Raises ValueError saying which encoders the checkpoint holds when the representation is not among
-    them, when the checkpoint lacks the expected slot (e.g. an intra-skeleton file read as a pair) or when
-    the slot's weights belong to another representation.
-    """
-    return _select_encoder(read_checkpoint(path), path, pretrain_representation, representation)
-
-
-def _select_encoder(checkpoint: Mapping[str, Any], path: str | os.PathLike, pretrain_representation: str,
-                    representation: str) -> dict[str, torch.Tensor]:
-    slots = encoder_slots(model_state(checkpoint, path))
-    held = describe_slots(slots)
-    saved = _saved_pretrain_representation(checkpoint)
-    if saved is not None and saved != pretrain_representation:
-        raise ValueError(
-            f"{path} was pretrained as {saved!r} (recorded in its args) but "
-            f"--pretrain-skeleton-representation is {pretrain_representation!r}; it holds {held}"
-        )
-    try:
-        slot = encoder_name_for(pretrain_representation, representation)
-    except ValueError as exc:
-        raise ValueError(f"{exc}; checkpoint {path} holds {held}") from None
-    if slot not in slots:
-        kind = "an intra-skeleton (single representation)" if "encoder_r" not in slots else "this"
-        raise ValueError(
-            f"{path} has no {slot} weights, which a model pretrained as {pretrain_representation!r} would have "
-            f"for {representation}; it holds {held} -- {kind} checkpoint needs a matching "
-            f"--pretrain-skeleton-representation"
-        )
-    weights = without_head(slots[slot])
-    found = identify_representation(weights)
-    if found is not None and found != representation:
-        raise ValueError(
-            f"{path}: {slot} holds {found} weights, not {representation} as --pretrain-skeleton-representation "
-            f"{pretrain_representation!r} implies; the checkpoint holds {held}"
-        )
-    return weights
-
-
-# Encoder-size options our pretraining script records in a checkpoint's args.
-SIZE_FLAGS = ("gru_hidden_size", "gru_layers", "agcn_base_channels", "hcn_out_channels")
 
 
 def recorded_window_size(checkpoint: Mapping[str, Any]) -> int | None:
@@ -175,84 +73,205 @@ def recorded_window_size(checkpoint: Mapping[str, Any]) -> int | None:
     return args.get("window_size") if isinstance(args, Mapping) else None
 
 
-def _size_hint(checkpoint: Mapping[str, Any]) -> str:
-    """`` It was pretrained with --gru-hidden-size 8 ...`` from the checkpoint's recorded args, or ''."""
-    args = checkpoint.get("args")
-    if not isinstance(args, Mapping) or not all(k in args for k in SIZE_FLAGS):
-        return ""
-    flags = " ".join(f"--{k.replace('_', '-')} {args[k]}" for k in SIZE_FLAGS)
-    window = recorded_window_size(checkpoint)
-    if window is not None:
-        flags += f" --window-size {window}"
-    if args.get("true_bidirectional_gru"):
-        flags += " --true-bidirectional-gru"
-    return f" It was pretrained with {flags}."
+# ---------------------------------------------------------------------------------------------------
+# Writing and reading
+# ---------------------------------------------------------------------------------------------------
 
 
-def _shape(t: torch.Tensor) -> str:
-    return "(" + ", ".join(str(d) for d in t.shape) + ")"
+def write_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Save ``state`` atomically (see :func:`common.io.atomic_write`): a crash or a full disk leaves the
+    previous file intact. ``state`` must hold only what ``torch.load(weights_only=True)`` reads back."""
+    return atomic_torch_save(dict(state), path)
 
 
-def _listed(items: list[str]) -> str:
-    shown = ", ".join(items[:MAX_LISTED])
-    return shown + (f" and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
+def _load_failure(exc: BaseException) -> str:
+    """The one informative sentence of torch's (multi-paragraph) load error."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    line = next((part.strip() for part in text.splitlines() if part.strip()), type(exc).__name__)
+    return re.split(r"(?<=\.)\s", line, maxsplit=1)[0].rstrip(".")
 
 
-def load_encoder_weights(model: nn.Module, weights: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """Load ``weights`` into ``model`` strictly, except the model's own head ``fc.*`` which stays as is.
+def _folder_hint(folder: Path) -> str:
+    held = [folder / name for name in LAST_NAMES if (folder / name).is_file()]
+    return f"; pass a file such as {held[0]}" if held else "; pass a checkpoint file"
 
-    Raises ValueError naming the first mismatched keys and shapes (missing, unexpected, wrong shape);
-    nothing is copied unless everything fits.
+
+def read_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` on the CPU, with one-line errors naming the file.
+
+    ``mmap``: map the tensors instead of reading them (cheap when only a few entries are wanted).
     """
-    target = without_head(model.state_dict())
-    weights = without_head(weights)
-    missing = [k for k in target if k not in weights]
-    unexpected = [k for k in weights if k not in target]
-    wrong = [
-        f"{k}: checkpoint {_shape(weights[k])} vs model {_shape(target[k])}"
-        for k in target
-        if k in weights and weights[k].shape != target[k].shape
-    ]
-    problems = []
-    if wrong:
-        problems.append(f"shape mismatch for {_listed(wrong)}")
-    if missing:
-        problems.append(f"missing from the checkpoint: {_listed([f'{k} {_shape(target[k])}' for k in missing])}")
-    if unexpected:
-        problems.append(f"not in the model: {_listed([f'{k} {_shape(weights[k])}' for k in unexpected])}")
-    if problems:
-        raise ValueError(
-            f"{source} does not fit the {type(model).__name__} built here ({'; '.join(problems)}). "
-            "Check the encoder size options (--gru-hidden-size, --gru-layers, --agcn-base-channels, "
-            "--hcn-out-channels; --window-size for image-based) and the representations."
-        )
-    result = model.load_state_dict(dict(weights), strict=False)
-    leftover = [k for k in result.missing_keys if not k.startswith(HEAD_PREFIX)]
-    if leftover or result.unexpected_keys:  # cannot happen after the checks above; guard against drift
-        raise RuntimeError(f"partial load from {source}: missing {leftover}, unexpected {result.unexpected_keys}")
-
-
-def load_pretrained_encoder(
-    model: nn.Module, path: str | os.PathLike, pretrain_representation: str, representation: str,
-    window_size: int | None = None,
-) -> dict[str, torch.Tensor]:
-    """Copy the pretrained query encoder for ``representation`` into ``model`` (its ``fc`` untouched).
-
-    Returns a detached CPU copy of the loaded weights (head excluded), for checking later that
-    frozen training left them unchanged. ``window_size``: the frames the evaluation will feed; a
-    warning says so when the checkpoint records pretraining on another length.
-    """
-    parse_representation(pretrain_representation)
-    checkpoint = read_checkpoint(path)
-    weights = _select_encoder(checkpoint, path, pretrain_representation, representation)
-    slot = encoder_name_for(pretrain_representation, representation)
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file{_folder_hint(path)}")
+    if not path.is_file():
+        raise CheckpointNotFound(f"checkpoint {path} not found")
     try:
-        load_encoder_weights(model, weights, source=f"{slot} of {path}")
-    except ValueError as exc:
-        raise ValueError(f"{exc}{_size_hint(checkpoint)}") from None
-    pretrained_window = recorded_window_size(checkpoint)
-    if window_size is not None and pretrained_window is not None and pretrained_window != window_size:
-        warnings.warn(f"{path} was pretrained on {pretrained_window}-frame views but is evaluated on "
-                      f"{window_size}-frame views; pass --window-size {pretrained_window} to match",
-                      stacklevel=2)
-    return {k: v.detach().clone().cpu() for k, v in weights.items()}
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError:
+            if not mmap:
+                raise
+            # Files in torch's legacy (non-zip) format cannot be mapped; read them whole.
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, OSError) as exc:
+        raise CheckpointError(
+            f"{path}: cannot be read as a PyTorch checkpoint with weights_only=True "
+            f"(truncated, not a checkpoint, or holding arbitrary Python objects): {_load_failure(exc)}"
+        ) from None
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(checkpoint).__name__}")
+    return checkpoint
+
+
+def check_format(checkpoint: Mapping[str, Any], path: str | os.PathLike, expected: str,
+                 required: Sequence[str] = ("epoch", "state_dict", "optimizer"), flag: str = "--resume") -> None:
+    """CheckpointError unless ``checkpoint`` can be what ``expected`` names: its ``format`` entry, when it
+    has one, must be ``expected``; without one (the reference's files) it must hold ``required``."""
+    kind = FORMAT_KINDS.get(expected, expected)
+    found = checkpoint.get("format")
+    if found is not None and found != expected:
+        family, _, _ = str(found).partition("/")
+        if family == expected.partition("/")[0]:
+            raise CheckpointError(f"{flag} {path}: checkpoint format {found!r}, but this version reads "
+                                  f"{expected!r} (written by another version of this code)")
+        what = FORMAT_KINDS.get(found)
+        described = f"a {what} checkpoint" if what else f"a checkpoint of format {found!r}"
+        raise CheckpointError(f"{flag} {path} is {described}, not a {kind} checkpoint")
+    for key in required:
+        if key not in checkpoint:
+            raise CheckpointError(f"{flag} {path}: not a {kind} checkpoint (no {key!r} entry)")
+
+
+def read_resume_checkpoint(path: str | os.PathLike, expected_format: str,
+                           required: Sequence[str] = ("epoch", "state_dict", "optimizer"),
+                           flag: str = "--resume") -> dict[str, Any]:
+    """The checkpoint ``--resume`` names, checked to be of ``expected_format`` (:func:`check_format`):
+    one reader for pretraining and classification. Errors are one line and start with ``flag``."""
+    try:
+        checkpoint = read_checkpoint(path)
+    except CheckpointNotFound as exc:
+        raise CheckpointNotFound(f"{flag}: {exc}") from None
+    except CheckpointError as exc:
+        raise CheckpointError(f"{flag} {exc}" if str(exc).startswith(str(path)) else f"{flag}: {exc}") from None
+    check_format(checkpoint, path, expected_format, required, flag)
+    epoch = checkpoint["epoch"] if "epoch" in checkpoint else 0
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise CheckpointError(f"{flag} {path}: 'epoch' entry {epoch!r} is not a count of epochs")
+    return checkpoint
+
+
+# ---------------------------------------------------------------------------------------------------
+# The checkpoint folder of a run
+# ---------------------------------------------------------------------------------------------------
+
+
+def run_checkpoints(folder: str | os.PathLike) -> list[Path]:
+    """The checkpoint files (``*.pth.tar``, temporaries excluded) directly in ``folder``, oldest first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.name.endswith(CHECKPOINT_SUFFIX) and not p.name.startswith(".")
+             and p.is_file()]
+    return sorted(found, key=lambda p: (p.stat().st_mtime, p.name))
+
+
+def _latest(files: Sequence[Path], last_name: str) -> Path:
+    named = [p for p in files if p.name == last_name]
+    return named[0] if named else files[-1]
+
+
+def describe_progress(path: Path) -> str:
+    """``checkpoint_last.pth.tar: 4 of 10 epochs done`` (or where a run stopped mid-epoch), read cheaply
+    (tensors memory-mapped); ``checkpoint_last.pth.tar: unreadable`` when it cannot be read."""
+    try:
+        checkpoint = read_checkpoint(path, mmap=True)
+    except CheckpointError:
+        return f"{path.name}: unreadable"
+    epoch, step = checkpoint.get("epoch"), checkpoint.get("step", 0)
+    args = checkpoint.get("args")
+    total = args.get("epochs") if isinstance(args, Mapping) else None
+    if not isinstance(epoch, int):
+        return f"{path.name}: no epoch recorded"
+    done = f"{epoch} of {total} epochs done" if isinstance(total, int) else f"{epoch} epochs done"
+    if isinstance(step, int) and step > 0:
+        return f"{path.name}: stopped in epoch {epoch} at step {step}, {done}"
+    return f"{path.name}: {done}"
+
+
+def _check_writable(folder: Path, flag: str) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{flag} {folder} is a file, not a folder")
+    existing = folder
+    while not existing.exists():  # the folder will be created under its nearest existing ancestor
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"{flag} {folder} cannot be created: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == folder else f" ({existing} is not writable)"
+        raise OutputError(f"{flag} {folder} is not writable{where}")
+
+
+def check_checkpoint_folder(folder: str | os.PathLike, resume: str | os.PathLike | None, overwrite: bool, *,
+                            last_name: str = LAST_CHECKPOINT, flag: str = "--checkpoint-path") -> list[Path]:
+    """Refuse a run that would silently replace another run's checkpoints; returns the checkpoint files
+    already in ``folder`` (for the caller to remove when ``overwrite``).
+
+    Passes when ``folder`` holds no checkpoint, when ``resume`` is a file in ``folder`` (continuing that
+    run) or with ``overwrite``. Otherwise raises :class:`UsageError`, one line naming the folder, how
+    far its run got and both ways on. Also :class:`common.io.OutputError` when ``folder`` is a file or
+    cannot be written. Creates nothing.
+    """
+    folder = Path(folder)
+    _check_writable(folder, flag)
+    found = run_checkpoints(folder)
+    if not found or overwrite:
+        return found
+    latest = _latest(found, last_name)
+    progress = describe_progress(latest)
+    if resume:
+        if Path(resume).resolve().parent == folder.resolve():
+            return found
+        raise UsageError(f"{flag} {folder} already holds the checkpoints of another run ({progress}); resuming "
+                         f"{resume} there would replace them: choose an empty {flag}, or pass --overwrite to "
+                         "delete them")
+    raise UsageError(f"{flag} {folder} already holds the checkpoints of a run ({progress}); continue it with "
+                     f"--resume {latest}, or pass --overwrite to delete them and start again")
+
+
+def remove_previous_run(folder: str | os.PathLike, checkpoints: Sequence[Path]) -> list[Path]:
+    """Delete ``checkpoints`` (what :func:`check_checkpoint_folder` found) and the TensorBoard event
+    files in ``folder``, so that a run started with ``--overwrite`` leaves no file of the previous one
+    to be mistaken for its own. Returns what was removed."""
+    folder = Path(folder)
+    events = [p for p in folder.glob(TENSORBOARD_PREFIX + "*") if p.is_file()] if folder.is_dir() else []
+    removed = []
+    for path in [*checkpoints, *events]:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(path)
+    return removed
+
+
+# ---------------------------------------------------------------------------------------------------
+# Names that moved to common.pretrained
+# ---------------------------------------------------------------------------------------------------
+
+_MOVED_TO_PRETRAINED = frozenset({
+    "ENCODER_SLOTS", "HEAD_PREFIX", "SIZE_FLAGS", "describe_slots", "encoder_slots", "identify_representation",
+    "load_encoder_weights", "load_pretrained_encoder", "pretrained_encoder_state", "without_head",
+})
+
+
+def __getattr__(name: str) -> Any:
+    # Resolved on first use: common.pretrained imports this module, so it cannot be imported at the top.
+    if name in _MOVED_TO_PRETRAINED:
+        import common.pretrained
+
+        return getattr(common.pretrained, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

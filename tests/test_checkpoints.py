@@ -1,6 +1,7 @@
 """Loading pretrained encoders from MoCo checkpoints in the reference's layout and ours."""
 from __future__ import annotations
 
+import os
 import pickle
 import warnings
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from common.checkpoints import (
+from common.pretrained import (
     identify_representation,
     load_encoder_weights,
     load_pretrained_encoder,
@@ -233,3 +234,161 @@ def test_missing_unreadable_and_unsafe_checkpoints(tmp_path):
 
 class _Payload:
     """An arbitrary Python object: weights_only loading must refuse it."""
+
+
+# -------------------------------------------------------------------------------------------------
+# Run checkpoints: reading, resuming, the folder guard
+# -------------------------------------------------------------------------------------------------
+
+
+def test_names_that_moved_to_common_pretrained_still_import_from_checkpoints():
+    import common.checkpoints as ck
+    import common.pretrained as pt
+
+    for name in ("load_pretrained_encoder", "pretrained_encoder_state", "identify_representation",
+                 "load_encoder_weights", "without_head", "HEAD_PREFIX", "encoder_slots", "SIZE_FLAGS"):
+        assert getattr(ck, name) is getattr(pt, name)
+    with pytest.raises(AttributeError):
+        ck.no_such_name  # noqa: B018
+
+
+def test_prefix_helpers():
+    from common.checkpoints import add_prefix, strip_prefix
+
+    state = {"module.a": 1, "b": 2}
+    assert add_prefix(state) == {"module.a": 1, "module.b": 2}
+    assert strip_prefix(state) == {"a": 1, "b": 2}
+    assert strip_prefix(add_prefix({"x": 0})) == {"x": 0}
+
+
+def test_read_checkpoint_errors_are_one_line(tmp_path):
+    from common.checkpoints import CheckpointError, CheckpointNotFound, read_checkpoint
+
+    with pytest.raises(CheckpointNotFound, match=r"^checkpoint .*nope\.pth\.tar not found$"):
+        read_checkpoint(tmp_path / "nope.pth.tar")
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(CheckpointError, match=r"^.*run is a folder, not a checkpoint file; pass a checkpoint file$"):
+        read_checkpoint(run)
+    torch.save({"epoch": 1}, run / "checkpoint_last.pth.tar")
+    with pytest.raises(CheckpointError) as err:
+        read_checkpoint(run)
+    assert str(err.value) == (f"{run} is a folder, not a checkpoint file; pass a file such as "
+                              f"{run}/checkpoint_last.pth.tar")
+    truncated = tmp_path / "truncated.pth.tar"
+    truncated.write_bytes((run / "checkpoint_last.pth.tar").read_bytes()[:60])
+    unsafe = tmp_path / "unsafe.pth.tar"
+    torch.save({"payload": _Payload()}, unsafe)
+    garbage = tmp_path / "garbage.pth.tar"
+    garbage.write_bytes(b"not a checkpoint at all")
+    for path, reason in [(truncated, "PytorchStreamReader failed reading zip archive: failed finding central "
+                                     "directory"),
+                         (unsafe, "Unsupported global: GLOBAL tests.test_checkpoints._Payload was not an allowed "
+                                  "global by default"),
+                         (garbage, "Unsupported operand 110")]:
+        with pytest.raises(CheckpointError) as err:
+            read_checkpoint(path)
+        assert str(err.value) == (f"{path}: cannot be read as a PyTorch checkpoint with weights_only=True (truncated, "
+                                  f"not a checkpoint, or holding arbitrary Python objects): {reason}")
+    torch.save([1, 2], tmp_path / "list.pth.tar")
+    with pytest.raises(CheckpointError, match=r"list\.pth\.tar: expected a dict checkpoint, got list$"):
+        read_checkpoint(tmp_path / "list.pth.tar")
+
+
+def test_one_resume_reader_checks_the_format(tmp_path):
+    from common.checkpoints import (
+        CLASSIFIER_FORMAT,
+        PRETRAIN_FORMAT,
+        CheckpointError,
+        CheckpointNotFound,
+        read_resume_checkpoint,
+    )
+
+    full = {"epoch": 3, "state_dict": {"w": torch.zeros(1)}, "optimizer": {}}
+    cases = {
+        "ours.pth.tar": {**full, "format": PRETRAIN_FORMAT},
+        "reference.pth.tar": full,  # no format entry: accepted by its keys
+        "classifier.pth.tar": {**full, "format": CLASSIFIER_FORMAT},
+        "newer.pth.tar": {**full, "format": "skeleton-contrast-moco/2"},
+        "other.pth.tar": {**full, "format": "someone-else/1"},
+        "no_optimizer.pth.tar": {"epoch": 3, "state_dict": {}},
+        "bad_epoch.pth.tar": {**full, "epoch": -1},
+    }
+    for name, content in cases.items():
+        torch.save(content, tmp_path / name)
+    assert read_resume_checkpoint(tmp_path / "ours.pth.tar", PRETRAIN_FORMAT)["epoch"] == 3
+    assert read_resume_checkpoint(tmp_path / "reference.pth.tar", PRETRAIN_FORMAT)["epoch"] == 3
+    assert read_resume_checkpoint(tmp_path / "classifier.pth.tar", CLASSIFIER_FORMAT)["epoch"] == 3
+    expected = {
+        "classifier.pth.tar": "is a classification checkpoint, not a pretraining checkpoint",
+        "newer.pth.tar": ": checkpoint format 'skeleton-contrast-moco/2', but this version reads "
+                         "'skeleton-contrast-moco/1' (written by another version of this code)",
+        "other.pth.tar": "is a checkpoint of format 'someone-else/1', not a pretraining checkpoint",
+        "no_optimizer.pth.tar": ": not a pretraining checkpoint (no 'optimizer' entry)",
+        "bad_epoch.pth.tar": ": 'epoch' entry -1 is not a count of epochs",
+    }
+    for name, tail in expected.items():
+        with pytest.raises(CheckpointError) as err:
+            read_resume_checkpoint(tmp_path / name, PRETRAIN_FORMAT)
+        assert str(err.value) == f"--resume {tmp_path / name}" + ("" if tail.startswith(":") else " ") + tail
+    with pytest.raises(CheckpointError, match=r"is a pretraining checkpoint, not a classification checkpoint$"):
+        read_resume_checkpoint(tmp_path / "ours.pth.tar", CLASSIFIER_FORMAT)
+    with pytest.raises(CheckpointNotFound, match=r"^--resume: checkpoint .*missing\.pth\.tar not found$"):
+        read_resume_checkpoint(tmp_path / "missing.pth.tar", PRETRAIN_FORMAT)
+    with pytest.raises(CheckpointError, match=r"^--resume .* is a folder, not a checkpoint file"):
+        read_resume_checkpoint(tmp_path, PRETRAIN_FORMAT)
+
+
+def test_checkpoint_folder_guard(tmp_path):
+    from common.checkpoints import check_checkpoint_folder, remove_previous_run
+    from common.io import OutputError, UsageError
+
+    run = tmp_path / "run"
+    assert check_checkpoint_folder(run, None, False) == []  # not there yet: fine, and not created
+    assert not run.exists()
+    run.mkdir()
+    (run / "events.out.tfevents.1.host").write_bytes(b"x")
+    (run / ".checkpoint_last.pth.tar.tmp-1-00000000").write_bytes(b"x")  # a temporary is not a checkpoint
+    assert check_checkpoint_folder(run, None, False) == []
+    torch.save({"epoch": 1, "args": {"epochs": 10}}, run / "checkpoint_0000.pth.tar")
+    torch.save({"epoch": 2, "step": 5, "args": {"epochs": 10}}, run / "checkpoint_last.pth.tar")
+    found = [run / "checkpoint_0000.pth.tar", run / "checkpoint_last.pth.tar"]
+    with pytest.raises(UsageError) as err:
+        check_checkpoint_folder(run, None, False)
+    assert str(err.value) == (
+        f"--checkpoint-path {run} already holds the checkpoints of a run (checkpoint_last.pth.tar: stopped in "
+        f"epoch 2 at step 5, 2 of 10 epochs done); continue it with --resume {run}/checkpoint_last.pth.tar, or "
+        "pass --overwrite to delete them and start again")
+    assert sorted(check_checkpoint_folder(run, run / "checkpoint_last.pth.tar", False)) == found
+    assert sorted(check_checkpoint_folder(run, None, True)) == found
+    elsewhere = tmp_path / "other" / "checkpoint_last.pth.tar"
+    with pytest.raises(UsageError, match=r"another run \(.*\); resuming .*other/checkpoint_last\.pth\.tar there "
+                                         r"would replace them: choose an empty --checkpoint-path, or pass --overwrite"):
+        check_checkpoint_folder(run, elsewhere, False)
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match=r"^--checkpoint-path .*file is a file, not a folder$"):
+        check_checkpoint_folder(tmp_path / "file", None, False)
+    with pytest.raises(OutputError, match=r"^--checkpoint-path .*file/run cannot be created: .*file is a file$"):
+        check_checkpoint_folder(tmp_path / "file" / "run", None, False)
+
+    removed = remove_previous_run(run, found)
+    assert sorted(p.name for p in removed) == ["checkpoint_0000.pth.tar", "checkpoint_last.pth.tar",
+                                                "events.out.tfevents.1.host"]
+    assert [p.name for p in run.iterdir()] == [".checkpoint_last.pth.tar.tmp-1-00000000"]
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root may write anywhere")
+def test_checkpoint_folder_guard_unwritable(tmp_path):
+    from common.checkpoints import check_checkpoint_folder
+    from common.io import OutputError
+
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    try:
+        with pytest.raises(OutputError, match=r"^--checkpoint-path .*locked is not writable$"):
+            check_checkpoint_folder(locked, None, False)
+        with pytest.raises(OutputError, match=r"locked/run is not writable \(.*locked is not writable\)$"):
+            check_checkpoint_folder(locked / "run", None, False)
+    finally:
+        locked.chmod(0o700)
