@@ -7,6 +7,7 @@ import argparse
 import math
 from typing import Any
 
+from common.io import UsageError
 from common.representations import BASE_REPRESENTATIONS, REPRESENTATION_CHOICES
 from feeders.datasets import DATASETS, valid_pairs
 from models.hcn import MIN_WINDOW_SIZE as HCN_MIN_WINDOW_SIZE
@@ -93,10 +94,10 @@ def positive_window(text: str) -> int:
 
 
 def check_window_size(window_size: int, representations: tuple[str, ...]) -> None:
-    """ValueError naming ``--window-size`` when the image-based encoder is among ``representations`` and
+    """UsageError (a ValueError) naming ``--window-size`` when the image-based encoder is among ``representations`` and
     the window is too short for it (checked before any model is built)."""
     if "image-based" in representations and window_size < HCN_MIN_WINDOW_SIZE:
-        raise ValueError(f"--window-size {window_size}: the image-based encoder (HCN) needs at least "
+        raise UsageError(f"--window-size {window_size}: the image-based encoder (HCN) needs at least "
                          f"{HCN_MIN_WINDOW_SIZE} frames")
 
 

@@ -202,7 +202,9 @@ def describe_progress(path: Path) -> str:
     return f"{path.name}: {done}"
 
 
-def _check_writable(folder: Path, flag: str) -> None:
+def check_folder_writable(folder: str | os.PathLike, flag: str = "--checkpoint-path") -> None:
+    """OutputError unless ``folder`` is a writable folder or can be created as one (creates nothing)."""
+    folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"{flag} {folder} is a file, not a folder")
     existing = folder
@@ -226,7 +228,7 @@ def check_checkpoint_folder(folder: str | os.PathLike, resume: str | os.PathLike
     cannot be written. Creates nothing.
     """
     folder = Path(folder)
-    _check_writable(folder, flag)
+    check_folder_writable(folder, flag)
     found = run_checkpoints(folder)
     if not found or overwrite:
         return found
