@@ -121,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="continue exactly from a checkpoint of this script (e.g. checkpoint_last.pth.tar)")
     run.add_argument("--overwrite", action="store_true",
                      help="start afresh in a --checkpoint-path that holds another run's checkpoints, deleting "
-                          "them and its TensorBoard logs (without it such a folder is refused)")
+                          "them and its TensorBoard logs (without it such a folder is refused; with --resume of a "
+                          "checkpoint in that folder nothing is deleted)")
     run.add_argument("--save-freq", type=positive_int, default=10, metavar="N",
                      help="write checkpoint_{epoch:04d} when epoch %% N == 0 and at the last epoch (default 10)")
     run.add_argument("--metrics-json", default=None, metavar="PATH",
@@ -265,7 +266,9 @@ def claim_folder(args: argparse.Namespace) -> FolderLock:
         print(f"=> {folder}: took over the lock of PID {lock.stale_holder}, which is no longer running", flush=True)
     for path in clean_stale_temporaries(folder):
         print(f"=> removed {path}, a temporary file left by an interrupted run", flush=True)
-    if args.overwrite and previous:
+    # Resuming in the folder continues its run: --overwrite then has nothing to replace.
+    resuming_here = bool(args.resume) and Path(args.resume).resolve().parent == folder.resolve()
+    if args.overwrite and previous and not resuming_here:
         removed = remove_previous_run(folder, previous)
         print(f"=> --overwrite: removed {len(removed)} checkpoint and TensorBoard files of the previous run "
               f"in {folder}", flush=True)

@@ -90,6 +90,12 @@ def test_overwrite_replaces_the_previous_run(data_root, tmp_path, capsys):
     assert len(list(out.glob("events.out.tfevents.*"))) == 1
     last = torch.load(out / "checkpoint_last.pth.tar", weights_only=True)
     assert last["epoch"] == 1 and last["args"]["epochs"] == 1
+    # resuming in the same folder continues that run: --overwrite has nothing to delete then
+    first = (out / "checkpoint_0000.pth.tar").read_bytes()
+    assert run(data_root, out, "--epochs", "2", "--overwrite", "--resume", str(out / "checkpoint_last.pth.tar")) == 0
+    assert "--overwrite: removed" not in capsys.readouterr().out
+    assert (out / "checkpoint_0000.pth.tar").read_bytes() == first
+    assert torch.load(out / "checkpoint_last.pth.tar", weights_only=True)["epoch"] == 2
 
 
 def test_checkpoint_path_that_is_a_file_or_under_one(data_root, tmp_path, capsys):
