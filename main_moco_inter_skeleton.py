@@ -237,9 +237,13 @@ def finished_message(args: argparse.Namespace, plan: Plan) -> str | None:
 # ---------------------------------------------------------------------------------------------------
 
 
-def claim_folder(args: argparse.Namespace) -> FolderLock:
+def claim_folder(args: argparse.Namespace) -> tuple[FolderLock, list[Path]]:
     """Create and lock --checkpoint-path, refuse another run's checkpoints, tidy what a killed run left.
-    Returns the held lock; raises UsageError or LockHeld (the folder is then left as it was)."""
+
+    Returns the held lock and the previous run's checkpoints that --overwrite is to replace (deleted
+    by :func:`discard_previous_run` once the new run has been built, so a run that fails to start
+    deletes nothing). Raises UsageError, leaving the folder as it was.
+    """
     folder = Path(args.checkpoint_path)
     check_folder_writable(folder, "--checkpoint-path")
     created = not folder.exists()
@@ -268,27 +272,31 @@ def claim_folder(args: argparse.Namespace) -> FolderLock:
         print(f"=> removed {path}, a temporary file left by an interrupted run", flush=True)
     # Resuming in the folder continues its run: --overwrite then has nothing to replace.
     resuming_here = bool(args.resume) and Path(args.resume).resolve().parent == folder.resolve()
-    if args.overwrite and previous and not resuming_here:
+    return lock, previous if args.overwrite and not resuming_here else []
+
+
+def discard_previous_run(folder: Path, previous: list[Path]) -> None:
+    """--overwrite: delete the previous run's checkpoints and TensorBoard logs."""
+    if previous:
         removed = remove_previous_run(folder, previous)
         print(f"=> --overwrite: removed {len(removed)} checkpoint and TensorBoard files of the previous run "
               f"in {folder}", flush=True)
-    return lock
 
 
 @contextlib.contextmanager
-def run_folder(args: argparse.Namespace, ctx: DistContext) -> Iterator[None]:
-    """Rank 0 claims the folder (:func:`claim_folder`) for the duration of the block; the other ranks
-    learn whether it did and stop with it when it did not."""
-    lock, error = None, None
+def run_folder(args: argparse.Namespace, ctx: DistContext) -> Iterator[list[Path]]:
+    """Rank 0 claims the folder (:func:`claim_folder`) for the duration of the block and gets the files
+    --overwrite replaces; the other ranks learn whether it did and stop with it when it did not."""
+    lock, previous, error = None, [], None
     if ctx.is_main:
         try:
-            lock = claim_folder(args)
+            lock, previous = claim_folder(args)
         except UsageError as exc:
             error = exc
     if broadcast_int(error is not None, ctx.device):
         raise error if error is not None else UsageError("rank 0 could not claim --checkpoint-path")
     try:
-        yield
+        yield previous
     finally:
         if lock is not None:
             lock.release()
@@ -786,8 +794,9 @@ def train(args: argparse.Namespace, ctx: DistContext, plan: Plan) -> int:
     """Claim the folder, build, fit and report; every way out becomes an exit status."""
     started = time.time()
     try:
-        with run_folder(args, ctx):
+        with run_folder(args, ctx) as previous:
             run = build_run(args, ctx, plan)
+            discard_previous_run(run.folder, previous)
             _announce(run)
             return report(run, fit(run), started)
     except UsageError as exc:

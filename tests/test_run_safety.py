@@ -98,6 +98,19 @@ def test_overwrite_replaces_the_previous_run(data_root, tmp_path, capsys):
     assert torch.load(out / "checkpoint_last.pth.tar", weights_only=True)["epoch"] == 2
 
 
+def test_overwrite_deletes_nothing_when_the_new_run_cannot_start(data_root, tmp_path, capsys):
+    out, other = tmp_path / "ckpt", tmp_path / "other"
+    assert run(data_root, out, "--epochs", "1") == 0
+    assert run(data_root, other, "--epochs", "1", "--moco-dim", "16") == 0
+    before = snapshot(out)
+    capsys.readouterr()
+    # resuming a 16-d run with the default 8-d head into the used folder: refused after the folder was claimed
+    assert run(data_root, out, "--epochs", "2", "--overwrite", "--resume", str(other / "checkpoint_last.pth.tar")) == 2
+    assert error_line(capsys).startswith(f"--resume {other / 'checkpoint_last.pth.tar'} does not fit the model built "
+                                         "from these options")
+    assert snapshot(out) == before
+
+
 def test_checkpoint_path_that_is_a_file_or_under_one(data_root, tmp_path, capsys):
     (tmp_path / "file").write_text("keep me")
     assert run(data_root, tmp_path / "file", "--epochs", "1") == 2
