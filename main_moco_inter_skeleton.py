@@ -16,21 +16,28 @@ Devices: the CPU; one GPU; every visible GPU of one machine through nn.DataParal
 
 Outputs in --checkpoint-path: ``checkpoint_{epoch:04d}.pth.tar`` when epoch % --save-freq == 0 and at the
 last epoch (0-based, as the reference numbers them: 451 epochs end with checkpoint_0450),
-``checkpoint_last.pth.tar`` after every epoch and on SIGINT/SIGTERM, TensorBoard scalars.
+``checkpoint_last.pth.tar`` after every epoch and on SIGINT/SIGTERM, TensorBoard scalars. One run owns
+the folder at a time (a lock file), and a new run refuses a folder that holds another run's checkpoints
+unless told ``--resume`` or ``--overwrite``.
+
+Exit status: 0 trained (or the resumed run had already finished), 1 non-finite loss, 2 bad input
+(flags, data, checkpoint, folder, full disk), 128 + N after signal N (SIGINT 130, SIGTERM 143).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
-import shutil
 import signal
 import sys
 import threading
 import time
 import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -47,47 +54,61 @@ from common.args import (
     add_runtime_args,
     check_window_size,
     encoder_kwargs,
+    momentum_value,
+    positive_float,
+    positive_int,
 )
-from common.checkpoints import read_checkpoint, recorded_window_size
+from common.checkpoints import (
+    LAST_CHECKPOINT,
+    PRETRAIN_FORMAT,
+    check_checkpoint_folder,
+    check_folder_writable,
+    read_resume_checkpoint,
+    recorded_window_size,
+    remove_previous_run,
+    write_checkpoint,
+)
 from common.distributed import (
     DistContext,
     ResumableSampler,
     all_reduce_,
     barrier,
     broadcast_int,
-    broadcast_module_state,
     cleanup,
     env_is_main_process,
     env_world_size,
+    parallel_mode,
     setup,
+    wrap_model,
 )
+from common.io import OutputError, UsageError, atomic_copy, clean_stale_temporaries, ensure_folder, write_json_atomic
+from common.locking import FolderLock, LockHeld
 from common.representations import REPRESENTATION_CHOICES, parse_representation
 from common.training import (
     AverageMeter,
     accuracy,
     args_to_dict,
-    atomic_torch_save,
     capture_rng_state,
     learning_rate_at,
     restore_rng_state,
     seed_everything,
     set_learning_rate,
     summary_writer,
-    write_json_atomic,
 )
 from feeders import SPATIAL_AUGMENTS, PretrainDataset, check_split, split_paths
 from moco.builder import MoCo, build_moco, checkpoint_state_dict, load_checkpoint_state_dict
 from moco.step import contrastive_step
 
+PROG = "main_moco_inter_skeleton.py"
 # The reference's pretraining feeder: crops of 10-100% of the valid frames, resized to --window-size (64).
 CROP_RATIO = (0.1, 1.0)
-CHECKPOINT_FORMAT = "skeleton-contrast-moco/1"
-LAST_CHECKPOINT = "checkpoint_last.pth.tar"
+CHECKPOINT_FORMAT = PRETRAIN_FORMAT
+LOCK_PURPOSE = "pretraining"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="main_moco_inter_skeleton.py",
+        prog=PROG,
         description="Inter-skeleton (pair of representations) or intra-skeleton (one) MoCo pretraining.",
     )
     run = parser.add_argument_group("run")
@@ -98,7 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="folder for checkpoints and TensorBoard logs (default ./checkpoints)")
     run.add_argument("--resume", default="", metavar="PATH",
                      help="continue exactly from a checkpoint of this script (e.g. checkpoint_last.pth.tar)")
-    run.add_argument("--save-freq", type=int, default=10, metavar="N",
+    run.add_argument("--overwrite", action="store_true",
+                     help="start afresh in a --checkpoint-path that holds another run's checkpoints, deleting "
+                          "them and its TensorBoard logs (without it such a folder is refused; with --resume of a "
+                          "checkpoint in that folder nothing is deleted)")
+    run.add_argument("--save-freq", type=positive_int, default=10, metavar="N",
                      help="write checkpoint_{epoch:04d} when epoch %% N == 0 and at the last epoch (default 10)")
     run.add_argument("--metrics-json", default=None, metavar="PATH",
                      help="write the final loss and accuracies, per-epoch history and arguments here")
@@ -106,10 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_optim_args(parser, epochs=200, batch_size=256, lr=0.001, schedule=[100, 160], weight_decay=1e-4, cos=True)
 
     moco = parser.add_argument_group("MoCo")
-    moco.add_argument("--moco-dim", type=int, default=128, help="feature dimension (default 128)")
-    moco.add_argument("--moco-k", type=int, default=16384, help="queue size; number of negative keys (default 16384)")
-    moco.add_argument("--moco-m", type=float, default=0.999, help="momentum of the key encoders (default 0.999)")
-    moco.add_argument("--moco-t", type=float, default=0.07, help="softmax temperature (default 0.07)")
+    moco.add_argument("--moco-dim", type=positive_int, default=128, help="feature dimension (default 128)")
+    moco.add_argument("--moco-k", type=positive_int, default=16384,
+                      help="queue size; number of negative keys (default 16384)")
+    moco.add_argument("--moco-m", type=momentum_value, default=0.999,
+                      help="momentum of the key encoders, in [0, 1) (default 0.999)")
+    moco.add_argument("--moco-t", type=positive_float, default=0.07, help="softmax temperature (default 0.07)")
     moco.add_argument("--mlp", action="store_true", help="2-layer MLP projection head on every encoder")
     moco.add_argument("--shuffle-bn", action="store_true",
                       help="shuffle the key batch across GPUs/processes so BatchNorm cannot leak the positive "
@@ -128,8 +155,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class SetupError(Exception):
-    """A problem found before training starts: reported as one line and a non-zero exit."""
+# ---------------------------------------------------------------------------------------------------
+# Set-up: everything checked before a process group, a model or a file exists
+# ---------------------------------------------------------------------------------------------------
+
+
+class Plan(NamedTuple):
+    """What the start-up checks found: the representations, the data split and the checkpoint to resume."""
+
+    representations: tuple[str, ...]
+    paths: Any
+    checkpoint: dict[str, Any] | None
+
+    @property
+    def resumed_epoch(self) -> int | None:
+        return None if self.checkpoint is None else int(self.checkpoint["epoch"])
 
 
 def _available_cpus() -> int:
@@ -140,49 +180,126 @@ def _available_cpus() -> int:
 
 
 def check_arguments(args: argparse.Namespace, representations: tuple[str, ...], world_size: int) -> None:
-    """Option combinations that cannot work, before anything is built."""
-    positive = {"--batch-size": args.batch_size, "--epochs": args.epochs, "--moco-k": args.moco_k,
-                "--moco-dim": args.moco_dim, "--save-freq": args.save_freq, "--print-freq": args.print_freq}
-    for flag, value in positive.items():
-        if value <= 0:
-            raise SetupError(f"{flag} must be positive, got {value}")
-    if args.workers < 0:
-        raise SetupError(f"--workers must be >= 0, got {args.workers}")
-    if not 0.0 <= args.moco_m <= 1.0:
-        raise SetupError(f"--moco-m must lie in [0, 1], got {args.moco_m}")
-    if args.moco_t <= 0:
-        raise SetupError(f"--moco-t must be positive, got {args.moco_t}")
-    if args.start_epoch < 0:
-        raise SetupError(f"--start-epoch must be >= 0, got {args.start_epoch}")
+    """Option combinations that cannot work (single values are checked by their argparse types)."""
     if args.batch_size % world_size:
-        raise SetupError(f"--batch-size {args.batch_size} must be divisible by the {world_size} processes")
+        raise UsageError(f"--batch-size {args.batch_size} must be divisible by the {world_size} processes")
     if args.moco_k % args.batch_size:
-        raise SetupError(f"--moco-k {args.moco_k} must be divisible by --batch-size {args.batch_size} "
+        raise UsageError(f"--moco-k {args.moco_k} must be divisible by --batch-size {args.batch_size} "
                          "(each step replaces one whole block of the queue)")
-    try:
-        check_window_size(args.window_size, representations)
-    except ValueError as exc:
-        raise SetupError(str(exc)) from None
+    if not args.resume and args.start_epoch >= args.epochs:
+        raise UsageError(f"--start-epoch {args.start_epoch} leaves nothing to train with --epochs {args.epochs}")
+    check_window_size(args.window_size, representations)
 
 
 def load_resume_checkpoint(path: str, args: argparse.Namespace) -> dict[str, Any]:
-    try:
-        checkpoint = read_checkpoint(path)
-    except (FileNotFoundError, ValueError) as exc:
-        raise SetupError(f"--resume: {exc}") from None
-    for field in ("epoch", "state_dict", "optimizer"):
-        if field not in checkpoint:
-            raise SetupError(f"--resume {path}: not a pretraining checkpoint (no {field!r} entry)")
+    """The ``--resume`` checkpoint, checked against the options of this run."""
+    checkpoint = read_resume_checkpoint(path, PRETRAIN_FORMAT)
     saved = checkpoint.get("args", {}).get("skeleton_representation")
     if saved is not None and saved != args.skeleton_representation:
-        raise SetupError(f"--resume {path} was pretrained as {saved!r}, "
+        raise UsageError(f"--resume {path} was pretrained as {saved!r}, "
                          f"not --skeleton-representation {args.skeleton_representation!r}")
     window = recorded_window_size(checkpoint)
     window = WINDOW_SIZE if window is None else window
     if window != args.window_size:
-        raise SetupError(f"--resume {path} was pretrained with --window-size {window}, "
+        raise UsageError(f"--resume {path} was pretrained with --window-size {window}, "
                          f"not {args.window_size}: the views would change mid-run")
+    if int(checkpoint["epoch"]) > args.epochs:
+        raise UsageError(f"--resume {path} has already trained {checkpoint['epoch']} epochs, more than "
+                         f"--epochs {args.epochs}")
     return checkpoint
+
+
+def prepare(args: argparse.Namespace) -> Plan:
+    """The start-up checks, cheapest first; UsageError on the first problem."""
+    representations = parse_representation(args.skeleton_representation)
+    check_arguments(args, representations, env_world_size())
+    try:
+        paths = split_paths(args.data_root, args.pre_dataset, args.protocol, "train")
+        num_clips = check_split(paths, need_labels=False)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    if num_clips < args.batch_size:
+        raise UsageError(f"{paths.data} holds {num_clips} clips, fewer than one batch of {args.batch_size}")
+    checkpoint = load_resume_checkpoint(args.resume, args) if args.resume else None
+    return Plan(representations, paths, checkpoint)
+
+
+def finished_message(args: argparse.Namespace, plan: Plan) -> str | None:
+    """The line saying that the resumed run has nothing left to train, or None."""
+    if plan.checkpoint is None or plan.resumed_epoch != args.epochs or int(plan.checkpoint.get("step", 0)):
+        return None
+    return (f"=> nothing to train: {args.resume} already completed --epochs {args.epochs} "
+            "(pass a larger --epochs to train further)")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The checkpoint folder: one run at a time, no silent replacement
+# ---------------------------------------------------------------------------------------------------
+
+
+def claim_folder(args: argparse.Namespace) -> tuple[FolderLock, list[Path]]:
+    """Create and lock --checkpoint-path, refuse another run's checkpoints, tidy what a killed run left.
+
+    Returns the held lock and the previous run's checkpoints that --overwrite is to replace (deleted
+    by :func:`discard_previous_run` once the new run has been built, so a run that fails to start
+    deletes nothing). Raises UsageError, leaving the folder as it was.
+    """
+    folder = Path(args.checkpoint_path)
+    check_folder_writable(folder, "--checkpoint-path")
+    created = not folder.exists()
+    ensure_folder(folder, "--checkpoint-path")
+    lock = FolderLock(folder, LOCK_PURPOSE)
+    try:
+        try:
+            lock.__enter__()
+        except LockHeld as exc:
+            raise UsageError(f"--checkpoint-path {exc}") from None
+        except OSError as exc:
+            raise OutputError(f"--checkpoint-path {folder}: cannot create its lock file: {exc.strerror}") from None
+        try:
+            previous = check_checkpoint_folder(folder, args.resume or None, args.overwrite)
+        except UsageError:
+            lock.release()
+            raise
+    except UsageError:
+        if created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    if lock.stale_holder is not None:
+        print(f"=> {folder}: took over the lock of PID {lock.stale_holder}, which is no longer running", flush=True)
+    for path in clean_stale_temporaries(folder):
+        print(f"=> removed {path}, a temporary file left by an interrupted run", flush=True)
+    # Resuming in the folder continues its run: --overwrite then has nothing to replace.
+    resuming_here = bool(args.resume) and Path(args.resume).resolve().parent == folder.resolve()
+    return lock, previous if args.overwrite and not resuming_here else []
+
+
+def discard_previous_run(folder: Path, previous: list[Path]) -> None:
+    """--overwrite: delete the previous run's checkpoints and TensorBoard logs."""
+    if previous:
+        removed = remove_previous_run(folder, previous)
+        print(f"=> --overwrite: removed {len(removed)} checkpoint and TensorBoard files of the previous run "
+              f"in {folder}", flush=True)
+
+
+@contextlib.contextmanager
+def run_folder(args: argparse.Namespace, ctx: DistContext) -> Iterator[list[Path]]:
+    """Rank 0 claims the folder (:func:`claim_folder`) for the duration of the block and gets the files
+    --overwrite replaces; the other ranks learn whether it did and stop with it when it did not."""
+    lock, previous, error = None, [], None
+    if ctx.is_main:
+        try:
+            lock, previous = claim_folder(args)
+        except UsageError as exc:
+            error = exc
+    if broadcast_int(error is not None, ctx.device):
+        raise error if error is not None else UsageError("rank 0 could not claim --checkpoint-path")
+    try:
+        yield previous
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -190,9 +307,18 @@ def load_resume_checkpoint(path: str, args: argparse.Namespace) -> dict[str, Any
 # ---------------------------------------------------------------------------------------------------
 
 
+class StopNow(BaseException):
+    """A second SIGINT/SIGTERM: leave at once, without saving. A BaseException so that no ``except
+    Exception`` on the way swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 class StopRequest:
     """SIGINT/SIGTERM set a flag; training stops at the next step boundary, saves checkpoint_last and
-    exits with 128 + signal number. A second signal stops at once (no save)."""
+    exits with 128 + signal number. A second signal stops at once (no save), exiting 128 + its number."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -200,7 +326,7 @@ class StopRequest:
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "StopRequest":
+    def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -214,16 +340,17 @@ class StopRequest:
     def _handle(self, signum: int, frame: Any) -> None:
         if self.signum is not None:
             self.__exit__()
-            raise KeyboardInterrupt
+            raise StopNow(signum)
         self.signum = signum
         print(f"\n{signal.Signals(signum).name} received: saving {LAST_CHECKPOINT} at the next step boundary "
               "(send it again to quit without saving)", file=sys.stderr, flush=True)
 
 
-def _ignore_sigint_in_worker(worker_id: int) -> None:
-    # Ctrl-C reaches the whole process group; the workers must keep feeding the main process until it
-    # has reached a step boundary and saved.
+def _ignore_stop_signals_in_worker(worker_id: int) -> None:
+    # Ctrl-C (and a batch system's SIGTERM) reach the whole process group; the workers must keep feeding
+    # the main process until it has reached a step boundary and saved. They exit when it does.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class NonFiniteLoss(Exception):
@@ -236,7 +363,8 @@ class NonFiniteLoss(Exception):
 
 
 class Meters:
-    """Epoch averages of the loss and each stream's contrast accuracy, kept on the device."""
+    """Epoch sums of the loss and each stream's contrast accuracy, kept on the device in float32 (every
+    device has it; the host reads them only at print steps and at the end of the epoch)."""
 
     def __init__(self, streams: int) -> None:
         self.loss = AverageMeter("loss")
@@ -244,8 +372,8 @@ class Meters:
 
     def update(self, loss: torch.Tensor, logits: Sequence[torch.Tensor]) -> None:
         n = logits[0].shape[0]
-        self.loss.update(loss, n)
-        for meter, lg in zip(self.acc, logits):
+        self.loss.update(loss.float(), n)
+        for meter, lg in zip(self.acc, logits, strict=True):
             target = torch.zeros(lg.shape[0], dtype=torch.long, device=lg.device)
             meter.update(accuracy(lg, target, topk=(1,))[0], n)
 
@@ -258,15 +386,13 @@ class Meters:
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.loss.sum, self.loss.count = float(state["loss_sum"]), int(state["count"])
-        for meter, value in zip(self.acc, state["acc_sums"]):
+        for meter, value in zip(self.acc, state["acc_sums"], strict=True):
             meter.sum, meter.count = float(value), int(state["count"])
 
     def global_averages(self, device: torch.device) -> dict[str, float]:
-        """Averages over all ranks (one small all-reduce)."""
-        dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
-
+        """Averages over all ranks (one small float32 all-reduce; the division happens on the host)."""
         def t(value: Any) -> torch.Tensor:
-            return torch.as_tensor(value, dtype=dtype, device=device).reshape(())
+            return torch.as_tensor(value, dtype=torch.float32, device=device).reshape(())
 
         totals = torch.stack([t(self.loss.sum)] + [t(m.sum) for m in self.acc] + [t(self.loss.count)])
         totals = all_reduce_(totals, "sum").tolist()
@@ -288,56 +414,44 @@ class EpochResult(NamedTuple):
     stop: bool  # a signal asked to stop (agreed by all ranks); steps_done < steps_per_epoch if mid-epoch
 
 
-def train_one_epoch(
-    model: nn.Module,
-    base: MoCo,
-    loader: DataLoader,
-    optimizer: torch.optim.Optimizer,
-    epoch: int,
-    *,
-    ctx: DistContext,
-    args: argparse.Namespace,
-    steps_per_epoch: int,
-    start_step: int,
-    meters: Meters,
-    stop: StopRequest,
-    autocast_dtype: torch.dtype | None,
-    data_seed: int,
-) -> EpochResult:
+def _agree_on_stop(ctx: DistContext, nonfinite: torch.Tensor, stop: StopRequest) -> tuple[bool, bool]:
+    """(non-finite loss seen, stop requested), the same on every rank."""
+    if not ctx.distributed:
+        return bool(nonfinite), stop.signum is not None
+    flags = torch.stack([nonfinite.to(torch.float32),
+                         torch.tensor(float(stop.signum is not None), device=ctx.device)])
+    bad, stopping = (all_reduce_(flags, "max") > 0).tolist()
+    return bad, stopping
+
+
+def train_one_epoch(run: Run, epoch: int, *, start_step: int, meters: Meters, stop: StopRequest) -> EpochResult:
     """Train until the epoch ends or a stop is agreed on. The host waits for the device only every
     --print-freq steps, where it reads the loss, checks it is finite and (under torchrun) agrees with
     the other ranks on stopping."""
-    model.train()
-    device = ctx.device
-    nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+    args, ctx = run.args, run.ctx
+    run.model.train()
+    nonfinite = torch.zeros((), dtype=torch.bool, device=ctx.device)
     # In a log file (not a terminal) the bar redraws rarely, so logs stay readable.
-    bar = tqdm(total=steps_per_epoch, initial=start_step, desc=f"epoch {epoch}", leave=False,
+    bar = tqdm(total=run.steps_per_epoch, initial=start_step, desc=f"epoch {epoch}", leave=False,
                disable=not ctx.is_main, dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 60.0)
-    step = start_step
-    stopping = False
+    step, stopping = start_step, False
     try:
-        for views in loader:
-            views = [v.to(device, non_blocking=True) for v in views]
-            out = contrastive_step(model, base, views, optimizer, rank=ctx.rank, world_size=ctx.world_size,
-                                   shuffle_bn=args.shuffle_bn, shuffle_seed=step_seed(data_seed, epoch, step),
-                                   autocast_dtype=autocast_dtype)
+        for views in run.loader:
+            views = [v.to(ctx.device, non_blocking=True) for v in views]
+            out = contrastive_step(run.model, run.base, views, run.optimizer, rank=ctx.rank,
+                                   world_size=ctx.world_size, shuffle_bn=args.shuffle_bn,
+                                   shuffle_seed=step_seed(run.data_seed, epoch, step),
+                                   autocast_dtype=run.autocast_dtype)
             nonfinite |= ~torch.isfinite(out.loss)
             meters.update(out.loss, out.logits)
             step += 1
             bar.update(1)
-            sync_point = (step - 1) % args.print_freq == 0 or step == steps_per_epoch
-            if ctx.distributed:
-                # Ranks must stop at the same step, so they agree only where they synchronise anyway.
-                if not sync_point:
-                    continue
-                flags = torch.stack([nonfinite.to(torch.float32),
-                                     torch.tensor(float(stop.signum is not None), device=device)])
-                bad, stopping = (all_reduce_(flags, "max") > 0).tolist()
-            else:
-                stopping = stop.signum is not None
-                if not (sync_point or stopping):
-                    continue
-                bad = bool(nonfinite)
+            sync_point = (step - 1) % args.print_freq == 0 or step == run.steps_per_epoch
+            # Ranks must stop at the same step, so under torchrun they agree only where they synchronise
+            # anyway; one process also stops as soon as asked.
+            if not (sync_point or (not ctx.distributed and stop.signum is not None)):
+                continue
+            bad, stopping = _agree_on_stop(ctx, nonfinite, stop)
             if bad:
                 raise NonFiniteLoss(f"non-finite loss (nan or inf) at epoch {epoch}, step {step}")
             postfix = {"loss": f"{meters.loss.avg:.4f}"}
@@ -347,7 +461,7 @@ def train_one_epoch(
                 break
     finally:
         bar.close()
-    return EpochResult(meters.global_averages(device), step, stopping)
+    return EpochResult(meters.global_averages(ctx.device), step, stopping)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -384,213 +498,250 @@ def numbered_name(epoch: int) -> str:
 
 def save_checkpoint(state: dict[str, Any], folder: Path, numbered_epoch: int | None) -> Path:
     """Write checkpoint_last (and checkpoint_{numbered_epoch:04d}), each atomically; the numbered file
-    is written once and hard-linked (or copied) to checkpoint_last."""
+    is written once and hard-linked (or copied) to checkpoint_last. A full disk raises OutputError and
+    leaves every earlier file as it was."""
     last = folder / LAST_CHECKPOINT
     if numbered_epoch is None:
-        return atomic_torch_save(state, last)
-    numbered = atomic_torch_save(state, folder / numbered_name(numbered_epoch))
-    tmp = folder / f".{LAST_CHECKPOINT}.{os.getpid()}.link"
-    if tmp.exists():
-        tmp.unlink()
-    try:
-        os.link(numbered, tmp)
-    except OSError:  # file systems without hard links
-        shutil.copyfile(numbered, tmp)
-    os.replace(tmp, last)
+        return write_checkpoint(state, last)
+    numbered = write_checkpoint(state, folder / numbered_name(numbered_epoch))
+    atomic_copy(numbered, last)
     return numbered
 
 
 # ---------------------------------------------------------------------------------------------------
-# Main
+# Data and model
 # ---------------------------------------------------------------------------------------------------
 
 
-def wrap_model(base: MoCo, ctx: DistContext, requested_device: str) -> tuple[nn.Module, str]:
-    """DDP under torchrun, DataParallel when one process sees several GPUs, else the model itself."""
-    if ctx.distributed:
-        ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        # Queues and BatchNorm statistics are not broadcast each step: queues are kept identical by
-        # gathering keys, and only rank 0's statistics are ever saved.
-        ddp = nn.parallel.DistributedDataParallel(base, device_ids=ids, broadcast_buffers=False)
-        return ddp, f"DistributedDataParallel over {ctx.world_size} processes"
-    if ctx.device.type == "cuda" and requested_device in ("auto", "cuda") and torch.cuda.device_count() > 1:
-        return nn.DataParallel(base), f"DataParallel over {torch.cuda.device_count()} GPUs"
-    return base, "single device"
+@dataclass
+class Run:
+    """Everything one training run works with, built by :func:`build_run`."""
+
+    args: argparse.Namespace
+    ctx: DistContext
+    base: MoCo  # the model itself (checkpoints, queues)
+    model: nn.Module  # what the step calls: ``base`` or its DataParallel / DDP wrapper
+    optimizer: torch.optim.Optimizer
+    dataset: PretrainDataset
+    sampler: ResumableSampler
+    loader: DataLoader
+    local_batch: int
+    steps_per_epoch: int
+    data_seed: int
+    autocast_dtype: torch.dtype | None
+    start_epoch: int
+    start_step: int
+    meters_state: dict[str, Any]
+    folder: Path
+
+    @property
+    def mode(self) -> str:
+        return parallel_mode(self.model, self.ctx)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    main_rank = env_is_main_process()
-    try:
-        representations = parse_representation(args.skeleton_representation)
-        check_arguments(args, representations, env_world_size())
-        try:
-            paths = split_paths(args.data_root, args.pre_dataset, args.protocol, "train")
-            num_clips = check_split(paths, need_labels=False)
-        except (FileNotFoundError, ValueError) as exc:
-            raise SetupError(str(exc)) from None
-        if num_clips < args.batch_size:
-            raise SetupError(f"{paths.data} holds {num_clips} clips, fewer than one batch of {args.batch_size}")
-        checkpoint = load_resume_checkpoint(args.resume, args) if args.resume else None
-    except SetupError as exc:
-        # One line; only rank 0 says it under torchrun.
-        raise SystemExit(f"{parser.prog}: error: {exc}" if main_rank else 2) from None
+class Progress(NamedTuple):
+    """Where a run starts: epoch, steps of it already done, and what an interrupted epoch needs."""
 
-    ctx = setup(args.device)
-    try:
-        return _train(args, ctx, representations, paths, checkpoint)
-    except SetupError as exc:
-        raise SystemExit(f"{parser.prog}: error: {exc}" if ctx.is_main else 2) from None
-    except NonFiniteLoss as exc:
-        last = Path(args.checkpoint_path) / LAST_CHECKPOINT
-        kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written"
-        raise SystemExit(f"{parser.prog}: error: {exc}; stopped without saving ({kept}). "
-                         "Try a lower --lr, or run without --amp." if ctx.is_main else 1) from None
-    finally:
-        cleanup()
+    epoch: int
+    step: int
+    layout: tuple[Any, Any]  # (batch size, process count) of the run that stopped mid-epoch
+    meters_state: dict[str, Any]
 
 
-def _train(args: argparse.Namespace, ctx: DistContext, representations: tuple[str, ...], paths: Any,
-           checkpoint: dict[str, Any] | None) -> int:
-    device = ctx.device
+def configure_numerics(args: argparse.Namespace, device: torch.device) -> torch.dtype | None:
+    """Seeds, cuDNN's determinism and the autocast dtype (bf16 with --amp on CUDA)."""
     if args.seed is not None:
         seed_everything(args.seed)
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
     else:
         torch.backends.cudnn.benchmark = True
-    autocast_dtype = None
-    if args.amp:
-        if device.type == "cuda":
-            autocast_dtype = torch.bfloat16
-        else:
-            warnings.warn("--amp applies to CUDA only; training in float32 on the CPU")
+    if not args.amp:
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16
+    warnings.warn("--amp applies to CUDA only; training in float32 on the CPU", stacklevel=2)
+    return None
 
-    # Augmentations and sampling order are functions of (data_seed, epoch, index): a resumed run draws
-    # the same clips and crops as an uninterrupted one.
+
+def choose_data_seed(args: argparse.Namespace, checkpoint: dict[str, Any] | None, device: torch.device) -> int:
+    """Augmentations and sampling order are functions of (data_seed, epoch, index): a resumed run draws
+    the same clips and crops as an uninterrupted one. Every rank gets rank 0's."""
     if checkpoint is not None and "data_seed" in checkpoint:
         data_seed = int(checkpoint["data_seed"])
     else:
         data_seed = args.seed if args.seed is not None else secrets.randbits(62)
-    data_seed = broadcast_int(data_seed, device)  # each rank must shuffle and augment alike
+    return broadcast_int(data_seed, device)
 
+
+def build_model(args: argparse.Namespace, device: torch.device) -> tuple[MoCo, torch.optim.Optimizer]:
     base = build_moco(args.skeleton_representation, dim=args.moco_dim, K=args.moco_k, m=args.moco_m,
                       T=args.moco_t, mlp=args.mlp, **encoder_kwargs(args)).to(device)
     # All parameters, in the reference's order, so optimizer states match its checkpoints; the key
     # encoders never get gradients, so SGD leaves them to the momentum update.
     optimizer = torch.optim.SGD(base.parameters(), args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    return base, optimizer
 
-    start_epoch, start_step = args.start_epoch, 0
-    resumed_layout: tuple[Any, Any] = (None, None)
-    meters_state: dict[str, Any] = {}
-    if checkpoint is not None:
-        try:
-            load_checkpoint_state_dict(base, checkpoint["state_dict"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as exc:
-            raise SetupError(f"--resume {args.resume} does not fit the model built from these options "
-                             f"(representation and encoder sizes must match): {str(exc).splitlines()[0]}") from None
-        start_epoch, start_step = int(checkpoint["epoch"]), int(checkpoint.get("step", 0))
-        saved_args = checkpoint.get("args", {})
-        resumed_layout = (saved_args.get("batch_size"), checkpoint.get("world_size", 1))
-        meters_state = checkpoint.get("meters", {}) if start_step else {}
-        if "rng" in checkpoint:
-            restore_rng_state(checkpoint["rng"])
-        del checkpoint
-    broadcast_module_state(base)
-    model, mode = wrap_model(base, ctx, args.device)
 
-    dataset = PretrainDataset(paths, representations, l_ratio=CROP_RATIO, input_size=args.window_size, seed=data_seed,
-                              spatial_augment=args.spatial_augment)
+def restore(base: MoCo, optimizer: torch.optim.Optimizer, checkpoint: dict[str, Any] | None,
+            args: argparse.Namespace) -> Progress:
+    """Load a --resume checkpoint into the model, the optimizer and the RNGs; where to start."""
+    if checkpoint is None:
+        return Progress(args.start_epoch, 0, (None, None), {})
+    try:
+        load_checkpoint_state_dict(base, checkpoint["state_dict"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise UsageError(f"--resume {args.resume} does not fit the model built from these options "
+                         f"(representation and encoder sizes must match): {str(exc).splitlines()[0]}") from None
+    step = int(checkpoint.get("step", 0))
+    layout = (checkpoint.get("args", {}).get("batch_size"), checkpoint.get("world_size", 1))
+    if "rng" in checkpoint:
+        restore_rng_state(checkpoint["rng"])
+    return Progress(int(checkpoint["epoch"]), step, layout, checkpoint.get("meters", {}) if step else {})
+
+
+def build_loader(args: argparse.Namespace, ctx: DistContext, plan: Plan, data_seed: int
+                 ) -> tuple[PretrainDataset, ResumableSampler, DataLoader]:
+    dataset = PretrainDataset(plan.paths, plan.representations, l_ratio=CROP_RATIO, input_size=args.window_size,
+                              seed=data_seed, spatial_augment=args.spatial_augment)
     sampler = ResumableSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, seed=data_seed)
-    local_batch = args.batch_size // ctx.world_size
-    steps_per_epoch = sampler.num_samples // local_batch
-    if start_step and not (start_step < steps_per_epoch and resumed_layout == (args.batch_size, ctx.world_size)):
-        raise SetupError(f"--resume {args.resume} stopped at step {start_step} of an epoch with batch size and "
-                         f"process count {resumed_layout}; finishing that epoch needs the same --batch-size and "
-                         "number of processes")
     # Processes on one machine share its CPUs (torchrun tells how many processes run here).
     per_process_cpus = max(1, _available_cpus() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     workers = min(args.workers, per_process_cpus)
     loader = DataLoader(
-        dataset, batch_size=local_batch, sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda",
-        drop_last=True, persistent_workers=workers > 0, worker_init_fn=_ignore_sigint_in_worker if workers else None,
+        dataset, batch_size=args.batch_size // ctx.world_size, sampler=sampler, num_workers=workers,
+        pin_memory=ctx.device.type == "cuda", drop_last=True, persistent_workers=workers > 0,
+        worker_init_fn=_ignore_stop_signals_in_worker if workers else None,
         # Its own generator for the workers' base seed: the global one then only serves the model
         # (dropout), whose state checkpoints carry, so resumed runs draw what uninterrupted ones do.
         generator=torch.Generator().manual_seed(data_seed),
     )
-    folder = Path(args.checkpoint_path)
-    writer = summary_writer(folder if ctx.is_main else None)
-    if ctx.is_main:
-        params = sum(p.numel() for p in base.parameters() if p.requires_grad)
-        print(f"=> {args.skeleton_representation} MoCo ({params / 1e6:.2f}M trainable parameters) on {device}, "
-              f"{mode}; {len(dataset)} clips, {steps_per_epoch} steps of {args.batch_size} per epoch; "
-              f"epochs {start_epoch}..{args.epochs - 1}" + (f" (resuming at step {start_step})" if start_step else ""),
-              flush=True)
+    return dataset, sampler, loader
 
+
+def build_run(args: argparse.Namespace, ctx: DistContext, plan: Plan) -> Run:
+    """Model, optimizer, restored state and data: everything training needs."""
+    autocast_dtype = configure_numerics(args, ctx.device)
+    data_seed = choose_data_seed(args, plan.checkpoint, ctx.device)
+    base, optimizer = build_model(args, ctx.device)
+    progress = restore(base, optimizer, plan.checkpoint, args)
+    if plan.checkpoint is not None:
+        plan.checkpoint.clear()  # its tensors now live in the model and optimizer; free the copy
+    # Queues and BatchNorm statistics are not broadcast each step: queues are kept identical by
+    # gathering keys, and only rank 0's statistics are ever saved.
+    model = wrap_model(base, ctx, trainable=True, requested_device=args.device, broadcast_buffers=False)
+    dataset, sampler, loader = build_loader(args, ctx, plan, data_seed)
+    local_batch = args.batch_size // ctx.world_size
+    steps_per_epoch = sampler.num_samples // local_batch
+    if progress.step and not (progress.step < steps_per_epoch and progress.layout == (args.batch_size,
+                                                                                      ctx.world_size)):
+        raise UsageError(f"--resume {args.resume} stopped at step {progress.step} of an epoch with batch size and "
+                         f"process count {progress.layout}; finishing that epoch needs the same --batch-size and "
+                         "number of processes")
+    return Run(args=args, ctx=ctx, base=base, model=model, optimizer=optimizer, dataset=dataset, sampler=sampler,
+               loader=loader, local_batch=local_batch, steps_per_epoch=steps_per_epoch, data_seed=data_seed,
+               autocast_dtype=autocast_dtype, start_epoch=progress.epoch, start_step=progress.step,
+               meters_state=progress.meters_state, folder=Path(args.checkpoint_path))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fit
+# ---------------------------------------------------------------------------------------------------
+
+
+class FitResult(NamedTuple):
+    history: list[dict[str, Any]]
+    status: str  # "completed" or "interrupted"
+    signum: int | None  # the signal that stopped the run
+
+
+def run_epoch(run: Run, epoch: int, stop: StopRequest, writer: Any) -> tuple[dict[str, Any] | None, bool]:
+    """Train one epoch and save its checkpoints. Returns (the epoch's record, or None when a signal
+    stopped it part-way; whether to stop now)."""
+    args, ctx = run.args, run.ctx
+    lr = learning_rate_at(epoch, args.lr, args.epochs, args.schedule, args.cos)
+    set_learning_rate(run.optimizer, lr)
+    first = run.start_step if epoch == run.start_epoch else 0
+    run.sampler.set_epoch(epoch, start=first * run.local_batch)
+    run.dataset.set_epoch(epoch)
+    meters = Meters(run.base.num_streams)
+    if first and run.meters_state:
+        meters.load_state(run.meters_state)
+    t0 = time.time()
+    result = train_one_epoch(run, epoch, start_step=first, meters=meters, stop=stop)
+    if result.stop and result.steps_done < run.steps_per_epoch:
+        if ctx.is_main:
+            state = make_checkpoint(run.base, run.optimizer, args, epoch=epoch, step=result.steps_done,
+                                    data_seed=run.data_seed, meters=meters.state())
+            path = save_checkpoint(state, run.folder, None)
+            print(f"=> stopped at epoch {epoch}, step {result.steps_done}/{run.steps_per_epoch}; "
+                  f"saved {path}; continue with --resume {path}", flush=True)
+        return None, True
+    record = {"epoch": epoch, "lr": lr, **result.averages, "seconds": time.time() - t0}
+    if ctx.is_main:
+        numbered = epoch % args.save_freq == 0 or epoch == args.epochs - 1
+        state = make_checkpoint(run.base, run.optimizer, args, epoch=epoch + 1, step=0, data_seed=run.data_seed)
+        save_checkpoint(state, run.folder, epoch if numbered else None)
+        _log_epoch(writer, {**record, "numbered": numbered}, args, run.steps_per_epoch - first, run.base.num_streams)
+    return record, result.stop  # a signal during the epoch's last step: saved above
+
+
+def fit(run: Run) -> FitResult:
+    """Train from where the run starts to --epochs, or until a signal; a second signal raises StopNow."""
     history: list[dict[str, Any]] = []
-    status = "completed"
     stop = StopRequest()
-    started = time.time()
+    writer = summary_writer(run.folder if run.ctx.is_main else None)
     try:
         with stop:
-            for epoch in range(start_epoch, args.epochs):
-                lr = learning_rate_at(epoch, args.lr, args.epochs, args.schedule, args.cos)
-                set_learning_rate(optimizer, lr)
-                first = start_step if epoch == start_epoch else 0
-                sampler.set_epoch(epoch, start=first * local_batch)
-                dataset.set_epoch(epoch)
-                meters = Meters(base.num_streams)
-                if first and meters_state:
-                    meters.load_state(meters_state)
-                t0 = time.time()
-                result = train_one_epoch(model, base, loader, optimizer, epoch, ctx=ctx, args=args,
-                                         steps_per_epoch=steps_per_epoch, start_step=first, meters=meters,
-                                         stop=stop, autocast_dtype=autocast_dtype, data_seed=data_seed)
-                if result.stop and result.steps_done < steps_per_epoch:
-                    status = "interrupted"
-                    if ctx.is_main:
-                        state = make_checkpoint(base, optimizer, args, epoch=epoch, step=result.steps_done,
-                                                data_seed=data_seed, meters=meters.state())
-                        path = save_checkpoint(state, folder, None)
-                        print(f"=> stopped at epoch {epoch}, step {result.steps_done}/{steps_per_epoch}; "
-                              f"saved {path}; continue with --resume {path}", flush=True)
-                    break
-                elapsed = time.time() - t0
-                record = {"epoch": epoch, "lr": lr, **result.averages, "seconds": elapsed}
-                history.append(record)
-                if ctx.is_main:
-                    numbered = epoch % args.save_freq == 0 or epoch == args.epochs - 1
-                    state = make_checkpoint(base, optimizer, args, epoch=epoch + 1, step=0, data_seed=data_seed)
-                    save_checkpoint(state, folder, epoch if numbered else None)
-                    _log_epoch(writer, {**record, "numbered": numbered}, args, steps_per_epoch - first,
-                               base.num_streams)
-                if result.stop:  # a signal during the epoch's last step: saved above
-                    status = "interrupted"
-                    break
+            for epoch in range(run.start_epoch, run.args.epochs):
+                record, stopping = run_epoch(run, epoch, stop, writer)
+                if record is not None:
+                    history.append(record)
+                if stopping:
+                    return FitResult(history, "interrupted", stop.signum)
     finally:
         if writer is not None:
             writer.close()
+    return FitResult(history, "completed", None)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------------
+
+
+def run_metrics(args: argparse.Namespace, result: FitResult, *, start_epoch: int, steps_per_epoch: int,
+                world_size: int, device: str, mode: str, data_seed: int, wall_seconds: float) -> dict[str, Any]:
+    """What --metrics-json receives: status, the last epoch's loss and accuracies, the history."""
+    history = result.history
+    final = history[-1] if history else {}
+    return {
+        "status": result.status,
+        "skeleton_representation": args.skeleton_representation,
+        "final": {k: final[k] for k in final if k == "train_loss" or k.startswith("acc_s")},
+        "epochs_completed": history[-1]["epoch"] + 1 if history else start_epoch,
+        "history": history,
+        "steps_per_epoch": steps_per_epoch,
+        "world_size": world_size,
+        "device": device,
+        "mode": mode,
+        "data_seed": data_seed,
+        "wall_seconds": wall_seconds,
+        "args": args_to_dict(args),
+    }
+
+
+def report(run: Run, result: FitResult, started: float) -> int:
+    """Write --metrics-json (rank 0) and return the exit status: 0, or 128 + N after signal N."""
     barrier()
-    if ctx.is_main and args.metrics_json:
-        final = history[-1] if history else {}
-        write_json_atomic(args.metrics_json, {
-            "status": status,
-            "skeleton_representation": args.skeleton_representation,
-            "final": {k: final[k] for k in final if k == "train_loss" or k.startswith("acc_s")},
-            "epochs_completed": history[-1]["epoch"] + 1 if history else start_epoch,
-            "history": history,
-            "steps_per_epoch": steps_per_epoch,
-            "world_size": ctx.world_size,
-            "device": str(device),
-            "mode": mode,
-            "data_seed": data_seed,
-            "wall_seconds": time.time() - started,
-            "args": args_to_dict(args),
-        })
-    if status == "interrupted" and stop.signum is not None:
-        return 128 + int(stop.signum)
+    if run.ctx.is_main and run.args.metrics_json:
+        write_json_atomic(run.args.metrics_json, run_metrics(
+            run.args, result, start_epoch=run.start_epoch, steps_per_epoch=run.steps_per_epoch,
+            world_size=run.ctx.world_size, device=str(run.ctx.device), mode=run.mode, data_seed=run.data_seed,
+            wall_seconds=time.time() - started))
+    if result.status == "interrupted" and result.signum is not None:
+        return 128 + int(result.signum)
     return 0
 
 
@@ -610,6 +761,79 @@ def _log_epoch(writer: Any, record: dict[str, Any], args: argparse.Namespace, st
     print(f"epoch {epoch:4d} ({epoch + 1}/{args.epochs})  loss {record['train_loss']:.4f}  {accs}  "
           f"lr {record['lr']:.3g}  {record['seconds']:.1f}s ({per_step * 1e3:.0f} ms/step, "
           f"{args.batch_size / per_step:.0f} clips/s){saved}", flush=True)
+
+
+def _announce(run: Run) -> None:
+    if not run.ctx.is_main:
+        return
+    params = sum(p.numel() for p in run.base.parameters() if p.requires_grad)
+    resuming = f" (resuming at step {run.start_step})" if run.start_step else ""
+    print(f"=> {run.args.skeleton_representation} MoCo ({params / 1e6:.2f}M trainable parameters) on "
+          f"{run.ctx.device}, {run.mode}; {len(run.dataset)} clips, {run.steps_per_epoch} steps of "
+          f"{run.args.batch_size} per epoch; epochs {run.start_epoch}..{run.args.epochs - 1}{resuming}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------------
+
+
+def _error(message: object, main_rank: bool, code: int = 2) -> int:
+    """One line on stderr (from rank 0 only under torchrun) and the exit status."""
+    if main_rank:
+        print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+def _last_good(args: argparse.Namespace) -> str:
+    last = Path(args.checkpoint_path) / LAST_CHECKPOINT
+    return f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written"
+
+
+def train(args: argparse.Namespace, ctx: DistContext, plan: Plan) -> int:
+    """Claim the folder, build, fit and report; every way out becomes an exit status."""
+    started = time.time()
+    try:
+        with run_folder(args, ctx) as previous:
+            run = build_run(args, ctx, plan)
+            discard_previous_run(run.folder, previous)
+            _announce(run)
+            return report(run, fit(run), started)
+    except UsageError as exc:
+        return _error(exc, ctx.is_main)
+    except NonFiniteLoss as exc:
+        return _error(f"{exc}; stopped without saving ({_last_good(args)}). Try a lower --lr, or run without "
+                      "--amp.", ctx.is_main, code=1)
+    except StopNow as exc:
+        name = signal.Signals(exc.signum).name
+        return _error(f"second {name}: stopped at once without saving ({_last_good(args)})", ctx.is_main,
+                      code=128 + exc.signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Pretrain; returns the exit status (see the module docstring)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse has printed the usage and its one-line error (or --help)
+        return exc.code if isinstance(exc.code, int) else 2
+    main_rank = env_is_main_process()
+    try:
+        plan = prepare(args)
+    except UsageError as exc:
+        return _error(exc, main_rank)
+    finished = finished_message(args, plan)
+    if finished is not None:
+        if main_rank:
+            print(finished, flush=True)
+        return 0
+    try:
+        ctx = setup(args.device)
+    except UsageError as exc:
+        return _error(exc, main_rank)
+    try:
+        return train(args, ctx, plan)
+    finally:
+        cleanup()
 
 
 if __name__ == "__main__":

@@ -216,7 +216,9 @@ def atomic_copy(source: str | os.PathLike, path: str | os.PathLike, *, link: boo
 
 
 def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
+    if pid == os.getpid() or os.name == "nt":
+        # On Windows os.kill(pid, 0) would terminate the process: there every writer counts as alive and
+        # its temporaries stay.
         return True
     try:
         os.kill(pid, 0)

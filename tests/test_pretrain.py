@@ -68,6 +68,16 @@ def load(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def error_line(capsys) -> str:
+    """The script's error: one line, ``main_moco_inter_skeleton.py: error: ...``, the last thing on stderr
+    (before it only progress bars and warnings)."""
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    prefix = "main_moco_inter_skeleton.py: error: "
+    assert lines and lines[-1].startswith(prefix), lines[-3:]
+    assert sum(line.startswith(prefix) for line in lines) == 1, lines
+    return lines[-1][len(prefix):]
+
+
 # -------------------------------------------------------------------------------------------------
 
 
@@ -104,7 +114,7 @@ def test_one_epoch_of_every_representation(data_root, tmp_path, representation):
     assert all(0.0 <= result["final"][a] <= 100.0 for a in accs)
 
 
-def test_window_size_sets_the_views_and_the_image_encoder(data_root, tmp_path):
+def test_window_size_sets_the_views_and_the_image_encoder(data_root, tmp_path, capsys):
     """--window-size reaches the dataset (HCN refuses clips of another length) and the encoder built for it;
     evaluating with a different window then fails naming the flag the checkpoint was pretrained with."""
     assert run(data_root, tmp_path / "ckpt", "image-based", "--epochs", "1", "--seed", "0",
@@ -122,11 +132,12 @@ def test_window_size_sets_the_views_and_the_image_encoder(data_root, tmp_path):
     model = build_encoder("image-based", 60, hcn_out_channels=4)  # the default 64-frame window
     with pytest.raises(ValueError, match=r"conv2\.weight: checkpoint \(32, .*--hcn-out-channels 4 --window-size 32\."):
         load_pretrained_encoder(model, tmp_path / "ckpt" / "checkpoint_last.pth.tar", "image-based", "image-based")
-    with pytest.raises(SystemExit, match=r"pretrained with --window-size 32, not 64: the views would change"):
-        run(data_root, tmp_path / "ckpt", "image-based", "--epochs", "2",
-            "--resume", str(tmp_path / "ckpt" / "checkpoint_last.pth.tar"))
-    with pytest.raises(SystemExit, match=r"--window-size 8: the image-based encoder \(HCN\) needs at least 16"):
-        run(data_root, tmp_path / "short", "seq-based_and_image-based", "--window-size", "8")
+    capsys.readouterr()
+    assert run(data_root, tmp_path / "ckpt", "image-based", "--epochs", "2",
+               "--resume", str(tmp_path / "ckpt" / "checkpoint_last.pth.tar")) == 2
+    assert re.search(r"pretrained with --window-size 32, not 64: the views would change", error_line(capsys))
+    assert run(data_root, tmp_path / "short", "seq-based_and_image-based", "--window-size", "8") == 2
+    assert re.search(r"--window-size 8: the image-based encoder \(HCN\) needs at least 16", error_line(capsys))
 
 
 @pytest.mark.parametrize("value, message", [("1", "expected at least 2 frames, got 1"),
@@ -216,7 +227,7 @@ def test_resume_continues_exactly(data_root, tmp_path, monkeypatch):
     assert_same_state(straight, final_state(tmp_path / "signal"))
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data_root, tmp_path, monkeypatch):
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data_root, tmp_path, monkeypatch, capsys):
     calls = {"n": 0}
     step = pretrain.contrastive_step
 
@@ -229,9 +240,8 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data_root, tmp_pat
 
     monkeypatch.setattr(pretrain, "contrastive_step", poisoned)
     out = tmp_path / "ckpt"
-    with pytest.raises(SystemExit) as err:
-        run(data_root, out, "image-based", "--epochs", "3")
-    message = str(err.value.code)
+    assert run(data_root, out, "image-based", "--epochs", "3") == 1
+    message = error_line(capsys)
     assert "non-finite loss" in message and "epoch 1" in message and "checkpoint_last.pth.tar" in message
     assert calls["n"] == 6 and "step 3" in message  # noticed at the next print step
     assert load(out / "checkpoint_last.pth.tar")["epoch"] == 1  # the good one from epoch 0
@@ -248,7 +258,8 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data_root, tmp_pat
         (["-b", "16"], r"holds 12 clips, fewer than one batch of 16"),
     ],
 )
-def test_start_up_errors_are_one_line_before_building_models(data_root, tmp_path, monkeypatch, extra, pattern):
+def test_start_up_errors_are_one_line_before_building_models(data_root, tmp_path, monkeypatch, capsys, extra,
+                                                             pattern):
     def no_model(*args, **kwargs):
         raise AssertionError("a model was built before the start-up checks")
 
@@ -257,10 +268,9 @@ def test_start_up_errors_are_one_line_before_building_models(data_root, tmp_path
              for e in extra]
     if "-b" in extra:
         extra += ["--moco-k", "16"]
-    with pytest.raises(SystemExit) as err:
-        run(data_root, tmp_path / "ckpt", "seq-based", *extra)
-    message = str(err.value.code)
-    assert "\n" not in message and re.search(pattern, message), message
+    assert run(data_root, tmp_path / "ckpt", "seq-based", *extra) == 2
+    message = error_line(capsys)
+    assert re.search(pattern, message), message
     assert not (tmp_path / "ckpt").exists()
 
 
