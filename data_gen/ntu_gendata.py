@@ -44,6 +44,7 @@ from data_gen.ntu_splits import (
     strip_suffix,
 )
 from data_gen.skeleton_reader import MAX_BODIES, NUM_JOINTS, SkeletonFormatError, read_skeleton
+from data_gen.writer import DataGenError
 
 MAX_FRAMES = 300
 NUM_PERSONS = 2
@@ -51,10 +52,6 @@ PARTS = ("train", "val")
 PARTIAL_SUFFIX = ".partial"
 SKIPPED_LIST = "skipped_samples.txt"
 SAMPLE_SHAPE = (3, MAX_FRAMES, NUM_JOINTS, NUM_PERSONS)
-
-
-class DataGenError(Exception):
-    """A problem with the inputs that stops the run; its message is one line for the user."""
 
 
 @dataclass

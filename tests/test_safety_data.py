@@ -1,16 +1,22 @@
 """Safety of data handling: folder locks, restricted label unpickling, atomic writers, bad inputs."""
 from __future__ import annotations
 
+import errno
+import io
 import os
+import pickle
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from common import locking
 from common.locking import LOCK_NAME, FolderLock, LockHeld
+from data_gen import writer as writer_module
+from data_gen.writer import DataGenError, RunOutputs, check_path_component
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,9 +65,8 @@ def test_lock_file_records_pid_and_purpose_and_is_removed(tmp_path, lock_mode):
 def test_second_process_is_refused_with_holder_pid(tmp_path, lock_mode):
     holder = _start_holder(tmp_path, use_fcntl=lock_mode)
     try:
-        with pytest.raises(LockHeld) as info:
-            with FolderLock(tmp_path, "data_gen"):
-                pass
+        with pytest.raises(LockHeld) as info, FolderLock(tmp_path, "data_gen"):
+            pass
         message = str(info.value)
         assert "\n" not in message
         assert str(tmp_path) in message
@@ -90,6 +95,135 @@ def test_lock_of_killed_process_is_taken_over(tmp_path, lock_mode):
 
 
 def test_missing_folder_raises_oserror(tmp_path, lock_mode):
-    with pytest.raises(FileNotFoundError):
-        with FolderLock(tmp_path / "absent", "data_gen"):
-            pass
+    with pytest.raises(FileNotFoundError), FolderLock(tmp_path / "absent", "data_gen"):
+        pass
+
+
+# ---- data_gen.writer ----------------------------------------------------------------------------
+
+ROW = (3, 4, 5, 2)  # a small row shape for writer tests
+
+
+def _rows(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, *ROW)).astype(np.float32)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _write_run(out: Path, rows: np.ndarray, capacity: int | None = None, skipped=()) -> dict:
+    with RunOutputs(out) as run:
+        run.add_part("t", "bench", "train", capacity or len(rows), row_shape=ROW)
+        for i, row in enumerate(rows):
+            run.append(["t"], f"s{i}", i % 3, row, 10 + i)
+        run.stage_skipped(skipped)
+        return run.commit()
+
+
+def test_writer_output_is_what_numpy_writes(tmp_path):
+    rows = _rows(3)
+    counts = _write_run(tmp_path / "out", rows, capacity=5)  # two rows fewer than planned
+    assert counts == {"bench": {"train": 3}}
+    folder = tmp_path / "out" / "bench"
+    expected = io.BytesIO()
+    np.save(expected, rows)
+    assert (folder / "train_data_joint.npy").read_bytes() == expected.getvalue()
+    assert np.load(folder / "train_num_frame.npy").tolist() == [10, 11, 12]
+    assert pickle.loads((folder / "train_label.pkl").read_bytes()) == (["s0", "s1", "s2"], [0, 1, 2])
+    assert sorted(_files(tmp_path / "out")) == ["bench/train_data_joint.npy", "bench/train_label.pkl",
+                                                "bench/train_num_frame.npy"]
+
+
+def test_writer_error_removes_only_this_runs_files(tmp_path):
+    out = tmp_path / "out"
+    _write_run(out, _rows(2))
+    (out / "bench" / "train_data_joint.npy.partial-1-abcd").write_bytes(b"not ours")
+    before = _files(out)
+    with pytest.raises(KeyboardInterrupt), RunOutputs(out) as run:
+        run.add_part("t", "bench", "train", 4, row_shape=ROW)
+        run.add_part("v", "other", "val", 4, row_shape=ROW)
+        run.append(["t", "v"], "x", 1, _rows(1)[0], 5)
+        assert len(list(out.rglob("*.partial-*"))) == 3
+        raise KeyboardInterrupt
+    assert _files(out) == before  # previous outputs and the other file untouched, ours gone
+    assert not (out / "other").exists()  # the folder this run created is removed again
+
+
+def test_writer_refuses_empty_part_before_replacing_anything(tmp_path):
+    out = tmp_path / "out"
+    _write_run(out, _rows(2))
+    before = _files(out)
+    with pytest.raises(DataGenError, match=r"bench: no sample was written for train; the existing files"):
+        _write_run(out, _rows(0), capacity=3)
+    assert _files(out) == before
+    with pytest.raises(DataGenError, match="no sample for val"), RunOutputs(out) as run:
+        run.add_part("v", "bench", "val", 0, row_shape=ROW)
+    assert _files(out) == before
+
+
+def test_writer_disk_full_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    _write_run(out, _rows(2))
+    before = _files(out)
+    calls = {"n": 0}
+    real_write = writer_module._write_bytes
+
+    def write(file, data):
+        calls["n"] += 1
+        if calls["n"] == 3:  # header, one row, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(file, data)
+
+    monkeypatch.setattr(writer_module, "_write_bytes", write)
+    with pytest.raises(DataGenError) as info:
+        _write_run(out, _rows(4, seed=1))
+    message = str(info.value)
+    assert "\n" not in message and "no space left on device" in message
+    assert f"{out / 'bench' / 'train_data_joint.npy'}.partial-" in message
+    assert _files(out) == before
+
+
+def test_skipped_list_always_describes_the_last_run(tmp_path):
+    out = tmp_path / "out"
+    _write_run(out, _rows(2), skipped=[("a.skeleton", "bad line"), ("b.skeleton", "worse")])
+    assert (out / "skipped_samples.txt").read_text() == "a.skeleton\tbad line\nb.skeleton\tworse\n"
+    _write_run(out, _rows(2))
+    assert not (out / "skipped_samples.txt").exists()
+
+
+def test_output_folder_problems_are_one_line(tmp_path, monkeypatch):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(DataGenError, match=r"file: exists and is not a folder; choose another --out-folder$"):
+        RunOutputs(a_file).__enter__()
+    with pytest.raises(DataGenError, match=r"part of this path is a file"):
+        RunOutputs(a_file / "sub").__enter__()
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(locking.os, "open", refuse)
+    with pytest.raises(DataGenError) as info:
+        RunOutputs(tmp_path / "locked").__enter__()
+    assert str(info.value) == (f"{tmp_path / 'locked'}: not writable (Permission denied); "
+                               "choose another --out-folder")
+    assert not (tmp_path / "locked").exists()  # created for the run, removed again
+
+
+def test_writer_refuses_a_locked_folder(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = _start_holder(out)
+    try:
+        with pytest.raises(DataGenError, match=rf"in use by PID {holder.pid} \(holder-test\)"):
+            RunOutputs(out).__enter__()
+    finally:
+        holder.communicate("")
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "../../x", "a/b", "a\\b", "x\0"])
+def test_names_from_data_files_must_be_plain_folder_names(name):
+    with pytest.raises(DataGenError, match="cannot be a folder name"):
+        check_path_component(name, "ann.pkl: 'split'")
+    assert check_path_component("xsub", "ann.pkl") == "xsub"
