@@ -5,6 +5,7 @@ import errno
 import io
 import os
 import pickle
+import pickletools
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common import locking
+from common import locking, safe_pickle
 from common.locking import LOCK_NAME, FolderLock, LockHeld
 from data_gen import writer as writer_module
 from data_gen.writer import DataGenError, RunOutputs, check_path_component
@@ -227,3 +228,94 @@ def test_names_from_data_files_must_be_plain_folder_names(name):
     with pytest.raises(DataGenError, match="cannot be a folder name"):
         check_path_component(name, "ann.pkl: 'split'")
     assert check_path_component("xsub", "ann.pkl") == "xsub"
+
+
+# ---- common.safe_pickle -------------------------------------------------------------------------
+
+LABELS_HOLD = "label files hold (names, labels) only"
+
+
+class _CreatesMarker:
+    """Unpickling this with plain pickle would run ``os.system('touch MARKER')``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_safe_pickle_refuses_code_and_never_runs_it(tmp_path):
+    marker = tmp_path / "marker"
+    path = tmp_path / "val_label.pkl"
+    path.write_bytes(pickle.dumps((["a"], [0], _CreatesMarker(marker))))
+    with pytest.raises(safe_pickle.RefusedPickle) as info:
+        safe_pickle.load(path, LABELS_HOLD)
+    assert str(info.value) == f"{path}: refusing to load 'posix.system'; label files hold (names, labels) only"
+    assert info.value.global_name == "posix.system" and isinstance(info.value, ValueError)
+    assert not marker.exists()
+    # The same bytes with plain pickle do run the command: the test above can fail.
+    pickle.loads(path.read_bytes())
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("dangerous", [
+    (subprocess.call, (["true"],)), (eval, ("1",)), (getattr, ("x", "upper")), (np.load, ("x.npy",)),
+])
+def test_safe_pickle_refuses_any_other_global(tmp_path, dangerous):
+    class Reduce:
+        def __reduce__(self):
+            return dangerous
+
+    with pytest.raises(safe_pickle.RefusedPickle, match=r"refusing to load '[\w.]+\.\w+'; x$"):
+        safe_pickle.loads(pickle.dumps(Reduce()), "f.pkl", "x")
+
+
+def _label_contents() -> list:
+    names = ["S001C001P001R001A001.skeleton", "S001C001P001R001A002.skeleton"]
+    return [
+        (names, [0, 1]),  # what data_gen writes
+        (names, np.array([0, 1], dtype=np.int64)),
+        (np.array(names), np.array([0, 1], dtype=np.int32)),  # NumPy str array
+        (names, [np.int64(0), np.int64(1)]),  # NumPy scalar labels
+        (names, np.array([0, 1], dtype=object)),
+        {"names": names, "labels": [0, 1], "dtype": np.dtype("<f4"), "set": {1, 2}, "c": 1 + 2j},
+    ]
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, (tuple, list)):
+        return type(a) is type(b) and len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and a.dtype == b.dtype and np.array_equal(a, b)
+    return type(a) is type(b) and a == b
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+@pytest.mark.parametrize("numpy_spelling", ["numpy.core", "numpy._core"])
+def test_safe_pickle_reads_plain_data_of_numpy_1_and_2(protocol, numpy_spelling):
+    other = "numpy._core" if numpy_spelling == "numpy.core" else "numpy.core"
+    seen = 0
+    for content in _label_contents():
+        # NumPy 1 writes numpy.core.*, NumPy 2 numpy._core.*: both must load, whichever NumPy is installed.
+        data = _respell(pickle.dumps(content, protocol=protocol), other.encode(), numpy_spelling.encode())
+        names = [arg for op, arg, _ in pickletools.genops(data) if isinstance(arg, str) and "core" in arg]
+        assert all(numpy_spelling in name for name in names)
+        seen += len(names)
+        assert _equal(safe_pickle.loads(data, "labels.pkl", LABELS_HOLD), content)
+    assert seen >= 4  # the numpy contents name at least one numpy module each
+
+
+def _respell(data: bytes, old: bytes, new: bytes) -> bytes:
+    """Replace a module path in a pickle (frames dropped, protocol 4+ string lengths fixed)."""
+    ops = list(pickletools.genops(data))
+    for _, _, pos in reversed([op for op in ops if op[0].name == "FRAME"]):
+        data = data[:pos] + data[pos + 9:]  # frames are optional; their sizes would be wrong after the edit
+    if any(op.name == "GLOBAL" for op, _, _ in ops):  # protocols 0-2: "module name" text lines
+        return data.replace(old + b".", new + b".")
+    for suffix in (b".multiarray", b".numeric"):
+        before, after = old + suffix, new + suffix
+        data = data.replace(bytes([0x8C, len(before)]) + before, bytes([0x8C, len(after)]) + after)
+    return data
