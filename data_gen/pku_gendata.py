@@ -129,7 +129,8 @@ def read_skeleton_file(path: str | os.PathLike) -> np.ndarray:
             f"found {counts[i]}"
         )
     try:
-        frames = np.array(" ".join(lines).split(), dtype=np.float32)  # 1e300 becomes inf: refused below
+        with np.errstate(over="ignore"):  # 1e300 becomes inf, refused below with its line
+            frames = np.array(" ".join(lines).split(), dtype=np.float32)
     except ValueError:
         for i, line in enumerate(lines):  # slow path, only to name the offending line
             try:

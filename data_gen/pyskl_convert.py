@@ -137,7 +137,7 @@ def check_annotation(path: Path, index: int, anno: Any) -> tuple[str, int, np.nd
     bad = ~(np.abs(keypoint.astype(np.float64)) <= MAX_ABS_COORDINATE)
     if bad.any():
         raise DataGenError(f"{where}: 'keypoint' must hold {COORDINATE_EXPECTED}, found "
-                           f"{keypoint[tuple(np.argwhere(bad)[0])]!r} (dtype {keypoint.dtype})")
+                           f"{float(keypoint[tuple(np.argwhere(bad)[0])])!r} (dtype {keypoint.dtype})")
     return name, int(label), keypoint
 
 

@@ -224,7 +224,7 @@ class RunOutputs:
                 lock.__enter__()
         except LockHeld as held:
             self._remove_created_folder()
-            raise DataGenError(f"{held} (another data_gen run?)") from None
+            raise DataGenError(str(held)) from None
         except DataGenError:
             self._remove_created_folder()
             raise

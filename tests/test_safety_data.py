@@ -6,18 +6,31 @@ import io
 import os
 import pickle
 import pickletools
+import re
 import signal
 import subprocess
 import sys
+import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from common import locking, safe_pickle
 from common.locking import LOCK_NAME, FolderLock, LockHeld
+from data_gen import ntu_gendata
+from data_gen import pku_gendata as pku
+from data_gen import pyskl_convert as pc
 from data_gen import writer as writer_module
+from data_gen.normalize import MAX_ABS_COORDINATE, normalize_sample, select_bodies
+from data_gen.skeleton_reader import SkeletonFormatError, read_skeleton
+from data_gen.synthetic import skeleton_text, write_synthetic_ntu
 from data_gen.writer import DataGenError, RunOutputs, check_path_component
+from feeders.datasets import DataFileError, DownstreamDataset, SplitPaths, check_split, split_paths
+from tests.test_pku import make_dataset as make_pku_dataset
+from tests.test_pyskl import make_pickle as make_pyskl_pickle
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -319,3 +332,420 @@ def _respell(data: bytes, old: bytes, new: bytes) -> bytes:
         before, after = old + suffix, new + suffix
         data = data.replace(bytes([0x8C, len(before)]) + before, bytes([0x8C, len(after)]) + after)
     return data
+
+
+# ---- feeders: label pickles and .npy files ------------------------------------------------------
+
+def _prepared_split(root: Path, clips: int = 4) -> SplitPaths:
+    """A tiny prepared val part in the NTU 60 x-view layout, written as data_gen writes it."""
+    folder = root / "NTU-RGB-D-60-AGCN" / "xview"
+    folder.mkdir(parents=True)
+    paths = split_paths(root, "ntu60", "cross_view", "val")
+    rng = np.random.default_rng(0)
+    np.save(paths.data, rng.standard_normal((clips, 3, 300, 25, 2)).astype(np.float32))
+    np.save(paths.num_frame, np.full(clips, 50, dtype=np.int64))
+    paths.label.write_bytes(pickle.dumps(([f"S001C001P001R001A00{i + 1}.skeleton" for i in range(clips)],
+                                          list(range(clips)))))
+    return paths
+
+
+def test_feeders_refuse_a_label_pickle_that_carries_code(tmp_path):
+    paths = _prepared_split(tmp_path)
+    marker = tmp_path / "marker"
+    paths.label.write_bytes(pickle.dumps((["a"] * 4, [0, 1, 2, 3], _CreatesMarker(marker))))
+    with pytest.raises(ValueError) as info:
+        check_split(paths)
+    assert str(info.value) == (f"{paths.label}: refusing to load 'posix.system'; "
+                               "label files hold (names, labels) only")
+    with pytest.raises(ValueError, match=r"refusing to load 'posix\.system'"):
+        DownstreamDataset(paths, "seq-based", train=False)
+    assert not marker.exists()
+
+
+def test_feeders_read_labels_with_numpy_contents(tmp_path):
+    paths = _prepared_split(tmp_path)
+    names = np.array([f"S001C001P001R001A00{i + 1}.skeleton" for i in range(4)])
+    paths.label.write_bytes(pickle.dumps((names, [np.int64(3), np.int64(2), np.int64(1), np.int64(0)])))
+    dataset = DownstreamDataset(paths, "seq-based", train=False)
+    assert dataset.labels.tolist() == [3, 2, 1, 0] and dataset.names == names.tolist()
+
+
+@pytest.mark.parametrize("which", ["data", "num_frame", "label"])
+def test_feeders_empty_file_is_one_line(tmp_path, which):
+    paths = _prepared_split(tmp_path)
+    path = getattr(paths, which)
+    path.write_bytes(b"")
+    with pytest.raises(ValueError) as info:
+        check_split(paths)
+    kind = "a label pickle" if which == "label" else "a .npy array"
+    assert str(info.value) == (f"{path}: empty file (0 bytes), not {kind}; make it again with: python "
+                               f"data_gen/ntu_gendata.py --dataset ntu60 --data-path <RAW> --out-folder "
+                               f"{tmp_path / 'NTU-RGB-D-60-AGCN'}")
+
+
+def test_feeders_truncated_npy_is_one_line(tmp_path):
+    paths = _prepared_split(tmp_path)
+    full = paths.data.stat().st_size
+    os.truncate(paths.data, full - 1000)
+    with pytest.raises(DataFileError) as info:
+        check_split(paths)
+    message = str(info.value)
+    assert message.startswith(f"{paths.data}: truncated: its header declares shape (4, 3, 300, 25, 2) float32 "
+                              f"({full:,} bytes) but the file has {full - 1000:,} bytes")
+    assert "\n" not in message and "make it again with: python data_gen/ntu_gendata.py" in message
+
+
+def test_feeders_file_cut_during_a_run_is_one_line_not_a_sigbus(tmp_path):
+    paths = _prepared_split(tmp_path)
+    dataset = DownstreamDataset(paths, "seq-based", train=False, input_size=16)
+    assert dataset[3][1] == 3  # mapped and readable
+    full = paths.data.stat().st_size
+    os.truncate(paths.data, full // 2)  # rewritten in place by another program
+    expected = (f"{paths.data}: cut to {full // 2:,} of its {full:,} bytes while this run was reading it "
+                "(rewritten in place?); make it again with: python data_gen/ntu_gendata.py")
+    with pytest.raises(DataFileError) as info:
+        dataset[3]  # would read past the end of the file: a SIGBUS without the check
+    assert str(info.value).startswith(expected)
+    with pytest.raises(DataFileError, match="cut to"):
+        dataset.check_files()
+    # Through a DataLoader worker: the error arrives in the main process and still prints as one line.
+    loader = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=1)
+    with pytest.raises(DataFileError) as info:
+        list(loader)
+    assert str(info.value).startswith(expected) and "\n" not in str(info.value)
+
+
+# ---- the converters: concurrent runs, empty parts, bad values, bad names, disk full -------------
+
+NTU_OUTPUTS = [f"{b}/{part}_{f}" for b in ("xsub", "xview") for part in ("train", "val")
+               for f in ("data_joint.npy", "label.pkl", "num_frame.npy")]
+
+
+@pytest.fixture(scope="module")
+def ntu_raw(tmp_path_factory) -> Path:
+    """24 synthetic NTU files: every part of x-sub and x-view gets samples."""
+    folder = tmp_path_factory.mktemp("ntu_raw")
+    write_synthetic_ntu(folder, num_classes=4, samples_per_class=6, seed=3)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def ntu_clean(tmp_path_factory, ntu_raw) -> dict[str, bytes]:
+    """The outputs of an undisturbed run on ``ntu_raw``."""
+    out = tmp_path_factory.mktemp("ntu_clean")
+    assert ntu_gendata.main(["--data-path", str(ntu_raw), "--out-folder", str(out), "--no-progress"]) == 0
+    return _files(out)
+
+
+def _ntu(argv: list[str], capsys) -> tuple[int, str]:
+    """(exit code, stderr) of ntu_gendata.main; the ``PROG: error: `` prefix becomes ``error: ``."""
+    try:
+        code = ntu_gendata.main([*argv, "--no-progress"])
+    except SystemExit as exit_:
+        code = exit_.code
+    return code, re.sub(r"^\S+: error: ", "error: ", capsys.readouterr().err)
+
+
+def _copy_raw(source: Path, target: Path) -> list[Path]:
+    target.mkdir(parents=True)
+    for path in sorted(source.glob("*.skeleton")):
+        (target / path.name).write_bytes(path.read_bytes())
+    return sorted(target.glob("*.skeleton"))
+
+
+# A data_gen run that stops just before its commit (lock held, temporary files written) until its stdin
+# gets a line.
+_PAUSED_RUN = """
+import sys
+from data_gen import ntu_gendata, writer
+commit = writer.RunOutputs.commit
+def paused(self):
+    print("committing", flush=True)
+    sys.stdin.readline()
+    return commit(self)
+writer.RunOutputs.commit = paused
+sys.exit(ntu_gendata.main(sys.argv[1:]))
+"""
+
+
+def _start_paused_run(raw: Path, out: Path) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", _PAUSED_RUN, "--data-path", str(raw), "--out-folder", str(out),
+                             "--no-progress"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "committing", proc.stderr.read()
+    return proc
+
+
+def test_two_data_gen_runs_into_one_folder(tmp_path, ntu_raw, ntu_clean):
+    out = tmp_path / "out"
+    first = _start_paused_run(ntu_raw, out)
+    try:
+        second = subprocess.run([sys.executable, "data_gen/ntu_gendata.py", "--data-path", str(ntu_raw),
+                                 "--out-folder", str(out), "--no-progress"], cwd=ROOT, capture_output=True,
+                                text=True, timeout=120)
+        assert second.returncode == 2
+        assert second.stderr == (f"ntu_gendata.py: error: {out}: in use by PID {first.pid} (data_gen); wait for it "
+                                 "to finish or stop it, or choose another folder\n")
+        assert len(list(out.rglob("*.partial-*"))) == 4  # the first run's data files, untouched
+    finally:
+        _, stderr = first.communicate("\n", timeout=120)
+    assert first.returncode == 0, stderr
+    assert _files(out) == ntu_clean  # exactly what an undisturbed run writes
+
+
+def test_lock_of_a_killed_data_gen_run_is_taken_over(tmp_path, ntu_raw, ntu_clean, capsys):
+    out = tmp_path / "out"
+    killed = _start_paused_run(ntu_raw, out)
+    killed.kill()
+    killed.communicate()
+    assert len(list(out.rglob(f"*.partial-{killed.pid}-*"))) == 4
+    with pytest.warns(UserWarning) as record:
+        assert _ntu(["--data-path", str(ntu_raw), "--out-folder", str(out)], capsys)[0] == 0
+    assert [str(w.message) for w in record] == [
+        f"{out}: taking over the lock left by PID {killed.pid}, a run that did not finish; removed its 4 "
+        "temporary file(s)"]
+    assert _files(out) == ntu_clean
+
+
+def test_all_bad_input_leaves_a_good_folder_byte_identical(tmp_path, ntu_raw, ntu_clean, capsys):
+    out = tmp_path / "out"
+    assert _ntu(["--data-path", str(ntu_raw), "--out-folder", str(out)], capsys)[0] == 0
+    raw = tmp_path / "raw"
+    for path in _copy_raw(ntu_raw, raw):
+        path.write_bytes(path.read_bytes()[:200])  # every file truncated
+    code, err = _ntu(["--data-path", str(raw), "--out-folder", str(out), "--skip-bad"], capsys)
+    assert code == 2 and len(err.splitlines()) == 1
+    assert f"{raw}: all 12 files of xsub/train are bad and were skipped (first: {raw}/S001C001P001R001A001.skeleton, " \
+           "line" in err and err.endswith("; nothing was written\n")
+    assert _files(out) == ntu_clean
+
+
+def test_all_ignored_input_is_refused(tmp_path, ntu_raw, ntu_clean, capsys):
+    out = tmp_path / "out"
+    assert _ntu(["--data-path", str(ntu_raw), "--out-folder", str(out)], capsys)[0] == 0
+    listing = tmp_path / "ignored.txt"
+    listing.write_text("".join(p.stem + "\n" for p in ntu_raw.glob("*.skeleton")))
+    code, err = _ntu(["--data-path", str(ntu_raw), "--out-folder", str(out), "--ignored-sample-path", str(listing)],
+                     capsys)
+    assert code == 2
+    assert err == (f"error: {ntu_raw}: all 24 .skeleton files are in the ignored-sample list "
+                   f"{listing}; nothing was written\n")
+    assert _files(out) == ntu_clean
+
+
+def test_part_without_files_is_refused(tmp_path, ntu_raw, capsys):
+    raw = tmp_path / "raw"
+    for path in _copy_raw(ntu_raw, raw):
+        if "C001" in path.name:  # x-view validation is camera 1
+            path.unlink()
+    out = tmp_path / "out"
+    code, err = _ntu(["--data-path", str(raw), "--out-folder", str(out), "--benchmarks", "xview"], capsys)
+    assert code == 2
+    assert err == (f"error: {raw}: none of the 16 files to convert belongs to xview/val; nothing "
+                   "was written (a part without samples cannot be trained or evaluated on)\n")
+    assert not out.exists()
+
+
+def test_skipped_list_of_an_earlier_run_is_removed(tmp_path, ntu_raw, capsys):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    paths = _copy_raw(ntu_raw, raw)
+    original = paths[3].read_bytes()
+    paths[3].write_bytes(original[:300])
+    assert _ntu(["--data-path", str(raw), "--out-folder", str(out), "--skip-bad"], capsys)[0] == 0
+    assert (out / "skipped_samples.txt").read_text().startswith(paths[3].name + "\t")
+    paths[3].write_bytes(original)
+    assert _ntu(["--data-path", str(raw), "--out-folder", str(out), "--skip-bad"], capsys)[0] == 0
+    assert not (out / "skipped_samples.txt").exists()
+
+
+def _set_joint_line(path: Path, value: str) -> int:
+    """Replace x of the first joint line of ``path`` with ``value``; returns that line's number."""
+    lines = path.read_text().split("\n")
+    index = next(i for i, line in enumerate(lines) if len(line.split()) == 12)
+    fields = lines[index].split()
+    lines[index] = " ".join([value, *fields[1:]])
+    path.write_text("\n".join(lines))
+    return index + 1
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("1e300", "x y z of magnitude at most 8.5e+37 (finite once normalised and stored as float32)"),
+    ("-4e38", "x y z of magnitude at most 8.5e+37 (finite once normalised and stored as float32)"),
+    ("1e38", "x y z of magnitude at most 8.5e+37 (finite once normalised and stored as float32)"),
+    ("inf", "finite x y z"),
+])
+def test_ntu_coordinate_beyond_float32_is_a_line_error(tmp_path, ntu_raw, capsys, value, expected):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    paths = _copy_raw(ntu_raw, raw)
+    line = _set_joint_line(paths[4], value)
+    code, err = _ntu(["--data-path", str(raw), "--out-folder", str(out)], capsys)
+    assert code == 2
+    assert err.startswith(f"error: {paths[4]}, line {line}: expected {expected}, found '{value} ")
+    assert not out.exists()
+    assert _ntu(["--data-path", str(raw), "--out-folder", str(out), "--skip-bad"], capsys)[0] == 0
+    assert (out / "skipped_samples.txt").read_text().startswith(f"{paths[4].name}\t{paths[4]}, line {line}:")
+    for part in ("train", "val"):
+        assert np.isfinite(np.load(out / "xsub" / f"{part}_data_joint.npy")).all()
+
+
+def test_largest_accepted_coordinate_stays_finite(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    frames = [[np.arange(75).reshape(25, 3) * 0.01 + 0.01 * t] for t in range(1, 5)]
+    largest = 0.9999 * MAX_ABS_COORDINATE  # as written in text, below the limit
+    frames[1][0][3] = [largest, -largest, largest]
+    path = raw / "S001C001P001R001A001.skeleton"
+    path.write_text(skeleton_text(frames, (0,)))
+    sample = ntu_gendata.prepare_sample(path)
+    assert np.isfinite(sample.data).all() and np.abs(sample.data).max() > 1e37
+
+
+def test_declared_frame_count_costs_nothing_beyond_the_file(tmp_path):
+    few = tmp_path / "few.skeleton"
+    few.write_text("300000\n0\n0\n0\n")  # 300,000 frames declared, 3 present
+    tracemalloc.start()
+    started = time.perf_counter()
+    with pytest.raises(SkeletonFormatError) as info:
+        read_skeleton(few)
+    seconds, peak = time.perf_counter() - started, tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert str(info.value) == f"{few}, line 5: expected the body count of frame 4 (an integer), found end of file " \
+                              "(truncated file?)"
+    assert peak < 1_000_000 and seconds < 1.0
+
+    many = tmp_path / "S001C001P001R001A001.skeleton"  # 300,000 frames really there, all empty but one
+    frames = [[np.arange(75).reshape(25, 3) * 0.01 + 1.0]]
+    many.write_text(skeleton_text(frames, (0,)).rstrip("\n").replace("1\n", "300000\n", 1) + "\n0" * 299_999 + "\n")
+    tracemalloc.start()
+    sample = ntu_gendata.prepare_sample(many)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    # The file is 0.6 MB; a dense (4, 300000, 25, 3) float64 array would take 720 MB.
+    assert many.stat().st_size < 700_000 and peak < 40_000_000
+    assert sample.file_frames == 300_000 and sample.num_frame == 300 and sample.has_body
+    expected = normalize_sample(select_bodies(read_skeleton(many).bodies))
+    np.testing.assert_array_equal(sample.data, expected)
+
+
+def test_disk_full_is_one_line_and_leaves_the_previous_outputs(tmp_path, ntu_raw, ntu_clean, capsys, monkeypatch):
+    out = tmp_path / "out"
+    assert _ntu(["--data-path", str(ntu_raw), "--out-folder", str(out)], capsys)[0] == 0
+    calls = {"n": 0}
+    real_write = writer_module._write_bytes
+
+    def write(file, data):
+        calls["n"] += 1
+        if calls["n"] == 20:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(file, data)
+
+    monkeypatch.setattr(writer_module, "_write_bytes", write)
+    code, err = _ntu(["--data-path", str(ntu_raw), "--out-folder", str(out)], capsys)
+    assert code == 2 and len(err.splitlines()) == 1
+    assert re.fullmatch(rf"error: {re.escape(str(out))}/\w+/\w+_data_joint.npy.partial-\d+-\w+: "
+                        r"no space left on device \(No space left on device\); free some space or choose another "
+                        r"--out-folder \(the previous outputs are unchanged\)\n", err)
+    assert _files(out) == ntu_clean
+
+
+def test_output_folder_that_is_a_file_is_one_line(tmp_path, ntu_raw, capsys):
+    out = tmp_path / "out"
+    out.write_text("not a folder")
+    code, err = _ntu(["--data-path", str(ntu_raw), "--out-folder", str(out)], capsys)
+    assert code == 2
+    assert err == f"error: {out}: exists and is not a folder; choose another --out-folder\n"
+
+
+def _run_capture(main, argv: list[str], capsys) -> tuple[int, str]:
+    try:
+        code = main([*argv, "--no-progress"])
+    except SystemExit as exit_:
+        code = exit_.code
+    return code, re.sub(r"^\S+: error: ", "error: ", capsys.readouterr().err)
+
+
+def test_pku_coordinate_beyond_float32_and_all_bad_input(tmp_path, capsys):
+    ds = make_pku_dataset(tmp_path / "raw")
+    out = tmp_path / "out"
+    argv = ["--phase", "1", "--data-path", str(ds["skeleton"]), "--out-folder", str(out), "--benchmarks", "xsub"]
+    with pytest.warns(UserWarning):
+        assert _run_capture(pku.main, argv, capsys)[0] == 0
+    before = _files(out)
+    video = ds["videos"][2]
+    path = ds["skeleton"] / f"{video}.txt"
+    lines = path.read_text().splitlines()
+    lines[9] = "1e300 " + lines[9].split(" ", 1)[1]
+    path.write_text("\n".join(lines) + "\n")
+    code, err = _run_capture(pku.main, argv, capsys)
+    assert code == 2
+    assert err == (f"error: {path}, line 10: expected x y z of magnitude at most 8.5e+37 (finite once normalised "
+                   "and stored as float32), found '1e300'\n")
+    assert _files(out) == before
+    # --skip-bad with every validation video bad: refused, the good folder stays as it was.
+    bad = ds["skeleton"] / f"{ds['videos'][5]}.txt"
+    bad.write_text("0.5 0.5\n")
+    code, err = _run_capture(pku.main, [*argv, "--skip-bad"], capsys)
+    assert code == 2
+    assert err == (f"error: {ds['split'] / 'cross-subject.txt'}: every clip of xsub/val was skipped (first: {path}, "
+                   "line 10: expected x y z of magnitude at most 8.5e+37 (finite once normalised and stored as "
+                   "float32), found '1e300'); nothing was written\n")
+    assert _files(out) == before
+
+
+def test_pyskl_pickle_that_carries_code_is_refused(tmp_path, capsys):
+    path = tmp_path / "ntu60_3danno.pkl"
+    content = make_pyskl_pickle(path)
+    marker = tmp_path / "marker"
+    content["annotations"][0]["keypoint"] = _CreatesMarker(marker)
+    path.write_bytes(pickle.dumps(content))
+    code, err = _run_capture(pc.main, ["--annotation", str(path), "--out-folder", str(tmp_path / "out")], capsys)
+    assert code == 2
+    assert err == (f"error: {path}: refusing to load 'posix.system'; a pyskl annotation file holds dicts, lists, "
+                   "strings, numbers and NumPy arrays only\n")
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("split_name", ["../../x", "a/b", "..", "a\\b"])
+def test_pyskl_split_name_never_leaves_the_out_folder(tmp_path, capsys, split_name):
+    path = tmp_path / "work" / "ntu60_3danno.pkl"
+    path.parent.mkdir()
+    content = make_pyskl_pickle(path)
+    split = content["split"]
+    split[f"{split_name}_train"], split[f"{split_name}_val"] = split["xsub_train"], split["xsub_val"]
+    path.write_bytes(pickle.dumps(content))
+    out = tmp_path / "work" / "deep" / "out"
+    code, err = _run_capture(pc.main, ["--annotation", str(path), "--out-folder", str(out)], capsys)
+    assert code == 2
+    assert err == (f"error: {path}: 'split' key {split_name + '_train'!r}: {split_name!r} cannot be a folder name "
+                   "(it must be non-empty, without '/', '\\' or '..')\n")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["ntu60_3danno.pkl", "work"]
+
+
+def test_pyskl_coordinate_beyond_float32_and_all_skipped(tmp_path, capsys):
+    path = tmp_path / "ntu60_3danno.pkl"
+    content = make_pyskl_pickle(path)
+    out = tmp_path / "out"
+    argv = ["--annotation", str(path), "--out-folder", str(out), "--splits", "xsub"]
+    with pytest.warns(UserWarning):
+        assert _run_capture(pc.main, argv, capsys)[0] == 0
+    before = _files(out)
+    first = content["annotations"][0]
+    first["keypoint"] = first["keypoint"].astype(np.float64)
+    first["keypoint"][0, 3, 7, 1] = 1e300
+    path.write_bytes(pickle.dumps(content))
+    code, err = _run_capture(pc.main, argv, capsys)
+    assert code == 2
+    assert err == (f"error: {path}: annotation {first['frame_dir']!r}: 'keypoint' must hold x y z of magnitude at "
+                   "most 8.5e+37 (finite once normalised and stored as float32), found 1e+300 (dtype float64)\n")
+    assert _files(out) == before
+    # --skip-bad: every annotation of xsub/val bad -> refused, nothing replaced
+    val = set(content["split"]["xsub_val"])
+    for anno in content["annotations"]:
+        if anno["frame_dir"] in val:
+            anno["keypoint"] = np.full_like(anno["keypoint"], np.nan)
+    path.write_bytes(pickle.dumps(content))
+    code, err = _run_capture(pc.main, [*argv, "--skip-bad"], capsys)
+    assert code == 2
+    assert err == (f"error: {path}: no sample for xsub/val: 'split'['xsub_val'] names {len(val)} frame_dir(s), all "
+                   "skipped as bad; nothing was written\n")
+    assert _files(out) == before
