@@ -7,7 +7,8 @@
 Accepted: tuples, lists, dicts, sets, str, bytes, int, float, complex, bool, None (no global needed),
 NumPy arrays (including object arrays of accepted values), NumPy scalars and dtypes, as written by
 NumPy 1 (``numpy.core.*``) and NumPy 2 (``numpy._core.*``) with any pickle protocol; whichever NumPy is
-installed reads both spellings.
+installed reads both spellings. The accepted globals are used only the way NumPy's own pickles use
+them, so a file cannot make them allocate more memory than the data it holds.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import io
 import os
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
 class RefusedPickle(pickle.UnpicklingError, ValueError):
@@ -31,41 +32,65 @@ class RefusedPickle(pickle.UnpicklingError, ValueError):
         self.global_name = global_name
 
 
-# (module, name) as a pickle spells it -> (candidate modules in the installed NumPy, name there).
-_NUMPY_CORE = ("numpy._core.multiarray", "numpy.core.multiarray")
-_NUMPY_NUMERIC = ("numpy._core.numeric", "numpy.core.numeric")
-_NUMPY_GLOBALS: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
-    ("numpy", "ndarray"): (("numpy",), "ndarray"),
-    ("numpy", "dtype"): (("numpy",), "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"): (_NUMPY_CORE, "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"): (_NUMPY_CORE, "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"): (_NUMPY_CORE, "scalar"),
-    ("numpy._core.multiarray", "scalar"): (_NUMPY_CORE, "scalar"),
-    ("numpy.core.numeric", "_frombuffer"): (_NUMPY_NUMERIC, "_frombuffer"),
-    ("numpy._core.numeric", "_frombuffer"): (_NUMPY_NUMERIC, "_frombuffer"),
-}
-# Protocols 0-2 spell bytes as _codecs.encode(str, 'latin1') and sets through builtins; pure functions.
-_PLAIN_GLOBALS: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
-    ("_codecs", "encode"): (("_codecs",), "encode"),
-    ("builtins", "set"): (("builtins",), "set"),
-    ("builtins", "frozenset"): (("builtins",), "frozenset"),
-    ("builtins", "bytearray"): (("builtins",), "bytearray"),
-    ("builtins", "complex"): (("builtins",), "complex"),
-    ("collections", "OrderedDict"): (("collections",), "OrderedDict"),
-}
-# Protocols 0-2 name builtins by their Python 2 module.
-_PLAIN_GLOBALS.update({("__builtin__", name): target for (module, name), target in _PLAIN_GLOBALS.items()
-                       if module == "builtins"})
-ALLOWED_GLOBALS = {**_NUMPY_GLOBALS, **_PLAIN_GLOBALS}
-
-
 def _resolve(modules: tuple[str, ...], name: str) -> Any:
+    """``name`` from the first of ``modules`` that has it (NumPy 1 and 2 keep these in different places)."""
     for module in modules:
         try:
             return getattr(importlib.import_module(module), name)
         except (ImportError, AttributeError):
             continue
     raise AttributeError(f"{'/'.join(modules)} has no {name}")
+
+
+_NUMPY_CORE = ("numpy._core.multiarray", "numpy.core.multiarray")
+_NUMPY_NUMERIC = ("numpy._core.numeric", "numpy.core.numeric")
+
+
+class _ArrayClass:
+    """What a pickle gets for ``numpy.ndarray``: good only as the class argument of ``_reconstruct``.
+
+    Called by itself, ``numpy.ndarray(shape)`` would set aside any amount of memory a file asks for.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        raise ValueError("numpy.ndarray called directly; a pickled array is rebuilt by _reconstruct only")
+
+
+def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> Any:
+    """NumPy's ``_reconstruct`` for exactly what ``ndarray.__reduce__`` writes: an empty ndarray to fill."""
+    if subtype is not _ArrayClass or tuple(shape) != (0,):
+        raise ValueError(f"_reconstruct({subtype!r}, {shape!r}, ...) is not how NumPy pickles an array")
+    return _resolve(_NUMPY_CORE, "_reconstruct")(_resolve(("numpy",), "ndarray"), (0,), dtype)
+
+
+def _found(modules: tuple[str, ...], name: str) -> Callable[[], Any]:
+    return lambda: _resolve(modules, name)
+
+
+# (module, name) as a pickle spells it -> what the unpickler gets for it.
+_NUMPY_GLOBALS: dict[tuple[str, str], Callable[[], Any]] = {
+    ("numpy", "ndarray"): lambda: _ArrayClass,
+    ("numpy", "dtype"): _found(("numpy",), "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"): lambda: _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): lambda: _reconstruct,
+    ("numpy.core.multiarray", "scalar"): _found(_NUMPY_CORE, "scalar"),
+    ("numpy._core.multiarray", "scalar"): _found(_NUMPY_CORE, "scalar"),
+    ("numpy.core.numeric", "_frombuffer"): _found(_NUMPY_NUMERIC, "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"): _found(_NUMPY_NUMERIC, "_frombuffer"),
+}
+# Protocols 0-2 spell bytes as _codecs.encode(str, 'latin1') and sets through builtins: each builds its
+# value from data already in the file (no bytearray: bytearray(n) would allocate n bytes).
+_PLAIN_GLOBALS: dict[tuple[str, str], Callable[[], Any]] = {
+    ("_codecs", "encode"): _found(("_codecs",), "encode"),
+    ("builtins", "set"): lambda: set,
+    ("builtins", "frozenset"): lambda: frozenset,
+    ("builtins", "complex"): lambda: complex,
+    ("collections", "OrderedDict"): _found(("collections",), "OrderedDict"),
+}
+# Protocols 0-2 name builtins by their Python 2 module.
+_PLAIN_GLOBALS.update({("__builtin__", name): target for (module, name), target in _PLAIN_GLOBALS.items()
+                       if module == "builtins"})
+ALLOWED_GLOBALS = {**_NUMPY_GLOBALS, **_PLAIN_GLOBALS}
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -81,7 +106,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         if target is None:
             raise RefusedPickle(f"{self._source}: refusing to load '{module}.{name}'; {self._holds}",
                                 f"{module}.{name}")
-        return _resolve(*target)
+        return target()
 
 
 def load(path: str | os.PathLike, holds: str) -> Any:
