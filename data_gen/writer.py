@@ -134,7 +134,11 @@ class NpyAppender:
         self._row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
         self._file: io.BufferedWriter | None = open(path, "xb")  # noqa: SIM115 (closed in finish/close)
         self._header = _npy_header((self.capacity, *self.row_shape), self.dtype)
-        _write_bytes(self._file, self._header)
+        try:
+            _write_bytes(self._file, self._header)
+        except BaseException:
+            self.close()
+            raise
 
     def append(self, row: np.ndarray) -> None:
         if self.count >= self.capacity:
