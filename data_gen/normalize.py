@@ -21,6 +21,9 @@ import numpy as np
 
 ZERO_TOL = 1e-6  # below this (L1 norm or radians) a rotation is the identity, as in the reference
 CENTER_JOINT = 1
+# The largest |coordinate| an input may hold: centring can double it and the rotation multiply it by at
+# most sqrt(3), and the result must stay finite in float32. Real skeletons are a few metres at most.
+MAX_ABS_COORDINATE = float(np.finfo(np.float32).max) / 4
 Z_BONE = (0, 1)  # base of the spine -> middle of the spine
 X_BONE = (4, 8)  # left shoulder -> right shoulder
 
@@ -40,22 +43,41 @@ def body_energy(bodies: np.ndarray) -> np.ndarray:
     std(x) + std(y) + std(z), each std over all joints of the frames where the slot is non-empty;
     0 for a slot that is never present.
     """
-    energy = np.zeros(bodies.shape[0], dtype=np.float64)
-    present = _present(bodies, -1).any(-1)  # (B, T)
-    for b in np.flatnonzero(present.any(1)):  # at most 4 slots
-        frames = bodies[b][present[b]]  # (n, V, 3)
-        energy[b] = frames[..., 0].std() + frames[..., 1].std() + frames[..., 2].std()
+    num_slots, num_frames = bodies.shape[:2]
+    return slot_energy(bodies.reshape(num_slots * num_frames, *bodies.shape[2:]),
+                       np.repeat(np.arange(num_slots), num_frames), num_slots)
+
+
+def slot_energy(frames: np.ndarray, slots: np.ndarray, num_slots: int) -> np.ndarray:
+    """:func:`body_energy` from a list of (slot, frame) entries: (E, V, 3) frames, (E,) slots -> (num_slots,).
+
+    ``frames`` holds each slot's frames in time order; frames absent from the list count as empty. The
+    reader uses it to weigh bodies without a dense (B, T, V, 3) array, whose size a file could make
+    arbitrary by declaring many empty frames.
+    """
+    energy = np.zeros(num_slots, dtype=np.float64)
+    present = _present(frames, -1).any(-1)  # (E,)
+    for b in np.unique(slots[present]):  # at most 4 slots
+        chosen = frames[present & (slots == b)]  # (n, V, 3)
+        energy[b] = chosen[..., 0].std() + chosen[..., 1].std() + chosen[..., 2].std()
     return energy
 
 
-def select_bodies(bodies: np.ndarray, num_persons: int = 2, max_frames: int = 300) -> np.ndarray:
-    """Keep the ``num_persons`` most energetic body slots, highest first: (B, T, V, 3) -> (3, max_frames, V, num_persons) float32.
+def select_bodies(bodies: np.ndarray, num_persons: int = 2, max_frames: int = 300,
+                  energy: np.ndarray | None = None) -> np.ndarray:
+    """Keep the ``num_persons`` most energetic body slots, highest first.
+
+    (B, T, V, 3) -> (3, max_frames, V, num_persons) float32.
 
     The sequence starts at frame 0 of a zero array; frames past ``max_frames`` are dropped. Ties keep
-    the reference's order (a stable ascending sort, reversed: the later slot first).
+    the reference's order (a stable ascending sort, reversed: the later slot first). ``energy``: the
+    slots' :func:`body_energy` when the caller has it already (over all frames of a file whose
+    ``bodies`` hold only the first ``max_frames``).
     """
     num_frames, num_joints = bodies.shape[1:3]
-    order = np.argsort(body_energy(bodies), kind="stable")[::-1][:num_persons]
+    if energy is None:
+        energy = body_energy(bodies)
+    order = np.argsort(energy, kind="stable")[::-1][:num_persons]
     out = np.zeros((3, max_frames, num_joints, num_persons), dtype=np.float32)
     kept = min(num_frames, max_frames)
     # (k, T', V, 3) -> (3, T', V, k); slots missing when B < num_persons stay zero
@@ -131,7 +153,8 @@ def rotation_between(vector: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def align_to_axes(s: np.ndarray, z_bone: tuple[int, int] = Z_BONE, x_bone: tuple[int, int] = X_BONE) -> np.ndarray:
-    """(M, C, T, V) -> (M, C, T, V): rotate so that person 0's ``z_bone`` in frame 0 points to +z, then its ``x_bone`` to +x.
+    """(M, C, T, V) -> (M, C, T, V): rotate so that person 0's ``z_bone`` in frame 0 points to +z, then its
+    ``x_bone`` to +x.
 
     The two bone vectors are taken from float32-rounded joints, as the reference (which stores every
     step in float32) takes them: when a bone is nearly anti-parallel to its axis the rotation axis is

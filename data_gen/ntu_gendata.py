@@ -8,50 +8,50 @@ Writes, for each benchmark B and part in (train, val), into OUT/B/:
   {part}_label.pkl       pickle of (sample names with '.skeleton', labels = action number - 1)
   {part}_num_frame.npy   int64 (N,), the frame count of each file (at most 300)
 Samples are in sorted name order. Each file is read and normalised once for all benchmarks, in
-``--workers`` processes; arrays go to disk in chunks through ``numpy.lib.format.open_memmap``, so
-memory stays flat whatever the dataset size. Every output is written under a ``.partial`` name and
-renamed into place only once all of them are complete.
+``--workers`` processes, and appended to disk as it comes (``data_gen.writer``), so memory stays flat
+whatever the dataset size. The output folder is locked for the run; every output is written under a
+temporary name of this run and renamed into place only once all of them are complete, and a run that
+fails (bad input, a part without samples, a full disk, Ctrl-C) leaves the previous outputs as they were.
+OUT/skipped_samples.txt lists the files ``--skip-bad`` left out; a run that skips none removes it.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import pickle
 import sys
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
-from numpy.lib.format import open_memmap
 from tqdm import tqdm
 
 from data_gen.normalize import normalize_sample, select_bodies
-from data_gen.parallel import imap_ordered
 from data_gen.ntu_splits import (
     DATASET_BENCHMARKS,
     DATASET_NUM_ACTIONS,
     DEFAULT_IGNORED_LISTS,
     DEFAULT_OUT_FOLDERS,
     SKELETON_SUFFIX,
+    SampleName,
     is_training,
     parse_sample_name,
     read_ignored_list,
     strip_suffix,
 )
+from data_gen.parallel import imap_ordered
 from data_gen.skeleton_reader import MAX_BODIES, NUM_JOINTS, SkeletonFormatError, read_skeleton
-from data_gen.writer import DataGenError
+from data_gen.writer import SAMPLE_SHAPE, SKIPPED_LIST, DataGenError, RunOutputs
 
 MAX_FRAMES = 300
 NUM_PERSONS = 2
 PARTS = ("train", "val")
-PARTIAL_SUFFIX = ".partial"
-SKIPPED_LIST = "skipped_samples.txt"
-SAMPLE_SHAPE = (3, MAX_FRAMES, NUM_JOINTS, NUM_PERSONS)
+if SAMPLE_SHAPE != (3, MAX_FRAMES, NUM_JOINTS, NUM_PERSONS):
+    raise ImportError(f"data_gen.writer.SAMPLE_SHAPE {SAMPLE_SHAPE} is not the (3, 300, 25, 2) layout")
 
 
 @dataclass
@@ -66,9 +66,10 @@ class PreparedSample:
 
 def prepare_sample(path: str | Path, max_frames: int = MAX_FRAMES) -> PreparedSample:
     """Read one ``.skeleton`` file, keep its two most energetic bodies and normalise: the data of one sample."""
-    raw = read_skeleton(path, max_bodies=MAX_BODIES, num_joints=NUM_JOINTS)
+    raw = read_skeleton(path, max_bodies=MAX_BODIES, num_joints=NUM_JOINTS, max_frames=max_frames)
     # Stored as float32 before normalising, as the reference does (selection uses the float64 values).
-    selected = select_bodies(raw.bodies, num_persons=NUM_PERSONS, max_frames=max_frames)  # (C, T, V, M)
+    selected = select_bodies(raw.bodies, num_persons=NUM_PERSONS, max_frames=max_frames,
+                             energy=raw.energy)  # (C, T, V, M)
     has_body = bool(selected.any())
     return PreparedSample(normalize_sample(selected), min(raw.num_frames, max_frames), raw.num_frames, has_body)
 
@@ -92,75 +93,6 @@ def _prepared(paths: Sequence[str], workers: int, window: int = 32) -> Iterator[
     return imap_ordered(_prepare_job, paths, workers, chunksize=4, window=window)
 
 
-class PartWriter:
-    """Collects one (benchmark, part) output: rows written in order into a memory-mapped .npy.
-
-    The map is dropped every ``chunk`` rows, and the written pages with it: the resident memory of a
-    writer stays at ``chunk`` rows (64 x 180 kB) whatever the dataset size.
-    """
-
-    def __init__(self, folder: Path, part: str, capacity: int, chunk: int = 64):
-        self.folder = folder
-        self.part = part
-        self.capacity = capacity
-        self.chunk = chunk
-        self.data_path = folder / f"{part}_data_joint.npy"
-        self.partial_data = _partial(self.data_path)
-        # Creates the (sparse) file at full size; nothing is held in memory.
-        self._rows: np.memmap | None = open_memmap(self.partial_data, mode="w+", dtype=np.float32,
-                                                    shape=(capacity, *SAMPLE_SHAPE))
-        self.written = 0
-        self.names: list[str] = []
-        self.labels: list[int] = []
-        self.num_frames: list[int] = []
-
-    def append(self, name: str, label: int, sample: PreparedSample) -> None:
-        if self._rows is None:
-            self._rows = open_memmap(self.partial_data, mode="r+")
-        self._rows[self.written] = sample.data
-        self.written += 1
-        self.names.append(name)
-        self.labels.append(label)
-        self.num_frames.append(sample.num_frame)
-        if self.written % self.chunk == 0:
-            self._unmap()
-
-    def _unmap(self) -> None:
-        # No msync: the kernel writes the pages back; unmapping takes them out of this process's memory.
-        self._rows = None
-
-    def finish(self) -> list[tuple[Path, Path]]:
-        """Write everything under partial names; returns the (partial, final) pairs to rename."""
-        self._unmap()
-        if self.written < self.capacity:  # files were skipped: copy the rows into a file of the right size
-            self._shrink()
-        frames_path = self.folder / f"{self.part}_num_frame.npy"
-        frames = open_memmap(_partial(frames_path), mode="w+", dtype=np.int64, shape=(self.written,))
-        frames[:] = self.num_frames
-        frames.flush()
-        del frames
-        label_path = self.folder / f"{self.part}_label.pkl"
-        with open(_partial(label_path), "wb") as f:
-            pickle.dump((list(self.names), list(self.labels)), f)
-        return [(self.partial_data, self.data_path), (_partial(frames_path), frames_path),
-                (_partial(label_path), label_path)]
-
-    def _shrink(self, chunk: int = 256) -> None:
-        shrunk = self.partial_data.with_name(self.partial_data.name + ".shrink")
-        source = np.load(self.partial_data, mmap_mode="r")
-        target = open_memmap(shrunk, mode="w+", dtype=np.float32, shape=(self.written, *SAMPLE_SHAPE))
-        for start in range(0, self.written, chunk):
-            end = min(start + chunk, self.written)
-            target[start:end] = source[start:end]
-        target.flush()
-        del source, target
-        os.replace(shrunk, self.partial_data)
-
-
-def _partial(path: Path) -> Path:
-    return path.with_name(path.name + PARTIAL_SUFFIX)
-
-
 @dataclass
 class Summary:
     """What a run did."""
@@ -171,8 +103,11 @@ class Summary:
     empty: list[str] = field(default_factory=list)  # files without any body
 
 
-def list_samples(data_path: Path, ignored: set[str]) -> list[str]:
-    """Sorted ``.skeleton`` file names in ``data_path`` that are not in ``ignored``."""
+def list_samples(data_path: Path, ignored: set[str], ignored_source: str | os.PathLike | None = None) -> list[str]:
+    """Sorted ``.skeleton`` file names in ``data_path`` that are not in ``ignored``.
+
+    DataGenError when the folder is missing, holds no ``.skeleton`` file, or all of them are ignored.
+    """
     if not data_path.is_dir():
         raise DataGenError(f"data folder {data_path} does not exist or is not a folder "
                            "(expected the unpacked nturgb+d_skeletons/ folder)")
@@ -180,7 +115,48 @@ def list_samples(data_path: Path, ignored: set[str]) -> list[str]:
                    if entry.name.endswith(SKELETON_SUFFIX) and entry.is_file())
     if not names:
         raise DataGenError(f"data folder {data_path} holds no .skeleton files")
-    return [name for name in names if strip_suffix(name) not in ignored]
+    kept = [name for name in names if strip_suffix(name) not in ignored]
+    if not kept:
+        source = f" {ignored_source}" if ignored_source is not None else ""
+        raise DataGenError(f"{data_path}: all {len(names)} .skeleton files are in the ignored-sample list{source}; "
+                           "nothing was written")
+    return kept
+
+
+def _parse_names(data_path: Path, names: Sequence[str], skip_bad: bool, summary: Summary,
+                 num_actions: int | None) -> dict[str, SampleName]:
+    """The fields of every well-formed file name; a malformed one is an error, or skipped with ``skip_bad``."""
+    fields: dict[str, SampleName] = {}
+    for name in names:
+        try:
+            fields[name] = parse_sample_name(name)
+        except ValueError as error:
+            if not skip_bad:
+                raise DataGenError(f"{data_path / name}: {error}") from None
+            summary.skipped.append((name, str(error)))
+    if not fields:
+        raise DataGenError(f"{data_path}: none of the {len(names)} file names is a sample name "
+                           f"(first: {summary.skipped[0][1]}); nothing was written")
+    beyond = [name for name in fields if num_actions is not None and fields[name].action > num_actions]
+    if beyond:
+        raise DataGenError(f"{data_path / beyond[0]}: action A{fields[beyond[0]].action:03d} is beyond the "
+                           f"dataset's {num_actions} actions ({len(beyond)} such files; wrong --dataset?)")
+    return fields
+
+
+def _part_sizes(data_path: Path, fields: dict[str, SampleName],
+                benchmarks: Sequence[str]) -> dict[tuple[str, str], int]:
+    """(benchmark, part) -> files that go there; DataGenError naming a part no file goes to."""
+    sizes: dict[tuple[str, str], int] = {}
+    for benchmark in benchmarks:
+        train = sum(is_training(sample, benchmark) for sample in fields.values())
+        sizes[benchmark, "train"], sizes[benchmark, "val"] = train, len(fields) - train
+    for (benchmark, part), size in sizes.items():
+        if size == 0:
+            raise DataGenError(f"{data_path}: none of the {len(fields)} files to convert belongs to "
+                               f"{benchmark}/{part}; "
+                               "nothing was written (a part without samples cannot be trained or evaluated on)")
+    return sizes
 
 
 def generate(data_path: str | Path, out_folder: str | Path, ignored_sample_path: str | Path | None,
@@ -189,8 +165,8 @@ def generate(data_path: str | Path, out_folder: str | Path, ignored_sample_path:
     """Prepare every benchmark in ``benchmarks`` from one pass over the files; see the module docstring.
 
     ``num_actions``: the dataset's number of actions; a file of a higher action number is an error
-    (NTU 120 files in an NTU 60 run). Raises DataGenError (one-line message) for bad inputs; nothing
-    that looks complete is left then.
+    (NTU 120 files in an NTU 60 run). Raises DataGenError (one-line message) for bad inputs and outputs;
+    nothing is written or replaced then.
     """
     data_path, out_folder = Path(data_path), Path(out_folder)
     ignored: set[str] = set()
@@ -198,36 +174,31 @@ def generate(data_path: str | Path, out_folder: str | Path, ignored_sample_path:
         if not Path(ignored_sample_path).is_file():
             raise DataGenError(f"ignored-sample list {ignored_sample_path} does not exist")
         ignored = read_ignored_list(ignored_sample_path)
-    names = list_samples(data_path, ignored)
-
     summary = Summary()
-    fields, bad_names = {}, []
-    for name in names:
-        try:
-            fields[name] = parse_sample_name(name)
-        except ValueError as error:
-            if not skip_bad:
-                raise DataGenError(f"{data_path / name}: {error}") from None
-            bad_names.append((name, str(error)))
-    summary.skipped.extend(bad_names)
-    names = [name for name in names if name in fields]
-    beyond = [name for name in names if num_actions is not None and fields[name].action > num_actions]
-    if beyond:
-        raise DataGenError(f"{data_path / beyond[0]}: action A{fields[beyond[0]].action:03d} is beyond the "
-                           f"dataset's {num_actions} actions ({len(beyond)} such files; wrong --dataset?)")
+    fields = _parse_names(data_path, list_samples(data_path, ignored, ignored_sample_path), skip_bad, summary,
+                          num_actions)
+    sizes = _part_sizes(data_path, fields, benchmarks)
+    with RunOutputs(out_folder) as out:
+        for (benchmark, part), size in sizes.items():
+            out.add_part((benchmark, part), benchmark, part, size)
+        _write_samples(out, data_path, fields, benchmarks, workers=workers, skip_bad=skip_bad,
+                       progress=progress, summary=summary)
+        for benchmark, part in out.empty_parts():
+            bad = [reason for name, reason in summary.skipped
+                   if name in fields and is_training(fields[name], benchmark) == (part == "train")]
+            raise DataGenError(f"{data_path}: all {len(bad)} files of {benchmark}/{part} are bad and were skipped "
+                               f"(first: {bad[0]}); nothing was written")
+        out.stage_skipped(summary.skipped)
+        summary.written = out.commit()
+    return summary
 
-    writers: dict[tuple[str, str], PartWriter] = {}
-    results = None
+
+def _write_samples(out: RunOutputs, data_path: Path, fields: dict[str, SampleName], benchmarks: Sequence[str], *,
+                   workers: int, skip_bad: bool, progress: bool, summary: Summary) -> None:
+    """Read and normalise every file in ``workers`` processes; append each sample to its parts, in name order."""
+    names = list(fields)
+    results = _prepared([str(data_path / name) for name in names], workers)
     try:
-        for benchmark in benchmarks:
-            folder = out_folder / benchmark
-            folder.mkdir(parents=True, exist_ok=True)
-            in_train = [is_training(fields[name], benchmark) for name in names]
-            writers[benchmark, "train"] = PartWriter(folder, "train", sum(in_train))
-            writers[benchmark, "val"] = PartWriter(folder, "val", len(names) - sum(in_train))
-
-        paths = [str(data_path / name) for name in names]
-        results = _prepared(paths, workers)
         for name, (status, result) in tqdm(zip(names, results), total=len(names), unit="file",
                                            desc="ntu_gendata", disable=not progress):
             if status == "bad":
@@ -237,40 +208,16 @@ def generate(data_path: str | Path, out_folder: str | Path, ignored_sample_path:
                 continue
             if result.file_frames > MAX_FRAMES:
                 summary.cut.append(name)
-                warnings.warn(f"{data_path / name}: {result.file_frames} frames, cut to the first {MAX_FRAMES}")
+                warnings.warn(f"{data_path / name}: {result.file_frames} frames, cut to the first {MAX_FRAMES}",
+                              stacklevel=2)
             if not result.has_body:
                 summary.empty.append(name)
-                warnings.warn(f"{data_path / name}: no body in any frame; stored as zeros")
+                warnings.warn(f"{data_path / name}: no body in any frame; stored as zeros", stacklevel=2)
             sample = fields[name]
-            for benchmark in benchmarks:
-                part = "train" if is_training(sample, benchmark) else "val"
-                writers[benchmark, part].append(name, sample.label, result)
-        results.close()  # stops the worker pool
-
-        renames: list[tuple[Path, Path]] = []
-        for (benchmark, part), writer in writers.items():
-            renames.extend(writer.finish())
-            summary.written.setdefault(benchmark, {})[part] = writer.written
-        for partial, final in renames:  # only now, with every output complete
-            os.replace(partial, final)
+            keys = [(b, "train" if is_training(sample, b) else "val") for b in benchmarks]
+            out.append(keys, name, sample.label, result.data, result.num_frame)
     finally:
-        if results is not None:
-            results.close()
-        for writer in writers.values():  # after a failure: no partial file survives
-            for leftover in writer.folder.glob(f"*{PARTIAL_SUFFIX}*"):
-                leftover.unlink(missing_ok=True)
-
-    if skip_bad:
-        write_skipped(out_folder / SKIPPED_LIST, summary.skipped)
-    return summary
-
-
-def write_skipped(path: Path, skipped: list[tuple[str, str]]) -> None:
-    partial = _partial(path)
-    with open(partial, "w", encoding="utf-8") as f:
-        for name, reason in skipped:
-            f.write(f"{name}\t{reason}\n")
-    os.replace(partial, path)
+        results.close()  # stops the worker pool
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -325,8 +272,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for benchmark, parts in summary.written.items():
         counts = ", ".join(f"{part} {count}" for part, count in parts.items())
         sys.stdout.write(f"{out_folder / benchmark}: {counts}\n")
-    if args.skip_bad:
+    if summary.skipped:
         sys.stdout.write(f"skipped {len(summary.skipped)} file(s), listed in {out_folder / SKIPPED_LIST}\n")
+    elif args.skip_bad:
+        sys.stdout.write("skipped 0 files\n")
     return 0
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import multiprocessing
 import signal
 import threading
-from typing import Callable, Iterable, Iterator, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import Callable, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -20,8 +20,10 @@ xview for phase 1): ``OUT/<benchmark>/{train,val}_data_joint.npy`` (N, 3, 300, 2
 Clips longer than 300 frames are resampled uniformly to 300 frames by default (``--long-clips
 truncate`` keeps the first 300 instead, as the NTU preparation does); either way a warning says how
 many. The videos are read once for all benchmarks, in ``--workers`` processes, and streamed to disk
-through the NTU preparation's writer (``data_gen.ntu_gendata``): every output is written under a
-``.partial`` name and renamed into place only once all of them are complete.
+through ``data_gen.writer``, as the NTU preparation does: the output folder is locked for the run, every
+output is written under a temporary name of this run and renamed into place only once all of them are
+complete, and a run that fails (bad input, a part without samples, a full disk, Ctrl-C) leaves the
+previous outputs as they were. ``skipped_samples.txt`` and ``label_map.txt`` describe the last run only.
 """
 from __future__ import annotations
 
@@ -30,9 +32,9 @@ import os
 import re
 import sys
 import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -40,20 +42,16 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import numpy as np
 from tqdm import tqdm
 
-from data_gen.normalize import normalize_sample, select_bodies
-from data_gen.parallel import imap_ordered
-from data_gen.skeleton_reader import NUM_JOINTS
+from data_gen.normalize import MAX_ABS_COORDINATE, normalize_sample, select_bodies
 from data_gen.ntu_gendata import (
     MAX_FRAMES,
     NUM_PERSONS,
-    PARTIAL_SUFFIX,
-    SKIPPED_LIST,
-    DataGenError,
     PreparedSample,
     one_line_warning,
-    PartWriter,
-    write_skipped,
 )
+from data_gen.parallel import imap_ordered
+from data_gen.skeleton_reader import COORDINATE_EXPECTED, NUM_JOINTS
+from data_gen.writer import SKIPPED_LIST, DataGenError, RunOutputs
 
 VALUES_PER_FRAME = NUM_PERSONS * NUM_JOINTS * 3  # 150
 LONG_CLIP_MODES = ("resample", "truncate")
@@ -131,7 +129,8 @@ def read_skeleton_file(path: str | os.PathLike) -> np.ndarray:
             f"found {counts[i]}"
         )
     try:
-        frames = np.array(" ".join(lines).split(), dtype=np.float32)
+        with np.errstate(over="ignore"):  # 1e300 becomes inf, refused below with its line
+            frames = np.array(" ".join(lines).split(), dtype=np.float32)
     except ValueError:
         for i, line in enumerate(lines):  # slow path, only to name the offending line
             try:
@@ -140,9 +139,11 @@ def read_skeleton_file(path: str | os.PathLike) -> np.ndarray:
                 raise PKUFormatError(f"{path}, line {i + 1}: not a number ({exc})") from None
         raise
     frames = frames.reshape(len(lines), VALUES_PER_FRAME)
-    if not np.isfinite(frames).all():
-        i = int(np.flatnonzero(~np.isfinite(frames).all(axis=1))[0])
-        raise PKUFormatError(f"{path}, line {i + 1}: non-finite coordinate (nan or inf)")
+    # nan, inf, and values whose normalised float32 would not be finite
+    bad = ~(np.abs(frames) <= MAX_ABS_COORDINATE)
+    if bad.any():
+        i, j = (int(k) for k in np.argwhere(bad)[0])
+        raise PKUFormatError(f"{path}, line {i + 1}: expected {COORDINATE_EXPECTED}, found {lines[i].split()[j]!r}")
     return frames
 
 
@@ -401,17 +402,56 @@ def generate(data_path: str | Path, label_path: str | Path, split_files: dict[st
     """Write every benchmark of ``split_files`` (benchmark -> official split file) from one pass over the videos.
 
     Raises DataGenError (one-line message naming the file, and the line where there is one) for bad
-    inputs; nothing that looks complete is left then.
+    inputs and outputs; nothing is written or replaced then.
     """
     data_path, label_path, out_folder = Path(data_path), Path(label_path), Path(out_folder)
-    spec = PHASES[phase]
+    videos = _list_videos(data_path, label_path)
+    splits = _read_splits(split_files, videos, data_path)
+    wanted = [v for v in videos if any(v in train or v in val for train, val in splits.values())]
+    summary = Summary()
+    # Label files first (small): the intervals give the output sizes and the label numbering.
+    intervals = _read_labels(wanted, videos, label_path, skip_bad, summary)
+    try:
+        summary.label_map, summary.renumbered = label_mapping(
+            (iv.action for ivs in intervals.values() for iv in ivs), PHASES[phase].num_class)
+    except ValueError as error:
+        raise DataGenError(f"label files in {label_path}: {error}") from None
+    sizes = _part_sizes(splits, split_files, intervals, summary)
+    jobs = [(v, str(videos[v]), str(label_path / f"{v}.txt"), intervals[v], long_clips, skip_bad)
+            for v in wanted if v in intervals]
+    with RunOutputs(out_folder) as out:
+        for (benchmark, part), size in sizes.items():
+            out.add_part((benchmark, part), benchmark, part, size)
+        _write_clips(out, jobs, splits, workers=workers, skip_bad=skip_bad, progress=progress, summary=summary)
+        for benchmark, part in out.empty_parts():
+            members = splits[benchmark][0 if part == "train" else 1]
+            raise DataGenError(f"{split_files[benchmark]}: every clip of {benchmark}/{part} was skipped "
+                               f"({_first_reason(summary.skipped, members)}); nothing was written")
+        if summary.renumbered:
+            out.stage_text(LABEL_MAP_FILE, "action_id\tlabel\n"
+                           + "".join(f"{a}\t{lab}\n" for a, lab in summary.label_map.items()))
+        else:
+            out.stage_removal(LABEL_MAP_FILE)  # a map from an earlier run would not describe these labels
+        out.stage_skipped(summary.skipped)
+        summary.written = out.commit()
+    _warn_after_run(summary, long_clips, PHASES[phase].num_class, out_folder)
+    return summary
+
+
+def _list_videos(data_path: Path, label_path: Path) -> dict[str, Path]:
+    """Video id -> skeleton file, in sorted order."""
     for folder, what in ((data_path, "skeleton"), (label_path, "label")):
         if not folder.is_dir():
             raise DataGenError(f"{what} folder {folder} does not exist or is not a folder")
     videos = {p.stem: p for p in sorted(data_path.iterdir()) if p.suffix.lower() == ".txt" and p.is_file()}
     if not videos:
         raise DataGenError(f"skeleton folder {data_path} holds no <video>.txt files")
+    return videos
 
+
+def _read_splits(split_files: dict[str, str | Path], videos: dict[str, Path],
+                 data_path: Path) -> dict[str, tuple[frozenset[str], frozenset[str]]]:
+    """Benchmark -> (training ids, validation ids); warns about listed videos without a file and the reverse."""
     splits: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
     for benchmark, path in split_files.items():
         try:
@@ -422,15 +462,17 @@ def generate(data_path: str | Path, label_path: str | Path, split_files: dict[st
         missing = sorted((set(train) | set(val)) - set(videos))
         if missing:
             warnings.warn(f"{path}: {len(missing)} listed videos have no skeleton file in {data_path}: "
-                          f"{_preview(missing)}")
+                          f"{_preview(missing)}", stacklevel=2)
         unlisted = sorted(set(videos) - set(train) - set(val))
         if unlisted:
             warnings.warn(f"{path}: {len(unlisted)} videos of {data_path} are in neither list, left out of "
-                          f"{benchmark}: {_preview(unlisted)}")
-    wanted = [v for v in videos if any(v in train or v in val for train, val in splits.values())]
+                          f"{benchmark}: {_preview(unlisted)}", stacklevel=2)
+    return splits
 
-    summary = Summary()
-    # Label files first (small): the intervals give the output sizes and the label numbering.
+
+def _read_labels(wanted: Sequence[str], videos: dict[str, Path], label_path: Path, skip_bad: bool,
+                 summary: Summary) -> dict[str, list[Interval]]:
+    """Video -> its label file's intervals; a missing or malformed file is an error, or skipped with ``skip_bad``."""
     intervals: dict[str, list[Interval]] = {}
     for video in wanted:
         path = label_path / f"{video}.txt"
@@ -442,25 +484,39 @@ def generate(data_path: str | Path, label_path: str | Path, split_files: dict[st
             if not skip_bad:
                 raise DataGenError(str(error)) from None
             summary.skipped.append((video, str(error)))
-    try:
-        summary.label_map, summary.renumbered = label_mapping(
-            (iv.action for ivs in intervals.values() for iv in ivs), spec.num_class)
-    except ValueError as error:
-        raise DataGenError(f"label files in {label_path}: {error}") from None
-    jobs = [(v, str(videos[v]), str(label_path / f"{v}.txt"), intervals[v], long_clips, skip_bad)
-            for v in wanted if v in intervals]
+    return intervals
 
-    writers: dict[tuple[str, str], PartWriter] = {}
-    results = None
-    try:
-        for benchmark, (train, val) in splits.items():
-            folder = out_folder / benchmark
-            folder.mkdir(parents=True, exist_ok=True)
-            for part, members in (("train", train), ("val", val)):
-                capacity = sum(len(intervals[v]) for v in intervals if v in members)
-                writers[benchmark, part] = PartWriter(folder, part, capacity)
 
-        results = _processed(jobs, workers)
+def _first_reason(skipped: Sequence[tuple[str, str]], members: frozenset[str]) -> str:
+    """The first skip reason of a video in ``members`` (entries name a video or a ``<video>_<iii>`` sample)."""
+    for name, reason in skipped:
+        if name in members or name.rsplit("_", 1)[0] in members:
+            return f"first: {reason}"
+    return "no reason recorded"
+
+
+def _part_sizes(splits: dict[str, tuple[frozenset[str], frozenset[str]]], split_files: dict[str, str | Path],
+                intervals: dict[str, list[Interval]], summary: Summary) -> dict[tuple[str, str], int]:
+    """(benchmark, part) -> labelled intervals of its videos; DataGenError naming a part without any."""
+    sizes: dict[tuple[str, str], int] = {}
+    for benchmark, (train, val) in splits.items():
+        for part, members in (("train", train), ("val", val)):
+            size = sum(len(intervals[v]) for v in intervals if v in members)
+            if size == 0:
+                skipped = _first_reason(summary.skipped, members)
+                why = "" if skipped == "no reason recorded" else f" ({skipped})"
+                raise DataGenError(f"{split_files[benchmark]}: no labelled interval for {benchmark}/{part}: none of "
+                                   f"its {len(members)} videos has a skeleton file and a label file with a line"
+                                   f"{why}; nothing was written")
+            sizes[benchmark, part] = size
+    return sizes
+
+
+def _write_clips(out: RunOutputs, jobs: Sequence[tuple], splits: dict[str, tuple[frozenset[str], frozenset[str]]],
+                 *, workers: int, skip_bad: bool, progress: bool, summary: Summary) -> None:
+    """Process the videos in ``workers`` processes; append each clip to the parts of its video, in job order."""
+    results = _processed(jobs, workers)
+    try:
         for result in tqdm(results, total=len(jobs), unit="video", desc="pku_gendata", disable=not progress):
             if result.error is not None:
                 if not skip_bad:
@@ -468,48 +524,25 @@ def generate(data_path: str | Path, label_path: str | Path, split_files: dict[st
                 summary.skipped.append((result.video, result.error))
                 continue
             summary.skipped.extend(result.skipped)
+            keys = [(benchmark, "train" if result.video in train else "val")
+                    for benchmark, (train, val) in splits.items() if result.video in train | val]
             for index, action, sample in result.clips:
                 name = sample_name(result.video, index)
                 if sample.file_frames > MAX_FRAMES:
                     summary.long.append(name)
-                for benchmark, (train, val) in splits.items():
-                    part = "train" if result.video in train else "val" if result.video in val else None
-                    if part is not None:
-                        writers[benchmark, part].append(name, summary.label_map[action], sample)
+                out.append(keys, name, summary.label_map[action], sample.data, sample.num_frame)
+    finally:
         results.close()  # stops the worker pool
 
-        for (benchmark, part), writer in writers.items():
-            if writer.written == 0:
-                raise DataGenError(f"{split_files[benchmark]}: no sample left for {benchmark}/{part}")
-        renames: list[tuple[Path, Path]] = []
-        for (benchmark, part), writer in writers.items():
-            renames.extend(writer.finish())
-            summary.written.setdefault(benchmark, {})[part] = writer.written
-        if summary.renumbered:
-            map_path = out_folder / LABEL_MAP_FILE
-            partial = map_path.with_name(map_path.name + PARTIAL_SUFFIX)
-            partial.write_text("action_id\tlabel\n" + "".join(f"{a}\t{lab}\n" for a, lab in summary.label_map.items()),
-                               encoding="utf-8")
-            renames.append((partial, map_path))
-        for partial, final in renames:  # only now, with every output complete
-            os.replace(partial, final)
-    finally:
-        if results is not None:
-            results.close()
-        for folder in {w.folder for w in writers.values()} | {out_folder}:  # after a failure: no partial file
-            for leftover in folder.glob(f"*{PARTIAL_SUFFIX}*"):
-                leftover.unlink(missing_ok=True)
 
+def _warn_after_run(summary: Summary, long_clips: str, num_class: int, out_folder: Path) -> None:
     if summary.long:
         verb = "resampled" if long_clips == "resample" else "cut"
         warnings.warn(f"{len(summary.long)} clips longer than {MAX_FRAMES} frames were {verb} to {MAX_FRAMES} "
-                      f"(--long-clips {long_clips}): {_preview(summary.long)}")
+                      f"(--long-clips {long_clips}): {_preview(summary.long)}", stacklevel=2)
     if summary.renumbered:
-        warnings.warn(f"action ids exceed {spec.num_class}: renumbered in increasing order, see "
-                      f"{out_folder / LABEL_MAP_FILE}")
-    if skip_bad or summary.skipped:
-        write_skipped(out_folder / SKIPPED_LIST, summary.skipped)
-    return summary
+        warnings.warn(f"action ids exceed {num_class}: renumbered in increasing order, see "
+                      f"{out_folder / LABEL_MAP_FILE}", stacklevel=2)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,7 +12,9 @@ xview -> xview, xset -> xsetup), with the same files as the raw NTU preparation
 ``{part}_label.pkl`` = (frame_dir + '.skeleton' names, labels as given), ``{part}_num_frame.npy``.
 Samples are in sorted name order; sequences longer than 300 frames are cut to the first 300 (warned).
 
-Only convert pickles from a source you trust: loading a pickle can run code.
+The pickle is read with ``common.safe_pickle``: only plain containers, numbers, strings and NumPy arrays
+are accepted, so a crafted file cannot run code (it stops with a one-line error naming what it asked for).
+Split names become folder names only when they are plain names (no '/', '\\' or '..').
 
 Normalisation (``--normalize``): pyskl's keypoints are camera coordinates -- its ``ntu_preproc.py``
 only selects, tracks and denoises bodies, drops frames without a body and trims empty frames at both
@@ -24,12 +26,12 @@ zero-padded and cut), for pickles that were normalised already.
 from __future__ import annotations
 
 import argparse
-import os
-import pickle
 import sys
 import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -37,27 +39,25 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import numpy as np
 from tqdm import tqdm
 
-from data_gen.normalize import normalize_sample, select_bodies
-from data_gen.parallel import imap_ordered
-from data_gen.skeleton_reader import NUM_JOINTS
+from common import safe_pickle
+from data_gen.normalize import MAX_ABS_COORDINATE, normalize_sample, select_bodies
 from data_gen.ntu_gendata import (
     MAX_FRAMES,
     NUM_PERSONS,
-    PARTIAL_SUFFIX,
-    SKIPPED_LIST,
-    DataGenError,
     PreparedSample,
     one_line_warning,
-    PartWriter,
-    write_skipped,
 )
 from data_gen.ntu_splits import DEFAULT_OUT_FOLDERS, SKELETON_SUFFIX
+from data_gen.parallel import imap_ordered
+from data_gen.skeleton_reader import COORDINATE_EXPECTED, NUM_JOINTS
+from data_gen.writer import SKIPPED_LIST, DataGenError, RunOutputs, check_path_component
 
 NORMALIZE_CHOICES = ("agcn", "none")
 # pyskl benchmark name -> the folder the training scripts read
 FOLDER_OF = {"xsub": "xsub", "xview": "xview", "xset": "xsetup", "xsetup": "xsetup"}
 NUM_CLASSES = {"ntu60": 60, "ntu120": 120}
 PART_SUFFIXES = {"train": ("_train",), "val": ("_val", "_test")}
+ANNOTATION_HOLDS = "a pyskl annotation file holds dicts, lists, strings, numbers and NumPy arrays only"
 
 
 def load_annotation_file(path: str | Path) -> dict[str, Any]:
@@ -66,8 +66,9 @@ def load_annotation_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataGenError(f"annotation file {path} does not exist")
     try:
-        with open(path, "rb") as f:
-            content = pickle.load(f)
+        content = safe_pickle.load(path, ANNOTATION_HOLDS)
+    except safe_pickle.RefusedPickle as error:
+        raise DataGenError(str(error)) from None
     except Exception as error:  # a pickle can fail in many ways; all mean "not a pyskl file"
         raise DataGenError(f"{path}: not a readable pickle ({type(error).__name__}: {error})") from None
     if not isinstance(content, dict):
@@ -76,10 +77,12 @@ def load_annotation_file(path: str | Path) -> dict[str, Any]:
     if missing:
         raise DataGenError(f"{path}: missing key(s) {', '.join(repr(k) for k in missing)}; a pyskl annotation file "
                            f"is a dict with 'split' and 'annotations' (found keys: {sorted(map(str, content))})")
-    if not isinstance(content["split"], dict) or not all(isinstance(v, (list, tuple)) for v in content["split"].values()):
+    split = content["split"]
+    if not isinstance(split, dict) or not all(isinstance(v, (list, tuple)) for v in split.values()):
         raise DataGenError(f"{path}: 'split' must map split names to lists of frame_dir names")
     if not isinstance(content["annotations"], (list, tuple)):
-        raise DataGenError(f"{path}: 'annotations' must be a list of dicts, got {type(content['annotations']).__name__}")
+        raise DataGenError(f"{path}: 'annotations' must be a list of dicts, got "
+                           f"{type(content['annotations']).__name__}")
     return content
 
 
@@ -128,8 +131,13 @@ def check_annotation(path: Path, index: int, anno: Any) -> tuple[str, int, np.nd
     total = anno.get("total_frames", t)
     if isinstance(total, (bool, np.bool_)) or not isinstance(total, (int, np.integer)) or total != t:
         raise DataGenError(f"{where}: 'total_frames' is {total} but 'keypoint' has {t} frames")
-    if not np.issubdtype(keypoint.dtype, np.number) or not np.isfinite(keypoint).all():
-        raise DataGenError(f"{where}: 'keypoint' must hold finite numbers (dtype {keypoint.dtype})")
+    if not np.issubdtype(keypoint.dtype, np.number) or np.iscomplexobj(keypoint):
+        raise DataGenError(f"{where}: 'keypoint' must hold real numbers (dtype {keypoint.dtype})")
+    # nan, inf, and values too large for float32 once normalised (compared in float64 whatever the dtype)
+    bad = ~(np.abs(keypoint.astype(np.float64)) <= MAX_ABS_COORDINATE)
+    if bad.any():
+        raise DataGenError(f"{where}: 'keypoint' must hold {COORDINATE_EXPECTED}, found "
+                           f"{float(keypoint[tuple(np.argwhere(bad)[0])])!r} (dtype {keypoint.dtype})")
     return name, int(label), keypoint
 
 
@@ -174,12 +182,41 @@ def convert(annotation: str | Path, out_folder: str | Path | None = None, *, dat
     """Convert the benchmarks ``splits`` (pyskl names; default all) of a pyskl 3D pickle.
 
     Returns (output folder, benchmark folder -> part -> samples written, skipped (name, reason) list).
-    Raises DataGenError (one line, naming the file and the field) for bad input; nothing that looks
-    complete is left then.
+    Raises DataGenError (one line, naming the file and the field) for bad input and outputs; nothing is
+    written or replaced then.
     """
     path = Path(annotation)
     content = load_annotation_file(path)
     split = content["split"]
+    chosen = _choose_benchmarks(path, split, splits)
+    skipped: list[tuple[str, str]] = []
+    by_name = _index_annotations(path, content["annotations"], skip_bad, skipped)
+    if dataset == "auto":
+        dataset = detect_dataset(split, [label for label, _ in by_name.values()])
+    _check_labels(path, by_name, dataset)
+    out_folder = Path(out_folder) if out_folder is not None else Path(DEFAULT_OUT_FOLDERS[dataset])
+    members = _members(path, split, chosen, by_name, skip_bad, skipped)
+    result = _Conversion()
+    with RunOutputs(out_folder) as out:
+        for (folder_name, part), part_names in members.items():
+            out.add_part((folder_name, part), folder_name, part, len(part_names))
+        _write_samples(out, members, by_name, normalize=normalize, workers=workers, progress=progress,
+                       result=result)
+        out.stage_skipped(skipped)
+        written = out.commit()
+    if result.cut:
+        warnings.warn(f"{len(result.cut)} sequences longer than {MAX_FRAMES} frames were cut to the first "
+                      f"{MAX_FRAMES}: {', '.join(result.cut[:4])}{', ...' if len(result.cut) > 4 else ''}",
+                      stacklevel=2)
+    if result.empty:
+        warnings.warn(f"{len(result.empty)} samples hold no body in any frame; stored as zeros: "
+                      f"{', '.join(result.empty[:4])}", stacklevel=2)
+    return out_folder, written, skipped
+
+
+def _choose_benchmarks(path: Path, split: dict[str, Sequence[str]],
+                       splits: Sequence[str] | None) -> dict[str, tuple[str, str]]:
+    """pyskl benchmark -> (train key, val key) of the benchmarks to write; each becomes a folder name."""
     available = benchmarks_in(split)
     if not available:
         raise DataGenError(f"{path}: 'split' has no <benchmark>_train / <benchmark>_val pair "
@@ -193,10 +230,16 @@ def convert(annotation: str | Path, out_folder: str | Path | None = None, *, dat
             chosen[key] = available[key]
     else:
         chosen = available
+    for benchmark, (train_key, _) in chosen.items():
+        check_path_component(FOLDER_OF.get(benchmark, benchmark), f"{path}: 'split' key {train_key!r}")
+    return chosen
 
-    skipped: list[tuple[str, str]] = []
+
+def _index_annotations(path: Path, annotations: Sequence[Any], skip_bad: bool,
+                       skipped: list[tuple[str, str]]) -> dict[str, tuple[int, np.ndarray]]:
+    """frame_dir -> (label, keypoint) of every well-formed annotation; a bad one is an error or skipped."""
     by_name: dict[str, tuple[int, np.ndarray]] = {}
-    for index, anno in enumerate(content["annotations"]):
+    for index, anno in enumerate(annotations):
         try:
             name, label, keypoint = check_annotation(path, index, anno)
         except DataGenError as error:
@@ -208,77 +251,66 @@ def convert(annotation: str | Path, out_folder: str | Path | None = None, *, dat
         if name in by_name:
             raise DataGenError(f"{path}: frame_dir {name!r} appears in more than one annotation")
         by_name[name] = (label, keypoint)
+    return by_name
 
-    if dataset == "auto":
-        dataset = detect_dataset(split, [label for label, _ in by_name.values()])
+
+def _check_labels(path: Path, by_name: dict[str, tuple[int, np.ndarray]], dataset: str) -> None:
     num_class = NUM_CLASSES[dataset]
     bad_labels = sorted(n for n, (label, _) in by_name.items() if not 0 <= label < num_class)
     if bad_labels:
         raise DataGenError(f"{path}: annotation {bad_labels[0]!r} has label {by_name[bad_labels[0]][0]}, outside "
                            f"0..{num_class - 1} of {dataset} ({len(bad_labels)} such; pass --dataset)")
-    out_folder = Path(out_folder) if out_folder is not None else Path(DEFAULT_OUT_FOLDERS[dataset])
 
+
+def _members(path: Path, split: dict[str, Sequence[str]], chosen: dict[str, tuple[str, str]],
+             by_name: dict[str, tuple[int, np.ndarray]], skip_bad: bool,
+             skipped: list[tuple[str, str]]) -> dict[tuple[str, str], set[str]]:
+    """(folder name, part) -> the annotated names it holds; DataGenError for overlaps and empty parts."""
     members: dict[tuple[str, str], set[str]] = {}
     for benchmark, (train_key, val_key) in chosen.items():
         train, val = set(map(str, split[train_key])), set(map(str, split[val_key]))
         both = sorted(train & val)
         if both:
             raise DataGenError(f"{path}: {len(both)} names are in both {train_key!r} and {val_key!r}, e.g. {both[0]!r}")
-        for part, names in (("train", train), ("val", val)):
+        for part, key, names in (("train", train_key, train), ("val", val_key, val)):
+            listed = f"'split'[{key!r}]"
             absent = sorted(names - set(by_name))
             if absent:
-                listed = f"'split'[{train_key if part == 'train' else val_key!r}]"
                 if not skip_bad:
                     raise DataGenError(f"{path}: {listed} names {len(absent)} frame_dir(s) without annotation, "
                                        f"e.g. {absent[0]!r}")
                 skipped.extend((n, f"{path}: listed in {listed} but has no annotation") for n in absent)
-            members[FOLDER_OF.get(benchmark, benchmark), part] = names & set(by_name)
+            folder_name = FOLDER_OF.get(benchmark, benchmark)
+            members[folder_name, part] = names & set(by_name)
+            if not members[folder_name, part]:
+                why = "is empty" if not names else f"names {len(names)} frame_dir(s), all skipped as bad"
+                raise DataGenError(f"{path}: no sample for {folder_name}/{part}: {listed} {why}; nothing was written")
+    return members
 
+
+@dataclass
+class _Conversion:
+    cut: list[str] = field(default_factory=list)  # sequences longer than MAX_FRAMES
+    empty: list[str] = field(default_factory=list)  # samples without any body
+
+
+def _write_samples(out: RunOutputs, members: dict[tuple[str, str], set[str]],
+                   by_name: dict[str, tuple[int, np.ndarray]], *, normalize: str, workers: int, progress: bool,
+                   result: _Conversion) -> None:
+    """Convert every member in ``workers`` processes; append each sample to its parts, in name order."""
     names = sorted(set().union(*members.values()))
-    writers: dict[tuple[str, str], PartWriter] = {}
-    results = None
-    written: dict[str, dict[str, int]] = {}
-    cut: list[str] = []
-    empty: list[str] = []
+    samples = _converted(((by_name[n][1], normalize) for n in names), workers)
     try:
-        for (folder_name, part), part_names in members.items():
-            folder = out_folder / folder_name
-            folder.mkdir(parents=True, exist_ok=True)
-            if not part_names:
-                raise DataGenError(f"{path}: no sample for {folder_name}/{part}")
-            writers[folder_name, part] = PartWriter(folder, part, len(part_names))
-        results = _converted(((by_name[n][1], normalize) for n in names), workers)
-        for name, sample in tqdm(zip(names, results), total=len(names), unit="sample", desc="pyskl_convert",
+        for name, sample in tqdm(zip(names, samples), total=len(names), unit="sample", desc="pyskl_convert",
                                  disable=not progress):
             if sample.file_frames > MAX_FRAMES:
-                cut.append(name)
+                result.cut.append(name)
             if not sample.has_body:
-                empty.append(name)
-            for (folder_name, part), part_names in members.items():
-                if name in part_names:
-                    writers[folder_name, part].append(name + SKELETON_SUFFIX, by_name[name][0], sample)
-        results.close()
-        renames: list[tuple[Path, Path]] = []
-        for (folder_name, part), writer in writers.items():
-            renames.extend(writer.finish())
-            written.setdefault(folder_name, {})[part] = writer.written
-        for partial, final in renames:  # only now, with every output complete
-            os.replace(partial, final)
+                result.empty.append(name)
+            keys = [key for key, part_names in members.items() if name in part_names]
+            out.append(keys, name + SKELETON_SUFFIX, by_name[name][0], sample.data, sample.num_frame)
     finally:
-        if results is not None:
-            results.close()
-        for writer in writers.values():  # after a failure: no partial file survives
-            for leftover in writer.folder.glob(f"*{PARTIAL_SUFFIX}*"):
-                leftover.unlink(missing_ok=True)
-
-    if cut:
-        warnings.warn(f"{len(cut)} sequences longer than {MAX_FRAMES} frames were cut to the first {MAX_FRAMES}: "
-                      f"{', '.join(cut[:4])}{', ...' if len(cut) > 4 else ''}")
-    if empty:
-        warnings.warn(f"{len(empty)} samples hold no body in any frame; stored as zeros: {', '.join(empty[:4])}")
-    if skip_bad:
-        write_skipped(out_folder / SKIPPED_LIST, skipped)
-    return out_folder, written, skipped
+        samples.close()  # stops the worker pool
 
 
 def build_parser() -> argparse.ArgumentParser:

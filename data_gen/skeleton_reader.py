@@ -13,17 +13,21 @@ wrong number of fields, but numbers for x y z, passes.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
+
+from data_gen.normalize import MAX_ABS_COORDINATE, slot_energy
 
 NUM_JOINTS = 25
 MAX_BODIES = 4  # bodies the Kinect tracks at most; later bodies of a frame are dropped
 BODY_FIELDS = 10
 JOINT_FIELDS = 12
+COORDINATE_EXPECTED = (f"x y z of magnitude at most {MAX_ABS_COORDINATE:.2g} (finite once normalised and "
+                       "stored as float32)")
 
 
 class SkeletonFormatError(ValueError):
@@ -42,7 +46,9 @@ class RawSkeleton:
     """What a ``.skeleton`` file holds, body slots in order of appearance within each frame."""
 
     num_frames: int  # the frame count on line 1
-    bodies: np.ndarray  # (max_bodies, num_frames, num_joints, 3) float64, zeros where a slot is absent
+    bodies: np.ndarray  # (max_bodies, T, num_joints, 3) float64, zeros where a slot is absent; T = num_frames,
+    # or at most ``max_frames`` when read_skeleton was given that
+    energy: np.ndarray  # (max_bodies,) each slot's motion energy over all frames (normalize.body_energy)
 
 
 def _describe(line: bytes) -> str:
@@ -73,7 +79,8 @@ def _raise_body_error(path: Path, lines: list[bytes], index: int, m: int, t: int
     if fields != BODY_FIELDS:
         raise SkeletonFormatError(path, index + 1, f"a body line of {BODY_FIELDS} fields ({where})",
                                   f"{fields} fields: {_describe(lines[index])}")
-    raise SkeletonFormatError(path, index + 2, f"the joint count of {where} (an integer)", "end of file (truncated file?)")
+    raise SkeletonFormatError(path, index + 2, f"the joint count of {where} (an integer)",
+                              "end of file (truncated file?)")
 
 
 def _parse_joint_lines(joint_lines: Sequence[bytes]) -> np.ndarray | None:
@@ -104,16 +111,21 @@ def _locate_bad_joint_line(path: Path, lines: list[bytes], line_indices: np.ndar
             return SkeletonFormatError(path, index + 1, expected, _describe(lines[index]))
         if not all(np.isfinite(values[:3])):
             return SkeletonFormatError(path, index + 1, "finite x y z", _describe(lines[index]))
+        if max(abs(v) for v in values[:3]) > MAX_ABS_COORDINATE:
+            return SkeletonFormatError(path, index + 1, COORDINATE_EXPECTED, _describe(lines[index]))
     # The bulk parse failed but every line is fine on its own: report the file as a whole.
     return SkeletonFormatError(path, int(line_indices[0]) + 1, expected, "joint data that numpy cannot parse")
 
 
-def read_skeleton(path: str | Path, max_bodies: int = MAX_BODIES, num_joints: int = NUM_JOINTS) -> RawSkeleton:
+def read_skeleton(path: str | Path, max_bodies: int = MAX_BODIES, num_joints: int = NUM_JOINTS,
+                  max_frames: int | None = None) -> RawSkeleton:
     """Parse one ``.skeleton`` file.
 
     Body slot ``m`` of frame ``t`` is the ``m``-th body listed in that frame (not a body ID), as in the
     reference preprocessing. Bodies beyond ``max_bodies`` and joints beyond ``num_joints`` are read
-    (and checked) but dropped. Trailing lines after the last frame are ignored.
+    (and checked) but dropped. Trailing lines after the last frame are ignored. With ``max_frames``,
+    ``bodies`` holds only the first ``max_frames`` frames (``energy`` still covers all of them), so memory
+    follows the file's size, not the frame count it declares.
     Raises SkeletonFormatError for a truncated or malformed file, OSError if it cannot be read.
     """
     path = Path(path)
@@ -121,9 +133,45 @@ def read_skeleton(path: str | Path, max_bodies: int = MAX_BODIES, num_joints: in
         lines = f.read().splitlines()  # bytes.splitlines: \n, \r\n and \r only
 
     num_frames = _read_count(path, lines, 0, "the frame count (an integer)")
-    # One (slot within the frame, frame, first joint line, joint count) per body, in file order. Every
-    # body's joint lines are checked, kept or not. This loop runs for every body of every file: the
-    # messages are built only on the error paths.
+    # A frame count beyond the file's lines stops this walk where the lines end (the message names that
+    # line); nothing is allocated from the declared count.
+    info = _body_layout(path, lines, num_frames)
+    kept_frames = num_frames if max_frames is None else min(num_frames, max_frames)
+    bodies = np.zeros((max_bodies, kept_frames, num_joints, 3), dtype=np.float64)
+    slots, frames, starts, counts = info.T
+    if counts.sum() == 0:
+        return RawSkeleton(num_frames, bodies, np.zeros(max_bodies))
+
+    # (L,) file line index of every joint line, in file order.
+    offsets = np.cumsum(counts) - counts  # row of each body's first joint among all joint rows
+    line_indices = np.repeat(starts - offsets, counts) + np.arange(int(counts.sum()))
+    joint_lines = itemgetter(*line_indices.tolist())(lines)
+    if len(line_indices) == 1:
+        joint_lines = (joint_lines,)
+    values = _parse_joint_lines(joint_lines)
+    # loadtxt skips blank lines; a short row count means one of them sat among the joint lines.
+    if (values is None or len(values) != len(joint_lines) or not np.isfinite(values).all()
+            or np.abs(values).max() > MAX_ABS_COORDINATE):
+        raise _locate_bad_joint_line(path, lines, line_indices)
+
+    # One (num_joints, 3) entry per kept body that has joints: proportional to the file's joint lines.
+    kept = np.flatnonzero((slots < max_bodies) & (counts > 0))
+    take = np.minimum(counts[kept], num_joints)  # joints kept per kept body
+    joint = np.arange(int(take.sum())) - np.repeat(np.cumsum(take) - take, take)  # 0..take-1 per body
+    entries = np.zeros((len(kept), num_joints, 3), dtype=np.float64)
+    entries[np.repeat(np.arange(len(kept)), take), joint] = values[np.repeat(offsets[kept], take) + joint, :3]
+    energy = slot_energy(entries, slots[kept], max_bodies)
+    early = frames[kept] < kept_frames
+    bodies[slots[kept][early], frames[kept][early]] = entries[early]
+    return RawSkeleton(num_frames, bodies, energy)
+
+
+def _body_layout(path: Path, lines: list[bytes], num_frames: int) -> np.ndarray:
+    """(E, 4) int64: (slot within the frame, frame, first joint line, joint count) per body, in file order.
+
+    Walks the frame and body headers; every body's joint lines are checked, kept or not. This loop runs
+    for every body of every file: the messages are built only on the error paths.
+    """
     body_info: list[tuple[int, int, int, int]] = []
     total_lines = len(lines)
     p = 1
@@ -151,27 +199,4 @@ def read_skeleton(path: str | Path, max_bodies: int = MAX_BODIES, num_joints: in
                                           f"end of file after {total_lines - p} (truncated file?)")
             body_info.append((m, t, p, num_body_joints))
             p += num_body_joints
-
-    bodies = np.zeros((max_bodies, num_frames, num_joints, 3), dtype=np.float64)
-    info = np.asarray(body_info, dtype=np.int64).reshape(-1, 4)
-    slots, frames, starts, counts = info.T
-    if counts.sum() == 0:
-        return RawSkeleton(num_frames, bodies)
-
-    # (L,) file line index of every joint line, in file order.
-    offsets = np.cumsum(counts) - counts  # row of each body's first joint among all joint rows
-    line_indices = np.repeat(starts - offsets, counts) + np.arange(int(counts.sum()))
-    joint_lines = itemgetter(*line_indices.tolist())(lines)
-    if len(line_indices) == 1:
-        joint_lines = (joint_lines,)
-    values = _parse_joint_lines(joint_lines)
-    # loadtxt skips blank lines; a short row count means one of them sat among the joint lines.
-    if values is None or len(values) != len(joint_lines) or not np.isfinite(values).all():
-        raise _locate_bad_joint_line(path, lines, line_indices)
-
-    kept = np.flatnonzero(slots < max_bodies)
-    take = np.minimum(counts[kept], num_joints)  # joints kept per kept body
-    joint = np.arange(int(take.sum())) - np.repeat(np.cumsum(take) - take, take)  # 0..take-1 per body
-    rows = np.repeat(offsets[kept], take) + joint
-    bodies[np.repeat(slots[kept], take), np.repeat(frames[kept], take), joint] = values[rows, :3]
-    return RawSkeleton(num_frames, bodies)
+    return np.asarray(body_info, dtype=np.int64).reshape(-1, 4)

@@ -28,15 +28,17 @@ import argparse
 import functools
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 
+from common.locking import FolderLock, LockHeld
 from data_gen.ntu_splits import DEFAULT_IGNORED_LISTS, XSUB_TRAIN_SUBJECTS_NTU60, read_ignored_list
+from data_gen.writer import DataGenError, make_folder, os_error
 
 NUM_JOINTS = 25
 CAMERA_YAW = {1: -np.pi / 4, 2: 0.0, 3: np.pi / 4}
@@ -361,15 +363,19 @@ def write_synthetic_ntu(out_dir: str | Path, *, num_classes: int = 10, samples_p
     paths = []
     for label in range(num_classes):
         for index in range(samples_per_class):
-            setup, camera, subject, replication = sample_fields(label, index, num_subjects, num_setups)
+            setup, camera, subject, _ = sample_fields(label, index, num_subjects, num_setups)
             long = len(paths) < long_samples
             frames = synthetic_sequence(label, index, num_classes=num_classes, subject=subject, setup=setup,
                                         camera=camera, seed=seed, long=long)
             name = sample_name(label, index, num_subjects, num_setups)
             path = out_dir / name
             partial = out_dir / f".{name}.partial"
-            partial.write_text(skeleton_text(frames, (seed, 4, label, index)), encoding="ascii")
-            os.replace(partial, path)
+            try:
+                partial.write_text(skeleton_text(frames, (seed, 4, label, index)), encoding="ascii")
+                os.replace(partial, path)
+            except BaseException:
+                partial.unlink(missing_ok=True)
+                raise
             paths.append(path)
     return sorted(paths)
 
@@ -385,12 +391,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--long-samples", type=int, default=0, help="how many files get more than 300 frames")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    out = Path(args.out)
     try:
-        paths = write_synthetic_ntu(args.out, num_classes=args.num_classes, samples_per_class=args.samples_per_class,
-                                    num_subjects=args.num_subjects, num_setups=args.num_setups,
-                                    long_samples=args.long_samples, seed=args.seed)
+        make_folder(out, "--out")
+        with FolderLock(out, "synthetic"):
+            paths = write_synthetic_ntu(out, num_classes=args.num_classes, samples_per_class=args.samples_per_class,
+                                        num_subjects=args.num_subjects, num_setups=args.num_setups,
+                                        long_samples=args.long_samples, seed=args.seed)
     except ValueError as error:
         parser.error(str(error))
+    except (DataGenError, LockHeld) as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    except OSError as error:
+        message = os_error(Path(error.filename or out), error, "--out")
+        parser.exit(2, f"{parser.prog}: error: {message}\n")
     sys.stdout.write(f"wrote {len(paths)} files to {args.out}\n")
     return 0
 

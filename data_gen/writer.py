@@ -72,28 +72,28 @@ def _write_bytes(file: io.BufferedWriter, data: bytes | memoryview) -> None:
     file.write(data)
 
 
-def os_error(path: Path, error: OSError) -> DataGenError:
-    """A one-line DataGenError for a filesystem error on an output path."""
+def os_error(path: Path, error: OSError, flag: str = "--out-folder") -> DataGenError:
+    """A one-line DataGenError for a filesystem error on an output path (``flag``: the option naming it)."""
     reason = error.strerror or str(error)
     if error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
         return DataGenError(f"{path}: no space left on device ({reason}); free some space or choose another "
-                            "--out-folder (the previous outputs are unchanged)")
+                            f"{flag} (the previous outputs are unchanged)")
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return DataGenError(f"{path}: not writable ({reason}); choose another --out-folder")
+        return DataGenError(f"{path}: not writable ({reason}); choose another {flag}")
     if isinstance(error, NotADirectoryError):
-        return DataGenError(f"{path}: part of this path is a file, not a folder; choose another --out-folder")
+        return DataGenError(f"{path}: part of this path is a file, not a folder; choose another {flag}")
     return DataGenError(f"{path}: cannot write ({reason})")
 
 
 @contextmanager
-def _writing(path: Path) -> Iterator[None]:
+def _writing(path: Path, flag: str = "--out-folder") -> Iterator[None]:
     try:
         yield
     except OSError as error:
-        raise os_error(path, error) from None
+        raise os_error(path, error, flag) from None
 
 
-def make_folder(folder: Path) -> list[Path]:
+def make_folder(folder: Path, flag: str = "--out-folder") -> list[Path]:
     """Create ``folder`` and its missing parents; returns those created, deepest last.
 
     DataGenError (one line) when it is a file or cannot be created.
@@ -101,9 +101,9 @@ def make_folder(folder: Path) -> list[Path]:
     if folder.is_dir():
         return []
     if folder.exists():
-        raise DataGenError(f"{folder}: exists and is not a folder; choose another --out-folder")
+        raise DataGenError(f"{folder}: exists and is not a folder; choose another {flag}")
     missing = [folder, *(p for p in folder.parents if not p.exists())]
-    with _writing(folder):
+    with _writing(folder, flag):
         folder.mkdir(parents=True, exist_ok=True)
     return missing[::-1]
 
@@ -134,7 +134,11 @@ class NpyAppender:
         self._row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
         self._file: io.BufferedWriter | None = open(path, "xb")  # noqa: SIM115 (closed in finish/close)
         self._header = _npy_header((self.capacity, *self.row_shape), self.dtype)
-        _write_bytes(self._file, self._header)
+        try:
+            _write_bytes(self._file, self._header)
+        except BaseException:
+            self.close()
+            raise
 
     def append(self, row: np.ndarray) -> None:
         if self.count >= self.capacity:
@@ -224,7 +228,7 @@ class RunOutputs:
                 lock.__enter__()
         except LockHeld as held:
             self._remove_created_folder()
-            raise DataGenError(f"{held} (another data_gen run?)") from None
+            raise DataGenError(str(held)) from None
         except DataGenError:
             self._remove_created_folder()
             raise

@@ -12,14 +12,16 @@ before iterating the loader each epoch.
 from __future__ import annotations
 
 import os
-import pickle
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from numpy.lib import format as npy_format
 from torch.utils.data import Dataset
 
+from common import safe_pickle
 from feeders.augmentations import center_crop_resize, check_spatial_augment, pretrain_view, temporal_crop_resize
 from feeders.views import view_transform
 
@@ -107,12 +109,34 @@ def _prepare_hint(path: Path) -> str:
     return "the data_gen script for your dataset (see the README)"
 
 
+class DataFileError(ValueError):
+    """A data file that is empty, truncated, or cut short while a run reads it (one-line message).
+
+    A DataLoader re-raises a worker's exception with the worker's traceback in its message; ``str()``
+    keeps only this error's own line, so a script can still print it as one line.
+    """
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        marker = f"{type(self).__name__}: "
+        own = [line.split(marker, 1)[1] for line in text.splitlines() if marker in line]
+        return own[-1] if own else text
+
+
+LABELS_HOLD = "label files hold (names, labels) only"
+
+
 def _load_labels(path: Path) -> tuple[list[str], np.ndarray]:
+    if path.stat().st_size == 0:
+        raise DataFileError(f"{path}: empty file (0 bytes), not a label pickle; make it again with: "
+                            f"{_prepare_hint(path)}")
     try:
-        with open(path, "rb") as f:
-            content = pickle.load(f)
-    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError) as exc:
-        raise ValueError(f"{path}: not a readable label pickle ({exc})") from None
+        # Restricted: a label file is data, never code (a downloaded folder could carry anything).
+        content = safe_pickle.load(path, LABELS_HOLD)
+    except safe_pickle.RefusedPickle:
+        raise
+    except Exception as exc:  # a damaged pickle fails in many ways; all mean "not a label file"
+        raise ValueError(f"{path}: not a readable label pickle ({type(exc).__name__}: {exc})") from None
     if not (isinstance(content, (tuple, list)) and len(content) == 2):
         raise ValueError(f"{path}: expected a pickle of (sample_names, labels), got {type(content).__name__}")
     names, labels = content
@@ -122,7 +146,8 @@ def _load_labels(path: Path) -> tuple[list[str], np.ndarray]:
     except ValueError as exc:
         raise ValueError(f"{path}: labels are not a flat list of integers ({exc})") from None
     if labels.ndim != 1 or not (labels.size == 0 or np.issubdtype(labels.dtype, np.integer)):
-        raise ValueError(f"{path}: labels must be a flat list of integers, got dtype {labels.dtype} shape {labels.shape}")
+        raise ValueError(f"{path}: labels must be a flat list of integers, got dtype {labels.dtype} "
+                         f"shape {labels.shape}")
     if labels.size and labels.min() < 0:
         raise ValueError(f"{path}: labels must be >= 0 (action number - 1), found {labels.min()}")
     if len(names) != len(labels):
@@ -135,6 +160,7 @@ class _Split(NamedTuple):
     num_frames: np.ndarray  # (N,) int64
     names: list[str] | None
     labels: np.ndarray | None
+    data_bytes: int  # the data file's size by its header
 
 
 def _open_split(paths: SplitPaths, need_labels: bool) -> _Split:
@@ -144,12 +170,14 @@ def _open_split(paths: SplitPaths, need_labels: bool) -> _Split:
     for path in needed:
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found; make it with: {_prepare_hint(path)}")
+    data_bytes = npy_size(paths.data)
     try:
         data = np.load(paths.data, mmap_mode="r")
     except (ValueError, OSError) as exc:
         raise ValueError(f"{paths.data}: not a readable .npy array ({exc})") from None
     if data.ndim != 5 or data.shape[1] != 3 or data.shape[3] != NUM_JOINTS or data.shape[4] != NUM_PERSONS:
         raise ValueError(f"{paths.data}: expected shape (N, 3, T, {NUM_JOINTS}, {NUM_PERSONS}), got {data.shape}")
+    npy_size(paths.num_frame)
     try:
         num_frames = np.load(paths.num_frame)
     except (ValueError, OSError) as exc:
@@ -169,7 +197,35 @@ def _open_split(paths: SplitPaths, need_labels: bool) -> _Split:
         if len(labels) != data.shape[0]:
             raise ValueError(f"{paths.data} has shape {data.shape} but {paths.label} holds {len(labels)} labels: "
                              "sample counts disagree")
-    return _Split(data, num_frames.astype(np.int64), names, labels)
+    return _Split(data, num_frames.astype(np.int64), names, labels, data_bytes)
+
+
+def npy_size(path: Path) -> int:
+    """The size in bytes a ``.npy`` file must have by its header; DataFileError when it is shorter.
+
+    Checked before the file is memory-mapped: reading a mapped page past the end of a file is a
+    SIGBUS, which kills a DataLoader worker with a misleading "out of shared memory" message.
+    """
+    size = path.stat().st_size
+    if size == 0:
+        raise DataFileError(f"{path}: empty file (0 bytes), not a .npy array; make it again with: "
+                            f"{_prepare_hint(path)}")
+    try:
+        with open(path, "rb") as f:
+            version = npy_format.read_magic(f)
+            read_header = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}
+            if version not in read_header:
+                raise ValueError(f"unsupported .npy version {version[0]}.{version[1]}")
+            shape, _, dtype = read_header[version](f)
+            offset = f.tell()
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a readable .npy array ({exc})") from None
+    needed = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if size < needed:
+        raise DataFileError(f"{path}: truncated: its header declares shape {tuple(shape)} {dtype} ({needed:,} bytes) "
+                            f"but the file has {size:,} bytes (an interrupted copy?); make it again with: "
+                            f"{_prepare_hint(path)}")
+    return needed
 
 
 def check_split(paths: SplitPaths, need_labels: bool = True) -> int:
@@ -217,6 +273,7 @@ class _SplitDataset(Dataset):
         self._all_names = split.names
         self._all_labels = split.labels
         self._data: np.ndarray | None = split.data
+        self._data_bytes = split.data_bytes
         self.seed = _fresh_seed(seed)
         # In shared memory so that set_epoch in the main process reaches persistent DataLoader workers.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
@@ -238,8 +295,31 @@ class _SplitDataset(Dataset):
     def data(self) -> np.ndarray:
         """The (N, 3, T, 25, 2) memory map, opened once per process."""
         if self._data is None:
+            npy_size(self.paths.data)
             self._data = np.load(self.paths.data, mmap_mode="r")
         return self._data
+
+    def _clip(self, index: int) -> np.ndarray:
+        """Sample ``index`` of the memory map, once the mapped file is known to still hold it.
+
+        One ``fstat`` per item: a file truncated in place during a run would otherwise be a SIGBUS.
+        """
+        data = self.data
+        self._check_mapped_size(data)
+        return data[index]
+
+    def check_files(self) -> None:
+        """DataFileError if the data file was cut short since it was opened (call it when a worker died)."""
+        self._check_mapped_size(self.data)
+        npy_size(self.paths.data)
+
+    def _check_mapped_size(self, data: np.ndarray) -> None:
+        mapping = getattr(data, "_mmap", None)
+        size = mapping.size() if mapping is not None else os.stat(self.paths.data).st_size
+        if size < self._data_bytes:
+            raise DataFileError(f"{self.paths.data}: cut to {size:,} of its {self._data_bytes:,} bytes while this run "
+                                f"was reading it (rewritten in place?); make it again with: "
+                                f"{_prepare_hint(self.paths.data)}, then rerun")
 
     def __getstate__(self) -> dict[str, Any]:
         # A pickled memmap would copy the whole array into each worker; reopen it there instead.
@@ -277,7 +357,7 @@ class PretrainDataset(_SplitDataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         rng = self._rng(index)
-        clip = self.data[index]  # (3, T, 25, 2) memory-map view: only cropped frames get read
+        clip = self._clip(index)  # (3, T, 25, 2) memory-map view: only cropped frames get read
         n = int(self.num_frames[index])
         views = [pretrain_view(clip, n, rng, self.l_ratio, self.input_size, self.spatial_augment) for _ in range(2)]
         return tuple(torch.from_numpy(f(v)) for v in views for f in self._transforms)
@@ -319,7 +399,7 @@ class DownstreamDataset(_SplitDataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         index = int(self.indices[i])
-        clip = self.data[index]
+        clip = self._clip(index)
         n = int(self.num_frames[index])
         if self.train:
             # Keyed by the underlying sample, so a subset sees the same crops as the full set.

@@ -502,7 +502,7 @@ def test_truncated_file_stops_with_file_and_line_and_leaves_nothing(tmp_path, sy
 
 def test_failed_run_keeps_previous_outputs(tmp_path, synthetic_dir, capsys):
     raw, out = tmp_path / "raw", tmp_path / "out"
-    paths = copy_files(synthetic_dir, raw, 6)
+    paths = copy_files(synthetic_dir, raw, 12)  # every part of xsub and xview gets samples
     assert run_main(["--data-path", str(raw), "--out-folder", str(out)], capsys)[0] == 0
     before = {name: (out / name).read_bytes() for name in outputs(out)}
     paths[-1].write_text("12\n1\nnot a body line\n")
@@ -556,6 +556,7 @@ def test_long_sequence_is_cut_with_a_warning(tmp_path):
     raw.mkdir()
     frames = [[np.full((25, 3), 0.01 * t) + np.arange(75).reshape(25, 3) * 0.01] for t in range(1, 321)]
     (raw / "S001C001P001R001A001.skeleton").write_text(skeleton_text(frames, (0,)))
+    (raw / "S001C002P001R001A001.skeleton").write_text(skeleton_text(frames[:10], (0,)))  # for xview/train
     with pytest.warns(UserWarning, match="320 frames, cut to the first 300"):
         summary = ntu_gendata.generate(raw, tmp_path / "out", None, ("xview",), progress=False)
     assert summary.cut == ["S001C001P001R001A001.skeleton"]
@@ -568,7 +569,7 @@ def test_long_sequence_is_cut_with_a_warning(tmp_path):
 
 def test_crlf_files_give_identical_output(tmp_path, synthetic_dir):
     lf, crlf = tmp_path / "lf", tmp_path / "crlf"
-    for path in copy_files(synthetic_dir, lf, 4):
+    for path in copy_files(synthetic_dir, lf, 8):  # the first 6 are all xsub/train
         (crlf / path.name).parent.mkdir(exist_ok=True)
         (crlf / path.name).write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
     for folder in (lf, crlf):
@@ -581,6 +582,8 @@ def test_sample_without_bodies_stays_zero_with_a_warning(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
     (raw / "S001C002P001R001A003.skeleton").write_text("3\n0\n0\n0\n")
+    frames = [[np.arange(75).reshape(25, 3) * 0.01 + 0.01 * t] for t in range(1, 5)]
+    (raw / "S001C001P001R001A003.skeleton").write_text(skeleton_text(frames, (0,)))  # for xview/val
     with pytest.warns(UserWarning, match="no body"):
         summary = ntu_gendata.generate(raw, tmp_path / "out", None, ("xview",), progress=False)
     assert summary.empty == ["S001C002P001R001A003.skeleton"]
@@ -592,7 +595,7 @@ def test_sample_without_bodies_stays_zero_with_a_warning(tmp_path):
 
 def test_bad_file_name_is_an_error_unless_skipped(tmp_path, synthetic_dir, capsys):
     raw = tmp_path / "raw"
-    copy_files(synthetic_dir, raw, 3)
+    copy_files(synthetic_dir, raw, 12)  # every part of xsub and xview gets samples
     (raw / "notes.skeleton").write_text("1\n0\n")
     code, err = run_main(["--data-path", str(raw), "--out-folder", str(tmp_path / "out")], capsys)
     assert code == 2 and "notes.skeleton" in err and "SsssCcccPpppRrrrAaaa" in err
@@ -603,7 +606,7 @@ def test_bad_file_name_is_an_error_unless_skipped(tmp_path, synthetic_dir, capsy
 
 def test_actions_beyond_the_dataset_are_an_error(tmp_path, synthetic_dir, capsys):
     raw = tmp_path / "raw"
-    first = copy_files(synthetic_dir, raw, 2)[0]
+    first = copy_files(synthetic_dir, raw, 7)[0]  # the 7th file gives xsub/val a sample
     (raw / "S018C001P008R001A061.skeleton").write_bytes(first.read_bytes())
     code, err = run_main(["--data-path", str(raw), "--out-folder", str(tmp_path / "out")], capsys)
     assert code == 2 and "A061" in err and "60 actions" in err and "--dataset" in err

@@ -122,3 +122,12 @@ def test_cli(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         synthetic.main(["--out", str(tmp_path), "--num-classes", "0"])
     assert info.value.code == 2 and "num_classes" in capsys.readouterr().err
+
+
+def test_cli_output_problems_are_one_line(tmp_path, capsys):
+    target = tmp_path / "file"
+    target.write_text("x")
+    with pytest.raises(SystemExit) as info:
+        synthetic.main(["--out", str(target), "--num-classes", "1", "--samples-per-class", "1"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.endswith(f"error: {target}: exists and is not a folder; choose another --out\n")
