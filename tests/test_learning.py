@@ -10,7 +10,10 @@ initialisation. The method has learned when BOTH beat their random init by at le
 Why both encoders: with the momentum update skipped, the key encoder stays at its random init while the
 query encoder still gains (it distils the frozen random key encoder, which on this data alone lifts its
 KNN by 15-20 points), so only the key encoder's figure exposes that break. A shuffled positive key (each
-query paired with another clip's key) leaves both within a few points of random init.
+query paired with another clip's key) leaves both within a few points of random init. The contrastive
+accuracy of training is no such signal at these sizes: in the demo's smallest setting it climbs from
+chance (6 %) to 25-75 % within 40 steps with the positive key shuffled too, because the current batch's
+keys stand out from the queue's older ones whichever key is called positive.
 
 Why these settings: intra-skeleton contrast of the sequence encoder (a small BiGRU) because it is the
 one encoder cheap enough for a few hundred steps on 2 CPU cores (the graph encoder at its smallest width
