@@ -1,18 +1,18 @@
 """End-to-end demo on synthetic data: the whole method on a 2-core CPU in a few minutes.
 
-    python demo.py [--out demo_output] [--smallest]
+    python demo.py [--out demo_output] [--smallest] [--seed N] [--no-plots]
 
-1. writes a synthetic NTU-format raw set (``data_gen/synthetic.py``: class-dependent motions, three
-   cameras, several subjects, two-person actions, noise bodies, empty frames);
+1. writes a synthetic NTU-format raw set (``data_gen/synthetic.py``);
 2. prepares it with ``data_gen/ntu_gendata.py`` (NTU 60 layout, x-view benchmark);
 3. pretrains inter-skeleton contrast between the seq-based (BiGRU) and graph-based (AGCN)
    representations at reduced sizes;
 4. evaluates the pretrained encoders and randomly initialised ones of the same architecture by linear
-   classification and KNN retrieval, and prints the side-by-side table (plots go to ``OUT/plots``,
-   every figure to ``OUT/demo_results.json``).
+   classification and KNN retrieval, and prints them side by side as a Markdown table (plots go to
+   ``OUT/plots``, every figure to ``OUT/demo_results.json``).
 
-NTU RGB+D itself needs a registration to download, hence the synthetic data. ``--smallest`` is the
-setting the test suite runs: it checks the plumbing, not the margin.
+The settings and why they differ from the paper's recipe: docs/demo.md. ``--smallest`` is the setting the
+test suite runs: it checks the plumbing, not the margins (tests/test_learning.py checks that
+pretraining learns).
 """
 from __future__ import annotations
 
@@ -20,9 +20,10 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -33,6 +34,7 @@ from common.training import atomic_torch_save, seed_everything, write_json_atomi
 from data_gen import ntu_gendata
 from data_gen.synthetic import write_synthetic_ntu
 from moco.builder import build_moco, checkpoint_state_dict
+from scripts.ledger import markdown_table
 
 REPRESENTATION = "seq-based_and_graph-based"
 DOWNSTREAM = ("seq-based", "graph-based")
@@ -60,14 +62,7 @@ class DemoSize:
 
 
 SIZES = {
-    # About 7 minutes on 2 CPU cores (see README): 1,440 steps of batch 32 over 200 training clips,
-    # ~1/180 of the paper's run, so five settings differ from its recipe, each measured to matter here:
-    # the queue (64) stays well below the 200 clips (a larger one holds older keys of the query's own clip
-    # as negatives); the key encoders follow faster (m = 0.99: at 0.999 they barely leave their random
-    # init); the views are crop-resized only (with shear or joint corruption the loss stays near chance
-    # this early); T = 0.2 (MoCo v2's) rather than 0.07; views of 32 frames rather than 64, which halves
-    # a step's cost and so buys the steps the graph encoder needs: its features first fall below their
-    # (strong) random init and only pass it after ~800 steps.
+    # About 7 minutes on 2 CPU cores; why each setting differs from the paper's recipe: docs/demo.md.
     "default": DemoSize(num_classes=10, samples_per_class=30, gru_hidden_size=128, gru_layers=2,
                         agcn_base_channels=4, moco_k=64, moco_m=0.99, moco_t=0.2, spatial_augment="none",
                         window_size=32, batch_size=32,
@@ -115,13 +110,13 @@ def evaluate(checkpoint: Path, representation: str, data_root: Path, out: Path, 
 
 
 def format_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
-    """Side-by-side table: one row per representation and protocol, random vs pretrained."""
-    lines = [f"{'encoder':<12} {'evaluation':<22} {'random init':>12} {'pretrained':>12} {'margin':>8}"]
+    """Side-by-side Markdown table: one row per representation and protocol, random vs pretrained."""
+    rows = []
     for rep in DOWNSTREAM:
         for key, label in (("linear_top1", "linear top-1 (%)"), ("knn_top1", "KNN k=1 top-1 (%)")):
             rand, pre = results["random"][rep][key], results["pretrained"][rep][key]
-            lines.append(f"{rep:<12} {label:<22} {rand:>12.1f} {pre:>12.1f} {pre - rand:>+8.1f}")
-    return "\n".join(lines)
+            rows.append([rep, label, f"{rand:.1f}", f"{pre:.1f}", f"{pre - rand:+.1f}"])
+    return markdown_table(["encoder", "evaluation", "random init", "pretrained", "margin"], rows, "llrrr")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,7 +129,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+def prepare_data(out: Path, size: DemoSize, seed: int) -> Path:
+    """Synthetic raw skeletons -> data_gen; returns the data root (``OUT/data``)."""
+    raw = out / "raw"
+    write_synthetic_ntu(raw, num_classes=size.num_classes, samples_per_class=size.samples_per_class, seed=seed)
+    data_root = out / "data"
+    rc = ntu_gendata.main(["--data-path", str(raw), "--dataset", "ntu60", "--benchmarks", "xview",
+                           "--out-folder", str(data_root / "NTU-RGB-D-60-AGCN"), "--workers", "2",
+                           "--no-progress"])
+    if rc:
+        raise DemoError(f"data preparation failed (exit {rc})")
+    return data_root
+
+
+def pretrain(out: Path, data_root: Path, size: DemoSize, seed: int) -> dict[str, Any]:
+    """Inter-skeleton pretraining; returns its per-epoch loss and contrastive accuracies."""
+    metrics = out / "metrics" / "pretrain.json"
+    rc = main_moco_inter_skeleton.main([
+        "--skeleton-representation", REPRESENTATION, "--pre-dataset", "ntu60", "--protocol", "cross_view",
+        "--data-root", str(data_root), "--checkpoint-path", str(out / "pretrain"), "--mlp",
+        "--lr", str(size.pretrain_lr), "--batch-size", str(size.batch_size), "--epochs", str(size.pretrain_epochs),
+        "--schedule", str(max(1, int(size.pretrain_epochs * 0.8))), "--moco-k", str(size.moco_k),
+        "--moco-m", str(size.moco_m), "--spatial-augment", size.spatial_augment,
+        "--moco-t", str(size.moco_t), "--seed", str(seed), "-j", "0", "--device", "cpu",
+        "--save-freq", str(max(1, size.pretrain_epochs)), "--metrics-json", str(metrics), *_size_flags(size)])
+    if rc:
+        raise DemoError(f"pretraining failed (exit {rc})")
+    history = json.loads(metrics.read_text())["history"]
+    keys = ("train_loss", "acc_s1", "acc_s2")
+    return {"history": [{"epoch": h["epoch"], **{k: h[k] for k in keys}} for h in history]}
+
+
+class DemoError(RuntimeError):
+    """A stage of the demo failed; the message names it."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     size = SIZES["smallest" if args.smallest else "default"]
     out = Path(args.out)
@@ -146,52 +176,31 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         timings[name] = round(time.perf_counter() - started - sum(timings.values()), 1)
         print(f"[demo] {name} done ({timings[name]:.0f} s)", flush=True)
 
-    raw = out / "raw"
-    write_synthetic_ntu(raw, num_classes=size.num_classes, samples_per_class=size.samples_per_class,
-                        seed=args.seed)
-    stage("synthetic raw skeletons")
-
-    data_root = out / "data"
-    rc = ntu_gendata.main(["--data-path", str(raw), "--dataset", "ntu60", "--benchmarks", "xview",
-                           "--out-folder", str(data_root / "NTU-RGB-D-60-AGCN"), "--workers", "2",
-                           "--no-progress"])
-    if rc:
-        raise SystemExit(f"data preparation failed (exit {rc})")
-    stage("data_gen")
-
-    pretrain_dir = out / "pretrain"
-    rc = main_moco_inter_skeleton.main([
-        "--skeleton-representation", REPRESENTATION, "--pre-dataset", "ntu60", "--protocol", "cross_view",
-        "--data-root", str(data_root), "--checkpoint-path", str(pretrain_dir), "--mlp",
-        "--lr", str(size.pretrain_lr), "--batch-size", str(size.batch_size), "--epochs", str(size.pretrain_epochs),
-        "--schedule", str(max(1, int(size.pretrain_epochs * 0.8))), "--moco-k", str(size.moco_k),
-        "--moco-m", str(size.moco_m), "--spatial-augment", size.spatial_augment,
-        "--moco-t", str(size.moco_t), "--seed", str(args.seed), "-j", "0", "--device", "cpu",
-        "--save-freq", str(max(1, size.pretrain_epochs)), *_size_flags(size)])
-    if rc:
-        raise SystemExit(f"pretraining failed (exit {rc})")
-    stage("pretraining")
-
+    try:
+        data_root = prepare_data(out, size, args.seed)
+        stage("synthetic data and data_gen")
+        pretraining = pretrain(out, data_root, size, args.seed)
+        stage("pretraining")
+    except DemoError as error:
+        print(f"demo: {error}", file=sys.stderr)
+        return 1
     checkpoints = {
-        "pretrained": pretrain_dir / "checkpoint_last.pth.tar",
+        "pretrained": out / "pretrain" / "checkpoint_last.pth.tar",
         "random": write_random_checkpoint(out / "random_init" / "checkpoint_random.pth.tar", size, args.seed),
     }
-    results: dict[str, dict[str, dict[str, float]]] = {}
-    for tag, checkpoint in checkpoints.items():
-        results[tag] = {rep: evaluate(checkpoint, rep, data_root, out, tag, size, args.seed, args.plots)
-                        for rep in DOWNSTREAM}
+    results = {tag: {rep: evaluate(checkpoint, rep, data_root, out, tag, size, args.seed, args.plots)
+                     for rep in DOWNSTREAM} for tag, checkpoint in checkpoints.items()}
     stage("evaluation")
 
-    table = format_table(results)
-    summary = {"results": results, "timings_s": timings, "size": size.__dict__,
+    summary = {"results": results, "pretraining": pretraining, "timings_s": timings, "size": size.__dict__,
                "total_s": round(time.perf_counter() - started, 1)}
     write_json_atomic(out / "demo_results.json", summary)
-    print("\nSynthetic NTU-format data, x-view; inter-skeleton contrast seq-based + graph-based\n" + table)
+    print("\nSynthetic NTU-format data, x-view; inter-skeleton contrast seq-based + graph-based\n\n"
+          + format_table(results))
     print(f"\n[demo] finished in {summary['total_s']:.0f} s; figures in {out / 'demo_results.json'}"
           + (f", plots in {out / 'plots'}" if args.plots else ""))
-    return summary
+    return 0
 
 
 if __name__ == "__main__":
-    main()
-    sys.exit(0)
+    sys.exit(main())
