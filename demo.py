@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -27,15 +29,13 @@ from typing import Any
 
 import torch
 
-import action_classification
-import action_retrieval
-import main_moco_inter_skeleton
-from common.training import atomic_torch_save, seed_everything, write_json_atomic
-from data_gen import ntu_gendata
+from common.io import atomic_torch_save, write_json_atomic
+from common.training import seed_everything
 from data_gen.synthetic import write_synthetic_ntu
 from moco.builder import build_moco, checkpoint_state_dict
 from scripts.ledger import markdown_table
 
+ROOT = Path(__file__).resolve().parent
 REPRESENTATION = "seq-based_and_graph-based"
 DOWNSTREAM = ("seq-based", "graph-based")
 
@@ -90,6 +90,20 @@ def write_random_checkpoint(path: Path, size: DemoSize, seed: int) -> Path:
     return atomic_torch_save({"epoch": 0, "arch": REPRESENTATION, "state_dict": checkpoint_state_dict(model)}, path)
 
 
+class DemoError(RuntimeError):
+    """A stage of the demo failed; the message names it."""
+
+
+def run_stage(name: str, script: str, argv: list[str], metrics: Path | None = None) -> dict[str, Any]:
+    """Run one of the project's command-line tools as its own process, as a user would; return the metrics
+    JSON it wrote (the entry points share libraries, never import each other)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    rc = subprocess.run([sys.executable, str(ROOT / script), *argv], env=env).returncode
+    if rc:
+        raise DemoError(f"{name} failed (exit {rc})")
+    return json.loads(metrics.read_text()) if metrics is not None else {}
+
+
 def evaluate(checkpoint: Path, representation: str, data_root: Path, out: Path, tag: str, size: DemoSize,
              seed: int, plots: bool) -> dict[str, float]:
     """Linear classification and KNN retrieval of one encoder of ``checkpoint``."""
@@ -99,13 +113,13 @@ def evaluate(checkpoint: Path, representation: str, data_root: Path, out: Path, 
               "--device", "cpu", *_size_flags(size)]
     name = f"{tag}_{representation}"
     plot_flags = ["--plot-dir", str(out / "plots" / name)] if plots else []
-    linear = action_classification.main([
+    linear_json, knn_json = out / "metrics" / f"linear_{name}.json", out / "metrics" / f"knn_{name}.json"
+    linear = run_stage(f"linear evaluation of {name}", "action_classification.py", [
         *common, "--lr", "0.1", "--batch-size", str(size.batch_size), "--epochs", str(size.linear_epochs),
         "--schedule", *map(str, size.linear_schedule), "--checkpoint-path", str(out / "linear" / name),
-        "--metrics-json", str(out / "metrics" / f"linear_{name}.json"), *plot_flags])
-    knn = action_retrieval.main([
-        *common, "--knn-neighbours", "1", "--metrics-json", str(out / "metrics" / f"knn_{name}.json"),
-        *plot_flags])
+        "--overwrite", "--metrics-json", str(linear_json), *plot_flags], linear_json)
+    knn = run_stage(f"retrieval of {name}", "action_retrieval.py", [
+        *common, "--knn-neighbours", "1", "--metrics-json", str(knn_json), *plot_flags], knn_json)
     return {"linear_top1": float(linear["top1"]), "knn_top1": float(knn["knn_top1"])}
 
 
@@ -134,34 +148,27 @@ def prepare_data(out: Path, size: DemoSize, seed: int) -> Path:
     raw = out / "raw"
     write_synthetic_ntu(raw, num_classes=size.num_classes, samples_per_class=size.samples_per_class, seed=seed)
     data_root = out / "data"
-    rc = ntu_gendata.main(["--data-path", str(raw), "--dataset", "ntu60", "--benchmarks", "xview",
-                           "--out-folder", str(data_root / "NTU-RGB-D-60-AGCN"), "--workers", "2",
-                           "--no-progress"])
-    if rc:
-        raise DemoError(f"data preparation failed (exit {rc})")
+    run_stage("data preparation", "data_gen/ntu_gendata.py", [
+        "--data-path", str(raw), "--dataset", "ntu60", "--benchmarks", "xview",
+        "--out-folder", str(data_root / "NTU-RGB-D-60-AGCN"), "--workers", "2", "--no-progress"])
     return data_root
 
 
 def pretrain(out: Path, data_root: Path, size: DemoSize, seed: int) -> dict[str, Any]:
     """Inter-skeleton pretraining; returns its per-epoch loss and contrastive accuracies."""
     metrics = out / "metrics" / "pretrain.json"
-    rc = main_moco_inter_skeleton.main([
+    run_stage("pretraining", "main_moco_inter_skeleton.py", [
         "--skeleton-representation", REPRESENTATION, "--pre-dataset", "ntu60", "--protocol", "cross_view",
         "--data-root", str(data_root), "--checkpoint-path", str(out / "pretrain"), "--mlp",
         "--lr", str(size.pretrain_lr), "--batch-size", str(size.batch_size), "--epochs", str(size.pretrain_epochs),
         "--schedule", str(max(1, int(size.pretrain_epochs * 0.8))), "--moco-k", str(size.moco_k),
         "--moco-m", str(size.moco_m), "--spatial-augment", size.spatial_augment,
         "--moco-t", str(size.moco_t), "--seed", str(seed), "-j", "0", "--device", "cpu",
-        "--save-freq", str(max(1, size.pretrain_epochs)), "--metrics-json", str(metrics), *_size_flags(size)])
-    if rc:
-        raise DemoError(f"pretraining failed (exit {rc})")
+        "--save-freq", str(max(1, size.pretrain_epochs)), "--overwrite", "--metrics-json", str(metrics),
+        *_size_flags(size)])
     history = json.loads(metrics.read_text())["history"]
     keys = ("train_loss", "acc_s1", "acc_s2")
     return {"history": [{"epoch": h["epoch"], **{k: h[k] for k in keys}} for h in history]}
-
-
-class DemoError(RuntimeError):
-    """A stage of the demo failed; the message names it."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -188,8 +195,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pretrained": out / "pretrain" / "checkpoint_last.pth.tar",
         "random": write_random_checkpoint(out / "random_init" / "checkpoint_random.pth.tar", size, args.seed),
     }
-    results = {tag: {rep: evaluate(checkpoint, rep, data_root, out, tag, size, args.seed, args.plots)
-                     for rep in DOWNSTREAM} for tag, checkpoint in checkpoints.items()}
+    try:
+        results = {tag: {rep: evaluate(checkpoint, rep, data_root, out, tag, size, args.seed, args.plots)
+                         for rep in DOWNSTREAM} for tag, checkpoint in checkpoints.items()}
+    except DemoError as error:
+        print(f"demo: {error}", file=sys.stderr)
+        return 1
     stage("evaluation")
 
     summary = {"results": results, "pretraining": pretraining, "timings_s": timings, "size": size.__dict__,
