@@ -393,3 +393,41 @@ def test_checkpoint_folder_guard_unwritable(tmp_path):
     finally:
         locked.chmod(0o700)
 
+
+def test_run_folder_claims_on_rank_0_and_tells_the_other_ranks(tmp_path, monkeypatch):
+    import common.run_folder as rf
+    from common.distributed import DistContext
+    from common.io import UsageError
+
+    run = tmp_path / "run"
+    options = dict(purpose="test", resume=None, overwrite=False)
+    rank1 = DistContext(rank=1, world_size=2)
+    # another rank touches nothing: it raises when rank 0 says it could not claim, else holds a stand-in
+    monkeypatch.setattr(rf, "broadcast_int", lambda value, device: 1)
+    with pytest.raises(UsageError, match=f"^rank 0 could not claim --checkpoint-path {run}$"), \
+            rf.run_folder(rank1, run, **options):
+        pass
+    monkeypatch.setattr(rf, "broadcast_int", lambda value, device: 0)
+    with rf.run_folder(rank1, run, **options) as claim:
+        assert (claim.lock, claim.replaced, claim.notes, claim.discard_previous_run()) == (None, [], [], [])
+    assert not run.exists()
+    monkeypatch.undo()
+
+    # rank 0 holds the lock for the block; a second claim is refused naming the holder
+    with rf.run_folder(DistContext(), run, **options) as claim:
+        assert (run / ".skeleton-contrast.lock").read_text() == f"pid={os.getpid()}\npurpose=test\n"
+        with pytest.raises(UsageError, match=rf"^--checkpoint-path {run}: in use by PID {os.getpid()} \(test\)"):
+            rf.claim_folder(run, **options)
+    assert not run.exists()  # created by the claim and left empty by the run: removed with the lock
+    with rf.run_folder(DistContext(), run, **options):
+        torch.save({"epoch": 1}, run / "checkpoint_last.pth.tar")
+    assert [p.name for p in run.iterdir()] == ["checkpoint_last.pth.tar"]  # what the run wrote stays
+
+    # --overwrite: the earlier run's files are listed at the claim and deleted only when asked
+    with rf.run_folder(DistContext(), run, purpose="test", resume=None, overwrite=True) as claim:
+        assert claim.replaced == [run / "checkpoint_last.pth.tar"] and claim.lock is not None
+        assert (run / "checkpoint_last.pth.tar").is_file()
+        assert claim.discard_previous_run() == [
+            f"=> --overwrite: removed 1 checkpoint and TensorBoard files of the previous run in {run}"]
+        assert claim.discard_previous_run() == []
+    assert run.is_dir() and not list(run.iterdir())  # not created by this claim: the folder stays
