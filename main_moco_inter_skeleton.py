@@ -93,6 +93,7 @@ from common.training import (
     summary_writer,
 )
 from feeders import SPATIAL_AUGMENTS, PretrainDataset, check_split, split_paths
+from moco import info_nce_labels
 from moco.builder import MoCo, build_moco, checkpoint_state_dict, load_checkpoint_state_dict
 from moco.step import contrastive_step
 
@@ -300,9 +301,8 @@ class Meters:
     def update(self, loss: torch.Tensor, logits: Sequence[torch.Tensor]) -> None:
         n = logits[0].shape[0]
         self.loss.update(loss.float(), n)
-        for meter, lg in zip(self.acc, logits, strict=True):
-            target = torch.zeros(lg.shape[0], dtype=torch.long, device=lg.device)
-            meter.update(accuracy(lg, target, topk=(1,))[0], n)
+        for meter, lg in zip(self.acc, logits):  # one logits tensor per stream
+            meter.update(accuracy(lg, info_nce_labels(lg), topk=(1,))[0], n)
 
     def state(self) -> dict[str, Any]:
         """Sums and count as plain floats (a host sync): for checkpoints of an interrupted epoch."""
@@ -313,7 +313,7 @@ class Meters:
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.loss.sum, self.loss.count = float(state["loss_sum"]), int(state["count"])
-        for meter, value in zip(self.acc, state["acc_sums"], strict=True):
+        for meter, value in zip(self.acc, state["acc_sums"]):
             meter.sum, meter.count = float(value), int(state["count"])
 
     def global_averages(self, device: torch.device) -> dict[str, float]:
