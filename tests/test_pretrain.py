@@ -109,7 +109,7 @@ def test_one_epoch_of_every_representation(data_root, tmp_path, representation):
     result = json.loads(metrics.read_text())
     assert result["status"] == "completed" and result["steps_per_epoch"] == 3
     accs = ["acc_s1", "acc_s2"] if pair else ["acc_s1"]
-    assert sorted(result["final"]) == sorted(["train_loss"] + accs)
+    assert sorted(result["final"]) == sorted(["train_loss", *accs])
     assert np.isfinite(result["final"]["train_loss"]) and result["final"]["train_loss"] > 0
     assert all(0.0 <= result["final"][a] <= 100.0 for a in accs)
 
@@ -253,7 +253,8 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data_root, tmp_pat
     [
         (["--pre-dataset", "ntu60", "--protocol", "cross_setup"], r"has no protocol 'cross_setup'.*ntu60/cross_view"),
         (["--moco-k", "18"], r"--moco-k 18 must be divisible by --batch-size 4"),
-        (["--protocol", "cross_subject", "--data-root", "EMPTY"], r"train_data_joint.npy not found; make it with: python data_gen/ntu_gendata.py"),
+        (["--protocol", "cross_subject", "--data-root", "EMPTY"],
+         r"train_data_joint.npy not found; make it with: python data_gen/ntu_gendata.py"),
         (["--resume", "MISSING"], r"--resume: checkpoint .*x.pth.tar not found"),
         (["-b", "16"], r"holds 12 clips, fewer than one batch of 16"),
     ],
@@ -286,7 +287,8 @@ def test_torchrun_two_processes_gloo(data_root, tmp_path):
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "DistributedDataParallel over 2 processes" in proc.stdout
-    assert len(re.findall(r"^epoch +0 \(1/1\) .*-> checkpoint_0000.pth.tar$", proc.stdout, flags=re.M)) == 1  # rank 0 alone
+    # rank 0 alone prints
+    assert len(re.findall(r"^epoch +0 \(1/1\) .*-> checkpoint_0000.pth.tar$", proc.stdout, flags=re.M)) == 1
     assert sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith("events")) == [
         "checkpoint_0000.pth.tar", "checkpoint_last.pth.tar"]
     assert len(list(out.glob("events.out.tfevents.*"))) == 1  # one TensorBoard writer
