@@ -93,9 +93,9 @@ def describe_storage_error(path: str | os.PathLike, exc: OSError) -> str:
     return f"cannot write {path}: {reason}; the previous file, if any, is unchanged"
 
 
-def _fsync_folder(folder: Path) -> None:
-    # Makes the rename durable. Not every platform lets a folder be opened (Windows); there the rename
-    # is as durable as the file system makes it.
+def fsync_folder(folder: Path) -> None:
+    """Make the renames in ``folder`` durable. Not every platform lets a folder be opened (Windows);
+    there a rename is as durable as the file system makes it."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -158,7 +158,7 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], Any]) 
             os.fsync(f.fileno())
         os.replace(tmp, path)
         tmp = None
-        _fsync_folder(folder)
+        fsync_folder(folder)
     except BaseException as exc:
         if tmp is not None:
             with contextlib.suppress(OSError):
@@ -204,7 +204,7 @@ def atomic_copy(source: str | os.PathLike, path: str | os.PathLike, *, link: boo
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
-            _fsync_folder(folder)
+            fsync_folder(folder)
             return path
 
     def copy(f: IO[bytes]) -> None:
