@@ -85,13 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: run the protocol; 0 on success, 2 (and one line on stderr) on bad input."""
-    return cli.run_main(PROG, parse_args, run, argv)
+    return cli.run_main(PROG, build_parser, run, argv)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

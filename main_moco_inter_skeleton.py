@@ -48,10 +48,8 @@ from tqdm import tqdm
 from common import cli
 from common.args import (
     WINDOW_SIZE,
-    add_data_args,
-    add_model_size_args,
+    add_data_model_runtime_args,
     add_optim_args,
-    add_runtime_args,
     check_window_size,
     encoder_kwargs,
     momentum_value,
@@ -145,10 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "(p = 0.5 each, the default), always one of them, or none (crop-resize only; "
                            "the demo's choice for a few hundred steps on tiny data)")
 
-    add_data_args(parser, "--pre-dataset")
-    add_model_size_args(parser)
-    add_runtime_args(parser, print_freq=10, workers=32,
-                     workers_help="data loading workers, capped at the CPUs available to each process")
+    add_data_model_runtime_args(parser, "--pre-dataset", print_freq=10, workers=32,
+                                workers_help="data loading workers, capped at the CPUs available to each process")
     parser.set_defaults(protocol="cross_subject")  # the reference's pretraining default
     return parser
 

@@ -33,14 +33,15 @@ def error(prog: str, message: object, code: int = INPUT_ERROR) -> int:
     return code
 
 
-def run_main(prog: str, parse: Callable[[Sequence[str] | None], argparse.Namespace],
+def run_main(prog: str, build_parser: Callable[[], argparse.ArgumentParser],
              run: Callable[[argparse.Namespace], Any], argv: Sequence[str] | None) -> int:
-    """An evaluation script's ``main``: parse, run, and return the exit status. Bad input -- a
+    """An evaluation script's ``main``: parse ``argv`` with the script's parser, run, and return the exit
+    status. Bad input -- a
     :class:`common.io.UsageError`, or the ValueError / FileNotFoundError with which the data and
     checkpoint readers name a missing or malformed file -- is one :func:`error` line and status 2.
     Errors of the program itself keep their traceback."""
     try:
-        args = parse(argv)
+        args = build_parser().parse_args(argv)
     except SystemExit as exc:
         return exit_status(exc)
     try:

@@ -23,10 +23,8 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from common.args import (
-    add_data_args,
-    add_model_size_args,
+    add_data_model_runtime_args,
     add_optim_args,
-    add_runtime_args,
     check_window_size,
     encoder_kwargs,
     representation_arg,
@@ -69,9 +67,7 @@ def add_evaluation_args(parser: argparse.ArgumentParser) -> None:
     representation_arg(parser, "--finetune-skeleton-representation", "seq-based", pairs=False,
                        help="representation evaluated here; for a pair A_and_B, A is the pair's encoder_q "
                             "and B its encoder_r (default seq-based)")
-    add_data_args(parser, "--finetune-dataset")
-    add_model_size_args(parser)
-    add_runtime_args(parser)
+    add_data_model_runtime_args(parser, "--finetune-dataset")
 
     out = parser.add_argument_group("outputs")
     out.add_argument("--metrics-json", default=None, metavar="PATH",

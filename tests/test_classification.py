@@ -69,7 +69,7 @@ def _common(data_root: Path, out: Path, *extra: str) -> list[str]:
 
 def classify(argv: list[str]) -> dict:
     """The script's results (what ``--metrics-json`` receives) for a command line."""
-    return action_classification.run(action_classification.parse_args(argv))
+    return action_classification.run(action_classification.build_parser().parse_args(argv))
 
 
 def _encoder_tensors(state: dict) -> dict:

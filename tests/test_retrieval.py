@@ -23,7 +23,7 @@ from tests.test_classification import PNG_MAGIC, TINY, TINY_ARGS, write_out_of_r
 
 def retrieve(argv: list[str]) -> dict:
     """The script's results (what ``--metrics-json`` receives) for a command line."""
-    return action_retrieval.run(action_retrieval.parse_args(argv))
+    return action_retrieval.run(action_retrieval.build_parser().parse_args(argv))
 
 
 def _sklearn_predict(train, labels, query, k):
