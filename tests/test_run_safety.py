@@ -19,18 +19,10 @@ import torch
 
 import common.io as cio
 import main_moco_inter_skeleton as pretrain
-from tests.test_pretrain import TINY, write_split
+from tests.test_pretrain import TINY, patch_step, write_split
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "main_moco_inter_skeleton.py: error: "
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -264,18 +256,7 @@ def test_checkpoints_and_metrics_get_the_umask_mode(data_root, tmp_path, mask, m
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_second_signal_stops_at_once_with_128_plus_its_number(data_root, tmp_path, monkeypatch, capsys, sig,
                                                                 code):
-    calls = {"n": 0}
-    step = pretrain.contrastive_step
-
-    def step_then_two_signals(*args, **kwargs):
-        out = step(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            os.kill(os.getpid(), sig)
-            os.kill(os.getpid(), sig)
-        return out
-
-    monkeypatch.setattr(pretrain, "contrastive_step", step_then_two_signals)
+    calls = patch_step(monkeypatch, 2, signals=(sig, sig))
     out = tmp_path / "ckpt"
     assert run(data_root, out, "--epochs", "2") == code
     assert calls["n"] == 2
@@ -288,18 +269,9 @@ def test_a_second_signal_stops_at_once_with_128_plus_its_number(data_root, tmp_p
 
 
 def test_exit_status_after_one_sigint_is_130_with_a_checkpoint(data_root, tmp_path, monkeypatch):
-    step = pretrain.contrastive_step
-    calls = {"n": 0}
-
-    def step_then_sigint(*args, **kwargs):
-        out = step(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 1:
-            os.kill(os.getpid(), signal.SIGINT)
-        return out
-
-    monkeypatch.setattr(pretrain, "contrastive_step", step_then_sigint)
+    calls = patch_step(monkeypatch, 1, signals=(signal.SIGINT,))
     assert run(data_root, tmp_path / "ckpt", "--epochs", "2") == 130
+    assert calls["n"] == 1
     saved = torch.load(tmp_path / "ckpt" / "checkpoint_last.pth.tar", weights_only=True)
     assert (saved["epoch"], saved["step"]) == (0, 1)
 
