@@ -19,6 +19,10 @@ Under torchrun each rank trains on its DistributedSampler shard and evaluates it
 evaluation batch; correct counts are summed across ranks, so top-1/top-5 equal a single process's.
 Only rank 0 prints and writes files.
 
+One run owns --checkpoint-path at a time (a lock file; a second run is refused naming the first one's
+PID), a run refuses a folder that holds another run's checkpoints unless told ``--resume`` or
+``--overwrite``, and temporary files a killed run left there are removed at the start.
+
     python action_classification.py --lr 0.1 --batch-size 64 \\
         --pretrained checkpoints/ntu_60_cross_view/interskeleton_seq_based_graph_based/checkpoint_0450.pth.tar \\
         --finetune-dataset ntu60 --protocol cross_view \\
@@ -27,7 +31,7 @@ Only rank 0 prints and writes files.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -36,21 +40,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from common import evaluation
+from common import cli, evaluation
 from common.args import fraction
-from common.checkpoints import (
-    CLASSIFIER_FORMAT,
-    check_checkpoint_folder,
-    model_state,
-    read_checkpoint,
-    read_resume_checkpoint,
-    remove_previous_run,
-    write_checkpoint,
-)
+from common.checkpoints import CLASSIFIER_FORMAT, model_state, read_checkpoint, read_resume_checkpoint, write_checkpoint
 from common.distributed import DistContext, barrier, broadcast_int, cleanup, parallel_mode, setup, unwrap, wrap_model
 from common.evaluation import PlannedLoader
 from common.io import UsageError, write_json_atomic
 from common.plots import action_names, confusion_matrix, plot_confusion_matrix
+from common.run_folder import ClaimedFolder, run_folder
 from common.training import (
     args_to_dict,
     capture_rng_state,
@@ -63,6 +60,7 @@ from feeders import DownstreamDataset, num_classes, stratified_subset
 
 PROG = "action_classification.py"
 LAST_CHECKPOINT = "last_checkpoint.pth.tar"
+LOCK_PURPOSE = "classification"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,37 +85,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: run the protocol; 0 on success, 2 (and one line on stderr) on bad input."""
-    return evaluation.run_main(PROG, parse_args, run, argv)
+    return cli.run_main(PROG, build_parser, run, argv)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the protocol; returns the metrics that ``--metrics-json`` receives (on every rank)."""
-    previous_run = check_flags(args)
+    check_flags(args)
     ctx = setup(args.device)
     try:
-        evaluation.prepare_args(args, ctx)
-        data = load_data(args, ctx)
-        classifier = build_classifier(args, ctx, data.num_class)
-        progress = restore(args, classifier)
-        if ctx.is_main and args.overwrite and previous_run:  # and nothing above failed
-            remove_previous_run(args.checkpoint_path, previous_run)
-        progress = fit(args, ctx, data, classifier, progress)
-        metrics = report(args, ctx, data, classifier, progress)
-        barrier()
-        return metrics
+        with run_folder(ctx, args.checkpoint_path, purpose=LOCK_PURPOSE, resume=args.resume,
+                        overwrite=args.overwrite, last_name=LAST_CHECKPOINT) as claim:
+            return train(args, ctx, claim)
     finally:
         cleanup()
 
 
-def check_flags(args: argparse.Namespace) -> list[Path]:
-    """Flag combinations argparse cannot check, and the checkpoint folder (before anything is read or
-    written). Returns the earlier run's checkpoints that ``--overwrite`` will remove."""
+def check_flags(args: argparse.Namespace) -> None:
+    """Flag combinations argparse cannot check (before anything is read or written)."""
     if args.finetune and not args.pretrained:
         raise UsageError("--finetune needs --pretrained (without it the network is trained from scratch anyway)")
     evaluation.check_evaluation_flags(args)
@@ -125,7 +111,24 @@ def check_flags(args: argparse.Namespace) -> list[Path]:
     if args.overwrite and args.resume and Path(args.resume).resolve().parent == folder.resolve():
         raise UsageError(f"--overwrite would delete {args.resume}, the checkpoint --resume continues from; drop "
                          f"--overwrite to continue that run in {folder}")
-    return check_checkpoint_folder(folder, args.resume, args.overwrite, last_name=LAST_CHECKPOINT)
+
+
+def train(args: argparse.Namespace, ctx: DistContext, claim: ClaimedFolder) -> dict[str, Any]:
+    """Build, restore, train and report in the claimed checkpoint folder; the earlier run's files that
+    ``--overwrite`` replaces go only once everything before training has worked."""
+    say = cli.rank0_printer(ctx)
+    for line in claim.notes:
+        say(line)
+    evaluation.prepare_args(args, ctx)
+    data = load_data(args, ctx)
+    classifier = build_classifier(args, ctx, data.num_class)
+    progress = restore(args, classifier)
+    for line in claim.discard_previous_run():
+        say(line)
+    progress = fit(args, ctx, data, classifier, progress)
+    metrics = report(args, ctx, data, classifier, progress)
+    barrier()
+    return metrics
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -211,7 +214,7 @@ def restore(args: argparse.Namespace, classifier: Classifier) -> Progress:
 def fit(args: argparse.Namespace, ctx: DistContext, data: Data, classifier: Classifier,
         progress: Progress) -> Progress:
     """Train from ``progress.start_epoch`` to ``--epochs``, evaluating and checkpointing every epoch."""
-    say = _say(ctx)
+    say = cli.rank0_printer(ctx)
     out_dir = Path(args.checkpoint_path)
     loader = evaluation.train_loader(data.train, args, ctx)
     trained = sum(p.numel() for p in classifier.model.parameters() if p.requires_grad)
@@ -252,11 +255,13 @@ def _epoch(args: argparse.Namespace, ctx: DistContext, data: Data, classifier: C
     lr = learning_rate_at(epoch, args.lr, args.epochs, args.schedule, cos=False)
     set_learning_rate(classifier.optimizer, lr)
     evaluation.set_loader_epoch(loader, args.data_seed, epoch)
+    bars = cli.progress_bars(ctx)
     train_stats = evaluation.train_one_epoch(
         classifier.model, loader, classifier.criterion, classifier.optimizer, ctx,
-        desc=f"train {epoch + 1}/{args.epochs}", train_mode=classifier.train_mode, print_freq=args.print_freq)
+        desc=f"train {epoch + 1}/{args.epochs}", train_mode=classifier.train_mode, print_freq=args.print_freq,
+        progress=bars)
     val_stats, predictions = evaluation.evaluate(classifier.model, data.val_loader, classifier.criterion, ctx,
-                                                 desc=f"eval {epoch + 1}")
+                                                 desc=f"eval {epoch + 1}", progress=bars)
     if classifier.linear and check_frozen:
         evaluation.check_encoder_unchanged(classifier.model, classifier.pretrained_weights, epoch + 1)
     record = {"epoch": epoch + 1, "lr": lr, "train_loss": train_stats["loss"], "train_top1": train_stats["top1"],
@@ -305,8 +310,9 @@ def report(args: argparse.Namespace, ctx: DistContext, data: Data, classifier: C
             metrics["plots"] = [str(plot)]
     if ctx.is_main and args.metrics_json:
         write_json_atomic(args.metrics_json, metrics)
-    _say(ctx)(f"{protocol} {args.finetune_skeleton_representation} on {args.finetune_dataset} {args.protocol}: "
-              f"best top-1 {best['top1']:.2f}% top-5 {best['top5']:.2f}% at epoch {best['epoch']}/{args.epochs}")
+    cli.rank0_printer(ctx)(
+        f"{protocol} {args.finetune_skeleton_representation} on {args.finetune_dataset} {args.protocol}: best top-1 "
+        f"{best['top1']:.2f}% top-5 {best['top5']:.2f}% at epoch {best['epoch']}/{args.epochs}")
     return metrics
 
 
@@ -321,7 +327,7 @@ def _plot_best(args: argparse.Namespace, ctx: DistContext, data: Data, classifie
         if ctx.is_main:
             unwrap(classifier.model).load_state_dict(model_state(read_checkpoint(best_path), best_path))
         _, best["predictions"] = evaluation.evaluate(classifier.model, data.val_loader, classifier.criterion, ctx,
-                                                     desc="eval best")
+                                                     desc="eval best", progress=cli.progress_bars(ctx))
     if not ctx.is_main or best["predictions"] is None:
         return None
     counts = confusion_matrix(data.val.labels, best["predictions"], data.num_class)
@@ -329,11 +335,6 @@ def _plot_best(args: argparse.Namespace, ctx: DistContext, data: Data, classifie
         counts, action_names(args.finetune_dataset, data.num_class), Path(args.plot_dir) / "confusion_matrix.png",
         title=f"{evaluation.protocol_name(args)} {args.finetune_skeleton_representation}, {args.finetune_dataset} "
               f"{args.protocol}: top-1 {best['top1']:.2f}% (epoch {best['epoch']})")
-
-
-def _say(ctx: DistContext) -> Callable[[str], None]:
-    """print on rank 0, nothing elsewhere."""
-    return (lambda line: print(line, flush=True)) if ctx.is_main else (lambda line: None)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from common import evaluation
+from common import cli, evaluation
 from common.args import positive_float, positive_int
 from common.distributed import DistContext, cleanup, setup, wrap_model
 from common.evaluation import BatchPlan
@@ -80,13 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: extract, retrieve, report; 0 on success, 2 (and one line on stderr) on bad input."""
-    return evaluation.run_main(PROG, parse_args, run, argv)
+    return cli.run_main(PROG, build_parser, run, argv)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -177,10 +173,11 @@ def extract(args: argparse.Namespace, ctx: DistContext, data: Data, model: nn.Mo
     train_plan, val_plan = feature_plans(args, data)
     if args.feature_mode == "train":
         torch.manual_seed(args.data_seed)  # dropout masks: the same for the same --seed
+    bars = cli.progress_bars(ctx)
     train, train_labels = evaluation.extract_features(model, evaluation.plan_loader(data.train, train_plan, args, ctx),
-                                                      ctx, "train features", mode=args.feature_mode)
+                                                      ctx, "train features", mode=args.feature_mode, progress=bars)
     val, val_labels = evaluation.extract_features(model, evaluation.plan_loader(data.val, val_plan, args, ctx), ctx,
-                                                  "eval features", mode=args.feature_mode)
+                                                  "eval features", mode=args.feature_mode, progress=bars)
     return Features(train, train_labels, val, val_labels)
 
 

@@ -26,7 +26,6 @@ Exit status: 0 trained (or the resumed run had already finished), 1 non-finite l
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import secrets
 import signal
@@ -34,7 +33,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -46,12 +45,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from common import cli
 from common.args import (
     WINDOW_SIZE,
-    add_data_args,
-    add_model_size_args,
+    add_data_model_runtime_args,
     add_optim_args,
-    add_runtime_args,
     check_window_size,
     encoder_kwargs,
     momentum_value,
@@ -61,11 +59,8 @@ from common.args import (
 from common.checkpoints import (
     LAST_CHECKPOINT,
     PRETRAIN_FORMAT,
-    check_checkpoint_folder,
-    check_folder_writable,
     read_resume_checkpoint,
     recorded_window_size,
-    remove_previous_run,
     write_checkpoint,
 )
 from common.distributed import (
@@ -81,9 +76,9 @@ from common.distributed import (
     setup,
     wrap_model,
 )
-from common.io import OutputError, UsageError, atomic_copy, clean_stale_temporaries, ensure_folder, write_json_atomic
-from common.locking import FolderLock, LockHeld
+from common.io import UsageError, atomic_copy, write_json_atomic
 from common.representations import REPRESENTATION_CHOICES, parse_representation
+from common.run_folder import ClaimedFolder, run_folder
 from common.training import (
     AverageMeter,
     accuracy,
@@ -96,6 +91,7 @@ from common.training import (
     summary_writer,
 )
 from feeders import SPATIAL_AUGMENTS, PretrainDataset, check_split, split_paths
+from moco import info_nce_labels
 from moco.builder import MoCo, build_moco, checkpoint_state_dict, load_checkpoint_state_dict
 from moco.step import contrastive_step
 
@@ -147,10 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "(p = 0.5 each, the default), always one of them, or none (crop-resize only; "
                            "the demo's choice for a few hundred steps on tiny data)")
 
-    add_data_args(parser, "--pre-dataset")
-    add_model_size_args(parser)
-    add_runtime_args(parser, print_freq=10, workers=32,
-                     workers_help="data loading workers, capped at the CPUs available to each process")
+    add_data_model_runtime_args(parser, "--pre-dataset", print_freq=10, workers=32,
+                                workers_help="data loading workers, capped at the CPUs available to each process")
     parser.set_defaults(protocol="cross_subject")  # the reference's pretraining default
     return parser
 
@@ -233,76 +227,6 @@ def finished_message(args: argparse.Namespace, plan: Plan) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# The checkpoint folder: one run at a time, no silent replacement
-# ---------------------------------------------------------------------------------------------------
-
-
-def claim_folder(args: argparse.Namespace) -> tuple[FolderLock, list[Path]]:
-    """Create and lock --checkpoint-path, refuse another run's checkpoints, tidy what a killed run left.
-
-    Returns the held lock and the previous run's checkpoints that --overwrite is to replace (deleted
-    by :func:`discard_previous_run` once the new run has been built, so a run that fails to start
-    deletes nothing). Raises UsageError, leaving the folder as it was.
-    """
-    folder = Path(args.checkpoint_path)
-    check_folder_writable(folder, "--checkpoint-path")
-    created = not folder.exists()
-    ensure_folder(folder, "--checkpoint-path")
-    lock = FolderLock(folder, LOCK_PURPOSE)
-    try:
-        try:
-            lock.__enter__()
-        except LockHeld as exc:
-            raise UsageError(f"--checkpoint-path {exc}") from None
-        except OSError as exc:
-            raise OutputError(f"--checkpoint-path {folder}: cannot create its lock file: {exc.strerror}") from None
-        try:
-            previous = check_checkpoint_folder(folder, args.resume or None, args.overwrite)
-        except UsageError:
-            lock.release()
-            raise
-    except UsageError:
-        if created:
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-        raise
-    if lock.stale_holder is not None:
-        print(f"=> {folder}: took over the lock of PID {lock.stale_holder}, which is no longer running", flush=True)
-    for path in clean_stale_temporaries(folder):
-        print(f"=> removed {path}, a temporary file left by an interrupted run", flush=True)
-    # Resuming in the folder continues its run: --overwrite then has nothing to replace.
-    resuming_here = bool(args.resume) and Path(args.resume).resolve().parent == folder.resolve()
-    return lock, previous if args.overwrite and not resuming_here else []
-
-
-def discard_previous_run(folder: Path, previous: list[Path]) -> None:
-    """--overwrite: delete the previous run's checkpoints and TensorBoard logs."""
-    if previous:
-        removed = remove_previous_run(folder, previous)
-        print(f"=> --overwrite: removed {len(removed)} checkpoint and TensorBoard files of the previous run "
-              f"in {folder}", flush=True)
-
-
-@contextlib.contextmanager
-def run_folder(args: argparse.Namespace, ctx: DistContext) -> Iterator[list[Path]]:
-    """Rank 0 claims the folder (:func:`claim_folder`) for the duration of the block and gets the files
-    --overwrite replaces; the other ranks learn whether it did and stop with it when it did not."""
-    lock, previous, error = None, [], None
-    if ctx.is_main:
-        try:
-            lock, previous = claim_folder(args)
-        except UsageError as exc:
-            error = exc
-    if broadcast_int(error is not None, ctx.device):
-        raise error if error is not None else UsageError("rank 0 could not claim --checkpoint-path")
-    try:
-        yield previous
-    finally:
-        if lock is not None:
-            lock.release()
-
-
-# ---------------------------------------------------------------------------------------------------
 # Stopping: signals and non-finite losses
 # ---------------------------------------------------------------------------------------------------
 
@@ -373,9 +297,8 @@ class Meters:
     def update(self, loss: torch.Tensor, logits: Sequence[torch.Tensor]) -> None:
         n = logits[0].shape[0]
         self.loss.update(loss.float(), n)
-        for meter, lg in zip(self.acc, logits, strict=True):
-            target = torch.zeros(lg.shape[0], dtype=torch.long, device=lg.device)
-            meter.update(accuracy(lg, target, topk=(1,))[0], n)
+        for meter, lg in zip(self.acc, logits):  # one logits tensor per stream
+            meter.update(accuracy(lg, info_nce_labels(lg), topk=(1,))[0], n)
 
     def state(self) -> dict[str, Any]:
         """Sums and count as plain floats (a host sync): for checkpoints of an interrupted epoch."""
@@ -386,7 +309,7 @@ class Meters:
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.loss.sum, self.loss.count = float(state["loss_sum"]), int(state["count"])
-        for meter, value in zip(self.acc, state["acc_sums"], strict=True):
+        for meter, value in zip(self.acc, state["acc_sums"]):
             meter.sum, meter.count = float(value), int(state["count"])
 
     def global_averages(self, device: torch.device) -> dict[str, float]:
@@ -778,58 +701,61 @@ def _announce(run: Run) -> None:
 # ---------------------------------------------------------------------------------------------------
 
 
-def _error(message: object, main_rank: bool, code: int = 2) -> int:
-    """One line on stderr (from rank 0 only under torchrun) and the exit status."""
-    if main_rank:
-        print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
-    return code
-
-
 def _last_good(args: argparse.Namespace) -> str:
     last = Path(args.checkpoint_path) / LAST_CHECKPOINT
     return f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written"
 
 
-def train(args: argparse.Namespace, ctx: DistContext, plan: Plan) -> int:
-    """Claim the folder, build, fit and report; every way out becomes an exit status."""
+def train_in(claim: ClaimedFolder, args: argparse.Namespace, ctx: DistContext, plan: Plan) -> int:
+    """Build, fit and report in the claimed folder; the earlier run's files that --overwrite replaces go
+    only once the new run has been built, so a run that cannot start deletes nothing."""
     started = time.time()
+    say = cli.rank0_printer(ctx)
+    for line in claim.notes:
+        say(line)
+    run = build_run(args, ctx, plan)
+    for line in claim.discard_previous_run():
+        say(line)
+    _announce(run)
+    return report(run, fit(run), started)
+
+
+def train(args: argparse.Namespace, ctx: DistContext, plan: Plan) -> int:
+    """Claim the folder, then train in it; every way out becomes an exit status."""
     try:
-        with run_folder(args, ctx) as previous:
-            run = build_run(args, ctx, plan)
-            discard_previous_run(run.folder, previous)
-            _announce(run)
-            return report(run, fit(run), started)
+        with run_folder(ctx, args.checkpoint_path, purpose=LOCK_PURPOSE, resume=args.resume,
+                        overwrite=args.overwrite) as claim:
+            return train_in(claim, args, ctx, plan)
     except UsageError as exc:
-        return _error(exc, ctx.is_main)
+        return cli.error(PROG, exc)
     except NonFiniteLoss as exc:
-        return _error(f"{exc}; stopped without saving ({_last_good(args)}). Try a lower --lr, or run without "
-                      "--amp.", ctx.is_main, code=1)
+        return cli.error(PROG, f"{exc}; stopped without saving ({_last_good(args)}). Try a lower --lr, or run "
+                         "without --amp.", code=1)
     except StopNow as exc:
         name = signal.Signals(exc.signum).name
-        return _error(f"second {name}: stopped at once without saving ({_last_good(args)})", ctx.is_main,
-                      code=128 + exc.signum)
+        return cli.error(PROG, f"second {name}: stopped at once without saving ({_last_good(args)})",
+                         code=128 + exc.signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Pretrain; returns the exit status (see the module docstring)."""
     try:
         args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # argparse has printed the usage and its one-line error (or --help)
-        return exc.code if isinstance(exc.code, int) else 2
-    main_rank = env_is_main_process()
+    except SystemExit as exc:
+        return cli.exit_status(exc)
     try:
         plan = prepare(args)
     except UsageError as exc:
-        return _error(exc, main_rank)
+        return cli.error(PROG, exc)
     finished = finished_message(args, plan)
     if finished is not None:
-        if main_rank:
+        if env_is_main_process():
             print(finished, flush=True)
         return 0
     try:
         ctx = setup(args.device)
     except UsageError as exc:
-        return _error(exc, main_rank)
+        return cli.error(PROG, exc)
     try:
         return train(args, ctx, plan)
     finally:

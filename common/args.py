@@ -153,6 +153,14 @@ def add_runtime_args(parser: argparse.ArgumentParser, print_freq: int = 10, work
     group.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
 
 
+def add_data_model_runtime_args(parser: argparse.ArgumentParser, dataset_flag: str, **runtime: Any) -> None:
+    """The groups every training and evaluation script shares, in the order ``--help`` lists them: data
+    (with ``dataset_flag``), encoder sizes, runtime (``runtime``: :func:`add_runtime_args`' options)."""
+    add_data_args(parser, dataset_flag)
+    add_model_size_args(parser)
+    add_runtime_args(parser, **runtime)
+
+
 def add_optim_args(parser: argparse.ArgumentParser, *, epochs: int, batch_size: int, lr: float,
                    schedule: list[int], weight_decay: float, lr_help: str = "initial learning rate",
                    cos: bool = False) -> None:

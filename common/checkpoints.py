@@ -4,7 +4,7 @@ a new run from silently replacing an earlier run's checkpoints.
 
 Every error here is a :class:`common.io.UsageError` (a ``ValueError``) whose message is one line naming
 the file or folder; a missing file is also a ``FileNotFoundError``. Pretrained-encoder loading lives in
-:mod:`common.pretrained`; its names stay importable from here for scripts written before the split.
+:mod:`common.pretrained`.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from common.io import OutputError, UsageError, atomic_torch_save
+from common.io import OutputError, UsageError, atomic_torch_save, remove_files
 
 # What a checkpoint's ``format`` entry says it is, and the words error messages use for it. Files
 # without the entry (the reference's, ours from before it) are read by their keys alone.
@@ -158,7 +158,7 @@ def read_resume_checkpoint(path: str | os.PathLike, expected_format: str,
     except CheckpointError as exc:
         raise CheckpointError(f"{flag} {exc}" if str(exc).startswith(str(path)) else f"{flag}: {exc}") from None
     check_format(checkpoint, path, expected_format, required, flag)
-    epoch = checkpoint["epoch"] if "epoch" in checkpoint else 0
+    epoch = checkpoint.get("epoch", 0)
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
         raise CheckpointError(f"{flag} {path}: 'epoch' entry {epoch!r} is not a count of epochs")
     return checkpoint
@@ -250,30 +250,4 @@ def remove_previous_run(folder: str | os.PathLike, checkpoints: Sequence[Path]) 
     to be mistaken for its own. Returns what was removed."""
     folder = Path(folder)
     events = [p for p in folder.glob(TENSORBOARD_PREFIX + "*") if p.is_file()] if folder.is_dir() else []
-    removed = []
-    for path in [*checkpoints, *events]:
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            continue
-        removed.append(path)
-    return removed
-
-
-# ---------------------------------------------------------------------------------------------------
-# Names that moved to common.pretrained
-# ---------------------------------------------------------------------------------------------------
-
-_MOVED_TO_PRETRAINED = frozenset({
-    "ENCODER_SLOTS", "HEAD_PREFIX", "SIZE_FLAGS", "describe_slots", "encoder_slots", "identify_representation",
-    "load_encoder_weights", "load_pretrained_encoder", "pretrained_encoder_state", "without_head",
-})
-
-
-def __getattr__(name: str) -> Any:
-    # Resolved on first use: common.pretrained imports this module, so it cannot be imported at the top.
-    if name in _MOVED_TO_PRETRAINED:
-        import common.pretrained
-
-        return getattr(common.pretrained, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return remove_files([*checkpoints, *events])

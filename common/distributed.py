@@ -19,6 +19,8 @@ from torch.utils.data import Dataset, DistributedSampler
 from common.io import UsageError
 from common.training import select_device
 
+CPU = torch.device("cpu")  # the device of a single-process context by default
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -27,7 +29,7 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    device: torch.device = torch.device("cpu")
+    device: torch.device = CPU
 
     @property
     def distributed(self) -> bool:

@@ -1,17 +1,17 @@
 """What both evaluation scripts share: their flags, the downstream datasets and loaders, the batch plan
 that shards evaluation over processes and gathers the results back, the encoder built for a protocol,
 freezing and head initialisation, the training and evaluation epoch loops, feature extraction (with
-the encoder in eval mode, or in train mode as the reference extracts retrieval features), protocol names
-and the command-line wrapper that turns input errors into one line and exit status 2.
+the encoder in eval mode, or in train mode as the reference extracts retrieval features), and protocol
+names.
 
-Nothing here prints; the scripts do.
+Nothing here prints: the loops show progress through the ``progress`` display their caller passes
+(the scripts pass :func:`common.cli.progress_bars`), and show nothing without one.
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import types
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
-from tqdm import tqdm
 
 from common.args import (
-    add_data_args,
-    add_model_size_args,
+    add_data_model_runtime_args,
     add_optim_args,
-    add_runtime_args,
     check_window_size,
     encoder_kwargs,
     representation_arg,
@@ -38,7 +35,6 @@ from common.distributed import (
     broadcast_int,
     broadcast_module_state,
     concat_all_gather,
-    env_is_main_process,
     unwrap,
 )
 from common.io import UsageError
@@ -46,8 +42,6 @@ from common.pretrained import HEAD_PREFIX, load_pretrained_encoder
 from common.training import seed_everything
 from feeders import DownstreamDataset, split_paths
 
-# Exit status of a run stopped by bad input (argparse's own).
-INPUT_ERROR = 2
 FEATURE_MODES = ("eval", "train")
 
 # ---------------------------------------------------------------------------------------------------
@@ -73,9 +67,7 @@ def add_evaluation_args(parser: argparse.ArgumentParser) -> None:
     representation_arg(parser, "--finetune-skeleton-representation", "seq-based", pairs=False,
                        help="representation evaluated here; for a pair A_and_B, A is the pair's encoder_q "
                             "and B its encoder_r (default seq-based)")
-    add_data_args(parser, "--finetune-dataset")
-    add_model_size_args(parser)
-    add_runtime_args(parser)
+    add_data_model_runtime_args(parser, "--finetune-dataset")
 
     out = parser.add_argument_group("outputs")
     out.add_argument("--metrics-json", default=None, metavar="PATH",
@@ -101,25 +93,6 @@ def check_evaluation_flags(args: argparse.Namespace) -> None:
     check_window_size(args.window_size, (args.finetune_skeleton_representation,))
     if args.pretrained and not Path(args.pretrained).is_file():
         raise FileNotFoundError(f"--pretrained {args.pretrained}: no such checkpoint file")
-
-
-def run_main(prog: str, parse: Callable[[Sequence[str] | None], argparse.Namespace],
-             run: Callable[[argparse.Namespace], Any], argv: Sequence[str] | None) -> int:
-    """A script's ``main``: parse, run, and return the exit status. Bad input -- a
-    :class:`common.io.UsageError`, or the ValueError / FileNotFoundError with which the data and
-    checkpoint readers name a missing or malformed file -- is one ``prog: error: ...`` line on stderr and
-    status 2, said by rank 0 alone under torchrun. Errors of the program itself keep their traceback."""
-    try:
-        args = parse(argv)
-    except SystemExit as exc:  # argparse has printed its message (or the help)
-        return exc.code if isinstance(exc.code, int) else INPUT_ERROR
-    try:
-        run(args)
-    except (FileNotFoundError, ValueError) as exc:
-        if env_is_main_process():
-            print(f"{prog}: error: {exc}", file=sys.stderr, flush=True)
-        return INPUT_ERROR
-    return 0
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -361,17 +334,33 @@ class _Totals:
         return float(all_reduce_(self.loss.clone())), all_reduce_(self.counts.clone()).tolist()
 
 
-def _progress(loader: DataLoader, desc: str, ctx: DistContext) -> tqdm:
-    return tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr, disable=not ctx.is_main)
+class Quiet:
+    """The progress display that shows nothing (the loops' default): iterates, ignores figures."""
+
+    def __init__(self, iterable: Iterable[Any], desc: str = "") -> None:
+        self.iterable = iterable
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.iterable)
+
+    def set_postfix(self, **figures: Any) -> None:
+        pass
+
+
+# A progress display: called with an iterable and a description, it iterates like it and takes the
+# running figures through ``set_postfix(**figures)`` (tqdm's interface).
+Progress = Callable[[Iterable[Any], str], Any]
 
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module, optimizer: torch.optim.Optimizer,
-                    ctx: DistContext, desc: str, train_mode: bool, print_freq: int = 10) -> dict[str, float]:
-    """One epoch; loss and top-1 (percent) over the clips every rank trained on."""
+                    ctx: DistContext, desc: str, train_mode: bool, print_freq: int = 10,
+                    progress: Progress = Quiet) -> dict[str, float]:
+    """One epoch; loss and top-1 (percent) over the clips every rank trained on. ``progress`` shows
+    the running figures every ``print_freq`` steps on rank 0."""
     device = ctx.device
     model.train(train_mode)
     totals = _Totals(2, device)  # correct top-1, clips
-    bar = _progress(loader, desc, ctx)
+    bar = progress(loader, desc)
     for i, (inputs, target) in enumerate(bar):
         inputs = inputs.to(device, non_blocking=True)
         target = target.to(device, non_blocking=True)
@@ -392,7 +381,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module, 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: PlannedLoader, criterion: nn.Module, ctx: DistContext,
-             desc: str = "eval") -> tuple[dict[str, float], np.ndarray]:
+             desc: str = "eval", progress: Progress = Quiet) -> tuple[dict[str, float], np.ndarray]:
     """Loss, top-1 and top-5 (percent) over the dataset of ``data``, and the top-1 predictions in dataset
     order. Under torchrun every rank must call this: each runs its share of the plan, and correct counts
     are summed over ranks (exactly one process's figures)."""
@@ -404,7 +393,7 @@ def evaluate(model: nn.Module, data: PlannedLoader, criterion: nn.Module, ctx: D
     network.eval()
     totals = _Totals(3, device)  # top-1, top-5 correct, clips
     predictions = []
-    for inputs, target in _progress(data.loader, desc, ctx):
+    for inputs, target in progress(data.loader, desc):
         inputs = inputs.to(device, non_blocking=True)
         target = target.to(device, non_blocking=True)
         output = network(inputs)  # (B, num_class)
@@ -444,7 +433,7 @@ def batch_statistics_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 @torch.no_grad()
 def extract_features(model: nn.Module, data: PlannedLoader, ctx: DistContext, desc: str,
-                     mode: str = "eval") -> tuple[np.ndarray, np.ndarray]:
+                     mode: str = "eval", progress: Progress = Quiet) -> tuple[np.ndarray, np.ndarray]:
     """(N, D) float32 features before ``fc`` and (N,) labels of the dataset of ``data``, in dataset order,
     computed in the plan's batches with the encoder in ``mode`` ('eval': running statistics, no dropout; 'train':
     batch statistics and dropout, as the reference extracts them -- see :func:`batch_statistics_mode`).
@@ -454,7 +443,7 @@ def extract_features(model: nn.Module, data: PlannedLoader, ctx: DistContext, de
         raise ValueError(f"feature mode must be one of {', '.join(FEATURE_MODES)}, got {mode!r}")
     features, labels = [], []
     with _feature_mode(model, mode):
-        for inputs, target in _progress(data.loader, desc, ctx):
+        for inputs, target in progress(data.loader, desc):
             output = model(inputs.to(ctx.device, non_blocking=True), knn_eval=True)
             features.append(output.reshape(output.shape[0], -1).float())
             labels.append(target.reshape(-1).to(ctx.device))

@@ -13,13 +13,14 @@ defines :class:`UsageError`, the error every script turns into ``prog: error: ME
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import re
 import secrets
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
@@ -92,9 +93,9 @@ def describe_storage_error(path: str | os.PathLike, exc: OSError) -> str:
     return f"cannot write {path}: {reason}; the previous file, if any, is unchanged"
 
 
-def _fsync_folder(folder: Path) -> None:
-    # Makes the rename durable. Not every platform lets a folder be opened (Windows); there the rename
-    # is as durable as the file system makes it.
+def fsync_folder(folder: Path) -> None:
+    """Make the renames in ``folder`` durable. Not every platform lets a folder be opened (Windows);
+    there a rename is as durable as the file system makes it."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -157,13 +158,11 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], Any]) 
             os.fsync(f.fileno())
         os.replace(tmp, path)
         tmp = None
-        _fsync_folder(folder)
+        fsync_folder(folder)
     except BaseException as exc:
         if tmp is not None:
-            try:
+            with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
-            except OSError:
-                pass
         storage = _storage_error(exc) if isinstance(exc, Exception) else None
         if storage is not None:
             raise OutputError(describe_storage_error(path, storage)) from None
@@ -205,7 +204,7 @@ def atomic_copy(source: str | os.PathLike, path: str | os.PathLike, *, link: boo
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
-            _fsync_folder(folder)
+            fsync_folder(folder)
             return path
 
     def copy(f: IO[bytes]) -> None:
@@ -248,17 +247,22 @@ def stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     return sorted(stale)
 
 
-def clean_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Remove the temporary files a killed run left in ``folder`` (see :func:`stale_temporaries`);
-    returns the paths removed. Call it while holding the folder's lock."""
+def remove_files(paths: Iterable[Path]) -> list[Path]:
+    """Delete ``paths``; returns those removed (one already gone is skipped, not an error)."""
     removed = []
-    for path in stale_temporaries(folder):
+    for path in paths:
         try:
             path.unlink()
         except FileNotFoundError:
             continue
         removed.append(path)
     return removed
+
+
+def clean_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files a killed run left in ``folder`` (see :func:`stale_temporaries`);
+    returns the paths removed. Call it while holding the folder's lock."""
+    return remove_files(stale_temporaries(folder))
 
 
 def _json_default(value: Any) -> Any:

@@ -11,8 +11,10 @@ from typing import Any
 import numpy as np
 import torch
 
-# Writers moved to common.io; these names stay importable from here for the scripts that still use them.
-from common.io import UsageError, atomic_torch_save, write_json_atomic  # noqa: F401
+from common.io import UsageError
+
+# demo.py still imports these two writers from here; they belong to common.io, where new code imports them.
+from common.io import atomic_torch_save, write_json_atomic  # noqa: F401  isort: skip
 
 
 def select_device(requested: str = "auto") -> torch.device:

@@ -48,7 +48,7 @@ def reference_checkpoint(path, pretrain_representation: str, mlp: bool = True, p
     """Write a checkpoint laid out like the reference's MoCo pretraining output (DataParallel keys, key
     encoders, queues, optimizer); return each slot's encoder state (head included) for comparison."""
     representations = parse_representation(pretrain_representation)
-    slots = ("encoder_q", "encoder_k") if len(representations) == 1 else ("encoder_q", "encoder_k", "encoder_r", "encoder_l")
+    slots = ("encoder_q", "encoder_k", "encoder_r", "encoder_l")[: 2 * len(representations)]
     state: dict[str, torch.Tensor] = {}
     encoders = {}
     for i, slot in enumerate(slots):
@@ -149,7 +149,8 @@ def test_mislabelled_pair_is_detected_from_the_weights(tmp_path):
 
 def test_recorded_pretrain_representation_must_agree(tmp_path):
     path = tmp_path / "ours.pth.tar"
-    reference_checkpoint(path, "seq-based_and_graph-based", extra={"args": {"skeleton_representation": "seq-based_and_graph-based"}})
+    reference_checkpoint(path, "seq-based_and_graph-based",
+                         extra={"args": {"skeleton_representation": "seq-based_and_graph-based"}})
     with pytest.raises(ValueError, match=r"pretrained as 'seq-based_and_graph-based' \(recorded in its args\)"):
         pretrained_encoder_state(path, "seq-based_and_image-based", "seq-based")
     assert pretrained_encoder_state(path, "seq-based_and_graph-based", "seq-based")
@@ -216,11 +217,11 @@ def test_identify_representation():
 
 def test_missing_unreadable_and_unsafe_checkpoints(tmp_path):
     model = build_encoder("seq-based", 60, **TINY)
-    with pytest.raises(FileNotFoundError, match="nope.pth.tar not found"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.pth\.tar not found"):
         load_pretrained_encoder(model, tmp_path / "nope.pth.tar", "seq-based", "seq-based")
     garbage = tmp_path / "garbage.pth.tar"
     garbage.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(ValueError, match="garbage.pth.tar: cannot be read"):
+    with pytest.raises(ValueError, match=r"garbage\.pth\.tar: cannot be read"):
         load_pretrained_encoder(model, garbage, "seq-based", "seq-based")
     unsafe = tmp_path / "unsafe.pth.tar"
     torch.save({"state_dict": {}, "payload": pickle.loads(pickle.dumps(_Payload()))}, unsafe)
@@ -241,15 +242,14 @@ class _Payload:
 # -------------------------------------------------------------------------------------------------
 
 
-def test_names_that_moved_to_common_pretrained_still_import_from_checkpoints():
+def test_pretrained_encoder_loading_lives_in_common_pretrained_only():
     import common.checkpoints as ck
     import common.pretrained as pt
 
     for name in ("load_pretrained_encoder", "pretrained_encoder_state", "identify_representation",
                  "load_encoder_weights", "without_head", "HEAD_PREFIX", "encoder_slots", "SIZE_FLAGS"):
-        assert getattr(ck, name) is getattr(pt, name)
-    with pytest.raises(AttributeError):
-        ck.no_such_name  # noqa: B018
+        assert hasattr(pt, name), name
+        assert not hasattr(ck, name), name
 
 
 def test_prefix_helpers():
@@ -392,3 +392,42 @@ def test_checkpoint_folder_guard_unwritable(tmp_path):
             check_checkpoint_folder(locked / "run", None, False)
     finally:
         locked.chmod(0o700)
+
+
+def test_run_folder_claims_on_rank_0_and_tells_the_other_ranks(tmp_path, monkeypatch):
+    import common.run_folder as rf
+    from common.distributed import DistContext
+    from common.io import UsageError
+
+    run = tmp_path / "run"
+    options = dict(purpose="test", resume=None, overwrite=False)
+    rank1 = DistContext(rank=1, world_size=2)
+    # another rank touches nothing: it raises when rank 0 says it could not claim, else holds a stand-in
+    monkeypatch.setattr(rf, "broadcast_int", lambda value, device: 1)
+    with pytest.raises(UsageError, match=f"^rank 0 could not claim --checkpoint-path {run}$"), \
+            rf.run_folder(rank1, run, **options):
+        pass
+    monkeypatch.setattr(rf, "broadcast_int", lambda value, device: 0)
+    with rf.run_folder(rank1, run, **options) as claim:
+        assert (claim.lock, claim.replaced, claim.notes, claim.discard_previous_run()) == (None, [], [], [])
+    assert not run.exists()
+    monkeypatch.undo()
+
+    # rank 0 holds the lock for the block; a second claim is refused naming the holder
+    with rf.run_folder(DistContext(), run, **options) as claim:
+        assert (run / ".skeleton-contrast.lock").read_text() == f"pid={os.getpid()}\npurpose=test\n"
+        with pytest.raises(UsageError, match=rf"^--checkpoint-path {run}: in use by PID {os.getpid()} \(test\)"):
+            rf.claim_folder(run, **options)
+    assert not run.exists()  # created by the claim and left empty by the run: removed with the lock
+    with rf.run_folder(DistContext(), run, **options):
+        torch.save({"epoch": 1}, run / "checkpoint_last.pth.tar")
+    assert [p.name for p in run.iterdir()] == ["checkpoint_last.pth.tar"]  # what the run wrote stays
+
+    # --overwrite: the earlier run's files are listed at the claim and deleted only when asked
+    with rf.run_folder(DistContext(), run, purpose="test", resume=None, overwrite=True) as claim:
+        assert claim.replaced == [run / "checkpoint_last.pth.tar"] and claim.lock is not None
+        assert (run / "checkpoint_last.pth.tar").is_file()
+        assert claim.discard_previous_run() == [
+            f"=> --overwrite: removed 1 checkpoint and TensorBoard files of the previous run in {run}"]
+        assert claim.discard_previous_run() == []
+    assert run.is_dir() and not list(run.iterdir())  # not created by this claim: the folder stays

@@ -15,6 +15,7 @@ from common.checkpoints import CLASSIFIER_FORMAT, PRETRAIN_FORMAT
 from common.evaluation import check_encoder_unchanged, freeze_encoder, init_head
 from models import build_encoder
 from tests.test_checkpoints import reference_checkpoint
+from tests.test_run_safety import assert_strays_removed, lock_held_elsewhere, plant_stray_temporaries
 
 TINY_ARGS = ["--gru-hidden-size", "8", "--gru-layers", "1", "--agcn-base-channels", "4", "--hcn-out-channels", "4"]
 TINY = dict(gru_hidden_size=8, gru_layers=1, agcn_base_channels=4, hcn_out_channels=4)
@@ -68,7 +69,7 @@ def _common(data_root: Path, out: Path, *extra: str) -> list[str]:
 
 def classify(argv: list[str]) -> dict:
     """The script's results (what ``--metrics-json`` receives) for a command line."""
-    return action_classification.run(action_classification.parse_args(argv))
+    return action_classification.run(action_classification.build_parser().parse_args(argv))
 
 
 def _encoder_tensors(state: dict) -> dict:
@@ -150,8 +151,8 @@ def test_frozen_check_runs_on_the_first_epoch_of_a_resumed_run(data_root, tmp_pa
     real_check = evaluation.check_encoder_unchanged
     monkeypatch.setattr(evaluation, "check_encoder_unchanged",
                         lambda model, reference, epoch: (checked.append(epoch), real_check(model, reference, epoch)))
-    classify(args + ["--epochs", "1"])
-    classify(args + ["--epochs", "3", "--resume", str(tmp_path / "ckpt" / "last_checkpoint.pth.tar")])
+    classify([*args, "--epochs", "1"])
+    classify([*args, "--epochs", "3", "--resume", str(tmp_path / "ckpt" / "last_checkpoint.pth.tar")])
     assert checked == [1, 2]
 
 
@@ -170,18 +171,17 @@ def test_freeze_encoder_keeps_eval_mode_and_only_fc_trainable():
 def test_supervised_semi_supervised_and_resume(data_root, tmp_path):
     args = _common(data_root, tmp_path, "--finetune-skeleton-representation", "image-based",
                    "--label-fraction", "0.5")
-    first = classify(args + ["--epochs", "1"])
+    first = classify([*args, "--epochs", "1"])
     assert first["protocol"] == "supervised (0.5 of the labels)"
     assert first["num_train"] == 6  # round(0.5 * 4) clips of each of the 3 classes
     first_events = sorted(p.name for p in (tmp_path / "ckpt").glob("events.*"))
-    resumed = classify(args + ["--epochs", "2", "--resume",
-                                                 str(tmp_path / "ckpt" / "last_checkpoint.pth.tar")])
+    resumed = classify([*args, "--epochs", "2", "--resume", str(tmp_path / "ckpt" / "last_checkpoint.pth.tar")])
     # continuing a run in its own folder keeps what the run wrote so far
     assert set(first_events) < {p.name for p in (tmp_path / "ckpt").glob("events.*")}
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
     assert resumed["history"][0] == first["history"][0]
     # an uninterrupted run reaches the same second epoch
-    straight = classify(args + ["--epochs", "2", "--checkpoint-path", str(tmp_path / "straight")])
+    straight = classify([*args, "--epochs", "2", "--checkpoint-path", str(tmp_path / "straight")])
     for key in ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5"):
         assert resumed["history"][1][key] == pytest.approx(straight["history"][1][key], rel=1e-5), key
     last = torch.load(tmp_path / "ckpt" / "last_checkpoint.pth.tar", weights_only=True)
@@ -213,7 +213,7 @@ def test_error_cases(data_root, tmp_path):
         (data_root / "NTU-RGB-D-60-AGCN" / "xview" / "val_data_joint.npy").rename(tmp_path / "moved.npy")
         classify(_common(data_root, tmp_path, "--epochs", "1"))
     (tmp_path / "moved.npy").rename(data_root / "NTU-RGB-D-60-AGCN" / "xview" / "val_data_joint.npy")
-    with pytest.raises(FileNotFoundError, match="missing.pth.tar"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.pth\.tar"):
         classify(_common(data_root, tmp_path, "--pretrained", str(tmp_path / "missing.pth.tar")))
     with pytest.raises(ValueError, match=r"holds encoder_q \(seq-based\), encoder_r \(graph-based\)"):
         classify(_common(
@@ -253,28 +253,54 @@ def test_main_returns_exit_codes_and_guards_the_checkpoint_folder(data_root, tmp
     assert {p.name: p.read_bytes() for p in ckpt.iterdir()} == written
 
     last = ckpt / "last_checkpoint.pth.tar"
-    assert action_classification.main(args + ["--resume", str(last), "--overwrite"]) == 2
+    assert action_classification.main([*args, "--resume", str(last), "--overwrite"]) == 2
     assert _error_lines(capsys) == [
         f"action_classification.py: error: --overwrite would delete {last}, the checkpoint --resume continues "
         f"from; drop --overwrite to continue that run in {ckpt}"]
 
     # --overwrite: the earlier run's checkpoints and TensorBoard events are replaced by the new run's
-    assert action_classification.main(args + ["--epochs", "2", "--overwrite"]) == 0
+    assert action_classification.main([*args, "--epochs", "2", "--overwrite"]) == 0
     assert torch.load(ckpt / "last_checkpoint.pth.tar", weights_only=True)["epoch"] == 2
     events = [p.name for p in ckpt.iterdir() if p.name.startswith("events.")]
     assert len(events) == 1 and events[0] not in written
+
+
+def test_a_checkpoint_path_another_live_run_holds_is_refused_naming_its_pid(data_root, tmp_path, capsys):
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    args = _common(data_root, tmp_path, "--epochs", "1", "--finetune-skeleton-representation", "image-based")
+    with lock_held_elsewhere(ckpt, "classification") as holder:
+        assert action_classification.main(args) == 2
+        assert _error_lines(capsys) == [
+            f"action_classification.py: error: --checkpoint-path {ckpt}: in use by PID {holder.pid} (classification); "
+            "wait for it to finish or stop it, or choose another folder"]
+        assert [p.name for p in ckpt.iterdir()] == [".skeleton-contrast.lock"]  # the holder's, untouched
+    assert action_classification.main(args) == 0  # free again once the holder has gone
+    assert not (ckpt / ".skeleton-contrast.lock").exists()  # released at the end
+    assert (ckpt / "last_checkpoint.pth.tar").is_file()
+
+
+def test_stale_temporaries_in_the_checkpoint_path_are_removed_at_start(data_root, tmp_path, capsys):
+    args = _common(data_root, tmp_path, "--epochs", "1", "--finetune-skeleton-representation", "image-based")
+    assert action_classification.main(args) == 0
+    ckpt = tmp_path / "ckpt"
+    strays = plant_stray_temporaries(ckpt, "last_checkpoint.pth.tar", "image-based_checkpoint.pth.tar")
+    capsys.readouterr()
+    assert action_classification.main([*args, "--epochs", "2", "--resume", str(ckpt / "last_checkpoint.pth.tar")]) == 0
+    assert_strays_removed(strays, capsys.readouterr().out)
+    assert torch.load(ckpt / "last_checkpoint.pth.tar", weights_only=True)["epoch"] == 2
 
 
 def test_resume_refuses_what_is_not_this_classifier(data_root, tmp_path, capsys):
     args = _common(data_root, tmp_path, "--epochs", "1", "--finetune-skeleton-representation", "image-based")
     ours = tmp_path / "pretraining.pth.tar"
     torch.save({"format": PRETRAIN_FORMAT, "epoch": 3, "state_dict": {"w": torch.zeros(1)}, "optimizer": {}}, ours)
-    assert action_classification.main(args + ["--resume", str(ours)]) == 2
+    assert action_classification.main([*args, "--resume", str(ours)]) == 2
     assert _error_lines(capsys) == [f"action_classification.py: error: --resume {ours} is a pretraining checkpoint, "
                                     "not a classification checkpoint"]
     reference = tmp_path / "reference.pth.tar"  # no format entry: read by its keys, then it does not fit
     reference_checkpoint(reference, "image-based")
-    assert action_classification.main(args + ["--resume", str(reference)]) == 2
+    assert action_classification.main([*args, "--resume", str(reference)]) == 2
     (line,) = _error_lines(capsys)
     assert line.startswith(f"action_classification.py: error: --resume {reference} does not fit this model and "
                            "protocol: Error(s) in loading state_dict for HCN: Missing key(s) in state_dict: ")

@@ -23,6 +23,7 @@ from common.io import (
     clean_stale_temporaries,
     write_json_atomic,
 )
+from common.plots import plot_confusion_matrix
 from common.representations import encoder_name_for, parse_representation
 from common.training import (
     accuracy,
@@ -109,12 +110,15 @@ def test_outputs_get_the_mode_the_umask_gives(tmp_path, umask, mask, mode):
         write_json_atomic(tmp_path / "m.json", {"a": 1}),
         atomic_save_npz(tmp_path / "f.npz", x=np.arange(3)),
         atomic_copy(tmp_path / "m.json", tmp_path / "copy.json", link=False),
+        plot_confusion_matrix(np.array([[2, 0], [1, 1]]), ["a", "b"], tmp_path / "plots" / "confusion.png"),
     ]
     assert cio.current_umask() == mask
     for path in written:
         assert stat.S_IMODE(path.stat().st_mode) == mode, path
     assert np.load(tmp_path / "f.npz")["x"].tolist() == [0, 1, 2]
     assert json.loads((tmp_path / "copy.json").read_text()) == {"a": 1}
+    assert (tmp_path / "plots" / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["confusion.png"]  # no temporary left
 
 
 class FillsUp(io.RawIOBase):

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from common.checkpoints import load_pretrained_encoder, model_state, read_checkpoint
+from common.checkpoints import model_state, read_checkpoint
 from common.distributed import DistContext, launched_by_torchrun
 from common.evaluation import evaluate, evaluation_plan, make_dataset, plan_loader
+from common.pretrained import load_pretrained_encoder
 from feeders import DownstreamDataset, split_paths
 from models import build_encoder
 from tests.test_checkpoints import reference_checkpoint
@@ -52,11 +53,11 @@ def test_retrieval_two_processes_equal_one(tmp_path):
               "--pretrain-skeleton-representation", "seq-based_and_graph-based",
               "--finetune-skeleton-representation", "graph-based", "--knn-neighbours", "1",
               "-b", "4", "-j", "0", "--seed", "2", "--device", "cpu", *TINY_ARGS]
-    single = retrieve(common + ["--save-features", str(tmp_path / "one" / "feats.npz")])
+    single = retrieve([*common, "--save-features", str(tmp_path / "one" / "feats.npz")])
 
     out = tmp_path / "two"
-    proc = torchrun("action_retrieval.py", common + ["--save-features", str(out / "feats.npz"),
-                                                     "--metrics-json", str(out / "metrics.json")], tmp_path)
+    proc = torchrun("action_retrieval.py", [*common, "--save-features", str(out / "feats.npz"),
+                                            "--metrics-json", str(out / "metrics.json")], tmp_path)
     assert files_under(out) == ["feats.npz", "metrics.json"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["knn_top1"] == single["knn_top1"]
@@ -82,8 +83,8 @@ def test_linear_classification_two_processes(tmp_path):
             "--pretrained", str(pretrained), "--pretrain-skeleton-representation", "seq-based_and_graph-based",
             "--finetune-skeleton-representation", "seq-based", "--epochs", "2", "-b", "4", "--lr", "0.1",
             "-j", "0", "--seed", "1", "--device", "cpu", *TINY_ARGS]
-    proc = torchrun("action_classification.py", args + [
-        "--checkpoint-path", str(ckpt), "--metrics-json", str(tmp_path / "out" / "metrics.json"),
+    proc = torchrun("action_classification.py", [
+        *args, "--checkpoint-path", str(ckpt), "--metrics-json", str(tmp_path / "out" / "metrics.json"),
         "--plot-dir", str(plots)], tmp_path)
 
     assert "DistributedDataParallel over 2 processes" in proc.stdout

@@ -109,7 +109,7 @@ def test_one_epoch_of_every_representation(data_root, tmp_path, representation):
     result = json.loads(metrics.read_text())
     assert result["status"] == "completed" and result["steps_per_epoch"] == 3
     accs = ["acc_s1", "acc_s2"] if pair else ["acc_s1"]
-    assert sorted(result["final"]) == sorted(["train_loss"] + accs)
+    assert sorted(result["final"]) == sorted(["train_loss", *accs])
     assert np.isfinite(result["final"]["train_loss"]) and result["final"]["train_loss"] > 0
     assert all(0.0 <= result["final"][a] <= 100.0 for a in accs)
 
@@ -169,6 +169,26 @@ def test_checkpoint_numbering_tensorboard_and_workers(data_root, tmp_path):
     assert [e.step for e in acc.Scalars("train_loss")] == [0, 1, 2, 3]
 
 
+def patch_step(monkeypatch, at: int, *, signals: tuple[int, ...] = (), poison: bool = False) -> dict[str, int]:
+    """Wrap the training step: right after its ``at``-th call, send ``signals`` to this process and, with
+    ``poison``, make that step's loss nan. Returns the call counter."""
+    calls = {"n": 0}
+    step = pretrain.contrastive_step
+
+    def wrapped(*args, **kwargs):
+        out = step(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == at:
+            for sig in signals:
+                os.kill(os.getpid(), sig)
+            if poison:
+                out = out._replace(loss=torch.tensor(float("nan")))
+        return out
+
+    monkeypatch.setattr(pretrain, "contrastive_step", wrapped)
+    return calls
+
+
 def final_state(out: Path) -> dict:
     ckpt = load(out / "checkpoint_last.pth.tar")
     return {"model": ckpt["state_dict"], "optimizer": ckpt["optimizer"]["state"], "epoch": ckpt["epoch"]}
@@ -204,41 +224,22 @@ def test_resume_continues_exactly(data_root, tmp_path, monkeypatch):
     assert load(tmp_path / "reference" / "checkpoint_last.pth.tar")["epoch"] == 2
 
     # SIGTERM in the middle of epoch 0: checkpoint_last at the step boundary, exit 128 + 15
-    calls = {"n": 0}
-    step = pretrain.contrastive_step
-
-    def step_then_signal(*args, **kwargs):
-        out = step(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return out
-
-    monkeypatch.setattr(pretrain, "contrastive_step", step_then_signal)
+    calls = patch_step(monkeypatch, 2, signals=(signal.SIGTERM,))
     assert run(data_root, tmp_path / "signal", rep, "--epochs", "2", *common) == 128 + signal.SIGTERM
     assert calls["n"] == 2
     saved = load(tmp_path / "signal" / "checkpoint_last.pth.tar")
     assert (saved["epoch"], saved["step"]) == (0, 2) and saved["meters"]["count"] == 8
     assert not list((tmp_path / "signal").glob("checkpoint_0*"))
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
-    monkeypatch.setattr(pretrain, "contrastive_step", step)
+    monkeypatch.undo()
     assert run(data_root, tmp_path / "signal", rep, "--epochs", "2", *common,
                "--resume", str(tmp_path / "signal" / "checkpoint_last.pth.tar")) == 0
     assert_same_state(straight, final_state(tmp_path / "signal"))
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data_root, tmp_path, monkeypatch, capsys):
-    calls = {"n": 0}
-    step = pretrain.contrastive_step
-
-    def poisoned(*args, **kwargs):
-        out = step(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 5:  # epoch 1, step 2 (3 steps per epoch); not a print step (-p 2: steps 1 and 3)
-            return out._replace(loss=torch.tensor(float("nan")))
-        return out
-
-    monkeypatch.setattr(pretrain, "contrastive_step", poisoned)
+    # epoch 1, step 2 (3 steps per epoch); not a print step (-p 2: steps 1 and 3)
+    calls = patch_step(monkeypatch, 5, poison=True)
     out = tmp_path / "ckpt"
     assert run(data_root, out, "image-based", "--epochs", "3") == 1
     message = error_line(capsys)
@@ -253,7 +254,8 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data_root, tmp_pat
     [
         (["--pre-dataset", "ntu60", "--protocol", "cross_setup"], r"has no protocol 'cross_setup'.*ntu60/cross_view"),
         (["--moco-k", "18"], r"--moco-k 18 must be divisible by --batch-size 4"),
-        (["--protocol", "cross_subject", "--data-root", "EMPTY"], r"train_data_joint.npy not found; make it with: python data_gen/ntu_gendata.py"),
+        (["--protocol", "cross_subject", "--data-root", "EMPTY"],
+         r"train_data_joint.npy not found; make it with: python data_gen/ntu_gendata.py"),
         (["--resume", "MISSING"], r"--resume: checkpoint .*x.pth.tar not found"),
         (["-b", "16"], r"holds 12 clips, fewer than one batch of 16"),
     ],
@@ -286,7 +288,8 @@ def test_torchrun_two_processes_gloo(data_root, tmp_path):
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "DistributedDataParallel over 2 processes" in proc.stdout
-    assert len(re.findall(r"^epoch +0 \(1/1\) .*-> checkpoint_0000.pth.tar$", proc.stdout, flags=re.M)) == 1  # rank 0 alone
+    # rank 0 alone prints
+    assert len(re.findall(r"^epoch +0 \(1/1\) .*-> checkpoint_0000.pth.tar$", proc.stdout, flags=re.M)) == 1
     assert sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith("events")) == [
         "checkpoint_0000.pth.tar", "checkpoint_last.pth.tar"]
     assert len(list(out.glob("events.out.tfevents.*"))) == 1  # one TensorBoard writer

@@ -13,8 +13,8 @@ from torch import nn
 import action_classification
 import action_retrieval
 from action_retrieval import FeatureAutoencoder, train_autoencoder
-from common.checkpoints import load_pretrained_encoder
 from common.knn import cosine_knn_indices, cosine_knn_predict, knn_accuracy
+from common.pretrained import load_pretrained_encoder
 from feeders import DownstreamDataset, split_paths
 from models import build_encoder, feature_dim
 from tests.test_checkpoints import reference_checkpoint
@@ -23,7 +23,7 @@ from tests.test_classification import PNG_MAGIC, TINY, TINY_ARGS, write_out_of_r
 
 def retrieve(argv: list[str]) -> dict:
     """The script's results (what ``--metrics-json`` receives) for a command line."""
-    return action_retrieval.run(action_retrieval.parse_args(argv))
+    return action_retrieval.run(action_retrieval.build_parser().parse_args(argv))
 
 
 def _sklearn_predict(train, labels, query, k):
@@ -142,12 +142,12 @@ def test_retrieval_without_checkpoint_and_errors(tmp_path):
     metrics = retrieve(common)  # randomly initialised encoder (the reference allows it)
     assert metrics["num_train"] == 6 and metrics["feature_dim"] == 16  # 2 x GRU hidden size
     with pytest.raises(ValueError, match="--knn-neighbours 7 exceeds the 6 training clips"):
-        retrieve(common + ["--knn-neighbours", "7"])
+        retrieve([*common, "--knn-neighbours", "7"])
     pretrained = tmp_path / "graph_image.pth.tar"
     reference_checkpoint(pretrained, "graph-based_and_image-based")
     with pytest.raises(ValueError, match=r"holds encoder_q \(graph-based\), encoder_r \(image-based\)"):
-        retrieve(common + ["--pretrained", str(pretrained),
-                                        "--pretrain-skeleton-representation", "graph-based_and_image-based"])
+        retrieve([*common, "--pretrained", str(pretrained),
+                  "--pretrain-skeleton-representation", "graph-based_and_image-based"])
     (root / "NTU-RGB-D-60-AGCN" / "xview" / "train_label.pkl").unlink()
     with pytest.raises(FileNotFoundError, match=r"train_label\.pkl not found"):
         retrieve(common)
@@ -187,5 +187,5 @@ def test_label_out_of_range_is_refused_like_classification(tmp_path, capsys):
     message = f"{path}: label 75 of sample {name} is out of range; ntu60 has 60 classes, labels 0 to 59"
     assert capsys.readouterr().err.splitlines() == [f"action_retrieval.py: error: {message}"]
     assert not metrics_path.exists()
-    assert action_classification.main(argv + ["--checkpoint-path", str(tmp_path / "ckpt")]) == 2
+    assert action_classification.main([*argv, "--checkpoint-path", str(tmp_path / "ckpt")]) == 2
     assert capsys.readouterr().err.splitlines() == [f"action_classification.py: error: {message}"]

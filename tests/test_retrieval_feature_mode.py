@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from common import evaluation
-from common.checkpoints import load_pretrained_encoder
 from common.distributed import DistContext
+from common.pretrained import load_pretrained_encoder
 from feeders import DownstreamDataset, split_paths
 from models import build_encoder
 from tests.test_checkpoints import reference_checkpoint
@@ -66,8 +66,8 @@ def graph_run(tmp_path_factory):
               "-b", "16", "-j", "0", "--seed", "5", "--device", "cpu", *TINY_ARGS]
     out = {}
     for mode in ("train", "eval"):
-        metrics = retrieve(common + ["--feature-mode", mode, "--save-features", str(tmp / f"{mode}.npz"),
-                                     "--metrics-json", str(tmp / f"{mode}.json")])
+        metrics = retrieve([*common, "--feature-mode", mode, "--save-features", str(tmp / f"{mode}.npz"),
+                            "--metrics-json", str(tmp / f"{mode}.json")])
         out[mode] = (metrics, dict(np.load(tmp / f"{mode}.npz")), json.loads((tmp / f"{mode}.json").read_text()))
     return root, pretrained, out
 
@@ -161,7 +161,7 @@ def test_seq_based_features_do_not_depend_on_the_mode(tmp_path):
     runs = {}
     for mode in ("eval", "train"):
         path = tmp_path / f"{mode}.npz"
-        runs[mode] = (retrieve(common + ["--feature-mode", mode, "--save-features", str(path)]), np.load(path))
+        runs[mode] = (retrieve([*common, "--feature-mode", mode, "--save-features", str(path)]), np.load(path))
     (eval_metrics, eval_saved), (train_metrics, train_saved) = runs["eval"], runs["train"]
     for key in ("train_features", "val_features"):  # the BiGRU has neither BatchNorm nor dropout
         np.testing.assert_allclose(train_saved[key], eval_saved[key], rtol=1e-5, atol=1e-6)
@@ -180,7 +180,7 @@ def test_train_mode_dropout_is_seeded(tmp_path):
 
     def features(mode: str, seed: int) -> np.ndarray:
         path = tmp_path / "feats.npz"
-        retrieve(common + ["--save-features", str(path), "--feature-mode", mode, "--seed", str(seed)])
+        retrieve([*common, "--save-features", str(path), "--feature-mode", mode, "--seed", str(seed)])
         return np.load(path)["val_features"]
 
     first = features("train", 1)

@@ -3,6 +3,7 @@ temporaries, a full disk, file permissions, signals, a finished run and impossib
 line and a definite exit status, with every earlier file left as it was."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -10,6 +11,7 @@ import signal
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,18 +19,10 @@ import torch
 
 import common.io as cio
 import main_moco_inter_skeleton as pretrain
-from tests.test_pretrain import TINY, write_split
+from tests.test_pretrain import TINY, patch_step, write_split
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "main_moco_inter_skeleton.py: error: "
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -135,26 +129,52 @@ def test_checkpoint_path_not_writable(data_root, tmp_path, capsys):
 _HOLDER = """
 import sys
 from common.locking import FolderLock
-with FolderLock(sys.argv[1], "pretraining"):
+with FolderLock(sys.argv[1], sys.argv[2]):
     print("locked", flush=True)
     sys.stdin.read()
 """
 
 
-def test_a_folder_another_live_run_holds_is_refused_naming_its_pid(data_root, tmp_path, capsys):
-    out = tmp_path / "ckpt"
-    out.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(out)], cwd=ROOT, stdin=subprocess.PIPE,
+@contextlib.contextmanager
+def lock_held_elsewhere(folder: Path, purpose: str) -> Iterator[subprocess.Popen]:
+    """Another live process holds ``folder``'s lock (recording ``purpose``) for the block."""
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(folder), purpose], cwd=ROOT, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
+        yield holder
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+
+
+def plant_stray_temporaries(folder: Path, last: str, numbered: str) -> list[Path]:
+    """What a killed run leaves: the temporary of ``last`` whose writer's PID is gone, and an older
+    version's temporary (no PID) of ``numbered``."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    strays = [folder / f".{last}.tmp-{int(dead.stdout)}-0123abcd", folder / f".{numbered}.x8f_2k1q.tmp"]
+    for path in strays:
+        path.write_bytes(b"half a checkpoint")
+    return strays
+
+
+def assert_strays_removed(strays: list[Path], printed: str) -> None:
+    """Each stray named on stdout and gone; nothing hidden (lock, temporary) left in their folder."""
+    for path in strays:
+        assert f"=> removed {path}, a temporary file left by an interrupted run" in printed
+        assert not path.exists()
+    assert not [p for p in strays[0].parent.iterdir() if p.name.startswith(".")]
+
+
+def test_a_folder_another_live_run_holds_is_refused_naming_its_pid(data_root, tmp_path, capsys):
+    out = tmp_path / "ckpt"
+    out.mkdir()
+    with lock_held_elsewhere(out, "pretraining") as holder:
         assert run(data_root, out, "--epochs", "1") == 2
         assert error_line(capsys) == (f"--checkpoint-path {out}: in use by PID {holder.pid} (pretraining); wait for "
                                       "it to finish or stop it, or choose another folder")
         assert [p.name for p in out.iterdir()] == [".skeleton-contrast.lock"]  # the holder's, untouched
-    finally:
-        holder.stdin.close()
-        holder.wait(timeout=30)
     assert run(data_root, out, "--epochs", "1") == 0  # free again once the holder has gone
     assert not (out / ".skeleton-contrast.lock").exists()  # released at the end
 
@@ -162,19 +182,10 @@ def test_a_folder_another_live_run_holds_is_refused_naming_its_pid(data_root, tm
 def test_stray_temporaries_of_a_killed_run_are_removed_at_start(data_root, tmp_path, capsys):
     out = tmp_path / "ckpt"
     assert run(data_root, out, "--epochs", "1") == 0
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
-                          check=True)
-    strays = [out / f".checkpoint_last.pth.tar.tmp-{int(dead.stdout)}-0123abcd",
-              out / ".checkpoint_0001.pth.tar.x8f_2k1q.tmp"]
-    for path in strays:
-        path.write_bytes(b"half a checkpoint")
+    strays = plant_stray_temporaries(out, "checkpoint_last.pth.tar", "checkpoint_0001.pth.tar")
     capsys.readouterr()
     assert run(data_root, out, "--epochs", "2", "--resume", str(out / "checkpoint_last.pth.tar")) == 0
-    printed = capsys.readouterr().out
-    for path in strays:
-        assert f"=> removed {path}, a temporary file left by an interrupted run" in printed
-        assert not path.exists()
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert_strays_removed(strays, capsys.readouterr().out)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -245,18 +256,7 @@ def test_checkpoints_and_metrics_get_the_umask_mode(data_root, tmp_path, mask, m
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_second_signal_stops_at_once_with_128_plus_its_number(data_root, tmp_path, monkeypatch, capsys, sig,
                                                                 code):
-    calls = {"n": 0}
-    step = pretrain.contrastive_step
-
-    def step_then_two_signals(*args, **kwargs):
-        out = step(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            os.kill(os.getpid(), sig)
-            os.kill(os.getpid(), sig)
-        return out
-
-    monkeypatch.setattr(pretrain, "contrastive_step", step_then_two_signals)
+    calls = patch_step(monkeypatch, 2, signals=(sig, sig))
     out = tmp_path / "ckpt"
     assert run(data_root, out, "--epochs", "2") == code
     assert calls["n"] == 2
@@ -269,18 +269,9 @@ def test_a_second_signal_stops_at_once_with_128_plus_its_number(data_root, tmp_p
 
 
 def test_exit_status_after_one_sigint_is_130_with_a_checkpoint(data_root, tmp_path, monkeypatch):
-    step = pretrain.contrastive_step
-    calls = {"n": 0}
-
-    def step_then_sigint(*args, **kwargs):
-        out = step(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 1:
-            os.kill(os.getpid(), signal.SIGINT)
-        return out
-
-    monkeypatch.setattr(pretrain, "contrastive_step", step_then_sigint)
+    calls = patch_step(monkeypatch, 1, signals=(signal.SIGINT,))
     assert run(data_root, tmp_path / "ckpt", "--epochs", "2") == 130
+    assert calls["n"] == 1
     saved = torch.load(tmp_path / "ckpt" / "checkpoint_last.pth.tar", weights_only=True)
     assert (saved["epoch"], saved["step"]) == (0, 1)
 
