@@ -13,9 +13,6 @@ import torch
 
 from common.io import UsageError
 
-# demo.py still imports these two writers from here; they belong to common.io, where new code imports them.
-from common.io import atomic_torch_save, write_json_atomic  # noqa: F401  isort: skip
-
 
 def select_device(requested: str = "auto") -> torch.device:
     """The one place a script picks its device: ``auto`` takes CUDA when there is one.
