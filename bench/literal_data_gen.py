@@ -29,7 +29,7 @@ JOINT_KEYS = ("x", "y", "z", "depthX", "depthY", "colorX", "colorY", "orientatio
 
 def literal_read_skeleton(path: str) -> dict:
     """The file as nested dicts: one dict of floats per body and per joint line."""
-    with open(path, "r") as f:
+    with open(path) as f:
         sequence = {"numFrame": int(f.readline()), "frameInfo": []}
         for _ in range(sequence["numFrame"]):
             frame = {"numBody": int(f.readline()), "bodyInfo": []}
