@@ -533,13 +533,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         for pair in args.pairs:
             for variant in args.variant_list:
                 results["rows"] += run_variant(pair, variant, args, paths, device)
+                save_json(args.json, results)  # after every variant: a run cut short keeps what it measured
     lines = compare_rows(results["rows"])
     if lines:
         print("\nsame run, same device:\n" + "\n".join(lines), flush=True)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    save_json(args.json, results)
     return 1 if any("error" in row for row in results["rows"]) else 0
+
+
+def save_json(path: Path | None, results: dict[str, Any]) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,11 @@ Stages, in order (each one's figures go to ``OUT_DIR/device_check.json``, all ou
                   ms per step of the second epoch, and the NTU 60 recipe's projected hours
   bench           bench/bench_pretrain.py: every pair, fp32 / TF32 / bf16, compute-only and with data
                   loading, and the reference's per-frame GRU loop timed in the same run
-  ablation        bench/bench_pretrain.py on seq-based + graph-based with data loading: one change at a time
-  compile         torch.compile and CUDA-graph variants (only with time left; skipped with --cpu)
+  ablation        bench/bench_pretrain.py on seq-based + graph-based with data loading: one change at a time,
+                  CUDA graphs among them (a variant that cannot be captured is reported, not failed)
+  compile         torch.compile variants (only with 2 minutes left; skipped with --cpu)
 
-Everything runs inside a time budget (default 450 s on a GPU); a stage that cannot finish in what is left
+Everything runs inside a time budget (default 460 s on a GPU); a stage that cannot finish in what is left
 fails with a timeout. The summary is rewritten after every stage, so an interrupted check still leaves one.
 """
 from __future__ import annotations
@@ -80,18 +81,18 @@ TINY = ("--gru-hidden-size", "8", "--gru-layers", "1", "--agcn-base-channels", "
 ALL_PAIRS = ("--pairs", "seq-based_and_graph-based", "seq-based_and_image-based", "graph-based_and_image-based")
 
 GPU_SIZES = Sizes(
-    budget_s=450, classes=10, clips_per_class=30,
+    budget_s=460, classes=10, clips_per_class=30,
     small_encoders=("--gru-hidden-size", "256", "--gru-layers", "2", "--agcn-base-channels", "16",
                     "--hcn-out-channels", "16"),
     small_moco=("--moco-k", "512"), small_batch=32, small_epochs=3,
     speed_model=(), speed_batch=64, speed_clips=64 * 24, workers=8,
-    bench=(*ALL_PAIRS, "--variants", "fp32", "tf32", "bf16", "fp32,per-frame", "--iters", "8", "--repeats", "3",
-           "--warmup", "3"),
-    ablation=("--pairs", PAIR, "--modes", "loader", "--iters", "8", "--repeats", "3", "--warmup", "3",
+    bench=(*ALL_PAIRS, "--variants", "fp32", "tf32", "bf16", "fp32,per-frame", "--iters", "6", "--repeats", "3",
+           "--warmup", "2"),
+    ablation=("--pairs", PAIR, "--modes", "loader", "--iters", "6", "--repeats", "3", "--warmup", "2",
               "--variants", "bf16", "default", "tf32", "bf16,gru-fp32", "bf16,fused", "bf16,for-loop", "bf16,sync",
               "bf16,pageable,blocking", "bf16,no-persist", "bf16,workers=4", "bf16,workers=12", "bf16,bptt",
-              "bf16,no-benchmark"),
-    compile_variants=("bf16,graph", "tf32,graph", "bf16,compile"),
+              "bf16,no-benchmark", "bf16,graph", "tf32,graph"),
+    compile_variants=("bf16,compile", "bf16,compile,graph"),
     test_timeout_s=240,
 )
 CPU_SIZES = Sizes(
@@ -497,56 +498,55 @@ def stage_pretrain_speed(check: Check) -> dict[str, Any]:
     return {"runs": results, "summary": f"the training script, epoch 2: {text}"}
 
 
-def bench_stage(check: Check, name: str, flags: Sequence[str], json_name: str,
-                timeout: float) -> tuple[dict[str, Any], Run, list[str]]:
-    """bench_pretrain.py with ``flags``; its table is echoed, its rows kept in ``json_name``."""
+EXPERIMENTAL = ("graph", "compile")  # variant tokens whose failure is a finding, not a failed check
+
+
+def bench_stage(check: Check, name: str, flags: Sequence[str], json_name: str, timeout: float) -> dict[str, Any]:
+    """bench_pretrain.py with ``flags``; its table is echoed, its rows kept in ``json_name``. Fails when the run
+    did not finish or a row other than an experimental variant's (CUDA graphs, torch.compile) failed."""
     report = check.out / json_name
     command = python("bench/bench_pretrain.py", *flags, "--data", check.work / "data" / "NTU-RGB-D-60-AGCN" / "xview",
                      "--workers", check.sizes.workers, "--device", device_flag(check), "--json", report)
     run = check.run(name, command, timeout)
     print(run.output.rstrip(), flush=True)
-    if run.timed_out or not report.is_file():
-        raise StageFailure(f"{name} did not finish ({'timed out' if run.timed_out else f'exit {run.returncode}'})",
-                           {"output_tail": run.tail()})
-    rows = json.loads(report.read_text(encoding="utf-8"))["rows"]
-    errors = [f"{r['pair']} {r['variant']} {r['mode']}: {r['error']}" for r in rows if "error" in r]
+    rows = json.loads(report.read_text(encoding="utf-8"))["rows"] if report.is_file() else []
+    failed = [r for r in rows if "error" in r]
+    experimental = [r for r in failed if set(r["variant"].split(",")) & set(EXPERIMENTAL)]
     timed = [r for r in rows if "ms_per_step" in r]
+    detail: dict[str, Any] = {
+        "report": json_name, "rows": len(rows),
+        "errors": [f"{r['pair']} {r['variant']} {r['mode']}: {r['error']}" for r in failed if r not in experimental],
+        "experimental_errors": [f"{r['variant']} {r['mode']}: {r['error']}" for r in experimental],
+        "per_row_ms": {f"{r['pair']} {r['variant']} {r['mode']}": round(r["ms_per_step"], 2) for r in timed}}
     key = [r for r in timed if r["pair"] == PAIR and r["mode"] == "loader"]
-    best = min(key, key=lambda r: r["ms_per_step"]) if key else None
-    detail = {"report": json_name, "rows": len(rows), "errors": errors,
-              "per_row_ms": {f"{r['pair']} {r['variant']} {r['mode']}": round(r["ms_per_step"], 2) for r in timed}}
-    if best is not None:
+    if key:
+        best = min(key, key=lambda r: r["ms_per_step"])
         detail["best_seq_graph_with_loading"] = {"variant": best["variant"], "ms_per_step": best["ms_per_step"],
                                                  "recipe_hours": best["recipe_hours"]}
         detail["summary"] = (f"{len(timed)} measurements; seq+graph with data loading best {best['ms_per_step']:.1f} "
                              f"ms/step ({best['variant']})")
-    return detail, run, errors
+    if run.timed_out or run.returncode not in (0, 1) or not report.is_file():
+        status = "timed out" if run.timed_out else f"exit {run.returncode}"
+        raise StageFailure(f"{name} did not finish ({status})", {**detail, "output_tail": run.tail()})
+    if detail["errors"]:
+        raise StageFailure(f"{len(detail['errors'])} benchmark rows failed: {detail['errors'][0]}", detail)
+    return detail
 
 
 def stage_bench(check: Check) -> dict[str, Any]:
-    detail, run, errors = bench_stage(check, "bench_pretrain (all pairs)", check.sizes.bench, "bench_pretrain.json",
-                                      300)
-    if errors or run.returncode != 0:
-        raise StageFailure(f"{len(errors)} benchmark rows failed", detail)
-    return detail
+    return bench_stage(check, "bench_pretrain (all pairs)", check.sizes.bench, "bench_pretrain.json", 300)
 
 
 def stage_ablation(check: Check) -> dict[str, Any]:
-    detail, run, errors = bench_stage(check, "bench_pretrain (one change at a time)", check.sizes.ablation,
-                                      "bench_ablation.json", 300)
-    if errors or run.returncode != 0:
-        raise StageFailure(f"{len(errors)} ablation rows failed", detail)
-    return detail
+    return bench_stage(check, "bench_pretrain (one change at a time)", check.sizes.ablation, "bench_ablation.json",
+                       300)
 
 
 def stage_compile(check: Check) -> dict[str, Any]:
-    """Experimental variants: a variant that fails is reported, the stage itself passes if the run finished."""
-    flags = ("--pairs", PAIR, "--modes", "loader", "--iters", "8", "--repeats", "3", "--warmup", "3",
+    """torch.compile, which may take minutes to compile: only with time left, never a reason to fail the check."""
+    flags = ("--pairs", PAIR, "--modes", "loader", "--iters", "6", "--repeats", "3", "--warmup", "2",
              "--variants", *check.sizes.compile_variants)
-    detail, _, _ = bench_stage(check, "bench_pretrain (graphs, compile)", flags, "bench_compile.json",
-                                    check.remaining() - 15)
-    detail["variant_errors"] = detail.pop("errors")
-    return detail
+    return bench_stage(check, "bench_pretrain (torch.compile)", flags, "bench_compile.json", check.remaining() - 10)
 
 
 # -------------------------------------------------------------------------------------------------- main
@@ -561,7 +561,7 @@ STAGES: tuple[tuple[str, Callable[[Check], dict[str, Any]], bool, bool, float], 
     ("pretrain_speed", stage_pretrain_speed, True, False, 0),
     ("bench", stage_bench, True, False, 0),
     ("ablation", stage_ablation, True, False, 0),
-    ("compile", stage_compile, False, True, 150),
+    ("compile", stage_compile, False, True, 120),
 )
 
 
@@ -614,7 +614,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("out", type=Path, metavar="OUT_DIR", help="folder for device_check.json, the log and reports")
     parser.add_argument("--cpu", action="store_true", help="smoke mode: the same stages at tiny sizes on the CPU")
     parser.add_argument("--budget-s", type=float, default=None,
-                        help="time budget in seconds (default 450 on a GPU, 150 with --cpu)")
+                        help="time budget in seconds (default 460 on a GPU, 150 with --cpu)")
     parser.add_argument("--keep-work", action="store_true", help="keep the temporary data and checkpoints")
     args = parser.parse_args(argv)
     if args.out.exists() and not args.out.is_dir():
