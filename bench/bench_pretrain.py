@@ -5,7 +5,8 @@ Each measurement times the full MoCo step (momentum update, forward, InfoNCE, ba
 representation pair under one *variant* of the training loop, in one or both modes:
   * compute: one batch kept on the device (what the step itself costs);
   * loader:  memory-mapped clips through PretrainDataset and a DataLoader, copied to the device every step,
-             with the per-step meter updates of the training loop (what training costs).
+             with the per-step meter updates of the training loop (what training costs);
+  * data:    the DataLoader alone, batches copied to the device (how fast the data path could feed a step).
 A variant is a comma-separated list of changes to the default loop, so one run reports each change's effect:
 
   precision  default (torch's flags: cuDNN in TF32, matrix products in fp32), fp32 (TF32 off), tf32, bf16
@@ -355,6 +356,23 @@ def measure_loader(step: Callable, pair: str, variant: Variant, args: argparse.N
 # ------------------------------------------------------------------------------------------------- runs
 
 
+def measure_data(pair: str, variant: Variant, args: argparse.Namespace, paths: SplitPaths,
+                 device: torch.device) -> dict[str, Any]:
+    """The DataLoader alone (batches copied to the device): how fast the data path could feed a step. The
+    batches the workers prefetch (2 each) are drained first and every window is long against them, so the
+    rate is the workers' own."""
+    workers = variant.workers if variant.workers is not None else args.workers
+    warmup, iters = 2 * workers + 1, max(args.iters, 4 * workers)
+    it = iter(make_loader(paths, pair, args.batch, warmup + iters * args.repeats, variant, args.workers, device))
+
+    def one() -> None:
+        for view in next(it):
+            view.to(device, non_blocking=variant.non_blocking)
+
+    windows, first = time_windows(one, warmup, iters, args.repeats, device)
+    return {"windows_ms": [w * 1e3 for w in windows], "first_step_s": first, "workers": workers}
+
+
 def feature_difference(base: MoCo, batch: Sequence[torch.Tensor]) -> float:
     """Max |whole-sequence - per-frame| of the first query encoder's features (the same function)."""
     slow = copy.deepcopy(base)
@@ -363,14 +381,30 @@ def feature_difference(base: MoCo, batch: Sequence[torch.Tensor]) -> float:
         return (base.encoder_q(batch[0]) - slow.encoder_q(batch[0])).abs().max().item()
 
 
-def run_variant(pair: str, variant: Variant, args: argparse.Namespace, paths: SplitPaths,
-                device: torch.device) -> list[dict[str, Any]]:
+def modes_of(pair: str, variant: Variant, args: argparse.Namespace, measured_data: set[tuple]) -> list[str]:
+    """The modes to measure: the per-frame loop is a baseline of the step alone; the DataLoader alone ('data')
+    depends only on the pair and the data settings, so it is measured once for each."""
+    if variant.gru == "per-frame":
+        return ["compute"]
+    modes = []
+    for mode in args.modes:
+        if mode == "data":
+            key = (pair, variant.pinned, variant.non_blocking, variant.persistent, variant.workers)
+            if key in measured_data:
+                continue
+            measured_data.add(key)
+        modes.append(mode)
+    return modes
+
+
+def run_variant(pair: str, variant: Variant, args: argparse.Namespace, paths: SplitPaths, device: torch.device,
+                measured_data: set[tuple]) -> list[dict[str, Any]]:
     """Every requested mode of one (pair, variant); a failure becomes a row with its error."""
-    has_gru = "seq-based" in parse_representation(pair)
-    if variant.gru != "auto" and not has_gru:
+    if variant.gru != "auto" and "seq-based" not in parse_representation(pair):
         return []
+    modes = modes_of(pair, variant, args, measured_data)
     if variant.graph and device.type != "cuda":
-        return [skipped_row(pair, variant, mode, "CUDA graphs need a CUDA device") for mode in args.modes]
+        return [skipped_row(pair, variant, mode, "CUDA graphs need a CUDA device") for mode in modes]
     tf32, _ = precision_setup(variant.precision)
     rows = []
     with float32_mode(tf32 if device.type == "cuda" else None, benchmark=variant.benchmark):
@@ -381,8 +415,6 @@ def run_variant(pair: str, variant: Variant, args: argparse.Namespace, paths: Sp
         if variant.gru == "per-frame":
             extra["max_abs_feature_diff"] = feature_difference(base, batch)
         apply_gru_mode(base, variant.gru)
-        # The per-frame loop is the baseline of the step itself; its data path is the same as any other's.
-        modes = ["compute"] if variant.gru == "per-frame" else args.modes
         start = time.perf_counter()
         try:
             step = build_step(base, variant, batch)
@@ -395,8 +427,10 @@ def run_variant(pair: str, variant: Variant, args: argparse.Namespace, paths: Sp
             try:
                 if mode == "compute":
                     timing = measure_compute(step, batch, variant, args, device)
-                else:
+                elif mode == "loader":
                     timing = measure_loader(step, pair, variant, args, paths, device)
+                else:
+                    timing = measure_data(pair, variant, args, paths, device)
             except Exception as exc:
                 rows.append(error_row(pair, variant, mode, exc))
                 continue
@@ -423,14 +457,16 @@ def result_row(pair: str, variant: Variant, mode: str, timing: dict[str, Any], a
                device: torch.device, extra: dict[str, Any]) -> dict[str, Any]:
     ms = statistics.median(timing["windows_ms"])
     row = {"pair": pair, "variant": variant.name, "mode": mode, "ms_per_step": ms,
-           "clips_per_s": args.batch / ms * 1e3, **timing, **extra,
-           "recipe_hours": recipe_hours(ms, timing.get("epoch_start_s", 0.0)), "settings": asdict(variant)}
+           "clips_per_s": args.batch / ms * 1e3, **timing, **extra, "settings": asdict(variant)}
+    if mode != "data":
+        row["recipe_hours"] = recipe_hours(ms, timing.get("epoch_start_s", 0.0))
     if device.type == "cuda":
         row["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     spread = f"{min(timing['windows_ms']):.1f}-{max(timing['windows_ms']):.1f}"
     start = f"{timing['epoch_start_s']:7.2f}" if "epoch_start_s" in timing else f"{'':7s}"
+    hours = f"{row['recipe_hours']:8.1f}" if "recipe_hours" in row else f"{'':8s}"
     print(f"{short(pair):18s} {variant.name:24s} {mode:8s} {ms:9.1f} {spread:>13s} {row['clips_per_s']:8.0f} "
-          f"{row['recipe_hours']:8.1f} {timing['first_step_s']:8.2f} {start}", flush=True)
+          f"{hours} {timing['first_step_s']:8.2f} {start}", flush=True)
     return row
 
 
@@ -484,7 +520,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--precision", default="default", choices=PRECISIONS,
                         help="precision of the variants that name none (default: torch's own flags)")
     parser.add_argument("--amp", action="store_true", help="same as --precision bf16")
-    parser.add_argument("--modes", nargs="+", default=["compute", "loader"], choices=("compute", "loader"))
+    parser.add_argument("--modes", nargs="+", default=["compute", "loader", "data"],
+                        choices=("compute", "loader", "data"),
+                        help="compute: one batch kept on the device; loader: fed by the DataLoader, as training is; "
+                             "data: the DataLoader alone (once per pair and data settings)")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--iters", type=int, default=10, help="steps per timed window")
     parser.add_argument("--repeats", type=int, default=3, help="timed windows (the median is reported)")
@@ -530,9 +569,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                "goal_ms": GOAL_MS, "milestone_ms": MILESTONE_MS, "rows": []}
     with tempfile.TemporaryDirectory() as tmp:
         paths = split_in(args.data) if args.data is not None else write_clips(Path(tmp) / "xview", args.clips)
+        measured_data: set[tuple] = set()
         for pair in args.pairs:
             for variant in args.variant_list:
-                results["rows"] += run_variant(pair, variant, args, paths, device)
+                results["rows"] += run_variant(pair, variant, args, paths, device, measured_data)
                 save_json(args.json, results)  # after every variant: a run cut short keeps what it measured
     lines = compare_rows(results["rows"])
     if lines:

@@ -60,8 +60,10 @@ def test_cpu_smoke_mode_figures(smoke):
     speed = stages["pretrain_speed"]["runs"]
     assert list(speed) == ["fp32"] and speed["fp32"]["steps_per_epoch"] == 8 and speed["fp32"]["ms_per_step"] > 0
     rows = json.loads((out / "bench_pretrain.json").read_text())["rows"]
-    # 3 pairs x 2 modes, and the per-frame baseline of the 2 pairs with a BiGRU (compute only)
-    assert len(rows) == 8 and stages["bench"]["errors"] == []
+    # 3 pairs x 3 modes (compute, loader, DataLoader alone), and the per-frame baseline of the 2 pairs with a
+    # BiGRU (compute only)
+    assert len(rows) == 11 and stages["bench"]["errors"] == []
+    assert sorted(r["pair"] for r in rows if r["mode"] == "data") == sorted(bench_pretrain.PAIR_REPRESENTATIONS)
     per_frame = [r for r in rows if r["variant"] == "fp32,per-frame"]
     assert len(per_frame) == 2 and all(r["max_abs_feature_diff"] < 1e-5 and r["whole_sequence_speedup"] > 0
                                        for r in per_frame)
