@@ -13,14 +13,15 @@ A variant is a comma-separated list of changes to the default loop, so one run r
              (autocast; TF32 for what stays in fp32)
   BiGRU      per-frame (the reference's loop: one GRU call per frame), bptt (the hand-written whole-sequence
              backward, the CPU's path), native (one cuDNN call per layer and direction, the GPU's default),
-             gru-fp32 (with bf16: the BiGRU outside autocast; CUDA autocast runs cuDNN RNNs in fp16)
+             gru-fp32 (with bf16: the BiGRU outside autocast; CUDA autocast runs cuDNN RNNs in fp16),
+             gru-streams (each layer's two directions on two CUDA streams)
   SGD        for-loop, foreach, fused (default: torch's choice, foreach on CUDA)
   host       sync (read the loss every step, as a naive loop does)
   data       pageable (no pinned memory), blocking (blocking copies), no-persist (workers restart every
              epoch; the cost shows in epoch_start_s), workers=N
   capture    graph (the whole step captured once as a CUDA graph and replayed), compile (torch.compile of the
              model's forward)
-  cuDNN      no-benchmark (no algorithm search)
+  cuDNN      no-benchmark (no algorithm search), deterministic (what --seed asks of the training script)
 
     python bench/bench_pretrain.py                                   # 3 pairs, default variants, auto device
     python bench/bench_pretrain.py --pairs seq-based_and_graph-based --variants bf16 bf16,fused bf16,graph
@@ -41,6 +42,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -73,7 +75,8 @@ GRU_MODES = ("native", "bptt", "per-frame", "gru-fp32")
 OPTIMIZERS = ("for-loop", "foreach", "fused")
 FLAGS = {"sync": ("sync", True), "pageable": ("pinned", False), "blocking": ("non_blocking", False),
          "no-persist": ("persistent", False), "graph": ("graph", True), "compile": ("compile", True),
-         "no-benchmark": ("benchmark", False)}
+         "no-benchmark": ("benchmark", False), "deterministic": ("deterministic", True),
+         "gru-streams": ("gru_streams", True)}
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,8 @@ class Variant:
     graph: bool = False
     compile: bool = False
     benchmark: bool = True
+    deterministic: bool = False
+    gru_streams: bool = False
     tokens: tuple[str, ...] = field(default=(), compare=False)
 
 
@@ -121,6 +126,8 @@ def parse_variant(spec: str, precision: str = "default") -> Variant:
             raise ValueError(f"unknown variant token {token!r} in {spec!r}; expected: {', '.join(variant_tokens())}")
     if changes.get("gru") == "gru-fp32" and changes["precision"] != "bf16":
         raise ValueError(f"{spec!r}: gru-fp32 only changes a bf16 variant")
+    if changes.get("gru_streams") and changes.get("gru", "auto") not in ("auto", "native", "gru-fp32"):
+        raise ValueError(f"{spec!r}: gru-streams runs the native (cuDNN) BiGRU")
     return Variant(name=",".join(tokens), tokens=tokens, **changes)
 
 
@@ -199,10 +206,44 @@ def sequence_encoders(model: MoCo) -> list[nn.Module]:
             if isinstance(getattr(getattr(enc, "encoder", None), "gru", None), nn.GRU)]
 
 
-def apply_gru_mode(model: MoCo, mode: str) -> int:
-    """Switch every BiGRU of ``model`` to ``mode`` (one of GRU_MODES or 'auto'); returns how many."""
+class TwoStreamBiGRU(nn.Module):
+    """The whole-sequence BiGRU (native cuDNN calls) with each layer's two directions on two CUDA streams: both
+    run forwards in time over the same input, so they are independent, and at batch 64 each recurrence is
+    latency-bound. Shares ``gru`` with the encoder it replaces."""
+
+    def __init__(self, gru: nn.GRU) -> None:
+        super().__init__()
+        self.gru = gru
+        self._side: torch.cuda.Stream | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, T, I) -> (N, 2H)
+        from models.bigru import _CUDNN_CHUNK_WARNING, _direction_weights, _native_forward_gru
+
+        gru, main = self.gru, torch.cuda.current_stream(x.device)
+        if self._side is None:
+            self._side = torch.cuda.Stream(x.device)
+        layer_input = x
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_CUDNN_CHUNK_WARNING)
+            for layer in range(gru.num_layers):
+                self._side.wait_stream(main)
+                with torch.cuda.stream(self._side):
+                    rev = _native_forward_gru(layer_input, _direction_weights(gru, layer, True), gru.training)
+                layer_input.record_stream(self._side)
+                fwd = _native_forward_gru(layer_input, _direction_weights(gru, layer, False), gru.training)
+                main.wait_stream(self._side)
+                rev.record_stream(main)
+                layer_input = torch.cat((fwd, rev), dim=-1)
+        return layer_input[:, -1]
+
+
+def apply_gru_mode(model: MoCo, mode: str, streams: bool = False) -> int:
+    """Switch every BiGRU of ``model`` to ``mode`` (one of GRU_MODES or 'auto'), its two directions on two
+    CUDA streams if ``streams``; returns how many BiGRUs there are."""
     encoders = sequence_encoders(model)
     for enc in encoders:
+        if streams:
+            enc.encoder = TwoStreamBiGRU(enc.encoder.gru)
         if mode == "per-frame":
             enc.encoder = PerFrameSequenceEncoder(enc.encoder.gru)
         elif mode == "gru-fp32":
@@ -373,12 +414,13 @@ def measure_data(pair: str, variant: Variant, args: argparse.Namespace, paths: S
     return {"windows_ms": [w * 1e3 for w in windows], "first_step_s": first, "workers": workers}
 
 
-def feature_difference(base: MoCo, batch: Sequence[torch.Tensor]) -> float:
-    """Max |whole-sequence - per-frame| of the first query encoder's features (the same function)."""
-    slow = copy.deepcopy(base)
-    apply_gru_mode(slow, "per-frame")
+def feature_difference(base: MoCo, batch: Sequence[torch.Tensor], variant: Variant) -> float:
+    """Max |default - variant| of the first query encoder's features with the variant's BiGRU (in float32:
+    every BiGRU path computes the same function)."""
+    other = copy.deepcopy(base)
+    apply_gru_mode(other, variant.gru, variant.gru_streams)
     with torch.no_grad():
-        return (base.encoder_q(batch[0]) - slow.encoder_q(batch[0])).abs().max().item()
+        return (base.encoder_q(batch[0]) - other.encoder_q(batch[0])).abs().max().item()
 
 
 def modes_of(pair: str, variant: Variant, args: argparse.Namespace, measured_data: set[tuple]) -> list[str]:
@@ -403,18 +445,20 @@ def run_variant(pair: str, variant: Variant, args: argparse.Namespace, paths: Sp
     if variant.gru != "auto" and "seq-based" not in parse_representation(pair):
         return []
     modes = modes_of(pair, variant, args, measured_data)
-    if variant.graph and device.type != "cuda":
-        return [skipped_row(pair, variant, mode, "CUDA graphs need a CUDA device") for mode in modes]
+    if (variant.graph or variant.gru_streams) and device.type != "cuda":
+        return [skipped_row(pair, variant, mode, "CUDA streams and graphs need a CUDA device") for mode in modes]
     tf32, _ = precision_setup(variant.precision)
     rows = []
-    with float32_mode(tf32 if device.type == "cuda" else None, benchmark=variant.benchmark):
+    benchmark = variant.benchmark and not variant.deterministic
+    with float32_mode(tf32 if device.type == "cuda" else None, benchmark=benchmark,
+                      deterministic=variant.deterministic or None):
         base = build_model(pair, args, device)
         example = make_loader(paths, pair, args.batch, 1, replace(variant, workers=0), 0, device)
         batch = [v.to(device) for v in next(iter(example))]
         extra: dict[str, Any] = {}
-        if variant.gru == "per-frame":
-            extra["max_abs_feature_diff"] = feature_difference(base, batch)
-        apply_gru_mode(base, variant.gru)
+        if (variant.gru != "auto" or variant.gru_streams) and pair.startswith("seq-based"):
+            extra["max_abs_feature_diff"] = feature_difference(base, batch, variant)
+        apply_gru_mode(base, variant.gru, variant.gru_streams)
         start = time.perf_counter()
         try:
             step = build_step(base, variant, batch)

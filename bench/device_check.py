@@ -91,7 +91,8 @@ GPU_SIZES = Sizes(
     ablation=("--pairs", PAIR, "--modes", "loader", "data", "--iters", "6", "--repeats", "3", "--warmup", "2",
               "--variants", "bf16", "default", "tf32", "bf16,gru-fp32", "bf16,fused", "bf16,for-loop", "bf16,sync",
               "bf16,pageable,blocking", "bf16,no-persist", "bf16,workers=4", "bf16,workers=12", "bf16,bptt",
-              "bf16,no-benchmark", "bf16,graph", "tf32,graph"),
+              "bf16,no-benchmark", "bf16,deterministic", "bf16,gru-streams", "bf16,graph", "tf32,graph",
+              "bf16,gru-streams,graph"),
     compile_variants=("bf16,compile", "bf16,compile,graph"),
     test_timeout_s=240,
 )
@@ -498,7 +499,7 @@ def stage_pretrain_speed(check: Check) -> dict[str, Any]:
     return {"runs": results, "summary": f"the training script, epoch 2: {text}"}
 
 
-EXPERIMENTAL = ("graph", "compile")  # variant tokens whose failure is a finding, not a failed check
+EXPERIMENTAL = ("graph", "compile", "gru-streams")  # tokens whose failure is a finding, not a failed check
 
 
 def bench_stage(check: Check, name: str, flags: Sequence[str], json_name: str, timeout: float) -> dict[str, Any]:
