@@ -2,7 +2,7 @@
 """Pretraining step time at the paper's sizes, every figure from one run on one device.
 
 Each measurement times the full MoCo step (momentum update, forward, InfoNCE, backward, SGD, enqueue) of one
-representation pair under one *variant* of the training loop, in one or both modes:
+representation pair under one *variant* of the training loop, in one or more modes:
   * compute: one batch kept on the device (what the step itself costs);
   * loader:  memory-mapped clips through PretrainDataset and a DataLoader, copied to the device every step,
              with the per-step meter updates of the training loop (what training costs);
@@ -283,7 +283,8 @@ class GraphedStep:
         cache = torch.is_autocast_cache_enabled()
         torch.set_autocast_cache_enabled(False)  # cached weight casts would not survive outside the capture
         try:
-            with torch.cuda.graph(self.graph):
+            # thread_local: the DataLoader's pinning thread may touch CUDA while the step is captured
+            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
                 self.out = step(self.static)
         finally:
             torch.set_autocast_cache_enabled(cache)
