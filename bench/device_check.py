@@ -440,20 +440,26 @@ def stage_resume(check: Check) -> dict[str, Any]:
 # -------------------------------------------------------------------------------------- evaluation, speed
 
 
-def stage_evaluation(check: Check) -> dict[str, Any]:
+def evaluation_commands(check: Check, checkpoint: Path) -> tuple[list[str], list[str]]:
+    """Linear classification of the seq-based encoder (one epoch) and KNN retrieval with the graph-based one."""
     sizes = check.sizes
-    checkpoint = check.work / "resume" / "A" / "checkpoint_last.pth.tar"
-    if not checkpoint.is_file():
-        raise StageFailure(f"no pretraining checkpoint to evaluate ({checkpoint.name} of the resume stage)")
     common = ["--pretrained", checkpoint, "--pretrain-skeleton-representation", PAIR, "--finetune-dataset", "ntu60",
               "--protocol", "cross_view", "--data-root", check.work / "data", "--seed", "0",
               "-j", min(sizes.workers, 4), *sizes.small_encoders, "--device", device_flag(check)]
-    linear_json, knn_json = check.work / "linear.json", check.work / "knn.json"
     linear = python("action_classification.py", *common, "--finetune-skeleton-representation", "seq-based",
                     "--epochs", "1", "--lr", "0.1", "-b", sizes.small_batch,
-                    "--checkpoint-path", check.work / "linear", "--metrics-json", linear_json)
+                    "--checkpoint-path", check.work / "linear", "--metrics-json", check.work / "linear.json")
     knn = python("action_retrieval.py", *common, "--finetune-skeleton-representation", "graph-based",
-                 "--knn-neighbours", "1", "--metrics-json", knn_json)
+                 "--knn-neighbours", "1", "--metrics-json", check.work / "knn.json")
+    return linear, knn
+
+
+def stage_evaluation(check: Check) -> dict[str, Any]:
+    checkpoint = check.work / "resume" / "A" / "checkpoint_last.pth.tar"
+    if not checkpoint.is_file():
+        raise StageFailure(f"no pretraining checkpoint to evaluate ({checkpoint.name} of the resume stage)")
+    linear, knn = evaluation_commands(check, checkpoint)
+    linear_json, knn_json = check.work / "linear.json", check.work / "knn.json"
     with ThreadPoolExecutor(2) as pool:
         runs = list(pool.map(lambda job: check.run(*job), [("linear classification", linear, 180),
                                                              ("KNN retrieval", knn, 180)]))
@@ -470,6 +476,17 @@ def stage_evaluation(check: Check) -> dict[str, Any]:
                        "(tiny synthetic set: proves the path, not the method)"}
 
 
+def speed_command(check: Check, folder: Path, *extra: str) -> list[str]:
+    """The paper's recipe (NTU 60 x-view flags of script_pretrain.sh) for 2 epochs on the speed split."""
+    sizes = check.sizes
+    return python("main_moco_inter_skeleton.py", "--skeleton-representation", PAIR,
+                  "--data-root", check.work / "speed", "--pre-dataset", "ntu60", "--protocol", "cross_view",
+                  "--epochs", "2", "--batch-size", sizes.speed_batch, "--lr", "0.01", "--mlp",
+                  "--moco-t", "0.07", "--moco-k", "16384", *sizes.speed_model, "--save-freq", "1000",
+                  "-j", sizes.workers, "-p", "10", "--checkpoint-path", folder,
+                  "--metrics-json", folder / "metrics.json", "--device", device_flag(check), *extra)
+
+
 def stage_pretrain_speed(check: Check) -> dict[str, Any]:
     """The training script itself at the paper's sizes: ms per step of its second epoch."""
     sizes = check.sizes
@@ -478,12 +495,7 @@ def stage_pretrain_speed(check: Check) -> dict[str, Any]:
     for name, extra in [("default", [])] + ([] if check.cpu else [("amp", ["--amp"])]):
         folder = check.work / "speed_runs" / name
         metrics = folder / "metrics.json"
-        command = python("main_moco_inter_skeleton.py", "--skeleton-representation", PAIR,
-                         "--data-root", check.work / "speed", "--pre-dataset", "ntu60", "--protocol", "cross_view",
-                         "--epochs", "2", "--batch-size", sizes.speed_batch, "--lr", "0.01", "--mlp",
-                         "--moco-t", "0.07", "--moco-k", "16384", *sizes.speed_model, "--save-freq", "1000",
-                         "-j", sizes.workers, "-p", "10", "--checkpoint-path", folder, "--metrics-json", metrics,
-                         "--device", device_flag(check), *extra)
+        command = speed_command(check, folder, *extra)
         require(check.run(f"pretraining speed ({name})", command, 300), f"the {name} pretraining run")
         record = read_json(metrics, f"the {name} pretraining run")
         steps, history = int(record["steps_per_epoch"]), record["history"]
@@ -544,11 +556,15 @@ def stage_ablation(check: Check) -> dict[str, Any]:
                        300)
 
 
+def compile_flags(sizes: Sizes) -> tuple[str, ...]:
+    return ("--pairs", PAIR, "--modes", "loader", "--iters", "6", "--repeats", "3", "--warmup", "2",
+            "--variants", *sizes.compile_variants)
+
+
 def stage_compile(check: Check) -> dict[str, Any]:
     """torch.compile, which may take minutes to compile: only with time left, never a reason to fail the check."""
-    flags = ("--pairs", PAIR, "--modes", "loader", "--iters", "6", "--repeats", "3", "--warmup", "2",
-             "--variants", *check.sizes.compile_variants)
-    return bench_stage(check, "bench_pretrain (torch.compile)", flags, "bench_compile.json", check.remaining() - 10)
+    return bench_stage(check, "bench_pretrain (torch.compile)", compile_flags(check.sizes), "bench_compile.json",
+                       check.remaining() - 10)
 
 
 # -------------------------------------------------------------------------------------------------- main

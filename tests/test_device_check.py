@@ -125,3 +125,41 @@ def test_bad_arguments_are_one_line_and_exit_2(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_pretrain.py"), "--variants", "bf16,fp8"],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "unknown variant token 'fp8'" in done.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("sizes", ["GPU_SIZES", "CPU_SIZES"])
+def test_every_command_of_both_modes_parses(tmp_path, sizes):
+    """The GPU mode's commands never run in CI: their flags are checked against the scripts' parsers here."""
+    import action_classification
+    import action_retrieval
+    import main_moco_inter_skeleton
+
+    gpu = sizes == "GPU_SIZES"
+    check = device_check.Check(out=tmp_path, work=tmp_path, cpu=not gpu, sizes=getattr(device_check, sizes),
+                               deadline=0.0)
+
+    def after(command: list[str], script: str) -> list[str]:
+        return command[command.index(script) + 1:]
+
+    pretrain = main_moco_inter_skeleton.build_parser()
+    resume = pretrain.parse_args(after(device_check.pretrain_command(check, tmp_path / "A"),
+                                       "main_moco_inter_skeleton.py"))
+    speed = pretrain.parse_args(after(device_check.speed_command(check, tmp_path / "S", "--amp"),
+                                      "main_moco_inter_skeleton.py"))
+    for args in (resume, speed):
+        assert args.device == ("cuda" if gpu else "cpu") and args.mlp and args.moco_k % args.batch_size == 0
+    if gpu:  # the speed runs are the paper's recipe
+        paper = (speed.batch_size, speed.moco_k, speed.gru_hidden_size, speed.agcn_base_channels, speed.lr)
+        assert paper == (64, 16384, 1024, 64, 0.01)
+        assert resume.gru_hidden_size == 256 and resume.workers == 4
+    linear, knn = device_check.evaluation_commands(check, tmp_path / "A" / "checkpoint_last.pth.tar")
+    linear_args = action_classification.build_parser().parse_args(after(linear, "action_classification.py"))
+    knn_args = action_retrieval.build_parser().parse_args(after(knn, "action_retrieval.py"))
+    assert linear_args.gru_hidden_size == knn_args.gru_hidden_size == resume.gru_hidden_size
+    assert linear_args.agcn_base_channels == knn_args.agcn_base_channels == resume.agcn_base_channels
+    split = tmp_path / "split"
+    bench_pretrain.write_clips(split, 2)
+    flag_sets = [check.sizes.bench, check.sizes.ablation] + ([device_check.compile_flags(check.sizes)] if gpu else [])
+    for flags in flag_sets:
+        args = bench_pretrain.parse_args([*flags, "--data", str(split)])
+        assert args.moco_k % args.batch == 0 and args.variant_list
