@@ -3,7 +3,7 @@
     python bench/bench_data_gen.py [--samples 400] [--workers 1 2] [--memory-samples 10000]
 
 Both run on the same synthetic NTU-format files (data_gen/synthetic.py) and prepare both NTU 60
-benchmarks (xsub, xview). The baseline is tests/test_data_gen_literal.py, a literal re-implementation
+benchmarks (xsub, xview). The baseline is bench/literal_data_gen.py, a literal re-implementation
 of the reference (fmthoker/skeleton-contrast data_gen, i.e. the 2s-AGCN preprocessing): each file parsed
 into per-joint dicts once per benchmark, normalisation in Python loops over samples, persons, frames
 and joints, the whole (N, 3, 300, 25, 2) part held in RAM.
@@ -12,7 +12,7 @@ Each run happens in a fresh subprocess that reports its own wall and CPU time (w
 start-up; CPU time is the steadier figure on a busy machine) and its peak resident memory (VmHWM;
 for --workers > 1 also the largest worker, from getrusage). The outputs of both are compared (max
 abs difference, names, labels, frame counts).
-Goals (issue 2): >= 20x the reference's samples/s on one worker; < 1.5 GB peak on 10,000 samples.
+Goals: >= 20x the reference's samples/s on one worker; < 1.5 GB peak on 10,000 samples.
 ``--memory-samples 10000`` generates that set (a few minutes, ~3.5 GB of text plus ~3.6 GB of output
 in the work folder, removed afterwards unless --keep).
 """
@@ -28,8 +28,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -65,7 +65,7 @@ def _child(kind: str, data: str, out: str, workers: int) -> None:
     ignored = str(DEFAULT_IGNORED_LISTS["ntu60"])
     start, cpu_start = time.perf_counter(), time.process_time()
     if kind == "reference":
-        from tests.test_data_gen_literal import literal_main
+        from bench.literal_data_gen import literal_main
 
         literal_main(data, out, ignored, BENCHMARKS)
     else:

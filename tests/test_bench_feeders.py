@@ -1,24 +1,13 @@
 """bench/bench_feeders.py: runs at a tiny size, and its baseline computes the same evaluation view as ours."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
+from bench import bench_feeders as bench
 from feeders import DownstreamDataset
 
 
-def _bench():
-    path = Path(__file__).resolve().parents[1] / "bench" / "bench_feeders.py"
-    spec = importlib.util.spec_from_file_location("bench_feeders", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_baseline_eval_item_equals_ours(tmp_path):
-    bench = _bench()
     paths = bench.write_split(tmp_path, clips=4, seed=1)
     data, frames = np.load(paths.data, mmap_mode="r"), np.load(paths.num_frame)
     ours = DownstreamDataset(paths, "graph-based", train=False)
@@ -29,6 +18,6 @@ def test_baseline_eval_item_equals_ours(tmp_path):
 
 
 def test_bench_runs_at_tiny_size(capsys):
-    assert _bench().main(["--clips", "3", "--passes", "1"]) == 0
+    assert bench.main(["--clips", "3", "--passes", "1"]) == 0
     out = capsys.readouterr().out
     assert "pretraining pair" in out and "evaluation item" in out and out.count("x\n") == 2
