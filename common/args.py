@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from typing import Any
 
 from common.io import UsageError
@@ -36,61 +37,36 @@ def _number(text: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (epochs, batch size, sizes, frequencies)."""
-    value = _integer(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _checked(parse: Callable[[str], Any], valid: Callable[[Any], bool], expected: str, doc: str,
+             name: str) -> Callable[[str], Any]:
+    """An argparse type: ``parse`` the text, then refuse a value outside ``valid`` naming what was expected."""
+    def convert(text: str) -> Any:
+        value = parse(text)
+        if not valid(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value if isinstance(value, int) else text}")
+        return value
+
+    convert.__name__ = convert.__qualname__ = name
+    convert.__doc__ = f"argparse type: {doc}."
+    return convert
 
 
-def nonnegative_int(text: str) -> int:
-    """argparse type: an integer >= 0 (workers, seeds, epoch numbers)."""
-    value = _integer(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0 (learning rates, temperatures)."""
-    value = _number(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
-
-
-def nonnegative_float(text: str) -> float:
-    """argparse type: a finite number >= 0 (weight decay)."""
-    value = _number(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
-    return value
-
-
-def fraction(text: str) -> float:
-    """argparse type: a number in (0, 1] (a share of the labels)."""
-    value = _number(text)
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text}")
-    return value
-
-
-def momentum_value(text: str) -> float:
-    """argparse type: a momentum coefficient in [0, 1) (SGD's, MoCo's key-encoder momentum); 1 would
-    never move."""
-    value = _number(text)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a momentum in [0, 1), got {text}")
-    return value
-
-
-def positive_window(text: str) -> int:
-    """argparse type of ``--window-size``: an integer >= 2 (a view needs two frames to show motion)."""
-    value = _integer(text, "an integer number of frames")
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"expected at least 2 frames, got {value}")
-    return value
+positive_int = _checked(_integer, lambda v: v >= 1, "a positive integer",
+                        "an integer >= 1 (epochs, batch size, sizes, frequencies)", "positive_int")
+nonnegative_int = _checked(_integer, lambda v: v >= 0, "an integer >= 0",
+                           "an integer >= 0 (workers, seeds, epoch numbers)", "nonnegative_int")
+positive_float = _checked(_number, lambda v: v > 0, "a positive number",
+                          "a finite number > 0 (learning rates, temperatures)", "positive_float")
+nonnegative_float = _checked(_number, lambda v: v >= 0, "a number >= 0", "a finite number >= 0 (weight decay)",
+                             "nonnegative_float")
+fraction = _checked(_number, lambda v: 0.0 < v <= 1.0, "a fraction in (0, 1]",
+                    "a number in (0, 1] (a share of the labels)", "fraction")
+# 1 would never move the key encoder.
+momentum_value = _checked(_number, lambda v: 0.0 <= v < 1.0, "a momentum in [0, 1)",
+                          "a momentum coefficient in [0, 1) (SGD's, MoCo's key-encoder momentum)", "momentum_value")
+positive_window = _checked(lambda text: _integer(text, "an integer number of frames"), lambda v: v >= 2,
+                           "at least 2 frames", "an integer >= 2 for --window-size (a view needs two frames)",
+                           "positive_window")
 
 
 def check_window_size(window_size: int, representations: tuple[str, ...]) -> None:
