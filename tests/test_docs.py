@@ -1,7 +1,9 @@
 """The documentation (README.md, DEVELOPERS.md, docs/*.md) against the repository: every relative link and
 #anchor resolves, every command in a shell block parses (the flags it uses are in the script's --help, the
-recipe scripts pass `bash -n` and know the configuration), every flag of every script is documented, the
-README's Quick start is the two commands CI runs, and the dependency lists agree."""
+recipe scripts pass `bash -n` and know the configuration), every flag of every command is documented on a
+page the README links (two clicks from it), every page is in the index, the recipes' environment variables
+are the ones docs/recipes.md lists, the README's Quick start is the two commands CI runs, and the
+dependency lists agree."""
 from __future__ import annotations
 
 import contextlib
@@ -22,11 +24,15 @@ README = ROOT / "README.md"
 PAGES = (README, ROOT / "DEVELOPERS.md", *sorted((ROOT / "docs").glob("*.md")))
 SHELL_LANGUAGES = {"bash", "sh", "shell", "console"}
 QUICK_START = ["pip install -r requirements.txt && bash script_demo.sh", "python -m pytest -q"]
-# Every script a user runs; each of its flags must be documented on some page.
+# Every command a user runs ("SCRIPT [SUBCOMMAND]"); each of its flags must be documented on a page the README
+# links directly, so that it is two clicks from the README at most.
 SCRIPTS = ("main_moco_inter_skeleton.py", "action_classification.py", "action_retrieval.py",
            "data_gen/ntu_gendata.py", "data_gen/pku_gendata.py", "data_gen/pyskl_convert.py",
-           "data_gen/synthetic.py", "demo.py", "bench/bench_bigru.py", "bench/bench_data_gen.py",
-           "bench/bench_feeders.py", "bench/bench_pretrain.py")
+           "data_gen/synthetic.py", "data_gen/ctrgcn_npz.py export", "data_gen/ctrgcn_npz.py import",
+           "data_gen/pyskl_export.py", "data_gen/manifest.py write", "scripts/show_clip.py", "scripts/ledger.py",
+           "demo.py", "bench/bench_bigru.py", "bench/bench_data_gen.py", "bench/bench_feeders.py",
+           "bench/bench_pretrain.py")
+RECIPES = ("scripts/common.sh", "script_pretrain.sh", "script_action_classification.sh", "script_action_retrieval.sh")
 README_MAX_LINES = 300
 
 
@@ -295,16 +301,57 @@ def test_the_checks_catch_a_wrong_flag_and_a_wrong_configuration():
     assert broken_link(README, "docs/no-such-page.md") == "docs/no-such-page.md: no such file"
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_every_flag_is_documented(script):
-    text = help_text(script)
-    options = {flag for line in text.splitlines() if line.startswith("  -")
+def options_of(help_output: str) -> set[str]:
+    """Every option string of an argparse --help (aliases included), without -h/--help."""
+    options = {flag for line in help_output.splitlines() if line.startswith("  -")
                for flag in re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)", re.split(r"\s{2,}", line.strip())[0])}
-    options -= {"-h", "--help"}
-    assert options, f"no options found in the --help of {script}"
-    docs = "\n".join(p.read_text(encoding="utf-8") for p in PAGES if p.parent.name == "docs" or p == README)
+    return options - {"-h", "--help"}
+
+
+def linked_pages(page: Path) -> list[Path]:
+    """The Markdown pages of the repository that ``page`` links to."""
+    targets = {(page.parent / t.partition("#")[0]).resolve() for t in links(page)
+               if not re.match(r"^[a-z][a-z0-9+.-]*:", t, re.I) and t.partition("#")[0]}
+    return sorted(p for p in targets if p.suffix == ".md" and p.is_file())
+
+
+@pytest.mark.parametrize("command", SCRIPTS)
+def test_every_flag_is_documented_two_clicks_from_the_readme(command):
+    script, *sub = command.split()
+    options = options_of(help_text(script, *sub))
+    assert options, f"no options found in the --help of {command}"
+    pages = [README, *linked_pages(README)]
+    docs = "\n".join(p.read_text(encoding="utf-8") for p in pages)
     missing = sorted(flag for flag in options if not in_help(flag, docs))
-    assert not missing, f"{script}: {', '.join(missing)} documented on no page of README.md or docs/"
+    assert not missing, (f"{command}: {', '.join(missing)} documented neither in README.md nor on a page it links "
+                         f"({', '.join(p.name for p in pages[1:])})")
+
+
+def test_the_flag_check_reads_subcommands_and_links():
+    assert "--keep-padding" in options_of(help_text("data_gen/ctrgcn_npz.py", "export"))
+    assert "--keep-padding" not in options_of(help_text("data_gen/ctrgcn_npz.py", "import"))
+    assert {"--data-root", "--data_root", "--npz"} <= options_of(help_text("data_gen/ctrgcn_npz.py", "import"))
+    assert ROOT / "docs" / "troubleshooting.md" in linked_pages(README)
+    assert ROOT / "LICENSE" not in linked_pages(README)
+
+
+def recipe_variables() -> set[str]:
+    """The environment variables the recipe scripts read (``${NAME:-default}`` or ``${NAME-default}``)."""
+    text = "\n".join((ROOT / script).read_text(encoding="utf-8") for script in RECIPES)
+    return set(re.findall(r"\$\{([A-Z][A-Z0-9_]*):?-", text))
+
+
+def test_recipe_environment_variables_are_the_documented_ones():
+    text = (ROOT / "docs" / "recipes.md").read_text(encoding="utf-8")
+    section = re.search(r"^## Environment\n(.*?)(?=^## )", text, re.M | re.S)
+    assert section, "docs/recipes.md has no '## Environment' section"
+    rows = [line.split("|")[1] for line in section.group(1).splitlines() if line.startswith("| `")]
+    documented = {name for cell in rows for name in re.findall(r"`([A-Z][A-Z0-9_]*)`", cell)}
+    read = recipe_variables()
+    assert {"GPUS", "RUNS_ROOT", "SEEDS", "EXTRA_ARGS"} <= read, "is the variable pattern broken?"
+    assert documented == read, (f"read by the recipes but not in docs/recipes.md#environment: "
+                                f"{sorted(read - documented)}; listed there but read by no recipe: "
+                                f"{sorted(documented - read)}")
 
 
 def test_quick_start_is_the_two_commands_ci_runs():
