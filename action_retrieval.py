@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="encoder mode during feature extraction: 'eval' (running BatchNorm statistics, no "
                           "dropout) or 'train', the reference's computation (each batch's BatchNorm statistics, "
                           "seeded dropout, training clips in a seeded shuffled order, batches of --batch-size); "
-                          "see docs/retrieval-feature-mode.md")
+                          "see docs/evaluation.md, Feature mode")
     knn.add_argument("--save-features", default=None, metavar="PATH",
                      help="write train/val features, labels and sample names (dataset order) to this .npz")
     knn.add_argument("--tsne-samples", type=positive_int, default=5000, metavar="N",
