@@ -30,10 +30,10 @@ from typing import Any
 import torch
 
 from common.io import atomic_torch_save, write_json_atomic
+from common.ledger import markdown_table
 from common.training import seed_everything
 from data_gen.synthetic import write_synthetic_ntu
 from moco.builder import build_moco, checkpoint_state_dict
-from scripts.ledger import markdown_table
 
 ROOT = Path(__file__).resolve().parent
 REPRESENTATION = "seq-based_and_graph-based"

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from scripts import ledger
-from scripts.ledger import RunKey
+from common import ledger
+from common.ledger import RunKey
+from scripts import ledger as ledger_cli
 
 PAIR = "seq-based_and_graph-based"
 
@@ -64,7 +65,7 @@ def test_runs_the_recipes_expect_but_are_absent_are_flagged(tmp_path, monkeypatc
     write_run(runs, "ntu60_cross_view", "linear", "seq-based", 1, 82.0)
     write_run(runs, "ntu60_cross_view", "knn", "seq-based", 0, 70.0)
     write_pretraining(runs, "ntu60_cross_view")
-    assert ledger.main([str(runs), "--out", str(tmp_path / "ledger.md")]) == 0
+    assert ledger_cli.main([str(runs), "--out", str(tmp_path / "ledger.md")]) == 0
     text = capsys.readouterr().out
     assert (tmp_path / "ledger.md").read_text() == text
     rows = table_rows(text)
@@ -105,7 +106,7 @@ def test_a_bad_metrics_file_stops_with_one_line(tmp_path, capsys, content, messa
     path = write_run(runs, "ntu60_cross_view", "linear", "seq-based", 0, 80.0)
     path.write_text(content)
     out = tmp_path / "ledger.md"
-    assert ledger.main([str(runs), "--no-recipes", "--out", str(out)]) == 2
+    assert ledger_cli.main([str(runs), "--no-recipes", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(path) in err and message in err
     assert not out.exists()
@@ -117,7 +118,7 @@ def test_a_metrics_file_out_of_place_is_refused(tmp_path, capsys, relative):
     path = tmp_path / "runs" / relative
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({"top1": 50.0}))
-    assert ledger.main([str(tmp_path / "runs"), "--no-recipes"]) == 2
+    assert ledger_cli.main([str(tmp_path / "runs"), "--no-recipes"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(path) in err and "seed<N>" in err
 
@@ -126,9 +127,9 @@ def test_a_bad_paper_file_or_missing_folder_exits_2(tmp_path, capsys):
     (tmp_path / "runs").mkdir()
     paper = tmp_path / "paper.json"
     paper.write_text(json.dumps({"figures": [{"setting": "ntu60_cross_view", "top1": 85.2}]}))
-    assert ledger.main([str(tmp_path / "runs"), "--no-recipes", "--paper", str(paper)]) == 2
+    assert ledger_cli.main([str(tmp_path / "runs"), "--no-recipes", "--paper", str(paper)]) == 2
     assert "figures[0] must hold the strings setting, pretraining, protocol, encoder" in capsys.readouterr().err
-    assert ledger.main([str(tmp_path / "nowhere"), "--no-recipes"]) == 2
+    assert ledger_cli.main([str(tmp_path / "nowhere"), "--no-recipes"]) == 2
     assert "not a folder of runs" in capsys.readouterr().err
 
 
