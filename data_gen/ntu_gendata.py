@@ -218,10 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="list of samples to leave out (default: the official missing-skeleton list of "
                              "--dataset, shipped in data_gen/resources/)")
     parser.add_argument("--out-folder", "--out_folder", dest="out_folder",
-                        help="where to write <benchmark>/... (default ./data/NTU-RGB-D-60-AGCN or "
-                             "./data/NTU-RGB-D-120-AGCN)")
+                        help="where to write <benchmark>/... (default "
+                             + " or ".join(default_out_folder(name) for name in NTU_DATASETS) + ")")
     parser.add_argument("--benchmarks", nargs="+", metavar="NAME",
-                        help="subset of the dataset's benchmarks (ntu60: xsub xview; ntu120: xsub xsetup)")
+                        help="subset of the dataset's benchmarks ("
+                             + "; ".join(f"{name}: {' '.join(DATASETS[name]['benchmarks'])}" for name in NTU_DATASETS)
+                             + ")")
     parser.add_argument("--workers", type=int, default=1, help="processes reading files (default 1)")
     parser.add_argument("--skip-bad", "--skip_bad", dest="skip_bad", action="store_true",
                         help="skip truncated or malformed files and list them in OUT/skipped_samples.txt")

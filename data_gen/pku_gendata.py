@@ -577,7 +577,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the split file of one benchmark, e.g. xsub=/data/pku/Split/cross-subject.txt "
                              "(repeatable; wins over --split-dir)")
     parser.add_argument("--out-folder", "--out_folder", dest="out_folder",
-                        help="where to write <benchmark>/... (default ./data/PKU-MMD-1 or ./data/PKU-MMD-2)")
+                        help="where to write <benchmark>/... (default "
+                             + " or ".join(spec.default_out for spec in PHASES.values()) + ")")
     parser.add_argument("--benchmarks", nargs="+", choices=("xsub", "xview"),
                         help="benchmarks to write (default: xsub xview for phase 1, xsub for phase 2)")
     parser.add_argument("--long-clips", dest="long_clips", choices=LONG_CLIP_MODES, default="resample",

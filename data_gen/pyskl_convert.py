@@ -337,8 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", choices=("auto", *NTU_DATASETS), default="auto",
                         help="ntu60 or ntu120 (default auto: ntu120 when the pickle has xset splits or a label >= 60)")
     parser.add_argument("--out-folder", "--out_folder", dest="out_folder",
-                        help="where to write <benchmark>/... (default ./data/NTU-RGB-D-60-AGCN or "
-                             "./data/NTU-RGB-D-120-AGCN)")
+                        help="where to write <benchmark>/... (default "
+                             + " or ".join(default_out_folder(name) for name in NTU_DATASETS) + ")")
     parser.add_argument("--splits", nargs="+", metavar="NAME",
                         help="benchmarks to convert, pyskl names (xsub xview xset) or ours (xsetup); "
                              "default: every <b>_train/<b>_val pair in the pickle")

@@ -36,7 +36,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 import numpy as np
 
-from common.constants import NUM_JOINTS
+from common.constants import NUM_FRAMES, NUM_JOINTS
 from common.locking import FolderLock, LockHeld
 from data_gen.ntu_splits import DEFAULT_IGNORED_LISTS, XSUB_TRAIN_SUBJECTS_NTU60, read_ignored_list
 from data_gen.writer import DataGenError, make_folder, os_error
@@ -251,7 +251,7 @@ def synthetic_sequence(label: int, index: int, *, num_classes: int, subject: int
            "height": setup_rng.uniform(0.7, 1.2), "distance": setup_rng.uniform(2.6, 3.4)}
 
     if long:
-        active = int(rng.integers(301, 341))
+        active = int(rng.integers(NUM_FRAMES + 1, NUM_FRAMES + 41))  # beyond what a sample stores
     elif rng.random() < 0.2:
         active = int(rng.integers(24, 64))
     else:
