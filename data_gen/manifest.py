@@ -4,17 +4,17 @@
     python data_gen/manifest.py write FOLDER    # record a folder prepared before manifests existed
 
 A split folder (``<data_root>/<dataset folder>/<benchmark>/``) holds ``{train,val}_data_joint.npy``,
-``{part}_label.pkl`` and ``{part}_num_frame.npy``. Its manifest records, for every regular file in the
-folder (hidden files, ``*.partial`` files and the manifest itself excepted): the size in bytes, the
-sha256 and, for ``.npy`` files, the shape and dtype from the header; per part the number of samples and
-the count of each class; the tool that wrote the folder, the arguments that determine its contents and
-the project version. Nothing in it depends on the time or the place of the run, so two runs that write
-the same files write the same manifest.
+``{part}_label.pkl`` and ``{part}_num_frame.npy``. Its manifest records, for each of those files: the
+size in bytes, the sha256 and, for ``.npy`` files, the shape and dtype from the header; per part the
+number of samples and the count of each class; the tool that wrote the folder, the arguments that
+determine its contents and the project version. Nothing in it depends on the time or the place of the
+run, so two runs that write the same files write the same manifest.
 
-Every converter writes the manifest of each split folder it writes, together with the data
-(``data_gen.writer.RunOutputs``: hashed from the temporary files, renamed into place with them).
-This module imports only NumPy and ``common.constants`` (layer 1): the datasets of ``feeders`` use it
-too.
+Every converter writes the manifest of each split folder it writes, listing the files it wrote, together
+with them (``data_gen.writer.RunOutputs``: hashed from the temporary files, renamed into place with
+them). ``write`` lists every regular file of the folder (hidden files, temporary ``*.partial`` files and
+the manifest itself excepted). This module imports only NumPy and ``common.constants`` (layer 1): the
+datasets of ``feeders`` use it too.
 
 Two checks, of different cost:
 

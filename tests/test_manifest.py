@@ -155,10 +155,12 @@ def test_data_gen_writes_a_manifest_that_verify_accepts(prepared, tmp_path, caps
     copy = tmp_path / "xsub"
     shutil.copytree(prepared, copy)
     assert mf.main(["verify", str(copy)]) == 0
-    path = copy / "train_label.pkl"
-    content = bytearray(path.read_bytes())
-    content[-3] ^= 0x01  # one byte of one label, same size
-    path.write_bytes(bytes(content))
+    path = copy / "train_data_joint.npy"
+    with open(path, "r+b") as f:  # one byte of one coordinate, in place: same size, same header
+        f.seek(path.stat().st_size - 1000)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0x01]))
     capsys.readouterr()
     assert mf.main(["verify", str(copy)]) == 1
     out = capsys.readouterr().out
