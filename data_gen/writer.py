@@ -20,7 +20,8 @@ One :class:`RunOutputs` per run, used as a context manager::
 - Commit refuses a part without any sample, before anything is replaced.
 - With ``tool`` given, commit writes each part folder's ``manifest.json`` (``data_gen.manifest``: the
   files' sizes, sha256 and headers, the class counts, ``tool`` and ``arguments``), hashed from the
-  temporary files once they are complete and renamed into place together with them.
+  temporary files once they are complete and renamed into place together with them; without ``tool``
+  an earlier manifest of a part folder is removed (it would describe other files).
 - Every filesystem error (folder is a file, not writable, disk full) becomes a one-line
   :class:`DataGenError` naming the path.
 

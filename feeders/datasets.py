@@ -36,7 +36,8 @@ from data_gen.split_files import (
 from feeders.augmentations import center_crop_resize, check_spatial_augment, pretrain_view, temporal_crop_resize
 from feeders.views import view_transform
 
-# Importable from here too: the scripts and common/args.py take them from the feeders.
+# DATASETS, SplitPaths and check_split stay importable from here (common/args.py, the scripts and the
+# benchmarks import them so); DataFileError is what the datasets raise for a file cut short.
 __all__ = [
     "DATASETS",
     "DataFileError",
@@ -44,7 +45,6 @@ __all__ = [
     "PretrainDataset",
     "SplitPaths",
     "check_split",
-    "npy_size",
     "num_classes",
     "split_paths",
     "stratified_subset",
