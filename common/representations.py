@@ -6,19 +6,23 @@ contrast, the paper's baseline: ``seq-based`` ...). Everything downstream works 
 """
 from __future__ import annotations
 
-BASE_REPRESENTATIONS: tuple[str, ...] = ("seq-based", "graph-based", "image-based")
-
-# Order inside a pair matters: the first name is the pair's ``encoder_q``, the second its ``encoder_r``.
-PAIR_REPRESENTATIONS: tuple[str, ...] = (
-    "seq-based_and_graph-based",
-    "seq-based_and_image-based",
-    "graph-based_and_image-based",
+from common.constants import (
+    BASE_REPRESENTATIONS,
+    PAIR_REPRESENTATIONS,
+    PAIR_SEPARATOR,
+    QUERY_ENCODERS,
+    REPRESENTATION_CHOICES,
 )
 
-REPRESENTATION_CHOICES: tuple[str, ...] = PAIR_REPRESENTATIONS + BASE_REPRESENTATIONS
-
-# Encoder attribute that holds each representation of a pretrained model, by position in the tuple.
-QUERY_ENCODER_NAMES: tuple[str, ...] = ("encoder_q", "encoder_r")
+# The name tuples stay importable from here: the scripts and common/{args,pretrained}.py import them so.
+__all__ = [
+    "BASE_REPRESENTATIONS",
+    "PAIR_REPRESENTATIONS",
+    "REPRESENTATION_CHOICES",
+    "check_base_representation",
+    "encoder_name_for",
+    "parse_representation",
+]
 
 
 def parse_representation(name: str) -> tuple[str, ...]:
@@ -29,7 +33,7 @@ def parse_representation(name: str) -> tuple[str, ...]:
     if name in BASE_REPRESENTATIONS:
         return (name,)
     if name in PAIR_REPRESENTATIONS:
-        first, second = name.split("_and_")
+        first, second = name.split(PAIR_SEPARATOR)
         return (first, second)
     raise ValueError(
         f"unknown skeleton representation {name!r}; expected one of: {', '.join(REPRESENTATION_CHOICES)}"
@@ -58,4 +62,4 @@ def encoder_name_for(pretrain_representation: str, representation: str) -> str:
             f"a model pretrained as {pretrain_representation!r} holds encoders for "
             f"{' and '.join(held)} only, not {representation!r}"
         )
-    return QUERY_ENCODER_NAMES[held.index(representation)]
+    return QUERY_ENCODERS[held.index(representation)]

@@ -50,14 +50,21 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import numpy as np
 from tqdm import tqdm
 
-from data_gen.manifest import ManifestError, load_labels, read_npy_header, write_manifest
+from common.constants import (
+    DATASETS,
+    NUM_COORDINATES,
+    NUM_JOINTS,
+    NUM_PERSONS,
+    PARTIAL_MARK,
+    PARTS,
+    VALUES_PER_FRAME,
+)
+from data_gen.manifest import ManifestError, load_labels, read_npy_header
+from data_gen.split_files import check_split, part_paths
 from data_gen.writer import DataGenError, PartWriter, RunOutputs
-from feeders.datasets import DATASETS, PARTS, SplitPaths, check_split
 
-PERSONS, JOINTS, COORDS = 2, 25, 3
-VALUES_PER_FRAME = PERSONS * JOINTS * COORDS  # 150
 NPZ_PART = {"train": "train", "val": "test"}  # our part -> the npz's
-PARTIAL_SUFFIX = ".partial"
+TOOL = "data_gen/ctrgcn_npz.py import"
 ROWS_PER_BLOCK = 128  # 128 clips of 300 frames: 23 MB per block
 
 
@@ -103,12 +110,6 @@ def split_folder(data_root: str | os.PathLike, dataset: str, benchmark: str) -> 
     return Path(data_root) / DATASETS[dataset]["folder"] / folder
 
 
-def part_paths(folder: Path, part: str) -> SplitPaths:
-    """The three files of ``part`` in a split folder."""
-    return SplitPaths(folder / f"{part}_data_joint.npy", folder / f"{part}_label.pkl",
-                      folder / f"{part}_num_frame.npy")
-
-
 def open_part(folder: str | os.PathLike, part: str) -> Part:
     """Open and check one part of a split folder; DataGenError (one line naming the file) otherwise."""
     paths = part_paths(Path(folder), part)
@@ -139,7 +140,7 @@ def to_ctrgcn_rows(block: np.ndarray) -> np.ndarray:
 def from_ctrgcn_rows(rows: np.ndarray) -> np.ndarray:
     """(B, T, 150) -> float32 (B, 3, T, 25, 2), the inverse of ``to_ctrgcn_rows``."""
     b, t, _ = rows.shape
-    split = rows.reshape(b, t, PERSONS, JOINTS, COORDS)
+    split = rows.reshape(b, t, NUM_PERSONS, NUM_JOINTS, NUM_COORDINATES)
     return np.ascontiguousarray(np.transpose(split, (0, 4, 1, 3, 2)), dtype=np.float32)
 
 
@@ -202,7 +203,7 @@ def _blocks(n: int, size: int | None = None) -> Iterator[tuple[int, int]]:
 
 
 def _partial(path: Path) -> Path:
-    return path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
+    return path.with_name(f".{path.name}{PARTIAL_MARK}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -333,7 +334,7 @@ def _check_part(npz: Path, members: dict[str, Member], key: str, num_class: int,
     x, y = members[f"x_{key}"], members[f"y_{key}"]
     if len(x.shape) != 3 or x.shape[2] != VALUES_PER_FRAME or x.shape[1] < 1:
         raise DataGenError(f"{npz}: x_{key} has shape {x.shape}, expected (N, T, {VALUES_PER_FRAME}): "
-                           f"per frame {PERSONS} persons x {JOINTS} joints x xyz")
+                           f"per frame {NUM_PERSONS} persons x {NUM_JOINTS} joints x xyz")
     if x.dtype.kind != "f":
         raise DataGenError(f"{npz}: x_{key} has dtype {x.dtype}, expected floats (float32)")
     # Wider is accepted (MAMP's PKU-MMD phase 2 files are 51 wide for 41 classes); the labels are checked.
@@ -447,16 +448,15 @@ def import_npz(npz: str | os.PathLike, folder: str | os.PathLike, num_class: int
         arrays = check_npz(npz, zf, num_class, dataset or f"a {num_class}-class dataset")
         metas = {part: read_part_meta(zf, npz, NPZ_PART[part], arrays[NPZ_PART[part]], num_class) for part in PARTS}
         total = sum(a.x.shape[0] for a in arrays.values())
-        with RunOutputs(folder.parent, purpose="ctrgcn_npz import") as out, \
+        arguments = arguments if arguments is not None else {"npz": str(npz)}
+        with RunOutputs(folder.parent, purpose="ctrgcn_npz import", tool=TOOL, arguments=arguments) as out, \
                 tqdm(total=total, unit="clip", desc="import", disable=not progress) as bar:
             for part in PARTS:
                 x = arrays[NPZ_PART[part]].x
-                writer = out.add_part(part, folder.name, part, x.shape[0], row_shape=(COORDS, x.shape[1], JOINTS,
-                                                                                       PERSONS))
+                row_shape = (NUM_COORDINATES, x.shape[1], NUM_JOINTS, NUM_PERSONS)
+                writer = out.add_part(part, folder.name, part, x.shape[0], row_shape=row_shape)
                 import_part(zf, npz, writer, arrays[NPZ_PART[part]], metas[part], bar)
-            out.commit()
-            write_manifest(folder, tool="data_gen/ctrgcn_npz.py import",
-                           arguments=arguments if arguments is not None else {"npz": str(npz)})
+            out.commit()  # the six files and the folder's manifest.json, renamed into place together
     return {part: len(meta.names) for part, meta in metas.items()}
 
 

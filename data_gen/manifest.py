@@ -4,10 +4,17 @@
     python data_gen/manifest.py write FOLDER    # record a folder prepared before manifests existed
 
 A split folder (``<data_root>/<dataset folder>/<benchmark>/``) holds ``{train,val}_data_joint.npy``,
-``{part}_label.pkl`` and ``{part}_num_frame.npy``. Its manifest records, for every regular file in the
-folder (hidden files, ``*.partial`` files and the manifest itself excepted): the size in bytes, the
-sha256 and, for ``.npy`` files, the shape and dtype from the header; per part the number of samples and
-the count of each class; the tool that wrote the folder, its arguments and the project version.
+``{part}_label.pkl`` and ``{part}_num_frame.npy``. Its manifest records, for each of those files: the
+size in bytes, the sha256 and, for ``.npy`` files, the shape and dtype from the header; per part the
+number of samples and the count of each class; the tool that wrote the folder, the arguments that
+determine its contents and the project version. Nothing in it depends on the time or the place of the
+run, so two runs that write the same files write the same manifest.
+
+Every converter writes the manifest of each split folder it writes, listing the files it wrote, together
+with them (``data_gen.writer.RunOutputs``: hashed from the temporary files, renamed into place with
+them). ``write`` lists every regular file of the folder (hidden files, temporary ``*.partial`` files and
+the manifest itself excepted). This module imports only NumPy and ``common.constants`` (layer 1): the
+datasets of ``feeders`` use it too.
 
 Two checks, of different cost:
 
@@ -31,10 +38,9 @@ import os
 import pickle
 import subprocess
 import sys
-import time
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +49,11 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 import numpy as np
 
+from common.constants import PARTIAL_MARK, PARTS
+
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "skeleton-contrast split manifest"
 MANIFEST_VERSION = 1
-PARTS = ("train", "val")
-PARTIAL_SUFFIX = ".partial"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _HASH_CHUNK = 1 << 20
 
@@ -140,53 +146,76 @@ def project_version() -> str:
     return result.stdout.strip() or "unknown"
 
 
+def is_listed_name(name: str) -> bool:
+    """Whether a manifest covers a file of this name: not hidden, not temporary, not the manifest itself."""
+    return (not name.startswith(".") and name != MANIFEST_NAME and not name.endswith(PARTIAL_MARK)
+            and f"{PARTIAL_MARK}-" not in name)
+
+
 def listed_files(folder: Path) -> list[Path]:
-    """The files a manifest covers: regular, not hidden, not partial, not the manifest itself."""
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.name != MANIFEST_NAME
-                  and not p.name.endswith(PARTIAL_SUFFIX))
+    """The files a manifest of ``folder`` covers (regular files with a listed name), sorted."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and is_listed_name(p.name))
 
 
-def file_entry(path: Path) -> dict[str, Any]:
-    """size, sha256 and (for .npy) shape and dtype of one file."""
+def file_entry(path: Path, name: str | None = None) -> dict[str, Any]:
+    """size, sha256 and (for .npy) shape and dtype of one file.
+
+    ``name``: the name the file has in the folder, when ``path`` is a temporary file that will take it.
+    """
     entry: dict[str, Any] = {"size": path.stat().st_size, "sha256": sha256_of(path)}
-    if path.suffix == ".npy":
+    if (path.name if name is None else name).endswith(".npy"):
         shape, dtype, _, _ = read_npy_header(path)
         entry.update(shape=list(shape), dtype=dtype.str if dtype.byteorder not in "=|" else dtype.name)
     return entry
 
 
-def part_summaries(folder: Path) -> dict[str, dict[str, Any]]:
-    """Per part with a label file: its number of samples and the count of each class."""
+def part_summaries(files: Mapping[str, Path]) -> dict[str, dict[str, Any]]:
+    """Per part with a label file in ``files`` (name -> path): its number of samples and the count of each class."""
     parts = {}
     for part in PARTS:
-        label_path = folder / f"{part}_label.pkl"
-        if label_path.is_file():
+        label_path = files.get(f"{part}_label.pkl")
+        if label_path is not None:
             _, labels = load_labels(label_path)
             counts = Counter(labels)
             parts[part] = {"samples": len(labels), "class_counts": {str(k): counts[k] for k in sorted(counts)}}
     return parts
 
 
-def write_manifest(folder: str | os.PathLike, *, tool: str, arguments: dict) -> Path:
-    """Hash every file of ``folder`` and write its ``manifest.json`` atomically; returns the manifest path."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ManifestError(f"{folder}: not a folder")
-    manifest = {
+def build_manifest(files: Mapping[str, Path], *, tool: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The manifest of a folder that holds ``files`` (name in the folder -> the file to read now).
+
+    The paths may be temporary files still to be renamed to their names: what a converter records
+    before its commit. Raises ManifestError when a file cannot be read.
+    """
+    for name in files:
+        if not is_listed_name(name):
+            raise ValueError(f"{name!r} is not a name a manifest lists")
+    return {
         "format": MANIFEST_FORMAT,
         "version": MANIFEST_VERSION,
         "tool": tool,
         "arguments": {str(k): _jsonable(v) for k, v in arguments.items()},
         "project_version": project_version(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "files": {p.name: file_entry(p) for p in listed_files(folder)},
-        "parts": part_summaries(folder),
+        "files": {name: file_entry(Path(files[name]), name) for name in sorted(files)},
+        "parts": part_summaries({name: Path(path) for name, path in files.items()}),
     }
+
+
+def manifest_text(manifest: Mapping[str, Any]) -> str:
+    """The JSON text of a manifest, as written to ``manifest.json``."""
+    return json.dumps(manifest, indent=2) + "\n"
+
+
+def write_manifest(folder: str | os.PathLike, *, tool: str, arguments: Mapping[str, Any]) -> Path:
+    """Hash every listed file of ``folder`` and write its ``manifest.json`` atomically; returns its path."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ManifestError(f"{folder}: not a folder")
+    manifest = build_manifest({p.name: p for p in listed_files(folder)}, tool=tool, arguments=arguments)
     path = folder / MANIFEST_NAME
-    partial = folder / f".{MANIFEST_NAME}{PARTIAL_SUFFIX}"
+    partial = folder / f".{MANIFEST_NAME}{PARTIAL_MARK}"
     try:
-        partial.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        partial.write_text(manifest_text(manifest), encoding="utf-8")
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)

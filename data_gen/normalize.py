@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from common.constants import NUM_FRAMES, NUM_PERSONS
+
 ZERO_TOL = 1e-6  # below this (L1 norm or radians) a rotation is the identity, as in the reference
 CENTER_JOINT = 1
 # The largest |coordinate| an input may hold: centring can double it and the rotation multiply it by at
@@ -63,7 +65,7 @@ def slot_energy(frames: np.ndarray, slots: np.ndarray, num_slots: int) -> np.nda
     return energy
 
 
-def select_bodies(bodies: np.ndarray, num_persons: int = 2, max_frames: int = 300,
+def select_bodies(bodies: np.ndarray, num_persons: int = NUM_PERSONS, max_frames: int = NUM_FRAMES,
                   energy: np.ndarray | None = None) -> np.ndarray:
     """Keep the ``num_persons`` most energetic body slots, highest first.
 

@@ -7,6 +7,7 @@ Writes, for each benchmark B and part in (train, val), into OUT/B/:
   {part}_data_joint.npy  float32 (N, 3, 300, 25, 2), normalised as the 2s-AGCN preprocessing does
   {part}_label.pkl       pickle of (sample names with '.skeleton', labels = action number - 1)
   {part}_num_frame.npy   int64 (N,), the frame count of each file (at most 300)
+  manifest.json          sizes, sha256 and shapes of those files, class counts, the arguments (data_gen.manifest)
 Samples are in sorted name order. Each file is read and normalised once for all benchmarks, in
 ``--workers`` processes, and appended to disk as it comes (``data_gen.writer``), so memory stays flat
 whatever the dataset size. The output folder is locked for the run; every output is written under a
@@ -27,15 +28,12 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np
 from tqdm import tqdm
 
+from common.constants import DATASETS, MAX_BODIES, NTU_DATASETS, NUM_FRAMES, NUM_JOINTS, NUM_PERSONS, default_out_folder
 from data_gen.normalize import normalize_sample, select_bodies
 from data_gen.ntu_splits import (
-    DATASET_BENCHMARKS,
-    DATASET_NUM_ACTIONS,
     DEFAULT_IGNORED_LISTS,
-    DEFAULT_OUT_FOLDERS,
     SKELETON_SUFFIX,
     SampleName,
     is_training,
@@ -44,27 +42,13 @@ from data_gen.ntu_splits import (
     strip_suffix,
 )
 from data_gen.parallel import imap_ordered
-from data_gen.skeleton_reader import MAX_BODIES, NUM_JOINTS, SkeletonFormatError, read_skeleton
-from data_gen.writer import SAMPLE_SHAPE, SKIPPED_LIST, DataGenError, RunOutputs
+from data_gen.skeleton_reader import SkeletonFormatError, read_skeleton
+from data_gen.writer import SKIPPED_LIST, DataGenError, PreparedSample, RunOutputs, one_line_warning
 
-MAX_FRAMES = 300
-NUM_PERSONS = 2
-PARTS = ("train", "val")
-if SAMPLE_SHAPE != (3, MAX_FRAMES, NUM_JOINTS, NUM_PERSONS):
-    raise ImportError(f"data_gen.writer.SAMPLE_SHAPE {SAMPLE_SHAPE} is not the (3, 300, 25, 2) layout")
+TOOL = "data_gen/ntu_gendata.py"
 
 
-@dataclass
-class PreparedSample:
-    """One file, read and normalised."""
-
-    data: np.ndarray  # (3, 300, 25, 2) float32
-    num_frame: int  # frames kept (the file's count, at most MAX_FRAMES)
-    file_frames: int  # the file's frame count
-    has_body: bool
-
-
-def prepare_sample(path: str | Path, max_frames: int = MAX_FRAMES) -> PreparedSample:
+def prepare_sample(path: str | Path, max_frames: int = NUM_FRAMES) -> PreparedSample:
     """Read one ``.skeleton`` file, keep its two most energetic bodies and normalise: the data of one sample."""
     raw = read_skeleton(path, max_bodies=MAX_BODIES, num_joints=NUM_JOINTS, max_frames=max_frames)
     # Stored as float32 before normalising, as the reference does (selection uses the float64 values).
@@ -178,7 +162,10 @@ def generate(data_path: str | Path, out_folder: str | Path, ignored_sample_path:
     fields = _parse_names(data_path, list_samples(data_path, ignored, ignored_sample_path), skip_bad, summary,
                           num_actions)
     sizes = _part_sizes(data_path, fields, benchmarks)
-    with RunOutputs(out_folder) as out:
+    # What determines the contents (not --workers, not where they are written): recorded in the manifests.
+    arguments = {"data_path": str(data_path), "ignored_sample_path": ignored_sample_path,
+                 "benchmarks": list(benchmarks), "skip_bad": skip_bad, "num_actions": num_actions}
+    with RunOutputs(out_folder, tool=TOOL, arguments=arguments) as out:
         for (benchmark, part), size in sizes.items():
             out.add_part((benchmark, part), benchmark, part, size)
         _write_samples(out, data_path, fields, benchmarks, workers=workers, skip_bad=skip_bad,
@@ -206,9 +193,9 @@ def _write_samples(out: RunOutputs, data_path: Path, fields: dict[str, SampleNam
                     raise DataGenError(result)
                 summary.skipped.append((name, result))
                 continue
-            if result.file_frames > MAX_FRAMES:
+            if result.file_frames > NUM_FRAMES:
                 summary.cut.append(name)
-                warnings.warn(f"{data_path / name}: {result.file_frames} frames, cut to the first {MAX_FRAMES}",
+                warnings.warn(f"{data_path / name}: {result.file_frames} frames, cut to the first {NUM_FRAMES}",
                               stacklevel=2)
             if not result.has_body:
                 summary.empty.append(name)
@@ -225,16 +212,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="NTU RGB+D 60/120 raw skeletons -> normalised training tensors (the 2s-AGCN preprocessing).")
     parser.add_argument("--data-path", "--data_path", dest="data_path", required=True,
                         help="folder holding the raw .skeleton files (nturgb+d_skeletons/)")
-    parser.add_argument("--dataset", choices=sorted(DATASET_BENCHMARKS), default="ntu60",
+    parser.add_argument("--dataset", choices=NTU_DATASETS, default="ntu60",
                         help="which dataset the files are from (default ntu60)")
     parser.add_argument("--ignored-sample-path", "--ignored_sample_path", dest="ignored_sample_path",
                         help="list of samples to leave out (default: the official missing-skeleton list of "
                              "--dataset, shipped in data_gen/resources/)")
     parser.add_argument("--out-folder", "--out_folder", dest="out_folder",
-                        help="where to write <benchmark>/... (default ./data/NTU-RGB-D-60-AGCN or "
-                             "./data/NTU-RGB-D-120-AGCN)")
+                        help="where to write <benchmark>/... (default "
+                             + " or ".join(default_out_folder(name) for name in NTU_DATASETS) + ")")
     parser.add_argument("--benchmarks", nargs="+", metavar="NAME",
-                        help="subset of the dataset's benchmarks (ntu60: xsub xview; ntu120: xsub xsetup)")
+                        help="subset of the dataset's benchmarks ("
+                             + "; ".join(f"{name}: {' '.join(DATASETS[name]['benchmarks'])}" for name in NTU_DATASETS)
+                             + ")")
     parser.add_argument("--workers", type=int, default=1, help="processes reading files (default 1)")
     parser.add_argument("--skip-bad", "--skip_bad", dest="skip_bad", action="store_true",
                         help="skip truncated or malformed files and list them in OUT/skipped_samples.txt")
@@ -242,21 +231,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def one_line_warning(message, category, filename, lineno, line=None) -> str:
-    return f"warning: {message}\n"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    valid = DATASET_BENCHMARKS[args.dataset]
+    valid = DATASETS[args.dataset]["benchmarks"]
     benchmarks = tuple(dict.fromkeys(args.benchmarks or valid))
     unknown = [b for b in benchmarks if b not in valid]
     if unknown:
         parser.error(f"--benchmarks {' '.join(unknown)}: {args.dataset} has {' '.join(valid)}")
     if args.workers < 1:
         parser.error(f"--workers must be >= 1, got {args.workers}")
-    out_folder = Path(args.out_folder or DEFAULT_OUT_FOLDERS[args.dataset])
+    out_folder = Path(args.out_folder or default_out_folder(args.dataset))
     ignored = args.ignored_sample_path or DEFAULT_IGNORED_LISTS[args.dataset]
 
     previous_format = warnings.formatwarning
@@ -264,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         summary = generate(args.data_path, out_folder, ignored, benchmarks, workers=args.workers,
                            skip_bad=args.skip_bad, progress=args.progress,
-                           num_actions=DATASET_NUM_ACTIONS[args.dataset])
+                           num_actions=DATASETS[args.dataset]["num_class"])
     except DataGenError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     finally:

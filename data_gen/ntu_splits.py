@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-RESOURCES = Path(__file__).resolve().parent / "resources"
+from common.constants import ACTION_NAMES_FILE, RESOURCES_FOLDER
 
 # Training performers of the cross-subject benchmark. The NTU 120 list extends the NTU 60 one; NTU 60
 # only has performers 1..40, so the extended list gives the same split there (the reference uses the
@@ -23,15 +23,10 @@ XSUB_TRAIN_SUBJECTS = frozenset(XSUB_TRAIN_SUBJECTS_NTU60 + XSUB_TRAIN_SUBJECTS_
 XVIEW_TRAIN_CAMERAS = frozenset((2, 3))
 XSETUP_TRAIN_SETUPS = frozenset(range(2, 33, 2))
 
-# Benchmarks written for each dataset, in the order the reference writes them.
-DATASET_BENCHMARKS: dict[str, tuple[str, ...]] = {"ntu60": ("xsub", "xview"), "ntu120": ("xsub", "xsetup")}
-DATASET_NUM_ACTIONS = {"ntu60": 60, "ntu120": 120}
-DEFAULT_OUT_FOLDERS = {"ntu60": "./data/NTU-RGB-D-60-AGCN", "ntu120": "./data/NTU-RGB-D-120-AGCN"}
 DEFAULT_IGNORED_LISTS = {
-    "ntu60": RESOURCES / "NTU_RGBD_samples_with_missing_skeletons.txt",
-    "ntu120": RESOURCES / "NTU_RGBD120_samples_with_missing_skeletons.txt",
+    "ntu60": RESOURCES_FOLDER / "NTU_RGBD_samples_with_missing_skeletons.txt",
+    "ntu120": RESOURCES_FOLDER / "NTU_RGBD120_samples_with_missing_skeletons.txt",
 }
-ACTION_NAMES_FILE = RESOURCES / "ntu_action_names.tsv"
 
 SKELETON_SUFFIX = ".skeleton"
 _NAME_RE = re.compile(r"S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})")
@@ -86,7 +81,7 @@ def read_ignored_list(path: str | Path) -> set[str]:
     is skipped, and names may carry ``.skeleton`` or not. Windows line endings are fine.
     """
     names: set[str] = set()
-    with open(path, "r", encoding="utf-8", errors="replace") as f:
+    with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             token = strip_suffix(line.strip())
             if _NAME_RE.fullmatch(token):
@@ -97,7 +92,7 @@ def read_ignored_list(path: str | Path) -> set[str]:
 def read_action_names(path: str | Path = ACTION_NAMES_FILE) -> dict[int, str]:
     """Action number (1-based) -> name, from the tab-separated resource file."""
     names: dict[int, str] = {}
-    with open(path, "r", encoding="utf-8") as f:
+    with open(path, encoding="utf-8") as f:
         for line in f:
             if line.strip():
                 number, name = line.rstrip("\r\n").split("\t", 1)

@@ -1,6 +1,6 @@
 """PKU-MMD phase 1 / phase 2 skeletons -> the NTU tensor layout the training scripts read.
 
-Input (as distributed by the dataset's authors, see the README section "PKU-MMD"):
+Input (as distributed by the dataset's authors, see docs/datasets.md#pku-mmd-phase-1-and-phase-2):
 
 - skeleton folder: one text file per video (``0002-L.txt`` in phase 1, ``A01N01-L.txt`` in phase 2);
   one line per frame with 150 whitespace-separated floats: person 1's 25 joints as x1 y1 z1 ... x25 y25
@@ -15,7 +15,8 @@ Each labelled interval becomes one sample ``<video>_<iii>`` (iii = 0-based line 
 file): frames ``[start, end)`` of the video laid out as (3, T, 25, 2), padded to 300 frames and put
 through the same pre-normalisation as NTU (``data_gen.normalize``). Output, per benchmark (xsub, and
 xview for phase 1): ``OUT/<benchmark>/{train,val}_data_joint.npy`` (N, 3, 300, 25, 2) float32,
-``{part}_label.pkl`` = (names, labels) with label = action_id - 1, ``{part}_num_frame.npy``.
+``{part}_label.pkl`` = (names, labels) with label = action_id - 1, ``{part}_num_frame.npy``, and the
+folder's ``manifest.json`` (``data_gen.manifest``).
 
 Clips longer than 300 frames are resampled uniformly to 300 frames by default (``--long-clips
 truncate`` keeps the first 300 instead, as the NTU preparation does); either way a warning says how
@@ -42,46 +43,54 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import numpy as np
 from tqdm import tqdm
 
-from data_gen.normalize import MAX_ABS_COORDINATE, normalize_sample, select_bodies
-from data_gen.ntu_gendata import (
-    MAX_FRAMES,
+from common.constants import (
+    DATASETS,
+    NUM_COORDINATES,
+    NUM_FRAMES,
+    NUM_JOINTS,
     NUM_PERSONS,
-    PreparedSample,
-    one_line_warning,
+    VALUES_PER_FRAME,
+    default_out_folder,
 )
+from data_gen.normalize import MAX_ABS_COORDINATE, normalize_sample, select_bodies
 from data_gen.parallel import imap_ordered
-from data_gen.skeleton_reader import COORDINATE_EXPECTED, NUM_JOINTS
-from data_gen.writer import SKIPPED_LIST, DataGenError, RunOutputs
+from data_gen.skeleton_reader import COORDINATE_EXPECTED
+from data_gen.writer import SKIPPED_LIST, DataGenError, PreparedSample, RunOutputs, one_line_warning
 
-VALUES_PER_FRAME = NUM_PERSONS * NUM_JOINTS * 3  # 150
 LONG_CLIP_MODES = ("resample", "truncate")
 LABEL_MAP_FILE = "label_map.txt"
+TOOL = "data_gen/pku_gendata.py"
 
 
 @dataclass(frozen=True)
 class PhaseSpec:
-    """What differs between the two phases."""
+    """What differs between the two phases: the dataset (in ``common.constants.DATASETS``: classes,
+    benchmarks written by default, folder) and the split file names."""
 
-    dataset: str  # name in feeders.datasets.DATASETS
-    num_class: int
-    benchmarks: tuple[str, ...]  # written by default
-    default_out: str
+    dataset: str
     # Split file names to look for, per benchmark, in the order tried.
     split_names: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
+    @property
+    def num_class(self) -> int:
+        return DATASETS[self.dataset]["num_class"]
+
+    @property
+    def benchmarks(self) -> tuple[str, ...]:
+        """The benchmarks written by default."""
+        return DATASETS[self.dataset]["benchmarks"]
+
+    @property
+    def default_out(self) -> str:
+        return default_out_folder(self.dataset)
+
 
 PHASES: dict[int, PhaseSpec] = {
-    1: PhaseSpec(
-        dataset="pku1", num_class=51, benchmarks=("xsub", "xview"), default_out="./data/PKU-MMD-1",
-        split_names={"xsub": ("cross-subject.txt", "cross_subject.txt"),
-                     "xview": ("cross-view.txt", "cross_view.txt")},
-    ),
-    2: PhaseSpec(
-        dataset="pku2", num_class=41, benchmarks=("xsub",), default_out="./data/PKU-MMD-2",
-        # Only the v2 names: phase 1's file must never be picked up for phase 2 by accident.
-        split_names={"xsub": ("cross_subject_v2.txt", "cross-subject_v2.txt"),
-                     "xview": ("cross_view_v2.txt", "cross-view_v2.txt")},
-    ),
+    1: PhaseSpec(dataset="pku1", split_names={"xsub": ("cross-subject.txt", "cross_subject.txt"),
+                                              "xview": ("cross-view.txt", "cross_view.txt")}),
+    # Only the v2 names: phase 1's file must never be picked up for phase 2 by accident.
+    2: PhaseSpec(dataset="pku2", split_names={"xsub": ("cross_subject_v2.txt", "cross-subject_v2.txt"),
+                                              "xview": ("cross_view_v2.txt", "cross-view_v2.txt")}),
 }
 DATASET_TO_PHASE = {spec.dataset: phase for phase, spec in PHASES.items()}
 # Every PKU-MMD action id lies in 1..51 (Actions.xlsx of phase 1 defines 51 ids).
@@ -251,10 +260,10 @@ def check_interval(path: str | os.PathLike, interval: Interval, num_frames: int)
 def frames_to_bodies(frames: np.ndarray) -> np.ndarray:
     """(T, 150) rows of a skeleton file -> (2, T, 25, 3) body slots (person, frame, joint, xyz)."""
     # A row is person-major, then joint, then xyz.
-    return frames.reshape(frames.shape[0], NUM_PERSONS, NUM_JOINTS, 3).transpose(1, 0, 2, 3)
+    return frames.reshape(frames.shape[0], NUM_PERSONS, NUM_JOINTS, NUM_COORDINATES).transpose(1, 0, 2, 3)
 
 
-def fit_length(bodies: np.ndarray, max_frames: int = MAX_FRAMES, mode: str = "resample") -> np.ndarray:
+def fit_length(bodies: np.ndarray, max_frames: int = NUM_FRAMES, mode: str = "resample") -> np.ndarray:
     """(B, T, V, 3) with T > max_frames brought to max_frames frames; shorter sequences unchanged.
 
     ``resample`` keeps the whole action: frames ``round(i * (T - 1) / (max_frames - 1))``, i = 0..max_frames-1
@@ -277,8 +286,8 @@ def prepare_clip(frames: np.ndarray, start: int, end: int, long_clips: str = "re
     The two persons are ordered by motion energy and normalised exactly as an NTU sample
     (``data_gen.normalize.select_bodies`` then ``normalize_sample``).
     """
-    bodies = fit_length(frames_to_bodies(frames[start:end]), MAX_FRAMES, long_clips)  # (2, T', 25, 3)
-    selected = select_bodies(bodies, num_persons=NUM_PERSONS, max_frames=MAX_FRAMES)
+    bodies = fit_length(frames_to_bodies(frames[start:end]), NUM_FRAMES, long_clips)  # (2, T', 25, 3)
+    selected = select_bodies(bodies, num_persons=NUM_PERSONS, max_frames=NUM_FRAMES)
     has_body = bool(np.any(selected))
     return PreparedSample(normalize_sample(selected), bodies.shape[1], end - start, has_body)
 
@@ -419,7 +428,11 @@ def generate(data_path: str | Path, label_path: str | Path, split_files: dict[st
     sizes = _part_sizes(splits, split_files, intervals, summary)
     jobs = [(v, str(videos[v]), str(label_path / f"{v}.txt"), intervals[v], long_clips, skip_bad)
             for v in wanted if v in intervals]
-    with RunOutputs(out_folder) as out:
+    # What determines the contents (not --workers, not where they are written): recorded in the manifests.
+    arguments = {"data_path": str(data_path), "label_path": str(label_path),
+                 "split_files": {b: str(p) for b, p in split_files.items()}, "phase": phase,
+                 "long_clips": long_clips, "skip_bad": skip_bad}
+    with RunOutputs(out_folder, tool=TOOL, arguments=arguments) as out:
         for (benchmark, part), size in sizes.items():
             out.add_part((benchmark, part), benchmark, part, size)
         _write_clips(out, jobs, splits, workers=workers, skip_bad=skip_bad, progress=progress, summary=summary)
@@ -528,7 +541,7 @@ def _write_clips(out: RunOutputs, jobs: Sequence[tuple], splits: dict[str, tuple
                     for benchmark, (train, val) in splits.items() if result.video in train | val]
             for index, action, sample in result.clips:
                 name = sample_name(result.video, index)
-                if sample.file_frames > MAX_FRAMES:
+                if sample.file_frames > NUM_FRAMES:
                     summary.long.append(name)
                 out.append(keys, name, summary.label_map[action], sample.data, sample.num_frame)
     finally:
@@ -538,7 +551,7 @@ def _write_clips(out: RunOutputs, jobs: Sequence[tuple], splits: dict[str, tuple
 def _warn_after_run(summary: Summary, long_clips: str, num_class: int, out_folder: Path) -> None:
     if summary.long:
         verb = "resampled" if long_clips == "resample" else "cut"
-        warnings.warn(f"{len(summary.long)} clips longer than {MAX_FRAMES} frames were {verb} to {MAX_FRAMES} "
+        warnings.warn(f"{len(summary.long)} clips longer than {NUM_FRAMES} frames were {verb} to {NUM_FRAMES} "
                       f"(--long-clips {long_clips}): {_preview(summary.long)}", stacklevel=2)
     if summary.renumbered:
         warnings.warn(f"action ids exceed {num_class}: renumbered in increasing order, see "
@@ -564,7 +577,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the split file of one benchmark, e.g. xsub=/data/pku/Split/cross-subject.txt "
                              "(repeatable; wins over --split-dir)")
     parser.add_argument("--out-folder", "--out_folder", dest="out_folder",
-                        help="where to write <benchmark>/... (default ./data/PKU-MMD-1 or ./data/PKU-MMD-2)")
+                        help="where to write <benchmark>/... (default "
+                             + " or ".join(spec.default_out for spec in PHASES.values()) + ")")
     parser.add_argument("--benchmarks", nargs="+", choices=("xsub", "xview"),
                         help="benchmarks to write (default: xsub xview for phase 1, xsub for phase 2)")
     parser.add_argument("--long-clips", dest="long_clips", choices=LONG_CLIP_MODES, default="resample",

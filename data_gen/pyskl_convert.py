@@ -9,7 +9,8 @@ The pickle is a dict ``{'split': {'xsub_train': [frame_dir, ...], 'xsub_val': [.
 ``<b>_train`` and a ``<b>_val`` list is written, in the folder the training scripts read (xsub -> xsub,
 xview -> xview, xset -> xsetup), with the same files as the raw NTU preparation
 (``data_gen/ntu_gendata.py``): ``{train,val}_data_joint.npy`` float32 (N, 3, 300, 25, 2),
-``{part}_label.pkl`` = (frame_dir + '.skeleton' names, labels as given), ``{part}_num_frame.npy``.
+``{part}_label.pkl`` = (frame_dir + '.skeleton' names, labels as given), ``{part}_num_frame.npy``, and
+the folder's ``manifest.json`` (``data_gen.manifest``).
 Samples are in sorted name order; sequences longer than 300 frames are cut to the first 300 (warned).
 
 The pickle is read with ``common.safe_pickle``: only plain containers, numbers, strings and NumPy arrays
@@ -40,22 +41,33 @@ import numpy as np
 from tqdm import tqdm
 
 from common import safe_pickle
-from data_gen.normalize import MAX_ABS_COORDINATE, normalize_sample, select_bodies
-from data_gen.ntu_gendata import (
-    MAX_FRAMES,
+from common.constants import (
+    DATASETS,
+    NTU_DATASETS,
+    NUM_COORDINATES,
+    NUM_FRAMES,
+    NUM_JOINTS,
     NUM_PERSONS,
+    SAMPLE_SHAPE,
+    default_out_folder,
+)
+from data_gen.normalize import MAX_ABS_COORDINATE, normalize_sample, select_bodies
+from data_gen.ntu_splits import SKELETON_SUFFIX
+from data_gen.parallel import imap_ordered
+from data_gen.skeleton_reader import COORDINATE_EXPECTED
+from data_gen.writer import (
+    SKIPPED_LIST,
+    DataGenError,
     PreparedSample,
+    RunOutputs,
+    check_path_component,
     one_line_warning,
 )
-from data_gen.ntu_splits import DEFAULT_OUT_FOLDERS, SKELETON_SUFFIX
-from data_gen.parallel import imap_ordered
-from data_gen.skeleton_reader import COORDINATE_EXPECTED, NUM_JOINTS
-from data_gen.writer import SKIPPED_LIST, DataGenError, RunOutputs, check_path_component
 
 NORMALIZE_CHOICES = ("agcn", "none")
 # pyskl benchmark name -> the folder the training scripts read
 FOLDER_OF = {"xsub": "xsub", "xview": "xview", "xset": "xsetup", "xsetup": "xsetup"}
-NUM_CLASSES = {"ntu60": 60, "ntu120": 120}
+TOOL = "data_gen/pyskl_convert.py"
 PART_SUFFIXES = {"train": ("_train",), "val": ("_val", "_test")}
 ANNOTATION_HOLDS = "a pyskl annotation file holds dicts, lists, strings, numbers and NumPy arrays only"
 
@@ -121,7 +133,7 @@ def check_annotation(path: Path, index: int, anno: Any) -> tuple[str, int, np.nd
         raise DataGenError(f"{where}: 'keypoint' must be an array of shape (M, T, V, C), got "
                            f"{type(keypoint).__name__}{'' if shape is None else ' of shape ' + str(shape)}")
     m, t, v, c = keypoint.shape
-    if c != 3:
+    if c != NUM_COORDINATES:
         raise DataGenError(f"{where}: 'keypoint' has C={c} coordinates; a 3D annotation file (x, y, z) is needed "
                            "(pyskl's *_3danno.pkl, not the 2D *_hrnet.pkl)")
     if v != NUM_JOINTS:
@@ -150,15 +162,15 @@ def convert_keypoint(keypoint: np.ndarray, normalize: str = "agcn") -> PreparedS
     bodies = np.asarray(keypoint, dtype=np.float64)  # (M, T, V, 3)
     num_frames = bodies.shape[1]
     if normalize == "agcn":
-        selected = select_bodies(bodies, num_persons=NUM_PERSONS, max_frames=MAX_FRAMES)
+        selected = select_bodies(bodies, num_persons=NUM_PERSONS, max_frames=NUM_FRAMES)
         data = normalize_sample(selected)
     elif normalize == "none":
-        data = np.zeros((3, MAX_FRAMES, NUM_JOINTS, NUM_PERSONS), dtype=np.float32)
-        kept = bodies[:NUM_PERSONS, :MAX_FRAMES]  # (M', T', V, 3)
+        data = np.zeros(SAMPLE_SHAPE, dtype=np.float32)
+        kept = bodies[:NUM_PERSONS, :NUM_FRAMES]  # (M', T', V, 3)
         data[:, : kept.shape[1], :, : kept.shape[0]] = kept.transpose(3, 1, 2, 0)
     else:
         raise ValueError(f"normalize must be one of {NORMALIZE_CHOICES}, got {normalize!r}")
-    return PreparedSample(data, min(num_frames, MAX_FRAMES), num_frames, bool(np.any(bodies[:, :MAX_FRAMES])))
+    return PreparedSample(data, min(num_frames, NUM_FRAMES), num_frames, bool(np.any(bodies[:, :NUM_FRAMES])))
 
 
 def _convert_job(job: tuple[np.ndarray, str]) -> PreparedSample:
@@ -194,10 +206,13 @@ def convert(annotation: str | Path, out_folder: str | Path | None = None, *, dat
     if dataset == "auto":
         dataset = detect_dataset(split, [label for label, _ in by_name.values()])
     _check_labels(path, by_name, dataset)
-    out_folder = Path(out_folder) if out_folder is not None else Path(DEFAULT_OUT_FOLDERS[dataset])
+    out_folder = Path(out_folder) if out_folder is not None else Path(default_out_folder(dataset))
     members = _members(path, split, chosen, by_name, skip_bad, skipped)
     result = _Conversion()
-    with RunOutputs(out_folder) as out:
+    # What determines the contents (not --workers, not where they are written): recorded in the manifests.
+    arguments = {"annotation": str(path), "dataset": dataset, "splits": list(chosen), "normalize": normalize,
+                 "skip_bad": skip_bad}
+    with RunOutputs(out_folder, tool=TOOL, arguments=arguments) as out:
         for (folder_name, part), part_names in members.items():
             out.add_part((folder_name, part), folder_name, part, len(part_names))
         _write_samples(out, members, by_name, normalize=normalize, workers=workers, progress=progress,
@@ -205,8 +220,8 @@ def convert(annotation: str | Path, out_folder: str | Path | None = None, *, dat
         out.stage_skipped(skipped)
         written = out.commit()
     if result.cut:
-        warnings.warn(f"{len(result.cut)} sequences longer than {MAX_FRAMES} frames were cut to the first "
-                      f"{MAX_FRAMES}: {', '.join(result.cut[:4])}{', ...' if len(result.cut) > 4 else ''}",
+        warnings.warn(f"{len(result.cut)} sequences longer than {NUM_FRAMES} frames were cut to the first "
+                      f"{NUM_FRAMES}: {', '.join(result.cut[:4])}{', ...' if len(result.cut) > 4 else ''}",
                       stacklevel=2)
     if result.empty:
         warnings.warn(f"{len(result.empty)} samples hold no body in any frame; stored as zeros: "
@@ -255,7 +270,7 @@ def _index_annotations(path: Path, annotations: Sequence[Any], skip_bad: bool,
 
 
 def _check_labels(path: Path, by_name: dict[str, tuple[int, np.ndarray]], dataset: str) -> None:
-    num_class = NUM_CLASSES[dataset]
+    num_class = DATASETS[dataset]["num_class"]
     bad_labels = sorted(n for n, (label, _) in by_name.items() if not 0 <= label < num_class)
     if bad_labels:
         raise DataGenError(f"{path}: annotation {bad_labels[0]!r} has label {by_name[bad_labels[0]][0]}, outside "
@@ -290,7 +305,7 @@ def _members(path: Path, split: dict[str, Sequence[str]], chosen: dict[str, tupl
 
 @dataclass
 class _Conversion:
-    cut: list[str] = field(default_factory=list)  # sequences longer than MAX_FRAMES
+    cut: list[str] = field(default_factory=list)  # sequences longer than NUM_FRAMES
     empty: list[str] = field(default_factory=list)  # samples without any body
 
 
@@ -303,7 +318,7 @@ def _write_samples(out: RunOutputs, members: dict[tuple[str, str], set[str]],
     try:
         for name, sample in tqdm(zip(names, samples), total=len(names), unit="sample", desc="pyskl_convert",
                                  disable=not progress):
-            if sample.file_frames > MAX_FRAMES:
+            if sample.file_frames > NUM_FRAMES:
                 result.cut.append(name)
             if not sample.has_body:
                 result.empty.append(name)
@@ -319,11 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "data_gen/ntu_gendata.py.")
     parser.add_argument("--annotation", "--ann-file", dest="annotation", required=True,
                         help="pyskl pickle, e.g. ntu60_3danno.pkl or ntu120_3danno.pkl")
-    parser.add_argument("--dataset", choices=("auto", *NUM_CLASSES), default="auto",
+    parser.add_argument("--dataset", choices=("auto", *NTU_DATASETS), default="auto",
                         help="ntu60 or ntu120 (default auto: ntu120 when the pickle has xset splits or a label >= 60)")
     parser.add_argument("--out-folder", "--out_folder", dest="out_folder",
-                        help="where to write <benchmark>/... (default ./data/NTU-RGB-D-60-AGCN or "
-                             "./data/NTU-RGB-D-120-AGCN)")
+                        help="where to write <benchmark>/... (default "
+                             + " or ".join(default_out_folder(name) for name in NTU_DATASETS) + ")")
     parser.add_argument("--splits", nargs="+", metavar="NAME",
                         help="benchmarks to convert, pyskl names (xsub xview xset) or ours (xsetup); "
                              "default: every <b>_train/<b>_val pair in the pickle")

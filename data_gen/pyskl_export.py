@@ -34,10 +34,10 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import numpy as np
 from tqdm import tqdm
 
+from common.constants import DATASETS, PARTS
 from data_gen.ctrgcn_npz import Part, benchmark_folder, open_part, split_folder
 from data_gen.ntu_splits import strip_suffix
 from data_gen.writer import DataGenError
-from feeders.datasets import DATASETS, PARTS
 
 PYSKL_BENCHMARK = {"xsub": "xsub", "xview": "xview", "xsetup": "xset"}  # our folder -> pyskl's split prefix
 PICKLE_PROTOCOL = 4  # readable by every Python 3 that pyskl and MMAction2 support

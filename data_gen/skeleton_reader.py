@@ -20,10 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from common.constants import MAX_BODIES, NUM_JOINTS
 from data_gen.normalize import MAX_ABS_COORDINATE, slot_energy
 
-NUM_JOINTS = 25
-MAX_BODIES = 4  # bodies the Kinect tracks at most; later bodies of a frame are dropped
 BODY_FIELDS = 10
 JOINT_FIELDS = 12
 COORDINATE_EXPECTED = (f"x y z of magnitude at most {MAX_ABS_COORDINATE:.2g} (finite once normalised and "

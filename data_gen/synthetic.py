@@ -36,11 +36,11 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 import numpy as np
 
+from common.constants import NUM_FRAMES, NUM_JOINTS
 from common.locking import FolderLock, LockHeld
 from data_gen.ntu_splits import DEFAULT_IGNORED_LISTS, XSUB_TRAIN_SUBJECTS_NTU60, read_ignored_list
 from data_gen.writer import DataGenError, make_folder, os_error
 
-NUM_JOINTS = 25
 CAMERA_YAW = {1: -np.pi / 4, 2: 0.0, 3: np.pi / 4}
 # Channels a class can drive, with the amplitude (radians, or 0..1 for the squat) of a full movement.
 CHANNELS = (
@@ -162,8 +162,10 @@ def _pose(ch: np.ndarray, scale: float) -> np.ndarray:
     l_elev = 0.15 + ch[:, 0] + ch[:, 2] + ch[:, 4] + 0.5 * ch[:, 5]
     r_elev = 0.15 + ch[:, 1] + ch[:, 3] + ch[:, 4] + 0.5 * ch[:, 6]
     # Forward raises and elbow bends happen in front of the body; sideways raises beside it.
-    l_plane = np.clip((ch[:, 2] + ch[:, 5]) / (ch[:, 0] + ch[:, 2] + ch[:, 5] + 1e-3), 0, 1) * (np.pi / 2) + 0.3 * ch[:, 4]
-    r_plane = np.clip((ch[:, 3] + ch[:, 6]) / (ch[:, 1] + ch[:, 3] + ch[:, 6] + 1e-3), 0, 1) * (np.pi / 2) + 0.3 * ch[:, 4]
+    l_forward = np.clip((ch[:, 2] + ch[:, 5]) / (ch[:, 0] + ch[:, 2] + ch[:, 5] + 1e-3), 0, 1)
+    r_forward = np.clip((ch[:, 3] + ch[:, 6]) / (ch[:, 1] + ch[:, 3] + ch[:, 6] + 1e-3), 0, 1)
+    l_plane = l_forward * (np.pi / 2) + 0.3 * ch[:, 4]
+    r_plane = r_forward * (np.pi / 2) + 0.3 * ch[:, 4]
     l_elbow, r_elbow = 0.2 + ch[:, 5], 0.2 + ch[:, 6]
 
     joints = np.zeros((t, NUM_JOINTS, 3))
@@ -249,7 +251,7 @@ def synthetic_sequence(label: int, index: int, *, num_classes: int, subject: int
            "height": setup_rng.uniform(0.7, 1.2), "distance": setup_rng.uniform(2.6, 3.4)}
 
     if long:
-        active = int(rng.integers(301, 341))
+        active = int(rng.integers(NUM_FRAMES + 1, NUM_FRAMES + 41))  # beyond what a sample stores
     elif rng.random() < 0.2:
         active = int(rng.integers(24, 64))
     else:

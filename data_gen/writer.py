@@ -2,7 +2,7 @@
 
 One :class:`RunOutputs` per run, used as a context manager::
 
-    with RunOutputs(out_folder) as out:            # creates and locks the folder
+    with RunOutputs(out_folder, tool="data_gen/x.py", arguments={...}) as out:  # creates and locks the folder
         out.add_part(("xsub", "train"), "xsub", "train", capacity=n)
         for name, label, data, num_frame in samples:
             out.append([("xsub", "train")], name, label, data, num_frame)
@@ -18,6 +18,10 @@ One :class:`RunOutputs` per run, used as a context manager::
   stops with a one-line :class:`DataGenError` naming the process that holds it; the lock of a run that
   was killed is taken over (a warning names its PID) and that run's temporary files are removed.
 - Commit refuses a part without any sample, before anything is replaced.
+- With ``tool`` given, commit writes each part folder's ``manifest.json`` (``data_gen.manifest``: the
+  files' sizes, sha256 and headers, the class counts, ``tool`` and ``arguments``), hashed from the
+  temporary files once they are complete and renamed into place together with them; without ``tool``
+  an earlier manifest of a part folder is removed (it would describe other files).
 - Every filesystem error (folder is a file, not writable, disk full) becomes a one-line
   :class:`DataGenError` naming the path.
 
@@ -34,24 +38,41 @@ import os
 import pickle
 import secrets
 import warnings
-from collections.abc import Hashable, Iterable, Iterator, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 from numpy.lib import format as npy_format
 
+from common.constants import PARTIAL_MARK, SAMPLE_SHAPE
 from common.locking import FolderLock, LockHeld
+from data_gen.manifest import MANIFEST_NAME, ManifestError, build_manifest, manifest_text
 
-TEMP_MARK = ".partial-"
+TEMP_MARK = f"{PARTIAL_MARK}-"
 SKIPPED_LIST = "skipped_samples.txt"
-# The training tensors' row: (C=3, T=300, V=25, M=2) float32.
-SAMPLE_SHAPE = (3, 300, 25, 2)
 
 
 class DataGenError(Exception):
     """A problem with the inputs or outputs that stops a run; its message is one line for the user."""
+
+
+@dataclass
+class PreparedSample:
+    """One sample read and normalised by a converter, ready to be appended."""
+
+    data: np.ndarray  # (3, 300, 25, 2) float32, SAMPLE_SHAPE
+    num_frame: int  # frames kept (the source's count, at most 300)
+    file_frames: int  # the source's frame count
+    has_body: bool
+
+
+def one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """``warnings.formatwarning`` of the converters' command lines: ``warning: <message>``, one line."""
+    return f"warning: {message}\n"
 
 
 def check_path_component(name: str, where: str) -> str:
@@ -205,9 +226,13 @@ class PartWriter:
 class RunOutputs:
     """Everything one run writes under ``out_folder``; see the module docstring."""
 
-    def __init__(self, out_folder: str | os.PathLike, purpose: str = "data_gen") -> None:
+    def __init__(self, out_folder: str | os.PathLike, purpose: str = "data_gen", *, tool: str | None = None,
+                 arguments: Mapping[str, Any] | None = None) -> None:
         self.out_folder = Path(out_folder)
         self.purpose = purpose
+        # What the part folders' manifests record (none without a tool); see the module docstring.
+        self.tool = tool
+        self.arguments = dict(arguments or {})
         self.parts: dict[Hashable, PartWriter] = {}
         self._token = f"{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
         self._temps: list[Path] = []  # this run's temporary files, for the clean-up
@@ -338,6 +363,7 @@ class RunOutputs:
                 appender.finish()
         for writer in self.parts.values():
             writer.finish()
+        self._stage_manifests()
         for temp, final in self._renames:
             with _writing(final):
                 os.replace(temp, final)
@@ -348,6 +374,25 @@ class RunOutputs:
         for folder in {final.parent for _, final in self._renames} | {self.out_folder}:
             _fsync_folder(folder)
         return self.counts()
+
+    def _stage_manifests(self) -> None:
+        """Stage ``manifest.json`` in every part folder: the files this run renames there, read from
+        their complete temporary files (a file that stays from an earlier run is not this run's).
+
+        Without a ``tool``, an earlier manifest there is removed instead: it would describe other files.
+        """
+        for folder in dict.fromkeys(writer.folder for writer in self.parts.values()):
+            path = folder / MANIFEST_NAME
+            if self.tool is None:
+                self._removals.append(path)
+                continue
+            files = {final.name: temp for temp, final in self._renames if final.parent == folder}
+            try:
+                with _writing(path):
+                    manifest = build_manifest(files, tool=self.tool, arguments=self.arguments)
+            except ManifestError as error:
+                raise DataGenError(f"{path}: cannot describe the files of this run ({error})") from None
+            self.stage_bytes(path, manifest_text(manifest).encode("utf-8"))
 
     def _discard(self) -> None:
         for appender in self._appenders:

@@ -8,7 +8,6 @@ from feeders.augmentations import (
     temporal_crop_resize,
 )
 from feeders.datasets import (
-    DATASETS,
     DownstreamDataset,
     PretrainDataset,
     SplitPaths,
@@ -29,12 +28,11 @@ from feeders.views import (
 )
 
 __all__ = [
-    "DATASETS",
+    "SPATIAL_AUGMENTS",
+    "VIEW_TRANSFORMS",
     "DownstreamDataset",
     "PretrainDataset",
-    "SPATIAL_AUGMENTS",
     "SplitPaths",
-    "VIEW_TRANSFORMS",
     "center_crop_resize",
     "check_split",
     "joint_corruption",

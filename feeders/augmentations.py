@@ -17,16 +17,18 @@ Semantics follow the reference implementation (fmthoker/skeleton-contrast, ``fee
   each chosen joint's coordinate vector c becomes A^T @ c with A ~ U(-1, 1)^(3x3) (the reference
   multiplies row vectors from the right).
 
-Two cases the reference crashes on are defined here: a clip with 0 frames resizes to zeros, and a clip
-shorter than the 64-frame minimum crop is used whole (and upsampled).
+A clip shorter than the 64-frame minimum crop is used whole (and upsampled), as in the reference. One
+case is new: a clip with 0 frames, on which the reference's resize fails, resizes to zeros.
 """
 from __future__ import annotations
 
 import functools
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
+
+from common.constants import WINDOW_SIZE
 
 MIN_CROP_LENGTH = 64  # the reference never crops fewer frames than this (unless the clip is shorter)
 NUM_CORRUPTED_JOINTS = 15
@@ -122,7 +124,8 @@ def center_crop_bounds(num_frames: int, ratio: float = 0.95) -> tuple[int, int]:
     return start, num_frames - start
 
 
-def center_crop_resize(x: np.ndarray, num_frames: int, ratio: float = 0.95, out_len: int = 64) -> np.ndarray:
+def center_crop_resize(x: np.ndarray, num_frames: int, ratio: float = 0.95,
+                       out_len: int = WINDOW_SIZE) -> np.ndarray:
     """Deterministic centre crop keeping ``ratio`` of the valid frames, resized: -> float32 (C, out_len, V, M)."""
     n = _check_clip(x, num_frames)
     start, stop = center_crop_bounds(n, ratio)
@@ -192,7 +195,8 @@ def check_spatial_augment(value: str, name: str = "spatial") -> str:
 
 
 def pretrain_view(x: np.ndarray, num_frames: int, rng: np.random.Generator,
-                  ratio: Ratio = (0.1, 1.0), out_len: int = 64, spatial: str = "shear_or_corruption") -> np.ndarray:
+                  ratio: Ratio = (0.1, 1.0), out_len: int = WINDOW_SIZE,
+                  spatial: str = "shear_or_corruption") -> np.ndarray:
     """One pretraining view: its own temporal crop-resize, then (``spatial``, default the paper's) shear or
     joint corruption with probability 0.5 each; or always shear, always corruption, or nothing."""
     check_spatial_augment(spatial)

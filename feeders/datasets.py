@@ -1,8 +1,10 @@
 """Datasets over the arrays written by data_gen: pretraining pairs of views and downstream (view, label).
 
-Layout (identical to the reference's): ``<data_root>/<folder>/<split>/{train,val}_data_joint.npy``
-(float32, N x 3 x T x 25 x 2), ``{part}_label.pkl`` (pickle of (sample_names, labels)) and
-``{part}_num_frame.npy`` (N integer frame counts).
+Layout (identical to the reference's, described in ``data_gen.split_files``):
+``<data_root>/<folder>/<split>/{train,val}_data_joint.npy`` (float32, N x 3 x T x 25 x 2),
+``{part}_label.pkl`` (pickle of (sample_names, labels)) and ``{part}_num_frame.npy`` (N integer frame
+counts). Opening a dataset checks those files, then compares the folder with its ``manifest.json``
+(sizes and ``.npy`` headers only; a warning, once per folder, when they differ).
 
 Randomness: item ``i`` of epoch ``e`` draws from ``np.random.default_rng((seed, e, i))``, so results do
 not depend on the number of DataLoader workers, on which worker serves an item, or on where a run was
@@ -14,62 +16,45 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
-from numpy.lib import format as npy_format
 from torch.utils.data import Dataset
 
-from common import safe_pickle
+from common.constants import DATASETS, PAIR_SEPARATOR, PARTS, VALID_PAIRS, WINDOW_SIZE
+from data_gen.manifest import warn_if_mismatch
+from data_gen.split_files import (
+    DataFileError,
+    SplitPaths,
+    check_split,
+    npy_size,
+    open_split,
+    part_paths,
+    prepare_hint,
+)
 from feeders.augmentations import center_crop_resize, check_spatial_augment, pretrain_view, temporal_crop_resize
 from feeders.views import view_transform
 
-PARTS = ("train", "val")
-NUM_JOINTS = 25
-NUM_PERSONS = 2
-
-# Plain data: a new dataset is one more entry. ``prepare`` is the command that writes ``folder``
-# ({out} = <data_root>/<folder>); it goes into the error a missing file raises.
-DATASETS: dict[str, dict[str, Any]] = {
-    "ntu60": {
-        "folder": "NTU-RGB-D-60-AGCN",
-        "num_class": 60,
-        "protocols": {"cross_view": "xview", "cross_subject": "xsub"},
-        "prepare": "python data_gen/ntu_gendata.py --dataset ntu60 --data-path <RAW> --out-folder {out}",
-    },
-    "ntu120": {
-        "folder": "NTU-RGB-D-120-AGCN",
-        "num_class": 120,
-        "protocols": {"cross_setup": "xsetup", "cross_subject": "xsub"},
-        "prepare": "python data_gen/ntu_gendata.py --dataset ntu120 --data-path <RAW> --out-folder {out}",
-    },
-    "pku1": {
-        "folder": "PKU-MMD-1",
-        "num_class": 51,
-        "protocols": {"cross_subject": "xsub", "cross_view": "xview"},
-        "prepare": "python data_gen/pku_gendata.py --dataset pku1 --data-path <RAW> --out-folder {out}",
-    },
-    "pku2": {
-        "folder": "PKU-MMD-2",
-        "num_class": 41,
-        "protocols": {"cross_subject": "xsub"},
-        "prepare": "python data_gen/pku_gendata.py --dataset pku2 --data-path <RAW> --out-folder {out}",
-    },
-}
-
-
-class SplitPaths(NamedTuple):
-    """The three files of one part (train or val) of one split."""
-
-    data: Path
-    label: Path
-    num_frame: Path
+# DATASETS, SplitPaths and check_split stay importable from here (common/args.py, the scripts and the
+# benchmarks import them so); DataFileError is what the datasets raise for a file cut short.
+__all__ = [
+    "DATASETS",
+    "DataFileError",
+    "DownstreamDataset",
+    "PretrainDataset",
+    "SplitPaths",
+    "check_split",
+    "num_classes",
+    "split_paths",
+    "stratified_subset",
+    "valid_pairs",
+]
 
 
 def valid_pairs() -> list[str]:
     """All ``dataset/protocol`` combinations, e.g. ``['ntu60/cross_view', ...]``."""
-    return [f"{name}/{protocol}" for name, spec in DATASETS.items() for protocol in spec["protocols"]]
+    return list(VALID_PAIRS)
 
 
 def num_classes(dataset: str) -> int:
@@ -79,7 +64,7 @@ def num_classes(dataset: str) -> int:
 
 def _spec(dataset: str) -> dict[str, Any]:
     if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; valid dataset/protocol pairs: {', '.join(valid_pairs())}")
+        raise ValueError(f"unknown dataset {dataset!r}; valid dataset/protocol pairs: {', '.join(VALID_PAIRS)}")
     return DATASETS[dataset]
 
 
@@ -88,153 +73,11 @@ def split_paths(data_root: str | os.PathLike, dataset: str, protocol: str, part:
     spec = _spec(dataset)
     if protocol not in spec["protocols"]:
         raise ValueError(
-            f"dataset {dataset!r} has no protocol {protocol!r}; valid dataset/protocol pairs: {', '.join(valid_pairs())}"
+            f"dataset {dataset!r} has no protocol {protocol!r}; valid dataset/protocol pairs: {', '.join(VALID_PAIRS)}"
         )
     if part not in PARTS:
         raise ValueError(f"part must be one of {PARTS}, got {part!r}")
-    folder = Path(data_root) / spec["folder"] / spec["protocols"][protocol]
-    return SplitPaths(
-        data=folder / f"{part}_data_joint.npy",
-        label=folder / f"{part}_label.pkl",
-        num_frame=folder / f"{part}_num_frame.npy",
-    )
-
-
-def _prepare_hint(path: Path) -> str:
-    """The data_gen command that writes ``path``, found from the dataset folder it lies in."""
-    out = path.parent.parent
-    for spec in DATASETS.values():
-        if out.name == spec["folder"]:
-            return spec["prepare"].format(out=out)
-    return "the data_gen script for your dataset (see the README)"
-
-
-class DataFileError(ValueError):
-    """A data file that is empty, truncated, or cut short while a run reads it (one-line message).
-
-    A DataLoader re-raises a worker's exception with the worker's traceback in its message; ``str()``
-    keeps only this error's own line, so a script can still print it as one line.
-    """
-
-    def __str__(self) -> str:
-        text = super().__str__()
-        marker = f"{type(self).__name__}: "
-        own = [line.split(marker, 1)[1] for line in text.splitlines() if marker in line]
-        return own[-1] if own else text
-
-
-LABELS_HOLD = "label files hold (names, labels) only"
-
-
-def _load_labels(path: Path) -> tuple[list[str], np.ndarray]:
-    if path.stat().st_size == 0:
-        raise DataFileError(f"{path}: empty file (0 bytes), not a label pickle; make it again with: "
-                            f"{_prepare_hint(path)}")
-    try:
-        # Restricted: a label file is data, never code (a downloaded folder could carry anything).
-        content = safe_pickle.load(path, LABELS_HOLD)
-    except safe_pickle.RefusedPickle:
-        raise
-    except Exception as exc:  # a damaged pickle fails in many ways; all mean "not a label file"
-        raise ValueError(f"{path}: not a readable label pickle ({type(exc).__name__}: {exc})") from None
-    if not (isinstance(content, (tuple, list)) and len(content) == 2):
-        raise ValueError(f"{path}: expected a pickle of (sample_names, labels), got {type(content).__name__}")
-    names, labels = content
-    names = [str(n) for n in names]
-    try:
-        labels = np.asarray(labels)
-    except ValueError as exc:
-        raise ValueError(f"{path}: labels are not a flat list of integers ({exc})") from None
-    if labels.ndim != 1 or not (labels.size == 0 or np.issubdtype(labels.dtype, np.integer)):
-        raise ValueError(f"{path}: labels must be a flat list of integers, got dtype {labels.dtype} "
-                         f"shape {labels.shape}")
-    if labels.size and labels.min() < 0:
-        raise ValueError(f"{path}: labels must be >= 0 (action number - 1), found {labels.min()}")
-    if len(names) != len(labels):
-        raise ValueError(f"{path}: {len(names)} sample names but {len(labels)} labels")
-    return names, labels.astype(np.int64)
-
-
-class _Split(NamedTuple):
-    data: np.ndarray  # memory map (N, 3, T, 25, 2)
-    num_frames: np.ndarray  # (N,) int64
-    names: list[str] | None
-    labels: np.ndarray | None
-    data_bytes: int  # the data file's size by its header
-
-
-def _open_split(paths: SplitPaths, need_labels: bool) -> _Split:
-    """Open and validate a split; every error names the offending file(s) and shape(s)."""
-    paths = SplitPaths(*(Path(p) for p in paths))
-    needed = [paths.data, paths.num_frame] + ([paths.label] if need_labels else [])
-    for path in needed:
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found; make it with: {_prepare_hint(path)}")
-    data_bytes = npy_size(paths.data)
-    try:
-        data = np.load(paths.data, mmap_mode="r")
-    except (ValueError, OSError) as exc:
-        raise ValueError(f"{paths.data}: not a readable .npy array ({exc})") from None
-    if data.ndim != 5 or data.shape[1] != 3 or data.shape[3] != NUM_JOINTS or data.shape[4] != NUM_PERSONS:
-        raise ValueError(f"{paths.data}: expected shape (N, 3, T, {NUM_JOINTS}, {NUM_PERSONS}), got {data.shape}")
-    npy_size(paths.num_frame)
-    try:
-        num_frames = np.load(paths.num_frame)
-    except (ValueError, OSError) as exc:
-        raise ValueError(f"{paths.num_frame}: not a readable .npy array ({exc})") from None
-    if num_frames.ndim != 1 or not np.issubdtype(num_frames.dtype, np.integer):
-        raise ValueError(f"{paths.num_frame}: expected N integer frame counts, got dtype {num_frames.dtype} "
-                         f"shape {num_frames.shape}")
-    if len(num_frames) != data.shape[0]:
-        raise ValueError(f"{paths.data} has shape {data.shape} but {paths.num_frame} has shape {num_frames.shape}: "
-                         "sample counts disagree")
-    if num_frames.size and (num_frames.min() < 0 or num_frames.max() > data.shape[2]):
-        raise ValueError(f"{paths.num_frame}: frame counts must lie in [0, {data.shape[2]}] (T of {paths.data}), "
-                         f"found [{num_frames.min()}, {num_frames.max()}]")
-    names = labels = None
-    if need_labels:
-        names, labels = _load_labels(paths.label)
-        if len(labels) != data.shape[0]:
-            raise ValueError(f"{paths.data} has shape {data.shape} but {paths.label} holds {len(labels)} labels: "
-                             "sample counts disagree")
-    return _Split(data, num_frames.astype(np.int64), names, labels, data_bytes)
-
-
-def npy_size(path: Path) -> int:
-    """The size in bytes a ``.npy`` file must have by its header; DataFileError when it is shorter.
-
-    Checked before the file is memory-mapped: reading a mapped page past the end of a file is a
-    SIGBUS, which kills a DataLoader worker with a misleading "out of shared memory" message.
-    """
-    size = path.stat().st_size
-    if size == 0:
-        raise DataFileError(f"{path}: empty file (0 bytes), not a .npy array; make it again with: "
-                            f"{_prepare_hint(path)}")
-    try:
-        with open(path, "rb") as f:
-            version = npy_format.read_magic(f)
-            read_header = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}
-            if version not in read_header:
-                raise ValueError(f"unsupported .npy version {version[0]}.{version[1]}")
-            shape, _, dtype = read_header[version](f)
-            offset = f.tell()
-    except ValueError as exc:
-        raise ValueError(f"{path}: not a readable .npy array ({exc})") from None
-    needed = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if size < needed:
-        raise DataFileError(f"{path}: truncated: its header declares shape {tuple(shape)} {dtype} ({needed:,} bytes) "
-                            f"but the file has {size:,} bytes (an interrupted copy?); make it again with: "
-                            f"{_prepare_hint(path)}")
-    return needed
-
-
-def check_split(paths: SplitPaths, need_labels: bool = True) -> int:
-    """Check that a split's files exist and agree; return its number of samples.
-
-    Raises FileNotFoundError (naming the file and the data_gen command that writes it) or ValueError
-    (naming the files and shapes that disagree). Cheap: the data is memory-mapped, not read.
-    """
-    return int(_open_split(paths, need_labels).data.shape[0])
+    return part_paths(Path(data_root) / spec["folder"] / spec["protocols"][protocol], part)
 
 
 def stratified_subset(labels: Sequence[int] | np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -267,8 +110,9 @@ class _SplitDataset(Dataset):
     """Shared machinery: lazy per-process memory map, shared epoch counter, per-item generator."""
 
     def __init__(self, paths: SplitPaths, need_labels: bool, seed: int | None) -> None:
-        split = _open_split(paths, need_labels)
+        split = open_split(paths, need_labels)
         self.paths = SplitPaths(*(Path(p) for p in paths))
+        warn_if_mismatch(self.paths.data.parent)
         self.num_frames = split.num_frames
         self._all_names = split.names
         self._all_labels = split.labels
@@ -319,7 +163,7 @@ class _SplitDataset(Dataset):
         if size < self._data_bytes:
             raise DataFileError(f"{self.paths.data}: cut to {size:,} of its {self._data_bytes:,} bytes while this run "
                                 f"was reading it (rewritten in place?); make it again with: "
-                                f"{_prepare_hint(self.paths.data)}, then rerun")
+                                f"{prepare_hint(self.paths.data)}, then rerun")
 
     def __getstate__(self) -> dict[str, Any]:
         # A pickled memmap would copy the whole array into each worker; reopen it there instead.
@@ -339,10 +183,11 @@ class PretrainDataset(_SplitDataset):
     """
 
     def __init__(self, paths: SplitPaths, representations: Sequence[str] | str, l_ratio: Sequence[float] = (0.1, 1.0),
-                 input_size: int = 64, seed: int | None = 0, spatial_augment: str = "shear_or_corruption") -> None:
+                 input_size: int = WINDOW_SIZE, seed: int | None = 0,
+                 spatial_augment: str = "shear_or_corruption") -> None:
         check_spatial_augment(spatial_augment, "spatial_augment")  # here, not first in a DataLoader worker
         if isinstance(representations, str):
-            representations = tuple(representations.split("_and_"))
+            representations = tuple(representations.split(PAIR_SEPARATOR))
         if len(representations) not in (1, 2):
             raise ValueError(f"expected 1 or 2 representations, got {representations!r}")
         self.representations = tuple(representations)
@@ -372,7 +217,7 @@ class DownstreamDataset(_SplitDataset):
     """
 
     def __init__(self, paths: SplitPaths, representation: str, train: bool,
-                 l_ratio: Sequence[float] | float | None = None, input_size: int = 64, seed: int | None = 0,
+                 l_ratio: Sequence[float] | float | None = None, input_size: int = WINDOW_SIZE, seed: int | None = 0,
                  indices: Sequence[int] | np.ndarray | None = None) -> None:
         self.representation = representation
         self._transform = view_transform(representation)

@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from common.constants import NUM_COORDINATES, NUM_JOINTS, NUM_PERSONS, WINDOW_SIZE
+
 ViewTransform = Callable[[np.ndarray], np.ndarray]
 
 
@@ -53,8 +55,8 @@ def view_transform(representation: str) -> ViewTransform:
         ) from None
 
 
-def view_shape(representation: str, input_size: int = 64, num_joints: int = 25, num_persons: int = 2,
-               channels: int = 3) -> tuple[int, ...]:
+def view_shape(representation: str, input_size: int = WINDOW_SIZE, num_joints: int = NUM_JOINTS,
+               num_persons: int = NUM_PERSONS, channels: int = NUM_COORDINATES) -> tuple[int, ...]:
     """Shape of one item's view (without the batch axis), e.g. ('seq-based', 64) -> (64, 150)."""
     view_transform(representation)
     if representation == "seq-based":

@@ -1,6 +1,5 @@
 """Inter- and intra-skeleton MoCo contrast: pure functions and the model holding encoders and queues."""
 from moco.builder import (
-    ENCODER_NAMES,
     QUEUE_NAMES,
     MoCo,
     attach_mlp_head,
@@ -20,7 +19,6 @@ from moco.functional import (
 from moco.step import StepOutput, contrastive_step
 
 __all__ = [
-    "ENCODER_NAMES",
     "QUEUE_NAMES",
     "MoCo",
     "StepOutput",

@@ -37,21 +37,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.constants import CHECKPOINT_PREFIX, ENCODER_PAIRS, QUERY_ENCODERS
 from common.representations import parse_representation
 from moco.functional import contrastive_loss, enqueue, init_queue, momentum_update
 from models import build_encoder
 
-# (query encoder, key encoder) attribute names per stream, by number of streams.
-ENCODER_NAMES: dict[int, tuple[tuple[str, str], ...]] = {
-    1: (("encoder_q", "encoder_k"),),
-    2: (("encoder_q", "encoder_k"), ("encoder_r", "encoder_l")),
-}
 # (queue, pointer) buffer names per stream: stream i's keys go into its queue.
 QUEUE_NAMES: dict[int, tuple[tuple[str, str], ...]] = {
     1: (("queue", "queue_ptr"),),
     2: (("Queue_S1", "queue_ptr_S1"), ("Queue_S2", "queue_ptr_S2")),
 }
-CHECKPOINT_PREFIX = "module."
 
 
 def _last_linear(encoder: nn.Module) -> nn.Linear:
@@ -103,14 +98,14 @@ class MoCo(nn.Module):
     ) -> None:
         super().__init__()
         n = len(query_encoders)
-        if n not in ENCODER_NAMES:
+        if not 1 <= n <= len(ENCODER_PAIRS):
             raise ValueError(f"MoCo takes 1 or 2 query encoders, got {n}")
         if K <= 0 or dim <= 0:
             raise ValueError(f"queue size K and dim must be positive, got K={K}, dim={dim}")
         self.K, self.m, self.T, self.dim = int(K), float(m), float(T), int(dim)
         self.num_streams = n
         # Registration order q, k, r, l (the reference's) fixes the optimizer's parameter order.
-        for (query_name, key_name), encoder in zip(ENCODER_NAMES[n], query_encoders):
+        for (query_name, key_name), encoder in zip(ENCODER_PAIRS[:n], query_encoders):
             out = _last_linear(encoder).out_features
             if out != dim:
                 raise ValueError(f"{query_name} outputs {out} features but the queue dimension is {dim}")
@@ -127,11 +122,11 @@ class MoCo(nn.Module):
     # -- parts -------------------------------------------------------------------------------------
     def query_encoders(self) -> list[nn.Module]:
         """[f_q] or [f_q, f_r]."""
-        return [getattr(self, q) for q, _ in ENCODER_NAMES[self.num_streams]]
+        return [getattr(self, q) for q, _ in ENCODER_PAIRS[: self.num_streams]]
 
     def key_encoders(self) -> list[nn.Module]:
         """[f_k] or [f_k, f_l], the momentum copies of :meth:`query_encoders`."""
-        return [getattr(self, k) for _, k in ENCODER_NAMES[self.num_streams]]
+        return [getattr(self, k) for _, k in ENCODER_PAIRS[: self.num_streams]]
 
     # -- the replicated, side-effect-free part -------------------------------------------------------
     def forward(self, *views: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
@@ -158,7 +153,7 @@ class MoCo(nn.Module):
         r = _embed(self.encoder_r, x1_s2)  # (N, dim) query of S2
         with torch.no_grad():
             k = _embed(self.encoder_k, x2_s1)  # (N, dim) key of S1
-            l = _embed(self.encoder_l, x2_s2)  # noqa: E741 -- the paper's name; (N, dim) key of S2
+            l = _embed(self.encoder_l, x2_s2)  # the paper's name; (N, dim) key of S2
         return (q, r), (k, l)
 
     def loss(
@@ -174,7 +169,7 @@ class MoCo(nn.Module):
             loss, logits = contrastive_loss(q, k, self.queue, self.T)  # (N, 1+K)
             return loss, (logits,)
         q, r = queries
-        k, l = keys  # noqa: E741 -- the paper's name
+        k, l = keys  # the paper's name
         loss_q, logits_q = contrastive_loss(q, l, self.Queue_S2, self.T)  # S1 query vs S2 key and queue
         loss_r, logits_r = contrastive_loss(r, k, self.Queue_S1, self.T)  # S2 query vs S1 key and queue
         return loss_q + loss_r, (logits_q, logits_r)
@@ -202,7 +197,7 @@ class MoCo(nn.Module):
             (k,) = keys
             enqueue(self.queue, self.queue_ptr, k)
             return
-        k, l = keys  # noqa: E741 -- the paper's name
+        k, l = keys  # the paper's name
         enqueue(self.Queue_S1, self.queue_ptr_S1, k)
         enqueue(self.Queue_S2, self.queue_ptr_S2, l)
 
@@ -239,7 +234,7 @@ def load_checkpoint_state_dict(model: nn.Module, state_dict: Mapping[str, torch.
 
 
 def encoder_state_dict(
-    state_dict: Mapping[str, torch.Tensor], encoder_name: str = "encoder_q"
+    state_dict: Mapping[str, torch.Tensor], encoder_name: str = QUERY_ENCODERS[0]
 ) -> dict[str, torch.Tensor]:
     """The weights of one encoder (e.g. 'encoder_q', 'encoder_r') of a pretraining checkpoint, keys
     relative to that encoder (``fc.*`` included; with the MLP head, ``mlp=True``, ``fc.0.*``/``fc.2.*``)."""

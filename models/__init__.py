@@ -7,15 +7,12 @@ from __future__ import annotations
 
 from torch import nn
 
+from common.constants import VALUES_PER_FRAME, WINDOW_SIZE
 from models.agcn import AGCN
 from models.bigru import BIGRU
-from models.graph import NUM_JOINTS
 from models.hcn import HCN
 
 ENCODERS: dict[str, type[nn.Module]] = {"seq-based": BIGRU, "graph-based": AGCN, "image-based": HCN}
-
-# The seq-based view flattens each frame's 25 joints x 3 coordinates x 2 persons.
-SEQ_INPUT_SIZE: int = NUM_JOINTS * 3 * 2
 
 
 def build_encoder(
@@ -26,13 +23,13 @@ def build_encoder(
     gru_layers: int = 3,
     agcn_base_channels: int = 64,
     hcn_out_channels: int = 64,
-    window_size: int = 64,
+    window_size: int = WINDOW_SIZE,
     true_bidirectional: bool = False,
 ) -> nn.Module:
     """The encoder for one base representation, initialised as the reference does."""
     if representation == "seq-based":
         return BIGRU(
-            en_input_size=SEQ_INPUT_SIZE,
+            en_input_size=VALUES_PER_FRAME,  # the seq-based view: one flattened frame per step
             en_hidden_size=gru_hidden_size,
             en_num_layers=gru_layers,
             num_class=num_class,
@@ -54,4 +51,4 @@ def feature_dim(encoder: nn.Module) -> int:
     return first.in_features
 
 
-__all__ = ["AGCN", "BIGRU", "ENCODERS", "HCN", "SEQ_INPUT_SIZE", "build_encoder", "feature_dim"]
+__all__ = ["AGCN", "BIGRU", "ENCODERS", "HCN", "build_encoder", "feature_dim"]

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.graph import NUM_JOINTS, spatial_adjacency
+from common.constants import NUM_COORDINATES, NUM_JOINTS, NUM_PERSONS
+from models.graph import spatial_adjacency
 
 
 def conv_init(conv: nn.Conv2d) -> None:
@@ -135,8 +136,8 @@ class AGCN(nn.Module):
         self,
         num_class: int = 128,
         num_point: int = NUM_JOINTS,
-        num_person: int = 2,
-        in_channels: int = 3,
+        num_person: int = NUM_PERSONS,
+        in_channels: int = NUM_COORDINATES,
         base_channels: int = 64,
     ):
         super().__init__()

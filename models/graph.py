@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-NUM_JOINTS: int = 25
+from common.constants import NUM_JOINTS
 
 # (child, parent) pairs, 1-based Kinect joint numbers, pointing towards the spine centre (joint 21).
 NTU_BONES: tuple[tuple[int, int], ...] = (

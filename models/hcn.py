@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.constants import NUM_COORDINATES, NUM_JOINTS, NUM_PERSONS, WINDOW_SIZE
+
 
 def _point_block(in_channel: int, out_channel: int, window_size: int) -> tuple[nn.Sequential, nn.Conv2d]:
     """conv1 (1x1 + ReLU) and conv2 ((3,1) over time, out = window_size channels)."""
@@ -65,11 +67,11 @@ class HCN(nn.Module):
 
     def __init__(
         self,
-        in_channel: int = 3,
-        num_joint: int = 25,
-        num_person: int = 2,
+        in_channel: int = NUM_COORDINATES,
+        num_joint: int = NUM_JOINTS,
+        num_person: int = NUM_PERSONS,
         out_channel: int = 64,
-        window_size: int = 64,
+        window_size: int = WINDOW_SIZE,
         num_class: int = 128,
     ):
         super().__init__()

@@ -35,11 +35,11 @@ from matplotlib.animation import FuncAnimation, PillowWriter
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure, SubFigure
 
+from common.constants import DATASETS, PARTS, WINDOW_SIZE
 from data_gen.ctrgcn_npz import Part, open_part, split_folder
 from data_gen.ntu_splits import read_action_names, strip_suffix
 from data_gen.writer import DataGenError
 from feeders.augmentations import NUM_CORRUPTED_JOINTS, SPATIAL_AUGMENTS, pretrain_view, sample_crop
-from feeders.datasets import DATASETS, PARTS
 from feeders.views import to_image_view, to_seq_view
 from models.graph import NTU_BONES
 
@@ -113,7 +113,7 @@ def describe_view(rng: np.random.Generator, num_frame: int, ratio: Sequence[floa
 
 
 def pretraining_views(clip: Clip, *, seed: int = 0, epoch: int = 0, ratio: Sequence[float] = (0.1, 1.0),
-                      input_size: int = 64, spatial: str = "shear_or_corruption") -> list[View]:
+                      input_size: int = WINDOW_SIZE, spatial: str = "shear_or_corruption") -> list[View]:
     """The two views ``PretrainDataset(seed=seed)`` draws for this clip in ``epoch`` (same generator, same calls)."""
     rng = np.random.default_rng((seed, epoch, clip.index))
     views = []
@@ -309,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--views", action="store_true", help="add the two pretraining views in each representation")
     parser.add_argument("--seed", type=int, default=0, help="the pretraining --seed whose views are drawn")
     parser.add_argument("--epoch", type=int, default=0, help="the epoch whose views are drawn")
-    parser.add_argument("--input-size", type=int, default=64, help="frames of a view (default 64)")
+    parser.add_argument("--input-size", type=int, default=WINDOW_SIZE,
+                        help=f"frames of a view (default {WINDOW_SIZE})")
     parser.add_argument("--l-ratio", type=float, nargs=2, default=(0.1, 1.0), metavar=("LO", "HI"),
                         help="crop ratio range of the views (default 0.1 1.0)")
     parser.add_argument("--spatial-augment", choices=SPATIAL_AUGMENTS, default="shear_or_corruption")

@@ -1,6 +1,7 @@
 """data_gen: parser, normalisation steps against the literal reference, splits, bad inputs, end to end."""
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 from data_gen import ntu_gendata
+from data_gen.manifest import verify
 from data_gen.normalize import (
     align_to_axes,
     body_energy,
@@ -42,6 +44,7 @@ from tests.test_data_gen_literal import (
 
 OUTPUT_FILES = ("train_data_joint.npy", "train_label.pkl", "train_num_frame.npy",
                 "val_data_joint.npy", "val_label.pkl", "val_num_frame.npy")
+SPLIT_FOLDER_FILES = tuple(sorted((*OUTPUT_FILES, "manifest.json")))
 
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -65,7 +68,8 @@ def write_text(path: Path, lines: list[str], newline: str = "\n") -> Path:
 def coords(frame: int, body: int, num_joints: int = 25) -> np.ndarray:
     """Distinct, exactly representable test coordinates for (frame, body): (J, 3)."""
     j = np.arange(num_joints)
-    return np.stack([frame + 0.25 * body + 0.0078125 * j, -1.5 + 0.125 * j, np.full(num_joints, 2.5 + frame * 0.5 + body)], -1)
+    return np.stack([frame + 0.25 * body + 0.0078125 * j, -1.5 + 0.125 * j,
+                     np.full(num_joints, 2.5 + frame * 0.5 + body)], -1)
 
 
 def hand_written_file(path: Path, newline: str = "\n") -> Path:
@@ -88,6 +92,11 @@ def run_main(args: list[str], capsys=None) -> tuple[int, str]:
         code = exit_.code
     err = capsys.readouterr().err if capsys is not None else ""
     return code, err
+
+
+def read_labels(path: Path) -> tuple[list, list]:
+    with open(path, "rb") as f:
+        return pickle.load(f)
 
 
 def outputs(folder: Path) -> list[str]:
@@ -348,7 +357,7 @@ def test_xsub_training_subjects_include_ntu120_extras():
     ntu60 = {1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38}
     extra = {45, 46, 47, 49, 50, 52, 53, 54, 55, 56, 57, 58, 59, 70, 74, 78, 80, 81, 82, 83, 84, 85, 86, 89,
              91, 92, 93, 94, 95, 97, 98, 100, 103}
-    assert XSUB_TRAIN_SUBJECTS == ntu60 | extra
+    assert ntu60 | extra == XSUB_TRAIN_SUBJECTS
     train = {p for p in range(1, 107) if is_training(parse_sample_name(f"S001C001P{p:03d}R001A001"), "xsub")}
     assert train == ntu60 | extra
 
@@ -395,7 +404,8 @@ def test_end_to_end_matches_literal_reference(tmp_path, synthetic_dir, ignored_l
                         "--out-folder", str(ours), "--dataset", "ntu60"], capsys)
     assert code == 0
     literal_main(str(synthetic_dir), str(ref), str(ignored_list), ("xsub", "xview"))
-    assert outputs(ours) == [f"{b}/{f}" for b in ("xsub", "xview") for f in OUTPUT_FILES]
+    assert outputs(ours) == [f"{b}/{f}" for b in ("xsub", "xview") for f in SPLIT_FOLDER_FILES]
+    assert verify(ours / "xsub") == [] and verify(ours / "xview") == []
 
     files = sorted(p.name for p in synthetic_dir.glob("*.skeleton"))
     kept = [n for n in files if n not in (files[1], files[5])]
@@ -404,7 +414,7 @@ def test_end_to_end_matches_literal_reference(tmp_path, synthetic_dir, ignored_l
         for part in ("train", "val"):
             folder = ours / benchmark
             data = np.load(folder / f"{part}_data_joint.npy", mmap_mode="r")
-            names, labels = pickle.load(open(folder / f"{part}_label.pkl", "rb"))
+            names, labels = read_labels(folder / f"{part}_label.pkl")
             frames = np.load(folder / f"{part}_num_frame.npy")
             assert data.dtype == np.float32 and data.shape == (len(names), 3, 300, 25, 2)
             assert frames.dtype == np.int64 and frames.shape == (len(names),)
@@ -414,7 +424,7 @@ def test_end_to_end_matches_literal_reference(tmp_path, synthetic_dir, ignored_l
             assert frames.tolist() == [int((synthetic_dir / n).read_text().split("\n", 1)[0]) for n in names]
             for name in names:
                 assert is_training(parse_sample_name(name), benchmark) == (part == "train")
-            ref_names, ref_labels = pickle.load(open(ref / benchmark / f"{part}_label.pkl", "rb"))
+            ref_names, ref_labels = read_labels(ref / benchmark / f"{part}_label.pkl")
             assert (names, labels) == (ref_names, ref_labels)
             np.testing.assert_array_equal(frames, np.load(ref / benchmark / f"{part}_num_frame.npy"))
             assert np.abs(data - np.load(ref / benchmark / f"{part}_data_joint.npy")).max() <= 1e-5
@@ -428,10 +438,10 @@ def test_workers_give_identical_output(tmp_path, synthetic_dir):
                              "--dataset", "ntu120", "--benchmarks", "xsetup"]) == 0
     assert ntu_gendata.main(["--data-path", str(synthetic_dir), "--out-folder", str(two), "--no-progress",
                              "--dataset", "ntu120", "--benchmarks", "xsetup", "--workers", "2"]) == 0
-    assert outputs(one) == outputs(two) == [f"xsetup/{f}" for f in OUTPUT_FILES]
-    for name in OUTPUT_FILES:
+    assert outputs(one) == outputs(two) == [f"xsetup/{f}" for f in SPLIT_FOLDER_FILES]
+    for name in SPLIT_FOLDER_FILES:  # the manifest too: it records what determines the contents, not --workers
         assert (one / "xsetup" / name).read_bytes() == (two / "xsetup" / name).read_bytes()
-    _, labels = pickle.load(open(one / "xsetup" / "train_label.pkl", "rb"))
+    _, labels = read_labels(one / "xsetup" / "train_label.pkl")
     assert set(labels) == {0, 1, 2, 3}
 
 
@@ -447,9 +457,9 @@ def test_default_out_folder_and_ignored_list(tmp_path, synthetic_dir, monkeypatc
     monkeypatch.chdir(tmp_path)
     assert ntu_gendata.main(["--data-path", str(synthetic_dir), "--benchmarks", "xview", "--no-progress"]) == 0
     folder = tmp_path / "data" / "NTU-RGB-D-60-AGCN"
-    assert outputs(folder) == [f"xview/{f}" for f in OUTPUT_FILES]
-    names = pickle.load(open(folder / "xview" / "train_label.pkl", "rb"))[0]
-    names += pickle.load(open(folder / "xview" / "val_label.pkl", "rb"))[0]
+    assert outputs(folder) == [f"xview/{f}" for f in SPLIT_FOLDER_FILES]
+    names = read_labels(folder / "xview" / "train_label.pkl")[0]
+    names += read_labels(folder / "xview" / "val_label.pkl")[0]
     assert len(names) == 24  # synthetic names avoid the official missing-skeleton list
 
 
@@ -459,7 +469,7 @@ def test_ignored_names_may_carry_the_suffix(tmp_path, synthetic_dir):
     listing.write_text(f"prose\nprose\n{names[0]}\r\n{names[3][:-9]}\n")
     ntu_gendata.generate(synthetic_dir, tmp_path / "out", listing, ("xview",), progress=False)
     kept = [n for part in ("train", "val")
-            for n in pickle.load(open(tmp_path / "out" / "xview" / f"{part}_label.pkl", "rb"))[0]]
+            for n in read_labels(tmp_path / "out" / "xview" / f"{part}_label.pkl")[0]]
     assert sorted(kept) == [n for i, n in enumerate(names) if i not in (0, 3)]
 
 
@@ -528,8 +538,14 @@ def test_skip_bad_lists_skipped_files_and_finishes(tmp_path, synthetic_dir, caps
     (clean / "raw" / paths[2].name).unlink()
     (clean / "raw" / paths[7].name).unlink()
     assert run_main(["--data-path", str(clean / "raw"), "--out-folder", str(clean / "out")], capsys)[0] == 0
+    assert outputs(out) == sorted([*outputs(clean / "out"), "skipped_samples.txt"])
     for name in outputs(clean / "out"):
-        assert (out / name).read_bytes() == (clean / "out" / name).read_bytes()
+        if not name.endswith("manifest.json"):
+            assert (out / name).read_bytes() == (clean / "out" / name).read_bytes()
+            continue
+        ours, theirs = (json.loads((root / name).read_text()) for root in (out, clean / "out"))
+        assert ours["files"] == theirs["files"] and ours["parts"] == theirs["parts"]
+        assert ours["arguments"] == {**theirs["arguments"], "data_path": str(raw), "skip_bad": True}
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "no-skeletons"])
@@ -589,7 +605,7 @@ def test_sample_without_bodies_stays_zero_with_a_warning(tmp_path):
     assert summary.empty == ["S001C002P001R001A003.skeleton"]
     data = np.load(tmp_path / "out" / "xview" / "train_data_joint.npy")
     assert data.shape == (1, 3, 300, 25, 2) and not data.any()
-    assert pickle.load(open(tmp_path / "out" / "xview" / "train_label.pkl", "rb")) == (
+    assert read_labels(tmp_path / "out" / "xview" / "train_label.pkl") == (
         ["S001C002P001R001A003.skeleton"], [2])
 
 

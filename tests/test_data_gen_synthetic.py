@@ -4,9 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from common.constants import DATASETS, NTU_DATASETS
 from data_gen import synthetic
-from data_gen.ntu_splits import DATASET_BENCHMARKS, DEFAULT_IGNORED_LISTS, is_training, parse_sample_name, read_ignored_list
 from data_gen.normalize import body_energy
+from data_gen.ntu_splits import DEFAULT_IGNORED_LISTS, is_training, parse_sample_name, read_ignored_list
 from data_gen.skeleton_reader import read_skeleton
 from tests.test_data_gen_literal import literal_read_skeleton
 
@@ -45,7 +46,7 @@ def test_every_class_is_in_train_and_val_of_every_benchmark(files):
     assert len({p.name for p in files}) == len(files)
     assert {n.camera for n in names} == {1, 2, 3}
     assert len({n.subject for n in names}) == 6 and len({n.setup for n in names}) == 4
-    for benchmark in {b for bs in DATASET_BENCHMARKS.values() for b in bs}:
+    for benchmark in {b for name in NTU_DATASETS for b in DATASETS[name]["benchmarks"]}:  # xsub, xview, xsetup
         for training in (True, False):
             labels = {n.label for n in names if is_training(n, benchmark) == training}
             assert labels == set(range(5)), (benchmark, training)

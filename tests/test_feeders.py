@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from common.constants import DATASETS
 from feeders import augmentations as aug
 from feeders.datasets import (
-    DATASETS,
     DownstreamDataset,
     PretrainDataset,
     SplitPaths,
@@ -221,7 +221,7 @@ def test_pretrain_view_spatial_choice_composes_the_named_steps(spatial):
 
 
 def test_pretrain_view_unknown_spatial_choice_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="shear_or_corruption, shear, corruption, none.*'mixup'"):
+    with pytest.raises(ValueError, match=r"shear_or_corruption, shear, corruption, none.*'mixup'"):
         aug.pretrain_view(clip(t=100, seed=1), 100, np.random.default_rng(0), spatial="mixup")
 
 
@@ -457,7 +457,7 @@ def test_missing_file_message(tmp_path):
            f"{tmp_path / 'NTU-RGB-D-60-AGCN'}" in msg
     write_split(paths.data.parent)
     paths.label.unlink()
-    with pytest.raises(FileNotFoundError, match="train_label.pkl"):
+    with pytest.raises(FileNotFoundError, match=r"train_label\.pkl"):
         DownstreamDataset(paths, "seq-based", train=False)
     assert len(PretrainDataset(paths, ("seq-based",))) == 6  # pretraining needs no labels
     assert check_split(paths, need_labels=False) == 6

@@ -89,6 +89,7 @@ def test_cheap_check_compares_npy_headers(folder):
 def test_no_manifest_is_silent_for_datasets_and_bad_input_for_verify(prepared, tmp_path, capsys):
     bare = tmp_path / "bare"
     shutil.copytree(prepared, bare)
+    (bare / "manifest.json").unlink()  # a folder prepared before manifests existed
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert mf.warn_if_mismatch(bare) == []
@@ -104,6 +105,7 @@ def test_no_manifest_is_silent_for_datasets_and_bad_input_for_verify(prepared, t
 def test_cli_write_then_verify(prepared, tmp_path, capsys):
     old = tmp_path / "old"
     shutil.copytree(prepared, old)
+    (old / "manifest.json").unlink()
     assert mf.main(["write", str(old)]) == 0
     assert json.loads((old / "manifest.json").read_text())["tool"] == "data_gen/manifest.py write"
     assert mf.main(["verify", str(old)]) == 0
@@ -130,3 +132,108 @@ def test_label_pickles_are_read_without_running_code(tmp_path):
     assert not marker.exists()
     path.write_bytes(pickle.dumps((["a", "b"], [np.int64(3), 4])))  # numpy scalars are plain data
     assert mf.load_labels(path) == (["a", "b"], [3, 4])
+
+
+# ----------------------------------------------------------------------------------------------------
+# written by the converters, read by the datasets
+
+def test_data_gen_writes_a_manifest_that_verify_accepts(prepared, tmp_path, capsys):
+    """ntu_gendata's split folders carry their manifest: every file, the class counts, what determines them."""
+    manifest = json.loads((prepared / "manifest.json").read_text())
+    assert manifest["tool"] == "data_gen/ntu_gendata.py"
+    raw = prepared.parents[2] / "raw"
+    assert manifest["arguments"] == {"data_path": str(raw), "ignored_sample_path": None,
+                                     "benchmarks": ["xsub", "xview"], "skip_bad": False, "num_actions": None}
+    assert sorted(manifest["files"]) == sorted(SPLIT_FILES)
+    assert "created" not in manifest  # the same run elsewhere or later writes the same manifest
+    for part in ("train", "val"):
+        _, names, labels, _ = load_part(prepared, part)
+        assert manifest["parts"][part]["samples"] == len(names) == len(labels)
+    assert manifest["parts"]["train"]["samples"] + manifest["parts"]["val"]["samples"] == 24
+    for benchmark in ("xsub", "xview"):
+        assert mf.verify(prepared.parent / benchmark) == []
+    copy = tmp_path / "xsub"
+    shutil.copytree(prepared, copy)
+    assert mf.main(["verify", str(copy)]) == 0
+    path = copy / "train_data_joint.npy"
+    with open(path, "r+b") as f:  # one byte of one coordinate, in place: same size, same header
+        f.seek(path.stat().st_size - 1000)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0x01]))
+    capsys.readouterr()
+    assert mf.main(["verify", str(copy)]) == 1
+    out = capsys.readouterr().out
+    assert f"{path}: sha256 " in out and "(same size: changed in place)" in out and "1 mismatch(es)" in out
+
+
+def test_manifest_is_hashed_from_the_temporary_files_and_renamed_with_them(tmp_path, monkeypatch):
+    """The manifest is built before the commit renames anything, from this run's complete temporary files."""
+    from data_gen import ntu_gendata, writer
+    from data_gen.synthetic import write_synthetic_ntu
+
+    raw = tmp_path / "raw"
+    write_synthetic_ntu(raw, num_classes=4, samples_per_class=3, seed=5)
+    out = tmp_path / "out"
+    seen = []
+    build = writer.build_manifest
+
+    def recording(files, **kwargs):
+        seen.append({name: Path(path) for name, path in files.items()})
+        assert not (out / "xview" / "train_data_joint.npy").exists()  # nothing renamed yet
+        return build(files, **kwargs)
+
+    monkeypatch.setattr(writer, "build_manifest", recording)
+    ntu_gendata.generate(raw, out, None, ("xview",), progress=False)
+    assert len(seen) == 1 and sorted(seen[0]) == sorted(SPLIT_FILES)
+    assert all(path.name.startswith(f"{name}.partial-") for name, path in seen[0].items())
+    assert mf.verify(out / "xview") == []
+    assert sorted(p.name for p in (out / "xview").iterdir()) == sorted([*SPLIT_FILES, "manifest.json"])
+
+
+def test_a_run_without_a_tool_removes_an_earlier_manifest(prepared, tmp_path):
+    """RunOutputs used directly (no tool to record) must not leave a manifest describing other files."""
+    from data_gen.writer import RunOutputs
+
+    root = tmp_path / "root"
+    shutil.copytree(prepared, root / "xsub")
+    with RunOutputs(root) as out:
+        out.add_part("train", "xsub", "train", 1).append("a", 0, np.zeros((3, 300, 25, 2), np.float32), 1)
+        out.add_part("val", "xsub", "val", 1).append("b", 0, np.zeros((3, 300, 25, 2), np.float32), 1)
+        out.commit()
+    assert not (root / "xsub" / "manifest.json").exists()
+
+
+def test_datasets_warn_once_when_a_file_no_longer_matches(folder, tmp_path):
+    """Opening a dataset checks the folder against its manifest: silent when it matches; a truncated file
+    of the folder gives one warning naming it and both sizes, once per folder."""
+    from feeders.datasets import DataFileError, DownstreamDataset, PretrainDataset
+
+    paths = _paths(folder, "train")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        PretrainDataset(paths, "seq-based")
+    mf._WARNED.clear()
+    cut = folder / "val_data_joint.npy"
+    size = cut.stat().st_size
+    with open(cut, "r+b") as f:
+        f.truncate(size - 1000)
+    with pytest.warns(UserWarning) as caught:
+        PretrainDataset(paths, "seq-based")
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert message.startswith(f"{folder} does not match its manifest.json: {cut}: {size - 1000} bytes, "
+                              f"manifest.json says {size}")
+    assert message.endswith(f"; check with: python data_gen/manifest.py verify {folder}")
+    assert caught[0].filename.endswith("feeders/datasets.py")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        DownstreamDataset(paths, "seq-based", train=True)  # the same folder: not again
+    with pytest.raises(DataFileError, match="truncated"):
+        DownstreamDataset(_paths(folder, "val"), "seq-based", train=False)  # and the cut part itself fails
+
+
+def _paths(folder: Path, part: str):
+    from data_gen.split_files import part_paths
+
+    return part_paths(folder, part)

@@ -15,10 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models import ENCODERS, SEQ_INPUT_SIZE, bigru, build_encoder, feature_dim
+from common.constants import NUM_JOINTS, VALUES_PER_FRAME
+from models import ENCODERS, bigru, build_encoder, feature_dim
 from models.agcn import AGCN, AdaptiveGraphConv
 from models.bigru import BIGRU, causal_bigru, reference_loop_features
-from models.graph import NTU_BONES, NUM_JOINTS, spatial_adjacency
+from models.graph import NTU_BONES, spatial_adjacency
 from models.hcn import HCN, motion_of
 
 
@@ -161,7 +162,7 @@ def _tiny(representation: str, num_class: int = 6) -> nn.Module:
 def _input(representation: str, batch: int = 3, frames: int = 16, seed: int = 0) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     if representation == "seq-based":
-        return torch.randn(batch, frames, SEQ_INPUT_SIZE, generator=gen)
+        return torch.randn(batch, frames, VALUES_PER_FRAME, generator=gen)
     return torch.randn(batch, 3, frames, 25, 2, generator=gen)
 
 

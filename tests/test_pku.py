@@ -1,6 +1,7 @@
 """PKU-MMD preparation: parsing, cutting, normalising and splitting synthetic files in the official formats."""
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 from data_gen import pku_gendata as pku
+from data_gen.manifest import verify
 from data_gen.normalize import normalize_sample, select_bodies
 
 T_VIDEO = 420  # frames per synthetic video
@@ -195,6 +197,11 @@ def test_phase1_end_to_end(tmp_path):
     with pytest.warns(UserWarning, match="1 clips longer than 300 frames were resampled to 300"):
         assert run(["--phase", "1", "--data-path", str(ds["skeleton"]), "--out-folder", str(out)]) == 0
     check_outputs(out, ds, ("xsub", "xview"))
+    for benchmark in ("xsub", "xview"):
+        assert verify(out / benchmark) == []
+    manifest = json.loads((out / "xview" / "manifest.json").read_text())
+    assert manifest["tool"] == "data_gen/pku_gendata.py" and manifest["parts"]["val"]["samples"] == 4
+    assert manifest["arguments"]["phase"] == 1 and manifest["arguments"]["long_clips"] == "resample"
     # the normalisation did something: person 1's spine centre is at the origin in every frame
     data, *_ = load_part(out / "xsub", "train")
     np.testing.assert_allclose(data[:, :, :, 1, 0], 0.0, atol=1e-5)
@@ -213,6 +220,7 @@ def test_phase1_end_to_end(tmp_path):
     for name in ("val_data_joint.npy", "val_label.pkl", "train_num_frame.npy", "train_data_joint.npy"):
         assert (out2 / "xview" / name).read_bytes() == (out / "xview" / name).read_bytes()
     assert not (out2 / "xsub").exists()
+    assert verify(out2 / "xview") == []
 
 
 def test_phase2_truncate_and_split_options(tmp_path):
@@ -226,6 +234,7 @@ def test_phase2_truncate_and_split_options(tmp_path):
         assert run(argv + ["--split-dir", str(split_dir)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["xsub"]  # phase 2: cross-subject only
     check_outputs(out, ds, ("xsub",), mode="truncate")
+    assert verify(out / "xsub") == []
     from feeders.datasets import check_split, split_paths
     assert check_split(split_paths(tmp_path, "pku2", "cross_subject", "train")) == 8
 
@@ -272,7 +281,8 @@ def test_empty_interval_is_skipped_and_listed(tmp_path):
     _, names, _, _ = load_part(out / "xsub", "train")
     assert f"{video}_000" in names and f"{video}_001" not in names
     skipped = (out / pku.SKIPPED_LIST).read_text().splitlines()
-    assert len(skipped) == 1 and skipped[0].startswith(f"{video}_001\t") and "no skeleton in frames [100, 160)" in skipped[0]
+    assert len(skipped) == 1 and skipped[0].startswith(f"{video}_001\t")
+    assert "no skeleton in frames [100, 160)" in skipped[0]
 
 
 # ------------------------------------------------------------------------------------------- bad input
@@ -324,7 +334,7 @@ def test_interval_beyond_file(tmp_path, capsys):
 
     assert run(["--phase", "1", "--data-path", str(ds["skeleton"]), "--out-folder", str(out), "--skip-bad",
                 "--benchmarks", "xsub"]) == 0
-    _, names, _, num_frame = load_part(out / "xsub", "train")
+    _, names, _, _ = load_part(out / "xsub", "train")
     assert f"{video}_000" in names and f"{video}_001" not in names and len(names) == 7
     assert (out / pku.SKIPPED_LIST).read_text().startswith(f"{video}_001\t{label_file}, line 2")
 

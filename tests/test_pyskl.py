@@ -1,6 +1,7 @@
 """pyskl 3D annotation pickles -> the training layout: shapes, names, labels, splits, normalisation, bad input."""
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 from data_gen import pyskl_convert as pc
+from data_gen.manifest import verify
 from data_gen.normalize import normalize_sample, select_bodies
 
 
@@ -96,6 +98,11 @@ def test_convert_ntu60(tmp_path, normalize):
                     np.testing.assert_allclose(data[row, :, :, 1, 0], 0.0, atol=1e-5)
                     assert np.abs(raw[2, 0, 1, 0]) > 2.0
     assert not list(out.rglob("*.partial*")) and not (out / "skipped_samples.txt").exists()
+    for benchmark in ("xsub", "xview"):
+        assert verify(out / benchmark) == []
+    manifest = json.loads((out / "xsub" / "manifest.json").read_text())
+    assert manifest["tool"] == "data_gen/pyskl_convert.py"
+    assert manifest["arguments"]["dataset"] == "ntu60" and manifest["arguments"]["normalize"] == normalize
 
     from feeders.datasets import check_split, split_paths
     assert check_split(split_paths(tmp_path, "ntu60", "cross_subject", "val")) == 3

@@ -1,0 +1,196 @@
+"""The files of a prepared split folder: their names, and the checks run before any of them is read.
+
+A split folder (``<data_root>/<dataset folder>/<benchmark>/``, the layout of the reference) holds per
+part (train, val): ``{part}_data_joint.npy`` (float32, N x 3 x T x 25 x 2), ``{part}_label.pkl``
+(pickle of (sample_names, labels)) and ``{part}_num_frame.npy`` (N integer frame counts); and the
+folder's ``manifest.json`` (``data_gen.manifest``).
+
+With ``data_gen.manifest``, this module is the format both sides share: the converters that write split
+folders and the readers (the datasets of ``feeders``, the exporters). It sits below both (layer 1): it
+imports only NumPy, ``common.constants`` and ``common.safe_pickle``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from numpy.lib import format as npy_format
+
+from common import safe_pickle
+from common.constants import DATASETS, NUM_COORDINATES, NUM_JOINTS, NUM_PERSONS, PARTS
+
+LABELS_HOLD = "label files hold (names, labels) only"
+
+
+class SplitPaths(NamedTuple):
+    """The three files of one part (train or val) of one split."""
+
+    data: Path
+    label: Path
+    num_frame: Path
+
+
+def part_paths(folder: str | os.PathLike, part: str) -> SplitPaths:
+    """The three files of ``part`` ('train' or 'val') in a split folder (nothing is opened)."""
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, got {part!r}")
+    folder = Path(folder)
+    return SplitPaths(folder / f"{part}_data_joint.npy", folder / f"{part}_label.pkl",
+                      folder / f"{part}_num_frame.npy")
+
+
+def prepare_hint(path: Path) -> str:
+    """The data_gen command that writes ``path``, found from the dataset folder it lies in."""
+    out = path.parent.parent
+    for spec in DATASETS.values():
+        if out.name == spec["folder"]:
+            return spec["prepare"].format(out=out)
+    return "the data_gen script for your dataset (see docs/datasets.md)"
+
+
+class DataFileError(ValueError):
+    """A data file that is empty, truncated, or cut short while a run reads it (one-line message).
+
+    A DataLoader re-raises a worker's exception with the worker's traceback in its message; ``str()``
+    keeps only this error's own line, so a script can still print it as one line.
+    """
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        marker = f"{type(self).__name__}: "
+        own = [line.split(marker, 1)[1] for line in text.splitlines() if marker in line]
+        return own[-1] if own else text
+
+
+def load_labels(path: Path) -> tuple[list[str], np.ndarray]:
+    """(sample names, int64 labels) of a label pickle, read without running code from it."""
+    if path.stat().st_size == 0:
+        raise DataFileError(f"{path}: empty file (0 bytes), not a label pickle; make it again with: "
+                            f"{prepare_hint(path)}")
+    try:
+        # Restricted: a label file is data, never code (a downloaded folder could carry anything).
+        content = safe_pickle.load(path, LABELS_HOLD)
+    except safe_pickle.RefusedPickle:
+        raise
+    except Exception as exc:  # a damaged pickle fails in many ways; all mean "not a label file"
+        raise ValueError(f"{path}: not a readable label pickle ({type(exc).__name__}: {exc})") from None
+    if not (isinstance(content, (tuple, list)) and len(content) == 2):
+        raise ValueError(f"{path}: expected a pickle of (sample_names, labels), got {type(content).__name__}")
+    names, labels = content
+    names = [str(n) for n in names]
+    try:
+        labels = np.asarray(labels)
+    except ValueError as exc:
+        raise ValueError(f"{path}: labels are not a flat list of integers ({exc})") from None
+    if labels.ndim != 1 or not (labels.size == 0 or np.issubdtype(labels.dtype, np.integer)):
+        raise ValueError(f"{path}: labels must be a flat list of integers, got dtype {labels.dtype} "
+                         f"shape {labels.shape}")
+    if labels.size and labels.min() < 0:
+        raise ValueError(f"{path}: labels must be >= 0 (action number - 1), found {labels.min()}")
+    if len(names) != len(labels):
+        raise ValueError(f"{path}: {len(names)} sample names but {len(labels)} labels")
+    return names, labels.astype(np.int64)
+
+
+class OpenedSplit(NamedTuple):
+    """One part of a split, checked: the data memory-mapped, the small files read."""
+
+    data: np.ndarray  # memory map (N, 3, T, 25, 2)
+    num_frames: np.ndarray  # (N,) int64
+    names: list[str] | None
+    labels: np.ndarray | None
+    data_bytes: int  # the data file's size by its header
+
+
+def npy_size(path: Path) -> int:
+    """The size in bytes a ``.npy`` file must have by its header; DataFileError when it is shorter.
+
+    Checked before the file is memory-mapped: reading a mapped page past the end of a file is a
+    SIGBUS, which kills a DataLoader worker with a misleading "out of shared memory" message.
+    """
+    size = path.stat().st_size
+    if size == 0:
+        raise DataFileError(f"{path}: empty file (0 bytes), not a .npy array; make it again with: "
+                            f"{prepare_hint(path)}")
+    try:
+        with open(path, "rb") as f:
+            version = npy_format.read_magic(f)
+            read_header = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}
+            if version not in read_header:
+                raise ValueError(f"unsupported .npy version {version[0]}.{version[1]}")
+            shape, _, dtype = read_header[version](f)
+            offset = f.tell()
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a readable .npy array ({exc})") from None
+    needed = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if size < needed:
+        raise DataFileError(f"{path}: truncated: its header declares shape {tuple(shape)} {dtype} ({needed:,} bytes) "
+                            f"but the file has {size:,} bytes (an interrupted copy?); make it again with: "
+                            f"{prepare_hint(path)}")
+    return needed
+
+
+def _open_data(path: Path) -> tuple[np.ndarray, int]:
+    """The (N, 3, T, 25, 2) memory map of a data file and its size by the header."""
+    data_bytes = npy_size(path)
+    try:
+        data = np.load(path, mmap_mode="r")
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"{path}: not a readable .npy array ({exc})") from None
+    if (data.ndim != 5 or data.shape[1] != NUM_COORDINATES or data.shape[3] != NUM_JOINTS
+            or data.shape[4] != NUM_PERSONS):
+        raise ValueError(f"{path}: expected shape (N, {NUM_COORDINATES}, T, {NUM_JOINTS}, {NUM_PERSONS}), "
+                         f"got {data.shape}")
+    return data, data_bytes
+
+
+def _load_num_frames(paths: SplitPaths, data: np.ndarray) -> np.ndarray:
+    """The frame counts, checked against the data file: one per sample, each within [0, T]."""
+    npy_size(paths.num_frame)
+    try:
+        num_frames = np.load(paths.num_frame)
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"{paths.num_frame}: not a readable .npy array ({exc})") from None
+    if num_frames.ndim != 1 or not np.issubdtype(num_frames.dtype, np.integer):
+        raise ValueError(f"{paths.num_frame}: expected N integer frame counts, got dtype {num_frames.dtype} "
+                         f"shape {num_frames.shape}")
+    if len(num_frames) != data.shape[0]:
+        raise ValueError(f"{paths.data} has shape {data.shape} but {paths.num_frame} has shape {num_frames.shape}: "
+                         "sample counts disagree")
+    if num_frames.size and (num_frames.min() < 0 or num_frames.max() > data.shape[2]):
+        raise ValueError(f"{paths.num_frame}: frame counts must lie in [0, {data.shape[2]}] (T of {paths.data}), "
+                         f"found [{num_frames.min()}, {num_frames.max()}]")
+    return num_frames.astype(np.int64)
+
+
+def open_split(paths: SplitPaths, need_labels: bool) -> OpenedSplit:
+    """Open and validate a split; every error names the offending file(s) and shape(s).
+
+    FileNotFoundError (naming the data_gen command that writes the file), DataFileError (empty or
+    truncated file) or ValueError (files that disagree, unreadable content).
+    """
+    paths = SplitPaths(*(Path(p) for p in paths))
+    needed = [paths.data, paths.num_frame] + ([paths.label] if need_labels else [])
+    for path in needed:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found; make it with: {prepare_hint(path)}")
+    data, data_bytes = _open_data(paths.data)
+    num_frames = _load_num_frames(paths, data)
+    names = labels = None
+    if need_labels:
+        names, labels = load_labels(paths.label)
+        if len(labels) != data.shape[0]:
+            raise ValueError(f"{paths.data} has shape {data.shape} but {paths.label} holds {len(labels)} labels: "
+                             "sample counts disagree")
+    return OpenedSplit(data, num_frames, names, labels, data_bytes)
+
+
+def check_split(paths: SplitPaths, need_labels: bool = True) -> int:
+    """Check that a split's files exist and agree; return its number of samples.
+
+    Raises FileNotFoundError (naming the file and the data_gen command that writes it) or ValueError
+    (naming the files and shapes that disagree). Cheap: the data is memory-mapped, not read.
+    """
+    return int(open_split(paths, need_labels).data.shape[0])
