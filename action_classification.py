@@ -28,6 +28,7 @@ PID), a run refuses a folder that holds another run's checkpoints unless told ``
         --finetune-dataset ntu60 --protocol cross_view \\
         --pretrain-skeleton-representation seq-based_and_graph-based --finetune-skeleton-representation seq-based
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,24 +65,43 @@ LOCK_PURPOSE = "classification"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     evaluation.add_evaluation_args(parser)
     mode = parser.add_argument_group("protocol")
-    mode.add_argument("--finetune", action="store_true",
-                      help="train the whole network from the pretrained weights instead of a linear classifier")
-    mode.add_argument("--label-fraction", type=fraction, default=None, metavar="F",
-                      help="train on a seeded class-stratified fraction F of the training clips, at least one "
-                           "per class (semi-supervised protocol, e.g. 0.01 or 0.1)")
-    mode.add_argument("--eval-mode-training", action="store_true",
-                      help="keep the network in eval mode while training also for --finetune and the supervised "
-                           "baseline, as the reference does (its BatchNorm then never updates its statistics)")
-    parser.add_argument("--checkpoint-path", default="./runs/action_classification", metavar="DIR",
-                        help="folder for the best classifier (<representation>_checkpoint.pth.tar), the last "
-                             "epoch's (last_checkpoint.pth.tar) and the TensorBoard events")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="delete the checkpoints and TensorBoard events of an earlier run in --checkpoint-path "
-                             "and start again (without it such a folder is refused unless --resume continues it)")
+    mode.add_argument(
+        "--finetune",
+        action="store_true",
+        help="train the whole network from the pretrained weights instead of a linear classifier",
+    )
+    mode.add_argument(
+        "--label-fraction",
+        type=fraction,
+        default=None,
+        metavar="F",
+        help="train on a seeded class-stratified fraction F of the training clips, at least one "
+        "per class (semi-supervised protocol, e.g. 0.01 or 0.1)",
+    )
+    mode.add_argument(
+        "--eval-mode-training",
+        action="store_true",
+        help="keep the network in eval mode while training also for --finetune and the supervised "
+        "baseline, as the reference does (its BatchNorm then never updates its statistics)",
+    )
+    parser.add_argument(
+        "--checkpoint-path",
+        default="./runs/action_classification",
+        metavar="DIR",
+        help="folder for the best classifier (<representation>_checkpoint.pth.tar), the last "
+        "epoch's (last_checkpoint.pth.tar) and the TensorBoard events",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the checkpoints and TensorBoard events of an earlier run in --checkpoint-path "
+        "and start again (without it such a folder is refused unless --resume continues it)",
+    )
     return parser
 
 
@@ -95,8 +115,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     check_flags(args)
     ctx = setup(args.device)
     try:
-        with run_folder(ctx, args.checkpoint_path, purpose=LOCK_PURPOSE, resume=args.resume,
-                        overwrite=args.overwrite, last_name=LAST_CHECKPOINT) as claim:
+        with run_folder(
+            ctx,
+            args.checkpoint_path,
+            purpose=LOCK_PURPOSE,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            last_name=LAST_CHECKPOINT,
+        ) as claim:
             return train(args, ctx, claim)
     finally:
         cleanup()
@@ -109,8 +135,10 @@ def check_flags(args: argparse.Namespace) -> None:
     evaluation.check_evaluation_flags(args)
     folder = Path(args.checkpoint_path)
     if args.overwrite and args.resume and Path(args.resume).resolve().parent == folder.resolve():
-        raise UsageError(f"--overwrite would delete {args.resume}, the checkpoint --resume continues from; drop "
-                         f"--overwrite to continue that run in {folder}")
+        raise UsageError(
+            f"--overwrite would delete {args.resume}, the checkpoint --resume continues from; drop "
+            f"--overwrite to continue that run in {folder}"
+        )
 
 
 def train(args: argparse.Namespace, ctx: DistContext, claim: ClaimedFolder) -> dict[str, Any]:
@@ -178,15 +206,20 @@ def build_classifier(args: argparse.Namespace, ctx: DistContext, num_class: int)
     model = wrap_model(model, ctx, trainable=True, requested_device=args.device)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(parameters, args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
-    return Classifier(model, optimizer, nn.CrossEntropyLoss(), pretrained_weights, linear,
-                      train_mode=not linear and not args.eval_mode_training)
+    return Classifier(
+        model,
+        optimizer,
+        nn.CrossEntropyLoss(),
+        pretrained_weights,
+        linear,
+        train_mode=not linear and not args.eval_mode_training,
+    )
 
 
 @dataclass
 class Progress:
     start_epoch: int = 0
-    best: dict[str, Any] = field(default_factory=lambda: {"top1": -1.0, "top5": 0.0, "epoch": 0,
-                                                          "predictions": None})
+    best: dict[str, Any] = field(default_factory=lambda: {"top1": -1.0, "top5": 0.0, "epoch": 0, "predictions": None})
     history: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -203,52 +236,71 @@ def restore(args: argparse.Namespace, classifier: Classifier) -> Progress:
     except (RuntimeError, ValueError, KeyError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__  # torch's message spans several lines
         raise UsageError(f"--resume {path} does not fit this model and protocol: {reason}") from None
-    best = {"top1": float(checkpoint.get("best_acc1", -1.0)), "top5": float(checkpoint.get("best_acc5", 0.0)),
-            "epoch": int(checkpoint.get("best_epoch", checkpoint["epoch"])), "predictions": None}
+    best = {
+        "top1": float(checkpoint.get("best_acc1", -1.0)),
+        "top5": float(checkpoint.get("best_acc5", 0.0)),
+        "epoch": int(checkpoint.get("best_epoch", checkpoint["epoch"])),
+        "predictions": None,
+    }
     if "rng" in checkpoint:
         restore_rng_state(checkpoint["rng"])
     args.start_epoch = int(checkpoint["epoch"])  # recorded with the run's arguments
     return Progress(args.start_epoch, best, list(checkpoint.get("history", [])))
 
 
-def fit(args: argparse.Namespace, ctx: DistContext, data: Data, classifier: Classifier,
-        progress: Progress) -> Progress:
+def fit(args: argparse.Namespace, ctx: DistContext, data: Data, classifier: Classifier, progress: Progress) -> Progress:
     """Train from ``progress.start_epoch`` to ``--epochs``, evaluating and checkpointing every epoch."""
     say = cli.rank0_printer(ctx)
     out_dir = Path(args.checkpoint_path)
     loader = evaluation.train_loader(data.train, args, ctx)
     trained = sum(p.numel() for p in classifier.model.parameters() if p.requires_grad)
-    say(f"{evaluation.protocol_name(args)} {args.finetune_skeleton_representation} classification on "
+    say(
+        f"{evaluation.protocol_name(args)} {args.finetune_skeleton_representation} classification on "
         f"{args.finetune_dataset} {args.protocol}: {len(data.train)} training / {len(data.val)} evaluation clips, "
         f"{data.num_class} classes, {trained} trained parameters, device {ctx.device}, "
-        f"{parallel_mode(classifier.model, ctx)}")
+        f"{parallel_mode(classifier.model, ctx)}"
+    )
     writer = summary_writer(out_dir if ctx.is_main else None)
     try:
         for epoch in range(progress.start_epoch, args.epochs):
-            record, predictions = _epoch(args, ctx, data, classifier, loader, epoch,
-                                         check_frozen=epoch == progress.start_epoch)
+            record, predictions = _epoch(
+                args, ctx, data, classifier, loader, epoch, check_frozen=epoch == progress.start_epoch
+            )
             progress.history.append(record)
             is_best = record["val_top1"] > progress.best["top1"]
             if is_best:
-                progress.best = {"top1": record["val_top1"], "top5": record["val_top5"], "epoch": epoch + 1,
-                                 "predictions": predictions}
+                progress.best = {
+                    "top1": record["val_top1"],
+                    "top5": record["val_top5"],
+                    "epoch": epoch + 1,
+                    "predictions": predictions,
+                }
             if ctx.is_main:
                 _save_checkpoints(args, classifier, epoch, progress, is_best)
             if writer is not None:
                 for key, value in record.items():
                     if key != "epoch":
                         writer.add_scalar(key.replace("_", "/", 1), value, global_step=epoch + 1)
-            say(f"epoch {epoch + 1}/{args.epochs} lr {record['lr']:.4g} | train loss {record['train_loss']:.4f} "
+            say(
+                f"epoch {epoch + 1}/{args.epochs} lr {record['lr']:.4g} | train loss {record['train_loss']:.4f} "
                 f"top-1 {record['train_top1']:.2f} | eval loss {record['val_loss']:.4f} top-1 "
-                f"{record['val_top1']:.2f} top-5 {record['val_top5']:.2f}{' (best)' if is_best else ''}")
+                f"{record['val_top1']:.2f} top-5 {record['val_top5']:.2f}{' (best)' if is_best else ''}"
+            )
     finally:
         if writer is not None:
             writer.close()
     return progress
 
 
-def _epoch(args: argparse.Namespace, ctx: DistContext, data: Data, classifier: Classifier, loader: Any,
-           epoch: int, check_frozen: bool) -> tuple[dict[str, float], np.ndarray]:
+def _epoch(
+    args: argparse.Namespace,
+    ctx: DistContext,
+    data: Data,
+    classifier: Classifier,
+    loader: Any,
+    epoch: int,
+    check_frozen: bool,
+) -> tuple[dict[str, float], np.ndarray]:
     """One training epoch and one evaluation: the history record and the evaluation predictions.
     ``check_frozen``: compare the linear protocol's encoder with the pretrained weights afterwards (the
     first epoch a run trains, resumed or not)."""
@@ -257,15 +309,30 @@ def _epoch(args: argparse.Namespace, ctx: DistContext, data: Data, classifier: C
     evaluation.set_loader_epoch(loader, args.data_seed, epoch)
     bars = cli.progress_bars(ctx)
     train_stats = evaluation.train_one_epoch(
-        classifier.model, loader, classifier.criterion, classifier.optimizer, ctx,
-        desc=f"train {epoch + 1}/{args.epochs}", train_mode=classifier.train_mode, print_freq=args.print_freq,
-        progress=bars)
-    val_stats, predictions = evaluation.evaluate(classifier.model, data.val_loader, classifier.criterion, ctx,
-                                                 desc=f"eval {epoch + 1}", progress=bars)
+        classifier.model,
+        loader,
+        classifier.criterion,
+        classifier.optimizer,
+        ctx,
+        desc=f"train {epoch + 1}/{args.epochs}",
+        train_mode=classifier.train_mode,
+        print_freq=args.print_freq,
+        progress=bars,
+    )
+    val_stats, predictions = evaluation.evaluate(
+        classifier.model, data.val_loader, classifier.criterion, ctx, desc=f"eval {epoch + 1}", progress=bars
+    )
     if classifier.linear and check_frozen:
         evaluation.check_encoder_unchanged(classifier.model, classifier.pretrained_weights, epoch + 1)
-    record = {"epoch": epoch + 1, "lr": lr, "train_loss": train_stats["loss"], "train_top1": train_stats["top1"],
-              "val_loss": val_stats["loss"], "val_top1": val_stats["top1"], "val_top5": val_stats["top5"]}
+    record = {
+        "epoch": epoch + 1,
+        "lr": lr,
+        "train_loss": train_stats["loss"],
+        "train_top1": train_stats["top1"],
+        "val_loss": val_stats["loss"],
+        "val_top1": val_stats["top1"],
+        "val_top5": val_stats["top5"],
+    }
     return record, predictions
 
 
@@ -273,8 +340,9 @@ def _best_path(args: argparse.Namespace) -> Path:
     return Path(args.checkpoint_path) / f"{args.finetune_skeleton_representation}_checkpoint.pth.tar"
 
 
-def _save_checkpoints(args: argparse.Namespace, classifier: Classifier, epoch: int, progress: Progress,
-                      is_best: bool) -> None:
+def _save_checkpoints(
+    args: argparse.Namespace, classifier: Classifier, epoch: int, progress: Progress, is_best: bool
+) -> None:
     state = {
         "format": CLASSIFIER_FORMAT,
         "epoch": epoch + 1,
@@ -292,17 +360,26 @@ def _save_checkpoints(args: argparse.Namespace, classifier: Classifier, epoch: i
     write_checkpoint(state, Path(args.checkpoint_path) / LAST_CHECKPOINT)
 
 
-def report(args: argparse.Namespace, ctx: DistContext, data: Data, classifier: Classifier,
-           progress: Progress) -> dict[str, Any]:
+def report(
+    args: argparse.Namespace, ctx: DistContext, data: Data, classifier: Classifier, progress: Progress
+) -> dict[str, Any]:
     """The metrics (the confusion matrix and JSON from rank 0) and the closing line."""
     best, protocol = progress.best, evaluation.protocol_name(args)
     final = progress.history[-1] if progress.history else {}
     metrics: dict[str, Any] = {
-        "task": "action_classification", "protocol": protocol,
-        "top1": best["top1"], "top5": best["top5"], "best_epoch": best["epoch"],
-        "final_top1": final.get("val_top1"), "final_top5": final.get("val_top5"),
-        "num_train": len(data.train), "num_val": len(data.val), "num_class": data.num_class,
-        "checkpoint": str(_best_path(args)), "history": progress.history, "args": args_to_dict(args),
+        "task": "action_classification",
+        "protocol": protocol,
+        "top1": best["top1"],
+        "top5": best["top5"],
+        "best_epoch": best["epoch"],
+        "final_top1": final.get("val_top1"),
+        "final_top5": final.get("val_top5"),
+        "num_train": len(data.train),
+        "num_val": len(data.val),
+        "num_class": data.num_class,
+        "checkpoint": str(_best_path(args)),
+        "history": progress.history,
+        "args": args_to_dict(args),
     }
     if args.plot_dir:
         plot = _plot_best(args, ctx, data, classifier, progress)
@@ -312,12 +389,14 @@ def report(args: argparse.Namespace, ctx: DistContext, data: Data, classifier: C
         write_json_atomic(args.metrics_json, metrics)
     cli.rank0_printer(ctx)(
         f"{protocol} {args.finetune_skeleton_representation} on {args.finetune_dataset} {args.protocol}: best top-1 "
-        f"{best['top1']:.2f}% top-5 {best['top5']:.2f}% at epoch {best['epoch']}/{args.epochs}")
+        f"{best['top1']:.2f}% top-5 {best['top5']:.2f}% at epoch {best['epoch']}/{args.epochs}"
+    )
     return metrics
 
 
-def _plot_best(args: argparse.Namespace, ctx: DistContext, data: Data, classifier: Classifier,
-               progress: Progress) -> Path | None:
+def _plot_best(
+    args: argparse.Namespace, ctx: DistContext, data: Data, classifier: Classifier, progress: Progress
+) -> Path | None:
     """The best epoch's confusion matrix (rank 0 writes it); None when there is no best epoch to show."""
     best, best_path = progress.best, _best_path(args)
     # Rank 0's answer: a file only rank 0 wrote may be invisible on other machines.
@@ -326,15 +405,24 @@ def _plot_best(args: argparse.Namespace, ctx: DistContext, data: Data, classifie
         # file; evaluate() hands its weights to the other ranks).
         if ctx.is_main:
             unwrap(classifier.model).load_state_dict(model_state(read_checkpoint(best_path), best_path))
-        _, best["predictions"] = evaluation.evaluate(classifier.model, data.val_loader, classifier.criterion, ctx,
-                                                     desc="eval best", progress=cli.progress_bars(ctx))
+        _, best["predictions"] = evaluation.evaluate(
+            classifier.model,
+            data.val_loader,
+            classifier.criterion,
+            ctx,
+            desc="eval best",
+            progress=cli.progress_bars(ctx),
+        )
     if not ctx.is_main or best["predictions"] is None:
         return None
     counts = confusion_matrix(data.val.labels, best["predictions"], data.num_class)
     return plot_confusion_matrix(
-        counts, action_names(args.finetune_dataset, data.num_class), Path(args.plot_dir) / "confusion_matrix.png",
+        counts,
+        action_names(args.finetune_dataset, data.num_class),
+        Path(args.plot_dir) / "confusion_matrix.png",
         title=f"{evaluation.protocol_name(args)} {args.finetune_skeleton_representation}, {args.finetune_dataset} "
-              f"{args.protocol}: top-1 {best['top1']:.2f}% (epoch {best['epoch']})")
+        f"{args.protocol}: top-1 {best['top1']:.2f}% (epoch {best['epoch']})",
+    )
 
 
 if __name__ == "__main__":

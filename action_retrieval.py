@@ -21,6 +21,7 @@ of a batch over devices); the features are gathered back in dataset order, rank 
         --finetune-dataset ntu60 --protocol cross_view \\
         --pretrain-skeleton-representation seq-based_and_graph-based --finetune-skeleton-representation seq-based
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,33 +51,63 @@ AE_CODE_SIZE = 125
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     evaluation.add_evaluation_args(parser)
     knn = parser.add_argument_group("retrieval")
-    knn.add_argument("--knn-neighbours", type=positive_int, default=1, metavar="K",
-                     help="number of cosine nearest neighbours that vote (default 1)")
-    knn.add_argument("--knn-chunk-size", type=positive_int, default=1024, metavar="N",
-                     help="evaluation clips per similarity matrix product (memory: N x training clips)")
-    knn.add_argument("--feature-mode", choices=evaluation.FEATURE_MODES, default="eval",
-                     help="encoder mode during feature extraction: 'eval' (running BatchNorm statistics, no "
-                          "dropout) or 'train', the reference's computation (each batch's BatchNorm statistics, "
-                          "seeded dropout, training clips in a seeded shuffled order, batches of --batch-size); "
-                          "see docs/evaluation.md, Feature mode")
-    knn.add_argument("--save-features", default=None, metavar="PATH",
-                     help="write train/val features, labels and sample names (dataset order) to this .npz")
-    knn.add_argument("--tsne-samples", type=positive_int, default=5000, metavar="N",
-                     help="evaluation clips (a seeded random subset) shown in the t-SNE plot of --plot-dir")
+    knn.add_argument(
+        "--knn-neighbours",
+        type=positive_int,
+        default=1,
+        metavar="K",
+        help="number of cosine nearest neighbours that vote (default 1)",
+    )
+    knn.add_argument(
+        "--knn-chunk-size",
+        type=positive_int,
+        default=1024,
+        metavar="N",
+        help="evaluation clips per similarity matrix product (memory: N x training clips)",
+    )
+    knn.add_argument(
+        "--feature-mode",
+        choices=evaluation.FEATURE_MODES,
+        default="eval",
+        help="encoder mode during feature extraction: 'eval' (running BatchNorm statistics, no "
+        "dropout) or 'train', the reference's computation (each batch's BatchNorm statistics, "
+        "seeded dropout, training clips in a seeded shuffled order, batches of --batch-size); "
+        "see docs/evaluation.md, Feature mode",
+    )
+    knn.add_argument(
+        "--save-features",
+        default=None,
+        metavar="PATH",
+        help="write train/val features, labels and sample names (dataset order) to this .npz",
+    )
+    knn.add_argument(
+        "--tsne-samples",
+        type=positive_int,
+        default=5000,
+        metavar="N",
+        help="evaluation clips (a seeded random subset) shown in the t-SNE plot of --plot-dir",
+    )
     ae = parser.add_argument_group("auto-encoder (the reference's second retrieval figure)")
-    ae.add_argument("--with-autoencoder", action="store_true",
-                    help=f"also report KNN on the {AE_CODE_SIZE}-d codes of an auto-encoder trained on the "
-                         "training features")
+    ae.add_argument(
+        "--with-autoencoder",
+        action="store_true",
+        help=f"also report KNN on the {AE_CODE_SIZE}-d codes of an auto-encoder trained on the training features",
+    )
     ae.add_argument("--ae-epochs", type=positive_int, default=400, help="auto-encoder epochs (default 400)")
     ae.add_argument("--ae-batch-size", type=positive_int, default=64, help="auto-encoder mini-batch size (default 64)")
     ae.add_argument("--ae-lr", type=positive_float, default=1e-3, help="auto-encoder Adam learning rate (default 1e-3)")
-    ae.add_argument("--ae-lr-step", choices=("iteration", "epoch"), default="iteration",
-                    help="unit of the x0.95-every-50 decay: the reference steps its scheduler every "
-                         "iteration (default); 'epoch' decays every 50 epochs")
+    ae.add_argument(
+        "--ae-lr-step",
+        choices=("iteration", "epoch"),
+        default="iteration",
+        help="unit of the x0.95-every-50 decay: the reference steps its scheduler every "
+        "iteration (default); 'epoch' decays every 50 epochs",
+    )
     return parser
 
 
@@ -104,8 +135,9 @@ def check_flags(args: argparse.Namespace) -> None:
     """What argparse cannot check (before anything is read)."""
     evaluation.check_evaluation_flags(args)
     if args.plot_dir and args.tsne_samples < TSNE_MIN_SAMPLES:
-        raise UsageError(f"--tsne-samples {args.tsne_samples}: the t-SNE plot of --plot-dir needs at least "
-                         f"{TSNE_MIN_SAMPLES} clips")
+        raise UsageError(
+            f"--tsne-samples {args.tsne_samples}: the t-SNE plot of --plot-dir needs at least {TSNE_MIN_SAMPLES} clips"
+        )
     if args.resume:
         warnings.warn("--resume has no effect on retrieval (nothing is trained); ignored", stacklevel=1)
 
@@ -130,8 +162,10 @@ def load_data(args: argparse.Namespace) -> Data:
     for part, dataset in (("train", train_set), ("val", val_set)):
         evaluation.check_split_contents(dataset, part, num_class, args)
     if args.plot_dir and len(val_set) < TSNE_MIN_SAMPLES:
-        raise UsageError(f"{val_set.paths.data} holds {len(val_set)} clips; the t-SNE plot of --plot-dir needs at "
-                         f"least {TSNE_MIN_SAMPLES}")
+        raise UsageError(
+            f"{val_set.paths.data} holds {len(val_set)} clips; the t-SNE plot of --plot-dir needs at "
+            f"least {TSNE_MIN_SAMPLES}"
+        )
     if len(train_set) < args.knn_neighbours:
         raise UsageError(f"--knn-neighbours {args.knn_neighbours} exceeds the {len(train_set)} training clips")
     return Data(train_set, val_set, num_class)
@@ -145,9 +179,12 @@ def build_model(args: argparse.Namespace, ctx: DistContext, data: Data) -> nn.Mo
     if ctx.is_main:
         source = f"pretrained {args.pretrained}" if args.pretrained else "randomly initialised encoder"
         shared = f", features extracted by {ctx.world_size} processes" if ctx.distributed else ""
-        print(f"retrieval with {args.finetune_skeleton_representation} features on {args.finetune_dataset} "
-              f"{args.protocol}: {len(data.train)} training / {len(data.val)} evaluation clips, {source}, "
-              f"{args.feature_mode}-mode features, device {ctx.device}{shared}", flush=True)
+        print(
+            f"retrieval with {args.finetune_skeleton_representation} features on {args.finetune_dataset} "
+            f"{args.protocol}: {len(data.train)} training / {len(data.val)} evaluation clips, {source}, "
+            f"{args.feature_mode}-mode features, device {ctx.device}{shared}",
+            flush=True,
+        )
     return model
 
 
@@ -174,10 +211,22 @@ def extract(args: argparse.Namespace, ctx: DistContext, data: Data, model: nn.Mo
     if args.feature_mode == "train":
         torch.manual_seed(args.data_seed)  # dropout masks: the same for the same --seed
     bars = cli.progress_bars(ctx)
-    train, train_labels = evaluation.extract_features(model, evaluation.plan_loader(data.train, train_plan, args, ctx),
-                                                      ctx, "train features", mode=args.feature_mode, progress=bars)
-    val, val_labels = evaluation.extract_features(model, evaluation.plan_loader(data.val, val_plan, args, ctx), ctx,
-                                                  "eval features", mode=args.feature_mode, progress=bars)
+    train, train_labels = evaluation.extract_features(
+        model,
+        evaluation.plan_loader(data.train, train_plan, args, ctx),
+        ctx,
+        "train features",
+        mode=args.feature_mode,
+        progress=bars,
+    )
+    val, val_labels = evaluation.extract_features(
+        model,
+        evaluation.plan_loader(data.val, val_plan, args, ctx),
+        ctx,
+        "eval features",
+        mode=args.feature_mode,
+        progress=bars,
+    )
     return Features(train, train_labels, val, val_labels)
 
 
@@ -189,24 +238,39 @@ def report(args: argparse.Namespace, ctx: DistContext, data: Data, features: Fea
         metrics.update(autoencoder_metrics(args, ctx, features))
         summary += f" | with auto-encoder {metrics['knn_top1_autoencoder']:.2f}%"
     if args.save_features:
-        atomic_save_npz(args.save_features, train_features=features.train, train_labels=features.train_labels,
-                      train_names=np.array(data.train.names), val_features=features.val,
-                      val_labels=features.val_labels, val_names=np.array(data.val.names))
+        atomic_save_npz(
+            args.save_features,
+            train_features=features.train,
+            train_labels=features.train_labels,
+            train_names=np.array(data.train.names),
+            val_features=features.val,
+            val_labels=features.val_labels,
+            val_names=np.array(data.val.names),
+        )
         metrics["features"] = str(args.save_features)
     if args.plot_dir:
         metrics["plots"] = [str(_plot_tsne(args, data, features))]
     metrics["args"] = args_to_dict(args)
     if args.metrics_json:
         write_json_atomic(args.metrics_json, metrics)
-    print(f"retrieval {args.finetune_skeleton_representation} on {args.finetune_dataset} {args.protocol}: {summary}",
-          flush=True)
+    print(
+        f"retrieval {args.finetune_skeleton_representation} on {args.finetune_dataset} {args.protocol}: {summary}",
+        flush=True,
+    )
     return metrics
 
 
 def knn_metrics(args: argparse.Namespace, ctx: DistContext, data: Data, features: Features) -> dict[str, Any]:
     """Cosine KNN top-1 (percent) of the evaluation clips against the training clips."""
-    accuracy, _ = knn_accuracy(features.train, features.train_labels, features.val, features.val_labels,
-                               args.knn_neighbours, chunk_size=args.knn_chunk_size, device=ctx.device)
+    accuracy, _ = knn_accuracy(
+        features.train,
+        features.train_labels,
+        features.val,
+        features.val_labels,
+        args.knn_neighbours,
+        chunk_size=args.knn_chunk_size,
+        device=ctx.device,
+    )
     return {
         "task": "action_retrieval",
         "knn_top1": 100.0 * accuracy,
@@ -223,16 +287,34 @@ def autoencoder_metrics(args: argparse.Namespace, ctx: DistContext, features: Fe
     """The reference's second figure: KNN on the codes of an auto-encoder fit to the training features."""
     train_t = torch.from_numpy(features.train).to(ctx.device)
     val_t = torch.from_numpy(features.val).to(ctx.device)
-    fit = train_autoencoder(train_t, args.ae_epochs, batch_size=args.ae_batch_size, lr=args.ae_lr,
-                            lr_step=args.ae_lr_step, seed=args.data_seed)
+    fit = train_autoencoder(
+        train_t,
+        args.ae_epochs,
+        batch_size=args.ae_batch_size,
+        lr=args.ae_lr,
+        lr_step=args.ae_lr_step,
+        seed=args.data_seed,
+    )
     train_codes, _ = encode(fit.model, train_t)
     val_codes, val_loss = encode(fit.model, val_t)
-    accuracy, _ = knn_accuracy(train_codes, features.train_labels, val_codes, features.val_labels,
-                               args.knn_neighbours, chunk_size=args.knn_chunk_size, device=ctx.device)
+    accuracy, _ = knn_accuracy(
+        train_codes,
+        features.train_labels,
+        val_codes,
+        features.val_labels,
+        args.knn_neighbours,
+        chunk_size=args.knn_chunk_size,
+        device=ctx.device,
+    )
     return {
         "knn_top1_autoencoder": 100.0 * accuracy,
-        "autoencoder": {"epochs": args.ae_epochs, "code_size": AE_CODE_SIZE, "lr_step": args.ae_lr_step,
-                        "train_mse": fit.train_mse, "val_mse": val_loss},
+        "autoencoder": {
+            "epochs": args.ae_epochs,
+            "code_size": AE_CODE_SIZE,
+            "lr_step": args.ae_lr_step,
+            "train_mse": fit.train_mse,
+            "val_mse": val_loss,
+        },
     }
 
 
@@ -240,10 +322,15 @@ def _plot_tsne(args: argparse.Namespace, data: Data, features: Features) -> Path
     rng = np.random.default_rng(args.data_seed)
     shown = np.sort(rng.permutation(len(data.val))[: args.tsne_samples])
     names = action_names(args.finetune_dataset, data.num_class)
-    return plot_tsne(features.val[shown], features.val_labels[shown], names, Path(args.plot_dir) / "tsne.png",
-                     title=f"{args.finetune_skeleton_representation} features ({args.feature_mode} mode), "
-                           f"{args.finetune_dataset} {args.protocol} evaluation set (t-SNE, cosine)",
-                     seed=args.data_seed)
+    return plot_tsne(
+        features.val[shown],
+        features.val_labels[shown],
+        names,
+        Path(args.plot_dir) / "tsne.png",
+        title=f"{args.finetune_skeleton_representation} features ({args.feature_mode} mode), "
+        f"{args.finetune_dataset} {args.protocol} evaluation set (t-SNE, cosine)",
+        seed=args.data_seed,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -257,13 +344,18 @@ class FeatureAutoencoder(nn.Module):
     def __init__(self, input_size: int, code_size: int = AE_CODE_SIZE) -> None:
         super().__init__()
         self.encoder = nn.Sequential(
-            nn.Linear(input_size, 1024), nn.Tanh(),
-            nn.Linear(1024, 512), nn.Tanh(),
-            nn.Linear(512, code_size), nn.Tanh(),
+            nn.Linear(input_size, 1024),
+            nn.Tanh(),
+            nn.Linear(1024, 512),
+            nn.Tanh(),
+            nn.Linear(512, code_size),
+            nn.Tanh(),
         )
         self.decoder = nn.Sequential(
-            nn.Linear(code_size, 512), nn.Tanh(),
-            nn.Linear(512, 1024), nn.Tanh(),
+            nn.Linear(code_size, 512),
+            nn.Tanh(),
+            nn.Linear(512, 1024),
+            nn.Tanh(),
             nn.Linear(1024, input_size),
         )
 
@@ -278,9 +370,17 @@ class AutoencoderFit(NamedTuple):
     lr: float  # learning rate at the end
 
 
-def train_autoencoder(features: torch.Tensor, epochs: int, *, batch_size: int = 64, lr: float = 1e-3,
-                      lr_step: str = "iteration", decay_every: int = 50, seed: int = 0,
-                      progress: bool = True) -> AutoencoderFit:
+def train_autoencoder(
+    features: torch.Tensor,
+    epochs: int,
+    *,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    lr_step: str = "iteration",
+    decay_every: int = 50,
+    seed: int = 0,
+    progress: bool = True,
+) -> AutoencoderFit:
     """Fit a :class:`FeatureAutoencoder` to (N, D) ``features`` (on their device) with MSE and Adam; the
     learning rate is multiplied by 0.95 every ``decay_every`` scheduler steps, a step being an iteration
     (the reference) or an epoch."""

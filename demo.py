@@ -14,6 +14,7 @@ The settings and why they differ from the paper's recipe: docs/demo.md. ``--smal
 test suite runs: it checks the plumbing, not the margins (tests/test_learning.py checks that
 pretraining learns).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,30 +64,72 @@ class DemoSize:
 
 SIZES = {
     # About 7 minutes on 2 CPU cores; why each setting differs from the paper's recipe: docs/demo.md.
-    "default": DemoSize(num_classes=10, samples_per_class=30, gru_hidden_size=128, gru_layers=2,
-                        agcn_base_channels=4, moco_k=64, moco_m=0.99, moco_t=0.2, spatial_augment="none",
-                        window_size=32, batch_size=32,
-                        pretrain_epochs=240, pretrain_lr=0.05, linear_epochs=20, linear_schedule=(15,)),
+    "default": DemoSize(
+        num_classes=10,
+        samples_per_class=30,
+        gru_hidden_size=128,
+        gru_layers=2,
+        agcn_base_channels=4,
+        moco_k=64,
+        moco_m=0.99,
+        moco_t=0.2,
+        spatial_augment="none",
+        window_size=32,
+        batch_size=32,
+        pretrain_epochs=240,
+        pretrain_lr=0.05,
+        linear_epochs=20,
+        linear_schedule=(15,),
+    ),
     # The test suite's setting: seconds, plumbing only.
-    "smallest": DemoSize(num_classes=4, samples_per_class=6, gru_hidden_size=8, gru_layers=1,
-                         agcn_base_channels=4, moco_k=16, moco_m=0.99, moco_t=0.2, spatial_augment="none",
-                         window_size=32, batch_size=4,
-                         pretrain_epochs=1, pretrain_lr=0.01, linear_epochs=1, linear_schedule=(1,)),
+    "smallest": DemoSize(
+        num_classes=4,
+        samples_per_class=6,
+        gru_hidden_size=8,
+        gru_layers=1,
+        agcn_base_channels=4,
+        moco_k=16,
+        moco_m=0.99,
+        moco_t=0.2,
+        spatial_augment="none",
+        window_size=32,
+        batch_size=4,
+        pretrain_epochs=1,
+        pretrain_lr=0.01,
+        linear_epochs=1,
+        linear_schedule=(1,),
+    ),
 }
 
 
 def _size_flags(size: DemoSize) -> list[str]:
-    return ["--gru-hidden-size", str(size.gru_hidden_size), "--gru-layers", str(size.gru_layers),
-            "--agcn-base-channels", str(size.agcn_base_channels), "--hcn-out-channels", "8",
-            "--window-size", str(size.window_size)]
+    return [
+        "--gru-hidden-size",
+        str(size.gru_hidden_size),
+        "--gru-layers",
+        str(size.gru_layers),
+        "--agcn-base-channels",
+        str(size.agcn_base_channels),
+        "--hcn-out-channels",
+        "8",
+        "--window-size",
+        str(size.window_size),
+    ]
 
 
 def write_random_checkpoint(path: Path, size: DemoSize, seed: int) -> Path:
     """A pretraining checkpoint of untrained encoders (the baseline): same architecture, same layout."""
     seed_everything(seed)
-    model = build_moco(REPRESENTATION, K=size.moco_k, mlp=True, gru_hidden_size=size.gru_hidden_size,
-                       gru_layers=size.gru_layers, agcn_base_channels=size.agcn_base_channels,
-                       hcn_out_channels=8, window_size=size.window_size)
+    model = build_moco(
+        REPRESENTATION,
+        K=size.moco_k,
+        mlp=True,
+        gru_hidden_size=size.gru_hidden_size,
+        gru_layers=size.gru_layers,
+        agcn_base_channels=size.agcn_base_channels,
+        hcn_out_channels=8,
+        window_size=size.window_size,
+    )
     return atomic_torch_save({"epoch": 0, "arch": REPRESENTATION, "state_dict": checkpoint_state_dict(model)}, path)
 
 
@@ -104,22 +147,62 @@ def run_stage(name: str, script: str, argv: list[str], metrics: Path | None = No
     return json.loads(metrics.read_text()) if metrics is not None else {}
 
 
-def evaluate(checkpoint: Path, representation: str, data_root: Path, out: Path, tag: str, size: DemoSize,
-             seed: int, plots: bool) -> dict[str, float]:
+def evaluate(
+    checkpoint: Path, representation: str, data_root: Path, out: Path, tag: str, size: DemoSize, seed: int, plots: bool
+) -> dict[str, float]:
     """Linear classification and KNN retrieval of one encoder of ``checkpoint``."""
-    common = ["--pretrained", str(checkpoint), "--pretrain-skeleton-representation", REPRESENTATION,
-              "--finetune-skeleton-representation", representation, "--finetune-dataset", "ntu60",
-              "--protocol", "cross_view", "--data-root", str(data_root), "--seed", str(seed), "-j", "0",
-              "--device", "cpu", *_size_flags(size)]
+    common = [
+        "--pretrained",
+        str(checkpoint),
+        "--pretrain-skeleton-representation",
+        REPRESENTATION,
+        "--finetune-skeleton-representation",
+        representation,
+        "--finetune-dataset",
+        "ntu60",
+        "--protocol",
+        "cross_view",
+        "--data-root",
+        str(data_root),
+        "--seed",
+        str(seed),
+        "-j",
+        "0",
+        "--device",
+        "cpu",
+        *_size_flags(size),
+    ]
     name = f"{tag}_{representation}"
     plot_flags = ["--plot-dir", str(out / "plots" / name)] if plots else []
     linear_json, knn_json = out / "metrics" / f"linear_{name}.json", out / "metrics" / f"knn_{name}.json"
-    linear = run_stage(f"linear evaluation of {name}", "action_classification.py", [
-        *common, "--lr", "0.1", "--batch-size", str(size.batch_size), "--epochs", str(size.linear_epochs),
-        "--schedule", *map(str, size.linear_schedule), "--checkpoint-path", str(out / "linear" / name),
-        "--overwrite", "--metrics-json", str(linear_json), *plot_flags], linear_json)
-    knn = run_stage(f"retrieval of {name}", "action_retrieval.py", [
-        *common, "--knn-neighbours", "1", "--metrics-json", str(knn_json), *plot_flags], knn_json)
+    linear = run_stage(
+        f"linear evaluation of {name}",
+        "action_classification.py",
+        [
+            *common,
+            "--lr",
+            "0.1",
+            "--batch-size",
+            str(size.batch_size),
+            "--epochs",
+            str(size.linear_epochs),
+            "--schedule",
+            *map(str, size.linear_schedule),
+            "--checkpoint-path",
+            str(out / "linear" / name),
+            "--overwrite",
+            "--metrics-json",
+            str(linear_json),
+            *plot_flags,
+        ],
+        linear_json,
+    )
+    knn = run_stage(
+        f"retrieval of {name}",
+        "action_retrieval.py",
+        [*common, "--knn-neighbours", "1", "--metrics-json", str(knn_json), *plot_flags],
+        knn_json,
+    )
     return {"linear_top1": float(linear["top1"]), "knn_top1": float(knn["knn_top1"])}
 
 
@@ -134,8 +217,9 @@ def format_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", default="demo_output", help="folder for everything the demo writes")
     parser.add_argument("--smallest", action="store_true", help="tiny sizes (the test suite's setting)")
     parser.add_argument("--seed", type=int, default=0)
@@ -148,24 +232,74 @@ def prepare_data(out: Path, size: DemoSize, seed: int) -> Path:
     raw = out / "raw"
     write_synthetic_ntu(raw, num_classes=size.num_classes, samples_per_class=size.samples_per_class, seed=seed)
     data_root = out / "data"
-    run_stage("data preparation", "data_gen/ntu_gendata.py", [
-        "--data-path", str(raw), "--dataset", "ntu60", "--benchmarks", "xview",
-        "--out-folder", str(data_root / "NTU-RGB-D-60-AGCN"), "--workers", "2", "--no-progress"])
+    run_stage(
+        "data preparation",
+        "data_gen/ntu_gendata.py",
+        [
+            "--data-path",
+            str(raw),
+            "--dataset",
+            "ntu60",
+            "--benchmarks",
+            "xview",
+            "--out-folder",
+            str(data_root / "NTU-RGB-D-60-AGCN"),
+            "--workers",
+            "2",
+            "--no-progress",
+        ],
+    )
     return data_root
 
 
 def pretrain(out: Path, data_root: Path, size: DemoSize, seed: int) -> dict[str, Any]:
     """Inter-skeleton pretraining; returns its per-epoch loss and contrastive accuracies."""
     metrics = out / "metrics" / "pretrain.json"
-    run_stage("pretraining", "main_moco_inter_skeleton.py", [
-        "--skeleton-representation", REPRESENTATION, "--pre-dataset", "ntu60", "--protocol", "cross_view",
-        "--data-root", str(data_root), "--checkpoint-path", str(out / "pretrain"), "--mlp",
-        "--lr", str(size.pretrain_lr), "--batch-size", str(size.batch_size), "--epochs", str(size.pretrain_epochs),
-        "--schedule", str(max(1, int(size.pretrain_epochs * 0.8))), "--moco-k", str(size.moco_k),
-        "--moco-m", str(size.moco_m), "--spatial-augment", size.spatial_augment,
-        "--moco-t", str(size.moco_t), "--seed", str(seed), "-j", "0", "--device", "cpu",
-        "--save-freq", str(max(1, size.pretrain_epochs)), "--overwrite", "--metrics-json", str(metrics),
-        *_size_flags(size)])
+    run_stage(
+        "pretraining",
+        "main_moco_inter_skeleton.py",
+        [
+            "--skeleton-representation",
+            REPRESENTATION,
+            "--pre-dataset",
+            "ntu60",
+            "--protocol",
+            "cross_view",
+            "--data-root",
+            str(data_root),
+            "--checkpoint-path",
+            str(out / "pretrain"),
+            "--mlp",
+            "--lr",
+            str(size.pretrain_lr),
+            "--batch-size",
+            str(size.batch_size),
+            "--epochs",
+            str(size.pretrain_epochs),
+            "--schedule",
+            str(max(1, int(size.pretrain_epochs * 0.8))),
+            "--moco-k",
+            str(size.moco_k),
+            "--moco-m",
+            str(size.moco_m),
+            "--spatial-augment",
+            size.spatial_augment,
+            "--moco-t",
+            str(size.moco_t),
+            "--seed",
+            str(seed),
+            "-j",
+            "0",
+            "--device",
+            "cpu",
+            "--save-freq",
+            str(max(1, size.pretrain_epochs)),
+            "--overwrite",
+            "--metrics-json",
+            str(metrics),
+            *_size_flags(size),
+        ],
+    )
     history = json.loads(metrics.read_text())["history"]
     keys = ("train_loss", "acc_s1", "acc_s2")
     return {"history": [{"epoch": h["epoch"], **{k: h[k] for k in keys}} for h in history]}
@@ -196,20 +330,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         "random": write_random_checkpoint(out / "random_init" / "checkpoint_random.pth.tar", size, args.seed),
     }
     try:
-        results = {tag: {rep: evaluate(checkpoint, rep, data_root, out, tag, size, args.seed, args.plots)
-                         for rep in DOWNSTREAM} for tag, checkpoint in checkpoints.items()}
+        results = {
+            tag: {
+                rep: evaluate(checkpoint, rep, data_root, out, tag, size, args.seed, args.plots) for rep in DOWNSTREAM
+            }
+            for tag, checkpoint in checkpoints.items()
+        }
     except DemoError as error:
         print(f"demo: {error}", file=sys.stderr)
         return 1
     stage("evaluation")
 
-    summary = {"results": results, "pretraining": pretraining, "timings_s": timings, "size": size.__dict__,
-               "total_s": round(time.perf_counter() - started, 1)}
+    summary = {
+        "results": results,
+        "pretraining": pretraining,
+        "timings_s": timings,
+        "size": size.__dict__,
+        "total_s": round(time.perf_counter() - started, 1),
+    }
     write_json_atomic(out / "demo_results.json", summary)
-    print("\nSynthetic NTU-format data, x-view; inter-skeleton contrast seq-based + graph-based\n\n"
-          + format_table(results))
-    print(f"\n[demo] finished in {summary['total_s']:.0f} s; figures in {out / 'demo_results.json'}"
-          + (f", plots in {out / 'plots'}" if args.plots else ""))
+    print(
+        "\nSynthetic NTU-format data, x-view; inter-skeleton contrast seq-based + graph-based\n\n"
+        + format_table(results)
+    )
+    print(
+        f"\n[demo] finished in {summary['total_s']:.0f} s; figures in {out / 'demo_results.json'}"
+        + (f", plots in {out / 'plots'}" if args.plots else "")
+    )
     return 0
 
 

@@ -23,6 +23,7 @@ unless told ``--resume`` or ``--overwrite``.
 Exit status: 0 trained (or the resumed run had already finished), 1 non-finite loss, 2 bad input
 (flags, data, checkpoint, folder, full disk), 128 + N after signal N (SIGINT 130, SIGTERM 143).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,6 +64,7 @@ from common.checkpoints import (
     recorded_window_size,
     write_checkpoint,
 )
+from common.constants import REPRESENTATION_CHOICES
 from common.distributed import (
     DistContext,
     ResumableSampler,
@@ -77,7 +79,7 @@ from common.distributed import (
     wrap_model,
 )
 from common.io import UsageError, atomic_copy, write_json_atomic
-from common.representations import REPRESENTATION_CHOICES, parse_representation
+from common.representations import parse_representation
 from common.run_folder import ClaimedFolder, run_folder
 from common.training import (
     AverageMeter,
@@ -108,43 +110,80 @@ def build_parser() -> argparse.ArgumentParser:
         description="Inter-skeleton (pair of representations) or intra-skeleton (one) MoCo pretraining.",
     )
     run = parser.add_argument_group("run")
-    run.add_argument("--skeleton-representation", required=True, choices=REPRESENTATION_CHOICES,
-                     help="a pair (inter-skeleton contrast; the first is encoder_q, the second encoder_r) or one "
-                          "representation (intra-skeleton contrast)")
-    run.add_argument("--checkpoint-path", default="./checkpoints",
-                     help="folder for checkpoints and TensorBoard logs (default ./checkpoints)")
-    run.add_argument("--resume", default="", metavar="PATH",
-                     help="continue exactly from a checkpoint of this script (e.g. checkpoint_last.pth.tar)")
-    run.add_argument("--overwrite", action="store_true",
-                     help="start afresh in a --checkpoint-path that holds another run's checkpoints, deleting "
-                          "them and its TensorBoard logs (without it such a folder is refused; with --resume of a "
-                          "checkpoint in that folder nothing is deleted)")
-    run.add_argument("--save-freq", type=positive_int, default=10, metavar="N",
-                     help="write checkpoint_{epoch:04d} when epoch %% N == 0 and at the last epoch (default 10)")
-    run.add_argument("--metrics-json", default=None, metavar="PATH",
-                     help="write the final loss and accuracies, per-epoch history and arguments here")
+    run.add_argument(
+        "--skeleton-representation",
+        required=True,
+        choices=REPRESENTATION_CHOICES,
+        help="a pair (inter-skeleton contrast; the first is encoder_q, the second encoder_r) or one "
+        "representation (intra-skeleton contrast)",
+    )
+    run.add_argument(
+        "--checkpoint-path",
+        default="./checkpoints",
+        help="folder for checkpoints and TensorBoard logs (default ./checkpoints)",
+    )
+    run.add_argument(
+        "--resume",
+        default="",
+        metavar="PATH",
+        help="continue exactly from a checkpoint of this script (e.g. checkpoint_last.pth.tar)",
+    )
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in a --checkpoint-path that holds another run's checkpoints, deleting "
+        "them and its TensorBoard logs (without it such a folder is refused; with --resume of a "
+        "checkpoint in that folder nothing is deleted)",
+    )
+    run.add_argument(
+        "--save-freq",
+        type=positive_int,
+        default=10,
+        metavar="N",
+        help="write checkpoint_{epoch:04d} when epoch %% N == 0 and at the last epoch (default 10)",
+    )
+    run.add_argument(
+        "--metrics-json",
+        default=None,
+        metavar="PATH",
+        help="write the final loss and accuracies, per-epoch history and arguments here",
+    )
 
     add_optim_args(parser, epochs=200, batch_size=256, lr=0.001, schedule=[100, 160], weight_decay=1e-4, cos=True)
 
     moco = parser.add_argument_group("MoCo")
     moco.add_argument("--moco-dim", type=positive_int, default=128, help="feature dimension (default 128)")
-    moco.add_argument("--moco-k", type=positive_int, default=16384,
-                      help="queue size; number of negative keys (default 16384)")
-    moco.add_argument("--moco-m", type=momentum_value, default=0.999,
-                      help="momentum of the key encoders, in [0, 1) (default 0.999)")
+    moco.add_argument(
+        "--moco-k", type=positive_int, default=16384, help="queue size; number of negative keys (default 16384)"
+    )
+    moco.add_argument(
+        "--moco-m", type=momentum_value, default=0.999, help="momentum of the key encoders, in [0, 1) (default 0.999)"
+    )
     moco.add_argument("--moco-t", type=positive_float, default=0.07, help="softmax temperature (default 0.07)")
     moco.add_argument("--mlp", action="store_true", help="2-layer MLP projection head on every encoder")
-    moco.add_argument("--shuffle-bn", action="store_true",
-                      help="shuffle the key batch across GPUs/processes so BatchNorm cannot leak the positive "
-                           "(MoCo's shuffling BN; only matters with several GPUs)")
+    moco.add_argument(
+        "--shuffle-bn",
+        action="store_true",
+        help="shuffle the key batch across GPUs/processes so BatchNorm cannot leak the positive "
+        "(MoCo's shuffling BN; only matters with several GPUs)",
+    )
     moco.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA (ignored on the CPU)")
-    moco.add_argument("--spatial-augment", default="shear_or_corruption", choices=SPATIAL_AUGMENTS,
-                      help="what follows each view's crop-resize: the paper's shear or joint corruption "
-                           "(p = 0.5 each, the default), always one of them, or none (crop-resize only; "
-                           "the demo's choice for a few hundred steps on tiny data)")
+    moco.add_argument(
+        "--spatial-augment",
+        default="shear_or_corruption",
+        choices=SPATIAL_AUGMENTS,
+        help="what follows each view's crop-resize: the paper's shear or joint corruption "
+        "(p = 0.5 each, the default), always one of them, or none (crop-resize only; "
+        "the demo's choice for a few hundred steps on tiny data)",
+    )
 
-    add_data_model_runtime_args(parser, "--pre-dataset", print_freq=10, workers=32,
-                                workers_help="data loading workers, capped at the CPUs available to each process")
+    add_data_model_runtime_args(
+        parser,
+        "--pre-dataset",
+        print_freq=10,
+        workers=32,
+        workers_help="data loading workers, capped at the CPUs available to each process",
+    )
     parser.set_defaults(protocol="cross_subject")  # the reference's pretraining default
     return parser
 
@@ -178,8 +217,10 @@ def check_arguments(args: argparse.Namespace, representations: tuple[str, ...], 
     if args.batch_size % world_size:
         raise UsageError(f"--batch-size {args.batch_size} must be divisible by the {world_size} processes")
     if args.moco_k % args.batch_size:
-        raise UsageError(f"--moco-k {args.moco_k} must be divisible by --batch-size {args.batch_size} "
-                         "(each step replaces one whole block of the queue)")
+        raise UsageError(
+            f"--moco-k {args.moco_k} must be divisible by --batch-size {args.batch_size} "
+            "(each step replaces one whole block of the queue)"
+        )
     if not args.resume and args.start_epoch >= args.epochs:
         raise UsageError(f"--start-epoch {args.start_epoch} leaves nothing to train with --epochs {args.epochs}")
     check_window_size(args.window_size, representations)
@@ -190,16 +231,21 @@ def load_resume_checkpoint(path: str, args: argparse.Namespace) -> dict[str, Any
     checkpoint = read_resume_checkpoint(path, PRETRAIN_FORMAT)
     saved = checkpoint.get("args", {}).get("skeleton_representation")
     if saved is not None and saved != args.skeleton_representation:
-        raise UsageError(f"--resume {path} was pretrained as {saved!r}, "
-                         f"not --skeleton-representation {args.skeleton_representation!r}")
+        raise UsageError(
+            f"--resume {path} was pretrained as {saved!r}, "
+            f"not --skeleton-representation {args.skeleton_representation!r}"
+        )
     window = recorded_window_size(checkpoint)
     window = WINDOW_SIZE if window is None else window
     if window != args.window_size:
-        raise UsageError(f"--resume {path} was pretrained with --window-size {window}, "
-                         f"not {args.window_size}: the views would change mid-run")
+        raise UsageError(
+            f"--resume {path} was pretrained with --window-size {window}, "
+            f"not {args.window_size}: the views would change mid-run"
+        )
     if int(checkpoint["epoch"]) > args.epochs:
-        raise UsageError(f"--resume {path} has already trained {checkpoint['epoch']} epochs, more than "
-                         f"--epochs {args.epochs}")
+        raise UsageError(
+            f"--resume {path} has already trained {checkpoint['epoch']} epochs, more than --epochs {args.epochs}"
+        )
     return checkpoint
 
 
@@ -222,8 +268,10 @@ def finished_message(args: argparse.Namespace, plan: Plan) -> str | None:
     """The line saying that the resumed run has nothing left to train, or None."""
     if plan.checkpoint is None or plan.resumed_epoch != args.epochs or int(plan.checkpoint.get("step", 0)):
         return None
-    return (f"=> nothing to train: {args.resume} already completed --epochs {args.epochs} "
-            "(pass a larger --epochs to train further)")
+    return (
+        f"=> nothing to train: {args.resume} already completed --epochs {args.epochs} "
+        "(pass a larger --epochs to train further)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -266,8 +314,12 @@ class StopRequest:
             self.__exit__()
             raise StopNow(signum)
         self.signum = signum
-        print(f"\n{signal.Signals(signum).name} received: saving {LAST_CHECKPOINT} at the next step boundary "
-              "(send it again to quit without saving)", file=sys.stderr, flush=True)
+        print(
+            f"\n{signal.Signals(signum).name} received: saving {LAST_CHECKPOINT} at the next step boundary "
+            "(send it again to quit without saving)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _ignore_stop_signals_in_worker(worker_id: int) -> None:
@@ -302,6 +354,7 @@ class Meters:
 
     def state(self) -> dict[str, Any]:
         """Sums and count as plain floats (a host sync): for checkpoints of an interrupted epoch."""
+
         def f(value: Any) -> float:
             return float(value.item() if isinstance(value, torch.Tensor) else value)
 
@@ -314,6 +367,7 @@ class Meters:
 
     def global_averages(self, device: torch.device) -> dict[str, float]:
         """Averages over all ranks (one small float32 all-reduce; the division happens on the host)."""
+
         def t(value: Any) -> torch.Tensor:
             return torch.as_tensor(value, dtype=torch.float32, device=device).reshape(())
 
@@ -341,8 +395,7 @@ def _agree_on_stop(ctx: DistContext, nonfinite: torch.Tensor, stop: StopRequest)
     """(non-finite loss seen, stop requested), the same on every rank."""
     if not ctx.distributed:
         return bool(nonfinite), stop.signum is not None
-    flags = torch.stack([nonfinite.to(torch.float32),
-                         torch.tensor(float(stop.signum is not None), device=ctx.device)])
+    flags = torch.stack([nonfinite.to(torch.float32), torch.tensor(float(stop.signum is not None), device=ctx.device)])
     bad, stopping = (all_reduce_(flags, "max") > 0).tolist()
     return bad, stopping
 
@@ -355,16 +408,30 @@ def train_one_epoch(run: Run, epoch: int, *, start_step: int, meters: Meters, st
     run.model.train()
     nonfinite = torch.zeros((), dtype=torch.bool, device=ctx.device)
     # In a log file (not a terminal) the bar redraws rarely, so logs stay readable.
-    bar = tqdm(total=run.steps_per_epoch, initial=start_step, desc=f"epoch {epoch}", leave=False,
-               disable=not ctx.is_main, dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 60.0)
+    bar = tqdm(
+        total=run.steps_per_epoch,
+        initial=start_step,
+        desc=f"epoch {epoch}",
+        leave=False,
+        disable=not ctx.is_main,
+        dynamic_ncols=True,
+        mininterval=0.5 if sys.stderr.isatty() else 60.0,
+    )
     step, stopping = start_step, False
     try:
         for views in run.loader:
             views = [v.to(ctx.device, non_blocking=True) for v in views]
-            out = contrastive_step(run.model, run.base, views, run.optimizer, rank=ctx.rank,
-                                   world_size=ctx.world_size, shuffle_bn=args.shuffle_bn,
-                                   shuffle_seed=step_seed(run.data_seed, epoch, step),
-                                   autocast_dtype=run.autocast_dtype)
+            out = contrastive_step(
+                run.model,
+                run.base,
+                views,
+                run.optimizer,
+                rank=ctx.rank,
+                world_size=ctx.world_size,
+                shuffle_bn=args.shuffle_bn,
+                shuffle_seed=step_seed(run.data_seed, epoch, step),
+                autocast_dtype=run.autocast_dtype,
+            )
             nonfinite |= ~torch.isfinite(out.loss)
             meters.update(out.loss, out.logits)
             step += 1
@@ -392,8 +459,16 @@ def train_one_epoch(run: Run, epoch: int, *, start_step: int, meters: Meters, st
 # ---------------------------------------------------------------------------------------------------
 
 
-def make_checkpoint(base: MoCo, optimizer: torch.optim.Optimizer, args: argparse.Namespace, *, epoch: int,
-                    step: int, data_seed: int, meters: dict[str, Any] | None = None) -> dict[str, Any]:
+def make_checkpoint(
+    base: MoCo,
+    optimizer: torch.optim.Optimizer,
+    args: argparse.Namespace,
+    *,
+    epoch: int,
+    step: int,
+    data_seed: int,
+    meters: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Everything --resume needs, readable with ``torch.load(weights_only=True)``.
 
     epoch: the epoch to run next (the reference's epoch + 1 convention); step: how many steps of that
@@ -498,16 +573,24 @@ def choose_data_seed(args: argparse.Namespace, checkpoint: dict[str, Any] | None
 
 
 def build_model(args: argparse.Namespace, device: torch.device) -> tuple[MoCo, torch.optim.Optimizer]:
-    base = build_moco(args.skeleton_representation, dim=args.moco_dim, K=args.moco_k, m=args.moco_m,
-                      T=args.moco_t, mlp=args.mlp, **encoder_kwargs(args)).to(device)
+    base = build_moco(
+        args.skeleton_representation,
+        dim=args.moco_dim,
+        K=args.moco_k,
+        m=args.moco_m,
+        T=args.moco_t,
+        mlp=args.mlp,
+        **encoder_kwargs(args),
+    ).to(device)
     # All parameters, in the reference's order, so optimizer states match its checkpoints; the key
     # encoders never get gradients, so SGD leaves them to the momentum update.
     optimizer = torch.optim.SGD(base.parameters(), args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
     return base, optimizer
 
 
-def restore(base: MoCo, optimizer: torch.optim.Optimizer, checkpoint: dict[str, Any] | None,
-            args: argparse.Namespace) -> Progress:
+def restore(
+    base: MoCo, optimizer: torch.optim.Optimizer, checkpoint: dict[str, Any] | None, args: argparse.Namespace
+) -> Progress:
     """Load a --resume checkpoint into the model, the optimizer and the RNGs; where to start."""
     if checkpoint is None:
         return Progress(args.start_epoch, 0, (None, None), {})
@@ -515,8 +598,10 @@ def restore(base: MoCo, optimizer: torch.optim.Optimizer, checkpoint: dict[str, 
         load_checkpoint_state_dict(base, checkpoint["state_dict"])
         optimizer.load_state_dict(checkpoint["optimizer"])
     except (RuntimeError, ValueError, KeyError) as exc:
-        raise UsageError(f"--resume {args.resume} does not fit the model built from these options "
-                         f"(representation and encoder sizes must match): {str(exc).splitlines()[0]}") from None
+        raise UsageError(
+            f"--resume {args.resume} does not fit the model built from these options "
+            f"(representation and encoder sizes must match): {str(exc).splitlines()[0]}"
+        ) from None
     step = int(checkpoint.get("step", 0))
     layout = (checkpoint.get("args", {}).get("batch_size"), checkpoint.get("world_size", 1))
     if "rng" in checkpoint:
@@ -524,17 +609,29 @@ def restore(base: MoCo, optimizer: torch.optim.Optimizer, checkpoint: dict[str, 
     return Progress(int(checkpoint["epoch"]), step, layout, checkpoint.get("meters", {}) if step else {})
 
 
-def build_loader(args: argparse.Namespace, ctx: DistContext, plan: Plan, data_seed: int
-                 ) -> tuple[PretrainDataset, ResumableSampler, DataLoader]:
-    dataset = PretrainDataset(plan.paths, plan.representations, l_ratio=CROP_RATIO, input_size=args.window_size,
-                              seed=data_seed, spatial_augment=args.spatial_augment)
+def build_loader(
+    args: argparse.Namespace, ctx: DistContext, plan: Plan, data_seed: int
+) -> tuple[PretrainDataset, ResumableSampler, DataLoader]:
+    dataset = PretrainDataset(
+        plan.paths,
+        plan.representations,
+        l_ratio=CROP_RATIO,
+        input_size=args.window_size,
+        seed=data_seed,
+        spatial_augment=args.spatial_augment,
+    )
     sampler = ResumableSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, seed=data_seed)
     # Processes on one machine share its CPUs (torchrun tells how many processes run here).
     per_process_cpus = max(1, _available_cpus() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     workers = min(args.workers, per_process_cpus)
     loader = DataLoader(
-        dataset, batch_size=args.batch_size // ctx.world_size, sampler=sampler, num_workers=workers,
-        pin_memory=ctx.device.type == "cuda", drop_last=True, persistent_workers=workers > 0,
+        dataset,
+        batch_size=args.batch_size // ctx.world_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=ctx.device.type == "cuda",
+        drop_last=True,
+        persistent_workers=workers > 0,
         worker_init_fn=_ignore_stop_signals_in_worker if workers else None,
         # Its own generator for the workers' base seed: the global one then only serves the model
         # (dropout), whose state checkpoints carry, so resumed runs draw what uninterrupted ones do.
@@ -557,15 +654,30 @@ def build_run(args: argparse.Namespace, ctx: DistContext, plan: Plan) -> Run:
     dataset, sampler, loader = build_loader(args, ctx, plan, data_seed)
     local_batch = args.batch_size // ctx.world_size
     steps_per_epoch = sampler.num_samples // local_batch
-    if progress.step and not (progress.step < steps_per_epoch and progress.layout == (args.batch_size,
-                                                                                      ctx.world_size)):
-        raise UsageError(f"--resume {args.resume} stopped at step {progress.step} of an epoch with batch size and "
-                         f"process count {progress.layout}; finishing that epoch needs the same --batch-size and "
-                         "number of processes")
-    return Run(args=args, ctx=ctx, base=base, model=model, optimizer=optimizer, dataset=dataset, sampler=sampler,
-               loader=loader, local_batch=local_batch, steps_per_epoch=steps_per_epoch, data_seed=data_seed,
-               autocast_dtype=autocast_dtype, start_epoch=progress.epoch, start_step=progress.step,
-               meters_state=progress.meters_state, folder=Path(args.checkpoint_path))
+    if progress.step and not (progress.step < steps_per_epoch and progress.layout == (args.batch_size, ctx.world_size)):
+        raise UsageError(
+            f"--resume {args.resume} stopped at step {progress.step} of an epoch with batch size and "
+            f"process count {progress.layout}; finishing that epoch needs the same --batch-size and "
+            "number of processes"
+        )
+    return Run(
+        args=args,
+        ctx=ctx,
+        base=base,
+        model=model,
+        optimizer=optimizer,
+        dataset=dataset,
+        sampler=sampler,
+        loader=loader,
+        local_batch=local_batch,
+        steps_per_epoch=steps_per_epoch,
+        data_seed=data_seed,
+        autocast_dtype=autocast_dtype,
+        start_epoch=progress.epoch,
+        start_step=progress.step,
+        meters_state=progress.meters_state,
+        folder=Path(args.checkpoint_path),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -595,11 +707,21 @@ def run_epoch(run: Run, epoch: int, stop: StopRequest, writer: Any) -> tuple[dic
     result = train_one_epoch(run, epoch, start_step=first, meters=meters, stop=stop)
     if result.stop and result.steps_done < run.steps_per_epoch:
         if ctx.is_main:
-            state = make_checkpoint(run.base, run.optimizer, args, epoch=epoch, step=result.steps_done,
-                                    data_seed=run.data_seed, meters=meters.state())
+            state = make_checkpoint(
+                run.base,
+                run.optimizer,
+                args,
+                epoch=epoch,
+                step=result.steps_done,
+                data_seed=run.data_seed,
+                meters=meters.state(),
+            )
             path = save_checkpoint(state, run.folder, None)
-            print(f"=> stopped at epoch {epoch}, step {result.steps_done}/{run.steps_per_epoch}; "
-                  f"saved {path}; continue with --resume {path}", flush=True)
+            print(
+                f"=> stopped at epoch {epoch}, step {result.steps_done}/{run.steps_per_epoch}; "
+                f"saved {path}; continue with --resume {path}",
+                flush=True,
+            )
         return None, True
     record = {"epoch": epoch, "lr": lr, **result.averages, "seconds": time.time() - t0}
     if ctx.is_main:
@@ -634,8 +756,18 @@ def fit(run: Run) -> FitResult:
 # ---------------------------------------------------------------------------------------------------
 
 
-def run_metrics(args: argparse.Namespace, result: FitResult, *, start_epoch: int, steps_per_epoch: int,
-                world_size: int, device: str, mode: str, data_seed: int, wall_seconds: float) -> dict[str, Any]:
+def run_metrics(
+    args: argparse.Namespace,
+    result: FitResult,
+    *,
+    start_epoch: int,
+    steps_per_epoch: int,
+    world_size: int,
+    device: str,
+    mode: str,
+    data_seed: int,
+    wall_seconds: float,
+) -> dict[str, Any]:
     """What --metrics-json receives: status, the last epoch's loss and accuracies, the history."""
     history = result.history
     final = history[-1] if history else {}
@@ -659,10 +791,20 @@ def report(run: Run, result: FitResult, started: float) -> int:
     """Write --metrics-json (rank 0) and return the exit status: 0, or 128 + N after signal N."""
     barrier()
     if run.ctx.is_main and run.args.metrics_json:
-        write_json_atomic(run.args.metrics_json, run_metrics(
-            run.args, result, start_epoch=run.start_epoch, steps_per_epoch=run.steps_per_epoch,
-            world_size=run.ctx.world_size, device=str(run.ctx.device), mode=run.mode, data_seed=run.data_seed,
-            wall_seconds=time.time() - started))
+        write_json_atomic(
+            run.args.metrics_json,
+            run_metrics(
+                run.args,
+                result,
+                start_epoch=run.start_epoch,
+                steps_per_epoch=run.steps_per_epoch,
+                world_size=run.ctx.world_size,
+                device=str(run.ctx.device),
+                mode=run.mode,
+                data_seed=run.data_seed,
+                wall_seconds=time.time() - started,
+            ),
+        )
     if result.status == "interrupted" and result.signum is not None:
         return 128 + int(result.signum)
     return 0
@@ -681,9 +823,12 @@ def _log_epoch(writer: Any, record: dict[str, Any], args: argparse.Namespace, st
     accs = "  ".join(f"acc_s{i + 1} {record[f'acc_s{i + 1}']:6.2f}" for i in range(streams))
     per_step = record["seconds"] / max(steps, 1)
     saved = f"  -> {numbered_name(epoch)}" if record.get("numbered") else ""
-    print(f"epoch {epoch:4d} ({epoch + 1}/{args.epochs})  loss {record['train_loss']:.4f}  {accs}  "
-          f"lr {record['lr']:.3g}  {record['seconds']:.1f}s ({per_step * 1e3:.0f} ms/step, "
-          f"{args.batch_size / per_step:.0f} clips/s){saved}", flush=True)
+    print(
+        f"epoch {epoch:4d} ({epoch + 1}/{args.epochs})  loss {record['train_loss']:.4f}  {accs}  "
+        f"lr {record['lr']:.3g}  {record['seconds']:.1f}s ({per_step * 1e3:.0f} ms/step, "
+        f"{args.batch_size / per_step:.0f} clips/s){saved}",
+        flush=True,
+    )
 
 
 def _announce(run: Run) -> None:
@@ -691,9 +836,12 @@ def _announce(run: Run) -> None:
         return
     params = sum(p.numel() for p in run.base.parameters() if p.requires_grad)
     resuming = f" (resuming at step {run.start_step})" if run.start_step else ""
-    print(f"=> {run.args.skeleton_representation} MoCo ({params / 1e6:.2f}M trainable parameters) on "
-          f"{run.ctx.device}, {run.mode}; {len(run.dataset)} clips, {run.steps_per_epoch} steps of "
-          f"{run.args.batch_size} per epoch; epochs {run.start_epoch}..{run.args.epochs - 1}{resuming}", flush=True)
+    print(
+        f"=> {run.args.skeleton_representation} MoCo ({params / 1e6:.2f}M trainable parameters) on "
+        f"{run.ctx.device}, {run.mode}; {len(run.dataset)} clips, {run.steps_per_epoch} steps of "
+        f"{run.args.batch_size} per epoch; epochs {run.start_epoch}..{run.args.epochs - 1}{resuming}",
+        flush=True,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -723,18 +871,21 @@ def train_in(claim: ClaimedFolder, args: argparse.Namespace, ctx: DistContext, p
 def train(args: argparse.Namespace, ctx: DistContext, plan: Plan) -> int:
     """Claim the folder, then train in it; every way out becomes an exit status."""
     try:
-        with run_folder(ctx, args.checkpoint_path, purpose=LOCK_PURPOSE, resume=args.resume,
-                        overwrite=args.overwrite) as claim:
+        with run_folder(
+            ctx, args.checkpoint_path, purpose=LOCK_PURPOSE, resume=args.resume, overwrite=args.overwrite
+        ) as claim:
             return train_in(claim, args, ctx, plan)
     except UsageError as exc:
         return cli.error(PROG, exc)
     except NonFiniteLoss as exc:
-        return cli.error(PROG, f"{exc}; stopped without saving ({_last_good(args)}). Try a lower --lr, or run "
-                         "without --amp.", code=1)
+        return cli.error(
+            PROG, f"{exc}; stopped without saving ({_last_good(args)}). Try a lower --lr, or run without --amp.", code=1
+        )
     except StopNow as exc:
         name = signal.Signals(exc.signum).name
-        return cli.error(PROG, f"second {name}: stopped at once without saving ({_last_good(args)})",
-                         code=128 + exc.signum)
+        return cli.error(
+            PROG, f"second {name}: stopped at once without saving ({_last_good(args)})", code=128 + exc.signum
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

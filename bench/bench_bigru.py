@@ -7,6 +7,7 @@ then ``fc``) with the same weights and input; runs alternate so load changes hit
     python bench/bench_bigru.py --hidden 256 --iters 5
     python bench/bench_bigru.py --device cuda
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.bigru import BIGRU, CAUSAL_IMPLS, reference_loop_features  # noqa: E402
+from models.bigru import BIGRU, CAUSAL_IMPLS, reference_loop_features
 
 
 def _timed(step: Callable[[], torch.Tensor], device: torch.device) -> float:
@@ -39,8 +40,9 @@ def gemm_gflop(batch: int, frames: int, input_size: int, hidden: int, layers: in
     """GFLOP of one forward+backward's GEMMs: per layer and direction, the input and recurrent
     projections to 3 gates over batch x frames rows; the backward does twice the forward's work."""
     rows = batch * frames
-    forward = sum(2 * 2 * rows * 3 * hidden * ((input_size if layer == 0 else 2 * hidden) + hidden)
-                  for layer in range(layers))
+    forward = sum(
+        2 * 2 * rows * 3 * hidden * ((input_size if layer == 0 else 2 * hidden) + hidden) for layer in range(layers)
+    )
     return 3 * forward / 1e9
 
 
@@ -129,8 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     peak = gemm_peak_gflops(args.batch * args.frames, 2 * args.hidden, 3 * args.hidden, device)
     rates = ", ".join(f"{name} {work / medians[name]:.0f}" for name in medians)
     print(f"GEMM work {work:.0f} GFLOP per iteration; GFLOP/s: {rates}; one large GEMM on this device: {peak:.0f}")
-    print(f"best possible speed-up over the per-frame loop here (its time / the GEMM work at that rate): "
-          f"{medians['per-frame loop'] * peak / work:.2f}x")
+    print(
+        f"best possible speed-up over the per-frame loop here (its time / the GEMM work at that rate): "
+        f"{medians['per-frame loop'] * peak / work:.2f}x"
+    )
     return 0
 
 

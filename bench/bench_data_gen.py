@@ -16,6 +16,7 @@ Goals: >= 20x the reference's samples/s on one worker; < 1.5 GB peak on 10,000 s
 ``--memory-samples 10000`` generates that set (a few minutes, ~3.5 GB of text plus ~3.6 GB of output
 in the work folder, removed afterwards unless --keep).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,17 +75,31 @@ def _child(kind: str, data: str, out: str, workers: int) -> None:
         generate(data, out, ignored, BENCHMARKS, workers=workers, progress=False)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     workers_usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    print(json.dumps({
-        "seconds": seconds,
-        "cpu_seconds": cpu + workers_usage.ru_utime + workers_usage.ru_stime,
-        "peak_rss_mb": _peak_rss_mb(),
-        "peak_worker_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
-    }))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "cpu_seconds": cpu + workers_usage.ru_utime + workers_usage.ru_stime,
+                "peak_rss_mb": _peak_rss_mb(),
+                "peak_worker_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+            }
+        )
+    )
 
 
 def run_child(kind: str, data: Path, out: Path, workers: int = 1) -> dict:
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--data", str(data),
-               "--out", str(out), "--workers", str(workers)]
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        kind,
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--workers",
+        str(workers),
+    ]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{kind} run failed:\n{done.stderr}")
@@ -105,7 +120,7 @@ def compare(ours: Path, reference: Path) -> float:
             x = np.load(a / f"{part}_data_joint.npy", mmap_mode="r")
             y = np.load(b / f"{part}_data_joint.npy", mmap_mode="r")
             for start in range(0, len(x), 256):
-                worst = max(worst, float(np.abs(x[start:start + 256] - y[start:start + 256]).max(initial=0.0)))
+                worst = max(worst, float(np.abs(x[start : start + 256] - y[start : start + 256]).max(initial=0.0)))
     return worst
 
 
@@ -113,8 +128,9 @@ def write_set(folder: Path, samples: int, num_classes: int) -> tuple[int, float]
     from data_gen.synthetic import write_synthetic_ntu
 
     start = time.perf_counter()
-    paths = write_synthetic_ntu(folder, num_classes=num_classes,
-                                samples_per_class=math.ceil(samples / num_classes), seed=0)
+    paths = write_synthetic_ntu(
+        folder, num_classes=num_classes, samples_per_class=math.ceil(samples / num_classes), seed=0
+    )
     return len(paths), time.perf_counter() - start
 
 
@@ -122,8 +138,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=400, help="files in the side-by-side run (default 400)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to time (default 1 2)")
-    parser.add_argument("--memory-samples", type=int, default=0,
-                        help="also run ours alone on a set this large for peak memory, e.g. 10000 (default: skip)")
+    parser.add_argument(
+        "--memory-samples",
+        type=int,
+        default=0,
+        help="also run ours alone on a set this large for peak memory, e.g. 10000 (default: skip)",
+    )
     parser.add_argument("--work-dir", help="where to write the files (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--child", choices=("reference", "ours"), help=argparse.SUPPRESS)
@@ -138,22 +158,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     try:
         count, gen_seconds = write_set(work / "raw", args.samples, num_classes=20)
-        print(f"synthetic set: {count} files ({gen_seconds:.1f} s to write), benchmarks {' '.join(BENCHMARKS)}; "
-              f"{os.cpu_count()} CPUs")
+        print(
+            f"synthetic set: {count} files ({gen_seconds:.1f} s to write), benchmarks {' '.join(BENCHMARKS)}; "
+            f"{os.cpu_count()} CPUs"
+        )
         ref = run_child("reference", work / "raw", work / "reference")
         ref_rate = count / ref["seconds"]
-        print(f"reference (literal)   : {ref['seconds']:8.2f} s wall {ref['cpu_seconds']:8.2f} s CPU  "
-              f"{ref_rate:7.1f} samples/s  peak RSS {ref['peak_rss_mb']:5.0f} MB")
+        print(
+            f"reference (literal)   : {ref['seconds']:8.2f} s wall {ref['cpu_seconds']:8.2f} s CPU  "
+            f"{ref_rate:7.1f} samples/s  peak RSS {ref['peak_rss_mb']:5.0f} MB"
+        )
         for workers in args.workers:
             out = work / f"ours_w{workers}"
             ours = run_child("ours", work / "raw", out, workers)
             rate = count / ours["seconds"]
             extra = f" (+ largest worker {ours['peak_worker_rss_mb']:.0f} MB)" if workers > 1 else ""
-            print(f"ntu_gendata workers={workers}: {ours['seconds']:8.2f} s wall {ours['cpu_seconds']:8.2f} s CPU  "
-                  f"{rate:7.1f} samples/s  peak RSS {ours['peak_rss_mb']:5.0f} MB{extra}")
-            print(f"    {rate / ref_rate:5.1f}x the reference's samples/s (wall); "
-                  f"{ref['cpu_seconds'] / ours['cpu_seconds']:5.1f}x less CPU time"
-                  + ("  (goal >= 20x on one worker)" if workers == 1 else ""))
+            print(
+                f"ntu_gendata workers={workers}: {ours['seconds']:8.2f} s wall {ours['cpu_seconds']:8.2f} s CPU  "
+                f"{rate:7.1f} samples/s  peak RSS {ours['peak_rss_mb']:5.0f} MB{extra}"
+            )
+            print(
+                f"    {rate / ref_rate:5.1f}x the reference's samples/s (wall); "
+                f"{ref['cpu_seconds'] / ours['cpu_seconds']:5.1f}x less CPU time"
+                + ("  (goal >= 20x on one worker)" if workers == 1 else "")
+            )
             worst = compare(out, work / "reference")
             print(f"    same names, labels and frame counts; max |ours - reference| = {worst:.2e} (goal <= 1e-5)")
             shutil.rmtree(out)
@@ -167,13 +195,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 out = work / f"ours_big_w{workers}"
                 ours = run_child("ours", big, out, workers)
                 extra = f" (+ largest worker {ours['peak_worker_rss_mb']:.0f} MB)" if workers > 1 else ""
-                print(f"ntu_gendata workers={workers} on {count} samples: {ours['seconds']:.1f} s "
-                      f"({count / ours['seconds']:.1f} samples/s), peak RSS {ours['peak_rss_mb']:.0f} MB{extra} "
-                      f"(goal < 1500 MB)")
+                print(
+                    f"ntu_gendata workers={workers} on {count} samples: {ours['seconds']:.1f} s "
+                    f"({count / ours['seconds']:.1f} samples/s), peak RSS {ours['peak_rss_mb']:.0f} MB{extra} "
+                    f"(goal < 1500 MB)"
+                )
                 sizes = sum(p.stat().st_size for p in out.rglob("*.npy"))
                 shutil.rmtree(out)
-            print(f"    outputs on disk: {sizes / 2**30:.2f} GiB; the reference holds each part in RAM "
-                  f"(N x 180 kB: ~6.8 GB for NTU 60 x-view train)")
+            print(
+                f"    outputs on disk: {sizes / 2**30:.2f} GiB; the reference holds each part in RAM "
+                f"(N x 180 kB: ~6.8 GB for NTU 60 x-view train)"
+            )
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

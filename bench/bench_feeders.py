@@ -9,6 +9,7 @@ Python's ``random``, then build the seq-based and graph-based inputs. Ours: ``Pr
     python bench/bench_feeders.py                 # 512 clips of up to 300 frames, 3 passes
     python bench/bench_feeders.py --clips 2048 --passes 5
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from feeders import DownstreamDataset, PretrainDataset, SplitPaths  # noqa: E402
+from feeders import DownstreamDataset, PretrainDataset, SplitPaths
 
 MIN_CROP = 64
 OUT_LEN = 64
@@ -35,9 +36,10 @@ OUT_LEN = 64
 
 # ------------------------------------------------------------------------------------------ baseline
 
+
 def _baseline_resize(clip: np.ndarray, start: int, length: int) -> np.ndarray:
     c, _, v, m = clip.shape
-    part = torch.tensor(clip[:, start:start + length], dtype=torch.float)
+    part = torch.tensor(clip[:, start : start + length], dtype=torch.float)
     rows = part.permute(0, 2, 3, 1).contiguous().view(c * v * m, length)[None, :, :, None]
     out = F.interpolate(rows, size=(OUT_LEN, 1), mode="bilinear", align_corners=False)[0, :, :, 0]
     return out.contiguous().view(c, v, m, OUT_LEN).permute(0, 3, 1, 2).contiguous().numpy()
@@ -84,6 +86,7 @@ def baseline_eval_item(data: np.ndarray, frames: np.ndarray, index: int) -> np.n
 
 
 # ------------------------------------------------------------------------------------------ harness
+
 
 def write_split(folder: Path, clips: int, seed: int) -> SplitPaths:
     """A data_gen-shaped split: (clips, 3, 300, 25, 2) float32, 64-300 real frames per clip."""
@@ -136,12 +139,18 @@ def main(argv: list[str] | None = None) -> int:
         ours_eval = DownstreamDataset(paths, "graph-based", train=False)
         cases = {
             "pretraining pair (seq + graph, 2 views)": (
-                lambda i: ours_pair[i], lambda i: baseline_pretrain_item(data, frames, i)),
+                lambda i: ours_pair[i],
+                lambda i: baseline_pretrain_item(data, frames, i),
+            ),
             "evaluation item (centre crop 0.95)": (
-                lambda i: ours_eval[i], lambda i: baseline_eval_item(data, frames, i)),
+                lambda i: ours_eval[i],
+                lambda i: baseline_eval_item(data, frames, i),
+            ),
         }
-        print(f"{args.clips} clips of 64-300 frames in a (N, 3, 300, 25, 2) float32 memory map; 1 thread; "
-              f"medians of {args.passes} passes")
+        print(
+            f"{args.clips} clips of 64-300 frames in a (N, 3, 300, 25, 2) float32 memory map; 1 thread; "
+            f"medians of {args.passes} passes"
+        )
         for name, (ours, baseline) in cases.items():
             ours(0), baseline(0)  # warm-up
             ours_t, base_t = [], []

@@ -31,6 +31,7 @@ Projected hours are those of the NTU 60 x-view recipe (451 epochs of 588 steps o
 rate. Goal: 27 ms per step with data loading for seq-based + graph-based on one H100/H200 (milestone: 55 ms,
 the recipe in 4 h).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,7 +60,8 @@ if str(ROOT) not in sys.path:
 
 from bench.precision import PRECISIONS, float32_mode, precision_setup  # noqa: E402
 from common.args import add_model_size_args, encoder_kwargs  # noqa: E402
-from common.representations import PAIR_REPRESENTATIONS, REPRESENTATION_CHOICES, parse_representation  # noqa: E402
+from common.constants import PAIR_REPRESENTATIONS, REPRESENTATION_CHOICES  # noqa: E402
+from common.representations import parse_representation  # noqa: E402
 from common.training import AverageMeter, accuracy, select_device  # noqa: E402
 from feeders import PretrainDataset, SplitPaths  # noqa: E402
 from moco.builder import MoCo, build_moco  # noqa: E402
@@ -73,10 +75,17 @@ CROP_RATIO = (0.1, 1.0)  # the pretraining crops of main_moco_inter_skeleton.py
 
 GRU_MODES = ("native", "bptt", "per-frame", "gru-fp32")
 OPTIMIZERS = ("for-loop", "foreach", "fused")
-FLAGS = {"sync": ("sync", True), "pageable": ("pinned", False), "blocking": ("non_blocking", False),
-         "no-persist": ("persistent", False), "graph": ("graph", True), "compile": ("compile", True),
-         "no-benchmark": ("benchmark", False), "deterministic": ("deterministic", True),
-         "gru-streams": ("gru_streams", True)}
+FLAGS = {
+    "sync": ("sync", True),
+    "pageable": ("pinned", False),
+    "blocking": ("non_blocking", False),
+    "no-persist": ("persistent", False),
+    "graph": ("graph", True),
+    "compile": ("compile", True),
+    "no-benchmark": ("benchmark", False),
+    "deterministic": ("deterministic", True),
+    "gru-streams": ("gru_streams", True),
+}
 
 
 @dataclass(frozen=True)
@@ -138,8 +147,9 @@ def write_clips(folder: Path, num_clips: int, seed: int = 0) -> SplitPaths:
     """data_gen's layout with random-walk joints, written through a memory map (no big RAM copy)."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    data = np.lib.format.open_memmap(folder / "train_data_joint.npy", mode="w+", dtype=np.float32,
-                                     shape=(num_clips, 3, 300, 25, 2))
+    data = np.lib.format.open_memmap(
+        folder / "train_data_joint.npy", mode="w+", dtype=np.float32, shape=(num_clips, 3, 300, 25, 2)
+    )
     frames = rng.integers(60, 301, size=num_clips)
     for i, n in enumerate(frames):
         data[i, :, :n] = np.cumsum(rng.normal(0, 0.01, size=(3, n, 25, 2)), axis=1, dtype=np.float32)
@@ -147,8 +157,13 @@ def write_clips(folder: Path, num_clips: int, seed: int = 0) -> SplitPaths:
     del data
     np.save(folder / "train_num_frame.npy", frames.astype(np.int64))
     with open(folder / "train_label.pkl", "wb") as f:
-        pickle.dump(([f"S001C001P001R001A{i % 60 + 1:03d}.skeleton" for i in range(num_clips)],
-                     [i % 60 for i in range(num_clips)]), f)
+        pickle.dump(
+            (
+                [f"S001C001P001R001A{i % 60 + 1:03d}.skeleton" for i in range(num_clips)],
+                [i % 60 for i in range(num_clips)],
+            ),
+            f,
+        )
     return SplitPaths(folder / "train_data_joint.npy", folder / "train_label.pkl", folder / "train_num_frame.npy")
 
 
@@ -157,17 +172,25 @@ def split_in(folder: Path) -> SplitPaths:
     return SplitPaths(folder / "train_data_joint.npy", folder / "train_label.pkl", folder / "train_num_frame.npy")
 
 
-def make_loader(paths: SplitPaths, pair: str, batch: int, steps: int, variant: Variant, workers: int,
-                device: torch.device) -> DataLoader:
+def make_loader(
+    paths: SplitPaths, pair: str, batch: int, steps: int, variant: Variant, workers: int, device: torch.device
+) -> DataLoader:
     """The training loop's DataLoader over exactly ``steps`` batches (clips drawn with replacement)."""
     dataset = PretrainDataset(paths, parse_representation(pair), l_ratio=CROP_RATIO, seed=0)
     dataset.set_epoch(0)
-    sampler = RandomSampler(dataset, replacement=True, num_samples=batch * steps,
-                            generator=torch.Generator().manual_seed(0))
+    sampler = RandomSampler(
+        dataset, replacement=True, num_samples=batch * steps, generator=torch.Generator().manual_seed(0)
+    )
     workers = variant.workers if variant.workers is not None else workers
-    return DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers,
-                      pin_memory=variant.pinned and device.type == "cuda", drop_last=True,
-                      persistent_workers=variant.persistent and workers > 0)
+    return DataLoader(
+        dataset,
+        batch_size=batch,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=variant.pinned and device.type == "cuda",
+        drop_last=True,
+        persistent_workers=variant.persistent and workers > 0,
+    )
 
 
 # ----------------------------------------------------------------------------------------------- models
@@ -184,7 +207,7 @@ class PerFrameSequenceEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, T, I) -> (N, 2H)
         hidden, out = None, None
         for t in range(x.shape[1]):
-            out, hidden = self.gru(x[:, t:t + 1], hidden)
+            out, hidden = self.gru(x[:, t : t + 1], hidden)
         return out[:, 0]
 
 
@@ -202,8 +225,11 @@ class Float32Island(nn.Module):
 
 def sequence_encoders(model: MoCo) -> list[nn.Module]:
     """The BiGRU encoders (query and key) of ``model``."""
-    return [enc for enc in model.query_encoders() + model.key_encoders()
-            if isinstance(getattr(getattr(enc, "encoder", None), "gru", None), nn.GRU)]
+    return [
+        enc
+        for enc in model.query_encoders() + model.key_encoders()
+        if isinstance(getattr(getattr(enc, "encoder", None), "gru", None), nn.GRU)
+    ]
 
 
 class TwoStreamBiGRU(nn.Module):
@@ -270,8 +296,9 @@ def make_optimizer(model: MoCo, kind: str) -> torch.optim.Optimizer:
 class GraphedStep:
     """The whole step captured once as a CUDA graph: inputs are copied into static tensors, then replayed."""
 
-    def __init__(self, step: Callable[[Sequence[torch.Tensor]], StepOutput], example: Sequence[torch.Tensor],
-                 warmup: int = 3) -> None:
+    def __init__(
+        self, step: Callable[[Sequence[torch.Tensor]], StepOutput], example: Sequence[torch.Tensor], warmup: int = 3
+    ) -> None:
         self.static = [v.clone() for v in example]
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -296,8 +323,9 @@ class GraphedStep:
         return self.out
 
 
-def build_step(base: MoCo, variant: Variant, example: Sequence[torch.Tensor]
-               ) -> Callable[[Sequence[torch.Tensor]], StepOutput]:
+def build_step(
+    base: MoCo, variant: Variant, example: Sequence[torch.Tensor]
+) -> Callable[[Sequence[torch.Tensor]], StepOutput]:
     """The step of ``variant`` as a function of the views on the device."""
     _, autocast_dtype = precision_setup(variant.precision)
     optimizer = make_optimizer(base, variant.optimizer)
@@ -339,8 +367,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_windows(step: Callable[[], Any], warmup: int, iters: int, repeats: int, device: torch.device
-                 ) -> tuple[list[float], float]:
+def time_windows(
+    step: Callable[[], Any], warmup: int, iters: int, repeats: int, device: torch.device
+) -> tuple[list[float], float]:
     """Seconds per step of ``repeats`` windows of ``iters`` steps after ``warmup`` steps, and the first step's
     seconds (compilation, capture and algorithm search show there). The device is synchronised only between
     windows, as the training loop synchronises only every few steps."""
@@ -366,16 +395,19 @@ def recipe_hours(ms_per_step: float, epoch_start_s: float = 0.0) -> float:
     return (ms_per_step / 1e3 * RECIPE_STEPS_PER_EPOCH + epoch_start_s) * RECIPE_EPOCHS / 3600
 
 
-def measure_compute(step: Callable, batch: list[torch.Tensor], variant: Variant, args: argparse.Namespace,
-                    device: torch.device) -> dict[str, Any]:
+def measure_compute(
+    step: Callable, batch: list[torch.Tensor], variant: Variant, args: argparse.Namespace, device: torch.device
+) -> dict[str, Any]:
     meters = StepMeters()
-    windows, first = time_windows(lambda: meters.update(step(batch), variant.sync), args.warmup, args.iters,
-                                  args.repeats, device)
+    windows, first = time_windows(
+        lambda: meters.update(step(batch), variant.sync), args.warmup, args.iters, args.repeats, device
+    )
     return {"windows_ms": [w * 1e3 for w in windows], "first_step_s": first}
 
 
-def measure_loader(step: Callable, pair: str, variant: Variant, args: argparse.Namespace, paths: SplitPaths,
-                   device: torch.device) -> dict[str, Any]:
+def measure_loader(
+    step: Callable, pair: str, variant: Variant, args: argparse.Namespace, paths: SplitPaths, device: torch.device
+) -> dict[str, Any]:
     """Steps fed by the DataLoader; then the first batch of a new epoch (workers restarted unless persistent)."""
     steps = args.warmup + args.iters * args.repeats
     loader = make_loader(paths, pair, args.batch, steps, variant, args.workers, device)
@@ -398,8 +430,9 @@ def measure_loader(step: Callable, pair: str, variant: Variant, args: argparse.N
 # ------------------------------------------------------------------------------------------------- runs
 
 
-def measure_data(pair: str, variant: Variant, args: argparse.Namespace, paths: SplitPaths,
-                 device: torch.device) -> dict[str, Any]:
+def measure_data(
+    pair: str, variant: Variant, args: argparse.Namespace, paths: SplitPaths, device: torch.device
+) -> dict[str, Any]:
     """The DataLoader alone (batches copied to the device): how fast the data path could feed a step. The
     batches the workers prefetch (2 each) are drained first and every window is long against them, so the
     rate is the workers' own."""
@@ -440,8 +473,14 @@ def modes_of(pair: str, variant: Variant, args: argparse.Namespace, measured_dat
     return modes
 
 
-def run_variant(pair: str, variant: Variant, args: argparse.Namespace, paths: SplitPaths, device: torch.device,
-                measured_data: set[tuple]) -> list[dict[str, Any]]:
+def run_variant(
+    pair: str,
+    variant: Variant,
+    args: argparse.Namespace,
+    paths: SplitPaths,
+    device: torch.device,
+    measured_data: set[tuple],
+) -> list[dict[str, Any]]:
     """Every requested mode of one (pair, variant); a failure becomes a row with its error."""
     if variant.gru != "auto" and "seq-based" not in parse_representation(pair):
         return []
@@ -451,8 +490,9 @@ def run_variant(pair: str, variant: Variant, args: argparse.Namespace, paths: Sp
     tf32, _ = precision_setup(variant.precision)
     rows = []
     benchmark = variant.benchmark and not variant.deterministic
-    with float32_mode(tf32 if device.type == "cuda" else None, benchmark=benchmark,
-                      deterministic=variant.deterministic or None):
+    with float32_mode(
+        tf32 if device.type == "cuda" else None, benchmark=benchmark, deterministic=variant.deterministic or None
+    ):
         base = build_model(pair, args, device)
         example = make_loader(paths, pair, args.batch, 1, replace(variant, workers=0), 0, device)
         batch = [v.to(device) for v in next(iter(example))]
@@ -498,11 +538,26 @@ def skipped_row(pair: str, variant: Variant, mode: str, reason: str) -> dict[str
     return {"pair": pair, "variant": variant.name, "mode": mode, "skipped": reason}
 
 
-def result_row(pair: str, variant: Variant, mode: str, timing: dict[str, Any], args: argparse.Namespace,
-               device: torch.device, extra: dict[str, Any]) -> dict[str, Any]:
+def result_row(
+    pair: str,
+    variant: Variant,
+    mode: str,
+    timing: dict[str, Any],
+    args: argparse.Namespace,
+    device: torch.device,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
     ms = statistics.median(timing["windows_ms"])
-    row = {"pair": pair, "variant": variant.name, "mode": mode, "ms_per_step": ms,
-           "clips_per_s": args.batch / ms * 1e3, **timing, **extra, "settings": asdict(variant)}
+    row = {
+        "pair": pair,
+        "variant": variant.name,
+        "mode": mode,
+        "ms_per_step": ms,
+        "clips_per_s": args.batch / ms * 1e3,
+        **timing,
+        **extra,
+        "settings": asdict(variant),
+    }
     if mode != "data":
         row["recipe_hours"] = recipe_hours(ms, timing.get("epoch_start_s", 0.0))
     if device.type == "cuda":
@@ -510,8 +565,11 @@ def result_row(pair: str, variant: Variant, mode: str, timing: dict[str, Any], a
     spread = f"{min(timing['windows_ms']):.1f}-{max(timing['windows_ms']):.1f}"
     start = f"{timing['epoch_start_s']:7.2f}" if "epoch_start_s" in timing else f"{'':7s}"
     hours = f"{row['recipe_hours']:8.1f}" if "recipe_hours" in row else f"{'':8s}"
-    print(f"{short(pair):18s} {variant.name:24s} {mode:8s} {ms:9.1f} {spread:>13s} {row['clips_per_s']:8.0f} "
-          f"{hours} {timing['first_step_s']:8.2f} {start}", flush=True)
+    print(
+        f"{short(pair):18s} {variant.name:24s} {mode:8s} {ms:9.1f} {spread:>13s} {row['clips_per_s']:8.0f} "
+        f"{hours} {timing['first_step_s']:8.2f} {start}",
+        flush=True,
+    )
     return row
 
 
@@ -529,29 +587,48 @@ def compare_rows(rows: list[dict[str, Any]]) -> list[str]:
         if row is not first:
             row["vs_first_variant"] = row["ms_per_step"] / first["ms_per_step"]
         if row["settings"]["gru"] == "per-frame":
-            same = [r for r in timed if r["pair"] == row["pair"] and r["mode"] == "compute"
-                    and r["settings"]["gru"] == "auto" and r["settings"]["precision"] == row["settings"]["precision"]]
+            same = [
+                r
+                for r in timed
+                if r["pair"] == row["pair"]
+                and r["mode"] == "compute"
+                and r["settings"]["gru"] == "auto"
+                and r["settings"]["precision"] == row["settings"]["precision"]
+            ]
             if same:
                 row["whole_sequence_speedup"] = row["ms_per_step"] / same[0]["ms_per_step"]
-                lines.append(f"  {short(row['pair'])}: the reference's per-frame GRU loop takes "
-                             f"{row['whole_sequence_speedup']:.1f}x as long per step ({row['variant']}; features "
-                             f"agree to {row['max_abs_feature_diff']:.1e})")
+                lines.append(
+                    f"  {short(row['pair'])}: the reference's per-frame GRU loop takes "
+                    f"{row['whole_sequence_speedup']:.1f}x as long per step ({row['variant']}; features "
+                    f"agree to {row['max_abs_feature_diff']:.1e})"
+                )
     goal = [r for r in timed if r["pair"] == "seq-based_and_graph-based" and r["mode"] == "loader"]
     if goal:
         best = min(goal, key=lambda r: r["ms_per_step"])
-        verdict = ("meets the goal" if best["ms_per_step"] <= GOAL_MS
-                   else "meets the milestone" if best["ms_per_step"] <= MILESTONE_MS else "misses the milestone")
-        lines.append(f"  seq+graph with data loading: best {best['ms_per_step']:.1f} ms/step ({best['variant']}), "
-                     f"{verdict} (goal {GOAL_MS:.0f} ms, milestone {MILESTONE_MS:.0f} ms); recipe "
-                     f"{best['recipe_hours']:.1f} h")
+        verdict = (
+            "meets the goal"
+            if best["ms_per_step"] <= GOAL_MS
+            else "meets the milestone"
+            if best["ms_per_step"] <= MILESTONE_MS
+            else "misses the milestone"
+        )
+        lines.append(
+            f"  seq+graph with data loading: best {best['ms_per_step']:.1f} ms/step ({best['variant']}), "
+            f"{verdict} (goal {GOAL_MS:.0f} ms, milestone {MILESTONE_MS:.0f} ms); recipe "
+            f"{best['recipe_hours']:.1f} h"
+        )
     return lines
 
 
 def device_info(device: torch.device) -> dict[str, Any]:
     info: dict[str, Any] = {"device": str(device), "torch": torch.__version__}
     if device.type == "cuda":
-        info.update(device_name=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
-                    cudnn=torch.backends.cudnn.version(), cpus=os.cpu_count())
+        info.update(
+            device_name=torch.cuda.get_device_name(device),
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+            cpus=os.cpu_count(),
+        )
     else:
         info.update(device_name=f"CPU, {torch.get_num_threads()} threads", cpus=os.cpu_count())
     return info
@@ -560,15 +637,27 @@ def device_info(device: torch.device) -> dict[str, Any]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--pairs", nargs="+", default=list(PAIR_REPRESENTATIONS), choices=REPRESENTATION_CHOICES)
-    parser.add_argument("--variants", nargs="+", default=["default", "tf32", "bf16", "default,per-frame"],
-                        help="comma-separated tokens each (see the module docstring): " + ", ".join(variant_tokens()))
-    parser.add_argument("--precision", default="default", choices=PRECISIONS,
-                        help="precision of the variants that name none (default: torch's own flags)")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["default", "tf32", "bf16", "default,per-frame"],
+        help="comma-separated tokens each (see the module docstring): " + ", ".join(variant_tokens()),
+    )
+    parser.add_argument(
+        "--precision",
+        default="default",
+        choices=PRECISIONS,
+        help="precision of the variants that name none (default: torch's own flags)",
+    )
     parser.add_argument("--amp", action="store_true", help="same as --precision bf16")
-    parser.add_argument("--modes", nargs="+", default=["compute", "loader", "data"],
-                        choices=("compute", "loader", "data"),
-                        help="compute: one batch kept on the device; loader: fed by the DataLoader, as training is; "
-                             "data: the DataLoader alone (once per pair and data settings)")
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=["compute", "loader", "data"],
+        choices=("compute", "loader", "data"),
+        help="compute: one batch kept on the device; loader: fed by the DataLoader, as training is; "
+        "data: the DataLoader alone (once per pair and data settings)",
+    )
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--iters", type=int, default=10, help="steps per timed window")
     parser.add_argument("--repeats", type=int, default=3, help="timed windows (the median is reported)")
@@ -576,9 +665,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
     parser.add_argument("--moco-k", type=int, default=16384)
-    parser.add_argument("--data", type=Path, default=None,
-                        help="a prepared split folder (train_data_joint.npy ...) to load from; default: "
-                             "--clips random-walk clips written to a temporary folder")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="a prepared split folder (train_data_joint.npy ...) to load from; default: "
+        "--clips random-walk clips written to a temporary folder",
+    )
     parser.add_argument("--clips", type=int, default=1024, help="clips written when --data is not given")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure here")
     add_model_size_args(parser)
@@ -603,15 +696,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     device = select_device(args.device)
     info = device_info(device)
-    print(f"device: {device} ({info['device_name']}) | torch {torch.__version__} | batch {args.batch} | "
-          f"K {args.moco_k} | GRU {args.gru_hidden_size}x{args.gru_layers}, AGCN {args.agcn_base_channels}, "
-          f"HCN {args.hcn_out_channels} | {args.repeats} windows of {args.iters} steps after {args.warmup} | "
-          f"{args.workers} workers", flush=True)
-    print(f"{'pair':18s} {'variant':24s} {'mode':8s} {'ms/step':>9s} {'windows':>13s} {'clips/s':>8s} "
-          f"{'recipe h':>8s} {'first s':>8s} {'epoch s':>7s}", flush=True)
-    results: dict[str, Any] = {**info, "args": {k: v for k, v in vars(args).items() if k != "variant_list"},
-                               "recipe": {"epochs": RECIPE_EPOCHS, "steps_per_epoch": RECIPE_STEPS_PER_EPOCH},
-                               "goal_ms": GOAL_MS, "milestone_ms": MILESTONE_MS, "rows": []}
+    print(
+        f"device: {device} ({info['device_name']}) | torch {torch.__version__} | batch {args.batch} | "
+        f"K {args.moco_k} | GRU {args.gru_hidden_size}x{args.gru_layers}, AGCN {args.agcn_base_channels}, "
+        f"HCN {args.hcn_out_channels} | {args.repeats} windows of {args.iters} steps after {args.warmup} | "
+        f"{args.workers} workers",
+        flush=True,
+    )
+    print(
+        f"{'pair':18s} {'variant':24s} {'mode':8s} {'ms/step':>9s} {'windows':>13s} {'clips/s':>8s} "
+        f"{'recipe h':>8s} {'first s':>8s} {'epoch s':>7s}",
+        flush=True,
+    )
+    results: dict[str, Any] = {
+        **info,
+        "args": {k: v for k, v in vars(args).items() if k != "variant_list"},
+        "recipe": {"epochs": RECIPE_EPOCHS, "steps_per_epoch": RECIPE_STEPS_PER_EPOCH},
+        "goal_ms": GOAL_MS,
+        "milestone_ms": MILESTONE_MS,
+        "rows": [],
+    }
     with tempfile.TemporaryDirectory() as tmp:
         paths = split_in(args.data) if args.data is not None else write_clips(Path(tmp) / "xview", args.clips)
         measured_data: set[tuple] = set()

@@ -24,6 +24,7 @@ Stages, in order (each one's figures go to ``OUT_DIR/device_check.json``, all ou
 Everything runs inside a time budget (default 460 s on a GPU); a stage that cannot finish in what is left
 fails with a timeout. The summary is rewritten after every stage, so an interrupted check still leaves one.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -81,32 +82,129 @@ TINY = ("--gru-hidden-size", "8", "--gru-layers", "1", "--agcn-base-channels", "
 ALL_PAIRS = ("--pairs", "seq-based_and_graph-based", "seq-based_and_image-based", "graph-based_and_image-based")
 
 GPU_SIZES = Sizes(
-    budget_s=460, classes=10, clips_per_class=30,
-    small_encoders=("--gru-hidden-size", "256", "--gru-layers", "2", "--agcn-base-channels", "16",
-                    "--hcn-out-channels", "16"),
-    small_moco=("--moco-k", "512"), small_batch=32, small_epochs=3,
-    speed_model=(), speed_batch=64, speed_clips=64 * 24, workers=8,
-    bench=(*ALL_PAIRS, "--variants", "fp32", "tf32", "bf16", "fp32,per-frame", "--iters", "6", "--repeats", "3",
-           "--warmup", "2"),
+    budget_s=460,
+    classes=10,
+    clips_per_class=30,
+    small_encoders=(
+        "--gru-hidden-size",
+        "256",
+        "--gru-layers",
+        "2",
+        "--agcn-base-channels",
+        "16",
+        "--hcn-out-channels",
+        "16",
+    ),
+    small_moco=("--moco-k", "512"),
+    small_batch=32,
+    small_epochs=3,
+    speed_model=(),
+    speed_batch=64,
+    speed_clips=64 * 24,
+    workers=8,
+    bench=(
+        *ALL_PAIRS,
+        "--variants",
+        "fp32",
+        "tf32",
+        "bf16",
+        "fp32,per-frame",
+        "--iters",
+        "6",
+        "--repeats",
+        "3",
+        "--warmup",
+        "2",
+    ),
     # Most telling first: a run cut short by the budget loses the least.
-    ablation=("--pairs", PAIR, "--modes", "loader", "data", "--iters", "6", "--repeats", "3", "--warmup", "2",
-              "--variants", "bf16", "tf32", "default", "bf16,graph", "bf16,gru-streams", "bf16,gru-streams,graph",
-              "bf16,fused", "bf16,gru-fp32", "bf16,sync", "bf16,no-persist", "bf16,pageable,blocking",
-              "bf16,workers=4", "bf16,workers=12", "tf32,graph", "bf16,for-loop", "bf16,no-benchmark",
-              "bf16,deterministic", "bf16,bptt"),
+    ablation=(
+        "--pairs",
+        PAIR,
+        "--modes",
+        "loader",
+        "data",
+        "--iters",
+        "6",
+        "--repeats",
+        "3",
+        "--warmup",
+        "2",
+        "--variants",
+        "bf16",
+        "tf32",
+        "default",
+        "bf16,graph",
+        "bf16,gru-streams",
+        "bf16,gru-streams,graph",
+        "bf16,fused",
+        "bf16,gru-fp32",
+        "bf16,sync",
+        "bf16,no-persist",
+        "bf16,pageable,blocking",
+        "bf16,workers=4",
+        "bf16,workers=12",
+        "tf32,graph",
+        "bf16,for-loop",
+        "bf16,no-benchmark",
+        "bf16,deterministic",
+        "bf16,bptt",
+    ),
     compile_variants=("bf16,compile", "bf16,compile,graph"),
     test_timeout_s=240,
 )
 CPU_SIZES = Sizes(
-    budget_s=150, classes=10, clips_per_class=6,
-    small_encoders=TINY, small_moco=("--moco-dim", "8", "--moco-k", "16"), small_batch=4, small_epochs=3,
-    speed_model=(*TINY, "--moco-dim", "8", "--moco-k", "16"), speed_batch=4, speed_clips=4 * 8, workers=1,
-    bench=(*TINY, *ALL_PAIRS, "--variants", "fp32", "fp32,per-frame", "--batch", "4", "--moco-k", "16",
-           "--iters", "1", "--repeats", "1", "--warmup", "1"),
-    ablation=(*TINY, "--pairs", PAIR, "--modes", "loader", "--batch", "4", "--moco-k", "16", "--iters", "1",
-              "--repeats", "1", "--warmup", "1", "--variants", "fp32", "fp32,sync", "fp32,for-loop",
-              "fp32,no-persist"),
-    compile_variants=(), test_timeout_s=120,
+    budget_s=150,
+    classes=10,
+    clips_per_class=6,
+    small_encoders=TINY,
+    small_moco=("--moco-dim", "8", "--moco-k", "16"),
+    small_batch=4,
+    small_epochs=3,
+    speed_model=(*TINY, "--moco-dim", "8", "--moco-k", "16"),
+    speed_batch=4,
+    speed_clips=4 * 8,
+    workers=1,
+    bench=(
+        *TINY,
+        *ALL_PAIRS,
+        "--variants",
+        "fp32",
+        "fp32,per-frame",
+        "--batch",
+        "4",
+        "--moco-k",
+        "16",
+        "--iters",
+        "1",
+        "--repeats",
+        "1",
+        "--warmup",
+        "1",
+    ),
+    ablation=(
+        *TINY,
+        "--pairs",
+        PAIR,
+        "--modes",
+        "loader",
+        "--batch",
+        "4",
+        "--moco-k",
+        "16",
+        "--iters",
+        "1",
+        "--repeats",
+        "1",
+        "--warmup",
+        "1",
+        "--variants",
+        "fp32",
+        "fp32,sync",
+        "fp32,for-loop",
+        "fp32,no-persist",
+    ),
+    compile_variants=(),
+    test_timeout_s=120,
 )
 
 
@@ -171,14 +269,27 @@ class Check:
             env.setdefault("OMP_NUM_THREADS", "1")
         return env
 
-    def run(self, name: str, command: Sequence[str], timeout: float,
-            on_line: Callable[[str, subprocess.Popen], None] | None = None) -> Run:
+    def run(
+        self,
+        name: str,
+        command: Sequence[str],
+        timeout: float,
+        on_line: Callable[[str, subprocess.Popen], None] | None = None,
+    ) -> Run:
         """Run ``command`` in the repository root (its own process group), output captured and logged."""
         timeout = max(1.0, min(timeout, self.remaining()))
         command = [str(c) for c in command]
         start = time.monotonic()
-        proc = subprocess.Popen(command, cwd=ROOT, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, errors="replace", start_new_session=True)
+        proc = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=self.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            start_new_session=True,
+        )
         lines: list[str] = []
 
         def pump() -> None:
@@ -245,17 +356,34 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
 def stage_environment(check: Check) -> dict[str, Any]:
     import torch
 
-    info: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
-                            "cpus": os.cpu_count(), "platform": platform.platform(),
-                            "cuda_available": torch.cuda.is_available()}
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "cuda_available": torch.cuda.is_available(),
+    }
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        info.update(cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(), gpu_count=torch.cuda.device_count(),
-                    gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
-                    compute_capability=f"{props.major}.{props.minor}", multiprocessors=props.multi_processor_count)
+        info.update(
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+            gpu_count=torch.cuda.device_count(),
+            gpu=props.name,
+            gpu_memory_gib=round(props.total_memory / 2**30, 1),
+            compute_capability=f"{props.major}.{props.minor}",
+            multiprocessors=props.multi_processor_count,
+        )
     if shutil.which("nvidia-smi"):
-        smi = check.run("nvidia-smi", ["nvidia-smi", "--query-gpu=name,driver_version,clocks.sm,clocks.max.sm,"
-                                       "temperature.gpu,power.draw,memory.used", "--format=csv"], timeout=30)
+        smi = check.run(
+            "nvidia-smi",
+            [
+                "nvidia-smi",
+                "--query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw,memory.used",
+                "--format=csv",
+            ],
+            timeout=30,
+        )
         info["nvidia_smi"] = smi.output.strip().splitlines()[-1] if smi.returncode == 0 else smi.tail(2)
     check.summary["environment"] = info
     if not check.cpu and not torch.cuda.is_available():
@@ -285,9 +413,11 @@ def junit_counts(path: Path) -> dict[str, Any]:
 
 def stage_cuda_tests(check: Check) -> dict[str, Any]:
     report = check.out / "pytest_cuda.xml"
-    run = check.run("pytest tests/test_cuda.py",
-                    python("-m", "pytest", "-q", "-rfEs", "-p", "no:cacheprovider", "tests/test_cuda.py",
-                           f"--junitxml={report}"), timeout=check.sizes.test_timeout_s)
+    run = check.run(
+        "pytest tests/test_cuda.py",
+        python("-m", "pytest", "-q", "-rfEs", "-p", "no:cacheprovider", "tests/test_cuda.py", f"--junitxml={report}"),
+        timeout=check.sizes.test_timeout_s,
+    )
     if run.timed_out:
         raise StageFailure(f"the CUDA tests timed out after {run.seconds:.0f} s", {"output_tail": run.tail()})
     counts = junit_counts(report)
@@ -311,9 +441,24 @@ def stage_data(check: Check) -> dict[str, Any]:
     files = write_synthetic_ntu(raw, num_classes=sizes.classes, samples_per_class=sizes.clips_per_class, seed=0)
     synthetic_s = time.monotonic() - start
     out = check.work / "data" / "NTU-RGB-D-60-AGCN"
-    run = check.run("ntu_gendata", python("data_gen/ntu_gendata.py", "--data-path", raw, "--dataset", "ntu60",
-                                          "--out-folder", out, "--benchmarks", "xview", "--workers", sizes.workers,
-                                          "--no-progress"), timeout=180)
+    run = check.run(
+        "ntu_gendata",
+        python(
+            "data_gen/ntu_gendata.py",
+            "--data-path",
+            raw,
+            "--dataset",
+            "ntu60",
+            "--out-folder",
+            out,
+            "--benchmarks",
+            "xview",
+            "--workers",
+            sizes.workers,
+            "--no-progress",
+        ),
+        timeout=180,
+    )
     require(run, "data_gen/ntu_gendata.py")
     shutil.rmtree(raw, ignore_errors=True)
     import numpy as np
@@ -321,10 +466,16 @@ def stage_data(check: Check) -> dict[str, Any]:
     parts = {part: int(np.load(out / "xview" / f"{part}_num_frame.npy").shape[0]) for part in ("train", "val")}
     start = time.monotonic()
     write_clips(check.work / "speed" / "NTU-RGB-D-60-AGCN" / "xview", sizes.speed_clips, seed=1)
-    return {"synthetic_files": len(files), "synthetic_s": round(synthetic_s, 1), "data_gen_s": round(run.seconds, 1),
-            "xview": parts, "speed_clips": sizes.speed_clips, "speed_split_s": round(time.monotonic() - start, 1),
-            "summary": f"{len(files)} synthetic files -> x-view {parts['train']} train / {parts['val']} val; "
-                       f"{sizes.speed_clips} random-walk clips for the speed runs"}
+    return {
+        "synthetic_files": len(files),
+        "synthetic_s": round(synthetic_s, 1),
+        "data_gen_s": round(run.seconds, 1),
+        "xview": parts,
+        "speed_clips": sizes.speed_clips,
+        "speed_split_s": round(time.monotonic() - start, 1),
+        "summary": f"{len(files)} synthetic files -> x-view {parts['train']} train / {parts['val']} val; "
+        f"{sizes.speed_clips} random-walk clips for the speed runs",
+    }
 
 
 def device_flag(check: Check) -> str:
@@ -337,12 +488,39 @@ def device_flag(check: Check) -> str:
 def pretrain_command(check: Check, folder: Path, *extra: Any) -> list[str]:
     """The small pretraining run of the resume stage (a seed: deterministic cuDNN, reproducible data)."""
     sizes = check.sizes
-    return torchrun("main_moco_inter_skeleton.py", "--skeleton-representation", PAIR,
-                    "--data-root", check.work / "data", "--pre-dataset", "ntu60", "--protocol", "cross_view",
-                    "--epochs", sizes.small_epochs, "--batch-size", sizes.small_batch, "--lr", "0.01", "--mlp",
-                    "--seed", "0", "-j", min(sizes.workers, 4), "-p", "1", "--save-freq", "1000",
-                    *sizes.small_encoders, *sizes.small_moco, "--checkpoint-path", folder,
-                    "--device", device_flag(check), *extra)
+    return torchrun(
+        "main_moco_inter_skeleton.py",
+        "--skeleton-representation",
+        PAIR,
+        "--data-root",
+        check.work / "data",
+        "--pre-dataset",
+        "ntu60",
+        "--protocol",
+        "cross_view",
+        "--epochs",
+        sizes.small_epochs,
+        "--batch-size",
+        sizes.small_batch,
+        "--lr",
+        "0.01",
+        "--mlp",
+        "--seed",
+        "0",
+        "-j",
+        min(sizes.workers, 4),
+        "-p",
+        "1",
+        "--save-freq",
+        "1000",
+        *sizes.small_encoders,
+        *sizes.small_moco,
+        "--checkpoint-path",
+        folder,
+        "--device",
+        device_flag(check),
+        *extra,
+    )
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -358,8 +536,10 @@ def compare_checkpoints(a: Path, b: Path) -> dict[str, Any]:
     """Every tensor and number of two pretraining checkpoints (their arguments aside, which name folders)."""
     import torch
 
-    left, right = (flatten({k: v for k, v in torch.load(p, map_location="cpu", weights_only=True).items()
-                            if k != "args"}) for p in (a, b))
+    left, right = (
+        flatten({k: v for k, v in torch.load(p, map_location="cpu", weights_only=True).items() if k != "args"})
+        for p in (a, b)
+    )
     mismatched, worst, tensors = [], 0.0, 0
     for key in sorted(set(left) | set(right)):
         x, y = left.get(key), right.get(key)
@@ -377,16 +557,24 @@ def compare_checkpoints(a: Path, b: Path) -> dict[str, Any]:
         elif x != y:
             mismatched.append(key)
             worst = math.inf
-    return {"tensors": tensors, "entries": len(left), "identical": not mismatched,
-            "mismatched": mismatched[:8], "mismatched_count": len(mismatched), "max_abs_diff": worst}
+    return {
+        "tensors": tensors,
+        "entries": len(left),
+        "identical": not mismatched,
+        "mismatched": mismatched[:8],
+        "mismatched_count": len(mismatched),
+        "max_abs_diff": worst,
+    }
 
 
 def signal_after_first_epoch(sent: list[float]) -> Callable[[str, subprocess.Popen], None]:
     """SIGTERM to the launcher as soon as the first epoch's line appears: the second epoch has just begun."""
+
     def on_line(line: str, proc: subprocess.Popen) -> None:
         if not sent and line.startswith("epoch    0 "):
             sent.append(time.monotonic())
             proc.send_signal(signal.SIGTERM)
+
     return on_line
 
 
@@ -397,8 +585,13 @@ def stage_resume(check: Check) -> dict[str, Any]:
     sent: list[float] = []
     with ThreadPoolExecutor(2) as pool:
         plain = pool.submit(check.run, "pretrain A (uninterrupted)", pretrain_command(check, folder / "A"), 240)
-        stopped = pool.submit(check.run, "pretrain B (SIGTERM after epoch 0)", pretrain_command(check, folder / "B"),
-                              240, signal_after_first_epoch(sent))
+        stopped = pool.submit(
+            check.run,
+            "pretrain B (SIGTERM after epoch 0)",
+            pretrain_command(check, folder / "B"),
+            240,
+            signal_after_first_epoch(sent),
+        )
         plain_run, stopped_run = plain.result(), stopped.result()
     require(plain_run, "the uninterrupted torchrun pretraining")
     expected = f"on {'cpu' if check.cpu else 'cuda:0'}, DistributedDataParallel over 1 processes"
@@ -408,10 +601,14 @@ def stage_resume(check: Check) -> dict[str, Any]:
     if not sent or "stopped at epoch" not in stopped_run.output or not last.is_file():
         why = ""
         if "killed by signal: Terminated" in stopped_run.output:
-            why = (": a DataLoader worker died of the SIGTERM (torchrun signals the worker's whole process group, "
-                   "so DataLoader workers must ignore SIGTERM as they ignore SIGINT)")
-        raise StageFailure("the SIGTERM run did not stop with a checkpoint" + why,
-                           {"signal_sent": bool(sent), "output_tail": stopped_run.tail()})
+            why = (
+                ": a DataLoader worker died of the SIGTERM (torchrun signals the worker's whole process group, "
+                "so DataLoader workers must ignore SIGTERM as they ignore SIGINT)"
+            )
+        raise StageFailure(
+            "the SIGTERM run did not stop with a checkpoint" + why,
+            {"signal_sent": bool(sent), "output_tail": stopped_run.tail()},
+        )
     state = torch.load(last, map_location="cpu", weights_only=True)
     stopped_at = {"epoch": int(state["epoch"]), "step": int(state["step"])}
     del state
@@ -419,9 +616,13 @@ def stage_resume(check: Check) -> dict[str, Any]:
     require(resumed, "the resumed torchrun pretraining")
     final = "checkpoint_last.pth.tar"
     comparison = compare_checkpoints(folder / "A" / final, folder / "B" / final)
-    detail: dict[str, Any] = {"stopped_at": stopped_at, "mid_epoch": stopped_at["step"] > 0,
-                              "stopped_run_exit": stopped_run.returncode,
-                              "backend": "gloo" if check.cpu else "nccl", "resumed_vs_uninterrupted": comparison}
+    detail: dict[str, Any] = {
+        "stopped_at": stopped_at,
+        "mid_epoch": stopped_at["step"] > 0,
+        "stopped_run_exit": stopped_run.returncode,
+        "backend": "gloo" if check.cpu else "nccl",
+        "resumed_vs_uninterrupted": comparison,
+    }
     if not comparison["identical"]:
         # Is it the resume, or does this device not repeat itself? A second uninterrupted run tells.
         again = check.run("pretrain C (uninterrupted again)", pretrain_command(check, folder / "C"), 240)
@@ -429,13 +630,19 @@ def stage_resume(check: Check) -> dict[str, Any]:
         control = compare_checkpoints(folder / "A" / final, folder / "C" / final)
         detail["uninterrupted_vs_uninterrupted"] = control
         if control["identical"] or comparison["max_abs_diff"] > 10 * control["max_abs_diff"]:
-            raise StageFailure(f"the resumed run differs from the uninterrupted one in "
-                               f"{comparison['mismatched_count']} entries "
-                               f"(max |diff| {comparison['max_abs_diff']:.2e})", detail)
+            raise StageFailure(
+                f"the resumed run differs from the uninterrupted one in "
+                f"{comparison['mismatched_count']} entries "
+                f"(max |diff| {comparison['max_abs_diff']:.2e})",
+                detail,
+            )
     where = f"epoch {stopped_at['epoch']}, step {stopped_at['step']}"
     verdict = "identical" if comparison["identical"] else "equal up to run-to-run differences"
-    return {**detail, "summary": f"stopped at {where}; resumed run {verdict} to the uninterrupted one "
-                                 f"({comparison['tensors']} tensors)"}
+    return {
+        **detail,
+        "summary": f"stopped at {where}; resumed run {verdict} to the uninterrupted one "
+        f"({comparison['tensors']} tensors)",
+    }
 
 
 # -------------------------------------------------------------------------------------- evaluation, speed
@@ -444,14 +651,51 @@ def stage_resume(check: Check) -> dict[str, Any]:
 def evaluation_commands(check: Check, checkpoint: Path) -> tuple[list[str], list[str]]:
     """Linear classification of the seq-based encoder (one epoch) and KNN retrieval with the graph-based one."""
     sizes = check.sizes
-    common = ["--pretrained", checkpoint, "--pretrain-skeleton-representation", PAIR, "--finetune-dataset", "ntu60",
-              "--protocol", "cross_view", "--data-root", check.work / "data", "--seed", "0",
-              "-j", min(sizes.workers, 4), *sizes.small_encoders, "--device", device_flag(check)]
-    linear = python("action_classification.py", *common, "--finetune-skeleton-representation", "seq-based",
-                    "--epochs", "1", "--lr", "0.1", "-b", sizes.small_batch,
-                    "--checkpoint-path", check.work / "linear", "--metrics-json", check.work / "linear.json")
-    knn = python("action_retrieval.py", *common, "--finetune-skeleton-representation", "graph-based",
-                 "--knn-neighbours", "1", "--metrics-json", check.work / "knn.json")
+    common = [
+        "--pretrained",
+        checkpoint,
+        "--pretrain-skeleton-representation",
+        PAIR,
+        "--finetune-dataset",
+        "ntu60",
+        "--protocol",
+        "cross_view",
+        "--data-root",
+        check.work / "data",
+        "--seed",
+        "0",
+        "-j",
+        min(sizes.workers, 4),
+        *sizes.small_encoders,
+        "--device",
+        device_flag(check),
+    ]
+    linear = python(
+        "action_classification.py",
+        *common,
+        "--finetune-skeleton-representation",
+        "seq-based",
+        "--epochs",
+        "1",
+        "--lr",
+        "0.1",
+        "-b",
+        sizes.small_batch,
+        "--checkpoint-path",
+        check.work / "linear",
+        "--metrics-json",
+        check.work / "linear.json",
+    )
+    knn = python(
+        "action_retrieval.py",
+        *common,
+        "--finetune-skeleton-representation",
+        "graph-based",
+        "--knn-neighbours",
+        "1",
+        "--metrics-json",
+        check.work / "knn.json",
+    )
     return linear, knn
 
 
@@ -462,8 +706,9 @@ def stage_evaluation(check: Check) -> dict[str, Any]:
     linear, knn = evaluation_commands(check, checkpoint)
     linear_json, knn_json = check.work / "linear.json", check.work / "knn.json"
     with ThreadPoolExecutor(2) as pool:
-        runs = list(pool.map(lambda job: check.run(*job), [("linear classification", linear, 180),
-                                                             ("KNN retrieval", knn, 180)]))
+        runs = list(
+            pool.map(lambda job: check.run(*job), [("linear classification", linear, 180), ("KNN retrieval", knn, 180)])
+        )
     for run in runs:
         require(run, run.name)
         if f"device {device_flag(check)}" not in run.output:
@@ -472,20 +717,53 @@ def stage_evaluation(check: Check) -> dict[str, Any]:
     knn_top1 = float(read_json(knn_json, "KNN retrieval")["knn_top1"])
     if not (0.0 <= top1 <= 100.0 and 0.0 <= knn_top1 <= 100.0):
         raise StageFailure(f"accuracies out of range: linear {top1}, KNN {knn_top1}")
-    return {"linear_seq_based_top1": top1, "knn_graph_based_top1": knn_top1,
-            "summary": f"linear (seq-based, 1 epoch) top-1 {top1:.1f} %, KNN (graph-based) top-1 {knn_top1:.1f} % "
-                       "(tiny synthetic set: proves the path, not the method)"}
+    return {
+        "linear_seq_based_top1": top1,
+        "knn_graph_based_top1": knn_top1,
+        "summary": f"linear (seq-based, 1 epoch) top-1 {top1:.1f} %, KNN (graph-based) top-1 {knn_top1:.1f} % "
+        "(tiny synthetic set: proves the path, not the method)",
+    }
 
 
 def speed_command(check: Check, folder: Path, *extra: str) -> list[str]:
     """The paper's recipe (NTU 60 x-view flags of script_pretrain.sh) for 2 epochs on the speed split."""
     sizes = check.sizes
-    return python("main_moco_inter_skeleton.py", "--skeleton-representation", PAIR,
-                  "--data-root", check.work / "speed", "--pre-dataset", "ntu60", "--protocol", "cross_view",
-                  "--epochs", "2", "--batch-size", sizes.speed_batch, "--lr", "0.01", "--mlp",
-                  "--moco-t", "0.07", "--moco-k", "16384", *sizes.speed_model, "--save-freq", "1000",
-                  "-j", sizes.workers, "-p", "10", "--checkpoint-path", folder,
-                  "--metrics-json", folder / "metrics.json", "--device", device_flag(check), *extra)
+    return python(
+        "main_moco_inter_skeleton.py",
+        "--skeleton-representation",
+        PAIR,
+        "--data-root",
+        check.work / "speed",
+        "--pre-dataset",
+        "ntu60",
+        "--protocol",
+        "cross_view",
+        "--epochs",
+        "2",
+        "--batch-size",
+        sizes.speed_batch,
+        "--lr",
+        "0.01",
+        "--mlp",
+        "--moco-t",
+        "0.07",
+        "--moco-k",
+        "16384",
+        *sizes.speed_model,
+        "--save-freq",
+        "1000",
+        "-j",
+        sizes.workers,
+        "-p",
+        "10",
+        "--checkpoint-path",
+        folder,
+        "--metrics-json",
+        folder / "metrics.json",
+        "--device",
+        device_flag(check),
+        *extra,
+    )
 
 
 def stage_pretrain_speed(check: Check) -> dict[str, Any]:
@@ -504,12 +782,18 @@ def stage_pretrain_speed(check: Check) -> dict[str, Any]:
         if len(history) != 2 or not math.isfinite(loss):
             raise StageFailure(f"the {name} run finished {len(history)} epochs with loss {loss}", record)
         ms = [1e3 * float(h["seconds"]) / steps for h in history]
-        results[name] = {"steps_per_epoch": steps, "ms_per_step_epoch0": ms[0], "ms_per_step": ms[1],
-                         "clips_per_s": sizes.speed_batch / ms[1] * 1e3, "train_loss": loss,
-                         "recipe_hours": ms[1] / 1e3 * RECIPE_STEPS_PER_EPOCH * RECIPE_EPOCHS / 3600}
+        results[name] = {
+            "steps_per_epoch": steps,
+            "ms_per_step_epoch0": ms[0],
+            "ms_per_step": ms[1],
+            "clips_per_s": sizes.speed_batch / ms[1] * 1e3,
+            "train_loss": loss,
+            "recipe_hours": ms[1] / 1e3 * RECIPE_STEPS_PER_EPOCH * RECIPE_EPOCHS / 3600,
+        }
         shutil.rmtree(folder, ignore_errors=True)  # the paper-size checkpoints are large
-    text = "; ".join(f"{k} {v['ms_per_step']:.1f} ms/step ({v['recipe_hours']:.1f} h for the recipe)"
-                     for k, v in results.items())
+    text = "; ".join(
+        f"{k} {v['ms_per_step']:.1f} ms/step ({v['recipe_hours']:.1f} h for the recipe)" for k, v in results.items()
+    )
     return {"runs": results, "summary": f"the training script, epoch 2: {text}"}
 
 
@@ -520,8 +804,18 @@ def bench_stage(check: Check, name: str, flags: Sequence[str], json_name: str, t
     """bench_pretrain.py with ``flags``; its table is echoed, its rows kept in ``json_name``. Fails when the run
     did not finish or a row other than an experimental variant's (CUDA graphs, torch.compile) failed."""
     report = check.out / json_name
-    command = python("bench/bench_pretrain.py", *flags, "--data", check.work / "data" / "NTU-RGB-D-60-AGCN" / "xview",
-                     "--workers", check.sizes.workers, "--device", device_flag(check), "--json", report)
+    command = python(
+        "bench/bench_pretrain.py",
+        *flags,
+        "--data",
+        check.work / "data" / "NTU-RGB-D-60-AGCN" / "xview",
+        "--workers",
+        check.sizes.workers,
+        "--device",
+        device_flag(check),
+        "--json",
+        report,
+    )
     run = check.run(name, command, timeout)
     print(run.output.rstrip(), flush=True)
     rows = json.loads(report.read_text(encoding="utf-8"))["rows"] if report.is_file() else []
@@ -529,17 +823,24 @@ def bench_stage(check: Check, name: str, flags: Sequence[str], json_name: str, t
     experimental = [r for r in failed if set(r["variant"].split(",")) & set(EXPERIMENTAL)]
     timed = [r for r in rows if "ms_per_step" in r]
     detail: dict[str, Any] = {
-        "report": json_name, "rows": len(rows),
+        "report": json_name,
+        "rows": len(rows),
         "errors": [f"{r['pair']} {r['variant']} {r['mode']}: {r['error']}" for r in failed if r not in experimental],
         "experimental_errors": [f"{r['variant']} {r['mode']}: {r['error']}" for r in experimental],
-        "per_row_ms": {f"{r['pair']} {r['variant']} {r['mode']}": round(r["ms_per_step"], 2) for r in timed}}
+        "per_row_ms": {f"{r['pair']} {r['variant']} {r['mode']}": round(r["ms_per_step"], 2) for r in timed},
+    }
     key = [r for r in timed if r["pair"] == PAIR and r["mode"] == "loader"]
     if key:
         best = min(key, key=lambda r: r["ms_per_step"])
-        detail["best_seq_graph_with_loading"] = {"variant": best["variant"], "ms_per_step": best["ms_per_step"],
-                                                 "recipe_hours": best["recipe_hours"]}
-        detail["summary"] = (f"{len(timed)} measurements; seq+graph with data loading best {best['ms_per_step']:.1f} "
-                             f"ms/step ({best['variant']})")
+        detail["best_seq_graph_with_loading"] = {
+            "variant": best["variant"],
+            "ms_per_step": best["ms_per_step"],
+            "recipe_hours": best["recipe_hours"],
+        }
+        detail["summary"] = (
+            f"{len(timed)} measurements; seq+graph with data loading best {best['ms_per_step']:.1f} "
+            f"ms/step ({best['variant']})"
+        )
     if run.timed_out or run.returncode not in (0, 1) or not report.is_file():
         status = "timed out" if run.timed_out else f"exit {run.returncode}"
         raise StageFailure(f"{name} did not finish ({status})", {**detail, "output_tail": run.tail()})
@@ -553,19 +854,35 @@ def stage_bench(check: Check) -> dict[str, Any]:
 
 
 def stage_ablation(check: Check) -> dict[str, Any]:
-    return bench_stage(check, "bench_pretrain (one change at a time)", check.sizes.ablation, "bench_ablation.json",
-                       300)
+    return bench_stage(check, "bench_pretrain (one change at a time)", check.sizes.ablation, "bench_ablation.json", 300)
 
 
 def compile_flags(sizes: Sizes) -> tuple[str, ...]:
-    return ("--pairs", PAIR, "--modes", "loader", "--iters", "6", "--repeats", "3", "--warmup", "2",
-            "--variants", *sizes.compile_variants)
+    return (
+        "--pairs",
+        PAIR,
+        "--modes",
+        "loader",
+        "--iters",
+        "6",
+        "--repeats",
+        "3",
+        "--warmup",
+        "2",
+        "--variants",
+        *sizes.compile_variants,
+    )
 
 
 def stage_compile(check: Check) -> dict[str, Any]:
     """torch.compile, which may take minutes to compile: only with time left, never a reason to fail the check."""
-    return bench_stage(check, "bench_pretrain (torch.compile)", compile_flags(check.sizes), "bench_compile.json",
-                       check.remaining() - 10)
+    return bench_stage(
+        check,
+        "bench_pretrain (torch.compile)",
+        compile_flags(check.sizes),
+        "bench_compile.json",
+        check.remaining() - 10,
+    )
 
 
 # -------------------------------------------------------------------------------------------------- main
@@ -584,16 +901,24 @@ STAGES: tuple[tuple[str, Callable[[Check], dict[str, Any]], bool, bool, float], 
 )
 
 
-def run_stage(check: Check, name: str, function: Callable[[Check], dict[str, Any]], required: bool,
-              needs_cuda: bool, needs_s: float) -> bool:
+def run_stage(
+    check: Check,
+    name: str,
+    function: Callable[[Check], dict[str, Any]],
+    required: bool,
+    needs_cuda: bool,
+    needs_s: float,
+) -> bool:
     """Run one stage, record it in the summary (rewritten at once); False if a required stage failed."""
     record: dict[str, Any] = {"required": required}
     started = time.monotonic()
     if needs_cuda and check.cpu:
         record.update(status="skipped", reason="CUDA only")
     elif check.remaining() < max(needs_s, 1.0):
-        record.update(status="skipped" if not required else "failed",
-                      reason=f"{check.remaining():.0f} s of the time budget left, {needs_s:.0f} s needed")
+        record.update(
+            status="skipped" if not required else "failed",
+            reason=f"{check.remaining():.0f} s of the time budget left, {needs_s:.0f} s needed",
+        )
     else:
         check.log(f"\n##### stage {name}")
         try:
@@ -617,14 +942,19 @@ def run_stage(check: Check, name: str, function: Callable[[Check], dict[str, Any
 def finish(check: Check, started: float) -> bool:
     stages = check.summary["stages"]
     failed = [name for name, rec in stages.items() if rec["required"] and rec["status"] != "passed"]
-    check.summary.update(status="failed" if failed else "passed", failed_stages=failed,
-                         optional_not_passed=[n for n, r in stages.items() if not r["required"]
-                                              and r["status"] != "passed"],
-                         wall_seconds=round(time.monotonic() - started, 1))
+    check.summary.update(
+        status="failed" if failed else "passed",
+        failed_stages=failed,
+        optional_not_passed=[n for n, r in stages.items() if not r["required"] and r["status"] != "passed"],
+        wall_seconds=round(time.monotonic() - started, 1),
+    )
     check.save()
-    check.say(f"\ndevice check ({check.summary['mode']}) {check.summary['status']} in "
-              f"{check.summary['wall_seconds']:.0f} s" + (f"; failed: {', '.join(failed)}" if failed else "")
-              + f"; summary {check.out / SUMMARY}, log {check.out / LOG}")
+    check.say(
+        f"\ndevice check ({check.summary['mode']}) {check.summary['status']} in "
+        f"{check.summary['wall_seconds']:.0f} s"
+        + (f"; failed: {', '.join(failed)}" if failed else "")
+        + f"; summary {check.out / SUMMARY}, log {check.out / LOG}"
+    )
     return not failed
 
 
@@ -632,8 +962,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="device_check.sh", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("out", type=Path, metavar="OUT_DIR", help="folder for device_check.json, the log and reports")
     parser.add_argument("--cpu", action="store_true", help="smoke mode: the same stages at tiny sizes on the CPU")
-    parser.add_argument("--budget-s", type=float, default=None,
-                        help="time budget in seconds (default 460 on a GPU, 150 with --cpu)")
+    parser.add_argument(
+        "--budget-s", type=float, default=None, help="time budget in seconds (default 460 on a GPU, 150 with --cpu)"
+    )
     parser.add_argument("--keep-work", action="store_true", help="keep the temporary data and checkpoints")
     args = parser.parse_args(argv)
     if args.out.exists() and not args.out.is_dir():
@@ -652,9 +983,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="device_check_"))
     started = time.monotonic()
     check = Check(out=args.out.resolve(), work=work, cpu=args.cpu, sizes=sizes, deadline=started + budget)
-    check.summary = {"format": FORMAT, "mode": "cpu" if args.cpu else "gpu", "status": "running",
-                     "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "budget_s": budget, "wall_seconds": None,
-                     "sizes": asdict(sizes), "environment": {}, "stages": {}}
+    check.summary = {
+        "format": FORMAT,
+        "mode": "cpu" if args.cpu else "gpu",
+        "status": "running",
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "budget_s": budget,
+        "wall_seconds": None,
+        "sizes": asdict(sizes),
+        "environment": {},
+        "stages": {},
+    }
     check.save()
     check.say(f"device check ({check.summary['mode']}), budget {budget:.0f} s, work folder {work}")
     try:

@@ -6,6 +6,7 @@ memory; normalisation with Python loops over samples, persons, frames and joints
 into the float32 array. ``bench/bench_data_gen.py`` uses it as the speed and memory baseline, and the
 tests compare ``data_gen`` with it (``tests/test_data_gen_literal.py`` pins the literal version itself).
 """
+
 from __future__ import annotations
 
 import math
@@ -21,10 +22,32 @@ NUM_JOINT = 25
 MAX_BODY_KINECT = 4
 MAX_BODY_TRUE = 2
 
-BODY_KEYS = ("bodyID", "clipedEdges", "handLeftConfidence", "handLeftState", "handRightConfidence",
-             "handRightState", "isResticted", "leanX", "leanY", "trackingState")
-JOINT_KEYS = ("x", "y", "z", "depthX", "depthY", "colorX", "colorY", "orientationW", "orientationX",
-              "orientationY", "orientationZ", "trackingState")
+BODY_KEYS = (
+    "bodyID",
+    "clipedEdges",
+    "handLeftConfidence",
+    "handLeftState",
+    "handRightConfidence",
+    "handRightState",
+    "isResticted",
+    "leanX",
+    "leanY",
+    "trackingState",
+)
+JOINT_KEYS = (
+    "x",
+    "y",
+    "z",
+    "depthX",
+    "depthY",
+    "colorX",
+    "colorY",
+    "orientationW",
+    "orientationX",
+    "orientationY",
+    "orientationZ",
+    "trackingState",
+)
 
 
 def literal_read_skeleton(path: str) -> dict:
@@ -75,11 +98,13 @@ def literal_rotation_matrix(axis, theta) -> np.ndarray:
     axis = axis / math.sqrt(np.dot(axis, axis))
     a = math.cos(theta / 2.0)
     b, c, d = -axis * math.sin(theta / 2.0)
-    return np.array([
-        [a * a + b * b - c * c - d * d, 2 * (b * c + a * d), 2 * (b * d - a * c)],
-        [2 * (b * c - a * d), a * a + c * c - b * b - d * d, 2 * (c * d + a * b)],
-        [2 * (b * d + a * c), 2 * (c * d - a * b), a * a + d * d - b * b - c * c],
-    ])
+    return np.array(
+        [
+            [a * a + b * b - c * c - d * d, 2 * (b * c + a * d), 2 * (b * d - a * c)],
+            [2 * (b * c - a * d), a * a + c * c - b * b - d * d, 2 * (c * d + a * b)],
+            [2 * (b * d + a * c), 2 * (c * d - a * b), a * a + d * d - b * b - c * c],
+        ]
+    )
 
 
 def literal_angle_between(v1, v2) -> float:
@@ -92,6 +117,7 @@ def literal_angle_between(v1, v2) -> float:
 
 # The steps below work in place on s = data.transpose(N, M, T, V, C), like the reference.
 
+
 def literal_pad(s: np.ndarray) -> None:
     for i_s, skeleton in enumerate(s):
         for i_p, person in enumerate(skeleton):
@@ -103,7 +129,7 @@ def literal_pad(s: np.ndarray) -> None:
                 person *= 0
                 person[: len(tmp)] = tmp
             for i_f, frame in enumerate(person):
-                if frame.sum() == 0:
+                if frame.sum() == 0:  # noqa: SIM102 (the reference's nesting, kept literally)
                     if person[i_f:].sum() == 0:
                         rest = len(person) - i_f
                         num = int(np.ceil(rest / i_f))
@@ -169,8 +195,11 @@ def literal_gendata(data_path: str, out_path: str, ignored_sample_path: str | No
         subject = int(filename[filename.find("P") + 1 : filename.find("P") + 4])
         camera = int(filename[filename.find("C") + 1 : filename.find("C") + 4])
         setup = int(filename[filename.find("S") + 1 : filename.find("S") + 4])
-        training = {"xview": camera in XVIEW_TRAIN_CAMERAS, "xsub": subject in XSUB_TRAIN_SUBJECTS,
-                    "xsetup": setup in XSETUP_TRAIN_SETUPS}[benchmark]
+        training = {
+            "xview": camera in XVIEW_TRAIN_CAMERAS,
+            "xsub": subject in XSUB_TRAIN_SUBJECTS,
+            "xsetup": setup in XSETUP_TRAIN_SETUPS,
+        }[benchmark]
         if training == (part == "train"):
             names.append(filename)
             labels.append(action - 1)

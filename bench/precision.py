@@ -6,6 +6,7 @@ PyTorch's defaults differ between libraries: cuBLAS matrix products run in exact
 both on. Only the flags that exist in every torch >= 2.1 are used (mixing them with the newer
 ``fp32_precision`` attributes is refused by recent torch).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -14,17 +15,24 @@ from collections.abc import Iterator
 import torch
 
 PRECISIONS: tuple[str, ...] = ("default", "fp32", "tf32", "bf16")
-PRECISION_HELP = ("default: torch's own flags (cuDNN in TF32, matrix products in fp32); fp32: TF32 off everywhere; "
-                  "tf32: TF32 on everywhere; bf16: bf16 autocast, TF32 for what stays in fp32")
+PRECISION_HELP = (
+    "default: torch's own flags (cuDNN in TF32, matrix products in fp32); fp32: TF32 off everywhere; "
+    "tf32: TF32 on everywhere; bf16: bf16 autocast, TF32 for what stays in fp32"
+)
 
 
 @contextlib.contextmanager
-def float32_mode(tf32: bool | None, *, deterministic: bool | None = None,
-                 benchmark: bool | None = None) -> Iterator[None]:
+def float32_mode(
+    tf32: bool | None, *, deterministic: bool | None = None, benchmark: bool | None = None
+) -> Iterator[None]:
     """Within the block: TF32 on or off for cuBLAS and cuDNN (None: leave as is), cuDNN's deterministic and
     benchmark flags as given (None: leave as is); everything restored afterwards."""
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    saved = (
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.allow_tf32,
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
     try:
         if tf32 is not None:
             torch.backends.cuda.matmul.allow_tf32 = tf32
@@ -35,16 +43,21 @@ def float32_mode(tf32: bool | None, *, deterministic: bool | None = None,
             torch.backends.cudnn.benchmark = benchmark
         yield
     finally:
-        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) = saved
+        (
+            torch.backends.cuda.matmul.allow_tf32,
+            torch.backends.cudnn.allow_tf32,
+            torch.backends.cudnn.deterministic,
+            torch.backends.cudnn.benchmark,
+        ) = saved
 
 
 def precision_setup(precision: str) -> tuple[bool | None, torch.dtype | None]:
     """(TF32 flag for :func:`float32_mode`, autocast dtype) of one of :data:`PRECISIONS`."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return {"default": (None, None), "fp32": (False, None), "tf32": (True, None),
-            "bf16": (True, torch.bfloat16)}[precision]
+    return {"default": (None, None), "fp32": (False, None), "tf32": (True, None), "bf16": (True, torch.bfloat16)}[
+        precision
+    ]
 
 
 def relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:

@@ -1,6 +1,7 @@
 """Argument groups shared by the training and evaluation scripts, and argparse types for numbers that
 cannot be right (a negative learning rate, zero epochs): argparse then answers
 ``prog: error: argument --lr/--learning-rate: expected a positive number, got -1`` and exits 2."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,16 +9,19 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from common.constants import (
+    BASE_REPRESENTATIONS,
+    DATASETS,
+    DEFAULT_DATA_ROOT,
+    REPRESENTATION_CHOICES,
+    VALID_PAIRS,
+    WINDOW_SIZE,
+)
 from common.io import UsageError
-from common.representations import BASE_REPRESENTATIONS, REPRESENTATION_CHOICES
-from feeders.datasets import DATASETS, valid_pairs
 from models.hcn import MIN_WINDOW_SIZE as HCN_MIN_WINDOW_SIZE
 
 DATASET_CHOICES: tuple[str, ...] = tuple(DATASETS)
 PROTOCOL_CHOICES: tuple[str, ...] = tuple(dict.fromkeys(p for spec in DATASETS.values() for p in spec["protocols"]))
-
-
-WINDOW_SIZE = 64  # the reference's: every view is a crop resized to 64 frames
 
 
 def _integer(text: str, what: str = "an integer") -> int:
@@ -37,9 +41,11 @@ def _number(text: str) -> float:
     return value
 
 
-def _checked(parse: Callable[[str], Any], valid: Callable[[Any], bool], expected: str, doc: str,
-             name: str) -> Callable[[str], Any]:
+def _checked(
+    parse: Callable[[str], Any], valid: Callable[[Any], bool], expected: str, doc: str, name: str
+) -> Callable[[str], Any]:
     """An argparse type: ``parse`` the text, then refuse a value outside ``valid`` naming what was expected."""
+
     def convert(text: str) -> Any:
         value = parse(text)
         if not valid(value):
@@ -51,45 +57,81 @@ def _checked(parse: Callable[[str], Any], valid: Callable[[Any], bool], expected
     return convert
 
 
-positive_int = _checked(_integer, lambda v: v >= 1, "a positive integer",
-                        "an integer >= 1 (epochs, batch size, sizes, frequencies)", "positive_int")
-nonnegative_int = _checked(_integer, lambda v: v >= 0, "an integer >= 0",
-                           "an integer >= 0 (workers, seeds, epoch numbers)", "nonnegative_int")
-positive_float = _checked(_number, lambda v: v > 0, "a positive number",
-                          "a finite number > 0 (learning rates, temperatures)", "positive_float")
-nonnegative_float = _checked(_number, lambda v: v >= 0, "a number >= 0", "a finite number >= 0 (weight decay)",
-                             "nonnegative_float")
-fraction = _checked(_number, lambda v: 0.0 < v <= 1.0, "a fraction in (0, 1]",
-                    "a number in (0, 1] (a share of the labels)", "fraction")
+positive_int = _checked(
+    _integer,
+    lambda v: v >= 1,
+    "a positive integer",
+    "an integer >= 1 (epochs, batch size, sizes, frequencies)",
+    "positive_int",
+)
+nonnegative_int = _checked(
+    _integer, lambda v: v >= 0, "an integer >= 0", "an integer >= 0 (workers, seeds, epoch numbers)", "nonnegative_int"
+)
+positive_float = _checked(
+    _number,
+    lambda v: v > 0,
+    "a positive number",
+    "a finite number > 0 (learning rates, temperatures)",
+    "positive_float",
+)
+nonnegative_float = _checked(
+    _number, lambda v: v >= 0, "a number >= 0", "a finite number >= 0 (weight decay)", "nonnegative_float"
+)
+fraction = _checked(
+    _number, lambda v: 0.0 < v <= 1.0, "a fraction in (0, 1]", "a number in (0, 1] (a share of the labels)", "fraction"
+)
 # 1 would never move the key encoder.
-momentum_value = _checked(_number, lambda v: 0.0 <= v < 1.0, "a momentum in [0, 1)",
-                          "a momentum coefficient in [0, 1) (SGD's, MoCo's key-encoder momentum)", "momentum_value")
-positive_window = _checked(lambda text: _integer(text, "an integer number of frames"), lambda v: v >= 2,
-                           "at least 2 frames", "an integer >= 2 for --window-size (a view needs two frames)",
-                           "positive_window")
+momentum_value = _checked(
+    _number,
+    lambda v: 0.0 <= v < 1.0,
+    "a momentum in [0, 1)",
+    "a momentum coefficient in [0, 1) (SGD's, MoCo's key-encoder momentum)",
+    "momentum_value",
+)
+positive_window = _checked(
+    lambda text: _integer(text, "an integer number of frames"),
+    lambda v: v >= 2,
+    "at least 2 frames",
+    "an integer >= 2 for --window-size (a view needs two frames)",
+    "positive_window",
+)
 
 
 def check_window_size(window_size: int, representations: tuple[str, ...]) -> None:
     """UsageError (a ValueError) naming ``--window-size`` when the image-based encoder is among ``representations`` and
     the window is too short for it (checked before any model is built)."""
     if "image-based" in representations and window_size < HCN_MIN_WINDOW_SIZE:
-        raise UsageError(f"--window-size {window_size}: the image-based encoder (HCN) needs at least "
-                         f"{HCN_MIN_WINDOW_SIZE} frames")
+        raise UsageError(
+            f"--window-size {window_size}: the image-based encoder (HCN) needs at least {HCN_MIN_WINDOW_SIZE} frames"
+        )
 
 
 def add_data_args(parser: argparse.ArgumentParser, dataset_flag: str, default_dataset: str = "ntu60") -> None:
     """``--data-root``, the dataset flag (``--pre-dataset`` or ``--finetune-dataset``), ``--protocol`` and
     ``--window-size``."""
     group = parser.add_argument_group("data")
-    group.add_argument("--data-root", default="./data",
-                       help="folder holding the data_gen outputs, e.g. ./data/NTU-RGB-D-60-AGCN/xview (default ./data)")
-    group.add_argument(dataset_flag, default=default_dataset, choices=DATASET_CHOICES,
-                       help=f"dataset (default {default_dataset})")
-    group.add_argument("--protocol", default="cross_view", choices=PROTOCOL_CHOICES,
-                       help="evaluation protocol; valid dataset/protocol pairs: " + ", ".join(valid_pairs()))
-    group.add_argument("--window-size", type=positive_window, default=WINDOW_SIZE, metavar="FRAMES",
-                       help="frames of every view after crop-resize (default %(default)s, the paper's); the "
-                            "image-based encoder needs the same value in pretraining and evaluation")
+    group.add_argument(
+        "--data-root",
+        default=DEFAULT_DATA_ROOT,
+        help="folder holding the data_gen outputs, e.g. ./data/NTU-RGB-D-60-AGCN/xview (default ./data)",
+    )
+    group.add_argument(
+        dataset_flag, default=default_dataset, choices=DATASET_CHOICES, help=f"dataset (default {default_dataset})"
+    )
+    group.add_argument(
+        "--protocol",
+        default="cross_view",
+        choices=PROTOCOL_CHOICES,
+        help="evaluation protocol; valid dataset/protocol pairs: " + ", ".join(VALID_PAIRS),
+    )
+    group.add_argument(
+        "--window-size",
+        type=positive_window,
+        default=WINDOW_SIZE,
+        metavar="FRAMES",
+        help="frames of every view after crop-resize (default %(default)s, the paper's); the "
+        "image-based encoder needs the same value in pretraining and evaluation",
+    )
 
 
 def add_model_size_args(parser: argparse.ArgumentParser) -> None:
@@ -97,12 +139,19 @@ def add_model_size_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("encoder sizes")
     group.add_argument("--gru-hidden-size", type=positive_int, default=1024, help="BiGRU hidden size (default 1024)")
     group.add_argument("--gru-layers", type=positive_int, default=3, help="BiGRU layers (default 3)")
-    group.add_argument("--agcn-base-channels", type=positive_int, default=64,
-                       help="AGCN width of the first units; every width scales with it (default 64)")
+    group.add_argument(
+        "--agcn-base-channels",
+        type=positive_int,
+        default=64,
+        help="AGCN width of the first units; every width scales with it (default 64)",
+    )
     group.add_argument("--hcn-out-channels", type=positive_int, default=64, help="HCN base channels (default 64)")
-    group.add_argument("--true-bidirectional-gru", action="store_true",
-                       help="use a genuine bidirectional GRU instead of the reference's function "
-                            "(reference checkpoints were trained with the latter)")
+    group.add_argument(
+        "--true-bidirectional-gru",
+        action="store_true",
+        help="use a genuine bidirectional GRU instead of the reference's function "
+        "(reference checkpoints were trained with the latter)",
+    )
 
 
 def encoder_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -117,15 +166,28 @@ def encoder_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
-def add_runtime_args(parser: argparse.ArgumentParser, print_freq: int = 10, workers: int = 8,
-                     workers_help: str = "data loading workers") -> None:
+def add_runtime_args(
+    parser: argparse.ArgumentParser, print_freq: int = 10, workers: int = 8, workers_help: str = "data loading workers"
+) -> None:
     """Seed, workers, printing, device."""
     group = parser.add_argument_group("runtime")
     group.add_argument("--seed", type=nonnegative_int, default=None, help="seed for reproducible runs")
-    group.add_argument("-j", "--workers", type=nonnegative_int, default=workers, metavar="N",
-                       help=workers_help + " (default %(default)s)")
-    group.add_argument("-p", "--print-freq", type=positive_int, default=print_freq, metavar="N",
-                       help="log every N iterations (default %(default)s)")
+    group.add_argument(
+        "-j",
+        "--workers",
+        type=nonnegative_int,
+        default=workers,
+        metavar="N",
+        help=workers_help + " (default %(default)s)",
+    )
+    group.add_argument(
+        "-p",
+        "--print-freq",
+        type=positive_int,
+        default=print_freq,
+        metavar="N",
+        help="log every N iterations (default %(default)s)",
+    )
     group.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
 
 
@@ -137,33 +199,80 @@ def add_data_model_runtime_args(parser: argparse.ArgumentParser, dataset_flag: s
     add_runtime_args(parser, **runtime)
 
 
-def add_optim_args(parser: argparse.ArgumentParser, *, epochs: int, batch_size: int, lr: float,
-                   schedule: list[int], weight_decay: float, lr_help: str = "initial learning rate",
-                   cos: bool = False) -> None:
+def add_optim_args(
+    parser: argparse.ArgumentParser,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    schedule: list[int],
+    weight_decay: float,
+    lr_help: str = "initial learning rate",
+    cos: bool = False,
+) -> None:
     """The reference's SGD flags; each script passes the reference's own defaults."""
     optim = parser.add_argument_group("optimisation (the reference's flags and defaults)")
-    optim.add_argument("--epochs", type=positive_int, default=epochs, metavar="N",
-                       help="total epochs (default %(default)s)")
-    optim.add_argument("--start-epoch", type=nonnegative_int, default=0, metavar="N",
-                       help="first epoch (useful on restarts; --resume sets it from the checkpoint)")
-    optim.add_argument("-b", "--batch-size", type=positive_int, default=batch_size, metavar="N",
-                       help="mini-batch size, total over all GPUs and processes (default %(default)s)")
-    optim.add_argument("--lr", "--learning-rate", type=positive_float, default=lr, dest="lr", metavar="LR",
-                       help=lr_help + " (default %(default)s)")
-    optim.add_argument("--schedule", type=nonnegative_int, nargs="*", default=schedule,
-                       help="epochs at which the learning rate drops x0.1" + (", ignored with --cos" if cos else "")
-                            + " (default " + " ".join(map(str, schedule)) + ")")
+    optim.add_argument(
+        "--epochs", type=positive_int, default=epochs, metavar="N", help="total epochs (default %(default)s)"
+    )
+    optim.add_argument(
+        "--start-epoch",
+        type=nonnegative_int,
+        default=0,
+        metavar="N",
+        help="first epoch (useful on restarts; --resume sets it from the checkpoint)",
+    )
+    optim.add_argument(
+        "-b",
+        "--batch-size",
+        type=positive_int,
+        default=batch_size,
+        metavar="N",
+        help="mini-batch size, total over all GPUs and processes (default %(default)s)",
+    )
+    optim.add_argument(
+        "--lr",
+        "--learning-rate",
+        type=positive_float,
+        default=lr,
+        dest="lr",
+        metavar="LR",
+        help=lr_help + " (default %(default)s)",
+    )
+    optim.add_argument(
+        "--schedule",
+        type=nonnegative_int,
+        nargs="*",
+        default=schedule,
+        help="epochs at which the learning rate drops x0.1"
+        + (", ignored with --cos" if cos else "")
+        + " (default "
+        + " ".join(map(str, schedule))
+        + ")",
+    )
     if cos:
         optim.add_argument("--cos", action="store_true", help="cosine learning-rate schedule")
-    optim.add_argument("--momentum", type=momentum_value, default=0.9, metavar="M",
-                       help="SGD momentum, in [0, 1) (default %(default)s)")
-    optim.add_argument("--wd", "--weight-decay", type=nonnegative_float, default=weight_decay, dest="weight_decay",
-                       metavar="W",
-                       help="weight decay (default %(default)s)")
+    optim.add_argument(
+        "--momentum",
+        type=momentum_value,
+        default=0.9,
+        metavar="M",
+        help="SGD momentum, in [0, 1) (default %(default)s)",
+    )
+    optim.add_argument(
+        "--wd",
+        "--weight-decay",
+        type=nonnegative_float,
+        default=weight_decay,
+        dest="weight_decay",
+        metavar="W",
+        help="weight decay (default %(default)s)",
+    )
 
 
-def representation_arg(parser: argparse.ArgumentParser, flag: str, default: str, pairs: bool = True,
-                       help: str = "") -> None:
+def representation_arg(
+    parser: argparse.ArgumentParser, flag: str, default: str, pairs: bool = True, help: str = ""
+) -> None:
     """A representation flag with argparse ``choices``."""
     choices = REPRESENTATION_CHOICES if pairs else BASE_REPRESENTATIONS
     parser.add_argument(flag, default=default, choices=choices, help=help or f"(default {default})")

@@ -6,6 +6,7 @@ Every error here is a :class:`common.io.UsageError` (a ``ValueError``) whose mes
 the file or folder; a missing file is also a ``FileNotFoundError``. Pretrained-encoder loading lives in
 :mod:`common.pretrained`.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,6 +18,7 @@ from typing import Any
 
 import torch
 
+from common.constants import CHECKPOINT_PREFIX
 from common.io import OutputError, UsageError, atomic_torch_save, remove_files
 
 # What a checkpoint's ``format`` entry says it is, and the words error messages use for it. Files
@@ -44,12 +46,12 @@ class CheckpointNotFound(CheckpointError, FileNotFoundError):
 # ---------------------------------------------------------------------------------------------------
 
 
-def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str = "module.") -> dict[str, torch.Tensor]:
+def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str = CHECKPOINT_PREFIX) -> dict[str, torch.Tensor]:
     """``state`` with ``prefix`` removed from every key that has it (DataParallel's ``module.``)."""
-    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
+    return {k[len(prefix) :] if k.startswith(prefix) else k: v for k, v in state.items()}
 
 
-def add_prefix(state: Mapping[str, torch.Tensor], prefix: str = "module.") -> dict[str, torch.Tensor]:
+def add_prefix(state: Mapping[str, torch.Tensor], prefix: str = CHECKPOINT_PREFIX) -> dict[str, torch.Tensor]:
     """``state`` with ``prefix`` on every key (the reference's DataParallel layout), never twice."""
     return {k if k.startswith(prefix) else prefix + k: v for k, v in state.items()}
 
@@ -127,8 +129,13 @@ def read_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> dict[str,
     return checkpoint
 
 
-def check_format(checkpoint: Mapping[str, Any], path: str | os.PathLike, expected: str,
-                 required: Sequence[str] = ("epoch", "state_dict", "optimizer"), flag: str = "--resume") -> None:
+def check_format(
+    checkpoint: Mapping[str, Any],
+    path: str | os.PathLike,
+    expected: str,
+    required: Sequence[str] = ("epoch", "state_dict", "optimizer"),
+    flag: str = "--resume",
+) -> None:
     """CheckpointError unless ``checkpoint`` can be what ``expected`` names: its ``format`` entry, when it
     has one, must be ``expected``; without one (the reference's files) it must hold ``required``."""
     kind = FORMAT_KINDS.get(expected, expected)
@@ -136,8 +143,10 @@ def check_format(checkpoint: Mapping[str, Any], path: str | os.PathLike, expecte
     if found is not None and found != expected:
         family, _, _ = str(found).partition("/")
         if family == expected.partition("/")[0]:
-            raise CheckpointError(f"{flag} {path}: checkpoint format {found!r}, but this version reads "
-                                  f"{expected!r} (written by another version of this code)")
+            raise CheckpointError(
+                f"{flag} {path}: checkpoint format {found!r}, but this version reads "
+                f"{expected!r} (written by another version of this code)"
+            )
         what = FORMAT_KINDS.get(found)
         described = f"a {what} checkpoint" if what else f"a checkpoint of format {found!r}"
         raise CheckpointError(f"{flag} {path} is {described}, not a {kind} checkpoint")
@@ -146,9 +155,12 @@ def check_format(checkpoint: Mapping[str, Any], path: str | os.PathLike, expecte
             raise CheckpointError(f"{flag} {path}: not a {kind} checkpoint (no {key!r} entry)")
 
 
-def read_resume_checkpoint(path: str | os.PathLike, expected_format: str,
-                           required: Sequence[str] = ("epoch", "state_dict", "optimizer"),
-                           flag: str = "--resume") -> dict[str, Any]:
+def read_resume_checkpoint(
+    path: str | os.PathLike,
+    expected_format: str,
+    required: Sequence[str] = ("epoch", "state_dict", "optimizer"),
+    flag: str = "--resume",
+) -> dict[str, Any]:
     """The checkpoint ``--resume`` names, checked to be of ``expected_format`` (:func:`check_format`):
     one reader for pretraining and classification. Errors are one line and start with ``flag``."""
     try:
@@ -174,8 +186,9 @@ def run_checkpoints(folder: str | os.PathLike) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    found = [p for p in folder.iterdir() if p.name.endswith(CHECKPOINT_SUFFIX) and not p.name.startswith(".")
-             and p.is_file()]
+    found = [
+        p for p in folder.iterdir() if p.name.endswith(CHECKPOINT_SUFFIX) and not p.name.startswith(".") and p.is_file()
+    ]
     return sorted(found, key=lambda p: (p.stat().st_mtime, p.name))
 
 
@@ -217,8 +230,14 @@ def check_folder_writable(folder: str | os.PathLike, flag: str = "--checkpoint-p
         raise OutputError(f"{flag} {folder} is not writable{where}")
 
 
-def check_checkpoint_folder(folder: str | os.PathLike, resume: str | os.PathLike | None, overwrite: bool, *,
-                            last_name: str = LAST_CHECKPOINT, flag: str = "--checkpoint-path") -> list[Path]:
+def check_checkpoint_folder(
+    folder: str | os.PathLike,
+    resume: str | os.PathLike | None,
+    overwrite: bool,
+    *,
+    last_name: str = LAST_CHECKPOINT,
+    flag: str = "--checkpoint-path",
+) -> list[Path]:
     """Refuse a run that would silently replace another run's checkpoints; returns the checkpoint files
     already in ``folder`` (for the caller to remove when ``overwrite``).
 
@@ -237,11 +256,15 @@ def check_checkpoint_folder(folder: str | os.PathLike, resume: str | os.PathLike
     if resume:
         if Path(resume).resolve().parent == folder.resolve():
             return found
-        raise UsageError(f"{flag} {folder} already holds the checkpoints of another run ({progress}); resuming "
-                         f"{resume} there would replace them: choose an empty {flag}, or pass --overwrite to "
-                         "delete them")
-    raise UsageError(f"{flag} {folder} already holds the checkpoints of a run ({progress}); continue it with "
-                     f"--resume {latest}, or pass --overwrite to delete them and start again")
+        raise UsageError(
+            f"{flag} {folder} already holds the checkpoints of another run ({progress}); resuming "
+            f"{resume} there would replace them: choose an empty {flag}, or pass --overwrite to "
+            "delete them"
+        )
+    raise UsageError(
+        f"{flag} {folder} already holds the checkpoints of a run ({progress}); continue it with "
+        f"--resume {latest}, or pass --overwrite to delete them and start again"
+    )
 
 
 def remove_previous_run(folder: str | os.PathLike, checkpoints: Sequence[Path]) -> list[Path]:

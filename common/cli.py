@@ -6,6 +6,7 @@ This is the one module of ``common`` that writes to the terminal, and only the s
 library modules print nothing and take a progress display from their caller (e.g.
 ``common.evaluation.evaluate(..., progress=progress_bars(ctx))``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,12 @@ def error(prog: str, message: object, code: int = INPUT_ERROR) -> int:
     return code
 
 
-def run_main(prog: str, build_parser: Callable[[], argparse.ArgumentParser],
-             run: Callable[[argparse.Namespace], Any], argv: Sequence[str] | None) -> int:
+def run_main(
+    prog: str,
+    build_parser: Callable[[], argparse.ArgumentParser],
+    run: Callable[[argparse.Namespace], Any],
+    argv: Sequence[str] | None,
+) -> int:
     """An evaluation script's ``main``: parse ``argv`` with the script's parser, run, and return the exit
     status. Bad input -- a
     :class:`common.io.UsageError`, or the ValueError / FileNotFoundError with which the data and
@@ -58,6 +63,7 @@ def rank0_printer(ctx: DistContext) -> Callable[[str], None]:
 
 def progress_bars(ctx: DistContext) -> Callable[[Iterable[Any], str], tqdm]:
     """Progress bars on stderr for the loops of :mod:`common.evaluation`, shown on rank 0 only."""
+
     def bar(iterable: Iterable[Any], desc: str) -> tqdm:
         return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr, disable=not ctx.is_main)
 

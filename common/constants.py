@@ -10,6 +10,7 @@ other module, down to the data files' readers, can take its numbers from here.
 - The names a checkpoint's keys are built from: the MoCo encoder slots and the ``module.`` prefix.
 - The representation names a run is configured with.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -75,8 +76,9 @@ DATASETS: dict[str, dict[str, Any]] = {
 NTU_DATASETS: tuple[str, ...] = ("ntu60", "ntu120")
 PKU_DATASETS: tuple[str, ...] = ("pku1", "pku2")
 # ``dataset/protocol`` combinations, e.g. 'ntu60/cross_view'.
-VALID_PAIRS: tuple[str, ...] = tuple(f"{name}/{protocol}" for name, spec in DATASETS.items()
-                                     for protocol in spec["protocols"])
+VALID_PAIRS: tuple[str, ...] = tuple(
+    f"{name}/{protocol}" for name, spec in DATASETS.items() for protocol in spec["protocols"]
+)
 
 
 def default_out_folder(dataset: str) -> str:

@@ -4,6 +4,7 @@ identity in a single process, so training code calls them unconditionally.
 Launch: ``torchrun --nproc_per_node=N [--nnodes=M --node_rank=R --master_addr=A --master_port=P] script.py``.
 torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; :func:`setup` reads them. Backend: NCCL on CUDA, gloo on CPU.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -68,8 +69,10 @@ def setup(requested_device: str = "auto") -> DistContext:
     local_rank = int(os.environ["LOCAL_RANK"])
     use_cuda = torch.cuda.is_available() and requested_device != "cpu"
     if requested_device not in ("auto", "cpu", "cuda"):
-        raise UsageError(f"--device {requested_device}: under torchrun each process takes cuda:LOCAL_RANK; "
-                         "pass --device auto, cuda or cpu")
+        raise UsageError(
+            f"--device {requested_device}: under torchrun each process takes cuda:LOCAL_RANK; "
+            "pass --device auto, cuda or cpu"
+        )
     if requested_device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: CUDA was asked for but torch sees no GPU")
     if use_cuda:
@@ -82,8 +85,14 @@ def setup(requested_device: str = "auto") -> DistContext:
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
 
 
-def wrap_model(model: nn.Module, ctx: DistContext, *, trainable: bool, requested_device: str = "auto",
-               broadcast_buffers: bool = True) -> nn.Module:
+def wrap_model(
+    model: nn.Module,
+    ctx: DistContext,
+    *,
+    trainable: bool,
+    requested_device: str = "auto",
+    broadcast_buffers: bool = True,
+) -> nn.Module:
     """``model`` on ``ctx.device``, wrapped for the launch mode.
 
     Under torchrun every rank's parameters and buffers first become rank 0's (without ``--seed`` each
@@ -104,8 +113,12 @@ def wrap_model(model: nn.Module, ctx: DistContext, *, trainable: bool, requested
         # DDP registers only parameters with requires_grad, so a frozen encoder under a trained head
         # needs no find_unused_parameters.
         return nn.parallel.DistributedDataParallel(model, device_ids=ids, **_buffer_sync_kwargs(broadcast_buffers))
-    if (device.type == "cuda" and requested_device in ("auto", "cuda") and device.index is None
-            and torch.cuda.device_count() > 1):
+    if (
+        device.type == "cuda"
+        and requested_device in ("auto", "cuda")
+        and device.index is None
+        and torch.cuda.device_count() > 1
+    ):
         return nn.DataParallel(model)
     return model
 
@@ -221,7 +234,7 @@ class ResumableSampler(DistributedSampler):
 
     def __iter__(self) -> Iterator[int]:
         indices: Sequence[int] = list(super().__iter__())
-        return iter(indices[self.start:])
+        return iter(indices[self.start :])
 
     def __len__(self) -> int:
         return self.num_samples - self.start

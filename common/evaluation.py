@@ -7,6 +7,7 @@ names.
 Nothing here prints: the loops show progress through the ``progress`` display their caller passes
 (the scripts pass :func:`common.cli.progress_bars`), and show nothing without one.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,26 +53,51 @@ FEATURE_MODES = ("eval", "train")
 def add_evaluation_args(parser: argparse.ArgumentParser) -> None:
     """Flags both evaluation scripts share: the reference's optimisation flags (its scripts pass them to
     retrieval too), the checkpoint and representations, data, encoder sizes, runtime and outputs."""
-    add_optim_args(parser, epochs=80, batch_size=256, lr=30.0, schedule=[50, 70], weight_decay=0.0,
-                   lr_help="initial learning rate (the paper's recipes pass 0.1)")
+    add_optim_args(
+        parser,
+        epochs=80,
+        batch_size=256,
+        lr=30.0,
+        schedule=[50, 70],
+        weight_decay=0.0,
+        lr_help="initial learning rate (the paper's recipes pass 0.1)",
+    )
     optim = parser.add_argument_group("checkpoint")
-    optim.add_argument("--resume", default="", metavar="PATH",
-                       help="continue from a classifier checkpoint written by this script")
+    optim.add_argument(
+        "--resume", default="", metavar="PATH", help="continue from a classifier checkpoint written by this script"
+    )
 
     model = parser.add_argument_group("encoder")
-    model.add_argument("--pretrained", default="", metavar="PATH",
-                       help="MoCo pretraining checkpoint (ours or the reference's released files); "
-                            "empty: randomly initialised encoder")
-    representation_arg(parser, "--pretrain-skeleton-representation", "seq-based",
-                       help="representation(s) the checkpoint was pretrained with (default seq-based)")
-    representation_arg(parser, "--finetune-skeleton-representation", "seq-based", pairs=False,
-                       help="representation evaluated here; for a pair A_and_B, A is the pair's encoder_q "
-                            "and B its encoder_r (default seq-based)")
+    model.add_argument(
+        "--pretrained",
+        default="",
+        metavar="PATH",
+        help="MoCo pretraining checkpoint (ours or the reference's released files); "
+        "empty: randomly initialised encoder",
+    )
+    representation_arg(
+        parser,
+        "--pretrain-skeleton-representation",
+        "seq-based",
+        help="representation(s) the checkpoint was pretrained with (default seq-based)",
+    )
+    representation_arg(
+        parser,
+        "--finetune-skeleton-representation",
+        "seq-based",
+        pairs=False,
+        help="representation evaluated here; for a pair A_and_B, A is the pair's encoder_q "
+        "and B its encoder_r (default seq-based)",
+    )
     add_data_model_runtime_args(parser, "--finetune-dataset")
 
     out = parser.add_argument_group("outputs")
-    out.add_argument("--metrics-json", default=None, metavar="PATH",
-                     help="write the final figures and the arguments to this JSON file")
+    out.add_argument(
+        "--metrics-json",
+        default=None,
+        metavar="PATH",
+        help="write the final figures and the arguments to this JSON file",
+    )
     out.add_argument("--plot-dir", default=None, metavar="DIR", help="write PNG figures into this folder")
 
 
@@ -83,8 +109,10 @@ def prepare_args(args: argparse.Namespace, ctx: DistContext) -> argparse.Namespa
     args.data_seed = args.seed if args.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
     args.data_seed = broadcast_int(args.data_seed, ctx.device)
     if args.batch_size % ctx.world_size:
-        raise UsageError(f"--batch-size {args.batch_size} (the total over all processes) must be divisible by "
-                         f"the {ctx.world_size} processes")
+        raise UsageError(
+            f"--batch-size {args.batch_size} (the total over all processes) must be divisible by "
+            f"the {ctx.world_size} processes"
+        )
     return args
 
 
@@ -100,26 +128,34 @@ def check_evaluation_flags(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------------------------------
 
 
-def make_dataset(args: argparse.Namespace, part: str, train: bool,
-                 indices: np.ndarray | None = None) -> DownstreamDataset:
+def make_dataset(
+    args: argparse.Namespace, part: str, train: bool, indices: np.ndarray | None = None
+) -> DownstreamDataset:
     """The ``part`` ('train'/'val') split in the evaluated representation; random crops when ``train``."""
     paths = split_paths(args.data_root, args.finetune_dataset, args.protocol, part)
-    return DownstreamDataset(paths, args.finetune_skeleton_representation, train=train,
-                             input_size=args.window_size, seed=args.data_seed, indices=indices)
+    return DownstreamDataset(
+        paths,
+        args.finetune_skeleton_representation,
+        train=train,
+        input_size=args.window_size,
+        seed=args.data_seed,
+        indices=indices,
+    )
 
 
 def check_split_contents(dataset: DownstreamDataset, part: str, num_class: int, args: argparse.Namespace) -> None:
     """UsageError when a split is empty or holds a label the dataset has no class for (both scripts say the
     same: the label file, the first bad label and the range expected)."""
     if len(dataset) == 0:
-        raise UsageError(f"the {part} split of {args.finetune_dataset}/{args.protocol} under {args.data_root} "
-                         "is empty")
+        raise UsageError(f"the {part} split of {args.finetune_dataset}/{args.protocol} under {args.data_root} is empty")
     bad = np.flatnonzero(dataset.labels >= num_class)
     if bad.size:
         i = int(bad[0])
-        raise UsageError(f"{dataset.paths.label}: label {int(dataset.labels[i])} of sample {dataset.names[i]} is "
-                         f"out of range; {args.finetune_dataset} has {num_class} classes, labels 0 to "
-                         f"{num_class - 1}")
+        raise UsageError(
+            f"{dataset.paths.label}: label {int(dataset.labels[i])} of sample {dataset.names[i]} is "
+            f"out of range; {args.finetune_dataset} has {num_class} classes, labels 0 to "
+            f"{num_class - 1}"
+        )
 
 
 @dataclass(frozen=True)
@@ -165,8 +201,7 @@ def shuffled_plan(n: int, batch_size: int, seed: int) -> BatchPlan:
 
 
 def _loader_options(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
-    return dict(num_workers=args.workers, pin_memory=ctx.device.type == "cuda",
-                persistent_workers=args.workers > 0)
+    return dict(num_workers=args.workers, pin_memory=ctx.device.type == "cuda", persistent_workers=args.workers > 0)
 
 
 class PlannedLoader(NamedTuple):
@@ -176,8 +211,9 @@ class PlannedLoader(NamedTuple):
     plan: BatchPlan
 
 
-def plan_loader(dataset: DownstreamDataset, plan: BatchPlan, args: argparse.Namespace,
-                ctx: DistContext) -> PlannedLoader:
+def plan_loader(
+    dataset: DownstreamDataset, plan: BatchPlan, args: argparse.Namespace, ctx: DistContext
+) -> PlannedLoader:
     """This process's batches of ``plan`` (build it once: with workers it keeps them between passes);
     :func:`gather_rows` puts the results back in dataset order."""
     loader = DataLoader(dataset, batch_sampler=plan.batches(ctx.rank, ctx.world_size), **_loader_options(args, ctx))
@@ -188,10 +224,22 @@ def train_loader(dataset: DownstreamDataset, args: argparse.Namespace, ctx: Dist
     """Shuffled training batches of ``--batch-size / world_size`` per process: under torchrun a seeded
     DistributedSampler shard, else a shuffle keyed by the loader's generator (see :func:`set_loader_epoch`)."""
     generator = torch.Generator().manual_seed(args.data_seed)
-    sampler = (DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
-                                  seed=args.data_seed, drop_last=False) if ctx.distributed else None)
-    return DataLoader(dataset, batch_size=args.batch_size // ctx.world_size, shuffle=sampler is None,
-                      sampler=sampler, drop_last=False, generator=generator, **_loader_options(args, ctx))
+    sampler = (
+        DistributedSampler(
+            dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=args.data_seed, drop_last=False
+        )
+        if ctx.distributed
+        else None
+    )
+    return DataLoader(
+        dataset,
+        batch_size=args.batch_size // ctx.world_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        drop_last=False,
+        generator=generator,
+        **_loader_options(args, ctx),
+    )
 
 
 def set_loader_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
@@ -240,8 +288,13 @@ def build_encoder_for(args: argparse.Namespace, num_class: int) -> tuple[nn.Modu
     model = build_encoder(args.finetune_skeleton_representation, num_class, **encoder_kwargs(args))
     if not args.pretrained:
         return model, None
-    weights = load_pretrained_encoder(model, args.pretrained, args.pretrain_skeleton_representation,
-                                      args.finetune_skeleton_representation, window_size=args.window_size)
+    weights = load_pretrained_encoder(
+        model,
+        args.pretrained,
+        args.pretrain_skeleton_representation,
+        args.finetune_skeleton_representation,
+        window_size=args.window_size,
+    )
     return model, weights
 
 
@@ -352,9 +405,17 @@ class Quiet:
 Progress = Callable[[Iterable[Any], str], Any]
 
 
-def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module, optimizer: torch.optim.Optimizer,
-                    ctx: DistContext, desc: str, train_mode: bool, print_freq: int = 10,
-                    progress: Progress = Quiet) -> dict[str, float]:
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ctx: DistContext,
+    desc: str,
+    train_mode: bool,
+    print_freq: int = 10,
+    progress: Progress = Quiet,
+) -> dict[str, float]:
     """One epoch; loss and top-1 (percent) over the clips every rank trained on. ``progress`` shows
     the running figures every ``print_freq`` steps on rank 0."""
     device = ctx.device
@@ -380,8 +441,14 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module, 
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: PlannedLoader, criterion: nn.Module, ctx: DistContext,
-             desc: str = "eval", progress: Progress = Quiet) -> tuple[dict[str, float], np.ndarray]:
+def evaluate(
+    model: nn.Module,
+    data: PlannedLoader,
+    criterion: nn.Module,
+    ctx: DistContext,
+    desc: str = "eval",
+    progress: Progress = Quiet,
+) -> tuple[dict[str, float], np.ndarray]:
     """Loss, top-1 and top-5 (percent) over the dataset of ``data``, and the top-1 predictions in dataset
     order. Under torchrun every rank must call this: each runs its share of the plan, and correct counts
     are summed over ranks (exactly one process's figures)."""
@@ -432,8 +499,9 @@ def batch_statistics_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 @torch.no_grad()
-def extract_features(model: nn.Module, data: PlannedLoader, ctx: DistContext, desc: str,
-                     mode: str = "eval", progress: Progress = Quiet) -> tuple[np.ndarray, np.ndarray]:
+def extract_features(
+    model: nn.Module, data: PlannedLoader, ctx: DistContext, desc: str, mode: str = "eval", progress: Progress = Quiet
+) -> tuple[np.ndarray, np.ndarray]:
     """(N, D) float32 features before ``fc`` and (N,) labels of the dataset of ``data``, in dataset order,
     computed in the plan's batches with the encoder in ``mode`` ('eval': running statistics, no dropout; 'train':
     batch statistics and dropout, as the reference extracts them -- see :func:`batch_statistics_mode`).

@@ -11,6 +11,7 @@ was. A run killed outright (SIGKILL, power loss) can leave a temporary file behi
 This module sits at the bottom of the package (standard library, NumPy and torch only), so it also
 defines :class:`UsageError`, the error every script turns into ``prog: error: MESSAGE`` and exit 2.
 """
+
 from __future__ import annotations
 
 import contextlib

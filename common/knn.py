@@ -11,6 +11,7 @@ Semantics kept from scikit-learn:
 Exactly equal distances to several training samples (duplicated features) are broken by
 ``torch.topk``; scikit-learn's order is implementation-defined there too.
 """
+
 from __future__ import annotations
 
 from typing import Union
@@ -66,13 +67,15 @@ def cosine_knn_indices(
 
 def _check_shapes(train: torch.Tensor, query: torch.Tensor, k: int) -> None:
     if train.dim() != 2 or query.dim() != 2:
-        raise ValueError(f"KNN expects 2-D feature matrices, got train {tuple(train.shape)} and query "
-                         f"{tuple(query.shape)}")
+        raise ValueError(
+            f"KNN expects 2-D feature matrices, got train {tuple(train.shape)} and query {tuple(query.shape)}"
+        )
     if train.shape[1] != query.shape[1]:
         raise ValueError(f"KNN feature sizes differ: train has {train.shape[1]}, query has {query.shape[1]}")
     if not 1 <= k <= train.shape[0]:
-        raise ValueError(f"--knn-neighbours must be between 1 and the number of training samples "
-                         f"({train.shape[0]}), got {k}")
+        raise ValueError(
+            f"--knn-neighbours must be between 1 and the number of training samples ({train.shape[0]}), got {k}"
+        )
 
 
 @torch.no_grad()
@@ -111,8 +114,9 @@ def knn_accuracy(
     device: torch.device | str | None = None,
 ) -> tuple[float, np.ndarray]:
     """Top-1 accuracy in [0, 1] of cosine KNN, and the predictions."""
-    predictions = cosine_knn_predict(train_features, train_labels, query_features, k, chunk_size=chunk_size,
-                                     device=device)
+    predictions = cosine_knn_predict(
+        train_features, train_labels, query_features, k, chunk_size=chunk_size, device=device
+    )
     query_labels = np.asarray(query_labels)
     if len(query_labels) != len(predictions):
         raise ValueError(f"{len(query_labels)} query labels for {len(predictions)} query rows")

@@ -12,6 +12,7 @@ over seeds of the run's top-1 (``top1``; ``knn_top1`` for ``knn``), the number o
 difference. Which runs to expect comes from the recipes themselves (their ``DRY_RUN=1 ... all`` command
 lines); every expected run that is absent is flagged. The command line is ``scripts/ledger.py``.
 """
+
 from __future__ import annotations
 
 import json
@@ -82,8 +83,10 @@ def read_top1(path: Path, protocol: str) -> float:
 def _seed(path: Path, part: str) -> int:
     match = re.fullmatch(r"seed(\d+)", part)
     if match is None:
-        raise LedgerError(f"{path}: folder '{part}' must be seed<N> (RUNS_DIR/<setting>/<pretraining>/<protocol>/"
-                          f"<encoder>/seed<N>/{METRICS})")
+        raise LedgerError(
+            f"{path}: folder '{part}' must be seed<N> (RUNS_DIR/<setting>/<pretraining>/<protocol>/"
+            f"<encoder>/seed<N>/{METRICS})"
+        )
     return int(match.group(1))
 
 
@@ -94,8 +97,10 @@ def parse_run_path(runs_dir: Path, path: Path) -> tuple[RunKey, int | None]:
         return RunKey(parts[0], parts[1], PRETRAIN, ""), None
     if len(parts) == 6 and parts[2] != PRETRAIN:
         return RunKey(*parts[:4]), _seed(path, parts[4])
-    raise LedgerError(f"{path}: a metrics file must lie at <setting>/<pretraining>/{PRETRAIN}/{METRICS} or "
-                      f"<setting>/<pretraining>/<protocol>/<encoder>/seed<N>/{METRICS} under {runs_dir}")
+    raise LedgerError(
+        f"{path}: a metrics file must lie at <setting>/<pretraining>/{PRETRAIN}/{METRICS} or "
+        f"<setting>/<pretraining>/<protocol>/<encoder>/seed<N>/{METRICS} under {runs_dir}"
+    )
 
 
 def collect_runs(runs_dir: Path) -> tuple[dict[RunKey, dict[int, float]], dict[RunKey, dict]]:
@@ -116,21 +121,30 @@ def collect_runs(runs_dir: Path) -> tuple[dict[RunKey, dict[int, float]], dict[R
     return runs, pretrainings
 
 
-def expected_runs(runs_dir: Path, env: Mapping[str, str] | None = None,
-                  root: Path = ROOT) -> dict[RunKey, list[int | None]]:
+def expected_runs(
+    runs_dir: Path, env: Mapping[str, str] | None = None, root: Path = ROOT
+) -> dict[RunKey, list[int | None]]:
     """The runs the recipes write under ``runs_dir``: {row: [seeds]} in recipe order (pretraining: [None])."""
     env = {**(os.environ if env is None else env), "DRY_RUN": "1", "RUNS_ROOT": str(runs_dir)}
     expected: dict[RunKey, list[int | None]] = {}
     for script in RECIPES:
         try:
-            result = subprocess.run(["bash", str(root / script), "all"], cwd=root, env=env, capture_output=True,
-                                    text=True, check=False, timeout=120)
+            result = subprocess.run(
+                ["bash", str(root / script), "all"],
+                cwd=root,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=120,
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise LedgerError(f"{script}: could not list its runs ({exc}); pass --no-recipes") from None
         if result.returncode != 0:
             last = (result.stderr.strip().splitlines() or ["no message"])[-1]
-            raise LedgerError(f"{script}: DRY_RUN=1 ... all failed (exit {result.returncode}: {last}); "
-                              "pass --no-recipes")
+            raise LedgerError(
+                f"{script}: DRY_RUN=1 ... all failed (exit {result.returncode}: {last}); pass --no-recipes"
+            )
         for line in result.stdout.splitlines():
             words = shlex.split(line)
             if "--metrics-json" in words:
@@ -149,10 +163,16 @@ def load_paper(path: Path) -> dict[RunKey, float]:
     paper = {}
     for i, entry in enumerate(figures):
         fields = RunKey._fields + ("top1",)
-        if not isinstance(entry, dict) or any(not isinstance(entry.get(f), str) for f in RunKey._fields) \
-                or isinstance(entry.get("top1"), bool) or not isinstance(entry.get("top1"), (int, float)):
-            raise LedgerError(f"{path}: figures[{i}] must hold the strings {', '.join(RunKey._fields)} "
-                              f"and the number top1 (fields {', '.join(fields)})")
+        if (
+            not isinstance(entry, dict)
+            or any(not isinstance(entry.get(f), str) for f in RunKey._fields)
+            or isinstance(entry.get("top1"), bool)
+            or not isinstance(entry.get("top1"), (int, float))
+        ):
+            raise LedgerError(
+                f"{path}: figures[{i}] must hold the strings {', '.join(RunKey._fields)} "
+                f"and the number top1 (fields {', '.join(fields)})"
+            )
         paper[RunKey(*(entry[f] for f in RunKey._fields))] = float(entry["top1"])
     return paper
 
@@ -174,8 +194,10 @@ def _ordered(keys: Iterable[RunKey], expected: Mapping[RunKey, object]) -> list[
     keys = set(keys)
     settings = list(dict.fromkeys([k.setting for k in expected] + sorted(k.setting for k in keys)))
     encoders = list(dict.fromkeys([k.encoder for k in expected] + sorted(k.encoder for k in keys)))
-    return sorted(keys, key=lambda k: (settings.index(k.setting), k.pretraining, _protocol_rank(k.protocol),
-                                       encoders.index(k.encoder)))
+    return sorted(
+        keys,
+        key=lambda k: (settings.index(k.setting), k.pretraining, _protocol_rank(k.protocol), encoders.index(k.encoder)),
+    )
 
 
 def _number(value: float | None, sign: bool = False) -> str:
@@ -184,8 +206,11 @@ def _number(value: float | None, sign: bool = False) -> str:
     return f"{value:+.2f}" if sign else f"{value:.2f}"
 
 
-def evaluation_rows(runs: Mapping[RunKey, Mapping[int, float]], expected: Mapping[RunKey, Sequence[int | None]],
-                    paper: Mapping[RunKey, float]) -> list[list[str]]:
+def evaluation_rows(
+    runs: Mapping[RunKey, Mapping[int, float]],
+    expected: Mapping[RunKey, Sequence[int | None]],
+    paper: Mapping[RunKey, float],
+) -> list[list[str]]:
     """One row per (setting, pretraining, protocol, encoder) that was run or is expected."""
     keys = [k for k in (*runs, *expected) if k.protocol != PRETRAIN]
     rows = []
@@ -201,16 +226,32 @@ def evaluation_rows(runs: Mapping[RunKey, Mapping[int, float]], expected: Mappin
         else:
             missing = len([s for s in want if s not in seeds])
             extra = len([s for s in seeds if s not in want])
-            count = f"{len(values)} of {len(want)}" + (f", {missing} MISSING" if missing else "") \
+            count = (
+                f"{len(values)} of {len(want)}"
+                + (f", {missing} MISSING" if missing else "")
                 + (f", {extra} not in the recipes" if extra else "")
+            )
         difference = None if mean is None or figure is None else mean - figure
-        rows.append([key.setting, key.pretraining, key.protocol, key.encoder,
-                     DASH if figure is None else f"{figure:.1f}", ours, count, _number(difference, sign=True)])
+        rows.append(
+            [
+                key.setting,
+                key.pretraining,
+                key.protocol,
+                key.encoder,
+                DASH if figure is None else f"{figure:.1f}",
+                ours,
+                count,
+                _number(difference, sign=True),
+            ]
+        )
     return rows
 
 
-def missing_runs(runs: Mapping[RunKey, Mapping[int, float]], pretrainings: Mapping[RunKey, object],
-                 expected: Mapping[RunKey, Sequence[int | None]]) -> list[str]:
+def missing_runs(
+    runs: Mapping[RunKey, Mapping[int, float]],
+    pretrainings: Mapping[RunKey, object],
+    expected: Mapping[RunKey, Sequence[int | None]],
+) -> list[str]:
     """'<row path>: seeds ...' (or the pretraining's path) for every expected run that is absent."""
     lines = []
     for key, seeds in expected.items():
@@ -232,22 +273,45 @@ def pretraining_rows(pretrainings: Mapping[RunKey, Mapping], expected: Mapping[R
         metrics = pretrainings[key]
         final = metrics.get("final") if isinstance(metrics.get("final"), dict) else {}
         loss = final.get("train_loss")
-        rows.append([key.setting, key.pretraining, str(metrics.get("status", DASH)),
-                     str(metrics.get("epochs_completed", DASH)),
-                     f"{loss:.4f}" if isinstance(loss, (int, float)) else DASH])
+        rows.append(
+            [
+                key.setting,
+                key.pretraining,
+                str(metrics.get("status", DASH)),
+                str(metrics.get("epochs_completed", DASH)),
+                f"{loss:.4f}" if isinstance(loss, (int, float)) else DASH,
+            ]
+        )
     return rows
 
 
-def format_ledger(runs: Mapping[RunKey, Mapping[int, float]], pretrainings: Mapping[RunKey, Mapping],
-                  expected: Mapping[RunKey, Sequence[int | None]], paper: Mapping[RunKey, float]) -> str:
+def format_ledger(
+    runs: Mapping[RunKey, Mapping[int, float]],
+    pretrainings: Mapping[RunKey, Mapping],
+    expected: Mapping[RunKey, Sequence[int | None]],
+    paper: Mapping[RunKey, float],
+) -> str:
     """The whole ledger as Markdown: evaluation table, pretraining runs, missing runs."""
-    parts = ["## Evaluation (top-1 %)", "",
-             markdown_table(["setting", "pretraining", "protocol", "encoder", "paper", "ours (mean ± std)", "runs",
-                             "ours - paper"], evaluation_rows(runs, expected, paper), "llllrrrr")]
+    parts = [
+        "## Evaluation (top-1 %)",
+        "",
+        markdown_table(
+            ["setting", "pretraining", "protocol", "encoder", "paper", "ours (mean ± std)", "runs", "ours - paper"],
+            evaluation_rows(runs, expected, paper),
+            "llllrrrr",
+        ),
+    ]
     if pretrainings:
-        parts += ["", "## Pretraining", "",
-                  markdown_table(["setting", "pretraining", "status", "epochs", "final loss"],
-                                 pretraining_rows(pretrainings, expected), "lllrr")]
+        parts += [
+            "",
+            "## Pretraining",
+            "",
+            markdown_table(
+                ["setting", "pretraining", "status", "epochs", "final loss"],
+                pretraining_rows(pretrainings, expected),
+                "lllrr",
+            ),
+        ]
     missing = missing_runs(runs, pretrainings, expected)
     parts += ["", f"## Missing runs (expected by the recipes, absent): {len(missing)}"]
     if missing:

@@ -16,6 +16,7 @@ running; that fallback is best effort (a PID can be reused, and two takers of on
 
 Standard library only, so it can be used from any script of the project.
 """
+
 from __future__ import annotations
 
 import os
@@ -47,10 +48,7 @@ class LockHeld(Exception):
         self.purpose = purpose
         who = f"PID {holder}" if holder is not None else "another process (PID not yet written)"
         what = f" ({purpose})" if purpose else ""
-        super().__init__(
-            f"{folder}: in use by {who}{what}; wait for it to finish or stop it, "
-            f"or choose another folder"
-        )
+        super().__init__(f"{folder}: in use by {who}{what}; wait for it to finish or stop it, or choose another folder")
 
 
 class FolderLock:

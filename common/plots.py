@@ -3,6 +3,7 @@
 Both are written as PNG files with matplotlib's non-interactive Agg backend, atomically (a temporary file
 renamed into place), labelled with the NTU action names from ``data_gen/resources/ntu_action_names.tsv``.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,11 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from common.constants import ACTION_NAMES_FILE, NTU_DATASETS
 from common.io import atomic_write
 
-ACTION_NAMES_FILE = Path(__file__).resolve().parents[1] / "data_gen" / "resources" / "ntu_action_names.tsv"
-# Datasets whose classes are the first N NTU actions (NTU 60 is a prefix of NTU 120).
-NTU_DATASETS = ("ntu60", "ntu120")
 # t-SNE's perplexity must stay below the number of points.
 TSNE_MIN_SAMPLES = 3
 
@@ -48,14 +47,16 @@ def action_names(dataset: str, num_class: int, path: str | os.PathLike = ACTION_
         warnings.warn(f"NTU action names unavailable ({exc}); plots use action numbers", stacklevel=2)
         return generic
     if len(names) < num_class:
-        warnings.warn(f"{path} lists {len(names)} actions, fewer than {num_class}; plots use action numbers",
-                      stacklevel=2)
+        warnings.warn(
+            f"{path} lists {len(names)} actions, fewer than {num_class}; plots use action numbers", stacklevel=2
+        )
         return generic
     return [f"{i + 1}. {n}" for i, n in enumerate(names[:num_class])]
 
 
-def confusion_matrix(labels: Sequence[int] | np.ndarray, predictions: Sequence[int] | np.ndarray,
-                     num_class: int) -> np.ndarray:
+def confusion_matrix(
+    labels: Sequence[int] | np.ndarray, predictions: Sequence[int] | np.ndarray, num_class: int
+) -> np.ndarray:
     """(num_class, num_class) counts: row = true class, column = predicted class."""
     labels = np.asarray(labels, dtype=np.int64)
     predictions = np.asarray(predictions, dtype=np.int64)
@@ -82,8 +83,7 @@ def _save_figure(fig, path: Path) -> Path:
     return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"))
 
 
-def plot_confusion_matrix(counts: np.ndarray, names: Sequence[str], path: str | os.PathLike,
-                          title: str = "") -> Path:
+def plot_confusion_matrix(counts: np.ndarray, names: Sequence[str], path: str | os.PathLike, title: str = "") -> Path:
     """Row-normalised confusion matrix (recall per true class) as a PNG; returns the path."""
     plt = _pyplot()
     counts = np.asarray(counts)
@@ -124,8 +124,14 @@ def tsne_embedding(features: np.ndarray, seed: int = 0) -> np.ndarray:
     return tsne.fit_transform(features)
 
 
-def plot_tsne(features: np.ndarray, labels: Sequence[int] | np.ndarray, names: Sequence[str],
-              path: str | os.PathLike, title: str = "", seed: int = 0) -> Path:
+def plot_tsne(
+    features: np.ndarray,
+    labels: Sequence[int] | np.ndarray,
+    names: Sequence[str],
+    path: str | os.PathLike,
+    title: str = "",
+    seed: int = 0,
+) -> Path:
     """2-D t-SNE of ``features`` coloured by action, as a PNG; returns the path."""
     plt = _pyplot()
     labels = np.asarray(labels, dtype=np.int64)
@@ -142,14 +148,28 @@ def plot_tsne(features: np.ndarray, labels: Sequence[int] | np.ndarray, names: S
         for cls in present:  # colour and marker follow the action number, the same in every plot
             mask = labels == cls
             name = names[cls] if cls < len(names) else f"action {cls + 1}"
-            ax.scatter(points[mask, 0], points[mask, 1], s=8, color=palette[cls % len(palette)],
-                       marker=markers[(cls // len(palette)) % len(markers)], label=name, alpha=0.85, linewidths=0)
+            ax.scatter(
+                points[mask, 0],
+                points[mask, 1],
+                s=8,
+                color=palette[cls % len(palette)],
+                marker=markers[(cls // len(palette)) % len(markers)],
+                label=name,
+                alpha=0.85,
+                linewidths=0,
+            )
         ax.set_xticks([])
         ax.set_yticks([])
         if title:
             ax.set_title(title)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=6 if len(present) <= 60 else 4,
-                  ncol=1 if len(present) <= 60 else 2, markerscale=2, frameon=False)
+        ax.legend(
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            fontsize=6 if len(present) <= 60 else 4,
+            ncol=1 if len(present) <= 60 else 2,
+            markerscale=2,
+            frameon=False,
+        )
         return _save_figure(fig, Path(path))
     finally:
         plt.close(fig)

@@ -9,6 +9,7 @@ downstream encoder exactly: a partial load would silently evaluate a half-random
 
 Reading the file (``torch.load(weights_only=True)``, errors naming it) is :mod:`common.checkpoints`'.
 """
+
 from __future__ import annotations
 
 import functools
@@ -21,10 +22,10 @@ import torch
 from torch import nn
 
 from common.checkpoints import model_state, read_checkpoint, recorded_window_size
-from common.representations import BASE_REPRESENTATIONS, encoder_name_for, parse_representation
+from common.constants import BASE_REPRESENTATIONS, ENCODER_SLOTS, QUERY_ENCODERS
+from common.representations import encoder_name_for, parse_representation
+from models import build_encoder
 
-# Slots of a MoCo model that hold encoders, in the order the reference creates them.
-ENCODER_SLOTS: tuple[str, ...] = ("encoder_q", "encoder_k", "encoder_r", "encoder_l")
 HEAD_PREFIX = "fc."
 # How many offending keys an error lists before summarising the rest.
 MAX_LISTED = 5
@@ -49,8 +50,6 @@ def encoder_slots(state: Mapping[str, torch.Tensor]) -> dict[str, dict[str, torc
 def _signature_keys(representation: str) -> frozenset[str]:
     """Parameter names (head excluded) of a tiny encoder of ``representation``: names do not depend on
     the widths, so a 2-channel model identifies a full-size checkpoint."""
-    from models import build_encoder  # local import: models import nothing from here, but keep it lazy
-
     tiny = build_encoder(representation, 2, gru_hidden_size=2, gru_layers=1, agcn_base_channels=4, hcn_out_channels=4)
     return frozenset(without_head(tiny.state_dict()))
 
@@ -68,7 +67,7 @@ def identify_representation(encoder_state: Mapping[str, Any]) -> str | None:
 
 def describe_slots(slots: Mapping[str, Mapping[str, Any]]) -> str:
     """``'encoder_q (seq-based), encoder_r (graph-based)'`` for the query encoders a checkpoint holds."""
-    held = [s for s in ("encoder_q", "encoder_r") if s in slots]
+    held = [s for s in QUERY_ENCODERS if s in slots]
     if not held:
         return "no encoder_q/encoder_r weights"
     parts = []
@@ -101,8 +100,9 @@ def pretrained_encoder_state(
     return _select_encoder(read_checkpoint(path), path, pretrain_representation, representation)
 
 
-def _select_encoder(checkpoint: Mapping[str, Any], path: str | os.PathLike, pretrain_representation: str,
-                    representation: str) -> dict[str, torch.Tensor]:
+def _select_encoder(
+    checkpoint: Mapping[str, Any], path: str | os.PathLike, pretrain_representation: str, representation: str
+) -> dict[str, torch.Tensor]:
     slots = encoder_slots(model_state(checkpoint, path))
     held = describe_slots(slots)
     saved = _saved_pretrain_representation(checkpoint)
@@ -116,7 +116,7 @@ def _select_encoder(checkpoint: Mapping[str, Any], path: str | os.PathLike, pret
     except ValueError as exc:
         raise ValueError(f"{exc}; checkpoint {path} holds {held}") from None
     if slot not in slots:
-        kind = "an intra-skeleton (single representation)" if "encoder_r" not in slots else "this"
+        kind = "an intra-skeleton (single representation)" if QUERY_ENCODERS[1] not in slots else "this"
         raise ValueError(
             f"{path} has no {slot} weights, which a model pretrained as {pretrain_representation!r} would have "
             f"for {representation}; it holds {held} -- {kind} checkpoint needs a matching "
@@ -194,7 +194,10 @@ def load_encoder_weights(model: nn.Module, weights: Mapping[str, torch.Tensor], 
 
 
 def load_pretrained_encoder(
-    model: nn.Module, path: str | os.PathLike, pretrain_representation: str, representation: str,
+    model: nn.Module,
+    path: str | os.PathLike,
+    pretrain_representation: str,
+    representation: str,
     window_size: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Copy the pretrained query encoder for ``representation`` into ``model`` (its ``fc`` untouched).
@@ -213,7 +216,9 @@ def load_pretrained_encoder(
         raise ValueError(f"{exc}{_size_hint(checkpoint)}") from None
     pretrained_window = recorded_window_size(checkpoint)
     if window_size is not None and pretrained_window is not None and pretrained_window != window_size:
-        warnings.warn(f"{path} was pretrained on {pretrained_window}-frame views but is evaluated on "
-                      f"{window_size}-frame views; pass --window-size {pretrained_window} to match",
-                      stacklevel=2)
+        warnings.warn(
+            f"{path} was pretrained on {pretrained_window}-frame views but is evaluated on "
+            f"{window_size}-frame views; pass --window-size {pretrained_window} to match",
+            stacklevel=2,
+        )
     return {k: v.detach().clone().cpu() for k, v in weights.items()}

@@ -4,6 +4,7 @@ A pretraining run contrasts either two representations of a clip (inter-skeleton
 method: ``seq-based_and_graph-based`` ...) or two augmented views in one representation (intra-skeleton
 contrast, the paper's baseline: ``seq-based`` ...). Everything downstream works with the parsed tuple.
 """
+
 from __future__ import annotations
 
 from common.constants import (
@@ -35,9 +36,7 @@ def parse_representation(name: str) -> tuple[str, ...]:
     if name in PAIR_REPRESENTATIONS:
         first, second = name.split(PAIR_SEPARATOR)
         return (first, second)
-    raise ValueError(
-        f"unknown skeleton representation {name!r}; expected one of: {', '.join(REPRESENTATION_CHOICES)}"
-    )
+    raise ValueError(f"unknown skeleton representation {name!r}; expected one of: {', '.join(REPRESENTATION_CHOICES)}")
 
 
 def check_base_representation(name: str) -> str:

@@ -10,6 +10,7 @@ could. Pretraining and classification both train through it.
 Nothing here prints: what was tidied comes back as lines (:attr:`ClaimedFolder.notes`) for the script to
 show.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -44,8 +45,10 @@ class ClaimedFolder:
             return []
         removed = remove_previous_run(self.folder, self.replaced)
         self.replaced = []
-        return [f"=> --overwrite: removed {len(removed)} checkpoint and TensorBoard files of the previous run in "
-                f"{self.folder}"]
+        return [
+            f"=> --overwrite: removed {len(removed)} checkpoint and TensorBoard files of the previous run in "
+            f"{self.folder}"
+        ]
 
     def release(self) -> None:
         """Drop the lock; a folder this claim created and the run left empty goes too."""
@@ -77,8 +80,14 @@ def _tidy(claim: ClaimedFolder) -> None:
         claim.notes.append(f"=> removed {path}, a temporary file left by an interrupted run")
 
 
-def claim_folder(folder: str | os.PathLike, *, purpose: str, resume: str | os.PathLike | None, overwrite: bool,
-                 last_name: str = LAST_CHECKPOINT) -> ClaimedFolder:
+def claim_folder(
+    folder: str | os.PathLike,
+    *,
+    purpose: str,
+    resume: str | os.PathLike | None,
+    overwrite: bool,
+    last_name: str = LAST_CHECKPOINT,
+) -> ClaimedFolder:
     """Create and lock ``folder``, refuse another run's checkpoints, tidy what a killed run left.
 
     ``purpose`` is recorded in the lock file (and named to a second run); ``last_name`` is the file the
@@ -104,8 +113,15 @@ def claim_folder(folder: str | os.PathLike, *, purpose: str, resume: str | os.Pa
 
 
 @contextlib.contextmanager
-def run_folder(ctx: DistContext, folder: str | os.PathLike, *, purpose: str, resume: str | os.PathLike | None,
-               overwrite: bool, last_name: str = LAST_CHECKPOINT) -> Iterator[ClaimedFolder]:
+def run_folder(
+    ctx: DistContext,
+    folder: str | os.PathLike,
+    *,
+    purpose: str,
+    resume: str | os.PathLike | None,
+    overwrite: bool,
+    last_name: str = LAST_CHECKPOINT,
+) -> Iterator[ClaimedFolder]:
     """Rank 0 claims ``folder`` (:func:`claim_folder`) for the duration of the block; the other ranks
     learn whether it could and raise with it when it could not (every rank must enter). They get a
     stand-in claim that holds and replaces nothing."""

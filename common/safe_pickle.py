@@ -10,6 +10,7 @@ NumPy 1 (``numpy.core.*``) and NumPy 2 (``numpy._core.*``) with any pickle proto
 installed reads both spellings. The accepted globals are used only the way NumPy's own pickles use
 them, so a file cannot make them allocate more memory than the data it holds.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -88,8 +89,9 @@ _PLAIN_GLOBALS: dict[tuple[str, str], Callable[[], Any]] = {
     ("collections", "OrderedDict"): _found(("collections",), "OrderedDict"),
 }
 # Protocols 0-2 name builtins by their Python 2 module.
-_PLAIN_GLOBALS.update({("__builtin__", name): target for (module, name), target in _PLAIN_GLOBALS.items()
-                       if module == "builtins"})
+_PLAIN_GLOBALS.update(
+    {("__builtin__", name): target for (module, name), target in _PLAIN_GLOBALS.items() if module == "builtins"}
+)
 ALLOWED_GLOBALS = {**_NUMPY_GLOBALS, **_PLAIN_GLOBALS}
 
 
@@ -104,8 +106,9 @@ class RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         target = ALLOWED_GLOBALS.get((module, name))
         if target is None:
-            raise RefusedPickle(f"{self._source}: refusing to load '{module}.{name}'; {self._holds}",
-                                f"{module}.{name}")
+            raise RefusedPickle(
+                f"{self._source}: refusing to load '{module}.{name}'; {self._holds}", f"{module}.{name}"
+            )
         return target()
 
 

@@ -1,4 +1,5 @@
 """Training utilities shared by pretraining, classification and retrieval scripts."""
+
 from __future__ import annotations
 
 import math

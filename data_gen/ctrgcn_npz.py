@@ -31,6 +31,7 @@ clips through ``data_gen.writer.RunOutputs`` (folder locked, run-private tempora
 renamed into place only when complete) and writes the folder's ``manifest.json``. Bad input stops with
 one line naming the file and the array (exit 2) and leaves the previous files as they were.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,9 +44,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
-
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 from tqdm import tqdm
@@ -99,8 +97,7 @@ def benchmark_folder(dataset: str, benchmark: str) -> str:
     if benchmark == "xset":  # pyskl's name
         benchmark = "xsetup"
     if benchmark not in folders:
-        raise DataGenError(f"{dataset} has no benchmark {benchmark!r}; expected one of "
-                           f"{', '.join(protocols.values())}")
+        raise DataGenError(f"{dataset} has no benchmark {benchmark!r}; expected one of {', '.join(protocols.values())}")
     return folders[benchmark]
 
 
@@ -130,6 +127,7 @@ def open_part(folder: str | os.PathLike, part: str) -> Part:
 
 # ----------------------------------------------------------------------------------------------
 # Layout
+
 
 def to_ctrgcn_rows(block: np.ndarray) -> np.ndarray:
     """(B, 3, T, 25, 2) -> float32 (B, T, 150): per frame, for each person, each joint, x y z."""
@@ -168,10 +166,14 @@ def one_hot(labels: np.ndarray, num_class: int) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 # .npy streams
 
+
 def npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
     """The bytes of a C-order ``.npy`` header (version 1.0 when it fits, as ``np.save`` writes)."""
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
-              "shape": tuple(int(n) for n in shape)}
+    header = {
+        "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+        "fortran_order": False,
+        "shape": tuple(int(n) for n in shape),
+    }
     buffer = io.BytesIO()
     try:
         np.lib.format.write_array_header_1_0(buffer, header)
@@ -209,22 +211,26 @@ def _partial(path: Path) -> Path:
 # ----------------------------------------------------------------------------------------------
 # Export
 
+
 def _export_rows(part: Part, keep_padding: bool, bar: tqdm) -> Iterator[np.ndarray]:
     """The part's clips as CTR-GCN rows, one block at a time; non-finite values stop the export."""
     for start, end in _blocks(len(part.names)):
         block = part.read_rows(start, end).astype(np.float32, copy=False)
         bad = ~np.isfinite(block).reshape(end - start, -1).all(axis=1)
         if bad.any():
-            raise DataGenError(f"{part.path}: sample {start + int(np.argmax(bad))} "
-                               f"({part.names[start + int(np.argmax(bad))]}) holds NaN or infinite values")
+            raise DataGenError(
+                f"{part.path}: sample {start + int(np.argmax(bad))} "
+                f"({part.names[start + int(np.argmax(bad))]}) holds NaN or infinite values"
+            )
         if not keep_padding:
             block = zero_after(block, part.num_frame[start:end])
         yield to_ctrgcn_rows(block)
         bar.update(end - start)
 
 
-def _write_member(zf: zipfile.ZipFile, key: str, dtype: np.dtype, shape: tuple[int, ...],
-                  blocks: Iterable[np.ndarray]) -> None:
+def _write_member(
+    zf: zipfile.ZipFile, key: str, dtype: np.dtype, shape: tuple[int, ...], blocks: Iterable[np.ndarray]
+) -> None:
     # force_zip64: the size is not known when the member is opened, and x can exceed 2 GiB.
     with zf.open(f"{key}.npy", mode="w", force_zip64=True) as member:
         write_npy_stream(member, dtype, shape, blocks)
@@ -234,15 +240,23 @@ def _write_part(zf: zipfile.ZipFile, part: Part, key: str, num_class: int, keep_
     n, t = part.data.shape[0], part.data.shape[2]
     _write_member(zf, f"x_{key}", np.float32, (n, t, VALUES_PER_FRAME), _export_rows(part, keep_padding, bar))
     labels = part.labels
-    _write_member(zf, f"y_{key}", np.float32, (n, num_class),
-                  (one_hot(labels[s:e], num_class) for s, e in _blocks(n, 1 << 14)))
+    _write_member(
+        zf, f"y_{key}", np.float32, (n, num_class), (one_hot(labels[s:e], num_class) for s, e in _blocks(n, 1 << 14))
+    )
     names = np.array(part.names, dtype=str) if part.names else np.zeros(0, dtype="<U1")
     _write_member(zf, f"names_{key}", names.dtype, names.shape, [names])
     _write_member(zf, f"num_frame_{key}", np.int64, part.num_frame.shape, [part.num_frame])
 
 
-def export_npz(folder: str | os.PathLike, out: str | os.PathLike, num_class: int, *, keep_padding: bool = False,
-               compress: bool = False, progress: bool = False) -> dict[str, int]:
+def export_npz(
+    folder: str | os.PathLike,
+    out: str | os.PathLike,
+    num_class: int,
+    *,
+    keep_padding: bool = False,
+    compress: bool = False,
+    progress: bool = False,
+) -> dict[str, int]:
     """Write the split in ``folder`` as a CTR-GCN ``.npz`` at ``out``; returns samples per npz part.
 
     Raises DataGenError (one line) for a bad split folder; ``out`` is only replaced once complete.
@@ -250,16 +264,20 @@ def export_npz(folder: str | os.PathLike, out: str | os.PathLike, num_class: int
     parts = {part: open_part(folder, part) for part in PARTS}
     for part in parts.values():
         if part.labels.size and part.labels.max() >= num_class:
-            raise DataGenError(f"{part.label_path}: label {part.labels.max()} is outside 0..{num_class - 1} "
-                               "(the classes of the chosen dataset)")
+            raise DataGenError(
+                f"{part.label_path}: label {part.labels.max()} is outside 0..{num_class - 1} "
+                "(the classes of the chosen dataset)"
+            )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = _partial(out)
     compression = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
     total = sum(len(p.names) for p in parts.values())
     try:
-        with tqdm(total=total, unit="clip", desc="export", disable=not progress) as bar, \
-                zipfile.ZipFile(partial, "w", compression=compression, allowZip64=True) as zf:
+        with (
+            tqdm(total=total, unit="clip", desc="export", disable=not progress) as bar,
+            zipfile.ZipFile(partial, "w", compression=compression, allowZip64=True) as zf,
+        ):
             for part_name, part in parts.items():
                 _write_part(zf, part, NPZ_PART[part_name], num_class, keep_padding, bar)
         os.replace(partial, out)
@@ -270,6 +288,7 @@ def export_npz(folder: str | os.PathLike, out: str | os.PathLike, num_class: int
 
 # ----------------------------------------------------------------------------------------------
 # Import
+
 
 @dataclass
 class Member:
@@ -304,8 +323,10 @@ def _member_header(zf: zipfile.ZipFile, npz: Path, key: str) -> Member:
     if fortran_order:
         raise DataGenError(f"{npz}: {key} is stored in Fortran order; expected C order (as np.savez writes)")
     if dtype.hasobject:
-        raise DataGenError(f"{npz}: {key} holds Python objects (readable only with pickle, which is not used); "
-                           "expected numbers or strings")
+        raise DataGenError(
+            f"{npz}: {key} holds Python objects (readable only with pickle, which is not used); "
+            "expected numbers or strings"
+        )
     return Member(key, shape, dtype)
 
 
@@ -318,8 +339,10 @@ def _iter_rows(zf: zipfile.ZipFile, npz: Path, member: Member, rows: int | None 
             for start, end in _blocks(member.shape[0], rows):
                 buffer = f.read((end - start) * row_bytes)
                 if len(buffer) < (end - start) * row_bytes:
-                    raise DataGenError(f"{npz}: {member.key} ends after {start + len(buffer) // max(row_bytes, 1)} "
-                                       f"rows; its header announces {member.shape[0]}")
+                    raise DataGenError(
+                        f"{npz}: {member.key} ends after {start + len(buffer) // max(row_bytes, 1)} "
+                        f"rows; its header announces {member.shape[0]}"
+                    )
                 yield np.frombuffer(buffer, dtype=member.dtype).reshape(end - start, *member.shape[1:])
     except _ZIP_ERRORS as error:
         raise DataGenError(f"{npz}: {member.key}: unreadable archive member ({error})") from None
@@ -333,21 +356,27 @@ def _read_whole(zf: zipfile.ZipFile, npz: Path, member: Member) -> np.ndarray:
 def _check_part(npz: Path, members: dict[str, Member], key: str, num_class: int, dataset: str) -> NpzPart:
     x, y = members[f"x_{key}"], members[f"y_{key}"]
     if len(x.shape) != 3 or x.shape[2] != VALUES_PER_FRAME or x.shape[1] < 1:
-        raise DataGenError(f"{npz}: x_{key} has shape {x.shape}, expected (N, T, {VALUES_PER_FRAME}): "
-                           f"per frame {NUM_PERSONS} persons x {NUM_JOINTS} joints x xyz")
+        raise DataGenError(
+            f"{npz}: x_{key} has shape {x.shape}, expected (N, T, {VALUES_PER_FRAME}): "
+            f"per frame {NUM_PERSONS} persons x {NUM_JOINTS} joints x xyz"
+        )
     if x.dtype.kind != "f":
         raise DataGenError(f"{npz}: x_{key} has dtype {x.dtype}, expected floats (float32)")
     # Wider is accepted (MAMP's PKU-MMD phase 2 files are 51 wide for 41 classes); the labels are checked.
     if len(y.shape) != 2 or y.shape[0] != x.shape[0] or y.shape[1] < num_class or y.dtype.kind not in "fiub":
-        raise DataGenError(f"{npz}: y_{key} has shape {y.shape} dtype {y.dtype}, expected ({x.shape[0]}, {num_class}):"
-                           f" one-hot over the {num_class} classes of {dataset}, one row per sample of x_{key}")
+        raise DataGenError(
+            f"{npz}: y_{key} has shape {y.shape} dtype {y.dtype}, expected ({x.shape[0]}, {num_class}):"
+            f" one-hot over the {num_class} classes of {dataset}, one row per sample of x_{key}"
+        )
     names, frames = members.get(f"names_{key}"), members.get(f"num_frame_{key}")
     if names is not None and (names.shape != (x.shape[0],) or names.dtype.kind not in "US"):
-        raise DataGenError(f"{npz}: names_{key} has shape {names.shape} dtype {names.dtype}, "
-                           f"expected ({x.shape[0]},) strings")
+        raise DataGenError(
+            f"{npz}: names_{key} has shape {names.shape} dtype {names.dtype}, expected ({x.shape[0]},) strings"
+        )
     if frames is not None and (frames.shape != (x.shape[0],) or frames.dtype.kind not in "iu"):
-        raise DataGenError(f"{npz}: num_frame_{key} has shape {frames.shape} dtype {frames.dtype}, "
-                           f"expected ({x.shape[0]},) integers")
+        raise DataGenError(
+            f"{npz}: num_frame_{key} has shape {frames.shape} dtype {frames.dtype}, expected ({x.shape[0]},) integers"
+        )
     return NpzPart(x, y, names, frames)
 
 
@@ -357,10 +386,11 @@ def check_npz(npz: Path, zf: zipfile.ZipFile, num_class: int, dataset: str) -> d
     required = [f"{a}_{k}" for k in NPZ_PART.values() for a in ("x", "y")]
     missing = [k for k in required if k not in keys]
     if missing:
-        raise DataGenError(f"{npz}: missing array {missing[0]!r} (a CTR-GCN npz holds {', '.join(required)}; "
-                           f"found {', '.join(keys) or 'none'})")
-    members = {k: _member_header(zf, npz, k) for k in keys
-               if k in required or k.startswith(("names_", "num_frame_"))}
+        raise DataGenError(
+            f"{npz}: missing array {missing[0]!r} (a CTR-GCN npz holds {', '.join(required)}; "
+            f"found {', '.join(keys) or 'none'})"
+        )
+    members = {k: _member_header(zf, npz, k) for k in keys if k in required or k.startswith(("names_", "num_frame_"))}
     return {key: _check_part(npz, members, key, num_class, dataset) for key in NPZ_PART.values()}
 
 
@@ -374,13 +404,17 @@ def read_one_hot(zf: zipfile.ZipFile, npz: Path, member: Member, num_class: int)
         good = (ones.sum(axis=1) == 1) & (ones | zeros).all(axis=1)
         if not good.all():
             bad = row + int(np.argmin(good))
-            raise DataGenError(f"{npz}: {member.key} row {bad} is not one-hot (expected a single 1 and 0 elsewhere, "
-                               f"found values {np.unique(block[bad - row])[:4].tolist()})")
+            raise DataGenError(
+                f"{npz}: {member.key} row {bad} is not one-hot (expected a single 1 and 0 elsewhere, "
+                f"found values {np.unique(block[bad - row])[:4].tolist()})"
+            )
         labels.append(np.argmax(ones, axis=1))
         if labels[-1].max(initial=0) >= num_class:
             bad = row + int(np.argmax(labels[-1] >= num_class))
-            raise DataGenError(f"{npz}: {member.key} row {bad} is class {labels[-1][bad - row]}, "
-                               f"outside the {num_class} classes (0..{num_class - 1}) of the chosen --dataset")
+            raise DataGenError(
+                f"{npz}: {member.key} row {bad} is class {labels[-1][bad - row]}, "
+                f"outside the {num_class} classes (0..{num_class - 1}) of the chosen --dataset"
+            )
         row += len(block)
     return np.concatenate(labels).astype(np.int64) if labels else np.zeros(0, dtype=np.int64)
 
@@ -406,20 +440,20 @@ def read_part_meta(zf: zipfile.ZipFile, npz: Path, key: str, arrays: NpzPart, nu
     if arrays.num_frame is not None:
         frames = _read_whole(zf, npz, arrays.num_frame).astype(np.int64)
         if frames.size and (frames.min() < 0 or frames.max() > t):
-            raise DataGenError(f"{npz}: num_frame_{key} must lie in [0, {t}] (T of x_{key}), "
-                               f"found [{frames.min()}, {frames.max()}]")
+            raise DataGenError(
+                f"{npz}: num_frame_{key} must lie in [0, {t}] (T of x_{key}), found [{frames.min()}, {frames.max()}]"
+            )
     return PartMeta(names, labels, frames)
 
 
-def import_part(zf: zipfile.ZipFile, npz: Path, writer: PartWriter, arrays: NpzPart, meta: PartMeta,
-                bar: tqdm) -> None:
+def import_part(zf: zipfile.ZipFile, npz: Path, writer: PartWriter, arrays: NpzPart, meta: PartMeta, bar: tqdm) -> None:
     """Stream one part's clips from the npz into ``writer`` (our layout), block by block."""
     row = 0
     for rows in _iter_rows(zf, npz, arrays.x):
         bad = ~np.isfinite(rows).reshape(len(rows), -1).all(axis=1)
         if bad.any():
             raise DataGenError(f"{npz}: {arrays.x.key} sample {row + int(np.argmax(bad))} holds NaN or infinite values")
-        last = last_nonzero_frame(rows) if meta.num_frame is None else meta.num_frame[row:row + len(rows)]
+        last = last_nonzero_frame(rows) if meta.num_frame is None else meta.num_frame[row : row + len(rows)]
         for j, clip in enumerate(from_ctrgcn_rows(rows)):
             writer.append(meta.names[row + j], int(meta.labels[row + j]), clip, int(last[j]))
         row += len(rows)
@@ -435,8 +469,15 @@ def _open_zip(npz: Path) -> zipfile.ZipFile:
         raise DataGenError(f"{npz}: not an .npz (zip) archive ({error})") from None
 
 
-def import_npz(npz: str | os.PathLike, folder: str | os.PathLike, num_class: int, *, dataset: str = "",
-               progress: bool = False, arguments: dict | None = None) -> dict[str, int]:
+def import_npz(
+    npz: str | os.PathLike,
+    folder: str | os.PathLike,
+    num_class: int,
+    *,
+    dataset: str = "",
+    progress: bool = False,
+    arguments: dict | None = None,
+) -> dict[str, int]:
     """Write the CTR-GCN ``npz`` as our split files into ``folder`` (plus its manifest); samples per part.
 
     The headers, labels, names and frame counts are checked before any clip is written; the clips then
@@ -449,8 +490,10 @@ def import_npz(npz: str | os.PathLike, folder: str | os.PathLike, num_class: int
         metas = {part: read_part_meta(zf, npz, NPZ_PART[part], arrays[NPZ_PART[part]], num_class) for part in PARTS}
         total = sum(a.x.shape[0] for a in arrays.values())
         arguments = arguments if arguments is not None else {"npz": str(npz)}
-        with RunOutputs(folder.parent, purpose="ctrgcn_npz import", tool=TOOL, arguments=arguments) as out, \
-                tqdm(total=total, unit="clip", desc="import", disable=not progress) as bar:
+        with (
+            RunOutputs(folder.parent, purpose="ctrgcn_npz import", tool=TOOL, arguments=arguments) as out,
+            tqdm(total=total, unit="clip", desc="import", disable=not progress) as bar,
+        ):
             for part in PARTS:
                 x = arrays[NPZ_PART[part]].x
                 row_shape = (NUM_COORDINATES, x.shape[1], NUM_JOINTS, NUM_PERSONS)
@@ -463,23 +506,36 @@ def import_npz(npz: str | os.PathLike, folder: str | os.PathLike, num_class: int
 # ----------------------------------------------------------------------------------------------
 # Command line
 
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Prepared split folders <-> CTR-GCN-style .npz files (x_train (N, 300, 150), one-hot y_train, "
-                    "x_test, y_test), as read by CTR-GCN, InfoGCN, MAMP and MacDiff.")
+        "x_test, y_test), as read by CTR-GCN, InfoGCN, MAMP and MacDiff."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     export = sub.add_parser("export", help="write a prepared split as one .npz")
     imp = sub.add_parser("import", help="write an .npz as a prepared split folder (with manifest.json)")
     for p in (export, imp):
-        p.add_argument("--data-root", "--data_root", dest="data_root", required=True,
-                       help="folder holding <dataset folder>/<benchmark>/, e.g. ./data")
+        p.add_argument(
+            "--data-root",
+            "--data_root",
+            dest="data_root",
+            required=True,
+            help="folder holding <dataset folder>/<benchmark>/, e.g. ./data",
+        )
         p.add_argument("--dataset", required=True, choices=list(DATASETS))
-        p.add_argument("--benchmark", required=True,
-                       help="xsub, xview (ntu60, pku1), xsetup (ntu120), or a protocol name such as cross_subject")
+        p.add_argument(
+            "--benchmark",
+            required=True,
+            help="xsub, xview (ntu60, pku1), xsetup (ntu120), or a protocol name such as cross_subject",
+        )
         p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     export.add_argument("--out", required=True, help="the .npz to write, e.g. NTU60_CS.npz")
-    export.add_argument("--keep-padding", action="store_true",
-                        help="write the stored frames after each clip's end (repeats of the clip) instead of zeros")
+    export.add_argument(
+        "--keep-padding",
+        action="store_true",
+        help="write the stored frames after each clip's end (repeats of the clip) instead of zeros",
+    )
     export.add_argument("--compress", action="store_true", help="deflate the members (as np.savez_compressed)")
     imp.add_argument("--npz", required=True, help="the .npz to read")
     return parser
@@ -490,12 +546,12 @@ def run(args: argparse.Namespace) -> str:
     folder = split_folder(args.data_root, args.dataset, args.benchmark)
     num_class = DATASETS[args.dataset]["num_class"]
     if args.command == "export":
-        counts = export_npz(folder, args.out, num_class, keep_padding=args.keep_padding, compress=args.compress,
-                            progress=args.progress)
+        counts = export_npz(
+            folder, args.out, num_class, keep_padding=args.keep_padding, compress=args.compress, progress=args.progress
+        )
         return f"{args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items())
     arguments = {"npz": str(args.npz), "dataset": args.dataset, "benchmark": args.benchmark}
-    counts = import_npz(args.npz, folder, num_class, dataset=args.dataset, progress=args.progress,
-                        arguments=arguments)
+    counts = import_npz(args.npz, folder, num_class, dataset=args.dataset, progress=args.progress, arguments=arguments)
     return f"{folder}: " + ", ".join(f"{k} {v}" for k, v in counts.items())
 
 

@@ -28,6 +28,7 @@ Two checks, of different cost:
 Label pickles are read with an unpickler that only builds lists, tuples, strings, numbers and NumPy
 scalars/arrays: a data file never runs code here.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,7 +36,6 @@ import hashlib
 import io
 import json
 import os
-import pickle
 import subprocess
 import sys
 import warnings
@@ -44,12 +44,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import numpy as np
 
+from common import safe_pickle
 from common.constants import PARTIAL_MARK, PARTS
+from data_gen.split_files import LABELS_HOLD
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "skeleton-contrast split manifest"
@@ -57,23 +56,10 @@ MANIFEST_VERSION = 1
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _HASH_CHUNK = 1 << 20
 
+
 # Globals a label pickle may name: NumPy scalars and arrays (labels saved as np.int64 or an array).
-_SAFE_GLOBALS = {
-    ("numpy", "dtype"), ("numpy", "ndarray"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-}
-
-
 class ManifestError(ValueError):
     """A manifest or a split file that cannot be read; the message is one line naming the file."""
-
-
-class _SafeUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _SAFE_GLOBALS:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only plain data is read)")
 
 
 def load_labels(path: str | os.PathLike) -> tuple[list[str], list[int]]:
@@ -84,12 +70,15 @@ def load_labels(path: str | os.PathLike) -> tuple[list[str], list[int]]:
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            content = _SafeUnpickler(f).load()
+            content = safe_pickle.RestrictedUnpickler(f, source=str(path), holds=LABELS_HOLD).load()
     except OSError as error:
         raise ManifestError(f"{path}: cannot be read ({error.strerror or error})") from None
+    except safe_pickle.RefusedPickle as error:
+        raise ManifestError(str(error)) from None
     except Exception as error:  # a broken pickle fails in many ways; all mean "not a label file"
-        raise ManifestError(f"{path}: not a label pickle of (names, labels) "
-                            f"({type(error).__name__}: {error})") from None
+        raise ManifestError(
+            f"{path}: not a label pickle of (names, labels) ({type(error).__name__}: {error})"
+        ) from None
     if not (isinstance(content, (tuple, list)) and len(content) == 2):
         raise ManifestError(f"{path}: expected a pickle of (sample_names, labels), got {type(content).__name__}")
     names, labels = content
@@ -139,8 +128,13 @@ def project_version() -> str:
     if not (REPO_ROOT / ".git").exists():
         return "unknown"
     try:
-        result = subprocess.run(["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty", "--tags"],
-                                capture_output=True, text=True, timeout=10, check=False)
+        result = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty", "--tags"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return result.stdout.strip() or "unknown"
@@ -148,8 +142,12 @@ def project_version() -> str:
 
 def is_listed_name(name: str) -> bool:
     """Whether a manifest covers a file of this name: not hidden, not temporary, not the manifest itself."""
-    return (not name.startswith(".") and name != MANIFEST_NAME and not name.endswith(PARTIAL_MARK)
-            and f"{PARTIAL_MARK}-" not in name)
+    return (
+        not name.startswith(".")
+        and name != MANIFEST_NAME
+        and not name.endswith(PARTIAL_MARK)
+        and f"{PARTIAL_MARK}-" not in name
+    )
 
 
 def listed_files(folder: Path) -> list[Path]:
@@ -238,15 +236,17 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ManifestError(f"{path}: no manifest (write one with: python data_gen/manifest.py write "
-                            f"{folder})") from None
+        raise ManifestError(
+            f"{path}: no manifest (write one with: python data_gen/manifest.py write {folder})"
+        ) from None
     except (OSError, UnicodeError, json.JSONDecodeError) as error:
         raise ManifestError(f"{path}: not readable JSON ({error})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         raise ManifestError(f"{path}: 'format' is not {MANIFEST_FORMAT!r}")
     files = manifest.get("files")
-    if not isinstance(files, dict) or not all(isinstance(e, dict) and isinstance(e.get("size"), int)
-                                              for e in files.values()):
+    if not isinstance(files, dict) or not all(
+        isinstance(e, dict) and isinstance(e.get("size"), int) for e in files.values()
+    ):
         raise ManifestError(f"{path}: 'files' must map file names to entries with an integer 'size'")
     return manifest
 
@@ -295,8 +295,10 @@ def verify(folder: str | os.PathLike) -> list[str]:
             continue
         digest = sha256_of(folder / name)
         if digest != entry.get("sha256", digest):
-            lines.append(f"{folder / name}: sha256 {digest[:12]}..., {MANIFEST_NAME} says "
-                         f"{str(entry['sha256'])[:12]}... (same size: changed in place)")
+            lines.append(
+                f"{folder / name}: sha256 {digest[:12]}..., {MANIFEST_NAME} says "
+                f"{str(entry['sha256'])[:12]}... (same size: changed in place)"
+            )
     lines.extend(f"{p}: not listed in {MANIFEST_NAME}" for p in listed_files(folder) if p.name not in manifest["files"])
     return lines
 
@@ -323,22 +325,28 @@ def warn_if_mismatch(folder: str | os.PathLike) -> list[str]:
         lines = [str(error)]
     if lines:
         more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
-        warnings.warn(f"{folder} does not match its {MANIFEST_NAME}: {lines[0]}{more}; "
-                      f"check with: python data_gen/manifest.py verify {folder}", stacklevel=2)
+        warnings.warn(
+            f"{folder} does not match its {MANIFEST_NAME}: {lines[0]}{more}; "
+            f"check with: python data_gen/manifest.py verify {folder}",
+            stacklevel=2,
+        )
     return lines
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Write or verify the manifest.json of a prepared split folder.")
     sub = parser.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("verify", help="check every file (sha256, size, shape, dtype) against manifest.json; "
-                                          "exit 1 on a mismatch")
+    check = sub.add_parser(
+        "verify", help="check every file (sha256, size, shape, dtype) against manifest.json; exit 1 on a mismatch"
+    )
     check.add_argument("folder", help="split folder, e.g. data/NTU-RGB-D-60-AGCN/xsub")
-    write = sub.add_parser("write", help="hash the folder's files and write manifest.json (for folders "
-                                         "prepared before manifests existed)")
+    write = sub.add_parser(
+        "write", help="hash the folder's files and write manifest.json (for folders prepared before manifests existed)"
+    )
     write.add_argument("folder", help="split folder, e.g. data/NTU-RGB-D-60-AGCN/xsub")
-    write.add_argument("--tool", default="data_gen/manifest.py write",
-                       help="what prepared the folder, recorded in the manifest")
+    write.add_argument(
+        "--tool", default="data_gen/manifest.py write", help="what prepared the folder, recorded in the manifest"
+    )
     return parser
 
 

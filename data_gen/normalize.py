@@ -15,6 +15,7 @@ per-frame operations run over contiguous memory; the result is stored as float32
 joint is one whose coordinates are all zero. ``select_bodies`` picks the two most energetic Kinect
 body slots of a file first.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -46,8 +47,11 @@ def body_energy(bodies: np.ndarray) -> np.ndarray:
     0 for a slot that is never present.
     """
     num_slots, num_frames = bodies.shape[:2]
-    return slot_energy(bodies.reshape(num_slots * num_frames, *bodies.shape[2:]),
-                       np.repeat(np.arange(num_slots), num_frames), num_slots)
+    return slot_energy(
+        bodies.reshape(num_slots * num_frames, *bodies.shape[2:]),
+        np.repeat(np.arange(num_slots), num_frames),
+        num_slots,
+    )
 
 
 def slot_energy(frames: np.ndarray, slots: np.ndarray, num_slots: int) -> np.ndarray:
@@ -65,8 +69,9 @@ def slot_energy(frames: np.ndarray, slots: np.ndarray, num_slots: int) -> np.nda
     return energy
 
 
-def select_bodies(bodies: np.ndarray, num_persons: int = NUM_PERSONS, max_frames: int = NUM_FRAMES,
-                  energy: np.ndarray | None = None) -> np.ndarray:
+def select_bodies(
+    bodies: np.ndarray, num_persons: int = NUM_PERSONS, max_frames: int = NUM_FRAMES, energy: np.ndarray | None = None
+) -> np.ndarray:
     """Keep the ``num_persons`` most energetic body slots, highest first.
 
     (B, T, V, 3) -> (3, max_frames, V, num_persons) float32.

@@ -15,6 +15,7 @@ temporary name of this run and renamed into place only once all of them are comp
 fails (bad input, a part without samples, a full disk, Ctrl-C) leaves the previous outputs as they were.
 OUT/skipped_samples.txt lists the files ``--skip-bad`` left out; a run that skips none removes it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,9 +25,6 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tqdm import tqdm
 
@@ -52,8 +50,9 @@ def prepare_sample(path: str | Path, max_frames: int = NUM_FRAMES) -> PreparedSa
     """Read one ``.skeleton`` file, keep its two most energetic bodies and normalise: the data of one sample."""
     raw = read_skeleton(path, max_bodies=MAX_BODIES, num_joints=NUM_JOINTS, max_frames=max_frames)
     # Stored as float32 before normalising, as the reference does (selection uses the float64 values).
-    selected = select_bodies(raw.bodies, num_persons=NUM_PERSONS, max_frames=max_frames,
-                             energy=raw.energy)  # (C, T, V, M)
+    selected = select_bodies(
+        raw.bodies, num_persons=NUM_PERSONS, max_frames=max_frames, energy=raw.energy
+    )  # (C, T, V, M)
     has_body = bool(selected.any())
     return PreparedSample(normalize_sample(selected), min(raw.num_frames, max_frames), raw.num_frames, has_body)
 
@@ -93,22 +92,27 @@ def list_samples(data_path: Path, ignored: set[str], ignored_source: str | os.Pa
     DataGenError when the folder is missing, holds no ``.skeleton`` file, or all of them are ignored.
     """
     if not data_path.is_dir():
-        raise DataGenError(f"data folder {data_path} does not exist or is not a folder "
-                           "(expected the unpacked nturgb+d_skeletons/ folder)")
-    names = sorted(entry.name for entry in os.scandir(data_path)
-                   if entry.name.endswith(SKELETON_SUFFIX) and entry.is_file())
+        raise DataGenError(
+            f"data folder {data_path} does not exist or is not a folder "
+            "(expected the unpacked nturgb+d_skeletons/ folder)"
+        )
+    names = sorted(
+        entry.name for entry in os.scandir(data_path) if entry.name.endswith(SKELETON_SUFFIX) and entry.is_file()
+    )
     if not names:
         raise DataGenError(f"data folder {data_path} holds no .skeleton files")
     kept = [name for name in names if strip_suffix(name) not in ignored]
     if not kept:
         source = f" {ignored_source}" if ignored_source is not None else ""
-        raise DataGenError(f"{data_path}: all {len(names)} .skeleton files are in the ignored-sample list{source}; "
-                           "nothing was written")
+        raise DataGenError(
+            f"{data_path}: all {len(names)} .skeleton files are in the ignored-sample list{source}; nothing was written"
+        )
     return kept
 
 
-def _parse_names(data_path: Path, names: Sequence[str], skip_bad: bool, summary: Summary,
-                 num_actions: int | None) -> dict[str, SampleName]:
+def _parse_names(
+    data_path: Path, names: Sequence[str], skip_bad: bool, summary: Summary, num_actions: int | None
+) -> dict[str, SampleName]:
     """The fields of every well-formed file name; a malformed one is an error, or skipped with ``skip_bad``."""
     fields: dict[str, SampleName] = {}
     for name in names:
@@ -119,17 +123,22 @@ def _parse_names(data_path: Path, names: Sequence[str], skip_bad: bool, summary:
                 raise DataGenError(f"{data_path / name}: {error}") from None
             summary.skipped.append((name, str(error)))
     if not fields:
-        raise DataGenError(f"{data_path}: none of the {len(names)} file names is a sample name "
-                           f"(first: {summary.skipped[0][1]}); nothing was written")
+        raise DataGenError(
+            f"{data_path}: none of the {len(names)} file names is a sample name "
+            f"(first: {summary.skipped[0][1]}); nothing was written"
+        )
     beyond = [name for name in fields if num_actions is not None and fields[name].action > num_actions]
     if beyond:
-        raise DataGenError(f"{data_path / beyond[0]}: action A{fields[beyond[0]].action:03d} is beyond the "
-                           f"dataset's {num_actions} actions ({len(beyond)} such files; wrong --dataset?)")
+        raise DataGenError(
+            f"{data_path / beyond[0]}: action A{fields[beyond[0]].action:03d} is beyond the "
+            f"dataset's {num_actions} actions ({len(beyond)} such files; wrong --dataset?)"
+        )
     return fields
 
 
-def _part_sizes(data_path: Path, fields: dict[str, SampleName],
-                benchmarks: Sequence[str]) -> dict[tuple[str, str], int]:
+def _part_sizes(
+    data_path: Path, fields: dict[str, SampleName], benchmarks: Sequence[str]
+) -> dict[tuple[str, str], int]:
     """(benchmark, part) -> files that go there; DataGenError naming a part no file goes to."""
     sizes: dict[tuple[str, str], int] = {}
     for benchmark in benchmarks:
@@ -137,15 +146,25 @@ def _part_sizes(data_path: Path, fields: dict[str, SampleName],
         sizes[benchmark, "train"], sizes[benchmark, "val"] = train, len(fields) - train
     for (benchmark, part), size in sizes.items():
         if size == 0:
-            raise DataGenError(f"{data_path}: none of the {len(fields)} files to convert belongs to "
-                               f"{benchmark}/{part}; "
-                               "nothing was written (a part without samples cannot be trained or evaluated on)")
+            raise DataGenError(
+                f"{data_path}: none of the {len(fields)} files to convert belongs to "
+                f"{benchmark}/{part}; "
+                "nothing was written (a part without samples cannot be trained or evaluated on)"
+            )
     return sizes
 
 
-def generate(data_path: str | Path, out_folder: str | Path, ignored_sample_path: str | Path | None,
-             benchmarks: Sequence[str], *, workers: int = 1, skip_bad: bool = False,
-             progress: bool = True, num_actions: int | None = None) -> Summary:
+def generate(
+    data_path: str | Path,
+    out_folder: str | Path,
+    ignored_sample_path: str | Path | None,
+    benchmarks: Sequence[str],
+    *,
+    workers: int = 1,
+    skip_bad: bool = False,
+    progress: bool = True,
+    num_actions: int | None = None,
+) -> Summary:
     """Prepare every benchmark in ``benchmarks`` from one pass over the files; see the module docstring.
 
     ``num_actions``: the dataset's number of actions; a file of a higher action number is an error
@@ -159,35 +178,57 @@ def generate(data_path: str | Path, out_folder: str | Path, ignored_sample_path:
             raise DataGenError(f"ignored-sample list {ignored_sample_path} does not exist")
         ignored = read_ignored_list(ignored_sample_path)
     summary = Summary()
-    fields = _parse_names(data_path, list_samples(data_path, ignored, ignored_sample_path), skip_bad, summary,
-                          num_actions)
+    fields = _parse_names(
+        data_path, list_samples(data_path, ignored, ignored_sample_path), skip_bad, summary, num_actions
+    )
     sizes = _part_sizes(data_path, fields, benchmarks)
     # What determines the contents (not --workers, not where they are written): recorded in the manifests.
-    arguments = {"data_path": str(data_path), "ignored_sample_path": ignored_sample_path,
-                 "benchmarks": list(benchmarks), "skip_bad": skip_bad, "num_actions": num_actions}
+    arguments = {
+        "data_path": str(data_path),
+        "ignored_sample_path": ignored_sample_path,
+        "benchmarks": list(benchmarks),
+        "skip_bad": skip_bad,
+        "num_actions": num_actions,
+    }
     with RunOutputs(out_folder, tool=TOOL, arguments=arguments) as out:
         for (benchmark, part), size in sizes.items():
             out.add_part((benchmark, part), benchmark, part, size)
-        _write_samples(out, data_path, fields, benchmarks, workers=workers, skip_bad=skip_bad,
-                       progress=progress, summary=summary)
+        _write_samples(
+            out, data_path, fields, benchmarks, workers=workers, skip_bad=skip_bad, progress=progress, summary=summary
+        )
         for benchmark, part in out.empty_parts():
-            bad = [reason for name, reason in summary.skipped
-                   if name in fields and is_training(fields[name], benchmark) == (part == "train")]
-            raise DataGenError(f"{data_path}: all {len(bad)} files of {benchmark}/{part} are bad and were skipped "
-                               f"(first: {bad[0]}); nothing was written")
+            bad = [
+                reason
+                for name, reason in summary.skipped
+                if name in fields and is_training(fields[name], benchmark) == (part == "train")
+            ]
+            raise DataGenError(
+                f"{data_path}: all {len(bad)} files of {benchmark}/{part} are bad and were skipped "
+                f"(first: {bad[0]}); nothing was written"
+            )
         out.stage_skipped(summary.skipped)
         summary.written = out.commit()
     return summary
 
 
-def _write_samples(out: RunOutputs, data_path: Path, fields: dict[str, SampleName], benchmarks: Sequence[str], *,
-                   workers: int, skip_bad: bool, progress: bool, summary: Summary) -> None:
+def _write_samples(
+    out: RunOutputs,
+    data_path: Path,
+    fields: dict[str, SampleName],
+    benchmarks: Sequence[str],
+    *,
+    workers: int,
+    skip_bad: bool,
+    progress: bool,
+    summary: Summary,
+) -> None:
     """Read and normalise every file in ``workers`` processes; append each sample to its parts, in name order."""
     names = list(fields)
     results = _prepared([str(data_path / name) for name in names], workers)
     try:
-        for name, (status, result) in tqdm(zip(names, results), total=len(names), unit="file",
-                                           desc="ntu_gendata", disable=not progress):
+        for name, (status, result) in tqdm(
+            zip(names, results), total=len(names), unit="file", desc="ntu_gendata", disable=not progress
+        ):
             if status == "bad":
                 if not skip_bad:
                     raise DataGenError(result)
@@ -195,8 +236,9 @@ def _write_samples(out: RunOutputs, data_path: Path, fields: dict[str, SampleNam
                 continue
             if result.file_frames > NUM_FRAMES:
                 summary.cut.append(name)
-                warnings.warn(f"{data_path / name}: {result.file_frames} frames, cut to the first {NUM_FRAMES}",
-                              stacklevel=2)
+                warnings.warn(
+                    f"{data_path / name}: {result.file_frames} frames, cut to the first {NUM_FRAMES}", stacklevel=2
+                )
             if not result.has_body:
                 summary.empty.append(name)
                 warnings.warn(f"{data_path / name}: no body in any frame; stored as zeros", stacklevel=2)
@@ -209,24 +251,49 @@ def _write_samples(out: RunOutputs, data_path: Path, fields: dict[str, SampleNam
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="NTU RGB+D 60/120 raw skeletons -> normalised training tensors (the 2s-AGCN preprocessing).")
-    parser.add_argument("--data-path", "--data_path", dest="data_path", required=True,
-                        help="folder holding the raw .skeleton files (nturgb+d_skeletons/)")
-    parser.add_argument("--dataset", choices=NTU_DATASETS, default="ntu60",
-                        help="which dataset the files are from (default ntu60)")
-    parser.add_argument("--ignored-sample-path", "--ignored_sample_path", dest="ignored_sample_path",
-                        help="list of samples to leave out (default: the official missing-skeleton list of "
-                             "--dataset, shipped in data_gen/resources/)")
-    parser.add_argument("--out-folder", "--out_folder", dest="out_folder",
-                        help="where to write <benchmark>/... (default "
-                             + " or ".join(default_out_folder(name) for name in NTU_DATASETS) + ")")
-    parser.add_argument("--benchmarks", nargs="+", metavar="NAME",
-                        help="subset of the dataset's benchmarks ("
-                             + "; ".join(f"{name}: {' '.join(DATASETS[name]['benchmarks'])}" for name in NTU_DATASETS)
-                             + ")")
+        description="NTU RGB+D 60/120 raw skeletons -> normalised training tensors (the 2s-AGCN preprocessing)."
+    )
+    parser.add_argument(
+        "--data-path",
+        "--data_path",
+        dest="data_path",
+        required=True,
+        help="folder holding the raw .skeleton files (nturgb+d_skeletons/)",
+    )
+    parser.add_argument(
+        "--dataset", choices=NTU_DATASETS, default="ntu60", help="which dataset the files are from (default ntu60)"
+    )
+    parser.add_argument(
+        "--ignored-sample-path",
+        "--ignored_sample_path",
+        dest="ignored_sample_path",
+        help="list of samples to leave out (default: the official missing-skeleton list of "
+        "--dataset, shipped in data_gen/resources/)",
+    )
+    parser.add_argument(
+        "--out-folder",
+        "--out_folder",
+        dest="out_folder",
+        help="where to write <benchmark>/... (default "
+        + " or ".join(default_out_folder(name) for name in NTU_DATASETS)
+        + ")",
+    )
+    parser.add_argument(
+        "--benchmarks",
+        nargs="+",
+        metavar="NAME",
+        help="subset of the dataset's benchmarks ("
+        + "; ".join(f"{name}: {' '.join(DATASETS[name]['benchmarks'])}" for name in NTU_DATASETS)
+        + ")",
+    )
     parser.add_argument("--workers", type=int, default=1, help="processes reading files (default 1)")
-    parser.add_argument("--skip-bad", "--skip_bad", dest="skip_bad", action="store_true",
-                        help="skip truncated or malformed files and list them in OUT/skipped_samples.txt")
+    parser.add_argument(
+        "--skip-bad",
+        "--skip_bad",
+        dest="skip_bad",
+        action="store_true",
+        help="skip truncated or malformed files and list them in OUT/skipped_samples.txt",
+    )
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     return parser
 
@@ -247,9 +314,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous_format = warnings.formatwarning
     warnings.formatwarning = one_line_warning
     try:
-        summary = generate(args.data_path, out_folder, ignored, benchmarks, workers=args.workers,
-                           skip_bad=args.skip_bad, progress=args.progress,
-                           num_actions=DATASETS[args.dataset]["num_class"])
+        summary = generate(
+            args.data_path,
+            out_folder,
+            ignored,
+            benchmarks,
+            workers=args.workers,
+            skip_bad=args.skip_bad,
+            progress=args.progress,
+            num_actions=DATASETS[args.dataset]["num_class"],
+        )
     except DataGenError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     finally:

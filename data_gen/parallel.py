@@ -7,6 +7,7 @@ early. So the pool here is never terminated: when the consumer stops (a bad file
 run) no new input is handed out, the workers finish the few items they already hold and exit.
 Workers ignore SIGINT so that Ctrl-C reaches only the main process and no task is lost half-done.
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -23,8 +24,9 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def imap_ordered(func: Callable[[T], R], items: Iterable[T], workers: int, *, chunksize: int = 1,
-                 window: int = 32) -> Iterator[R]:
+def imap_ordered(
+    func: Callable[[T], R], items: Iterable[T], workers: int, *, chunksize: int = 1, window: int = 32
+) -> Iterator[R]:
     """``func(item)`` for every item, in input order, from ``workers`` processes (in-process for 1).
 
     At most ``window`` items per worker (rounded up to whole chunks) are in flight or waiting to be

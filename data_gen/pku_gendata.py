@@ -26,6 +26,7 @@ output is written under a temporary name of this run and renamed into place only
 complete, and a run that fails (bad input, a part without samples, a full disk, Ctrl-C) leaves the
 previous outputs as they were. ``skipped_samples.txt`` and ``label_map.txt`` describe the last run only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,9 +37,6 @@ import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 from tqdm import tqdm
@@ -86,11 +84,18 @@ class PhaseSpec:
 
 
 PHASES: dict[int, PhaseSpec] = {
-    1: PhaseSpec(dataset="pku1", split_names={"xsub": ("cross-subject.txt", "cross_subject.txt"),
-                                              "xview": ("cross-view.txt", "cross_view.txt")}),
+    1: PhaseSpec(
+        dataset="pku1",
+        split_names={"xsub": ("cross-subject.txt", "cross_subject.txt"), "xview": ("cross-view.txt", "cross_view.txt")},
+    ),
     # Only the v2 names: phase 1's file must never be picked up for phase 2 by accident.
-    2: PhaseSpec(dataset="pku2", split_names={"xsub": ("cross_subject_v2.txt", "cross-subject_v2.txt"),
-                                              "xview": ("cross_view_v2.txt", "cross-view_v2.txt")}),
+    2: PhaseSpec(
+        dataset="pku2",
+        split_names={
+            "xsub": ("cross_subject_v2.txt", "cross-subject_v2.txt"),
+            "xview": ("cross_view_v2.txt", "cross-view_v2.txt"),
+        },
+    ),
 }
 DATASET_TO_PHASE = {spec.dataset: phase for phase, spec in PHASES.items()}
 # Every PKU-MMD action id lies in 1..51 (Actions.xlsx of phase 1 defines 51 ids).
@@ -102,6 +107,7 @@ class PKUFormatError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------- parsing
+
 
 @dataclass(frozen=True)
 class Interval:
@@ -221,8 +227,11 @@ def read_split_file(path: str | os.PathLike) -> tuple[list[str], list[str]]:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
         raise PKUFormatError(f"{path}: cannot read split file ({exc.strerror})") from None
-    match = re.search(r"^\s*training[^:\n]*:(?P<train>.*?)^\s*(?:valid|test)[^:\n]*:(?P<val>.*)\Z",
-                      text, flags=re.IGNORECASE | re.MULTILINE | re.DOTALL)
+    match = re.search(
+        r"^\s*training[^:\n]*:(?P<train>.*?)^\s*(?:valid|test)[^:\n]*:(?P<val>.*)\Z",
+        text,
+        flags=re.IGNORECASE | re.MULTILINE | re.DOTALL,
+    )
     if match is None:
         raise PKUFormatError(
             f"{path}: expected a 'Training videos:' line and a 'Validataion videos:' (or 'Validation'/'Test') "
@@ -233,8 +242,9 @@ def read_split_file(path: str | os.PathLike) -> tuple[list[str], list[str]]:
         raise PKUFormatError(f"{path}: the {'training' if not train else 'validation'} list is empty")
     both = sorted(set(train) & set(val))
     if both:
-        raise PKUFormatError(f"{path}: {len(both)} video ids are listed both for training and validation, "
-                             f"e.g. {both[:3]}")
+        raise PKUFormatError(
+            f"{path}: {len(both)} video ids are listed both for training and validation, e.g. {both[:3]}"
+        )
     return train, val
 
 
@@ -256,6 +266,7 @@ def check_interval(path: str | os.PathLike, interval: Interval, num_frames: int)
 
 
 # ---------------------------------------------------------------------------------------- clip layout
+
 
 def frames_to_bodies(frames: np.ndarray) -> np.ndarray:
     """(T, 150) rows of a skeleton file -> (2, T, 25, 3) body slots (person, frame, joint, xyz)."""
@@ -294,6 +305,7 @@ def prepare_clip(frames: np.ndarray, start: int, end: int, long_clips: str = "re
 
 # ---------------------------------------------------------------------------------------- one video
 
+
 @dataclass
 class VideoResult:
     """What processing one video produced (sent back from a worker process)."""
@@ -304,8 +316,14 @@ class VideoResult:
     error: str | None = None  # set when the whole video is unusable
 
 
-def process_video(video: str, skeleton_path: str | Path, label_path: str | Path, intervals: Sequence[Interval],
-                  long_clips: str = "resample", skip_bad: bool = False) -> VideoResult:
+def process_video(
+    video: str,
+    skeleton_path: str | Path,
+    label_path: str | Path,
+    intervals: Sequence[Interval],
+    long_clips: str = "resample",
+    skip_bad: bool = False,
+) -> VideoResult:
     """Read one video's skeleton file and turn each labelled interval into a normalised sample.
 
     A malformed skeleton file sets ``error``; so does an interval past the end of the file unless
@@ -348,6 +366,7 @@ def _processed(jobs: Sequence[tuple], workers: int) -> Iterator[VideoResult]:
 
 # ---------------------------------------------------------------------------------------- inputs
 
+
 def find_label_folder(data_path: Path) -> Path | None:
     """A ``Label``/``label`` folder next to the skeleton folder or one level up, if there is one."""
     for root in (data_path.parent, data_path.parent.parent):
@@ -357,8 +376,9 @@ def find_label_folder(data_path: Path) -> Path | None:
     return None
 
 
-def split_file_candidates(phase: int, benchmark: str, data_path: Path, label_path: Path,
-                          split_dir: Path | None) -> list[Path]:
+def split_file_candidates(
+    phase: int, benchmark: str, data_path: Path, label_path: Path, split_dir: Path | None
+) -> list[Path]:
     """Where the official split file of ``benchmark`` is looked for, in order."""
     if split_dir is not None:
         folders = [split_dir]
@@ -383,8 +403,10 @@ def label_mapping(action_ids: Iterable[int], num_class: int) -> tuple[dict[int, 
         return {a: a - 1 for a in ids}, False
     if len(ids) == num_class:
         return {a: i for i, a in enumerate(ids)}, True
-    raise ValueError(f"action ids {ids[0]}..{ids[-1]} ({len(ids)} distinct) cannot be mapped onto {num_class} "
-                     f"classes: expected ids within 1..{num_class}, or exactly {num_class} distinct ids")
+    raise ValueError(
+        f"action ids {ids[0]}..{ids[-1]} ({len(ids)} distinct) cannot be mapped onto {num_class} "
+        f"classes: expected ids within 1..{num_class}, or exactly {num_class} distinct ids"
+    )
 
 
 def _preview(items: Sequence[str], k: int = 4) -> str:
@@ -393,6 +415,7 @@ def _preview(items: Sequence[str], k: int = 4) -> str:
 
 
 # ---------------------------------------------------------------------------------------- the run
+
 
 @dataclass
 class Summary:
@@ -405,9 +428,18 @@ class Summary:
     renumbered: bool = False
 
 
-def generate(data_path: str | Path, label_path: str | Path, split_files: dict[str, str | Path],
-             out_folder: str | Path, *, phase: int, long_clips: str = "resample", workers: int = 1,
-             skip_bad: bool = False, progress: bool = True) -> Summary:
+def generate(
+    data_path: str | Path,
+    label_path: str | Path,
+    split_files: dict[str, str | Path],
+    out_folder: str | Path,
+    *,
+    phase: int,
+    long_clips: str = "resample",
+    workers: int = 1,
+    skip_bad: bool = False,
+    progress: bool = True,
+) -> Summary:
     """Write every benchmark of ``split_files`` (benchmark -> official split file) from one pass over the videos.
 
     Raises DataGenError (one-line message naming the file, and the line where there is one) for bad
@@ -422,27 +454,39 @@ def generate(data_path: str | Path, label_path: str | Path, split_files: dict[st
     intervals = _read_labels(wanted, videos, label_path, skip_bad, summary)
     try:
         summary.label_map, summary.renumbered = label_mapping(
-            (iv.action for ivs in intervals.values() for iv in ivs), PHASES[phase].num_class)
+            (iv.action for ivs in intervals.values() for iv in ivs), PHASES[phase].num_class
+        )
     except ValueError as error:
         raise DataGenError(f"label files in {label_path}: {error}") from None
     sizes = _part_sizes(splits, split_files, intervals, summary)
-    jobs = [(v, str(videos[v]), str(label_path / f"{v}.txt"), intervals[v], long_clips, skip_bad)
-            for v in wanted if v in intervals]
+    jobs = [
+        (v, str(videos[v]), str(label_path / f"{v}.txt"), intervals[v], long_clips, skip_bad)
+        for v in wanted
+        if v in intervals
+    ]
     # What determines the contents (not --workers, not where they are written): recorded in the manifests.
-    arguments = {"data_path": str(data_path), "label_path": str(label_path),
-                 "split_files": {b: str(p) for b, p in split_files.items()}, "phase": phase,
-                 "long_clips": long_clips, "skip_bad": skip_bad}
+    arguments = {
+        "data_path": str(data_path),
+        "label_path": str(label_path),
+        "split_files": {b: str(p) for b, p in split_files.items()},
+        "phase": phase,
+        "long_clips": long_clips,
+        "skip_bad": skip_bad,
+    }
     with RunOutputs(out_folder, tool=TOOL, arguments=arguments) as out:
         for (benchmark, part), size in sizes.items():
             out.add_part((benchmark, part), benchmark, part, size)
         _write_clips(out, jobs, splits, workers=workers, skip_bad=skip_bad, progress=progress, summary=summary)
         for benchmark, part in out.empty_parts():
             members = splits[benchmark][0 if part == "train" else 1]
-            raise DataGenError(f"{split_files[benchmark]}: every clip of {benchmark}/{part} was skipped "
-                               f"({_first_reason(summary.skipped, members)}); nothing was written")
+            raise DataGenError(
+                f"{split_files[benchmark]}: every clip of {benchmark}/{part} was skipped "
+                f"({_first_reason(summary.skipped, members)}); nothing was written"
+            )
         if summary.renumbered:
-            out.stage_text(LABEL_MAP_FILE, "action_id\tlabel\n"
-                           + "".join(f"{a}\t{lab}\n" for a, lab in summary.label_map.items()))
+            out.stage_text(
+                LABEL_MAP_FILE, "action_id\tlabel\n" + "".join(f"{a}\t{lab}\n" for a, lab in summary.label_map.items())
+            )
         else:
             out.stage_removal(LABEL_MAP_FILE)  # a map from an earlier run would not describe these labels
         out.stage_skipped(summary.skipped)
@@ -462,8 +506,9 @@ def _list_videos(data_path: Path, label_path: Path) -> dict[str, Path]:
     return videos
 
 
-def _read_splits(split_files: dict[str, str | Path], videos: dict[str, Path],
-                 data_path: Path) -> dict[str, tuple[frozenset[str], frozenset[str]]]:
+def _read_splits(
+    split_files: dict[str, str | Path], videos: dict[str, Path], data_path: Path
+) -> dict[str, tuple[frozenset[str], frozenset[str]]]:
     """Benchmark -> (training ids, validation ids); warns about listed videos without a file and the reverse."""
     splits: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
     for benchmark, path in split_files.items():
@@ -474,17 +519,23 @@ def _read_splits(split_files: dict[str, str | Path], videos: dict[str, Path],
         splits[benchmark] = (frozenset(train), frozenset(val))
         missing = sorted((set(train) | set(val)) - set(videos))
         if missing:
-            warnings.warn(f"{path}: {len(missing)} listed videos have no skeleton file in {data_path}: "
-                          f"{_preview(missing)}", stacklevel=2)
+            warnings.warn(
+                f"{path}: {len(missing)} listed videos have no skeleton file in {data_path}: {_preview(missing)}",
+                stacklevel=2,
+            )
         unlisted = sorted(set(videos) - set(train) - set(val))
         if unlisted:
-            warnings.warn(f"{path}: {len(unlisted)} videos of {data_path} are in neither list, left out of "
-                          f"{benchmark}: {_preview(unlisted)}", stacklevel=2)
+            warnings.warn(
+                f"{path}: {len(unlisted)} videos of {data_path} are in neither list, left out of "
+                f"{benchmark}: {_preview(unlisted)}",
+                stacklevel=2,
+            )
     return splits
 
 
-def _read_labels(wanted: Sequence[str], videos: dict[str, Path], label_path: Path, skip_bad: bool,
-                 summary: Summary) -> dict[str, list[Interval]]:
+def _read_labels(
+    wanted: Sequence[str], videos: dict[str, Path], label_path: Path, skip_bad: bool, summary: Summary
+) -> dict[str, list[Interval]]:
     """Video -> its label file's intervals; a missing or malformed file is an error, or skipped with ``skip_bad``."""
     intervals: dict[str, list[Interval]] = {}
     for video in wanted:
@@ -508,8 +559,12 @@ def _first_reason(skipped: Sequence[tuple[str, str]], members: frozenset[str]) -
     return "no reason recorded"
 
 
-def _part_sizes(splits: dict[str, tuple[frozenset[str], frozenset[str]]], split_files: dict[str, str | Path],
-                intervals: dict[str, list[Interval]], summary: Summary) -> dict[tuple[str, str], int]:
+def _part_sizes(
+    splits: dict[str, tuple[frozenset[str], frozenset[str]]],
+    split_files: dict[str, str | Path],
+    intervals: dict[str, list[Interval]],
+    summary: Summary,
+) -> dict[tuple[str, str], int]:
     """(benchmark, part) -> labelled intervals of its videos; DataGenError naming a part without any."""
     sizes: dict[tuple[str, str], int] = {}
     for benchmark, (train, val) in splits.items():
@@ -518,15 +573,25 @@ def _part_sizes(splits: dict[str, tuple[frozenset[str], frozenset[str]]], split_
             if size == 0:
                 skipped = _first_reason(summary.skipped, members)
                 why = "" if skipped == "no reason recorded" else f" ({skipped})"
-                raise DataGenError(f"{split_files[benchmark]}: no labelled interval for {benchmark}/{part}: none of "
-                                   f"its {len(members)} videos has a skeleton file and a label file with a line"
-                                   f"{why}; nothing was written")
+                raise DataGenError(
+                    f"{split_files[benchmark]}: no labelled interval for {benchmark}/{part}: none of "
+                    f"its {len(members)} videos has a skeleton file and a label file with a line"
+                    f"{why}; nothing was written"
+                )
             sizes[benchmark, part] = size
     return sizes
 
 
-def _write_clips(out: RunOutputs, jobs: Sequence[tuple], splits: dict[str, tuple[frozenset[str], frozenset[str]]],
-                 *, workers: int, skip_bad: bool, progress: bool, summary: Summary) -> None:
+def _write_clips(
+    out: RunOutputs,
+    jobs: Sequence[tuple],
+    splits: dict[str, tuple[frozenset[str], frozenset[str]]],
+    *,
+    workers: int,
+    skip_bad: bool,
+    progress: bool,
+    summary: Summary,
+) -> None:
     """Process the videos in ``workers`` processes; append each clip to the parts of its video, in job order."""
     results = _processed(jobs, workers)
     try:
@@ -537,8 +602,11 @@ def _write_clips(out: RunOutputs, jobs: Sequence[tuple], splits: dict[str, tuple
                 summary.skipped.append((result.video, result.error))
                 continue
             summary.skipped.extend(result.skipped)
-            keys = [(benchmark, "train" if result.video in train else "val")
-                    for benchmark, (train, val) in splits.items() if result.video in train | val]
+            keys = [
+                (benchmark, "train" if result.video in train else "val")
+                for benchmark, (train, val) in splits.items()
+                if result.video in train | val
+            ]
             for index, action, sample in result.clips:
                 name = sample_name(result.video, index)
                 if sample.file_frames > NUM_FRAMES:
@@ -551,49 +619,92 @@ def _write_clips(out: RunOutputs, jobs: Sequence[tuple], splits: dict[str, tuple
 def _warn_after_run(summary: Summary, long_clips: str, num_class: int, out_folder: Path) -> None:
     if summary.long:
         verb = "resampled" if long_clips == "resample" else "cut"
-        warnings.warn(f"{len(summary.long)} clips longer than {NUM_FRAMES} frames were {verb} to {NUM_FRAMES} "
-                      f"(--long-clips {long_clips}): {_preview(summary.long)}", stacklevel=2)
+        warnings.warn(
+            f"{len(summary.long)} clips longer than {NUM_FRAMES} frames were {verb} to {NUM_FRAMES} "
+            f"(--long-clips {long_clips}): {_preview(summary.long)}",
+            stacklevel=2,
+        )
     if summary.renumbered:
-        warnings.warn(f"action ids exceed {num_class}: renumbered in increasing order, see "
-                      f"{out_folder / LABEL_MAP_FILE}", stacklevel=2)
+        warnings.warn(
+            f"action ids exceed {num_class}: renumbered in increasing order, see {out_folder / LABEL_MAP_FILE}",
+            stacklevel=2,
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="PKU-MMD skeletons and action labels -> normalised training tensors per official benchmark "
-                    "(the layout and preprocessing of the NTU preparation).")
+        "(the layout and preprocessing of the NTU preparation)."
+    )
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--dataset", choices=sorted(DATASET_TO_PHASE), help="pku1 (phase 1) or pku2 (phase 2)")
     which.add_argument("--phase", type=int, choices=sorted(PHASES), help="1 or 2 (the same as --dataset pku1|pku2)")
-    parser.add_argument("--data-path", "--data_path", dest="data_path", required=True,
-                        help="skeleton folder: one <video>.txt per video, 150 numbers a line")
-    parser.add_argument("--label-path", "--label_path", dest="label_path",
-                        help="label folder: one <video>.txt per video, 'action,start,end,confidence' a line "
-                             "(default: a Label/ or label/ folder next to the skeleton folder or one level up)")
-    parser.add_argument("--split-dir", dest="split_dir",
-                        help="folder holding the official split files (default: searched next to the skeleton "
-                             "and label folders, one level up, and in Split/ subfolders)")
-    parser.add_argument("--split-file", dest="split_file", action="append", default=[], metavar="BENCHMARK=PATH",
-                        help="the split file of one benchmark, e.g. xsub=/data/pku/Split/cross-subject.txt "
-                             "(repeatable; wins over --split-dir)")
-    parser.add_argument("--out-folder", "--out_folder", dest="out_folder",
-                        help="where to write <benchmark>/... (default "
-                             + " or ".join(spec.default_out for spec in PHASES.values()) + ")")
-    parser.add_argument("--benchmarks", nargs="+", choices=("xsub", "xview"),
-                        help="benchmarks to write (default: xsub xview for phase 1, xsub for phase 2)")
-    parser.add_argument("--long-clips", dest="long_clips", choices=LONG_CLIP_MODES, default="resample",
-                        help="clips longer than 300 frames: resample them uniformly to 300 (default) or keep "
-                             "the first 300")
+    parser.add_argument(
+        "--data-path",
+        "--data_path",
+        dest="data_path",
+        required=True,
+        help="skeleton folder: one <video>.txt per video, 150 numbers a line",
+    )
+    parser.add_argument(
+        "--label-path",
+        "--label_path",
+        dest="label_path",
+        help="label folder: one <video>.txt per video, 'action,start,end,confidence' a line "
+        "(default: a Label/ or label/ folder next to the skeleton folder or one level up)",
+    )
+    parser.add_argument(
+        "--split-dir",
+        dest="split_dir",
+        help="folder holding the official split files (default: searched next to the skeleton "
+        "and label folders, one level up, and in Split/ subfolders)",
+    )
+    parser.add_argument(
+        "--split-file",
+        dest="split_file",
+        action="append",
+        default=[],
+        metavar="BENCHMARK=PATH",
+        help="the split file of one benchmark, e.g. xsub=/data/pku/Split/cross-subject.txt "
+        "(repeatable; wins over --split-dir)",
+    )
+    parser.add_argument(
+        "--out-folder",
+        "--out_folder",
+        dest="out_folder",
+        help="where to write <benchmark>/... (default "
+        + " or ".join(spec.default_out for spec in PHASES.values())
+        + ")",
+    )
+    parser.add_argument(
+        "--benchmarks",
+        nargs="+",
+        choices=("xsub", "xview"),
+        help="benchmarks to write (default: xsub xview for phase 1, xsub for phase 2)",
+    )
+    parser.add_argument(
+        "--long-clips",
+        dest="long_clips",
+        choices=LONG_CLIP_MODES,
+        default="resample",
+        help="clips longer than 300 frames: resample them uniformly to 300 (default) or keep the first 300",
+    )
     parser.add_argument("--workers", type=int, default=1, help="processes reading skeleton files (default 1)")
-    parser.add_argument("--skip-bad", "--skip_bad", dest="skip_bad", action="store_true",
-                        help="skip malformed files and intervals past the end of their file, listed in "
-                             "OUT/skipped_samples.txt, instead of stopping")
+    parser.add_argument(
+        "--skip-bad",
+        "--skip_bad",
+        dest="skip_bad",
+        action="store_true",
+        help="skip malformed files and intervals past the end of their file, listed in "
+        "OUT/skipped_samples.txt, instead of stopping",
+    )
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     return parser
 
 
-def _resolve_split_files(parser: argparse.ArgumentParser, args: argparse.Namespace, phase: int,
-                         benchmarks: Sequence[str], label_path: Path) -> dict[str, Path]:
+def _resolve_split_files(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, phase: int, benchmarks: Sequence[str], label_path: Path
+) -> dict[str, Path]:
     explicit: dict[str, Path] = {}
     for value in args.split_file:
         benchmark, sep, path = value.partition("=")
@@ -614,7 +725,8 @@ def _resolve_split_files(parser: argparse.ArgumentParser, args: argparse.Namespa
             raise DataGenError(
                 f"no {benchmark} split file found (looked for {' / '.join(PHASES[phase].split_names[benchmark])} in "
                 f"{_preview(sorted({str(p.parent) for p in candidates}))}); pass --split-dir DIR or "
-                f"--split-file {benchmark}=PATH")
+                f"--split-file {benchmark}=PATH"
+            )
         chosen[benchmark] = found
     return chosen
 
@@ -642,12 +754,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             label_path = find_label_folder(Path(args.data_path))
             if label_path is None:
-                raise DataGenError(f"no Label/ or label/ folder next to {args.data_path} or one level up; "
-                                   "pass --label-path")
+                raise DataGenError(
+                    f"no Label/ or label/ folder next to {args.data_path} or one level up; pass --label-path"
+                )
         split_files = _resolve_split_files(parser, args, phase, benchmarks, label_path)
-        summary = generate(args.data_path, label_path, split_files, out_folder, phase=phase,
-                           long_clips=args.long_clips, workers=args.workers, skip_bad=args.skip_bad,
-                           progress=args.progress)
+        summary = generate(
+            args.data_path,
+            label_path,
+            split_files,
+            out_folder,
+            phase=phase,
+            long_clips=args.long_clips,
+            workers=args.workers,
+            skip_bad=args.skip_bad,
+            progress=args.progress,
+        )
     except DataGenError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     finally:

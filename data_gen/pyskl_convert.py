@@ -24,6 +24,7 @@ what the raw preparation applies: persons ordered by motion energy, then the 2s-
 (``data_gen.normalize``). ``none`` stores the keypoints as they are (person order kept; only laid out,
 zero-padded and cut), for pickles that were normalised already.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,9 +34,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 from tqdm import tqdm
@@ -87,14 +85,17 @@ def load_annotation_file(path: str | Path) -> dict[str, Any]:
         raise DataGenError(f"{path}: expected a dict with keys 'split' and 'annotations', got {type(content).__name__}")
     missing = [key for key in ("split", "annotations") if key not in content]
     if missing:
-        raise DataGenError(f"{path}: missing key(s) {', '.join(repr(k) for k in missing)}; a pyskl annotation file "
-                           f"is a dict with 'split' and 'annotations' (found keys: {sorted(map(str, content))})")
+        raise DataGenError(
+            f"{path}: missing key(s) {', '.join(repr(k) for k in missing)}; a pyskl annotation file "
+            f"is a dict with 'split' and 'annotations' (found keys: {sorted(map(str, content))})"
+        )
     split = content["split"]
     if not isinstance(split, dict) or not all(isinstance(v, (list, tuple)) for v in split.values()):
         raise DataGenError(f"{path}: 'split' must map split names to lists of frame_dir names")
     if not isinstance(content["annotations"], (list, tuple)):
-        raise DataGenError(f"{path}: 'annotations' must be a list of dicts, got "
-                           f"{type(content['annotations']).__name__}")
+        raise DataGenError(
+            f"{path}: 'annotations' must be a list of dicts, got {type(content['annotations']).__name__}"
+        )
     return content
 
 
@@ -118,8 +119,9 @@ def check_annotation(path: Path, index: int, anno: Any) -> tuple[str, int, np.nd
         raise DataGenError(f"{where}: expected a dict, got {type(anno).__name__}")
     missing = [key for key in ("frame_dir", "label", "keypoint") if key not in anno]
     if missing:
-        raise DataGenError(f"{where}: missing key(s) {', '.join(repr(k) for k in missing)} "
-                           f"(found {sorted(map(str, anno))})")
+        raise DataGenError(
+            f"{where}: missing key(s) {', '.join(repr(k) for k in missing)} (found {sorted(map(str, anno))})"
+        )
     name = anno["frame_dir"]
     if not isinstance(name, str) or not name:
         raise DataGenError(f"{where}: 'frame_dir' must be a non-empty string, got {name!r}")
@@ -130,12 +132,16 @@ def check_annotation(path: Path, index: int, anno: Any) -> tuple[str, int, np.nd
     keypoint = anno["keypoint"]
     if not isinstance(keypoint, np.ndarray) or keypoint.ndim != 4:
         shape = getattr(keypoint, "shape", None)
-        raise DataGenError(f"{where}: 'keypoint' must be an array of shape (M, T, V, C), got "
-                           f"{type(keypoint).__name__}{'' if shape is None else ' of shape ' + str(shape)}")
+        raise DataGenError(
+            f"{where}: 'keypoint' must be an array of shape (M, T, V, C), got "
+            f"{type(keypoint).__name__}{'' if shape is None else ' of shape ' + str(shape)}"
+        )
     m, t, v, c = keypoint.shape
     if c != NUM_COORDINATES:
-        raise DataGenError(f"{where}: 'keypoint' has C={c} coordinates; a 3D annotation file (x, y, z) is needed "
-                           "(pyskl's *_3danno.pkl, not the 2D *_hrnet.pkl)")
+        raise DataGenError(
+            f"{where}: 'keypoint' has C={c} coordinates; a 3D annotation file (x, y, z) is needed "
+            "(pyskl's *_3danno.pkl, not the 2D *_hrnet.pkl)"
+        )
     if v != NUM_JOINTS:
         raise DataGenError(f"{where}: 'keypoint' has V={v} joints, expected {NUM_JOINTS} (Kinect v2 / NTU order)")
     if m < 1 or t < 1:
@@ -148,8 +154,10 @@ def check_annotation(path: Path, index: int, anno: Any) -> tuple[str, int, np.nd
     # nan, inf, and values too large for float32 once normalised (compared in float64 whatever the dtype)
     bad = ~(np.abs(keypoint.astype(np.float64)) <= MAX_ABS_COORDINATE)
     if bad.any():
-        raise DataGenError(f"{where}: 'keypoint' must hold {COORDINATE_EXPECTED}, found "
-                           f"{float(keypoint[tuple(np.argwhere(bad)[0])])!r} (dtype {keypoint.dtype})")
+        raise DataGenError(
+            f"{where}: 'keypoint' must hold {COORDINATE_EXPECTED}, found "
+            f"{float(keypoint[tuple(np.argwhere(bad)[0])])!r} (dtype {keypoint.dtype})"
+        )
     return name, int(label), keypoint
 
 
@@ -188,9 +196,17 @@ def detect_dataset(split: dict[str, Sequence[str]], labels: Sequence[int]) -> st
     return "ntu60"
 
 
-def convert(annotation: str | Path, out_folder: str | Path | None = None, *, dataset: str = "auto",
-            splits: Sequence[str] | None = None, normalize: str = "agcn", workers: int = 1,
-            skip_bad: bool = False, progress: bool = True) -> tuple[Path, dict[str, dict[str, int]], list]:
+def convert(
+    annotation: str | Path,
+    out_folder: str | Path | None = None,
+    *,
+    dataset: str = "auto",
+    splits: Sequence[str] | None = None,
+    normalize: str = "agcn",
+    workers: int = 1,
+    skip_bad: bool = False,
+    progress: bool = True,
+) -> tuple[Path, dict[str, dict[str, int]], list]:
     """Convert the benchmarks ``splits`` (pyskl names; default all) of a pyskl 3D pickle.
 
     Returns (output folder, benchmark folder -> part -> samples written, skipped (name, reason) list).
@@ -210,32 +226,42 @@ def convert(annotation: str | Path, out_folder: str | Path | None = None, *, dat
     members = _members(path, split, chosen, by_name, skip_bad, skipped)
     result = _Conversion()
     # What determines the contents (not --workers, not where they are written): recorded in the manifests.
-    arguments = {"annotation": str(path), "dataset": dataset, "splits": list(chosen), "normalize": normalize,
-                 "skip_bad": skip_bad}
+    arguments = {
+        "annotation": str(path),
+        "dataset": dataset,
+        "splits": list(chosen),
+        "normalize": normalize,
+        "skip_bad": skip_bad,
+    }
     with RunOutputs(out_folder, tool=TOOL, arguments=arguments) as out:
         for (folder_name, part), part_names in members.items():
             out.add_part((folder_name, part), folder_name, part, len(part_names))
-        _write_samples(out, members, by_name, normalize=normalize, workers=workers, progress=progress,
-                       result=result)
+        _write_samples(out, members, by_name, normalize=normalize, workers=workers, progress=progress, result=result)
         out.stage_skipped(skipped)
         written = out.commit()
     if result.cut:
-        warnings.warn(f"{len(result.cut)} sequences longer than {NUM_FRAMES} frames were cut to the first "
-                      f"{NUM_FRAMES}: {', '.join(result.cut[:4])}{', ...' if len(result.cut) > 4 else ''}",
-                      stacklevel=2)
+        warnings.warn(
+            f"{len(result.cut)} sequences longer than {NUM_FRAMES} frames were cut to the first "
+            f"{NUM_FRAMES}: {', '.join(result.cut[:4])}{', ...' if len(result.cut) > 4 else ''}",
+            stacklevel=2,
+        )
     if result.empty:
-        warnings.warn(f"{len(result.empty)} samples hold no body in any frame; stored as zeros: "
-                      f"{', '.join(result.empty[:4])}", stacklevel=2)
+        warnings.warn(
+            f"{len(result.empty)} samples hold no body in any frame; stored as zeros: {', '.join(result.empty[:4])}",
+            stacklevel=2,
+        )
     return out_folder, written, skipped
 
 
-def _choose_benchmarks(path: Path, split: dict[str, Sequence[str]],
-                       splits: Sequence[str] | None) -> dict[str, tuple[str, str]]:
+def _choose_benchmarks(
+    path: Path, split: dict[str, Sequence[str]], splits: Sequence[str] | None
+) -> dict[str, tuple[str, str]]:
     """pyskl benchmark -> (train key, val key) of the benchmarks to write; each becomes a folder name."""
     available = benchmarks_in(split)
     if not available:
-        raise DataGenError(f"{path}: 'split' has no <benchmark>_train / <benchmark>_val pair "
-                           f"(keys: {sorted(map(str, split))})")
+        raise DataGenError(
+            f"{path}: 'split' has no <benchmark>_train / <benchmark>_val pair (keys: {sorted(map(str, split))})"
+        )
     if splits:
         chosen = {}
         for name in dict.fromkeys(splits):
@@ -250,8 +276,9 @@ def _choose_benchmarks(path: Path, split: dict[str, Sequence[str]],
     return chosen
 
 
-def _index_annotations(path: Path, annotations: Sequence[Any], skip_bad: bool,
-                       skipped: list[tuple[str, str]]) -> dict[str, tuple[int, np.ndarray]]:
+def _index_annotations(
+    path: Path, annotations: Sequence[Any], skip_bad: bool, skipped: list[tuple[str, str]]
+) -> dict[str, tuple[int, np.ndarray]]:
     """frame_dir -> (label, keypoint) of every well-formed annotation; a bad one is an error or skipped."""
     by_name: dict[str, tuple[int, np.ndarray]] = {}
     for index, anno in enumerate(annotations):
@@ -260,8 +287,14 @@ def _index_annotations(path: Path, annotations: Sequence[Any], skip_bad: bool,
         except DataGenError as error:
             if not skip_bad:
                 raise
-            skipped.append((str(anno.get("frame_dir", f"annotations[{index}]")) if isinstance(anno, dict)
-                            else f"annotations[{index}]", str(error)))
+            skipped.append(
+                (
+                    str(anno.get("frame_dir", f"annotations[{index}]"))
+                    if isinstance(anno, dict)
+                    else f"annotations[{index}]",
+                    str(error),
+                )
+            )
             continue
         if name in by_name:
             raise DataGenError(f"{path}: frame_dir {name!r} appears in more than one annotation")
@@ -273,13 +306,20 @@ def _check_labels(path: Path, by_name: dict[str, tuple[int, np.ndarray]], datase
     num_class = DATASETS[dataset]["num_class"]
     bad_labels = sorted(n for n, (label, _) in by_name.items() if not 0 <= label < num_class)
     if bad_labels:
-        raise DataGenError(f"{path}: annotation {bad_labels[0]!r} has label {by_name[bad_labels[0]][0]}, outside "
-                           f"0..{num_class - 1} of {dataset} ({len(bad_labels)} such; pass --dataset)")
+        raise DataGenError(
+            f"{path}: annotation {bad_labels[0]!r} has label {by_name[bad_labels[0]][0]}, outside "
+            f"0..{num_class - 1} of {dataset} ({len(bad_labels)} such; pass --dataset)"
+        )
 
 
-def _members(path: Path, split: dict[str, Sequence[str]], chosen: dict[str, tuple[str, str]],
-             by_name: dict[str, tuple[int, np.ndarray]], skip_bad: bool,
-             skipped: list[tuple[str, str]]) -> dict[tuple[str, str], set[str]]:
+def _members(
+    path: Path,
+    split: dict[str, Sequence[str]],
+    chosen: dict[str, tuple[str, str]],
+    by_name: dict[str, tuple[int, np.ndarray]],
+    skip_bad: bool,
+    skipped: list[tuple[str, str]],
+) -> dict[tuple[str, str], set[str]]:
     """(folder name, part) -> the annotated names it holds; DataGenError for overlaps and empty parts."""
     members: dict[tuple[str, str], set[str]] = {}
     for benchmark, (train_key, val_key) in chosen.items():
@@ -292,8 +332,9 @@ def _members(path: Path, split: dict[str, Sequence[str]], chosen: dict[str, tupl
             absent = sorted(names - set(by_name))
             if absent:
                 if not skip_bad:
-                    raise DataGenError(f"{path}: {listed} names {len(absent)} frame_dir(s) without annotation, "
-                                       f"e.g. {absent[0]!r}")
+                    raise DataGenError(
+                        f"{path}: {listed} names {len(absent)} frame_dir(s) without annotation, e.g. {absent[0]!r}"
+                    )
                 skipped.extend((n, f"{path}: listed in {listed} but has no annotation") for n in absent)
             folder_name = FOLDER_OF.get(benchmark, benchmark)
             members[folder_name, part] = names & set(by_name)
@@ -309,15 +350,23 @@ class _Conversion:
     empty: list[str] = field(default_factory=list)  # samples without any body
 
 
-def _write_samples(out: RunOutputs, members: dict[tuple[str, str], set[str]],
-                   by_name: dict[str, tuple[int, np.ndarray]], *, normalize: str, workers: int, progress: bool,
-                   result: _Conversion) -> None:
+def _write_samples(
+    out: RunOutputs,
+    members: dict[tuple[str, str], set[str]],
+    by_name: dict[str, tuple[int, np.ndarray]],
+    *,
+    normalize: str,
+    workers: int,
+    progress: bool,
+    result: _Conversion,
+) -> None:
     """Convert every member in ``workers`` processes; append each sample to its parts, in name order."""
     names = sorted(set().union(*members.values()))
     samples = _converted(((by_name[n][1], normalize) for n in names), workers)
     try:
-        for name, sample in tqdm(zip(names, samples), total=len(names), unit="sample", desc="pyskl_convert",
-                                 disable=not progress):
+        for name, sample in tqdm(
+            zip(names, samples), total=len(names), unit="sample", desc="pyskl_convert", disable=not progress
+        ):
             if sample.file_frames > NUM_FRAMES:
                 result.cut.append(name)
             if not sample.has_body:
@@ -331,24 +380,51 @@ def _write_samples(out: RunOutputs, members: dict[tuple[str, str], set[str]],
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="pyskl 3D annotation pickle (NTU 60/120) -> normalised training tensors in the layout of "
-                    "data_gen/ntu_gendata.py.")
-    parser.add_argument("--annotation", "--ann-file", dest="annotation", required=True,
-                        help="pyskl pickle, e.g. ntu60_3danno.pkl or ntu120_3danno.pkl")
-    parser.add_argument("--dataset", choices=("auto", *NTU_DATASETS), default="auto",
-                        help="ntu60 or ntu120 (default auto: ntu120 when the pickle has xset splits or a label >= 60)")
-    parser.add_argument("--out-folder", "--out_folder", dest="out_folder",
-                        help="where to write <benchmark>/... (default "
-                             + " or ".join(default_out_folder(name) for name in NTU_DATASETS) + ")")
-    parser.add_argument("--splits", nargs="+", metavar="NAME",
-                        help="benchmarks to convert, pyskl names (xsub xview xset) or ours (xsetup); "
-                             "default: every <b>_train/<b>_val pair in the pickle")
-    parser.add_argument("--normalize", choices=NORMALIZE_CHOICES, default="agcn",
-                        help="agcn (default): order persons by motion energy and apply the 2s-AGCN "
-                             "pre-normalisation, as the raw NTU preparation does; none: keep the keypoints as given")
+        "data_gen/ntu_gendata.py."
+    )
+    parser.add_argument(
+        "--annotation",
+        "--ann-file",
+        dest="annotation",
+        required=True,
+        help="pyskl pickle, e.g. ntu60_3danno.pkl or ntu120_3danno.pkl",
+    )
+    parser.add_argument(
+        "--dataset",
+        choices=("auto", *NTU_DATASETS),
+        default="auto",
+        help="ntu60 or ntu120 (default auto: ntu120 when the pickle has xset splits or a label >= 60)",
+    )
+    parser.add_argument(
+        "--out-folder",
+        "--out_folder",
+        dest="out_folder",
+        help="where to write <benchmark>/... (default "
+        + " or ".join(default_out_folder(name) for name in NTU_DATASETS)
+        + ")",
+    )
+    parser.add_argument(
+        "--splits",
+        nargs="+",
+        metavar="NAME",
+        help="benchmarks to convert, pyskl names (xsub xview xset) or ours (xsetup); "
+        "default: every <b>_train/<b>_val pair in the pickle",
+    )
+    parser.add_argument(
+        "--normalize",
+        choices=NORMALIZE_CHOICES,
+        default="agcn",
+        help="agcn (default): order persons by motion energy and apply the 2s-AGCN "
+        "pre-normalisation, as the raw NTU preparation does; none: keep the keypoints as given",
+    )
     parser.add_argument("--workers", type=int, default=1, help="processes normalising samples (default 1)")
-    parser.add_argument("--skip-bad", "--skip_bad", dest="skip_bad", action="store_true",
-                        help="skip malformed annotations and split names without annotation, listed in "
-                             "OUT/skipped_samples.txt")
+    parser.add_argument(
+        "--skip-bad",
+        "--skip_bad",
+        dest="skip_bad",
+        action="store_true",
+        help="skip malformed annotations and split names without annotation, listed in OUT/skipped_samples.txt",
+    )
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     return parser
 
@@ -362,8 +438,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.formatwarning = one_line_warning
     try:
         out_folder, written, skipped = convert(
-            args.annotation, args.out_folder, dataset=args.dataset, splits=args.splits, normalize=args.normalize,
-            workers=args.workers, skip_bad=args.skip_bad, progress=args.progress)
+            args.annotation,
+            args.out_folder,
+            dataset=args.dataset,
+            splits=args.splits,
+            normalize=args.normalize,
+            workers=args.workers,
+            skip_bad=args.skip_bad,
+            progress=args.progress,
+        )
     except DataGenError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     finally:

@@ -18,6 +18,7 @@ frame counts and real frames (its padding is zeros). The default ``float32`` kee
 ``float16`` (what pyskl's own pickles use) halves the size. A pickle holds everything in memory, so the
 export builds it in memory too: about the size of the real frames of every clip.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,9 +28,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 from tqdm import tqdm
@@ -58,14 +56,14 @@ def _part_annotations(part: Part, dtype: str, bar: tqdm) -> dict[str, dict[str, 
     for i, name in enumerate(part.names):
         n = int(part.num_frame[i])
         if n < 1:
-            raise DataGenError(f"{part.path}: sample {i} ({name}) has no frame (num_frame 0); "
-                               "a pyskl annotation needs at least one")
+            raise DataGenError(
+                f"{part.path}: sample {i} ({name}) has no frame (num_frame 0); a pyskl annotation needs at least one"
+            )
         keypoint = clip_keypoint(part.data[i], n, dtype)
         if not np.isfinite(keypoint).all():
             raise DataGenError(f"{part.path}: sample {i} ({name}) holds NaN or infinite values")
         frame_dir = strip_suffix(name)
-        out[frame_dir] = {"frame_dir": frame_dir, "label": int(part.labels[i]), "total_frames": n,
-                          "keypoint": keypoint}
+        out[frame_dir] = {"frame_dir": frame_dir, "label": int(part.labels[i]), "total_frames": n, "keypoint": keypoint}
         bar.update(1)
     return out
 
@@ -74,14 +72,25 @@ def _merge(into: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]], wher
     """Add ``new`` annotations; a name already present must carry the same label and keypoints."""
     for name, anno in new.items():
         old = into.setdefault(name, anno)
-        if old is not anno and (old["label"] != anno["label"] or old["keypoint"].shape != anno["keypoint"].shape
-                                or not np.array_equal(old["keypoint"], anno["keypoint"])):
-            raise DataGenError(f"{where}: sample {name!r} differs from the sample of that name in another "
-                               "benchmark (label or keypoints); one pickle holds one clip per name")
+        if old is not anno and (
+            old["label"] != anno["label"]
+            or old["keypoint"].shape != anno["keypoint"].shape
+            or not np.array_equal(old["keypoint"], anno["keypoint"])
+        ):
+            raise DataGenError(
+                f"{where}: sample {name!r} differs from the sample of that name in another "
+                "benchmark (label or keypoints); one pickle holds one clip per name"
+            )
 
 
-def build_content(data_root: str | os.PathLike, dataset: str, benchmarks: Sequence[str], *, dtype: str = "float32",
-                  progress: bool = False) -> dict[str, Any]:
+def build_content(
+    data_root: str | os.PathLike,
+    dataset: str,
+    benchmarks: Sequence[str],
+    *,
+    dtype: str = "float32",
+    progress: bool = False,
+) -> dict[str, Any]:
     """The pickle's dict for ``benchmarks`` of ``dataset`` under ``data_root``; DataGenError for bad input."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
@@ -90,12 +99,15 @@ def build_content(data_root: str | os.PathLike, dataset: str, benchmarks: Sequen
     num_class = DATASETS[dataset]["num_class"]
     split: dict[str, list[str]] = {}
     annotations: dict[str, dict[str, Any]] = {}
-    with tqdm(total=sum(len(p.names) for p in parts.values()), unit="clip", desc="pyskl_export",
-              disable=not progress) as bar:
+    with tqdm(
+        total=sum(len(p.names) for p in parts.values()), unit="clip", desc="pyskl_export", disable=not progress
+    ) as bar:
         for (folder_name, part_name), part in parts.items():
             if part.labels.size and part.labels.max() >= num_class:
-                raise DataGenError(f"{part.label_path}: label {part.labels.max()} is outside 0..{num_class - 1} "
-                                   f"(the classes of {dataset})")
+                raise DataGenError(
+                    f"{part.label_path}: label {part.labels.max()} is outside 0..{num_class - 1} "
+                    f"(the classes of {dataset})"
+                )
             prefix = PYSKL_BENCHMARK.get(folder_name, folder_name)
             split[f"{prefix}_{part_name}"] = [strip_suffix(n) for n in part.names]
             _merge(annotations, _part_annotations(part, dtype, bar), str(part.path))
@@ -119,15 +131,32 @@ def write_pickle(content: dict[str, Any], out: str | os.PathLike) -> Path:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Prepared split folders -> one pyskl / MMAction2 3D annotation pickle ('split' and "
-                    "'annotations' with keypoint (M, T, 25, 3)).")
-    parser.add_argument("--data-root", "--data_root", dest="data_root", required=True,
-                        help="folder holding <dataset folder>/<benchmark>/, e.g. ./data")
+        "'annotations' with keypoint (M, T, 25, 3))."
+    )
+    parser.add_argument(
+        "--data-root",
+        "--data_root",
+        dest="data_root",
+        required=True,
+        help="folder holding <dataset folder>/<benchmark>/, e.g. ./data",
+    )
     parser.add_argument("--dataset", required=True, choices=list(DATASETS))
-    parser.add_argument("--benchmark", "--benchmarks", dest="benchmarks", nargs="+", required=True, metavar="NAME",
-                        help="one or more of the dataset's benchmarks (xsub xview; xsub xsetup for ntu120)")
+    parser.add_argument(
+        "--benchmark",
+        "--benchmarks",
+        dest="benchmarks",
+        nargs="+",
+        required=True,
+        metavar="NAME",
+        help="one or more of the dataset's benchmarks (xsub xview; xsub xsetup for ntu120)",
+    )
     parser.add_argument("--out", required=True, help="the pickle to write, e.g. ntu60_3danno.pkl")
-    parser.add_argument("--dtype", choices=DTYPES, default="float32",
-                        help="keypoint dtype (default float32: exact; pyskl's own pickles use float16)")
+    parser.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="float32",
+        help="keypoint dtype (default float32: exact; pyskl's own pickles use float16)",
+    )
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     return parser
 
@@ -136,8 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        content = build_content(args.data_root, args.dataset, args.benchmarks, dtype=args.dtype,
-                                progress=args.progress)
+        content = build_content(args.data_root, args.dataset, args.benchmarks, dtype=args.dtype, progress=args.progress)
         out = write_pickle(content, args.out)
     except DataGenError as error:
         sys.stderr.write(f"{parser.prog}: error: {error}\n")

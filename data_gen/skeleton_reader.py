@@ -11,6 +11,7 @@ run, to name the offending line. The bulk parse checks the line structure, x y z
 and the 12 fields of the last one (where a truncated file is cut); a joint line in the middle with a
 wrong number of fields, but numbers for x y z, passes.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -25,8 +26,9 @@ from data_gen.normalize import MAX_ABS_COORDINATE, slot_energy
 
 BODY_FIELDS = 10
 JOINT_FIELDS = 12
-COORDINATE_EXPECTED = (f"x y z of magnitude at most {MAX_ABS_COORDINATE:.2g} (finite once normalised and "
-                       "stored as float32)")
+COORDINATE_EXPECTED = (
+    f"x y z of magnitude at most {MAX_ABS_COORDINATE:.2g} (finite once normalised and stored as float32)"
+)
 
 
 class SkeletonFormatError(ValueError):
@@ -76,10 +78,15 @@ def _raise_body_error(path: Path, lines: list[bytes], index: int, m: int, t: int
         raise SkeletonFormatError(path, index + 1, f"the body line of {where}", "end of file (truncated file?)")
     fields = len(lines[index].split())
     if fields != BODY_FIELDS:
-        raise SkeletonFormatError(path, index + 1, f"a body line of {BODY_FIELDS} fields ({where})",
-                                  f"{fields} fields: {_describe(lines[index])}")
-    raise SkeletonFormatError(path, index + 2, f"the joint count of {where} (an integer)",
-                              "end of file (truncated file?)")
+        raise SkeletonFormatError(
+            path,
+            index + 1,
+            f"a body line of {BODY_FIELDS} fields ({where})",
+            f"{fields} fields: {_describe(lines[index])}",
+        )
+    raise SkeletonFormatError(
+        path, index + 2, f"the joint count of {where} (an integer)", "end of file (truncated file?)"
+    )
 
 
 def _parse_joint_lines(joint_lines: Sequence[bytes]) -> np.ndarray | None:
@@ -116,8 +123,9 @@ def _locate_bad_joint_line(path: Path, lines: list[bytes], line_indices: np.ndar
     return SkeletonFormatError(path, int(line_indices[0]) + 1, expected, "joint data that numpy cannot parse")
 
 
-def read_skeleton(path: str | Path, max_bodies: int = MAX_BODIES, num_joints: int = NUM_JOINTS,
-                  max_frames: int | None = None) -> RawSkeleton:
+def read_skeleton(
+    path: str | Path, max_bodies: int = MAX_BODIES, num_joints: int = NUM_JOINTS, max_frames: int | None = None
+) -> RawSkeleton:
     """Parse one ``.skeleton`` file.
 
     Body slot ``m`` of frame ``t`` is the ``m``-th body listed in that frame (not a body ID), as in the
@@ -149,8 +157,12 @@ def read_skeleton(path: str | Path, max_bodies: int = MAX_BODIES, num_joints: in
         joint_lines = (joint_lines,)
     values = _parse_joint_lines(joint_lines)
     # loadtxt skips blank lines; a short row count means one of them sat among the joint lines.
-    if (values is None or len(values) != len(joint_lines) or not np.isfinite(values).all()
-            or np.abs(values).max() > MAX_ABS_COORDINATE):
+    if (
+        values is None
+        or len(values) != len(joint_lines)
+        or not np.isfinite(values).all()
+        or np.abs(values).max() > MAX_ABS_COORDINATE
+    ):
         raise _locate_bad_joint_line(path, lines, line_indices)
 
     # One (num_joints, 3) entry per kept body that has joints: proportional to the file's joint lines.
@@ -193,9 +205,12 @@ def _body_layout(path: Path, lines: list[bytes], num_frames: int) -> np.ndarray:
                 _read_count(path, lines, p + 1, f"the joint count of body {m + 1} of frame {t + 1} (an integer)")
             p += 2
             if p + num_body_joints > total_lines:
-                raise SkeletonFormatError(path, total_lines + 1,
-                                          f"{num_body_joints} joint lines for body {m + 1} of frame {t + 1}",
-                                          f"end of file after {total_lines - p} (truncated file?)")
+                raise SkeletonFormatError(
+                    path,
+                    total_lines + 1,
+                    f"{num_body_joints} joint lines for body {m + 1} of frame {t + 1}",
+                    f"end of file after {total_lines - p} (truncated file?)",
+                )
             body_info.append((m, t, p, num_body_joints))
             p += num_body_joints
     return np.asarray(body_info, dtype=np.int64).reshape(-1, 4)

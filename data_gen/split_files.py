@@ -9,6 +9,7 @@ With ``data_gen.manifest``, this module is the format both sides share: the conv
 folders and the readers (the datasets of ``feeders``, the exporters). It sits below both (layer 1): it
 imports only NumPy, ``common.constants`` and ``common.safe_pickle``.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,8 +38,7 @@ def part_paths(folder: str | os.PathLike, part: str) -> SplitPaths:
     if part not in PARTS:
         raise ValueError(f"part must be one of {PARTS}, got {part!r}")
     folder = Path(folder)
-    return SplitPaths(folder / f"{part}_data_joint.npy", folder / f"{part}_label.pkl",
-                      folder / f"{part}_num_frame.npy")
+    return SplitPaths(folder / f"{part}_data_joint.npy", folder / f"{part}_label.pkl", folder / f"{part}_num_frame.npy")
 
 
 def prepare_hint(path: Path) -> str:
@@ -67,8 +67,9 @@ class DataFileError(ValueError):
 def load_labels(path: Path) -> tuple[list[str], np.ndarray]:
     """(sample names, int64 labels) of a label pickle, read without running code from it."""
     if path.stat().st_size == 0:
-        raise DataFileError(f"{path}: empty file (0 bytes), not a label pickle; make it again with: "
-                            f"{prepare_hint(path)}")
+        raise DataFileError(
+            f"{path}: empty file (0 bytes), not a label pickle; make it again with: {prepare_hint(path)}"
+        )
     try:
         # Restricted: a label file is data, never code (a downloaded folder could carry anything).
         content = safe_pickle.load(path, LABELS_HOLD)
@@ -85,8 +86,9 @@ def load_labels(path: Path) -> tuple[list[str], np.ndarray]:
     except ValueError as exc:
         raise ValueError(f"{path}: labels are not a flat list of integers ({exc})") from None
     if labels.ndim != 1 or not (labels.size == 0 or np.issubdtype(labels.dtype, np.integer)):
-        raise ValueError(f"{path}: labels must be a flat list of integers, got dtype {labels.dtype} "
-                         f"shape {labels.shape}")
+        raise ValueError(
+            f"{path}: labels must be a flat list of integers, got dtype {labels.dtype} shape {labels.shape}"
+        )
     if labels.size and labels.min() < 0:
         raise ValueError(f"{path}: labels must be >= 0 (action number - 1), found {labels.min()}")
     if len(names) != len(labels):
@@ -112,8 +114,7 @@ def npy_size(path: Path) -> int:
     """
     size = path.stat().st_size
     if size == 0:
-        raise DataFileError(f"{path}: empty file (0 bytes), not a .npy array; make it again with: "
-                            f"{prepare_hint(path)}")
+        raise DataFileError(f"{path}: empty file (0 bytes), not a .npy array; make it again with: {prepare_hint(path)}")
     try:
         with open(path, "rb") as f:
             version = npy_format.read_magic(f)
@@ -126,9 +127,11 @@ def npy_size(path: Path) -> int:
         raise ValueError(f"{path}: not a readable .npy array ({exc})") from None
     needed = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if size < needed:
-        raise DataFileError(f"{path}: truncated: its header declares shape {tuple(shape)} {dtype} ({needed:,} bytes) "
-                            f"but the file has {size:,} bytes (an interrupted copy?); make it again with: "
-                            f"{prepare_hint(path)}")
+        raise DataFileError(
+            f"{path}: truncated: its header declares shape {tuple(shape)} {dtype} ({needed:,} bytes) "
+            f"but the file has {size:,} bytes (an interrupted copy?); make it again with: "
+            f"{prepare_hint(path)}"
+        )
     return needed
 
 
@@ -139,10 +142,15 @@ def _open_data(path: Path) -> tuple[np.ndarray, int]:
         data = np.load(path, mmap_mode="r")
     except (ValueError, OSError) as exc:
         raise ValueError(f"{path}: not a readable .npy array ({exc})") from None
-    if (data.ndim != 5 or data.shape[1] != NUM_COORDINATES or data.shape[3] != NUM_JOINTS
-            or data.shape[4] != NUM_PERSONS):
-        raise ValueError(f"{path}: expected shape (N, {NUM_COORDINATES}, T, {NUM_JOINTS}, {NUM_PERSONS}), "
-                         f"got {data.shape}")
+    if (
+        data.ndim != 5
+        or data.shape[1] != NUM_COORDINATES
+        or data.shape[3] != NUM_JOINTS
+        or data.shape[4] != NUM_PERSONS
+    ):
+        raise ValueError(
+            f"{path}: expected shape (N, {NUM_COORDINATES}, T, {NUM_JOINTS}, {NUM_PERSONS}), got {data.shape}"
+        )
     return data, data_bytes
 
 
@@ -154,14 +162,19 @@ def _load_num_frames(paths: SplitPaths, data: np.ndarray) -> np.ndarray:
     except (ValueError, OSError) as exc:
         raise ValueError(f"{paths.num_frame}: not a readable .npy array ({exc})") from None
     if num_frames.ndim != 1 or not np.issubdtype(num_frames.dtype, np.integer):
-        raise ValueError(f"{paths.num_frame}: expected N integer frame counts, got dtype {num_frames.dtype} "
-                         f"shape {num_frames.shape}")
+        raise ValueError(
+            f"{paths.num_frame}: expected N integer frame counts, got dtype {num_frames.dtype} shape {num_frames.shape}"
+        )
     if len(num_frames) != data.shape[0]:
-        raise ValueError(f"{paths.data} has shape {data.shape} but {paths.num_frame} has shape {num_frames.shape}: "
-                         "sample counts disagree")
+        raise ValueError(
+            f"{paths.data} has shape {data.shape} but {paths.num_frame} has shape {num_frames.shape}: "
+            "sample counts disagree"
+        )
     if num_frames.size and (num_frames.min() < 0 or num_frames.max() > data.shape[2]):
-        raise ValueError(f"{paths.num_frame}: frame counts must lie in [0, {data.shape[2]}] (T of {paths.data}), "
-                         f"found [{num_frames.min()}, {num_frames.max()}]")
+        raise ValueError(
+            f"{paths.num_frame}: frame counts must lie in [0, {data.shape[2]}] (T of {paths.data}), "
+            f"found [{num_frames.min()}, {num_frames.max()}]"
+        )
     return num_frames.astype(np.int64)
 
 
@@ -182,8 +195,10 @@ def open_split(paths: SplitPaths, need_labels: bool) -> OpenedSplit:
     if need_labels:
         names, labels = load_labels(paths.label)
         if len(labels) != data.shape[0]:
-            raise ValueError(f"{paths.data} has shape {data.shape} but {paths.label} holds {len(labels)} labels: "
-                             "sample counts disagree")
+            raise ValueError(
+                f"{paths.data} has shape {data.shape} but {paths.label} holds {len(labels)} labels: "
+                "sample counts disagree"
+            )
     return OpenedSplit(data, num_frames, names, labels, data_bytes)
 
 

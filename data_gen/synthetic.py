@@ -22,6 +22,7 @@ both parities, so that with >= 6 samples per class every class is in the train a
 x-sub, x-view and x-setup. Names on the official missing-skeleton lists are avoided. Everything is a function of
 ``seed`` and the sample's indices: the same call writes the same bytes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,9 +31,6 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 
@@ -44,9 +42,20 @@ from data_gen.writer import DataGenError, make_folder, os_error
 CAMERA_YAW = {1: -np.pi / 4, 2: 0.0, 3: np.pi / 4}
 # Channels a class can drive, with the amplitude (radians, or 0..1 for the squat) of a full movement.
 CHANNELS = (
-    ("left_arm_side", 1.4), ("right_arm_side", 1.4), ("left_arm_forward", 1.5), ("right_arm_forward", 1.5),
-    ("arms_overhead", 2.6), ("left_elbow", 2.0), ("right_elbow", 2.0), ("left_kick", 1.1),
-    ("right_kick", 1.1), ("bow", 0.9), ("squat", 0.8), ("turn", 1.2), ("side_lean", 0.4), ("nod", 0.5),
+    ("left_arm_side", 1.4),
+    ("right_arm_side", 1.4),
+    ("left_arm_forward", 1.5),
+    ("right_arm_forward", 1.5),
+    ("arms_overhead", 2.6),
+    ("left_elbow", 2.0),
+    ("right_elbow", 2.0),
+    ("left_kick", 1.1),
+    ("right_kick", 1.1),
+    ("bow", 0.9),
+    ("squat", 0.8),
+    ("turn", 1.2),
+    ("side_lean", 0.4),
+    ("nod", 0.5),
 )
 _MIRROR = {0: 1, 1: 0, 2: 3, 3: 2, 5: 6, 6: 5, 7: 8, 8: 7}  # left <-> right channels
 REPETITIONS = (1, 2, 4)
@@ -109,6 +118,7 @@ def sample_name(label: int, index: int, num_subjects: int, num_setups: int) -> s
 # (x = the actor's right, y = up, z = backwards; the actor faces -z). Seen from the camera, an actor
 # facing it has the left shoulder at -x, as in Kinect camera space.
 
+
 def _rot_x(a: np.ndarray) -> np.ndarray:
     c, s, o, z = np.cos(a), np.sin(a), np.ones_like(a), np.zeros_like(a)
     return np.stack([np.stack([o, z, z], -1), np.stack([z, c, -s], -1), np.stack([z, s, c], -1)], -2)
@@ -130,8 +140,9 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 def _arm(shoulder, side, elevation, plane, elbow, scale):
     """Elbow, wrist, hand, hand tip, thumb of one arm: each (T, 3)."""
-    d1 = np.stack([side * np.sin(elevation) * np.cos(plane), -np.cos(elevation),
-                   -np.sin(elevation) * np.sin(plane)], -1)
+    d1 = np.stack(
+        [side * np.sin(elevation) * np.cos(plane), -np.cos(elevation), -np.sin(elevation) * np.sin(plane)], -1
+    )
     ahead = np.array([0.0, 0.5, -1.0])
     u = ahead - (d1 @ ahead)[:, None] * d1
     u = _unit(u + 1e-9)
@@ -202,6 +213,7 @@ def _pose(ch: np.ndarray, scale: float) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------------
 
+
 def _window(rng: np.random.Generator, n: int) -> np.ndarray:
     """(n,) phase in [0, 1] of a movement that starts and ends at random points of the sequence."""
     start, end = rng.uniform(0.0, 0.2), rng.uniform(0.8, 1.0)
@@ -241,14 +253,27 @@ def _noise_body(rng: np.random.Generator, n: int) -> np.ndarray:
     return centre + shape + rng.normal(0.0, 0.01, (n, NUM_JOINTS, 3))
 
 
-def synthetic_sequence(label: int, index: int, *, num_classes: int, subject: int, setup: int, camera: int,
-                       seed: int = 0, long: bool = False) -> list[list[np.ndarray]]:
+def synthetic_sequence(
+    label: int,
+    index: int,
+    *,
+    num_classes: int,
+    subject: int,
+    setup: int,
+    camera: int,
+    seed: int = 0,
+    long: bool = False,
+) -> list[list[np.ndarray]]:
     """The bodies of one synthetic sample: per frame, the (25, 3) camera-space bodies in listing order."""
     rng = np.random.default_rng([seed, 2, label, index])
     scale = float(np.random.default_rng([seed, 1, subject]).uniform(0.85, 1.15))
     setup_rng = np.random.default_rng([seed, 3, setup])
-    cam = {"yaw": CAMERA_YAW[camera] + setup_rng.normal(0.0, 0.05), "pitch": setup_rng.uniform(-0.15, 0.05),
-           "height": setup_rng.uniform(0.7, 1.2), "distance": setup_rng.uniform(2.6, 3.4)}
+    cam = {
+        "yaw": CAMERA_YAW[camera] + setup_rng.normal(0.0, 0.05),
+        "pitch": setup_rng.uniform(-0.15, 0.05),
+        "height": setup_rng.uniform(0.7, 1.2),
+        "distance": setup_rng.uniform(2.6, 3.4),
+    }
 
     if long:
         active = int(rng.integers(NUM_FRAMES + 1, NUM_FRAMES + 41))  # beyond what a sample stores
@@ -283,8 +308,11 @@ def synthetic_sequence(label: int, index: int, *, num_classes: int, subject: int
     trail = int(rng.integers(1, 4)) if rng.random() < 0.2 else 0
     total = lead + active + trail
     frames: list[list[np.ndarray]] = [[] for _ in range(total)]
-    dropped = set(rng.choice(active, size=int(rng.integers(1, 3)), replace=False).tolist()) \
-        if rng.random() < 0.1 and active > 10 else set()
+    dropped = (
+        set(rng.choice(active, size=int(rng.integers(1, 3)), replace=False).tolist())
+        if rng.random() < 0.1 and active > 10
+        else set()
+    )
     for t in range(active):
         if t not in dropped:
             frames[lead + t].extend(actor[t] for actor in actors)
@@ -341,9 +369,16 @@ def skeleton_text(frames: list[list[np.ndarray]], seed_key: Sequence[int]) -> st
     return "".join(pieces)
 
 
-def write_synthetic_ntu(out_dir: str | Path, *, num_classes: int = 10, samples_per_class: int = 12,
-                        num_subjects: int = 6, num_setups: int = 4, long_samples: int = 0,
-                        seed: int = 0) -> list[Path]:
+def write_synthetic_ntu(
+    out_dir: str | Path,
+    *,
+    num_classes: int = 10,
+    samples_per_class: int = 12,
+    num_subjects: int = 6,
+    num_setups: int = 4,
+    long_samples: int = 0,
+    seed: int = 0,
+) -> list[Path]:
     """Write ``num_classes * samples_per_class`` synthetic ``.skeleton`` files into ``out_dir``.
 
     ``num_subjects`` (even, 2..40) performers alternate between x-sub training and test subjects;
@@ -367,8 +402,9 @@ def write_synthetic_ntu(out_dir: str | Path, *, num_classes: int = 10, samples_p
         for index in range(samples_per_class):
             setup, camera, subject, _ = sample_fields(label, index, num_subjects, num_setups)
             long = len(paths) < long_samples
-            frames = synthetic_sequence(label, index, num_classes=num_classes, subject=subject, setup=setup,
-                                        camera=camera, seed=seed, long=long)
+            frames = synthetic_sequence(
+                label, index, num_classes=num_classes, subject=subject, setup=setup, camera=camera, seed=seed, long=long
+            )
             name = sample_name(label, index, num_subjects, num_setups)
             path = out_dir / name
             partial = out_dir / f".{name}.partial"
@@ -386,8 +422,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write synthetic NTU RGB+D .skeleton files.")
     parser.add_argument("--out", required=True, help="folder to write the .skeleton files into")
     parser.add_argument("--num-classes", type=int, default=10)
-    parser.add_argument("--samples-per-class", type=int, default=12,
-                        help=">= 6 puts every class in the train and val parts of every benchmark")
+    parser.add_argument(
+        "--samples-per-class",
+        type=int,
+        default=12,
+        help=">= 6 puts every class in the train and val parts of every benchmark",
+    )
     parser.add_argument("--num-subjects", type=int, default=6)
     parser.add_argument("--num-setups", type=int, default=4)
     parser.add_argument("--long-samples", type=int, default=0, help="how many files get more than 300 frames")
@@ -397,9 +437,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         make_folder(out, "--out")
         with FolderLock(out, "synthetic"):
-            paths = write_synthetic_ntu(out, num_classes=args.num_classes, samples_per_class=args.samples_per_class,
-                                        num_subjects=args.num_subjects, num_setups=args.num_setups,
-                                        long_samples=args.long_samples, seed=args.seed)
+            paths = write_synthetic_ntu(
+                out,
+                num_classes=args.num_classes,
+                samples_per_class=args.samples_per_class,
+                num_subjects=args.num_subjects,
+                num_setups=args.num_setups,
+                long_samples=args.long_samples,
+                seed=args.seed,
+            )
     except ValueError as error:
         parser.error(str(error))
     except (DataGenError, LockHeld) as error:

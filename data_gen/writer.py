@@ -30,6 +30,7 @@ whatever the dataset size, and a full disk is an ``OSError`` at the write, not a
 The ``.npy`` header is written for the capacity and rewritten for the rows actually written (NumPy pads
 headers so the length does not depend on the first dimension), then the file is cut to size.
 """
+
 from __future__ import annotations
 
 import errno
@@ -81,10 +82,10 @@ def check_path_component(name: str, where: str) -> str:
     Names read from data files (split names, ...) become paths only through this check: no separator,
     no ``..``, not empty.
     """
-    if (not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name
-            or "\0" in name):
-        raise DataGenError(f"{where}: {name!r} cannot be a folder name (it must be non-empty, without "
-                           "'/', '\\' or '..')")
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise DataGenError(
+            f"{where}: {name!r} cannot be a folder name (it must be non-empty, without '/', '\\' or '..')"
+        )
     return name
 
 
@@ -97,8 +98,10 @@ def os_error(path: Path, error: OSError, flag: str = "--out-folder") -> DataGenE
     """A one-line DataGenError for a filesystem error on an output path (``flag``: the option naming it)."""
     reason = error.strerror or str(error)
     if error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-        return DataGenError(f"{path}: no space left on device ({reason}); free some space or choose another "
-                            f"{flag} (the previous outputs are unchanged)")
+        return DataGenError(
+            f"{path}: no space left on device ({reason}); free some space or choose another "
+            f"{flag} (the previous outputs are unchanged)"
+        )
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return DataGenError(f"{path}: not writable ({reason}); choose another {flag}")
     if isinstance(error, NotADirectoryError):
@@ -133,7 +136,8 @@ def _npy_header(shape: tuple[int, ...], dtype: np.dtype, length: int | None = No
     """The ``.npy`` (version 1.0) header of an array, padded with spaces to ``length`` bytes if given."""
     buffer = io.BytesIO()
     npy_format.write_array_header_1_0(
-        buffer, {"descr": npy_format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape})
+        buffer, {"descr": npy_format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+    )
     header = buffer.getvalue()
     if length is None or len(header) == length:
         return header
@@ -192,8 +196,9 @@ class NpyAppender:
 class PartWriter:
     """One (benchmark, part) of the training layout: ``{part}_data_joint.npy`` rows, labels, frame counts."""
 
-    def __init__(self, outputs: RunOutputs, folder: Path, part: str, capacity: int,
-                 row_shape: Sequence[int] = SAMPLE_SHAPE) -> None:
+    def __init__(
+        self, outputs: RunOutputs, folder: Path, part: str, capacity: int, row_shape: Sequence[int] = SAMPLE_SHAPE
+    ) -> None:
         self.folder = folder
         self.part = part
         self.capacity = capacity
@@ -219,15 +224,22 @@ class PartWriter:
         frames = io.BytesIO()
         npy_format.write_array(frames, np.asarray(self.num_frames, dtype=np.int64))
         self._outputs.stage_bytes(self.folder / f"{self.part}_num_frame.npy", frames.getvalue())
-        self._outputs.stage_bytes(self.folder / f"{self.part}_label.pkl",
-                                  pickle.dumps((list(self.names), list(self.labels))))
+        self._outputs.stage_bytes(
+            self.folder / f"{self.part}_label.pkl", pickle.dumps((list(self.names), list(self.labels)))
+        )
 
 
 class RunOutputs:
     """Everything one run writes under ``out_folder``; see the module docstring."""
 
-    def __init__(self, out_folder: str | os.PathLike, purpose: str = "data_gen", *, tool: str | None = None,
-                 arguments: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        out_folder: str | os.PathLike,
+        purpose: str = "data_gen",
+        *,
+        tool: str | None = None,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> None:
         self.out_folder = Path(out_folder)
         self.purpose = purpose
         # What the part folders' manifests record (none without a tool); see the module docstring.
@@ -260,12 +272,16 @@ class RunOutputs:
         self._lock = lock
         if lock.stale_holder is not None:
             removed = self._remove_dead_run_files(lock.stale_holder)
-            warnings.warn(f"{self.out_folder}: taking over the lock left by PID {lock.stale_holder}, a run that "
-                          f"did not finish; removed its {removed} temporary file(s)", stacklevel=2)
+            warnings.warn(
+                f"{self.out_folder}: taking over the lock left by PID {lock.stale_holder}, a run that "
+                f"did not finish; removed its {removed} temporary file(s)",
+                stacklevel=2,
+            )
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         try:
             if not self._committed:
                 self._discard()
@@ -326,8 +342,9 @@ class RunOutputs:
         else:
             self.stage_removal(SKIPPED_LIST)
 
-    def add_part(self, key: Hashable, folder_name: str, part: str, capacity: int,
-                 row_shape: Sequence[int] = SAMPLE_SHAPE) -> PartWriter:
+    def add_part(
+        self, key: Hashable, folder_name: str, part: str, capacity: int, row_shape: Sequence[int] = SAMPLE_SHAPE
+    ) -> PartWriter:
         """A (benchmark, part) output in ``out_folder/folder_name`` for at most ``capacity`` samples."""
         folder = self.folder(folder_name)
         if capacity < 1:
@@ -356,8 +373,10 @@ class RunOutputs:
         """Refuse empty parts, complete every file, then rename all into place; returns :meth:`counts`."""
         for key in self.empty_parts():
             writer = self.parts[key]
-            raise DataGenError(f"{writer.folder}: no sample was written for {writer.part}; the existing files "
-                               "there are left as they were")
+            raise DataGenError(
+                f"{writer.folder}: no sample was written for {writer.part}; the existing files "
+                "there are left as they were"
+            )
         for appender in self._appenders:
             with _writing(appender.path):
                 appender.finish()

@@ -1,4 +1,5 @@
 """Skeleton clip augmentations, the three input representations and the datasets over data_gen's arrays."""
+
 from feeders.augmentations import (
     SPATIAL_AUGMENTS,
     center_crop_resize,

@@ -20,6 +20,7 @@ Semantics follow the reference implementation (fmthoker/skeleton-contrast, ``fee
 A clip shorter than the 64-frame minimum crop is used whole (and upsampled), as in the reference. One
 case is new: a clip with 0 frames, on which the reference's resize fails, resizes to zeros.
 """
+
 from __future__ import annotations
 
 import functools
@@ -98,8 +99,9 @@ def crop_length(num_frames: int, scale: float, min_length: int = MIN_CROP_LENGTH
     return min(max(math.floor(num_frames * scale), min_length), num_frames)
 
 
-def sample_crop(num_frames: int, ratio: Ratio, rng: np.random.Generator,
-                min_length: int = MIN_CROP_LENGTH) -> tuple[int, int]:
+def sample_crop(
+    num_frames: int, ratio: Ratio, rng: np.random.Generator, min_length: int = MIN_CROP_LENGTH
+) -> tuple[int, int]:
     """Draw (start, length) of a random temporal crop: scale ~ U(ratio), start uniform over valid starts."""
     lo, hi = float(ratio[0]), float(ratio[1])
     scale = lo + (hi - lo) * rng.random()
@@ -108,8 +110,9 @@ def sample_crop(num_frames: int, ratio: Ratio, rng: np.random.Generator,
     return start, length
 
 
-def temporal_crop_resize(x: np.ndarray, num_frames: int, ratio: Ratio, out_len: int,
-                         rng: np.random.Generator) -> np.ndarray:
+def temporal_crop_resize(
+    x: np.ndarray, num_frames: int, ratio: Ratio, out_len: int, rng: np.random.Generator
+) -> np.ndarray:
     """Random temporal crop of the valid frames, resized to ``out_len``: (C, T, V, M) -> float32 (C, out_len, V, M)."""
     n = _check_clip(x, num_frames)
     if n == 0:
@@ -124,8 +127,7 @@ def center_crop_bounds(num_frames: int, ratio: float = 0.95) -> tuple[int, int]:
     return start, num_frames - start
 
 
-def center_crop_resize(x: np.ndarray, num_frames: int, ratio: float = 0.95,
-                       out_len: int = WINDOW_SIZE) -> np.ndarray:
+def center_crop_resize(x: np.ndarray, num_frames: int, ratio: float = 0.95, out_len: int = WINDOW_SIZE) -> np.ndarray:
     """Deterministic centre crop keeping ``ratio`` of the valid frames, resized: -> float32 (C, out_len, V, M)."""
     n = _check_clip(x, num_frames)
     start, stop = center_crop_bounds(n, ratio)
@@ -169,8 +171,7 @@ def corrupt_joints(x: np.ndarray, joints: np.ndarray, matrix: np.ndarray | None)
     return out.astype(np.float32, copy=False).reshape(x.shape)
 
 
-def joint_corruption(x: np.ndarray, rng: np.random.Generator,
-                     num_joints: int = NUM_CORRUPTED_JOINTS) -> np.ndarray:
+def joint_corruption(x: np.ndarray, rng: np.random.Generator, num_joints: int = NUM_CORRUPTED_JOINTS) -> np.ndarray:
     """Corrupt ``num_joints`` random distinct joints: zero them (p = 0.5) or mix their coordinates by a
     random U(-1, 1) 3x3 matrix."""
     if x.shape[2] < num_joints:
@@ -194,9 +195,14 @@ def check_spatial_augment(value: str, name: str = "spatial") -> str:
     return value
 
 
-def pretrain_view(x: np.ndarray, num_frames: int, rng: np.random.Generator,
-                  ratio: Ratio = (0.1, 1.0), out_len: int = WINDOW_SIZE,
-                  spatial: str = "shear_or_corruption") -> np.ndarray:
+def pretrain_view(
+    x: np.ndarray,
+    num_frames: int,
+    rng: np.random.Generator,
+    ratio: Ratio = (0.1, 1.0),
+    out_len: int = WINDOW_SIZE,
+    spatial: str = "shear_or_corruption",
+) -> np.ndarray:
     """One pretraining view: its own temporal crop-resize, then (``spatial``, default the paper's) shear or
     joint corruption with probability 0.5 each; or always shear, always corruption, or nothing."""
     check_spatial_augment(spatial)

@@ -11,6 +11,7 @@ not depend on the number of DataLoader workers, on which worker serves an item, 
 resumed. The epoch lives in shared memory, so ``set_epoch`` reaches persistent workers too; call it
 before iterating the loader each epoch.
 """
+
 from __future__ import annotations
 
 import os
@@ -161,9 +162,11 @@ class _SplitDataset(Dataset):
         mapping = getattr(data, "_mmap", None)
         size = mapping.size() if mapping is not None else os.stat(self.paths.data).st_size
         if size < self._data_bytes:
-            raise DataFileError(f"{self.paths.data}: cut to {size:,} of its {self._data_bytes:,} bytes while this run "
-                                f"was reading it (rewritten in place?); make it again with: "
-                                f"{prepare_hint(self.paths.data)}, then rerun")
+            raise DataFileError(
+                f"{self.paths.data}: cut to {size:,} of its {self._data_bytes:,} bytes while this run "
+                f"was reading it (rewritten in place?); make it again with: "
+                f"{prepare_hint(self.paths.data)}, then rerun"
+            )
 
     def __getstate__(self) -> dict[str, Any]:
         # A pickled memmap would copy the whole array into each worker; reopen it there instead.
@@ -182,9 +185,15 @@ class PretrainDataset(_SplitDataset):
     ``feeders.augmentations.SPATIAL_AUGMENTS``).
     """
 
-    def __init__(self, paths: SplitPaths, representations: Sequence[str] | str, l_ratio: Sequence[float] = (0.1, 1.0),
-                 input_size: int = WINDOW_SIZE, seed: int | None = 0,
-                 spatial_augment: str = "shear_or_corruption") -> None:
+    def __init__(
+        self,
+        paths: SplitPaths,
+        representations: Sequence[str] | str,
+        l_ratio: Sequence[float] = (0.1, 1.0),
+        input_size: int = WINDOW_SIZE,
+        seed: int | None = 0,
+        spatial_augment: str = "shear_or_corruption",
+    ) -> None:
         check_spatial_augment(spatial_augment, "spatial_augment")  # here, not first in a DataLoader worker
         if isinstance(representations, str):
             representations = tuple(representations.split(PAIR_SEPARATOR))
@@ -216,9 +225,16 @@ class DownstreamDataset(_SplitDataset):
     (e.g. from :func:`stratified_subset`); ``labels`` and ``names`` then describe the subset.
     """
 
-    def __init__(self, paths: SplitPaths, representation: str, train: bool,
-                 l_ratio: Sequence[float] | float | None = None, input_size: int = WINDOW_SIZE, seed: int | None = 0,
-                 indices: Sequence[int] | np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        paths: SplitPaths,
+        representation: str,
+        train: bool,
+        l_ratio: Sequence[float] | float | None = None,
+        input_size: int = WINDOW_SIZE,
+        seed: int | None = 0,
+        indices: Sequence[int] | np.ndarray | None = None,
+    ) -> None:
         self.representation = representation
         self._transform = view_transform(representation)
         self.train = bool(train)
@@ -234,8 +250,10 @@ class DownstreamDataset(_SplitDataset):
         else:
             self.indices = np.asarray(indices, dtype=np.int64).reshape(-1)
             if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= n_all):
-                raise ValueError(f"indices must lie in [0, {n_all}) for {self.paths.data}, "
-                                 f"got [{self.indices.min()}, {self.indices.max()}]")
+                raise ValueError(
+                    f"indices must lie in [0, {n_all}) for {self.paths.data}, "
+                    f"got [{self.indices.min()}, {self.indices.max()}]"
+                )
         self.labels: np.ndarray = self._all_labels[self.indices]
         self.names: list[str] = [self._all_names[i] for i in self.indices]
 

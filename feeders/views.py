@@ -4,6 +4,7 @@
   then person: row[t][v * 6 + c * 2 + m] = x[c, t, v, m] (the reference's ``transpose(1, 2, 0, 3)``);
 * ``graph-based`` (AGCN) and ``image-based`` (HCN): the clip itself, (3, T, 25, 2).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -50,13 +51,17 @@ def view_transform(representation: str) -> ViewTransform:
         return VIEW_TRANSFORMS[representation]
     except KeyError:
         raise ValueError(
-            f"unknown skeleton representation {representation!r}; expected one of: "
-            f"{', '.join(VIEW_TRANSFORMS)}"
+            f"unknown skeleton representation {representation!r}; expected one of: {', '.join(VIEW_TRANSFORMS)}"
         ) from None
 
 
-def view_shape(representation: str, input_size: int = WINDOW_SIZE, num_joints: int = NUM_JOINTS,
-               num_persons: int = NUM_PERSONS, channels: int = NUM_COORDINATES) -> tuple[int, ...]:
+def view_shape(
+    representation: str,
+    input_size: int = WINDOW_SIZE,
+    num_joints: int = NUM_JOINTS,
+    num_persons: int = NUM_PERSONS,
+    channels: int = NUM_COORDINATES,
+) -> tuple[int, ...]:
     """Shape of one item's view (without the batch axis), e.g. ('seq-based', 64) -> (64, 150)."""
     view_transform(representation)
     if representation == "seq-based":

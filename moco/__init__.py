@@ -1,4 +1,5 @@
 """Inter- and intra-skeleton MoCo contrast: pure functions and the model holding encoders and queues."""
+
 from moco.builder import (
     QUEUE_NAMES,
     MoCo,

@@ -27,6 +27,7 @@ Attribute and buffer names are the reference's, so state dicts match its checkpo
 inter ``encoder_q``/``encoder_k`` (S1), ``encoder_r``/``encoder_l`` (S2), ``Queue_S1``/``queue_ptr_S1``,
 ``Queue_S2``/``queue_ptr_S2``; intra ``encoder_q``/``encoder_k``, ``queue``/``queue_ptr``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -227,7 +228,7 @@ def checkpoint_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 def load_checkpoint_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
     """Load a ``module.``-prefixed state dict (ours or the reference's) into an unwrapped model, strictly."""
     stripped = {
-        (key[len(CHECKPOINT_PREFIX):] if key.startswith(CHECKPOINT_PREFIX) else key): value
+        (key[len(CHECKPOINT_PREFIX) :] if key.startswith(CHECKPOINT_PREFIX) else key): value
         for key, value in state_dict.items()
     }
     model.load_state_dict(stripped, strict=True)
@@ -240,9 +241,9 @@ def encoder_state_dict(
     relative to that encoder (``fc.*`` included; with the MLP head, ``mlp=True``, ``fc.0.*``/``fc.2.*``)."""
     out = {}
     for key, value in state_dict.items():
-        key = key[len(CHECKPOINT_PREFIX):] if key.startswith(CHECKPOINT_PREFIX) else key
+        key = key[len(CHECKPOINT_PREFIX) :] if key.startswith(CHECKPOINT_PREFIX) else key
         if key.startswith(encoder_name + "."):
-            out[key[len(encoder_name) + 1:]] = value
+            out[key[len(encoder_name) + 1 :]] = value
     if not out:
         raise KeyError(f"the checkpoint holds no {encoder_name!r} weights")
     return out

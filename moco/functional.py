@@ -3,6 +3,7 @@
 Nothing here knows about encoders, devices or processes; :mod:`moco.builder` applies these functions to
 the tensors a model holds, once per training step.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable

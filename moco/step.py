@@ -4,6 +4,7 @@ The state changes (momentum update, queue writes) happen here on the base model,
 (possibly replicated) forward. Nothing in a step waits for the device: the loss comes back as a
 device tensor.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,7 +33,7 @@ def _shuffle_key_views(
     local = key_views[0].shape[0]
     gathered = [concat_all_gather(v) for v in key_views]  # (world*B, ...)
     perm = shared_permutation(gathered[0].shape[0], gathered[0].device, seed)
-    mine = perm[rank * local:(rank + 1) * local]
+    mine = perm[rank * local : (rank + 1) * local]
     return [g[mine] for g in gathered], torch.argsort(perm)
 
 
@@ -48,7 +49,7 @@ def _gather_keys(
     if unshuffle is None:
         return tuple(keys), all_keys
     all_keys = [k[unshuffle] for k in all_keys]  # back in the order the clips were drawn
-    return tuple(k[rank * local:(rank + 1) * local] for k in all_keys), all_keys
+    return tuple(k[rank * local : (rank + 1) * local] for k in all_keys), all_keys
 
 
 def _check_place(rank: int, world_size: int) -> None:

@@ -3,6 +3,7 @@
 Every encoder ends in ``fc`` (nn.Linear); MoCo's MLP head replaces it by
 ``nn.Sequential(Linear(d, d), ReLU(), fc)``. ``feature_dim`` reads d in either case.
 """
+
 from __future__ import annotations
 
 from torch import nn

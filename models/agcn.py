@@ -4,6 +4,7 @@ Structure, initialisation and parameter names follow the reference (``data_bn``,
 with ``gcn1`` / ``tcn1`` / ``residual``, ``fc``); the fixed graph ``A`` is a non-persistent buffer,
 so it follows ``.to(device)`` but stays out of the state dict, as in the reference.
 """
+
 from __future__ import annotations
 
 import math
@@ -114,8 +115,8 @@ class TCNGCNUnit(nn.Module):
         super().__init__()
         self.gcn1 = AdaptiveGraphConv(in_channels, out_channels, adjacency)
         self.tcn1 = TemporalConv(out_channels, out_channels, stride=stride)
-        self.residual_kind = "none" if not residual else (
-            "identity" if in_channels == out_channels and stride == 1 else "conv"
+        self.residual_kind = (
+            "none" if not residual else ("identity" if in_channels == out_channels and stride == 1 else "conv")
         )
         if self.residual_kind == "conv":
             self.residual = TemporalConv(in_channels, out_channels, kernel_size=1, stride=stride)
@@ -149,9 +150,16 @@ class AGCN(nn.Module):
         b = base_channels
         # (in, out, temporal stride, residual) of l1 .. l10; widths 64..256 at base 64.
         plan = [
-            (in_channels, b, 1, False), (b, b, 1, True), (b, b, 1, True), (b, b, 1, True),
-            (b, 2 * b, 2, True), (2 * b, 2 * b, 1, True), (2 * b, 2 * b, 1, True),
-            (2 * b, 4 * b, 2, True), (4 * b, 4 * b, 1, True), (4 * b, 4 * b, 1, True),
+            (in_channels, b, 1, False),
+            (b, b, 1, True),
+            (b, b, 1, True),
+            (b, b, 1, True),
+            (b, 2 * b, 2, True),
+            (2 * b, 2 * b, 1, True),
+            (2 * b, 2 * b, 1, True),
+            (2 * b, 4 * b, 2, True),
+            (4 * b, 4 * b, 1, True),
+            (4 * b, 4 * b, 1, True),
         ]
         for i, (c_in, c_out, stride, residual) in enumerate(plan, start=1):
             self.add_module(f"l{i}", TCNGCNUnit(c_in, c_out, adjacency, stride=stride, residual=residual))
@@ -162,8 +170,12 @@ class AGCN(nn.Module):
 
     def forward(self, x: torch.Tensor, knn_eval: bool = False) -> torch.Tensor:
         """x: (N, C, T, V, M) -> (N, num_class) logits, or the (N, 4*base_channels) feature if knn_eval."""
-        if x.dim() != 5 or x.shape[1] != self.in_channels or x.shape[3] != self.num_point \
-                or x.shape[4] != self.num_person:
+        if (
+            x.dim() != 5
+            or x.shape[1] != self.in_channels
+            or x.shape[3] != self.num_point
+            or x.shape[4] != self.num_person
+        ):
             raise ValueError(
                 f"AGCN expects input of shape (N, {self.in_channels}, T, {self.num_point}, {self.num_person}), "
                 f"got {tuple(x.shape)}"

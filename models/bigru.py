@@ -12,6 +12,7 @@ same parameters as a genuine bidirectional GRU.
 Parameters live in one ``nn.GRU(bidirectional=True, batch_first=True)`` at ``encoder.gru`` so state
 dict keys are the reference's (``encoder.gru.weight_ih_l0``, ``..._l0_reverse``, ..., ``fc.*``).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -199,7 +200,7 @@ def reference_loop_features(gru: nn.GRU, x: torch.Tensor) -> torch.Tensor:
     hidden = None
     out = None
     for t in range(x.shape[1]):
-        out, hidden = gru(x[:, t:t + 1], hidden)
+        out, hidden = gru(x[:, t : t + 1], hidden)
     return out[:, 0]
 
 
@@ -258,8 +259,6 @@ class BIGRU(nn.Module):
     def forward(self, x: torch.Tensor, knn_eval: bool = False) -> torch.Tensor:
         """x: (N, T, en_input_size) -> (N, num_class) logits, or the (N, 2*hidden) feature if knn_eval."""
         if x.dim() != 3 or x.shape[-1] != self.en_input_size or x.shape[1] == 0:
-            raise ValueError(
-                f"BIGRU expects input of shape (N, T>0, {self.en_input_size}), got {tuple(x.shape)}"
-            )
+            raise ValueError(f"BIGRU expects input of shape (N, T>0, {self.en_input_size}), got {tuple(x.shape)}")
         feature = self.encoder(x)
         return feature if knn_eval else self.fc(feature)

@@ -6,6 +6,7 @@ when joint ``i`` sends to joint ``j`` in subset ``k``; the inward/outward subset
 their column sums (a column with no edge stays zero), so ``x @ A[k]`` (x: (..., V)) averages over
 each joint's senders.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,9 +15,30 @@ from common.constants import NUM_JOINTS
 
 # (child, parent) pairs, 1-based Kinect joint numbers, pointing towards the spine centre (joint 21).
 NTU_BONES: tuple[tuple[int, int], ...] = (
-    (1, 2), (2, 21), (3, 21), (4, 3), (5, 21), (6, 5), (7, 6), (8, 7), (9, 21), (10, 9),
-    (11, 10), (12, 11), (13, 1), (14, 13), (15, 14), (16, 15), (17, 1), (18, 17), (19, 18),
-    (20, 19), (22, 23), (23, 8), (24, 25), (25, 12),
+    (1, 2),
+    (2, 21),
+    (3, 21),
+    (4, 3),
+    (5, 21),
+    (6, 5),
+    (7, 6),
+    (8, 7),
+    (9, 21),
+    (10, 9),
+    (11, 10),
+    (12, 11),
+    (13, 1),
+    (14, 13),
+    (15, 14),
+    (16, 15),
+    (17, 1),
+    (18, 17),
+    (19, 18),
+    (20, 19),
+    (22, 23),
+    (23, 8),
+    (24, 25),
+    (25, 12),
 )
 
 
@@ -41,7 +63,10 @@ def spatial_adjacency(num_nodes: int = NUM_JOINTS, bones=NTU_BONES) -> np.ndarra
     outward = [(parent, child) for child, parent in inward]
     identity = edges_to_matrix([(i, i) for i in range(num_nodes)], num_nodes)
     stacked = np.stack(
-        (identity, normalize_columns(edges_to_matrix(inward, num_nodes)),
-         normalize_columns(edges_to_matrix(outward, num_nodes)))
+        (
+            identity,
+            normalize_columns(edges_to_matrix(inward, num_nodes)),
+            normalize_columns(edges_to_matrix(outward, num_nodes)),
+        )
     )
     return stacked.astype(np.float32)

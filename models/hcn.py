@@ -7,6 +7,7 @@ persons are merged by an element-wise maximum. Parameter names and the Dropout2d
 reference's (``conv1.0``, ``conv2``, ``conv3.0``, ``conv4.0``, the ``...m`` motion twins, ``conv5.0``,
 ``conv6.0``, ``fc``).
 """
+
 from __future__ import annotations
 
 import torch
@@ -89,9 +90,7 @@ class HCN(nn.Module):
         init_hcn_weights(self)
 
     @staticmethod
-    def _stream(
-        x: torch.Tensor, point: nn.Module, temporal: nn.Module, co3: nn.Module, co4: nn.Module
-    ) -> torch.Tensor:
+    def _stream(x: torch.Tensor, point: nn.Module, temporal: nn.Module, co3: nn.Module, co4: nn.Module) -> torch.Tensor:
         """(B, C, T, V) -> (B, out_channel, T/4, window/4)."""
         out = temporal(point(x))  # (B, window, T, V)
         out = out.permute(0, 3, 2, 1).contiguous()  # (B, V, T, window): joints become channels
@@ -99,9 +98,14 @@ class HCN(nn.Module):
 
     def forward(self, x: torch.Tensor, knn_eval: bool = False) -> torch.Tensor:
         """x: (N, C, T, V, M) -> (N, num_class) logits, or the flattened feature if knn_eval."""
-        if x.dim() != 5 or x.shape[1] != self.in_channel or x.shape[3] != self.num_joint \
-                or x.shape[4] != self.num_person or x.shape[2] < 2 \
-                or x.shape[2] // 16 != self.window_size // 16:
+        if (
+            x.dim() != 5
+            or x.shape[1] != self.in_channel
+            or x.shape[3] != self.num_joint
+            or x.shape[4] != self.num_person
+            or x.shape[2] < 2
+            or x.shape[2] // 16 != self.window_size // 16
+        ):
             raise ValueError(
                 f"HCN expects input of shape (N, {self.in_channel}, T, {self.num_joint}, {self.num_person}) "
                 f"with T // 16 == window_size // 16 = {self.window_size // 16}, got {tuple(x.shape)}"

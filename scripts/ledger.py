@@ -16,6 +16,7 @@ lines, with the environment this command runs in (so set ``SEEDS``, ``PRETRAIN_R
 for the runs); every expected run that is absent is flagged. A metrics file that cannot be read, or
 lies elsewhere in the tree, stops the ledger with one line naming it (exit 2).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,13 +29,22 @@ from common.ledger import PAPER_RESULTS, LedgerError, collect_runs, expected_run
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
     parser.add_argument("runs_dir", metavar="RUNS_DIR", help="RUNS_ROOT of the recipe scripts (default there: ./runs)")
-    parser.add_argument("--paper", default=str(PAPER_RESULTS), metavar="JSON",
-                        help="the paper's figures (default scripts/paper_results.json)")
-    parser.add_argument("--no-recipes", dest="recipes", action="store_false",
-                        help="do not ask the recipe scripts which runs to expect (no missing-run flags)")
+    parser.add_argument(
+        "--paper",
+        default=str(PAPER_RESULTS),
+        metavar="JSON",
+        help="the paper's figures (default scripts/paper_results.json)",
+    )
+    parser.add_argument(
+        "--no-recipes",
+        dest="recipes",
+        action="store_false",
+        help="do not ask the recipe scripts which runs to expect (no missing-run flags)",
+    )
     parser.add_argument("--out", default=None, metavar="FILE", help="also write the Markdown to FILE")
     return parser
 

@@ -14,6 +14,7 @@ matrix the BiGRU reads, joint-major, then xyz, then person) and image-based (HCN
 frames down, joints across, x y z as red, green, blue; person 1 left, person 2 right). ``--gif``
 writes an animation of the clip's real frames. Only matplotlib (Agg) and Pillow, which it depends on.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,9 +24,6 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import matplotlib
 
@@ -78,8 +76,15 @@ def _find(parts: dict[str, Part], name: str) -> tuple[str, int]:
     raise DataGenError(f"no sample named {name!r} in {files}")
 
 
-def load_clip(data_root: str | os.PathLike, dataset: str, benchmark: str, *, part: str | None = None,
-              index: int | None = None, name: str | None = None) -> Clip:
+def load_clip(
+    data_root: str | os.PathLike,
+    dataset: str,
+    benchmark: str,
+    *,
+    part: str | None = None,
+    index: int | None = None,
+    name: str | None = None,
+) -> Clip:
     """The clip ``index`` of ``part`` (default train), or the one called ``name`` (searched in both parts)."""
     if (index is None) == (name is None):
         raise ValueError("give exactly one of index and name")
@@ -93,8 +98,16 @@ def load_clip(data_root: str | os.PathLike, dataset: str, benchmark: str, *, par
         if not 0 <= index < count:
             raise DataGenError(f"{parts[part].path}: index {index} is outside 0..{count - 1} ({count} samples)")
     chosen = parts[part]
-    return Clip(np.array(chosen.data[index], dtype=np.float32), int(chosen.num_frame[index]), chosen.names[index],
-                int(chosen.labels[index]), int(index), part, dataset, benchmark)
+    return Clip(
+        np.array(chosen.data[index], dtype=np.float32),
+        int(chosen.num_frame[index]),
+        chosen.names[index],
+        int(chosen.labels[index]),
+        int(index),
+        part,
+        dataset,
+        benchmark,
+    )
 
 
 def describe_view(rng: np.random.Generator, num_frame: int, ratio: Sequence[float], spatial: str) -> str:
@@ -112,8 +125,15 @@ def describe_view(rng: np.random.Generator, num_frame: int, ratio: Sequence[floa
     return f"{crop}, {NUM_CORRUPTED_JOINTS} joints {'zeroed' if zeroed else 'mixed'}"
 
 
-def pretraining_views(clip: Clip, *, seed: int = 0, epoch: int = 0, ratio: Sequence[float] = (0.1, 1.0),
-                      input_size: int = WINDOW_SIZE, spatial: str = "shear_or_corruption") -> list[View]:
+def pretraining_views(
+    clip: Clip,
+    *,
+    seed: int = 0,
+    epoch: int = 0,
+    ratio: Sequence[float] = (0.1, 1.0),
+    input_size: int = WINDOW_SIZE,
+    spatial: str = "shear_or_corruption",
+) -> list[View]:
     """The two views ``PretrainDataset(seed=seed)`` draws for this clip in ``epoch`` (same generator, same calls)."""
     rng = np.random.default_rng((seed, epoch, clip.index))
     views = []
@@ -125,7 +145,7 @@ def pretraining_views(clip: Clip, *, seed: int = 0, epoch: int = 0, ratio: Seque
 
 def projection(data: np.ndarray, num_frame: int) -> tuple[int, int, float]:
     """(horizontal axis, vertical axis, sign): the vertical axis is the one along the spine (joint 1 -> 21)."""
-    spine = data[:, :max(num_frame, 1), 20, 0] - data[:, :max(num_frame, 1), 0, 0]  # (3, n)
+    spine = data[:, : max(num_frame, 1), 20, 0] - data[:, : max(num_frame, 1), 0, 0]  # (3, n)
     mean = spine.mean(axis=1)
     up = int(np.argmax(np.abs(mean))) if np.any(mean) else 1
     return (1 if up == 0 else 0), up, (1.0 if mean[up] >= 0 else -1.0)
@@ -134,7 +154,7 @@ def projection(data: np.ndarray, num_frame: int) -> tuple[int, int, float]:
 def extent(data: np.ndarray, num_frame: int, axes: tuple[int, int, float]) -> tuple[float, float, float, float]:
     """(x0, x1, y0, y1) around every non-zero joint of the first ``num_frame`` frames, with a margin."""
     h, v, sign = axes
-    points = data[:, :max(num_frame, 1)].reshape(3, -1)
+    points = data[:, : max(num_frame, 1)].reshape(3, -1)
     points = points[:, (points != 0).any(axis=0)]
     if points.shape[1] == 0:
         return -1.0, 1.0, -1.0, 1.0
@@ -144,8 +164,9 @@ def extent(data: np.ndarray, num_frame: int, axes: tuple[int, int, float]) -> tu
     return cx - half, cx + half, cy - half, cy + half
 
 
-def draw_frame(ax: Axes, frame: np.ndarray, axes: tuple[int, int, float],
-               limits: tuple[float, float, float, float]) -> None:
+def draw_frame(
+    ax: Axes, frame: np.ndarray, axes: tuple[int, int, float], limits: tuple[float, float, float, float]
+) -> None:
     """Both persons of one (3, 25, 2) frame: bones between present (non-zero) joints, and the joints."""
     h, v, sign = axes
     for m in range(frame.shape[2]):
@@ -169,8 +190,9 @@ def picked_frames(num_frame: int, count: int) -> list[int]:
     return sorted({int(t) for t in np.rint(np.linspace(0, max(num_frame - 1, 0), count))})
 
 
-def _skeleton_row(panel: SubFigure, data: np.ndarray, num_frame: int, count: int,
-                  axes: tuple[int, int, float], title: str) -> None:
+def _skeleton_row(
+    panel: SubFigure, data: np.ndarray, num_frame: int, count: int, axes: tuple[int, int, float], title: str
+) -> None:
     """One (sub)figure: the skeleton at ``count`` frames spread over the first ``num_frame``."""
     limits = extent(data, num_frame, axes)
     frames = picked_frames(num_frame, count)
@@ -218,8 +240,10 @@ def clip_title(clip: Clip) -> str:
     action = ""
     if clip.dataset.startswith("ntu"):
         action = read_action_names().get(clip.label + 1, "")
-    return (f"{clip.name}: {action + ' ' if action else ''}(label {clip.label}), {clip.num_frame} frames; "
-            f"{clip.dataset} {clip.benchmark} {clip.part} #{clip.index}")
+    return (
+        f"{clip.name}: {action + ' ' if action else ''}(label {clip.label}), {clip.num_frame} frames; "
+        f"{clip.dataset} {clip.benchmark} {clip.part} #{clip.index}"
+    )
 
 
 def render(clip: Clip, views: list[View] | None = None, frames: int = 6) -> Figure:
@@ -232,8 +256,9 @@ def render(clip: Clip, views: list[View] | None = None, frames: int = 6) -> Figu
     axes = projection(clip.data, clip.num_frame)  # one projection for the clip and its views
     _skeleton_row(panels[0], clip.data, clip.num_frame, frames, axes, "clip (blue: person 1, orange: person 2)")
     for k, view in enumerate(views):
-        _skeleton_row(panels[1 + k], view.data, view.data.shape[1], frames, axes,
-                      f"pretraining view {k + 1}: {view.caption}")
+        _skeleton_row(
+            panels[1 + k], view.data, view.data.shape[1], frames, axes, f"pretraining view {k + 1}: {view.caption}"
+        )
     if views:
         _representation_row(panels[-1], views)
     return fig
@@ -277,8 +302,10 @@ def save_gif(clip: Clip, out: str | os.PathLike, max_frames: int = 48, fps: int 
             present = (points != 0).any(axis=0)
             for k, (a, b) in enumerate(BONES):
                 shown = present[a] and present[b]
-                person_lines[k].set_data((points[h, a], points[h, b]) if shown else (),
-                              (sign * points[v, a], sign * points[v, b]) if shown else ())
+                person_lines[k].set_data(
+                    (points[h, a], points[h, b]) if shown else (),
+                    (sign * points[v, a], sign * points[v, b]) if shown else (),
+                )
         title.set_text(f"{strip_suffix(clip.name)}  t={t}")
         return []
 
@@ -294,8 +321,13 @@ def save_gif(clip: Clip, out: str | os.PathLike, max_frames: int = 48, fps: int 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Draw one prepared clip (and the views pretraining makes of it).")
-    parser.add_argument("--data-root", "--data_root", dest="data_root", required=True,
-                        help="folder holding <dataset folder>/<benchmark>/, e.g. ./data")
+    parser.add_argument(
+        "--data-root",
+        "--data_root",
+        dest="data_root",
+        required=True,
+        help="folder holding <dataset folder>/<benchmark>/, e.g. ./data",
+    )
     parser.add_argument("--dataset", required=True, choices=list(DATASETS))
     parser.add_argument("--benchmark", required=True, help="xsub, xview, xsetup (or a protocol name)")
     which = parser.add_mutually_exclusive_group(required=True)
@@ -309,10 +341,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--views", action="store_true", help="add the two pretraining views in each representation")
     parser.add_argument("--seed", type=int, default=0, help="the pretraining --seed whose views are drawn")
     parser.add_argument("--epoch", type=int, default=0, help="the epoch whose views are drawn")
-    parser.add_argument("--input-size", type=int, default=WINDOW_SIZE,
-                        help=f"frames of a view (default {WINDOW_SIZE})")
-    parser.add_argument("--l-ratio", type=float, nargs=2, default=(0.1, 1.0), metavar=("LO", "HI"),
-                        help="crop ratio range of the views (default 0.1 1.0)")
+    parser.add_argument("--input-size", type=int, default=WINDOW_SIZE, help=f"frames of a view (default {WINDOW_SIZE})")
+    parser.add_argument(
+        "--l-ratio",
+        type=float,
+        nargs=2,
+        default=(0.1, 1.0),
+        metavar=("LO", "HI"),
+        help="crop ratio range of the views (default 0.1 1.0)",
+    )
     parser.add_argument("--spatial-augment", choices=SPATIAL_AUGMENTS, default="shear_or_corruption")
     parser.add_argument("--dpi", type=int, default=72)
     return parser
@@ -326,14 +363,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if min(args.frames, args.input_size, args.gif_frames) < 1:
         parser.error("--frames, --input-size and --gif-frames must be >= 1")
     try:
-        clip = load_clip(args.data_root, args.dataset, args.benchmark, part=args.part, index=args.index,
-                         name=args.name)
+        clip = load_clip(args.data_root, args.dataset, args.benchmark, part=args.part, index=args.index, name=args.name)
     except DataGenError as error:
         sys.stderr.write(f"{parser.prog}: error: {error}\n")
         return 2
     if args.out:
-        views = pretraining_views(clip, seed=args.seed, epoch=args.epoch, ratio=args.l_ratio,
-                                  input_size=args.input_size, spatial=args.spatial_augment) if args.views else None
+        views = (
+            pretraining_views(
+                clip,
+                seed=args.seed,
+                epoch=args.epoch,
+                ratio=args.l_ratio,
+                input_size=args.input_size,
+                spatial=args.spatial_augment,
+            )
+            if args.views
+            else None
+        )
         sys.stdout.write(f"wrote {save_png(render(clip, views, args.frames), args.out, args.dpi)}\n")
     if args.gif:
         sys.stdout.write(f"wrote {save_gif(clip, args.gif, max_frames=args.gif_frames)}\n")

@@ -1,4 +1,5 @@
 """bench/bench_feeders.py: runs at a tiny size, and its baseline computes the same evaluation view as ours."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Loading pretrained encoders from MoCo checkpoints in the reference's layout and ours."""
+
 from __future__ import annotations
 
 import os
@@ -43,8 +44,15 @@ def _with_mlp_head(encoder: nn.Module) -> nn.Module:
     return encoder
 
 
-def reference_checkpoint(path, pretrain_representation: str, mlp: bool = True, prefix: str = "module.",
-                         seed: int = 0, extra: dict | None = None, **sizes) -> dict[str, dict[str, torch.Tensor]]:
+def reference_checkpoint(
+    path,
+    pretrain_representation: str,
+    mlp: bool = True,
+    prefix: str = "module.",
+    seed: int = 0,
+    extra: dict | None = None,
+    **sizes,
+) -> dict[str, dict[str, torch.Tensor]]:
     """Write a checkpoint laid out like the reference's MoCo pretraining output (DataParallel keys, key
     encoders, queues, optimizer); return each slot's encoder state (head included) for comparison."""
     representations = parse_representation(pretrain_representation)
@@ -64,8 +72,11 @@ def reference_checkpoint(path, pretrain_representation: str, mlp: bool = True, p
         for s in ("S1", "S2"):
             state[f"{prefix}Queue_{s}"] = torch.randn(MOCO_DIM, QUEUE)
             state[f"{prefix}queue_ptr_{s}"] = torch.zeros(1, dtype=torch.long)
-    checkpoint = {"epoch": 451, "state_dict": state,
-                  "optimizer": {"state": {}, "param_groups": [{"lr": 0.01, "momentum": 0.9, "params": [0, 1]}]}}
+    checkpoint = {
+        "epoch": 451,
+        "state_dict": state,
+        "optimizer": {"state": {}, "param_groups": [{"lr": 0.01, "momentum": 0.9, "params": [0, 1]}]},
+    }
     checkpoint.update(extra or {})
     torch.save(checkpoint, path)
     return encoders
@@ -149,8 +160,9 @@ def test_mislabelled_pair_is_detected_from_the_weights(tmp_path):
 
 def test_recorded_pretrain_representation_must_agree(tmp_path):
     path = tmp_path / "ours.pth.tar"
-    reference_checkpoint(path, "seq-based_and_graph-based",
-                         extra={"args": {"skeleton_representation": "seq-based_and_graph-based"}})
+    reference_checkpoint(
+        path, "seq-based_and_graph-based", extra={"args": {"skeleton_representation": "seq-based_and_graph-based"}}
+    )
     with pytest.raises(ValueError, match=r"pretrained as 'seq-based_and_graph-based' \(recorded in its args\)"):
         pretrained_encoder_state(path, "seq-based_and_image-based", "seq-based")
     assert pretrained_encoder_state(path, "seq-based_and_graph-based", "seq-based")
@@ -164,8 +176,10 @@ def test_size_mismatch_names_keys_and_shapes(tmp_path):
     ours = _encoder_part(model.state_dict())
     theirs = _encoder_part(encoders["encoder_q"])
     first_bad = next(k for k in ours if ours[k].shape != theirs[k].shape)
-    expected = (f"shape mismatch for {first_bad}: checkpoint ({', '.join(map(str, theirs[first_bad].shape))}) "
-                f"vs model ({', '.join(map(str, ours[first_bad].shape))})")
+    expected = (
+        f"shape mismatch for {first_bad}: checkpoint ({', '.join(map(str, theirs[first_bad].shape))}) "
+        f"vs model ({', '.join(map(str, ours[first_bad].shape))})"
+    )
     with pytest.raises(ValueError) as info:
         load_pretrained_encoder(model, path, "seq-based_and_graph-based", "seq-based")
     assert expected in str(info.value)
@@ -174,11 +188,25 @@ def test_size_mismatch_names_keys_and_shapes(tmp_path):
         assert torch.equal(value, before[key]), key
     # our checkpoints record the sizes: the error then says which flags to pass
     ours = tmp_path / "ours.pth.tar"
-    reference_checkpoint(ours, "seq-based", gru_hidden_size=12, extra={"args": {
-        "skeleton_representation": "seq-based", "gru_hidden_size": 12, "gru_layers": 1,
-        "agcn_base_channels": 4, "hcn_out_channels": 4, "true_bidirectional_gru": False}})
-    with pytest.raises(ValueError, match="It was pretrained with --gru-hidden-size 12 --gru-layers 1 "
-                                         "--agcn-base-channels 4 --hcn-out-channels 4"):
+    reference_checkpoint(
+        ours,
+        "seq-based",
+        gru_hidden_size=12,
+        extra={
+            "args": {
+                "skeleton_representation": "seq-based",
+                "gru_hidden_size": 12,
+                "gru_layers": 1,
+                "agcn_base_channels": 4,
+                "hcn_out_channels": 4,
+                "true_bidirectional_gru": False,
+            }
+        },
+    )
+    with pytest.raises(
+        ValueError,
+        match="It was pretrained with --gru-hidden-size 12 --gru-layers 1 --agcn-base-channels 4 --hcn-out-channels 4",
+    ):
         load_pretrained_encoder(model, ours, "seq-based", "seq-based")
 
 
@@ -186,8 +214,11 @@ def test_window_size_mismatch_warns(tmp_path):
     path = tmp_path / "short_views.pth.tar"
     reference_checkpoint(path, "seq-based", extra={"args": {"skeleton_representation": "seq-based", "window_size": 32}})
     model = build_encoder("seq-based", 60, **TINY)
-    with pytest.warns(UserWarning, match=r"pretrained on 32-frame views but is evaluated on 64-frame views; "
-                                         r"pass --window-size 32"):
+    with pytest.warns(
+        UserWarning,
+        match=r"pretrained on 32-frame views but is evaluated on 64-frame views; "
+        r"pass --window-size 32",
+    ):
         load_pretrained_encoder(model, path, "seq-based", "seq-based", window_size=64)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the matching window, or no window given: silent
@@ -246,8 +277,16 @@ def test_pretrained_encoder_loading_lives_in_common_pretrained_only():
     import common.checkpoints as ck
     import common.pretrained as pt
 
-    for name in ("load_pretrained_encoder", "pretrained_encoder_state", "identify_representation",
-                 "load_encoder_weights", "without_head", "HEAD_PREFIX", "encoder_slots", "SIZE_FLAGS"):
+    for name in (
+        "load_pretrained_encoder",
+        "pretrained_encoder_state",
+        "identify_representation",
+        "load_encoder_weights",
+        "without_head",
+        "HEAD_PREFIX",
+        "encoder_slots",
+        "SIZE_FLAGS",
+    ):
         assert hasattr(pt, name), name
         assert not hasattr(ck, name), name
 
@@ -273,23 +312,26 @@ def test_read_checkpoint_errors_are_one_line(tmp_path):
     torch.save({"epoch": 1}, run / "checkpoint_last.pth.tar")
     with pytest.raises(CheckpointError) as err:
         read_checkpoint(run)
-    assert str(err.value) == (f"{run} is a folder, not a checkpoint file; pass a file such as "
-                              f"{run}/checkpoint_last.pth.tar")
+    assert str(err.value) == (
+        f"{run} is a folder, not a checkpoint file; pass a file such as {run}/checkpoint_last.pth.tar"
+    )
     truncated = tmp_path / "truncated.pth.tar"
     truncated.write_bytes((run / "checkpoint_last.pth.tar").read_bytes()[:60])
     unsafe = tmp_path / "unsafe.pth.tar"
     torch.save({"payload": _Payload()}, unsafe)
     garbage = tmp_path / "garbage.pth.tar"
     garbage.write_bytes(b"not a checkpoint at all")
-    for path, reason in [(truncated, "PytorchStreamReader failed reading zip archive: failed finding central "
-                                     "directory"),
-                         (unsafe, "Unsupported global: GLOBAL tests.test_checkpoints._Payload was not an allowed "
-                                  "global by default"),
-                         (garbage, "Unsupported operand 110")]:
+    for path, reason in [
+        (truncated, "PytorchStreamReader failed reading zip archive: failed finding central directory"),
+        (unsafe, "Unsupported global: GLOBAL tests.test_checkpoints._Payload was not an allowed global by default"),
+        (garbage, "Unsupported operand 110"),
+    ]:
         with pytest.raises(CheckpointError) as err:
             read_checkpoint(path)
-        assert str(err.value) == (f"{path}: cannot be read as a PyTorch checkpoint with weights_only=True (truncated, "
-                                  f"not a checkpoint, or holding arbitrary Python objects): {reason}")
+        assert str(err.value) == (
+            f"{path}: cannot be read as a PyTorch checkpoint with weights_only=True (truncated, "
+            f"not a checkpoint, or holding arbitrary Python objects): {reason}"
+        )
     torch.save([1, 2], tmp_path / "list.pth.tar")
     with pytest.raises(CheckpointError, match=r"list\.pth\.tar: expected a dict checkpoint, got list$"):
         read_checkpoint(tmp_path / "list.pth.tar")
@@ -322,7 +364,7 @@ def test_one_resume_reader_checks_the_format(tmp_path):
     expected = {
         "classifier.pth.tar": "is a classification checkpoint, not a pretraining checkpoint",
         "newer.pth.tar": ": checkpoint format 'skeleton-contrast-moco/2', but this version reads "
-                         "'skeleton-contrast-moco/1' (written by another version of this code)",
+        "'skeleton-contrast-moco/1' (written by another version of this code)",
         "other.pth.tar": "is a checkpoint of format 'someone-else/1', not a pretraining checkpoint",
         "no_optimizer.pth.tar": ": not a pretraining checkpoint (no 'optimizer' entry)",
         "bad_epoch.pth.tar": ": 'epoch' entry -1 is not a count of epochs",
@@ -358,12 +400,16 @@ def test_checkpoint_folder_guard(tmp_path):
     assert str(err.value) == (
         f"--checkpoint-path {run} already holds the checkpoints of a run (checkpoint_last.pth.tar: stopped in "
         f"epoch 2 at step 5, 2 of 10 epochs done); continue it with --resume {run}/checkpoint_last.pth.tar, or "
-        "pass --overwrite to delete them and start again")
+        "pass --overwrite to delete them and start again"
+    )
     assert sorted(check_checkpoint_folder(run, run / "checkpoint_last.pth.tar", False)) == found
     assert sorted(check_checkpoint_folder(run, None, True)) == found
     elsewhere = tmp_path / "other" / "checkpoint_last.pth.tar"
-    with pytest.raises(UsageError, match=r"another run \(.*\); resuming .*other/checkpoint_last\.pth\.tar there "
-                                         r"would replace them: choose an empty --checkpoint-path, or pass --overwrite"):
+    with pytest.raises(
+        UsageError,
+        match=r"another run \(.*\); resuming .*other/checkpoint_last\.pth\.tar there "
+        r"would replace them: choose an empty --checkpoint-path, or pass --overwrite",
+    ):
         check_checkpoint_folder(run, elsewhere, False)
 
     (tmp_path / "file").write_text("x")
@@ -373,8 +419,11 @@ def test_checkpoint_folder_guard(tmp_path):
         check_checkpoint_folder(tmp_path / "file" / "run", None, False)
 
     removed = remove_previous_run(run, found)
-    assert sorted(p.name for p in removed) == ["checkpoint_0000.pth.tar", "checkpoint_last.pth.tar",
-                                                "events.out.tfevents.1.host"]
+    assert sorted(p.name for p in removed) == [
+        "checkpoint_0000.pth.tar",
+        "checkpoint_last.pth.tar",
+        "events.out.tfevents.1.host",
+    ]
     assert [p.name for p in run.iterdir()] == [".checkpoint_last.pth.tar.tmp-1-00000000"]
 
 
@@ -404,8 +453,10 @@ def test_run_folder_claims_on_rank_0_and_tells_the_other_ranks(tmp_path, monkeyp
     rank1 = DistContext(rank=1, world_size=2)
     # another rank touches nothing: it raises when rank 0 says it could not claim, else holds a stand-in
     monkeypatch.setattr(rf, "broadcast_int", lambda value, device: 1)
-    with pytest.raises(UsageError, match=f"^rank 0 could not claim --checkpoint-path {run}$"), \
-            rf.run_folder(rank1, run, **options):
+    with (
+        pytest.raises(UsageError, match=f"^rank 0 could not claim --checkpoint-path {run}$"),
+        rf.run_folder(rank1, run, **options),
+    ):
         pass
     monkeypatch.setattr(rf, "broadcast_int", lambda value, device: 0)
     with rf.run_folder(rank1, run, **options) as claim:
@@ -428,6 +479,7 @@ def test_run_folder_claims_on_rank_0_and_tells_the_other_ranks(tmp_path, monkeyp
         assert claim.replaced == [run / "checkpoint_last.pth.tar"] and claim.lock is not None
         assert (run / "checkpoint_last.pth.tar").is_file()
         assert claim.discard_previous_run() == [
-            f"=> --overwrite: removed 1 checkpoint and TensorBoard files of the previous run in {run}"]
+            f"=> --overwrite: removed 1 checkpoint and TensorBoard files of the previous run in {run}"
+        ]
         assert claim.discard_previous_run() == []
     assert run.is_dir() and not list(run.iterdir())  # not created by this claim: the folder stays

@@ -1,4 +1,5 @@
 """action_classification.py end to end on tiny synthetic NTU-layout data, and its frozen-encoder guard."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,15 @@ CLASSES = (0, 3, 7)  # a few of NTU 60's actions
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def write_synthetic_split(data_root: Path, *, folder: str = "NTU-RGB-D-60-AGCN", split: str = "xview",
-                          per_class: dict[str, int] | None = None, frames: int = 40, seed: int = 0) -> dict[str, list]:
+def write_synthetic_split(
+    data_root: Path,
+    *,
+    folder: str = "NTU-RGB-D-60-AGCN",
+    split: str = "xview",
+    per_class: dict[str, int] | None = None,
+    frames: int = 40,
+    seed: int = 0,
+) -> dict[str, list]:
     """Clips in data_gen's layout with class-dependent motion; returns the sample names per part."""
     per_class = per_class or {"train": 4, "val": 2}
     rng = np.random.default_rng(seed)
@@ -62,9 +70,28 @@ def data_root(tmp_path):
 
 
 def _common(data_root: Path, out: Path, *extra: str) -> list[str]:
-    return ["--data-root", str(data_root), "--finetune-dataset", "ntu60", "--protocol", "cross_view",
-            "-j", "0", "-b", "4", "--lr", "0.1", "--seed", "1", "--device", "cpu",
-            "--checkpoint-path", str(out / "ckpt"), *TINY_ARGS, *extra]
+    return [
+        "--data-root",
+        str(data_root),
+        "--finetune-dataset",
+        "ntu60",
+        "--protocol",
+        "cross_view",
+        "-j",
+        "0",
+        "-b",
+        "4",
+        "--lr",
+        "0.1",
+        "--seed",
+        "1",
+        "--device",
+        "cpu",
+        "--checkpoint-path",
+        str(out / "ckpt"),
+        *TINY_ARGS,
+        *extra,
+    ]
 
 
 def classify(argv: list[str]) -> dict:
@@ -80,11 +107,24 @@ def test_linear_evaluation_end_to_end(data_root, tmp_path, capsys):
     pretrained = tmp_path / "checkpoint_0450.pth.tar"
     encoders = reference_checkpoint(pretrained, "seq-based_and_graph-based")
     metrics_path = tmp_path / "out" / "metrics.json"
-    metrics = classify(_common(
-        data_root, tmp_path, "--epochs", "2", "--pretrained", str(pretrained),
-        "--pretrain-skeleton-representation", "seq-based_and_graph-based",
-        "--finetune-skeleton-representation", "graph-based",
-        "--metrics-json", str(metrics_path), "--plot-dir", str(tmp_path / "plots")))
+    metrics = classify(
+        _common(
+            data_root,
+            tmp_path,
+            "--epochs",
+            "2",
+            "--pretrained",
+            str(pretrained),
+            "--pretrain-skeleton-representation",
+            "seq-based_and_graph-based",
+            "--finetune-skeleton-representation",
+            "graph-based",
+            "--metrics-json",
+            str(metrics_path),
+            "--plot-dir",
+            str(tmp_path / "plots"),
+        )
+    )
 
     saved = json.loads(metrics_path.read_text())
     assert saved["top1"] == pytest.approx(metrics["top1"])
@@ -136,21 +176,43 @@ def test_broken_freezing_is_caught_during_training(data_root, tmp_path, monkeypa
     reference_checkpoint(pretrained, "image-based")
     monkeypatch.setattr(evaluation, "freeze_encoder", lambda model: None)
     with pytest.raises(RuntimeError, match="changed frozen encoder weights during epoch 1"):
-        classify(_common(
-            data_root, tmp_path, "--epochs", "1", "--pretrained", str(pretrained),
-            "--pretrain-skeleton-representation", "image-based", "--finetune-skeleton-representation", "image-based"))
+        classify(
+            _common(
+                data_root,
+                tmp_path,
+                "--epochs",
+                "1",
+                "--pretrained",
+                str(pretrained),
+                "--pretrain-skeleton-representation",
+                "image-based",
+                "--finetune-skeleton-representation",
+                "image-based",
+            )
+        )
     assert not (tmp_path / "ckpt" / "image-based_checkpoint.pth.tar").exists()
 
 
 def test_frozen_check_runs_on_the_first_epoch_of_a_resumed_run(data_root, tmp_path, monkeypatch):
     pretrained = tmp_path / "intra.pth.tar"
     reference_checkpoint(pretrained, "image-based")
-    args = _common(data_root, tmp_path, "--pretrained", str(pretrained), "--pretrain-skeleton-representation",
-                   "image-based", "--finetune-skeleton-representation", "image-based")
+    args = _common(
+        data_root,
+        tmp_path,
+        "--pretrained",
+        str(pretrained),
+        "--pretrain-skeleton-representation",
+        "image-based",
+        "--finetune-skeleton-representation",
+        "image-based",
+    )
     checked = []
     real_check = evaluation.check_encoder_unchanged
-    monkeypatch.setattr(evaluation, "check_encoder_unchanged",
-                        lambda model, reference, epoch: (checked.append(epoch), real_check(model, reference, epoch)))
+    monkeypatch.setattr(
+        evaluation,
+        "check_encoder_unchanged",
+        lambda model, reference, epoch: (checked.append(epoch), real_check(model, reference, epoch)),
+    )
     classify([*args, "--epochs", "1"])
     classify([*args, "--epochs", "3", "--resume", str(tmp_path / "ckpt" / "last_checkpoint.pth.tar")])
     assert checked == [1, 2]
@@ -169,8 +231,7 @@ def test_freeze_encoder_keeps_eval_mode_and_only_fc_trainable():
 
 
 def test_supervised_semi_supervised_and_resume(data_root, tmp_path):
-    args = _common(data_root, tmp_path, "--finetune-skeleton-representation", "image-based",
-                   "--label-fraction", "0.5")
+    args = _common(data_root, tmp_path, "--finetune-skeleton-representation", "image-based", "--label-fraction", "0.5")
     first = classify([*args, "--epochs", "1"])
     assert first["protocol"] == "supervised (0.5 of the labels)"
     assert first["num_train"] == 6  # round(0.5 * 4) clips of each of the 3 classes
@@ -189,17 +250,39 @@ def test_supervised_semi_supervised_and_resume(data_root, tmp_path):
 
 
 def test_label_fraction_keeps_one_clip_per_class(data_root, tmp_path):
-    metrics = classify(_common(data_root, tmp_path, "--epochs", "1", "--label-fraction", "0.01",
-                                                 "--finetune-skeleton-representation", "image-based"))
+    metrics = classify(
+        _common(
+            data_root,
+            tmp_path,
+            "--epochs",
+            "1",
+            "--label-fraction",
+            "0.01",
+            "--finetune-skeleton-representation",
+            "image-based",
+        )
+    )
     assert metrics["num_train"] == len((0, 3, 7))
 
 
 def test_finetune_trains_the_encoder(data_root, tmp_path):
     pretrained = tmp_path / "intra.pth.tar"
     encoders = reference_checkpoint(pretrained, "seq-based")
-    metrics = classify(_common(
-        data_root, tmp_path, "--epochs", "1", "--pretrained", str(pretrained), "--finetune",
-        "--pretrain-skeleton-representation", "seq-based", "--finetune-skeleton-representation", "seq-based"))
+    metrics = classify(
+        _common(
+            data_root,
+            tmp_path,
+            "--epochs",
+            "1",
+            "--pretrained",
+            str(pretrained),
+            "--finetune",
+            "--pretrain-skeleton-representation",
+            "seq-based",
+            "--finetune-skeleton-representation",
+            "seq-based",
+        )
+    )
     assert metrics["protocol"] == "fine-tuned"
     state = torch.load(tmp_path / "ckpt" / "last_checkpoint.pth.tar", weights_only=True)["state_dict"]
     want = _encoder_tensors(encoders["encoder_q"])
@@ -216,13 +299,22 @@ def test_error_cases(data_root, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"missing\.pth\.tar"):
         classify(_common(data_root, tmp_path, "--pretrained", str(tmp_path / "missing.pth.tar")))
     with pytest.raises(ValueError, match=r"holds encoder_q \(seq-based\), encoder_r \(graph-based\)"):
-        classify(_common(
-            data_root, tmp_path, "--pretrained", str(pretrained),
-            "--pretrain-skeleton-representation", "seq-based_and_graph-based",
-            "--finetune-skeleton-representation", "image-based"))
+        classify(
+            _common(
+                data_root,
+                tmp_path,
+                "--pretrained",
+                str(pretrained),
+                "--pretrain-skeleton-representation",
+                "seq-based_and_graph-based",
+                "--finetune-skeleton-representation",
+                "image-based",
+            )
+        )
     with pytest.raises(ValueError, match=r"--window-size 8: the image-based encoder \(HCN\) needs at least 16 frames"):
-        classify(_common(data_root, tmp_path, "--finetune-skeleton-representation", "image-based",
-                                           "--window-size", "8"))
+        classify(
+            _common(data_root, tmp_path, "--finetune-skeleton-representation", "image-based", "--window-size", "8")
+        )
     assert not (tmp_path / "ckpt").exists()
     with pytest.raises(ValueError, match="--finetune needs --pretrained"):
         classify(_common(data_root, tmp_path, "--finetune"))
@@ -239,8 +331,10 @@ def test_main_returns_exit_codes_and_guards_the_checkpoint_folder(data_root, tmp
     assert action_classification.main(args) == 0
     ckpt = tmp_path / "ckpt"
     written = {p.name: p.read_bytes() for p in ckpt.iterdir()}
-    assert sorted(n for n in written if not n.startswith("events.")) == ["image-based_checkpoint.pth.tar",
-                                                                          "last_checkpoint.pth.tar"]
+    assert sorted(n for n in written if not n.startswith("events.")) == [
+        "image-based_checkpoint.pth.tar",
+        "last_checkpoint.pth.tar",
+    ]
     assert torch.load(ckpt / "last_checkpoint.pth.tar", weights_only=True)["format"] == CLASSIFIER_FORMAT
     capsys.readouterr()
 
@@ -249,14 +343,16 @@ def test_main_returns_exit_codes_and_guards_the_checkpoint_folder(data_root, tmp
     assert _error_lines(capsys) == [
         f"action_classification.py: error: --checkpoint-path {ckpt} already holds the checkpoints of a run "
         f"(last_checkpoint.pth.tar: 1 of 1 epochs done); continue it with --resume {ckpt / 'last_checkpoint.pth.tar'}, "
-        "or pass --overwrite to delete them and start again"]
+        "or pass --overwrite to delete them and start again"
+    ]
     assert {p.name: p.read_bytes() for p in ckpt.iterdir()} == written
 
     last = ckpt / "last_checkpoint.pth.tar"
     assert action_classification.main([*args, "--resume", str(last), "--overwrite"]) == 2
     assert _error_lines(capsys) == [
         f"action_classification.py: error: --overwrite would delete {last}, the checkpoint --resume continues "
-        f"from; drop --overwrite to continue that run in {ckpt}"]
+        f"from; drop --overwrite to continue that run in {ckpt}"
+    ]
 
     # --overwrite: the earlier run's checkpoints and TensorBoard events are replaced by the new run's
     assert action_classification.main([*args, "--epochs", "2", "--overwrite"]) == 0
@@ -273,7 +369,8 @@ def test_a_checkpoint_path_another_live_run_holds_is_refused_naming_its_pid(data
         assert action_classification.main(args) == 2
         assert _error_lines(capsys) == [
             f"action_classification.py: error: --checkpoint-path {ckpt}: in use by PID {holder.pid} (classification); "
-            "wait for it to finish or stop it, or choose another folder"]
+            "wait for it to finish or stop it, or choose another folder"
+        ]
         assert [p.name for p in ckpt.iterdir()] == [".skeleton-contrast.lock"]  # the holder's, untouched
     assert action_classification.main(args) == 0  # free again once the holder has gone
     assert not (ckpt / ".skeleton-contrast.lock").exists()  # released at the end
@@ -296,26 +393,32 @@ def test_resume_refuses_what_is_not_this_classifier(data_root, tmp_path, capsys)
     ours = tmp_path / "pretraining.pth.tar"
     torch.save({"format": PRETRAIN_FORMAT, "epoch": 3, "state_dict": {"w": torch.zeros(1)}, "optimizer": {}}, ours)
     assert action_classification.main([*args, "--resume", str(ours)]) == 2
-    assert _error_lines(capsys) == [f"action_classification.py: error: --resume {ours} is a pretraining checkpoint, "
-                                    "not a classification checkpoint"]
+    assert _error_lines(capsys) == [
+        f"action_classification.py: error: --resume {ours} is a pretraining checkpoint, not a classification checkpoint"
+    ]
     reference = tmp_path / "reference.pth.tar"  # no format entry: read by its keys, then it does not fit
     reference_checkpoint(reference, "image-based")
     assert action_classification.main([*args, "--resume", str(reference)]) == 2
     (line,) = _error_lines(capsys)
-    assert line.startswith(f"action_classification.py: error: --resume {reference} does not fit this model and "
-                           "protocol: Error(s) in loading state_dict for HCN: Missing key(s) in state_dict: ")
+    assert line.startswith(
+        f"action_classification.py: error: --resume {reference} does not fit this model and "
+        "protocol: Error(s) in loading state_dict for HCN: Missing key(s) in state_dict: "
+    )
     assert not (tmp_path / "ckpt").exists()
 
 
-@pytest.mark.parametrize("flag,value,message", [
-    ("--lr", "-1", "argument --lr/--learning-rate: expected a positive number, got -1"),
-    ("--lr", "0", "argument --lr/--learning-rate: expected a positive number, got 0"),
-    ("--epochs", "0", "argument --epochs: expected a positive integer, got 0"),
-    ("-b", "0", "argument -b/--batch-size: expected a positive integer, got 0"),
-    ("-j", "-1", "argument -j/--workers: expected an integer >= 0, got -1"),
-    ("--label-fraction", "0", "argument --label-fraction: expected a fraction in (0, 1], got 0"),
-    ("--label-fraction", "1.5", "argument --label-fraction: expected a fraction in (0, 1], got 1.5"),
-])
+@pytest.mark.parametrize(
+    "flag,value,message",
+    [
+        ("--lr", "-1", "argument --lr/--learning-rate: expected a positive number, got -1"),
+        ("--lr", "0", "argument --lr/--learning-rate: expected a positive number, got 0"),
+        ("--epochs", "0", "argument --epochs: expected a positive integer, got 0"),
+        ("-b", "0", "argument -b/--batch-size: expected a positive integer, got 0"),
+        ("-j", "-1", "argument -j/--workers: expected an integer >= 0, got -1"),
+        ("--label-fraction", "0", "argument --label-fraction: expected a fraction in (0, 1], got 0"),
+        ("--label-fraction", "1.5", "argument --label-fraction: expected a fraction in (0, 1], got 1.5"),
+    ],
+)
 def test_impossible_numbers_are_refused(data_root, tmp_path, capsys, flag, value, message):
     assert action_classification.main(_common(data_root, tmp_path, flag, value)) == 2
     assert _error_lines(capsys)[-1] == f"action_classification.py: error: {message}"
@@ -337,6 +440,8 @@ def write_out_of_range_label(data_root: Path, part: str = "val", index: int = 1,
 def test_label_out_of_range_is_one_line(data_root, tmp_path, capsys):
     path, name = write_out_of_range_label(data_root)
     assert action_classification.main(_common(data_root, tmp_path, "--epochs", "1")) == 2
-    assert _error_lines(capsys) == [f"action_classification.py: error: {path}: label 60 of sample {name} is out of "
-                                    "range; ntu60 has 60 classes, labels 0 to 59"]
+    assert _error_lines(capsys) == [
+        f"action_classification.py: error: {path}: label 60 of sample {name} is out of "
+        "range; ntu60 has 60 classes, labels 0 to 59"
+    ]
     assert not (tmp_path / "ckpt").exists()

@@ -1,4 +1,5 @@
 """Shared utilities: representation parsing, schedules, atomic writes, RNG capture."""
+
 import errno
 import io
 import json
@@ -152,16 +153,22 @@ def test_disk_full_is_one_line_naming_the_file_and_keeps_the_previous_one(tmp_pa
     atomic_torch_save({"epoch": 1, "w": torch.arange(4)}, path)
     before = path.read_bytes()
     opener = cio._open_temp
-    monkeypatch.setattr(cio, "_open_temp", lambda folder, name: (lambda f, tmp: (FillsUp(f, 3000), tmp))(
-        *opener(folder, name)))
+    monkeypatch.setattr(
+        cio, "_open_temp", lambda folder, name: (lambda f, tmp: (FillsUp(f, 3000), tmp))(*opener(folder, name))
+    )
     big = {"epoch": 2, "w": torch.zeros(10_000)}
-    for write in (lambda: atomic_torch_save(big, path), lambda: write_json_atomic(path, list(range(2000))),
-                  lambda: atomic_save_npz(path, x=np.zeros(10_000))):
+    for write in (
+        lambda: atomic_torch_save(big, path),
+        lambda: write_json_atomic(path, list(range(2000))),
+        lambda: atomic_save_npz(path, x=np.zeros(10_000)),
+    ):
         with pytest.raises(OutputError) as err:
             write()
         message = str(err.value)
-        assert message == (f"cannot write {path}: no space left on device (or the disk quota is reached); "
-                           "the previous file, if any, is unchanged")
+        assert message == (
+            f"cannot write {path}: no space left on device (or the disk quota is reached); "
+            "the previous file, if any, is unchanged"
+        )
         assert isinstance(err.value, UsageError) and isinstance(err.value, ValueError)
         assert path.read_bytes() == before
         assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_last.pth.tar"]
@@ -202,8 +209,9 @@ def test_atomic_copy_links_and_replaces(tmp_path):
 
 
 def test_clean_stale_temporaries_removes_only_dead_writers_files(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     dead_pid = int(dead.stdout)
     names = {
         f".checkpoint_last.pth.tar.tmp-{dead_pid}-0a1b2c3d": True,  # killed run
@@ -272,20 +280,23 @@ def test_setup_rejects_devices_with_usage_error(monkeypatch):
         cd.setup("cuda:1")
 
 
-@pytest.mark.parametrize("type_name, text, message", [
-    ("positive_int", "0", "expected a positive integer, got 0"),
-    ("positive_int", "2.5", "expected an integer, got '2.5'"),
-    ("nonnegative_int", "-1", "expected an integer >= 0, got -1"),
-    ("positive_float", "-1", "expected a positive number, got -1"),
-    ("positive_float", "0", "expected a positive number, got 0"),
-    ("positive_float", "nan", "expected a finite number, got 'nan'"),
-    ("positive_float", "x", "expected a number, got 'x'"),
-    ("nonnegative_float", "-0.1", "expected a number >= 0, got -0.1"),
-    ("fraction", "0", "expected a fraction in (0, 1], got 0"),
-    ("fraction", "1.5", "expected a fraction in (0, 1], got 1.5"),
-    ("momentum_value", "1", "expected a momentum in [0, 1), got 1"),
-    ("momentum_value", "-0.5", "expected a momentum in [0, 1), got -0.5"),
-])
+@pytest.mark.parametrize(
+    "type_name, text, message",
+    [
+        ("positive_int", "0", "expected a positive integer, got 0"),
+        ("positive_int", "2.5", "expected an integer, got '2.5'"),
+        ("nonnegative_int", "-1", "expected an integer >= 0, got -1"),
+        ("positive_float", "-1", "expected a positive number, got -1"),
+        ("positive_float", "0", "expected a positive number, got 0"),
+        ("positive_float", "nan", "expected a finite number, got 'nan'"),
+        ("positive_float", "x", "expected a number, got 'x'"),
+        ("nonnegative_float", "-0.1", "expected a number >= 0, got -0.1"),
+        ("fraction", "0", "expected a fraction in (0, 1], got 0"),
+        ("fraction", "1.5", "expected a fraction in (0, 1], got 1.5"),
+        ("momentum_value", "1", "expected a momentum in [0, 1), got 1"),
+        ("momentum_value", "-0.5", "expected a momentum in [0, 1), got -0.5"),
+    ],
+)
 def test_argument_types_name_the_value(type_name, text, message):
     import argparse
 
@@ -301,4 +312,8 @@ def test_argument_types_accept_the_edges():
 
     assert (ca.positive_int("1"), ca.nonnegative_int("0"), ca.positive_float("1e-9")) == (1, 0, 1e-9)
     assert (ca.nonnegative_float("0"), ca.fraction("1"), ca.momentum_value("0"), ca.momentum_value("0.999")) == (
-        0.0, 1.0, 0.0, 0.999)
+        0.0,
+        1.0,
+        0.0,
+        0.999,
+    )

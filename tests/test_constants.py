@@ -1,4 +1,5 @@
 """common.constants: the numbers of the reference's layout, and the registry both data_gen and the feeders use."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,8 +24,15 @@ def test_datasets_registry():
     assert c.DATASETS["ntu120"]["benchmarks"] == ("xsub", "xsetup")
     for spec in c.DATASETS.values():
         assert set(spec["benchmarks"]) == set(spec["protocols"].values())
-    assert c.VALID_PAIRS == ("ntu60/cross_view", "ntu60/cross_subject", "ntu120/cross_setup", "ntu120/cross_subject",
-                             "pku1/cross_subject", "pku1/cross_view", "pku2/cross_subject")
+    assert c.VALID_PAIRS == (
+        "ntu60/cross_view",
+        "ntu60/cross_subject",
+        "ntu120/cross_setup",
+        "ntu120/cross_subject",
+        "pku1/cross_subject",
+        "pku1/cross_view",
+        "pku2/cross_subject",
+    )
     assert c.default_out_folder("ntu60") == "./data/NTU-RGB-D-60-AGCN"
     assert c.default_out_folder("pku2") == "./data/PKU-MMD-2"
 
@@ -33,11 +41,15 @@ def test_data_gen_writes_where_the_feeders_read(tmp_path):
     """Each converter's default folder and benchmarks are the folders split_paths resolves protocols to."""
     for name, spec in c.DATASETS.items():
         written = {Path(c.default_out_folder(name)).name + "/" + b for b in spec["benchmarks"]}
-        read = {str(split_paths(tmp_path, name, protocol, "train").data.parent.relative_to(tmp_path))
-                for protocol in spec["protocols"]}
+        read = {
+            str(split_paths(tmp_path, name, protocol, "train").data.parent.relative_to(tmp_path))
+            for protocol in spec["protocols"]
+        }
         assert written == read, name
     assert {spec.dataset: spec.benchmarks for spec in pku_gendata.PHASES.values()} == {
-        "pku1": ("xsub", "xview"), "pku2": ("xsub",)}
+        "pku1": ("xsub", "xview"),
+        "pku2": ("xsub",),
+    }
     assert [spec.num_class for spec in pku_gendata.PHASES.values()] == [51, 41]
     assert ntu_gendata.build_parser().get_default("dataset") == "ntu60"
     choices = {a.dest: a.choices for a in pyskl_convert.build_parser()._actions}

@@ -1,4 +1,5 @@
 """CTR-GCN npz export/import: the literal layout, exact round trips, streaming, and one-line errors on bad files."""
+
 from __future__ import annotations
 
 import pickle
@@ -14,8 +15,14 @@ from data_gen.manifest import verify
 from data_gen.ntu_gendata import generate
 from data_gen.synthetic import write_synthetic_ntu
 
-SPLIT_FILES = ("train_data_joint.npy", "train_label.pkl", "train_num_frame.npy",
-               "val_data_joint.npy", "val_label.pkl", "val_num_frame.npy")
+SPLIT_FILES = (
+    "train_data_joint.npy",
+    "train_label.pkl",
+    "train_num_frame.npy",
+    "val_data_joint.npy",
+    "val_label.pkl",
+    "val_num_frame.npy",
+)
 
 
 def make_prepared_root(base: Path, num_classes: int = 4, samples_per_class: int = 6, seed: int = 3) -> Path:
@@ -43,13 +50,38 @@ def xview(root: Path) -> Path:
 
 
 def export(root: Path, out: Path, *extra: str) -> int:
-    return cn.main(["export", "--data-root", str(root), "--dataset", "ntu60", "--benchmark", "xview",
-                    "--out", str(out), "--no-progress", *extra])
+    return cn.main(
+        [
+            "export",
+            "--data-root",
+            str(root),
+            "--dataset",
+            "ntu60",
+            "--benchmark",
+            "xview",
+            "--out",
+            str(out),
+            "--no-progress",
+            *extra,
+        ]
+    )
 
 
 def import_(npz: Path, root: Path, benchmark: str = "xview") -> int:
-    return cn.main(["import", "--npz", str(npz), "--data-root", str(root), "--dataset", "ntu60",
-                    "--benchmark", benchmark, "--no-progress"])
+    return cn.main(
+        [
+            "import",
+            "--npz",
+            str(npz),
+            "--data-root",
+            str(root),
+            "--dataset",
+            "ntu60",
+            "--benchmark",
+            benchmark,
+            "--no-progress",
+        ]
+    )
 
 
 def literal_ctrgcn_rows(data: np.ndarray, num_frame: int) -> np.ndarray:
@@ -84,8 +116,9 @@ def test_export_is_the_ctrgcn_layout(root, tmp_path):
         assert [int(np.flatnonzero(row)[0]) for row in y] == labels and (y.sum(axis=1) == 1).all()
         # What CTR-GCN's feeder does with it: reshape to (N, T, M, V, C), coordinates first.
         back = x.reshape(len(x), 300, 2, 25, 3).transpose(0, 4, 1, 3, 2)
-        assert np.array_equal(np.where(np.arange(300)[None, None, :, None, None] < num_frame[:, None, None, None, None],
-                                       data, 0), back)
+        assert np.array_equal(
+            np.where(np.arange(300)[None, None, :, None, None] < num_frame[:, None, None, None, None], data, 0), back
+        )
         assert list(npz[f"names_{key}"]) == names
         assert np.array_equal(npz[f"num_frame_{key}"], num_frame)
 
@@ -155,8 +188,13 @@ def test_streaming_keeps_memory_to_a_few_blocks(tmp_path, monkeypatch):
     """Blocks of 2 clips: the peak of either direction stays far below the size of x (64 clips, 11.5 MB)."""
     rng = np.random.default_rng(1)
     x = rng.normal(size=(64, 300, 150)).astype(np.float32)
-    np.savez(tmp_path / "big.npz", x_train=x, y_train=np.eye(60)[rng.integers(0, 60, 64)], x_test=x[:2],
-             y_test=np.eye(60)[[0, 1]])
+    np.savez(
+        tmp_path / "big.npz",
+        x_train=x,
+        y_train=np.eye(60)[rng.integers(0, 60, 64)],
+        x_test=x[:2],
+        y_test=np.eye(60)[[0, 1]],
+    )
     del x
     monkeypatch.setattr(cn, "ROWS_PER_BLOCK", 2)
     tracemalloc.start()
@@ -164,8 +202,23 @@ def test_streaming_keeps_memory_to_a_few_blocks(tmp_path, monkeypatch):
         assert import_(tmp_path / "big.npz", tmp_path / "r", "xsub") == 0
         _, peak_import = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
-        assert cn.main(["export", "--data-root", str(tmp_path / "r"), "--dataset", "ntu60", "--benchmark", "xsub",
-                        "--out", str(tmp_path / "again.npz"), "--no-progress"]) == 0
+        assert (
+            cn.main(
+                [
+                    "export",
+                    "--data-root",
+                    str(tmp_path / "r"),
+                    "--dataset",
+                    "ntu60",
+                    "--benchmark",
+                    "xsub",
+                    "--out",
+                    str(tmp_path / "again.npz"),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
         _, peak_export = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -176,8 +229,12 @@ def test_streaming_keeps_memory_to_a_few_blocks(tmp_path, monkeypatch):
 
 def _good_arrays() -> dict[str, np.ndarray]:
     x = np.ones((2, 300, 150), dtype=np.float32)
-    return {"x_train": x, "y_train": np.eye(60, dtype=np.float32)[[0, 1]], "x_test": x[:1],
-            "y_test": np.eye(60, dtype=np.float32)[[2]]}
+    return {
+        "x_train": x,
+        "y_train": np.eye(60, dtype=np.float32)[[0, 1]],
+        "x_test": x[:1],
+        "y_test": np.eye(60, dtype=np.float32)[[2]],
+    }
 
 
 def _bad(name: str) -> dict[str, np.ndarray]:
@@ -202,11 +259,16 @@ def _bad(name: str) -> dict[str, np.ndarray]:
     return arrays
 
 
-BAD_CASES = {"missing": "'y_test'", "shape": "x_train has shape (2, 300, 75)",
-             "classes": "y_train has shape (2, 50) dtype float32, expected (2, 60)",
-             "label": "y_train row 1 is class 100, outside the 60 classes (0..59)",
-             "one_hot": "y_test row 0 is not one-hot", "nan": "x_test sample 0 holds NaN",
-             "objects": "names_train holds Python objects", "frames": "num_frame_test must lie in [0, 300]"}
+BAD_CASES = {
+    "missing": "'y_test'",
+    "shape": "x_train has shape (2, 300, 75)",
+    "classes": "y_train has shape (2, 50) dtype float32, expected (2, 60)",
+    "label": "y_train row 1 is class 100, outside the 60 classes (0..59)",
+    "one_hot": "y_test row 0 is not one-hot",
+    "nan": "x_test sample 0 holds NaN",
+    "objects": "names_train holds Python objects",
+    "frames": "num_frame_test must lie in [0, 300]",
+}
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CASES))
@@ -252,10 +314,38 @@ def test_not_a_zip_and_truncated_member(tmp_path, capsys):
 
 
 def test_unknown_benchmark_and_missing_split(tmp_path, capsys):
-    assert cn.main(["export", "--data-root", str(tmp_path), "--dataset", "ntu60", "--benchmark", "xsetup",
-                    "--out", str(tmp_path / "o.npz")]) == 2
+    assert (
+        cn.main(
+            [
+                "export",
+                "--data-root",
+                str(tmp_path),
+                "--dataset",
+                "ntu60",
+                "--benchmark",
+                "xsetup",
+                "--out",
+                str(tmp_path / "o.npz"),
+            ]
+        )
+        == 2
+    )
     assert "ntu60 has no benchmark 'xsetup'; expected one of xview, xsub" in capsys.readouterr().err
-    assert cn.main(["export", "--data-root", str(tmp_path), "--dataset", "ntu60", "--benchmark", "xsub",
-                    "--out", str(tmp_path / "o.npz")]) == 2
+    assert (
+        cn.main(
+            [
+                "export",
+                "--data-root",
+                str(tmp_path),
+                "--dataset",
+                "ntu60",
+                "--benchmark",
+                "xsub",
+                "--out",
+                str(tmp_path / "o.npz"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "train_data_joint.npy not found" in err and not (tmp_path / "o.npz").exists()

@@ -15,6 +15,7 @@ runs it first. Tolerances, as relative errors ||x - ref|| / ||ref|| (``bench.pre
 - a bf16 autocast step against the fp32 one: loss within 2e-2, each query encoder's gradient within 0.2 (bf16
   keeps 8 significant bits; on the CPU its gradients land 6-8e-2 from float64).
 """
+
 from __future__ import annotations
 
 import copy
@@ -113,8 +114,9 @@ def test_tf32_switch_takes_effect():
         conv_in = torch.randn(8, 64, FRAMES, 25, generator=gen)
         weight = torch.randn(64, 64, 9, 1, generator=gen) / 24
         conv_exact = nn.functional.conv2d(conv_in.double(), weight.double(), padding=(4, 0))
-        conv_off = relative_error(nn.functional.conv2d(conv_in.to(DEVICE), weight.to(DEVICE), padding=(4, 0)),
-                                  conv_exact)
+        conv_off = relative_error(
+            nn.functional.conv2d(conv_in.to(DEVICE), weight.to(DEVICE), padding=(4, 0)), conv_exact
+        )
     with float32_mode(True):
         on = relative_error(ag @ bg, exact)
     assert off < 1e-5 < 5e-5 < on, f"matmul error with TF32 off {off:.1e}, on {on:.1e}"
@@ -177,8 +179,9 @@ def small_moco(pair: str, seed: int = 0) -> MoCo:
     return without_dropout(build_moco(pair, dim=128, K=512, m=0.99, T=0.07, mlp=True, **SMALL))
 
 
-def run_steps(model: nn.Module, base: MoCo, batches: list[list[torch.Tensor]], device: torch.device,
-              **step_kwargs) -> list[torch.Tensor]:
+def run_steps(
+    model: nn.Module, base: MoCo, batches: list[list[torch.Tensor]], device: torch.device, **step_kwargs
+) -> list[torch.Tensor]:
     optimizer = torch.optim.SGD(base.parameters(), 0.05, momentum=0.9, weight_decay=1e-4)
     losses = []
     for views in batches:
@@ -230,8 +233,12 @@ def test_data_parallel_over_one_gpu_equals_the_bare_model():
         encoder = base.encoder_q.eval()
         x = view_batch("seq-based", 8, seed=7).to(DEVICE)
         with torch.no_grad():
-            torch.testing.assert_close(nn.DataParallel(encoder, device_ids=[0])(x, knn_eval=True),
-                                       encoder(x, knn_eval=True), rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(
+                nn.DataParallel(encoder, device_ids=[0])(x, knn_eval=True),
+                encoder(x, knn_eval=True),
+                rtol=1e-5,
+                atol=1e-6,
+            )
 
 
 def test_bf16_autocast_step_is_finite_and_close_to_fp32():

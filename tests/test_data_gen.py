@@ -1,4 +1,5 @@
 """data_gen: parser, normalisation steps against the literal reference, splits, bad inputs, end to end."""
+
 from __future__ import annotations
 
 import json
@@ -42,12 +43,19 @@ from tests.test_data_gen_literal import (
     literal_rotation_matrix,
 )
 
-OUTPUT_FILES = ("train_data_joint.npy", "train_label.pkl", "train_num_frame.npy",
-                "val_data_joint.npy", "val_label.pkl", "val_num_frame.npy")
+OUTPUT_FILES = (
+    "train_data_joint.npy",
+    "train_label.pkl",
+    "train_num_frame.npy",
+    "val_data_joint.npy",
+    "val_label.pkl",
+    "val_num_frame.npy",
+)
 SPLIT_FOLDER_FILES = tuple(sorted((*OUTPUT_FILES, "manifest.json")))
 
 
 # ---- helpers ------------------------------------------------------------------------------------
+
 
 def joint_line(x: float, y: float, z: float, state: int = 2) -> str:
     return f"{x} {y} {z} 250.5 200.25 900.1 500.2 0.5 0.1 -0.2 0.3 {state}"
@@ -68,8 +76,9 @@ def write_text(path: Path, lines: list[str], newline: str = "\n") -> Path:
 def coords(frame: int, body: int, num_joints: int = 25) -> np.ndarray:
     """Distinct, exactly representable test coordinates for (frame, body): (J, 3)."""
     j = np.arange(num_joints)
-    return np.stack([frame + 0.25 * body + 0.0078125 * j, -1.5 + 0.125 * j,
-                     np.full(num_joints, 2.5 + frame * 0.5 + body)], -1)
+    return np.stack(
+        [frame + 0.25 * body + 0.0078125 * j, -1.5 + 0.125 * j, np.full(num_joints, 2.5 + frame * 0.5 + body)], -1
+    )
 
 
 def hand_written_file(path: Path, newline: str = "\n") -> Path:
@@ -119,12 +128,15 @@ def ignored_list(tmp_path_factory, synthetic_dir) -> Path:
     """
     names = sorted(p.name for p in synthetic_dir.glob("*.skeleton"))
     path = tmp_path_factory.mktemp("lists") / "ignored.txt"
-    path.write_text("302 of the captured samples have missing skeletons.\nPlease ignore them.\n\n"
-                    f"{names[1][:-9]}\n{names[5][:-9]}\n")
+    path.write_text(
+        "302 of the captured samples have missing skeletons.\nPlease ignore them.\n\n"
+        f"{names[1][:-9]}\n{names[5][:-9]}\n"
+    )
     return path
 
 
 # ---- parser -------------------------------------------------------------------------------------
+
 
 def test_read_skeleton_hand_written_file(tmp_path):
     raw = read_skeleton(hand_written_file(tmp_path / "S001C001P001R001A001.skeleton"))
@@ -152,19 +164,22 @@ def test_read_skeleton_matches_literal_parse_and_crlf(tmp_path):
     np.testing.assert_array_equal(read_skeleton(crlf).bodies, raw.bodies)
 
 
-@pytest.mark.parametrize("cut, line, expected", [
-    (lambda ls: ls[:0], 1, "frame count"),  # empty file
-    (lambda ls: ["x"] + ls[1:], 1, "frame count"),
-    (lambda ls: ls[:2], 3, "body count of frame 2"),  # only frame 1 (empty) is there
-    (lambda ls: ls[:20], 21, "25 joint lines for body 1 of frame 2"),  # cut inside a body
-    (lambda ls: ls[:30], 31, "body count of frame 3"),  # cut after a frame
-    (lambda ls: ls[:-1], 223, "26 joint lines for body 2 of frame 4"),  # last line missing
-    (lambda ls: ls[:-1] + [ls[-1][:12]], 223, "joint line of 12 numbers"),  # last line cut short
-    (lambda ls: ls[:10] + ["0.1 0.2 abc 1 2 3 4 5 6 7 8 2"] + ls[11:], 11, "joint line"),
-    (lambda ls: ls[:10] + ["0.1 0.2 nan 1 2 3 4 5 6 7 8 2"] + ls[11:], 11, "finite x y z"),
-    (lambda ls: ls[:3] + ["1 2 3"] + ls[4:], 4, "body line of 10 fields"),
-    (lambda ls: ls[:4] + ["twenty-five"] + ls[5:], 5, "joint count of body 1 of frame 2"),
-])
+@pytest.mark.parametrize(
+    "cut, line, expected",
+    [
+        (lambda ls: ls[:0], 1, "frame count"),  # empty file
+        (lambda ls: ["x"] + ls[1:], 1, "frame count"),
+        (lambda ls: ls[:2], 3, "body count of frame 2"),  # only frame 1 (empty) is there
+        (lambda ls: ls[:20], 21, "25 joint lines for body 1 of frame 2"),  # cut inside a body
+        (lambda ls: ls[:30], 31, "body count of frame 3"),  # cut after a frame
+        (lambda ls: ls[:-1], 223, "26 joint lines for body 2 of frame 4"),  # last line missing
+        (lambda ls: ls[:-1] + [ls[-1][:12]], 223, "joint line of 12 numbers"),  # last line cut short
+        (lambda ls: ls[:10] + ["0.1 0.2 abc 1 2 3 4 5 6 7 8 2"] + ls[11:], 11, "joint line"),
+        (lambda ls: ls[:10] + ["0.1 0.2 nan 1 2 3 4 5 6 7 8 2"] + ls[11:], 11, "finite x y z"),
+        (lambda ls: ls[:3] + ["1 2 3"] + ls[4:], 4, "body line of 10 fields"),
+        (lambda ls: ls[:4] + ["twenty-five"] + ls[5:], 5, "joint count of body 1 of frame 2"),
+    ],
+)
 def test_read_skeleton_names_file_and_line_of_bad_input(tmp_path, cut, line, expected):
     lines = hand_written_file(tmp_path / "good.skeleton").read_text().splitlines()
     assert len(lines) == 223
@@ -177,6 +192,7 @@ def test_read_skeleton_names_file_and_line_of_bad_input(tmp_path, cut, line, exp
 
 
 # ---- normalisation, step by step against the literal loops ----------------------------------------
+
 
 def mctv(a: np.ndarray) -> np.ndarray:
     """(M, T, V, C), the literal steps' layout -> (M, C, T, V), data_gen's steps' layout."""
@@ -249,12 +265,19 @@ def test_center_on_joint_matches_literal():
     assert np.all(centred[zero.all(-1)] == 0)  # zero joints stay zero
 
 
-@pytest.mark.parametrize("vector, target", [
-    ([0.3, -0.2, 0.9], [0, 0, 1]), ([-1.0, 2.0, 0.5], [1, 0, 0]), ([0.0, 0.0, 2.0], [0, 0, 1]),
-    ([0.0, 0.0, -2.0], [0, 0, 1]),  # anti-parallel: axis is zero -> identity
-    ([0.0, 0.0, 0.0], [1, 0, 0]), ([1e-7, 0.0, 0.0], [0, 0, 1]), ([1.0, 1e-7, 0.0], [1, 0, 0]),
-    ([0.0, 1.0, 0.0], [1, 0, 0]),
-])
+@pytest.mark.parametrize(
+    "vector, target",
+    [
+        ([0.3, -0.2, 0.9], [0, 0, 1]),
+        ([-1.0, 2.0, 0.5], [1, 0, 0]),
+        ([0.0, 0.0, 2.0], [0, 0, 1]),
+        ([0.0, 0.0, -2.0], [0, 0, 1]),  # anti-parallel: axis is zero -> identity
+        ([0.0, 0.0, 0.0], [1, 0, 0]),
+        ([1e-7, 0.0, 0.0], [0, 0, 1]),
+        ([1.0, 1e-7, 0.0], [1, 0, 0]),
+        ([0.0, 1.0, 0.0], [1, 0, 0]),
+    ],
+)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])  # float32: unit vector in float32, as the reference
 def test_rotation_between_matches_literal(vector, target, dtype):
     v = np.asarray(vector, dtype=dtype)
@@ -329,7 +352,7 @@ def test_select_bodies_matches_literal_on_files(tmp_path):
         ours = select_bodies(read_skeleton(path).bodies)
         assert ours.shape == (3, 300, 25, 2) and ours.dtype == np.float32
         np.testing.assert_array_equal(ours[:, : expected.shape[1]], expected.astype(np.float32))
-        assert not ours[:, expected.shape[1]:].any()
+        assert not ours[:, expected.shape[1] :].any()
 
 
 def test_select_bodies_orders_by_energy_and_breaks_ties_like_reference():
@@ -353,10 +376,44 @@ def test_select_bodies_orders_by_energy_and_breaks_ties_like_reference():
 
 # ---- splits and lists ----------------------------------------------------------------------------
 
+
 def test_xsub_training_subjects_include_ntu120_extras():
     ntu60 = {1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38}
-    extra = {45, 46, 47, 49, 50, 52, 53, 54, 55, 56, 57, 58, 59, 70, 74, 78, 80, 81, 82, 83, 84, 85, 86, 89,
-             91, 92, 93, 94, 95, 97, 98, 100, 103}
+    extra = {
+        45,
+        46,
+        47,
+        49,
+        50,
+        52,
+        53,
+        54,
+        55,
+        56,
+        57,
+        58,
+        59,
+        70,
+        74,
+        78,
+        80,
+        81,
+        82,
+        83,
+        84,
+        85,
+        86,
+        89,
+        91,
+        92,
+        93,
+        94,
+        95,
+        97,
+        98,
+        100,
+        103,
+    }
     assert ntu60 | extra == XSUB_TRAIN_SUBJECTS
     train = {p for p in range(1, 107) if is_training(parse_sample_name(f"S001C001P{p:03d}R001A001"), "xsub")}
     assert train == ntu60 | extra
@@ -381,9 +438,11 @@ def test_parse_sample_name_fields_and_errors():
 
 def test_read_ignored_list_prose_suffix_and_crlf(tmp_path):
     path = tmp_path / "list.txt"
-    path.write_bytes(b"302 of the captured samples in the \"NTU RGB+D\" dataset have missing skeletons.\r\n"
-                     b"If you are working on skeleton-based analysis, please ignore these files.\r\n\r\n"
-                     b"S001C002P005R002A008\r\nS001C002P006R001A008.skeleton\r\n  S003C001P001R001A001  \r\n")
+    path.write_bytes(
+        b'302 of the captured samples in the "NTU RGB+D" dataset have missing skeletons.\r\n'
+        b"If you are working on skeleton-based analysis, please ignore these files.\r\n\r\n"
+        b"S001C002P005R002A008\r\nS001C002P006R001A008.skeleton\r\n  S003C001P001R001A001  \r\n"
+    )
     assert read_ignored_list(path) == {"S001C002P005R002A008", "S001C002P006R001A008", "S003C001P001R001A001"}
 
 
@@ -398,10 +457,22 @@ def test_project_resources_are_the_official_lists():
 
 # ---- the command: end to end --------------------------------------------------------------------
 
+
 def test_end_to_end_matches_literal_reference(tmp_path, synthetic_dir, ignored_list, capsys):
     ours, ref = tmp_path / "ours", tmp_path / "ref"
-    code, _ = run_main(["--data-path", str(synthetic_dir), "--ignored-sample-path", str(ignored_list),
-                        "--out-folder", str(ours), "--dataset", "ntu60"], capsys)
+    code, _ = run_main(
+        [
+            "--data-path",
+            str(synthetic_dir),
+            "--ignored-sample-path",
+            str(ignored_list),
+            "--out-folder",
+            str(ours),
+            "--dataset",
+            "ntu60",
+        ],
+        capsys,
+    )
     assert code == 0
     literal_main(str(synthetic_dir), str(ref), str(ignored_list), ("xsub", "xview"))
     assert outputs(ours) == [f"{b}/{f}" for b in ("xsub", "xview") for f in SPLIT_FOLDER_FILES]
@@ -434,10 +505,40 @@ def test_end_to_end_matches_literal_reference(tmp_path, synthetic_dir, ignored_l
 
 def test_workers_give_identical_output(tmp_path, synthetic_dir):
     one, two = tmp_path / "one", tmp_path / "two"
-    assert ntu_gendata.main(["--data_path", str(synthetic_dir), "--out_folder", str(one), "--no-progress",
-                             "--dataset", "ntu120", "--benchmarks", "xsetup"]) == 0
-    assert ntu_gendata.main(["--data-path", str(synthetic_dir), "--out-folder", str(two), "--no-progress",
-                             "--dataset", "ntu120", "--benchmarks", "xsetup", "--workers", "2"]) == 0
+    assert (
+        ntu_gendata.main(
+            [
+                "--data_path",
+                str(synthetic_dir),
+                "--out_folder",
+                str(one),
+                "--no-progress",
+                "--dataset",
+                "ntu120",
+                "--benchmarks",
+                "xsetup",
+            ]
+        )
+        == 0
+    )
+    assert (
+        ntu_gendata.main(
+            [
+                "--data-path",
+                str(synthetic_dir),
+                "--out-folder",
+                str(two),
+                "--no-progress",
+                "--dataset",
+                "ntu120",
+                "--benchmarks",
+                "xsetup",
+                "--workers",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert outputs(one) == outputs(two) == [f"xsetup/{f}" for f in SPLIT_FOLDER_FILES]
     for name in SPLIT_FOLDER_FILES:  # the manifest too: it records what determines the contents, not --workers
         assert (one / "xsetup" / name).read_bytes() == (two / "xsetup" / name).read_bytes()
@@ -468,19 +569,30 @@ def test_ignored_names_may_carry_the_suffix(tmp_path, synthetic_dir):
     listing = tmp_path / "ignored.txt"
     listing.write_text(f"prose\nprose\n{names[0]}\r\n{names[3][:-9]}\n")
     ntu_gendata.generate(synthetic_dir, tmp_path / "out", listing, ("xview",), progress=False)
-    kept = [n for part in ("train", "val")
-            for n in read_labels(tmp_path / "out" / "xview" / f"{part}_label.pkl")[0]]
+    kept = [n for part in ("train", "val") for n in read_labels(tmp_path / "out" / "xview" / f"{part}_label.pkl")[0]]
     assert sorted(kept) == [n for i, n in enumerate(names) if i not in (0, 3)]
 
 
 def test_benchmark_not_of_the_dataset_is_an_error(tmp_path, synthetic_dir, capsys):
-    code, err = run_main(["--data-path", str(synthetic_dir), "--out-folder", str(tmp_path / "o"),
-                          "--dataset", "ntu60", "--benchmarks", "xsetup"], capsys)
+    code, err = run_main(
+        [
+            "--data-path",
+            str(synthetic_dir),
+            "--out-folder",
+            str(tmp_path / "o"),
+            "--dataset",
+            "ntu60",
+            "--benchmarks",
+            "xsetup",
+        ],
+        capsys,
+    )
     assert code == 2 and "xsetup" in err and "xsub xview" in err
     assert not (tmp_path / "o").exists()
 
 
 # ---- the command: bad input ---------------------------------------------------------------------
+
 
 def copy_files(source: Path, target: Path, count: int) -> list[Path]:
     target.mkdir(parents=True, exist_ok=True)
@@ -562,8 +674,17 @@ def test_missing_or_empty_data_folder_is_a_one_line_error(tmp_path, case, capsys
 
 def test_missing_ignored_list_is_a_one_line_error(tmp_path, synthetic_dir, capsys):
     missing = tmp_path / "nope.txt"
-    code, err = run_main(["--data-path", str(synthetic_dir), "--ignored-sample-path", str(missing),
-                          "--out-folder", str(tmp_path / "out")], capsys)
+    code, err = run_main(
+        [
+            "--data-path",
+            str(synthetic_dir),
+            "--ignored-sample-path",
+            str(missing),
+            "--out-folder",
+            str(tmp_path / "out"),
+        ],
+        capsys,
+    )
     assert code == 2 and str(missing) in err and len(err.strip().splitlines()) == 1
 
 
@@ -605,8 +726,7 @@ def test_sample_without_bodies_stays_zero_with_a_warning(tmp_path):
     assert summary.empty == ["S001C002P001R001A003.skeleton"]
     data = np.load(tmp_path / "out" / "xview" / "train_data_joint.npy")
     assert data.shape == (1, 3, 300, 25, 2) and not data.any()
-    assert read_labels(tmp_path / "out" / "xview" / "train_label.pkl") == (
-        ["S001C002P001R001A003.skeleton"], [2])
+    assert read_labels(tmp_path / "out" / "xview" / "train_label.pkl") == (["S001C002P001R001A003.skeleton"], [2])
 
 
 def test_bad_file_name_is_an_error_unless_skipped(tmp_path, synthetic_dir, capsys):
@@ -626,5 +746,7 @@ def test_actions_beyond_the_dataset_are_an_error(tmp_path, synthetic_dir, capsys
     (raw / "S018C001P008R001A061.skeleton").write_bytes(first.read_bytes())
     code, err = run_main(["--data-path", str(raw), "--out-folder", str(tmp_path / "out")], capsys)
     assert code == 2 and "A061" in err and "60 actions" in err and "--dataset" in err
-    assert run_main(["--data-path", str(raw), "--out-folder", str(tmp_path / "out"), "--dataset", "ntu120"],
-                    capsys)[0] == 0
+    assert (
+        run_main(["--data-path", str(raw), "--out-folder", str(tmp_path / "out"), "--dataset", "ntu120"], capsys)[0]
+        == 0
+    )

@@ -3,6 +3,7 @@
 ``data_gen`` is compared with it in ``tests/test_data_gen.py``; the names are re-exported here for the
 tests that import them from this module.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """data_gen.synthetic: real NTU text layout, split coverage, the variety real files have, determinism."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -84,6 +85,7 @@ def test_subject_and_camera_change_the_skeleton():
     def first_frame(subject, camera):
         frames = synthetic.synthetic_sequence(0, 0, num_classes=5, subject=subject, setup=1, camera=camera, seed=0)
         return next(f for f in frames if f)[0]
+
     spines = [np.linalg.norm(first_frame(subject, 2)[20] - first_frame(subject, 2)[0]) for subject in range(1, 9)]
     assert np.ptp(spines) > 0.05  # body size depends on the subject (spine base to shoulders, metres)
     frontal = first_frame(1, 2)

@@ -1,5 +1,6 @@
 """bench/device_check.sh in its CPU smoke mode (every stage at tiny sizes, ~1 minute), so the GPU check cannot rot;
 and the pieces it judges by: checkpoint comparison, JUnit counts, variant parsing, bad arguments."""
+
 from __future__ import annotations
 
 import json
@@ -13,15 +14,19 @@ import torch
 from bench import bench_pretrain, device_check
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["environment", "cuda_tests", "data", "resume", "evaluation", "pretrain_speed", "bench", "ablation",
-          "compile"]
+STAGES = ["environment", "cuda_tests", "data", "resume", "evaluation", "pretrain_speed", "bench", "ablation", "compile"]
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     out = tmp_path_factory.mktemp("device_check")
-    done = subprocess.run(["bash", str(ROOT / "bench" / "device_check.sh"), "--cpu", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        ["bash", str(ROOT / "bench" / "device_check.sh"), "--cpu", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     return done, out
 
 
@@ -34,14 +39,23 @@ def test_cpu_smoke_mode_passes_every_stage(smoke):
     assert list(summary["stages"]) == STAGES and summary["failed_stages"] == []
     for name in STAGES[:-1]:
         assert summary["stages"][name]["status"] == "passed" and summary["stages"][name]["required"]
-    assert summary["stages"]["compile"] == {"required": False, "status": "skipped", "reason": "CUDA only",
-                                            "seconds": 0.0}
+    assert summary["stages"]["compile"] == {
+        "required": False,
+        "status": "skipped",
+        "reason": "CUDA only",
+        "seconds": 0.0,
+    }
     assert summary["optional_not_passed"] == ["compile"]
     assert summary["environment"]["torch"] == torch.__version__
     assert 0 < summary["wall_seconds"] <= summary["budget_s"]
     # Only what the device tool can bring back: a few flat files.
-    assert sorted(p.name for p in out.iterdir()) == ["bench_ablation.json", "bench_pretrain.json", "device_check.json",
-                                                      "device_check.log", "pytest_cuda.xml"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "bench_ablation.json",
+        "bench_pretrain.json",
+        "device_check.json",
+        "device_check.log",
+        "pytest_cuda.xml",
+    ]
 
 
 def test_cpu_smoke_mode_figures(smoke):
@@ -66,8 +80,9 @@ def test_cpu_smoke_mode_figures(smoke):
     assert len(rows) == 11 and stages["bench"]["errors"] == []
     assert sorted(r["pair"] for r in rows if r["mode"] == "data") == sorted(bench_pretrain.PAIR_REPRESENTATIONS)
     per_frame = [r for r in rows if r["variant"] == "fp32,per-frame"]
-    assert len(per_frame) == 2 and all(r["max_abs_feature_diff"] < 1e-5 and r["whole_sequence_speedup"] > 0
-                                       for r in per_frame)
+    assert len(per_frame) == 2 and all(
+        r["max_abs_feature_diff"] < 1e-5 and r["whole_sequence_speedup"] > 0 for r in per_frame
+    )
     ablation = json.loads((out / "bench_ablation.json").read_text())["rows"]
     assert [r["variant"] for r in ablation] == ["fp32", "fp32,sync", "fp32,for-loop", "fp32,no-persist"]
     assert all(r["mode"] == "loader" and r["epoch_start_s"] > 0 for r in ablation)
@@ -77,8 +92,13 @@ def test_cpu_smoke_mode_figures(smoke):
 
 
 def test_compare_checkpoints_finds_any_difference(tmp_path):
-    state = {"epoch": 2, "step": 0, "state_dict": {"w": torch.arange(4.0)}, "args": {"checkpoint_path": "A"},
-             "optimizer": {"state": {0: {"momentum_buffer": torch.ones(2)}}}}
+    state = {
+        "epoch": 2,
+        "step": 0,
+        "state_dict": {"w": torch.arange(4.0)},
+        "args": {"checkpoint_path": "A"},
+        "optimizer": {"state": {0: {"momentum_buffer": torch.ones(2)}}},
+    }
     torch.save(state, tmp_path / "a.pth")
     torch.save({**state, "args": {"checkpoint_path": "B"}}, tmp_path / "b.pth")
     same = device_check.compare_checkpoints(tmp_path / "a.pth", tmp_path / "b.pth")
@@ -94,14 +114,20 @@ def test_compare_checkpoints_finds_any_difference(tmp_path):
 
 def test_junit_counts_reads_failures(tmp_path):
     report = tmp_path / "r.xml"
-    report.write_text('<testsuites><testsuite name="pytest" tests="3" failures="1" errors="0" skipped="1">'
-                      '<testcase name="test_a" time="0.5"/><testcase name="test_b" time="1.25">'
-                      '<failure message="assert 2e-3 &lt; 1e-5&#10;more">trace</failure></testcase>'
-                      '<testcase name="test_c" time="0"><skipped message="needs a CUDA GPU"/></testcase>'
-                      '</testsuite></testsuites>')
+    report.write_text(
+        '<testsuites><testsuite name="pytest" tests="3" failures="1" errors="0" skipped="1">'
+        '<testcase name="test_a" time="0.5"/><testcase name="test_b" time="1.25">'
+        '<failure message="assert 2e-3 &lt; 1e-5&#10;more">trace</failure></testcase>'
+        '<testcase name="test_c" time="0"><skipped message="needs a CUDA GPU"/></testcase>'
+        "</testsuite></testsuites>"
+    )
     counts = device_check.junit_counts(report)
     assert {k: counts[k] for k in ("tests", "failures", "errors", "skipped")} == {
-        "tests": 3, "failures": 1, "errors": 0, "skipped": 1}
+        "tests": 3,
+        "failures": 1,
+        "errors": 0,
+        "skipped": 1,
+    }
     assert counts["failed_tests"] == ["test_b: assert 2e-3 < 1e-5"]
     assert counts["durations_s"] == {"test_a": 0.5, "test_b": 1.25, "test_c": 0.0}
 
@@ -110,7 +136,7 @@ def test_variants_parse_and_bad_tokens_name_the_valid_ones():
     v = bench_pretrain.parse_variant("bf16,fused,graph,workers=4")
     assert (v.precision, v.optimizer, v.graph, v.workers, v.pinned) == ("bf16", "fused", True, 4, True)
     assert bench_pretrain.parse_variant("pageable,blocking", "tf32").precision == "tf32"
-    with pytest.raises(ValueError, match="unknown variant token 'fp8'.*expected: default, fp32"):
+    with pytest.raises(ValueError, match=r"unknown variant token 'fp8'.*expected: default, fp32"):
         bench_pretrain.parse_variant("bf16,fp8")
     with pytest.raises(ValueError, match="gru-fp32 only changes a bf16 variant"):
         bench_pretrain.parse_variant("fp32,gru-fp32")
@@ -119,11 +145,21 @@ def test_variants_parse_and_bad_tokens_name_the_valid_ones():
 def test_bad_arguments_are_one_line_and_exit_2(tmp_path):
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("")
-    done = subprocess.run(["bash", str(ROOT / "bench" / "device_check.sh"), "--cpu", str(not_a_folder)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        ["bash", str(ROOT / "bench" / "device_check.sh"), "--cpu", str(not_a_folder)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2 and f"OUT_DIR {not_a_folder} is a file, expected a folder" in done.stderr
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_pretrain.py"), "--variants", "bf16,fp8"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_pretrain.py"), "--variants", "bf16,fp8"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2 and "unknown variant token 'fp8'" in done.stderr.strip().splitlines()[-1]
 
 
@@ -135,17 +171,20 @@ def test_every_command_of_both_modes_parses(tmp_path, sizes):
     import main_moco_inter_skeleton
 
     gpu = sizes == "GPU_SIZES"
-    check = device_check.Check(out=tmp_path, work=tmp_path, cpu=not gpu, sizes=getattr(device_check, sizes),
-                               deadline=0.0)
+    check = device_check.Check(
+        out=tmp_path, work=tmp_path, cpu=not gpu, sizes=getattr(device_check, sizes), deadline=0.0
+    )
 
     def after(command: list[str], script: str) -> list[str]:
-        return command[command.index(script) + 1:]
+        return command[command.index(script) + 1 :]
 
     pretrain = main_moco_inter_skeleton.build_parser()
-    resume = pretrain.parse_args(after(device_check.pretrain_command(check, tmp_path / "A"),
-                                       "main_moco_inter_skeleton.py"))
-    speed = pretrain.parse_args(after(device_check.speed_command(check, tmp_path / "S", "--amp"),
-                                      "main_moco_inter_skeleton.py"))
+    resume = pretrain.parse_args(
+        after(device_check.pretrain_command(check, tmp_path / "A"), "main_moco_inter_skeleton.py")
+    )
+    speed = pretrain.parse_args(
+        after(device_check.speed_command(check, tmp_path / "S", "--amp"), "main_moco_inter_skeleton.py")
+    )
     for args in (resume, speed):
         assert args.device == ("cuda" if gpu else "cpu") and args.mlp and args.moco_k % args.batch_size == 0
     if gpu:  # the speed runs are the paper's recipe

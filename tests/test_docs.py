@@ -4,6 +4,7 @@ recipe scripts pass `bash -n` and know the configuration), every flag of every c
 page the README links (two clicks from it), every page is in the index, the recipes' environment variables
 are the ones docs/recipes.md lists, the README's Quick start is the two commands CI runs, and the
 dependency lists agree."""
+
 from __future__ import annotations
 
 import contextlib
@@ -26,12 +27,26 @@ SHELL_LANGUAGES = {"bash", "sh", "shell", "console"}
 QUICK_START = ["pip install -r requirements.txt && bash script_demo.sh", "python -m pytest -q"]
 # Every command a user runs ("SCRIPT [SUBCOMMAND]"); each of its flags must be documented on a page the README
 # links directly, so that it is two clicks from the README at most.
-SCRIPTS = ("main_moco_inter_skeleton.py", "action_classification.py", "action_retrieval.py",
-           "data_gen/ntu_gendata.py", "data_gen/pku_gendata.py", "data_gen/pyskl_convert.py",
-           "data_gen/synthetic.py", "data_gen/ctrgcn_npz.py export", "data_gen/ctrgcn_npz.py import",
-           "data_gen/pyskl_export.py", "data_gen/manifest.py write", "scripts/show_clip.py", "scripts/ledger.py",
-           "demo.py", "bench/bench_bigru.py", "bench/bench_data_gen.py", "bench/bench_feeders.py",
-           "bench/bench_pretrain.py")
+SCRIPTS = (
+    "main_moco_inter_skeleton.py",
+    "action_classification.py",
+    "action_retrieval.py",
+    "data_gen/ntu_gendata.py",
+    "data_gen/pku_gendata.py",
+    "data_gen/pyskl_convert.py",
+    "data_gen/synthetic.py",
+    "data_gen/ctrgcn_npz.py export",
+    "data_gen/ctrgcn_npz.py import",
+    "data_gen/pyskl_export.py",
+    "data_gen/manifest.py write",
+    "scripts/show_clip.py",
+    "scripts/ledger.py",
+    "demo.py",
+    "bench/bench_bigru.py",
+    "bench/bench_data_gen.py",
+    "bench/bench_feeders.py",
+    "bench/bench_pretrain.py",
+)
 RECIPES = ("scripts/common.sh", "script_pretrain.sh", "script_action_classification.sh", "script_action_retrieval.sh")
 README_MAX_LINES = 300
 
@@ -44,6 +59,7 @@ class Block(NamedTuple):
 
 
 # ---- markdown ------------------------------------------------------------------------------------------
+
 
 def split_markdown(page: Path) -> tuple[str, list[Block]]:
     """(the page with fenced blocks blanked out, the fenced blocks)."""
@@ -117,6 +133,7 @@ def shell_blocks() -> list[Block]:
 
 
 # ---- commands ------------------------------------------------------------------------------------------
+
 
 def logical_lines(block: Block) -> list[str]:
     """Command lines of a shell block: continuations joined, console prompts stripped, output dropped."""
@@ -211,7 +228,7 @@ def check_python(words: list[str]) -> list[str]:
     index = next((i for i, w in enumerate(words) if w.endswith(".py")), None)
     if index is None:
         return []
-    script, args = words[index], words[index + 1:]
+    script, args = words[index], words[index + 1 :]
     if not (ROOT / script).is_file():
         return [f"{script}: no such script"]
     sub = subcommand_path(script, [w for w in args if not w.startswith("-")][:1])
@@ -252,6 +269,7 @@ def command_problems(words: list[str]) -> list[str]:
 
 # ---- tests ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_relative_links_and_anchors_resolve(page):
     problems = [why for target in links(page) if (why := broken_link(page, target))]
@@ -286,32 +304,44 @@ def test_commands_in_shell_blocks_parse():
 def test_the_checks_catch_a_wrong_flag_and_a_wrong_configuration():
     assert check_python(["python", "action_retrieval.py", "--knn-neighbours", "1"]) == []
     assert check_python(["python", "action_retrieval.py", "--knn-neighbors", "1"]) == [
-        "python action_retrieval.py: --knn-neighbors is not in its --help"]
+        "python action_retrieval.py: --knn-neighbors is not in its --help"
+    ]
     assert check_bash(["bash", "script_pretrain.sh", "ntu60_xview"]) == []
     assert check_bash(["bash", "script_pretrain.sh", "ntu60_xveiw"]) == [
-        "script_pretrain.sh: unknown configuration 'ntu60_xveiw'"]
+        "script_pretrain.sh: unknown configuration 'ntu60_xveiw'"
+    ]
     assert check_bash(["bash", "script_demo.sh", "--smalest"]) == ["python demo.py: --smalest is not in its --help"]
-    assert simple_commands("A=1 B=2 bash x.sh y && python z.py --q # note") == [["bash", "x.sh", "y"],
-                                                                               ["python", "z.py", "--q"]]
+    assert simple_commands("A=1 B=2 bash x.sh y && python z.py --q # note") == [
+        ["bash", "x.sh", "y"],
+        ["python", "z.py", "--q"],
+    ]
     assert github_slug("Pretraining (`main_moco_inter_skeleton.py`)") == "pretraining-main_moco_inter_skeletonpy"
     assert github_slug("NTU RGB+D 60 and 120") == "ntu-rgbd-60-and-120"
     assert broken_link(README, "docs/training.md#checkpoints-and-resume") is None
     assert broken_link(README, "docs/training.md#no-such-heading") == (
-        "docs/training.md#no-such-heading: no heading with anchor #no-such-heading in docs/training.md")
+        "docs/training.md#no-such-heading: no heading with anchor #no-such-heading in docs/training.md"
+    )
     assert broken_link(README, "docs/no-such-page.md") == "docs/no-such-page.md: no such file"
 
 
 def options_of(help_output: str) -> set[str]:
     """Every option string of an argparse --help (aliases included), without -h/--help."""
-    options = {flag for line in help_output.splitlines() if line.startswith("  -")
-               for flag in re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)", re.split(r"\s{2,}", line.strip())[0])}
+    options = {
+        flag
+        for line in help_output.splitlines()
+        if line.startswith("  -")
+        for flag in re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)", re.split(r"\s{2,}", line.strip())[0])
+    }
     return options - {"-h", "--help"}
 
 
 def linked_pages(page: Path) -> list[Path]:
     """The Markdown pages of the repository that ``page`` links to."""
-    targets = {(page.parent / t.partition("#")[0]).resolve() for t in links(page)
-               if not re.match(r"^[a-z][a-z0-9+.-]*:", t, re.I) and t.partition("#")[0]}
+    targets = {
+        (page.parent / t.partition("#")[0]).resolve()
+        for t in links(page)
+        if not re.match(r"^[a-z][a-z0-9+.-]*:", t, re.I) and t.partition("#")[0]
+    }
     return sorted(p for p in targets if p.suffix == ".md" and p.is_file())
 
 
@@ -323,8 +353,10 @@ def test_every_flag_is_documented_two_clicks_from_the_readme(command):
     pages = [README, *linked_pages(README)]
     docs = "\n".join(p.read_text(encoding="utf-8") for p in pages)
     missing = sorted(flag for flag in options if not in_help(flag, docs))
-    assert not missing, (f"{command}: {', '.join(missing)} documented neither in README.md nor on a page it links "
-                         f"({', '.join(p.name for p in pages[1:])})")
+    assert not missing, (
+        f"{command}: {', '.join(missing)} documented neither in README.md nor on a page it links "
+        f"({', '.join(p.name for p in pages[1:])})"
+    )
 
 
 def test_the_flag_check_reads_subcommands_and_links():
@@ -349,9 +381,11 @@ def test_recipe_environment_variables_are_the_documented_ones():
     documented = {name for cell in rows for name in re.findall(r"`([A-Z][A-Z0-9_]*)`", cell)}
     read = recipe_variables()
     assert {"GPUS", "RUNS_ROOT", "SEEDS", "EXTRA_ARGS"} <= read, "is the variable pattern broken?"
-    assert documented == read, (f"read by the recipes but not in docs/recipes.md#environment: "
-                                f"{sorted(read - documented)}; listed there but read by no recipe: "
-                                f"{sorted(documented - read)}")
+    assert documented == read, (
+        f"read by the recipes but not in docs/recipes.md#environment: "
+        f"{sorted(read - documented)}; listed there but read by no recipe: "
+        f"{sorted(documented - read)}"
+    )
 
 
 def test_quick_start_is_the_two_commands_ci_runs():

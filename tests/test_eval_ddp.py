@@ -1,5 +1,6 @@
 """action_classification.py and action_retrieval.py under a 2-process torchrun (gloo, CPU): figures equal a
 single process's, and only rank 0 writes."""
+
 from __future__ import annotations
 
 import json
@@ -30,10 +31,20 @@ pytestmark = pytest.mark.skipif(launched_by_torchrun(), reason="spawns its own t
 
 
 def torchrun(script: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(ROOT / script), *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(ROOT / script),
+        *args,
+    ]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
+    }
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
@@ -49,15 +60,35 @@ def test_retrieval_two_processes_equal_one(tmp_path):
     names = write_synthetic_split(root, per_class={"train": 3, "val": 1})
     pretrained = tmp_path / "pair.pth.tar"
     reference_checkpoint(pretrained, "seq-based_and_graph-based")
-    common = ["--data-root", str(root), "--pretrained", str(pretrained),
-              "--pretrain-skeleton-representation", "seq-based_and_graph-based",
-              "--finetune-skeleton-representation", "graph-based", "--knn-neighbours", "1",
-              "-b", "4", "-j", "0", "--seed", "2", "--device", "cpu", *TINY_ARGS]
+    common = [
+        "--data-root",
+        str(root),
+        "--pretrained",
+        str(pretrained),
+        "--pretrain-skeleton-representation",
+        "seq-based_and_graph-based",
+        "--finetune-skeleton-representation",
+        "graph-based",
+        "--knn-neighbours",
+        "1",
+        "-b",
+        "4",
+        "-j",
+        "0",
+        "--seed",
+        "2",
+        "--device",
+        "cpu",
+        *TINY_ARGS,
+    ]
     single = retrieve([*common, "--save-features", str(tmp_path / "one" / "feats.npz")])
 
     out = tmp_path / "two"
-    proc = torchrun("action_retrieval.py", [*common, "--save-features", str(out / "feats.npz"),
-                                            "--metrics-json", str(out / "metrics.json")], tmp_path)
+    proc = torchrun(
+        "action_retrieval.py",
+        [*common, "--save-features", str(out / "feats.npz"), "--metrics-json", str(out / "metrics.json")],
+        tmp_path,
+    )
     assert files_under(out) == ["feats.npz", "metrics.json"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["knn_top1"] == single["knn_top1"]
@@ -79,20 +110,55 @@ def test_linear_classification_two_processes(tmp_path):
     pretrained = tmp_path / "checkpoint_0450.pth.tar"
     encoders = reference_checkpoint(pretrained, "seq-based_and_graph-based")
     ckpt, plots = tmp_path / "ckpt", tmp_path / "plots"
-    args = ["--data-root", str(root), "--finetune-dataset", "ntu60", "--protocol", "cross_view",
-            "--pretrained", str(pretrained), "--pretrain-skeleton-representation", "seq-based_and_graph-based",
-            "--finetune-skeleton-representation", "seq-based", "--epochs", "2", "-b", "4", "--lr", "0.1",
-            "-j", "0", "--seed", "1", "--device", "cpu", *TINY_ARGS]
-    proc = torchrun("action_classification.py", [
-        *args, "--checkpoint-path", str(ckpt), "--metrics-json", str(tmp_path / "out" / "metrics.json"),
-        "--plot-dir", str(plots)], tmp_path)
+    args = [
+        "--data-root",
+        str(root),
+        "--finetune-dataset",
+        "ntu60",
+        "--protocol",
+        "cross_view",
+        "--pretrained",
+        str(pretrained),
+        "--pretrain-skeleton-representation",
+        "seq-based_and_graph-based",
+        "--finetune-skeleton-representation",
+        "seq-based",
+        "--epochs",
+        "2",
+        "-b",
+        "4",
+        "--lr",
+        "0.1",
+        "-j",
+        "0",
+        "--seed",
+        "1",
+        "--device",
+        "cpu",
+        *TINY_ARGS,
+    ]
+    proc = torchrun(
+        "action_classification.py",
+        [
+            *args,
+            "--checkpoint-path",
+            str(ckpt),
+            "--metrics-json",
+            str(tmp_path / "out" / "metrics.json"),
+            "--plot-dir",
+            str(plots),
+        ],
+        tmp_path,
+    )
 
     assert "DistributedDataParallel over 2 processes" in proc.stdout
     assert len(re.findall(r"^epoch 1/2 ", proc.stdout, re.M)) == 1  # rank 0 alone prints
     assert len(re.findall(r"^linear seq-based on ntu60 cross_view: best top-1 ", proc.stdout, re.M)) == 1
     written = files_under(ckpt)
-    assert [f for f in written if not f.startswith("events.")] == ["last_checkpoint.pth.tar",
-                                                                  "seq-based_checkpoint.pth.tar"]
+    assert [f for f in written if not f.startswith("events.")] == [
+        "last_checkpoint.pth.tar",
+        "seq-based_checkpoint.pth.tar",
+    ]
     assert len(written) == 3  # one TensorBoard writer
     assert files_under(plots) == ["confusion_matrix.png"] and files_under(tmp_path / "out") == ["metrics.json"]
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
@@ -110,9 +176,20 @@ def test_linear_classification_two_processes(tmp_path):
     # The sharded evaluation's figures are exactly one process's on the saved classifier.
     model = build_encoder("seq-based", 60, **TINY)
     model.load_state_dict(state)
-    ns = type("Args", (), {"data_root": str(root), "finetune_dataset": "ntu60", "protocol": "cross_view",
-                           "finetune_skeleton_representation": "seq-based", "data_seed": 1,
-                           "batch_size": 4, "workers": 0, "window_size": 64})()
+    ns = type(
+        "Args",
+        (),
+        {
+            "data_root": str(root),
+            "finetune_dataset": "ntu60",
+            "protocol": "cross_view",
+            "finetune_skeleton_representation": "seq-based",
+            "data_seed": 1,
+            "batch_size": 4,
+            "workers": 0,
+            "window_size": 64,
+        },
+    )()
     ctx = DistContext()
     val_set = make_dataset(ns, "val", train=False)
     val_loader = plan_loader(val_set, evaluation_plan(len(val_set), 4), ns, ctx)
@@ -129,11 +206,33 @@ def test_retrieval_train_mode_two_processes_split_batches_like_data_parallel(tmp
     pretrained = tmp_path / "graph.pth.tar"
     graph_checkpoint(pretrained)
     out = tmp_path / "two"
-    torchrun("action_retrieval.py", [
-        "--data-root", str(root), "--pretrained", str(pretrained), "--pretrain-skeleton-representation",
-        "graph-based", "--finetune-skeleton-representation", "graph-based", "--feature-mode", "train",
-        "-b", "4", "-j", "0", "--seed", "3", "--device", "cpu", *TINY_ARGS,
-        "--save-features", str(out / "feats.npz")], tmp_path)
+    torchrun(
+        "action_retrieval.py",
+        [
+            "--data-root",
+            str(root),
+            "--pretrained",
+            str(pretrained),
+            "--pretrain-skeleton-representation",
+            "graph-based",
+            "--finetune-skeleton-representation",
+            "graph-based",
+            "--feature-mode",
+            "train",
+            "-b",
+            "4",
+            "-j",
+            "0",
+            "--seed",
+            "3",
+            "--device",
+            "cpu",
+            *TINY_ARGS,
+            "--save-features",
+            str(out / "feats.npz"),
+        ],
+        tmp_path,
+    )
     saved = np.load(out / "feats.npz")
 
     encoder = build_encoder("graph-based", 60, **TINY)

@@ -1,4 +1,5 @@
 """feeders/: augmentations against literal reference-style versions, views, datasets, validation."""
+
 from __future__ import annotations
 
 import pickle
@@ -33,9 +34,10 @@ from feeders.views import (
 # ----------------------------------------------------------------------------------------------------
 # literal versions of the reference's operations (torch interpolate, np.dot on transposed arrays)
 
+
 def literal_resize(x: np.ndarray, start: int, length: int, out_len: int) -> np.ndarray:
     c, _, v, m = x.shape
-    crop = torch.tensor(x[:, start:start + length], dtype=torch.float)
+    crop = torch.tensor(x[:, start : start + length], dtype=torch.float)
     crop = crop.permute(0, 2, 3, 1).contiguous().view(c * v * m, length)[None, :, :, None]
     crop = F.interpolate(crop, size=(out_len, 1), mode="bilinear", align_corners=False)
     return crop[0, :, :, 0].reshape(c, v, m, out_len).permute(0, 3, 1, 2).numpy()
@@ -57,6 +59,7 @@ def clip(t: int = 80, seed: int = 0, c: int = 3, v: int = 25, m: int = 2) -> np.
 
 # ----------------------------------------------------------------------------------------------------
 # interpolation and crops
+
 
 @pytest.mark.parametrize("out_len", [64, 50, 100, 7, 1])
 def test_resize_equals_torch_interpolate(out_len):
@@ -84,8 +87,9 @@ def test_crop_length_rule():
     assert aug.crop_length(100, 0.655) == 65
 
 
-@pytest.mark.parametrize("n,ratio", [(300, (0.1, 1.0)), (120, (0.5, 1.0)), (64, (0.1, 1.0)), (10, (0.1, 1.0)),
-                                     (1, (0.5, 1.0))])
+@pytest.mark.parametrize(
+    "n,ratio", [(300, (0.1, 1.0)), (120, (0.5, 1.0)), (64, (0.1, 1.0)), (10, (0.1, 1.0)), (1, (0.5, 1.0))]
+)
 def test_sample_crop_bounds(n, ratio):
     lo = min(max(int(np.floor(n * ratio[0])), 64), n)
     hi = min(max(int(np.floor(n * ratio[1])), 64), n)
@@ -124,8 +128,9 @@ def test_short_and_empty_clips():
         aug.temporal_crop_resize(x, 301, (0.1, 1.0), 64, np.random.default_rng(0))
 
 
-@pytest.mark.parametrize("n,start,stop", [(300, 7, 293), (100, 2, 98), (40, 1, 39), (39, 0, 39), (10, 0, 10),
-                                          (1, 0, 1), (0, 0, 0)])
+@pytest.mark.parametrize(
+    "n,start,stop", [(300, 7, 293), (100, 2, 98), (40, 1, 39), (39, 0, 39), (10, 0, 10), (1, 0, 1), (0, 0, 0)]
+)
 def test_center_crop_bounds(n, start, stop):
     assert aug.center_crop_bounds(n, 0.95) == (start, stop)
     assert aug.center_crop_bounds(n, 0.95) == (int((1 - 0.95) * n / 2), n - int((1 - 0.95) * n / 2))
@@ -135,12 +140,14 @@ def test_center_crop_resize_matches_literal():
     x = clip(t=300, seed=3)
     for n in (300, 173, 64, 41):
         start, stop = aug.center_crop_bounds(n)
-        np.testing.assert_allclose(aug.center_crop_resize(x, n), literal_resize(x, start, stop - start, 64),
-                                   atol=1e-6, rtol=0)
+        np.testing.assert_allclose(
+            aug.center_crop_resize(x, n), literal_resize(x, start, stop - start, 64), atol=1e-6, rtol=0
+        )
 
 
 # ----------------------------------------------------------------------------------------------------
 # shear and joint corruption
+
 
 def test_shear_matrix_and_product():
     x = clip(t=64, seed=4)
@@ -216,8 +223,10 @@ def test_pretrain_view_spatial_choice_composes_the_named_steps(spatial):
             expected = aug.shear(crop, rng) if rng.random() < 0.5 else aug.joint_corruption(crop, rng)
         np.testing.assert_array_equal(got, expected)
     # the default is the paper's choice, drawing from the generator in the same order
-    np.testing.assert_array_equal(aug.pretrain_view(x, 250, np.random.default_rng(3)),
-                                  aug.pretrain_view(x, 250, np.random.default_rng(3), spatial="shear_or_corruption"))
+    np.testing.assert_array_equal(
+        aug.pretrain_view(x, 250, np.random.default_rng(3)),
+        aug.pretrain_view(x, 250, np.random.default_rng(3), spatial="shear_or_corruption"),
+    )
 
 
 def test_pretrain_view_unknown_spatial_choice_lists_the_valid_ones():
@@ -227,6 +236,7 @@ def test_pretrain_view_unknown_spatial_choice_lists_the_valid_ones():
 
 # ----------------------------------------------------------------------------------------------------
 # views
+
 
 def test_seq_view_flattening_order():
     c, t, v, m = np.meshgrid(np.arange(3), np.arange(64), np.arange(25), np.arange(2), indexing="ij")
@@ -277,8 +287,9 @@ FRAMES = [0, 10, 64, 80, 70, 33]
 LABELS = [0, 1, 2, 0, 1, 2]
 
 
-def write_split(folder: Path, part: str = "train", frames=FRAMES, labels=LABELS, t: int = 80,
-                shape: tuple | None = None) -> SplitPaths:
+def write_split(
+    folder: Path, part: str = "train", frames=FRAMES, labels=LABELS, t: int = 80, shape: tuple | None = None
+) -> SplitPaths:
     folder.mkdir(parents=True, exist_ok=True)
     n = len(frames)
     data = np.zeros(shape or (n, 3, t, 25, 2), dtype=np.float32)
@@ -286,8 +297,9 @@ def write_split(folder: Path, part: str = "train", frames=FRAMES, labels=LABELS,
         rng = np.random.default_rng(0)
         for i, f in enumerate(frames):
             data[i, :, :f] = rng.uniform(-1, 1, size=(3, f, 25, 2))
-    paths = SplitPaths(folder / f"{part}_data_joint.npy", folder / f"{part}_label.pkl",
-                       folder / f"{part}_num_frame.npy")
+    paths = SplitPaths(
+        folder / f"{part}_data_joint.npy", folder / f"{part}_label.pkl", folder / f"{part}_num_frame.npy"
+    )
     np.save(paths.data, data)
     np.save(paths.num_frame, np.asarray(frames, dtype=np.int64))
     with open(paths.label, "wb") as f:
@@ -431,6 +443,7 @@ def test_stratified_subset():
 # ----------------------------------------------------------------------------------------------------
 # registry and validation
 
+
 def test_registry_and_split_paths(tmp_path):
     p = split_paths(tmp_path, "ntu120", "cross_setup", "val")
     assert p.data == tmp_path / "NTU-RGB-D-120-AGCN" / "xsetup" / "val_data_joint.npy"
@@ -453,8 +466,10 @@ def test_missing_file_message(tmp_path):
         check_split(paths)
     msg = str(err.value)
     assert "\n" not in msg and str(paths.data) in msg
-    assert "python data_gen/ntu_gendata.py --dataset ntu60 --data-path <RAW> --out-folder " \
-           f"{tmp_path / 'NTU-RGB-D-60-AGCN'}" in msg
+    assert (
+        "python data_gen/ntu_gendata.py --dataset ntu60 --data-path <RAW> --out-folder "
+        f"{tmp_path / 'NTU-RGB-D-60-AGCN'}" in msg
+    )
     write_split(paths.data.parent)
     paths.label.unlink()
     with pytest.raises(FileNotFoundError, match=r"train_label\.pkl"):

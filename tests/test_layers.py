@@ -3,6 +3,7 @@
 A module imports from its own layer's package and from lower layers only; the layer-2 libraries
 (models, feeders, data_gen) do not import each other; entry points do not import each other.
 """
+
 from __future__ import annotations
 
 import ast
@@ -10,8 +11,6 @@ import importlib.util
 import sysconfig
 from pathlib import Path
 from typing import NamedTuple
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,6 +40,9 @@ LAYERS: dict[str, int] = {
     "common.plots": 3,
     "common.evaluation": 3,
     "common.args": 3,
+    "common.run_folder": 3,
+    "common.cli": 3,
+    "common.ledger": 3,
     # 4: entry points
     "main_moco_inter_skeleton": 4,
     "action_classification": 4,
@@ -53,11 +55,6 @@ LAYERS: dict[str, int] = {
 }
 ENTRY_POINT_LAYER = 4
 LIBRARY_PACKAGES = ("models", "feeders", "data_gen")  # layer 2: none imports another
-# Imports that break the rules on purpose, each with its reason.
-ALLOWED = {
-    ("bench.bench_data_gen", "tests.test_data_gen_literal"):
-        "the benchmark's baseline is the literal reference re-implementation the tests hold",
-}
 # Folders whose .py files are not the project's (virtual environments, build output).
 IGNORED_FOLDERS = {"__pycache__", "build", "dist", "venv", "node_modules"}
 
@@ -140,51 +137,67 @@ ALL_IMPORTS = [edge for name in MODULES for edge in imports_of(name)]
 
 
 def _entry_point_imports() -> list[Import]:
-    return [edge for edge in ALL_IMPORTS
-            if layer_of(edge.importer) == ENTRY_POINT_LAYER == layer_of(edge.imported)
-            and package_of(edge.importer) != package_of(edge.imported)]
+    return [
+        edge
+        for edge in ALL_IMPORTS
+        if layer_of(edge.importer) == ENTRY_POINT_LAYER == layer_of(edge.imported)
+        and package_of(edge.importer) != package_of(edge.imported)
+    ]
 
 
 def test_the_walk_sees_the_whole_project():
     """The checks below run on every module: the known ones are there, and every one has a layer."""
-    for name in ("common.constants", "data_gen.manifest", "feeders.datasets", "moco.step", "demo",
-                 "scripts.show_clip", "bench.bench_data_gen", "tests.test_layers"):
+    for name in (
+        "common.constants",
+        "data_gen.manifest",
+        "feeders.datasets",
+        "moco.step",
+        "demo",
+        "scripts.show_clip",
+        "bench.bench_data_gen",
+        "tests.test_layers",
+    ):
         assert name in MODULES
     assert len(MODULES) > 60
     assert [name for name in MODULES if not any(name == k or name.startswith(k + ".") for k in LAYERS)] == []
     assert Import("feeders.datasets", "data_gen.manifest", 0)[:2] in {e[:2] for e in ALL_IMPORTS}
-    assert Import("common.checkpoints", "common.pretrained", 0)[:2] in {e[:2] for e in ALL_IMPORTS}  # a local import
+    assert Import("common.evaluation", "common.pretrained", 0)[:2] in {e[:2] for e in ALL_IMPORTS}
+    assert Import("bench.bench_data_gen", "bench.literal_data_gen", 0)[:2] in {e[:2] for e in ALL_IMPORTS}
 
 
 def test_imports_go_down_the_layers():
-    upward = [f"{edge}: layer {layer_of(edge.importer)} -> {layer_of(edge.imported)}" for edge in ALL_IMPORTS
-              if layer_of(edge.imported) > layer_of(edge.importer) and (edge.importer, edge.imported) not in ALLOWED]
+    upward = [
+        f"{edge}: layer {layer_of(edge.importer)} -> {layer_of(edge.imported)}"
+        for edge in ALL_IMPORTS
+        if layer_of(edge.imported) > layer_of(edge.importer)
+    ]
     assert upward == []
 
 
-def test_allowed_exceptions_still_exist():
-    """An exception that is no longer needed is removed from ALLOWED, so the list stays the truth."""
-    edges = {(edge.importer, edge.imported) for edge in ALL_IMPORTS}
-    assert [pair for pair in ALLOWED if pair not in edges] == []
-
-
 def test_library_packages_do_not_import_each_other():
-    crossing = [str(edge) for edge in ALL_IMPORTS
-                if layer_of(edge.importer) == layer_of(edge.imported) == 2
-                and package_of(edge.importer) != package_of(edge.imported)]
+    crossing = [
+        str(edge)
+        for edge in ALL_IMPORTS
+        if layer_of(edge.importer) == layer_of(edge.imported) == 2
+        and package_of(edge.importer) != package_of(edge.imported)
+    ]
     assert crossing == []
 
 
 def test_orchestration_in_common_does_not_import_moco():
     """moco uses common's distributed helpers; the other way round would make the two one tangle."""
-    assert [str(edge) for edge in ALL_IMPORTS
-            if package_of(edge.importer) == "common" and package_of(edge.imported) == "moco"] == []
+    assert [
+        str(edge)
+        for edge in ALL_IMPORTS
+        if package_of(edge.importer) == "common" and package_of(edge.imported) == "moco"
+    ] == []
 
 
 def test_constants_import_nothing_but_the_standard_library():
     tree = ast.parse(MODULES["common.constants"].read_text(encoding="utf-8"))
-    names = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
-             for alias in node.names}
+    names = {
+        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
     names |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
     stdlib = Path(sysconfig.get_paths()["stdlib"]).resolve()
     outside = []
@@ -201,11 +214,6 @@ def test_constants_import_nothing_but_the_standard_library():
     assert "pathlib" in names  # the walk saw its imports
 
 
-def test_entry_points_import_no_other_entry_point_but_demo():
-    """Only demo.py still imports entry scripts (it runs them in-process)."""
-    assert [str(edge) for edge in _entry_point_imports() if edge.importer != "demo"] == []
-
-
-@pytest.mark.xfail(strict=True, reason="demo.py imports entry scripts")
 def test_entry_points_import_no_other_entry_point():
+    """What two entry points share lives in a library; the demo runs the others as processes."""
     assert [str(edge) for edge in _entry_point_imports()] == []

@@ -28,6 +28,7 @@ random init -> after): intact, seeds 0-4: query +15 to +22, key +15 to +20; mome
 query +15 to +23, key +0; positive key shuffled: query -5 to +12, key +2 to +7 (the smaller of the
 two <= +3.3). One held-out clip is 1.7 points. The module takes ~10 s on that CPU.
 """
+
 from __future__ import annotations
 
 import sys
@@ -58,27 +59,42 @@ def data_root(tmp_path_factory) -> Path:
     """10 classes x 12 synthetic clips, prepared by data_gen: x-sub gives 60 training, 60 held-out clips."""
     work = tmp_path_factory.mktemp("learning")
     write_synthetic_ntu(work / "raw", num_classes=10, samples_per_class=12, seed=SEED)
-    rc = ntu_gendata.main(["--data-path", str(work / "raw"), "--dataset", "ntu60", "--benchmarks", "xsub",
-                           "--out-folder", str(work / "data" / "NTU-RGB-D-60-AGCN"), "--workers", "1",
-                           "--no-progress"])
+    rc = ntu_gendata.main(
+        [
+            "--data-path",
+            str(work / "raw"),
+            "--dataset",
+            "ntu60",
+            "--benchmarks",
+            "xsub",
+            "--out-folder",
+            str(work / "data" / "NTU-RGB-D-60-AGCN"),
+            "--workers",
+            "1",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     return work / "data"
 
 
 def _clips(data_root: Path, part: str) -> tuple[torch.Tensor, np.ndarray]:
-    dataset = DownstreamDataset(split_paths(data_root, "ntu60", "cross_subject", part), REPRESENTATION,
-                                train=False, input_size=WINDOW)
+    dataset = DownstreamDataset(
+        split_paths(data_root, "ntu60", "cross_subject", part), REPRESENTATION, train=False, input_size=WINDOW
+    )
     views = torch.stack([torch.as_tensor(dataset[i][0]) for i in range(len(dataset))])
     return views, np.asarray(dataset.labels)
 
 
 @torch.no_grad()
-def _knn_top1(encoder: torch.nn.Module, gallery: tuple[torch.Tensor, np.ndarray],
-              held_out: tuple[torch.Tensor, np.ndarray]) -> float:
+def _knn_top1(
+    encoder: torch.nn.Module, gallery: tuple[torch.Tensor, np.ndarray], held_out: tuple[torch.Tensor, np.ndarray]
+) -> float:
     was_training = encoder.training
     encoder.eval()
-    accuracy, _ = knn_accuracy(encoder(gallery[0], knn_eval=True), gallery[1],
-                               encoder(held_out[0], knn_eval=True), held_out[1], k=1)
+    accuracy, _ = knn_accuracy(
+        encoder(gallery[0], knn_eval=True), gallery[1], encoder(held_out[0], knn_eval=True), held_out[1], k=1
+    )
     encoder.train(was_training)
     return 100.0 * accuracy
 
@@ -86,14 +102,21 @@ def _knn_top1(encoder: torch.nn.Module, gallery: tuple[torch.Tensor, np.ndarray]
 def pretrain_margins(data_root: Path) -> dict[str, float]:
     """KNN top-1 gain (points) over random init of the query and the key encoder after STEPS steps."""
     torch.manual_seed(SEED)
-    model = build_moco(REPRESENTATION, dim=16, K=64, m=0.99, T=0.1, gru_hidden_size=32, gru_layers=1,
-                       window_size=WINDOW)
+    model = build_moco(
+        REPRESENTATION, dim=16, K=64, m=0.99, T=0.1, gru_hidden_size=32, gru_layers=1, window_size=WINDOW
+    )
     gallery, held_out = _clips(data_root, "train"), _clips(data_root, "val")
     before = _knn_top1(model.encoder_q, gallery, held_out)  # the key encoder starts as an exact copy
-    dataset = PretrainDataset(split_paths(data_root, "ntu60", "cross_subject", "train"), REPRESENTATION,
-                              input_size=WINDOW, seed=SEED, spatial_augment="none")
-    loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH, shuffle=True, drop_last=True,
-                                         generator=torch.Generator().manual_seed(SEED))
+    dataset = PretrainDataset(
+        split_paths(data_root, "ntu60", "cross_subject", "train"),
+        REPRESENTATION,
+        input_size=WINDOW,
+        seed=SEED,
+        spatial_augment="none",
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=BATCH, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(SEED)
+    )
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     step, epoch = 0, 0
     while step < STEPS:
@@ -104,19 +127,21 @@ def pretrain_margins(data_root: Path) -> dict[str, float]:
             if step == STEPS:
                 break
         epoch += 1
-    return {"query": _knn_top1(model.encoder_q, gallery, held_out) - before,
-            "key": _knn_top1(model.encoder_k, gallery, held_out) - before}
+    return {
+        "query": _knn_top1(model.encoder_q, gallery, held_out) - before,
+        "key": _knn_top1(model.encoder_k, gallery, held_out) - before,
+    }
 
 
 def assert_learned(margins: dict[str, float]) -> None:
     """The learning signal: both encoders gain at least MARGIN points of KNN top-1 over random init."""
     for encoder, gain in margins.items():
-        assert gain >= MARGIN, f"{encoder} encoder: KNN top-1 {gain:+.1f} points over random init, " \
-                               f"expected >= {MARGIN:+.1f}"
+        assert gain >= MARGIN, (
+            f"{encoder} encoder: KNN top-1 {gain:+.1f} points over random init, expected >= {MARGIN:+.1f}"
+        )
 
 
-def _replace_everywhere(monkeypatch: pytest.MonkeyPatch, name: str,
-                        make: Callable[[Callable], Callable]) -> None:
+def _replace_everywhere(monkeypatch: pytest.MonkeyPatch, name: str, make: Callable[[Callable], Callable]) -> None:
     """Swap ``moco.functional.<name>`` in every ``moco`` module that holds it (imported by name or not),
     so the break reaches the step however the package wires its pure functions."""
     original = getattr(moco.functional, name)
@@ -132,12 +157,14 @@ def _replace_everywhere(monkeypatch: pytest.MonkeyPatch, name: str,
 def _shuffled_positive(original: Callable) -> Callable:
     def info_nce_logits(query, positive, queue, temperature):
         return original(query, positive.roll(1, dims=0), queue, temperature)  # another clip's key
+
     return info_nce_logits
 
 
 def _skipped_update(original: Callable) -> Callable:
     def momentum_update(key_params, query_params, m):
         return None
+
     return momentum_update
 
 
@@ -145,9 +172,11 @@ def test_pretraining_learns(data_root):
     assert_learned(pretrain_margins(data_root))
 
 
-@pytest.mark.parametrize("name,make", [("info_nce_logits", _shuffled_positive),
-                                       ("momentum_update", _skipped_update)],
-                         ids=["positive-key-shuffled", "momentum-update-skipped"])
+@pytest.mark.parametrize(
+    "name,make",
+    [("info_nce_logits", _shuffled_positive), ("momentum_update", _skipped_update)],
+    ids=["positive-key-shuffled", "momentum-update-skipped"],
+)
 def test_the_signal_vanishes_when_the_method_is_broken(data_root, monkeypatch, name, make):
     _replace_everywhere(monkeypatch, name, make)
     with pytest.raises(AssertionError, match="over random init"):

@@ -1,5 +1,6 @@
 """scripts/ledger.py on generated trees of metrics JSON: exact means and deviations, the paper's figures,
 runs the recipes expect but are absent, and bad input (one line, exit 2, nothing written)."""
+
 from __future__ import annotations
 
 import json
@@ -49,8 +50,16 @@ def test_mean_sample_deviation_and_difference_to_the_paper(tmp_path):
     std = math.sqrt(((71.3 - mean) ** 2 + (74.9 - mean) ** 2 + (70.1 - mean) ** 2) / 2)  # 2.498
     rows = ledger.evaluation_rows(found, {}, ledger.load_paper(ledger.PAPER_RESULTS))
     assert rows == [
-        ["ntu60_cross_view", PAIR, "linear", "seq-based", "85.2", f"{mean:.2f} ± {std:.2f}", "3 (not in the recipes)",
-         f"{mean - 85.2:+.2f}"],
+        [
+            "ntu60_cross_view",
+            PAIR,
+            "linear",
+            "seq-based",
+            "85.2",
+            f"{mean:.2f} ± {std:.2f}",
+            "3 (not in the recipes)",
+            f"{mean - 85.2:+.2f}",
+        ],
         ["ntu60_cross_view", PAIR, "knn", "seq-based", "82.6", "60.50", "1 (not in the recipes)", "-22.10"],
         ["ntu60_cross_view", PAIR, "semi_10pct", "seq-based", "–", "55.00", "1 (not in the recipes)", "–"],
     ]
@@ -85,8 +94,14 @@ def test_runs_the_recipes_expect_but_are_absent_are_flagged(tmp_path, monkeypatc
 
 
 def test_expected_runs_follow_the_recipes_environment(tmp_path):
-    env = {"PATH": "/usr/bin:/bin", "SEEDS": "3", "SEMI_SEEDS": "7", "LABEL_FRACTIONS": "0.5",
-           "PRETRAIN_REPRESENTATION": "seq-based_and_image-based", "REPRESENTATION": "seq-based_and_image-based"}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "SEEDS": "3",
+        "SEMI_SEEDS": "7",
+        "LABEL_FRACTIONS": "0.5",
+        "PRETRAIN_REPRESENTATION": "seq-based_and_image-based",
+        "REPRESENTATION": "seq-based_and_image-based",
+    }
     expected = ledger.expected_runs(tmp_path / "runs", env=env)
     key = RunKey("ntu60_cross_view", "seq-based_and_image-based", "semi_50pct", "seq-based")
     assert expected[key] == [7]
@@ -95,12 +110,15 @@ def test_expected_runs_follow_the_recipes_environment(tmp_path):
     assert len(expected) == 6 + 11 + 4 + 8
 
 
-@pytest.mark.parametrize("content,message", [
-    ("{not json", "not a readable JSON file"),
-    (json.dumps({"top5": 90.0}), "field 'top1' must be a top-1 accuracy in [0, 100] (%), found None"),
-    (json.dumps({"top1": "85"}), "field 'top1' must be a top-1 accuracy in [0, 100] (%), found '85'"),
-    (json.dumps({"top1": 185.0}), "found 185.0"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("{not json", "not a readable JSON file"),
+        (json.dumps({"top5": 90.0}), "field 'top1' must be a top-1 accuracy in [0, 100] (%), found None"),
+        (json.dumps({"top1": "85"}), "field 'top1' must be a top-1 accuracy in [0, 100] (%), found '85'"),
+        (json.dumps({"top1": 185.0}), "found 185.0"),
+    ],
+)
 def test_a_bad_metrics_file_stops_with_one_line(tmp_path, capsys, content, message):
     runs = tmp_path / "runs"
     path = write_run(runs, "ntu60_cross_view", "linear", "seq-based", 0, 80.0)
@@ -112,8 +130,9 @@ def test_a_bad_metrics_file_stops_with_one_line(tmp_path, capsys, content, messa
     assert not out.exists()
 
 
-@pytest.mark.parametrize("relative", ["ntu60_cross_view/metrics.json",
-                                      f"ntu60_cross_view/{PAIR}/linear/seq-based/run0/metrics.json"])
+@pytest.mark.parametrize(
+    "relative", ["ntu60_cross_view/metrics.json", f"ntu60_cross_view/{PAIR}/linear/seq-based/run0/metrics.json"]
+)
 def test_a_metrics_file_out_of_place_is_refused(tmp_path, capsys, relative):
     path = tmp_path / "runs" / relative
     path.parent.mkdir(parents=True)
@@ -135,9 +154,7 @@ def test_a_bad_paper_file_or_missing_folder_exits_2(tmp_path, capsys):
 
 def test_markdown_table_aligns_columns():
     assert ledger.markdown_table(["a", "value"], [["x", "1.5"], ["long", "10.25"]], "lr") == (
-        "| a    | value |\n"
-        "| ---- | ----: |\n"
-        "| x    |   1.5 |\n"
-        "| long | 10.25 |")
+        "| a    | value |\n| ---- | ----: |\n| x    |   1.5 |\n| long | 10.25 |"
+    )
     with pytest.raises(ValueError):
         ledger.markdown_table(["a", "b"], [["only one"]])

@@ -3,6 +3,7 @@
 Encoders here are tiny stand-in MLPs (anything with an nn.Linear ``fc`` works), so these tests do not
 depend on the real encoders.
 """
+
 import copy
 import math
 
@@ -118,10 +119,10 @@ def test_enqueue_divisible_batches_cycle_like_reference_slices():
     queue, ptr = torch.zeros(DIM, K), torch.zeros(1, dtype=torch.long)
     expected = queue.clone()
     p = 0
-    for step in range(5):
+    for _ in range(5):
         keys = torch.randn(8, DIM)
         enqueue(queue, ptr, keys)
-        expected[:, p:p + 8] = keys.T  # the reference's slice assignment
+        expected[:, p : p + 8] = keys.T  # the reference's slice assignment
         p = (p + 8) % K
         assert torch.equal(queue, expected) and int(ptr) == p
 
@@ -162,7 +163,12 @@ def test_state_dict_names_match_the_reference():
     assert torch.allclose(inter.Queue_S2.norm(dim=0), torch.ones(K))
     # parameter order q, k, r, l as the reference registers them (the optimizer's state follows it)
     order = [name.split(".")[0] for name, _ in inter.named_parameters()]
-    assert [n for i, n in enumerate(order) if i == 0 or order[i - 1] != n] == ["encoder_q", "encoder_k", "encoder_r", "encoder_l"]
+    assert [n for i, n in enumerate(order) if i == 0 or order[i - 1] != n] == [
+        "encoder_q",
+        "encoder_k",
+        "encoder_r",
+        "encoder_l",
+    ]
 
     intra = make_moco(1)
     assert {"queue", "queue_ptr", "encoder_q.fc.weight", "encoder_k.fc.weight"} <= set(intra.state_dict())
@@ -182,7 +188,7 @@ def test_wrong_output_dim_and_head_are_rejected():
         MoCo([TinyEncoder(5)], dim=8, K=K)
     enc = TinyEncoder(5)
     enc.fc = nn.Identity()
-    with pytest.raises(TypeError, match="nn.Linear"):
+    with pytest.raises(TypeError, match=r"nn\.Linear"):
         attach_mlp_head(enc)
     with pytest.raises(ValueError, match="1 or 2 query encoders"):
         MoCo([TinyEncoder(5)] * 3, dim=DIM, K=K)
@@ -231,7 +237,7 @@ def literal_reference_step(model: MoCo, views, lr: float):
             p -= lr * g
         for qname, pname, keys in queues:
             ptr = int(getattr(model, pname))
-            getattr(model, qname)[:, ptr:ptr + len(keys)] = keys.T
+            getattr(model, qname)[:, ptr : ptr + len(keys)] = keys.T
             getattr(model, pname)[0] = (ptr + len(keys)) % model.K
     return loss.detach()
 
@@ -290,8 +296,12 @@ def test_inter_loss_pairs_each_query_with_the_other_representations_key():
     q, r = queries
     k, l = keys
     logits_s1, logits_s2 = model.contrast_logits(queries, keys)
-    assert torch.allclose(logits_s1[:, 0], (q * l).sum(1) / T) and torch.allclose(logits_s1[:, 1:], q @ model.Queue_S2 / T)
-    assert torch.allclose(logits_s2[:, 0], (r * k).sum(1) / T) and torch.allclose(logits_s2[:, 1:], r @ model.Queue_S1 / T)
+    assert torch.allclose(logits_s1[:, 0], (q * l).sum(1) / T) and torch.allclose(
+        logits_s1[:, 1:], q @ model.Queue_S2 / T
+    )
+    assert torch.allclose(logits_s2[:, 0], (r * k).sum(1) / T) and torch.allclose(
+        logits_s2[:, 1:], r @ model.Queue_S1 / T
+    )
 
 
 def test_shuffle_bn_single_process_keeps_results():
@@ -333,7 +343,7 @@ def paper_loss_by_hand(model: MoCo, views):
     copied.momentum_update()
     queries, keys = copied(*views)
     if model.num_streams == 2:
-        (q, r), (k, l) = queries, keys  # noqa: E741 -- the paper's names
+        (q, r), (k, l) = queries, keys
         return [contrastive_loss(q, l, copied.Queue_S2, T), contrastive_loss(r, k, copied.Queue_S1, T)]
     (q,), (k,) = queries, keys
     return [contrastive_loss(q, k, copied.queue, T)]
@@ -357,7 +367,7 @@ def test_step_loss_is_contrastive_loss_applied_per_term(streams):
             assert torch.equal(got, want.detach())
     if streams == 2:  # the pairing matters: the crossed terms give another loss
         views = make_views(2, 8, seed=40)
-        (q, r), (k, l) = model(*views)  # noqa: E741 -- the paper's names
+        (q, r), (k, l) = model(*views)
         crossed = contrastive_loss(q, k, model.Queue_S1, T)[0] + contrastive_loss(r, l, model.Queue_S2, T)[0]
         assert abs(crossed.item() - model.loss((q, r), (k, l))[0].item()) > 1e-3
 
@@ -367,7 +377,7 @@ def test_model_loss_sums_the_terms_and_labels_are_the_positive_column():
     with torch.no_grad():
         queries, keys = model(*make_views(2, 4, seed=6))
     loss, logits = model.loss(queries, keys)
-    (q, r), (k, l) = queries, keys  # noqa: E741 -- the paper's names
+    (q, r), (k, l) = queries, keys
     expected = naive_info_nce(q, l, model.Queue_S2, T)[0] + naive_info_nce(r, k, model.Queue_S1, T)[0]
     assert loss.item() == pytest.approx(expected, rel=1e-5)
     assert info_nce_labels(logits[0]).tolist() == [0, 0, 0, 0]

@@ -3,6 +3,7 @@
 Reference semantics are checked against slow literal re-implementations written here (per-frame GRU
 with explicit cell equations, per-subset graph convolution, per-person HCN), not against our code.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -38,6 +39,7 @@ def _randomize_state(model: nn.Module, seed: int) -> None:
 
 
 # --------------------------------------------------------------------------------------------- graph
+
 
 def test_graph_bones_and_adjacency():
     assert NUM_JOINTS == 25 and len(NTU_BONES) == 24
@@ -82,9 +84,11 @@ GRU_KEYS = {
 BIGRU_KEYS = GRU_KEYS | {"fc.weight", "fc.bias"}
 
 BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
-GCN_KEYS = ["PA"] + [f"conv_{ab}.{i}.{p}" for ab in "abd" for i in range(3) for p in ("weight", "bias")] + [
-    f"bn.{p}" for p in BN
-]
+GCN_KEYS = (
+    ["PA"]
+    + [f"conv_{ab}.{i}.{p}" for ab in "abd" for i in range(3) for p in ("weight", "bias")]
+    + [f"bn.{p}" for p in BN]
+)
 DOWN_KEYS = ["down.0.weight", "down.0.bias"] + [f"down.1.{p}" for p in BN]
 TCN_KEYS = ["conv.weight", "conv.bias"] + [f"bn.{p}" for p in BN]
 # Units with a projected shortcut inside the GCN (in != out) and with a strided residual unit_tcn.
@@ -106,8 +110,19 @@ def _agcn_keys() -> set[str]:
 
 HCN_KEYS = {
     f"{name}.{p}"
-    for name in ("conv1.0", "conv2", "conv3.0", "conv4.0", "conv1m.0", "conv2m", "conv3m.0", "conv4m.0",
-                 "conv5.0", "conv6.0", "fc")
+    for name in (
+        "conv1.0",
+        "conv2",
+        "conv3.0",
+        "conv4.0",
+        "conv1m.0",
+        "conv2m",
+        "conv3m.0",
+        "conv4m.0",
+        "conv5.0",
+        "conv6.0",
+        "fc",
+    )
     for p in ("weight", "bias")
 }
 
@@ -154,9 +169,17 @@ def test_agcn_graph_buffer_is_not_persistent_but_follows_the_module():
 
 # --------------------------------------------------------------------- reference-layout checkpoints
 
+
 def _tiny(representation: str, num_class: int = 6) -> nn.Module:
-    return build_encoder(representation, num_class, gru_hidden_size=6, gru_layers=3, agcn_base_channels=4,
-                         hcn_out_channels=4, window_size=16)
+    return build_encoder(
+        representation,
+        num_class,
+        gru_hidden_size=6,
+        gru_layers=3,
+        agcn_base_channels=4,
+        hcn_out_channels=4,
+        window_size=16,
+    )
 
 
 def _input(representation: str, batch: int = 3, frames: int = 16, seed: int = 0) -> torch.Tensor:
@@ -188,7 +211,7 @@ def _strip(state: dict[str, torch.Tensor], prefix: str, keep_head: bool) -> dict
     out = {}
     for k, v in state.items():
         if k.startswith(prefix) and (keep_head or not k.startswith(prefix + "fc")):
-            out[k[len(prefix):]] = v
+            out[k[len(prefix) :]] = v
     return out
 
 
@@ -223,6 +246,7 @@ def test_reference_checkpoint_loads_and_gives_same_outputs(pair, mlp):
 
 # ------------------------------------------------------------------------------------------- BiGRU
 
+
 def _literal_per_frame_bigru(gru: nn.GRU, x: torch.Tensor) -> torch.Tensor:
     """The reference's computation spelled out: frame by frame, every layer and direction a GRU cell
     that carries its own state forwards in time; returns the top layer's (N, 2H) at the last frame."""
@@ -239,8 +263,8 @@ def _literal_per_frame_bigru(gru: nn.GRU, x: torch.Tensor) -> torch.Tensor:
                 gi = layer_in @ w_ih.T + getattr(gru, f"bias_ih_l{layer}{sfx}")
                 gh = state[layer][d] @ w_hh.T + getattr(gru, f"bias_hh_l{layer}{sfx}")
                 r = torch.sigmoid(gi[:, :h] + gh[:, :h])
-                z = torch.sigmoid(gi[:, h:2 * h] + gh[:, h:2 * h])
-                cand = torch.tanh(gi[:, 2 * h:] + r * gh[:, 2 * h:])
+                z = torch.sigmoid(gi[:, h : 2 * h] + gh[:, h : 2 * h])
+                cand = torch.tanh(gi[:, 2 * h :] + r * gh[:, 2 * h :])
                 state[layer][d] = (1 - z) * cand + z * state[layer][d]
             layer_in = torch.cat(state[layer], dim=1)
     return layer_in
@@ -281,8 +305,9 @@ def test_bigru_whole_sequence_output_is_causal_and_single_frame_works():
         x2[:, 4:] += 1.0
         torch.testing.assert_close(causal_bigru(gru, x2, impl)[:, :4], out[:, :4], rtol=0, atol=0)
         torch.testing.assert_close(out[:, 2], _literal_per_frame_bigru(gru, x[:, :3]), rtol=0, atol=1e-6)
-        torch.testing.assert_close(causal_bigru(gru, x[:, :1], impl)[:, 0], _literal_per_frame_bigru(gru, x[:, :1]),
-                                   rtol=0, atol=1e-6)
+        torch.testing.assert_close(
+            causal_bigru(gru, x[:, :1], impl)[:, 0], _literal_per_frame_bigru(gru, x[:, :1]), rtol=0, atol=1e-6
+        )
     with pytest.raises(ValueError, match="impl"):
         causal_bigru(gru, x, "loop")
 
@@ -357,6 +382,7 @@ def test_bigru_init_is_xavier_on_matrices_default_on_biases():
 
 
 # -------------------------------------------------------------------------------------------- AGCN
+
 
 def _literal_gcn(g: AdaptiveGraphConv, x: torch.Tensor) -> torch.Tensor:
     """The reference's unit_gcn forward: one subset at a time."""
@@ -441,6 +467,7 @@ def test_agcn_init_matches_reference():
 
 # --------------------------------------------------------------------------------------------- HCN
 
+
 def _literal_motion(x: np.ndarray) -> np.ndarray:
     """Frame differences linearly resized from T-1 to T frames (half-pixel centres, clamped)."""
     t = x.shape[2]
@@ -504,6 +531,7 @@ def test_hcn_structure_and_init():
 
 
 # ------------------------------------------------------------------------ shapes, builder, autocast
+
 
 @pytest.mark.parametrize(
     "representation,kwargs,frames,feature",

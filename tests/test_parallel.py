@@ -1,4 +1,5 @@
 """data_gen.parallel.imap_ordered: order, bounded window, and shutdown that never hangs."""
+
 from __future__ import annotations
 
 import threading
@@ -16,8 +17,7 @@ def _square_slowly(x: int) -> int:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_results_in_input_order(workers):
-    assert list(imap_ordered(_square_slowly, range(40), workers, chunksize=3, window=1)) == [
-        x * x for x in range(40)]
+    assert list(imap_ordered(_square_slowly, range(40), workers, chunksize=3, window=1)) == [x * x for x in range(40)]
 
 
 def _run_with_watchdog(target, seconds: float = 120.0) -> None:
@@ -27,7 +27,7 @@ def _run_with_watchdog(target, seconds: float = 120.0) -> None:
     def body():
         try:
             target()
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
         finally:
             done.set()

@@ -1,4 +1,5 @@
 """PKU-MMD preparation: parsing, cutting, normalising and splitting synthetic files in the official formats."""
+
 from __future__ import annotations
 
 import json
@@ -72,8 +73,15 @@ def make_dataset(root: Path, phase: int = 1, seed: int = 0, labels: dict | None 
         _write_split(split / "cross-view.txt", *xview)
     else:
         _write_split(split / "cross_subject_v2.txt", *xsub)
-    return dict(skeleton=skeleton, label=label, split=split, videos=videos, frames=frames,
-                intervals=intervals, splits={"xsub": xsub, "xview": xview})
+    return dict(
+        skeleton=skeleton,
+        label=label,
+        split=split,
+        videos=videos,
+        frames=frames,
+        intervals=intervals,
+        splits={"xsub": xsub, "xview": xview},
+    )
 
 
 def expected_sample(frames: np.ndarray, start: int, end: int, mode: str = "resample") -> tuple[np.ndarray, int]:
@@ -104,6 +112,7 @@ def load_part(folder: Path, part: str):
 
 # ------------------------------------------------------------------------------------------- parsing
 
+
 def test_read_skeleton_file_and_layout(tmp_path):
     rng = np.random.default_rng(1)
     frames = _video_frames(rng, 7, two_persons=True)
@@ -125,14 +134,17 @@ def test_read_label_file(tmp_path):
     assert intervals == [pku.Interval(3, 10, 70, 2, 1), pku.Interval(51, 100, 160, 1, 3)]
 
 
-@pytest.mark.parametrize("content, message", [
-    ("3,10,70\n", "line 1: expected 'action_id,start_frame,end_frame,confidence'"),
-    ("3,10,70,2\n4,x,80,1\n", "line 2: expected"),
-    ("0,10,70,2\n", "line 1: action id must lie in 1..51, got 0"),
-    ("52,10,70,2\n", "got 52"),
-    ("3,70,70,2\n", "line 1: interval [70, 70) is empty"),
-    ("3,10,161,2\n", "line 1: interval [10, 161) reaches past the skeleton file, which has 160 frames"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("3,10,70\n", "line 1: expected 'action_id,start_frame,end_frame,confidence'"),
+        ("3,10,70,2\n4,x,80,1\n", "line 2: expected"),
+        ("0,10,70,2\n", "line 1: action id must lie in 1..51, got 0"),
+        ("52,10,70,2\n", "got 52"),
+        ("3,70,70,2\n", "line 1: interval [70, 70) is empty"),
+        ("3,10,161,2\n", "line 1: interval [10, 161) reaches past the skeleton file, which has 160 frames"),
+    ],
+)
 def test_read_label_file_errors(tmp_path, content, message):
     path = tmp_path / "0002-L.txt"
     path.write_text(content)
@@ -172,8 +184,10 @@ def test_fit_length_and_label_mapping():
 
 # ------------------------------------------------------------------------------------------- end to end
 
-def check_outputs(out: Path, ds: dict, benchmarks: tuple[str, ...], mode: str = "resample",
-                  label_of=lambda action: action - 1) -> None:
+
+def check_outputs(
+    out: Path, ds: dict, benchmarks: tuple[str, ...], mode: str = "resample", label_of=lambda action: action - 1
+) -> None:
     """Every part holds exactly its videos' intervals, sorted by name, each equal to the literal reference."""
     for benchmark in benchmarks:
         train_videos, val_videos = ds["splits"][benchmark]
@@ -210,13 +224,29 @@ def test_phase1_end_to_end(tmp_path):
 
     # the feeders accept the result under the registry's names
     from feeders.datasets import check_split, split_paths
+
     assert check_split(split_paths(tmp_path, "pku1", "cross_view", "val")) == 4
 
     # more workers, same bytes
     out2 = tmp_path / "workers"
     with pytest.warns(UserWarning, match="longer than 300"):
-        assert run(["--dataset", "pku1", "--data-path", str(ds["skeleton"]), "--out-folder", str(out2),
-                    "--workers", "2", "--benchmarks", "xview"]) == 0
+        assert (
+            run(
+                [
+                    "--dataset",
+                    "pku1",
+                    "--data-path",
+                    str(ds["skeleton"]),
+                    "--out-folder",
+                    str(out2),
+                    "--workers",
+                    "2",
+                    "--benchmarks",
+                    "xview",
+                ]
+            )
+            == 0
+        )
     for name in ("val_data_joint.npy", "val_label.pkl", "train_num_frame.npy", "train_data_joint.npy"):
         assert (out2 / "xview" / name).read_bytes() == (out / "xview" / name).read_bytes()
     assert not (out2 / "xsub").exists()
@@ -228,14 +258,23 @@ def test_phase2_truncate_and_split_options(tmp_path):
     split_dir = tmp_path / "elsewhere"
     (ds["split"]).rename(split_dir)
     out = tmp_path / "PKU-MMD-2"
-    argv = ["--dataset", "pku2", "--data-path", str(ds["skeleton"]), "--out-folder", str(out),
-            "--long-clips", "truncate"]
+    argv = [
+        "--dataset",
+        "pku2",
+        "--data-path",
+        str(ds["skeleton"]),
+        "--out-folder",
+        str(out),
+        "--long-clips",
+        "truncate",
+    ]
     with pytest.warns(UserWarning, match="1 clips longer than 300 frames were cut to 300"):
         assert run(argv + ["--split-dir", str(split_dir)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["xsub"]  # phase 2: cross-subject only
     check_outputs(out, ds, ("xsub",), mode="truncate")
     assert verify(out / "xsub") == []
     from feeders.datasets import check_split, split_paths
+
     assert check_split(split_paths(tmp_path, "pku2", "cross_subject", "train")) == 8
 
     # an explicit split file wins; unlisted videos are left out with a warning
@@ -251,8 +290,10 @@ def test_phase2_truncate_and_split_options(tmp_path):
 def test_phase2_renumbers_phase1_ids(tmp_path):
     # 41 distinct ids spread over 1..51 (as if phase 2 kept phase 1's numbering): renumbered in order
     ids = [i for i in range(1, 52) if i not in (12, 14, 16, 18, 21, 24, 26, 27, 30, 31)]
-    labels = {v: [(a, 10 * k, 10 * k + 8, 1) for k, a in enumerate(ids[7 * j:7 * j + 7])]
-              for j, v in enumerate(PHASE_VIDEOS[2])}
+    labels = {
+        v: [(a, 10 * k, 10 * k + 8, 1) for k, a in enumerate(ids[7 * j : 7 * j + 7])]
+        for j, v in enumerate(PHASE_VIDEOS[2])
+    }
     ds = make_dataset(tmp_path / "raw", phase=2, labels=labels)
     out = tmp_path / "out"
     with pytest.warns(UserWarning, match="action ids exceed 41: renumbered"):
@@ -287,15 +328,19 @@ def test_empty_interval_is_skipped_and_listed(tmp_path):
 
 # ------------------------------------------------------------------------------------------- bad input
 
+
 def _no_complete_output(out: Path) -> None:
     assert not list(out.rglob("*_data_joint.npy")) and not list(out.rglob("*.pkl"))
     assert not list(out.rglob("*.partial*"))
 
 
-@pytest.mark.parametrize("bad_line, message", [
-    (" ".join(["0.5"] * 149), "line 57: expected 150 numbers (2 persons x 25 joints x xyz), found 149"),
-    (" ".join(["0.5"] * 149 + ["abc"]), "line 57: not a number"),
-])
+@pytest.mark.parametrize(
+    "bad_line, message",
+    [
+        (" ".join(["0.5"] * 149), "line 57: expected 150 numbers (2 persons x 25 joints x xyz), found 149"),
+        (" ".join(["0.5"] * 149 + ["abc"]), "line 57: not a number"),
+    ],
+)
 def test_malformed_skeleton_line(tmp_path, capsys, bad_line, message):
     ds = make_dataset(tmp_path / "raw")
     video = ds["videos"][2]
@@ -328,24 +373,43 @@ def test_interval_beyond_file(tmp_path, capsys):
     with pytest.raises(SystemExit):
         run(["--phase", "1", "--data-path", str(ds["skeleton"]), "--out-folder", str(out)])
     label_file = ds["label"] / f"{video}.txt"
-    assert (f"{label_file}, line 2: interval [400, 421) reaches past the skeleton file, which has {T_VIDEO} frames"
-            in capsys.readouterr().err)
+    assert (
+        f"{label_file}, line 2: interval [400, 421) reaches past the skeleton file, which has {T_VIDEO} frames"
+        in capsys.readouterr().err
+    )
     _no_complete_output(out)
 
-    assert run(["--phase", "1", "--data-path", str(ds["skeleton"]), "--out-folder", str(out), "--skip-bad",
-                "--benchmarks", "xsub"]) == 0
+    assert (
+        run(
+            [
+                "--phase",
+                "1",
+                "--data-path",
+                str(ds["skeleton"]),
+                "--out-folder",
+                str(out),
+                "--skip-bad",
+                "--benchmarks",
+                "xsub",
+            ]
+        )
+        == 0
+    )
     _, names, _, _ = load_part(out / "xsub", "train")
     assert f"{video}_000" in names and f"{video}_001" not in names and len(names) == 7
     assert (out / pku.SKIPPED_LIST).read_text().startswith(f"{video}_001\t{label_file}, line 2")
 
 
-@pytest.mark.parametrize("case, message", [
-    ("no data folder", "skeleton folder {root}/nowhere does not exist"),
-    ("no label folder", "no Label/ or label/ folder next to"),
-    ("no split file", "no xview split file found"),
-    ("no label file", "label file of"),
-    ("bad label line", "line 2: expected 'action_id,start_frame,end_frame,confidence'"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("no data folder", "skeleton folder {root}/nowhere does not exist"),
+        ("no label folder", "no Label/ or label/ folder next to"),
+        ("no split file", "no xview split file found"),
+        ("no label file", "label file of"),
+        ("bad label line", "line 2: expected 'action_id,start_frame,end_frame,confidence'"),
+    ],
+)
 def test_missing_or_malformed_inputs(tmp_path, capsys, case, message):
     root = tmp_path / "raw"
     ds = make_dataset(root)

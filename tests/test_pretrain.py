@@ -1,6 +1,7 @@
 """main_moco_inter_skeleton.py end to end on a few synthetic clips with tiny encoders: every
 representation, checkpoints and their numbering, exact resume (epoch boundary and mid-epoch after a
 signal), non-finite losses, start-up errors and a 2-process torchrun (gloo) run."""
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,24 @@ import main_moco_inter_skeleton as pretrain
 from common.representations import REPRESENTATION_CHOICES
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--gru-hidden-size", "8", "--gru-layers", "1", "--agcn-base-channels", "4", "--hcn-out-channels", "4",
-        "--moco-dim", "8", "-j", "0", "-p", "2", "--lr", "0.05"]
+TINY = [
+    "--gru-hidden-size",
+    "8",
+    "--gru-layers",
+    "1",
+    "--agcn-base-channels",
+    "4",
+    "--hcn-out-channels",
+    "4",
+    "--moco-dim",
+    "8",
+    "-j",
+    "0",
+    "-p",
+    "2",
+    "--lr",
+    "0.05",
+]
 
 
 def write_split(folder: Path, num_clips: int, seed: int = 0) -> None:
@@ -59,8 +76,24 @@ def data_root(tmp_path_factory) -> Path:
 
 
 def run(data_root: Path, out: Path, representation: str, *extra: str) -> int:
-    argv = ["--skeleton-representation", representation, "--data-root", str(data_root), "--pre-dataset", "ntu60",
-            "--protocol", "cross_view", "--checkpoint-path", str(out), "-b", "4", "--moco-k", "16", *TINY, *extra]
+    argv = [
+        "--skeleton-representation",
+        representation,
+        "--data-root",
+        str(data_root),
+        "--pre-dataset",
+        "ntu60",
+        "--protocol",
+        "cross_view",
+        "--checkpoint-path",
+        str(out),
+        "-b",
+        "4",
+        "--moco-k",
+        "16",
+        *TINY,
+        *extra,
+    ]
     return pretrain.main(argv)
 
 
@@ -75,7 +108,7 @@ def error_line(capsys) -> str:
     prefix = "main_moco_inter_skeleton.py: error: "
     assert lines and lines[-1].startswith(prefix), lines[-3:]
     assert sum(line.startswith(prefix) for line in lines) == 1, lines
-    return lines[-1][len(prefix):]
+    return lines[-1][len(prefix) :]
 
 
 # -------------------------------------------------------------------------------------------------
@@ -85,8 +118,18 @@ def error_line(capsys) -> str:
 def test_one_epoch_of_every_representation(data_root, tmp_path, representation):
     metrics = tmp_path / "metrics.json"
     pair = "_and_" in representation
-    code = run(data_root, tmp_path / "ckpt", representation, "--epochs", "1", "--seed", "0",
-               "--metrics-json", str(metrics), *(["--mlp"] if pair else []))
+    code = run(
+        data_root,
+        tmp_path / "ckpt",
+        representation,
+        "--epochs",
+        "1",
+        "--seed",
+        "0",
+        "--metrics-json",
+        str(metrics),
+        *(["--mlp"] if pair else []),
+    )
     assert code == 0
     files = sorted(p.name for p in (tmp_path / "ckpt").glob("*.pth.tar"))
     assert files == ["checkpoint_0000.pth.tar", "checkpoint_last.pth.tar"]
@@ -117,8 +160,7 @@ def test_one_epoch_of_every_representation(data_root, tmp_path, representation):
 def test_window_size_sets_the_views_and_the_image_encoder(data_root, tmp_path, capsys):
     """--window-size reaches the dataset (HCN refuses clips of another length) and the encoder built for it;
     evaluating with a different window then fails naming the flag the checkpoint was pretrained with."""
-    assert run(data_root, tmp_path / "ckpt", "image-based", "--epochs", "1", "--seed", "0",
-               "--window-size", "32") == 0
+    assert run(data_root, tmp_path / "ckpt", "image-based", "--epochs", "1", "--seed", "0", "--window-size", "32") == 0
     ckpt = load(tmp_path / "ckpt" / "checkpoint_last.pth.tar")
     assert ckpt["args"]["window_size"] == 32
     state = ckpt["state_dict"]
@@ -133,15 +175,27 @@ def test_window_size_sets_the_views_and_the_image_encoder(data_root, tmp_path, c
     with pytest.raises(ValueError, match=r"conv2\.weight: checkpoint \(32, .*--hcn-out-channels 4 --window-size 32\."):
         load_pretrained_encoder(model, tmp_path / "ckpt" / "checkpoint_last.pth.tar", "image-based", "image-based")
     capsys.readouterr()
-    assert run(data_root, tmp_path / "ckpt", "image-based", "--epochs", "2",
-               "--resume", str(tmp_path / "ckpt" / "checkpoint_last.pth.tar")) == 2
+    assert (
+        run(
+            data_root,
+            tmp_path / "ckpt",
+            "image-based",
+            "--epochs",
+            "2",
+            "--resume",
+            str(tmp_path / "ckpt" / "checkpoint_last.pth.tar"),
+        )
+        == 2
+    )
     assert re.search(r"pretrained with --window-size 32, not 64: the views would change", error_line(capsys))
     assert run(data_root, tmp_path / "short", "seq-based_and_image-based", "--window-size", "8") == 2
     assert re.search(r"--window-size 8: the image-based encoder \(HCN\) needs at least 16", error_line(capsys))
 
 
-@pytest.mark.parametrize("value, message", [("1", "expected at least 2 frames, got 1"),
-                                            ("3.5", "expected an integer number of frames, got '3.5'")])
+@pytest.mark.parametrize(
+    "value, message",
+    [("1", "expected at least 2 frames, got 1"), ("3.5", "expected an integer number of frames, got '3.5'")],
+)
 def test_window_size_must_be_two_frames_or_more(capsys, value, message):
     with pytest.raises(SystemExit):
         pretrain.build_parser().parse_args(["--skeleton-representation", "seq-based", "--window-size", value])
@@ -153,8 +207,12 @@ def test_checkpoint_numbering_tensorboard_and_workers(data_root, tmp_path):
     code = run(data_root, out, "seq-based_and_image-based", "--epochs", "4", "--save-freq", "2", "-j", "2")
     assert code == 0
     names = sorted(p.name for p in out.iterdir() if p.name.endswith(".pth.tar"))
-    assert names == ["checkpoint_0000.pth.tar", "checkpoint_0002.pth.tar", "checkpoint_0003.pth.tar",
-                     "checkpoint_last.pth.tar"]
+    assert names == [
+        "checkpoint_0000.pth.tar",
+        "checkpoint_0002.pth.tar",
+        "checkpoint_0003.pth.tar",
+        "checkpoint_last.pth.tar",
+    ]
     assert not list(out.glob(".*tmp")) and not list(out.glob(".*link"))
     last, final = load(out / "checkpoint_last.pth.tar"), load(out / "checkpoint_0003.pth.tar")
     assert last["epoch"] == final["epoch"] == 4
@@ -211,8 +269,19 @@ def test_resume_continues_exactly(data_root, tmp_path, monkeypatch):
 
     # one epoch, then a second one resumed from checkpoint_last
     assert run(data_root, tmp_path / "split", rep, "--epochs", "1", *common) == 0
-    assert run(data_root, tmp_path / "split", rep, "--epochs", "2", *common,
-               "--resume", str(tmp_path / "split" / "checkpoint_last.pth.tar")) == 0
+    assert (
+        run(
+            data_root,
+            tmp_path / "split",
+            rep,
+            "--epochs",
+            "2",
+            *common,
+            "--resume",
+            str(tmp_path / "split" / "checkpoint_last.pth.tar"),
+        )
+        == 0
+    )
     assert_same_state(straight, final_state(tmp_path / "split"))
 
     # a checkpoint as the reference writes it (epoch, state_dict, optimizer only) resumes too
@@ -232,8 +301,19 @@ def test_resume_continues_exactly(data_root, tmp_path, monkeypatch):
     assert not list((tmp_path / "signal").glob("checkpoint_0*"))
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
     monkeypatch.undo()
-    assert run(data_root, tmp_path / "signal", rep, "--epochs", "2", *common,
-               "--resume", str(tmp_path / "signal" / "checkpoint_last.pth.tar")) == 0
+    assert (
+        run(
+            data_root,
+            tmp_path / "signal",
+            rep,
+            "--epochs",
+            "2",
+            *common,
+            "--resume",
+            str(tmp_path / "signal" / "checkpoint_last.pth.tar"),
+        )
+        == 0
+    )
     assert_same_state(straight, final_state(tmp_path / "signal"))
 
 
@@ -254,20 +334,23 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data_root, tmp_pat
     [
         (["--pre-dataset", "ntu60", "--protocol", "cross_setup"], r"has no protocol 'cross_setup'.*ntu60/cross_view"),
         (["--moco-k", "18"], r"--moco-k 18 must be divisible by --batch-size 4"),
-        (["--protocol", "cross_subject", "--data-root", "EMPTY"],
-         r"train_data_joint.npy not found; make it with: python data_gen/ntu_gendata.py"),
+        (
+            ["--protocol", "cross_subject", "--data-root", "EMPTY"],
+            r"train_data_joint.npy not found; make it with: python data_gen/ntu_gendata.py",
+        ),
         (["--resume", "MISSING"], r"--resume: checkpoint .*x.pth.tar not found"),
         (["-b", "16"], r"holds 12 clips, fewer than one batch of 16"),
     ],
 )
-def test_start_up_errors_are_one_line_before_building_models(data_root, tmp_path, monkeypatch, capsys, extra,
-                                                             pattern):
+def test_start_up_errors_are_one_line_before_building_models(data_root, tmp_path, monkeypatch, capsys, extra, pattern):
     def no_model(*args, **kwargs):
         raise AssertionError("a model was built before the start-up checks")
 
     monkeypatch.setattr(pretrain, "build_moco", no_model)
-    extra = [str(tmp_path / "nothing") if e == "EMPTY" else str(tmp_path / "x.pth.tar") if e == "MISSING" else e
-             for e in extra]
+    extra = [
+        str(tmp_path / "nothing") if e == "EMPTY" else str(tmp_path / "x.pth.tar") if e == "MISSING" else e
+        for e in extra
+    ]
     if "-b" in extra:
         extra += ["--moco-k", "16"]
     assert run(data_root, tmp_path / "ckpt", "seq-based", *extra) == 2
@@ -278,20 +361,48 @@ def test_start_up_errors_are_one_line_before_building_models(data_root, tmp_path
 
 def test_torchrun_two_processes_gloo(data_root, tmp_path):
     out = tmp_path / "ckpt"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-           str(ROOT / "main_moco_inter_skeleton.py"), "--skeleton-representation", "seq-based_and_graph-based",
-           "--data-root", str(data_root), "--protocol", "cross_subject", "--checkpoint-path", str(out),
-           "-b", "8", "--moco-k", "32", "--epochs", "1", "--device", "cpu", "--shuffle-bn", "--seed", "0",
-           *TINY]
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--standalone",
+        str(ROOT / "main_moco_inter_skeleton.py"),
+        "--skeleton-representation",
+        "seq-based_and_graph-based",
+        "--data-root",
+        str(data_root),
+        "--protocol",
+        "cross_subject",
+        "--checkpoint-path",
+        str(out),
+        "-b",
+        "8",
+        "--moco-k",
+        "32",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--shuffle-bn",
+        "--seed",
+        "0",
+        *TINY,
+    ]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
+    }
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "DistributedDataParallel over 2 processes" in proc.stdout
     # rank 0 alone prints
     assert len(re.findall(r"^epoch +0 \(1/1\) .*-> checkpoint_0000.pth.tar$", proc.stdout, flags=re.M)) == 1
     assert sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith("events")) == [
-        "checkpoint_0000.pth.tar", "checkpoint_last.pth.tar"]
+        "checkpoint_0000.pth.tar",
+        "checkpoint_last.pth.tar",
+    ]
     assert len(list(out.glob("events.out.tfevents.*"))) == 1  # one TensorBoard writer
     state = load(out / "checkpoint_last.pth.tar")["state_dict"]
     # 16 clips, global batch 8 (4 per rank): 2 steps, each enqueueing both ranks' keys -> pointer 16

@@ -1,4 +1,5 @@
 """pyskl 3D annotation pickles -> the training layout: shapes, names, labels, splits, normalisation, bad input."""
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,9 @@ def make_pickle(path: Path, ntu120: bool = False, seed: int = 0) -> dict:
     xsub_train = [n for n in names if int(n[9:12]) in (1, 2, 4, 5, 8)]
     split = dict(xsub_train=xsub_train, xsub_val=[n for n in names if n not in xsub_train])
     if ntu120:
-        split.update(xset_train=[n for n in names if int(n[1:4]) % 2 == 0],
-                     xset_val=[n for n in names if int(n[1:4]) % 2 == 1])
+        split.update(
+            xset_train=[n for n in names if int(n[1:4]) % 2 == 0], xset_val=[n for n in names if int(n[1:4]) % 2 == 1]
+        )
     else:
         split.update(xview_train=[n for n in names if "C001" not in n], xview_val=[n for n in names if "C001" in n])
     content = dict(split=split, annotations=annotations)
@@ -75,8 +77,12 @@ def test_convert_ntu60(tmp_path, normalize):
     by_name = {a["frame_dir"]: a for a in content["annotations"]}
     out = tmp_path / "NTU-RGB-D-60-AGCN"
     with pytest.warns(UserWarning, match="1 sequences longer than 300 frames were cut"):
-        assert run(["--annotation", str(tmp_path / "ntu60_3danno.pkl"), "--out-folder", str(out),
-                    "--normalize", normalize]) == 0
+        assert (
+            run(
+                ["--annotation", str(tmp_path / "ntu60_3danno.pkl"), "--out-folder", str(out), "--normalize", normalize]
+            )
+            == 0
+        )
     assert sorted(p.name for p in out.iterdir()) == ["xsub", "xview"]
     for benchmark in ("xsub", "xview"):
         for part in ("train", "val"):
@@ -105,6 +111,7 @@ def test_convert_ntu60(tmp_path, normalize):
     assert manifest["arguments"]["dataset"] == "ntu60" and manifest["arguments"]["normalize"] == normalize
 
     from feeders.datasets import check_split, split_paths
+
     assert check_split(split_paths(tmp_path, "ntu60", "cross_subject", "val")) == 3
 
 
@@ -126,8 +133,21 @@ def test_convert_ntu120_auto_and_splits(tmp_path):
     content = make_pickle(tmp_path / "ntu120_3danno.pkl", ntu120=True)
     out = tmp_path / "out"
     with pytest.warns(UserWarning, match="longer than 300"):
-        assert run(["--annotation", str(tmp_path / "ntu120_3danno.pkl"), "--out-folder", str(out),
-                    "--splits", "xsetup", "--workers", "2"]) == 0
+        assert (
+            run(
+                [
+                    "--annotation",
+                    str(tmp_path / "ntu120_3danno.pkl"),
+                    "--out-folder",
+                    str(out),
+                    "--splits",
+                    "xsetup",
+                    "--workers",
+                    "2",
+                ]
+            )
+            == 0
+        )
     assert sorted(p.name for p in out.iterdir()) == ["xsetup"]  # xset -> xsetup, xsub not asked for
     _, names, labels, _ = load_part(out / "xsetup", "val")
     assert names == sorted(n + ".skeleton" for n in content["split"]["xset_val"])
@@ -140,18 +160,21 @@ def test_convert_ntu120_auto_and_splits(tmp_path):
     assert pc.detect_dataset({"xsub_train": [], "xsub_val": []}, [3, 59]) == "ntu60"
 
 
-@pytest.mark.parametrize("case, message", [
-    ("no split", "missing key(s) 'split'; a pyskl annotation file is a dict with 'split' and 'annotations'"),
-    ("no annotations", "missing key(s) 'annotations'"),
-    ("not a dict", "expected a dict with keys 'split' and 'annotations', got list"),
-    ("not a pickle", "not a readable pickle"),
-    ("no keypoint", "annotations[2]: missing key(s) 'keypoint'"),
-    ("2d", "has C=2 coordinates; a 3D annotation file (x, y, z) is needed"),
-    ("total_frames", "'total_frames' is 999 but 'keypoint' has"),
-    ("unlisted", "names 1 frame_dir(s) without annotation, e.g. 'S009C001P001R001A001'"),
-    ("label", "has label 60, outside 0..59 of ntu60"),
-    ("no pair", "'split' has no <benchmark>_train / <benchmark>_val pair"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("no split", "missing key(s) 'split'; a pyskl annotation file is a dict with 'split' and 'annotations'"),
+        ("no annotations", "missing key(s) 'annotations'"),
+        ("not a dict", "expected a dict with keys 'split' and 'annotations', got list"),
+        ("not a pickle", "not a readable pickle"),
+        ("no keypoint", "annotations[2]: missing key(s) 'keypoint'"),
+        ("2d", "has C=2 coordinates; a 3D annotation file (x, y, z) is needed"),
+        ("total_frames", "'total_frames' is 999 but 'keypoint' has"),
+        ("unlisted", "names 1 frame_dir(s) without annotation, e.g. 'S009C001P001R001A001'"),
+        ("label", "has label 60, outside 0..59 of ntu60"),
+        ("no pair", "'split' has no <benchmark>_train / <benchmark>_val pair"),
+    ],
+)
 def test_bad_pickles(tmp_path, capsys, case, message):
     path = tmp_path / "anno.pkl"
     content = make_pickle(path)

@@ -1,4 +1,5 @@
 """pyskl 3D annotation pickle export: pyskl's layout, and an exact round trip through our own importer."""
+
 from __future__ import annotations
 
 import pickle
@@ -55,8 +56,12 @@ def test_round_trip_through_pyskl_convert(root, tmp_path):
     out = tmp_path / "a.pkl"
     assert export(root, out, "--dataset", "ntu60", "--benchmark", "xsub", "xview") == 0
     back = tmp_path / "back"
-    assert pyskl_convert.main(["--annotation", str(out), "--out-folder", str(back), "--normalize", "none",
-                               "--no-progress"]) == 0
+    assert (
+        pyskl_convert.main(
+            ["--annotation", str(out), "--out-folder", str(back), "--normalize", "none", "--no-progress"]
+        )
+        == 0
+    )
     for benchmark in ("xsub", "xview"):
         for part in ("train", "val"):
             data, names, labels, num_frame = load_part(root / "NTU-RGB-D-60-AGCN" / benchmark, part)

@@ -1,4 +1,5 @@
 """Cosine KNN against scikit-learn, the auto-encoder, and action_retrieval.py end to end."""
+
 from __future__ import annotations
 
 import json
@@ -73,16 +74,22 @@ def test_autoencoder_layers_and_iteration_decay():
     model = FeatureAutoencoder(32)
     linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linear] == [
-        (32, 1024), (1024, 512), (512, 125), (125, 512), (512, 1024), (1024, 32)]
+        (32, 1024),
+        (1024, 512),
+        (512, 125),
+        (125, 512),
+        (512, 1024),
+        (1024, 32),
+    ]
     assert [type(m) for m in model.encoder] == [nn.Linear, nn.Tanh] * 3
     assert isinstance(model.decoder[-1], nn.Linear)
     features = torch.randn(130, 32)  # 3 iterations per epoch at batch 64
     untrained = ((FeatureAutoencoder(32)(features)[0] - features) ** 2).mean().item()
     # the reference steps its x0.95 scheduler every iteration: 3 epochs = 9 steps, 4 decays of every 2
     fit = train_autoencoder(features, 3, batch_size=64, lr=1e-3, lr_step="iteration", decay_every=2, progress=False)
-    assert fit.lr == pytest.approx(1e-3 * 0.95 ** 4)
+    assert fit.lr == pytest.approx(1e-3 * 0.95**4)
     fit_epoch = train_autoencoder(features, 5, batch_size=64, lr=1e-3, lr_step="epoch", decay_every=2, progress=False)
-    assert fit_epoch.lr == pytest.approx(1e-3 * 0.95 ** 2)
+    assert fit_epoch.lr == pytest.approx(1e-3 * 0.95**2)
     assert fit_epoch.train_mse < untrained  # Adam on MSE reduces the reconstruction error
     assert not fit.model.training
 
@@ -94,13 +101,44 @@ def test_retrieval_end_to_end(tmp_path, capsys):
     reference_checkpoint(pretrained, "seq-based_and_image-based")
     features_path = tmp_path / "features" / "feats.npz"
     metrics_path = tmp_path / "metrics.json"
-    metrics = retrieve([
-        "--data-root", str(root), "--finetune-dataset", "ntu120", "--protocol", "cross_setup",
-        "--pretrained", str(pretrained), "--pretrain-skeleton-representation", "seq-based_and_image-based",
-        "--finetune-skeleton-representation", "image-based", "--knn-neighbours", "3",
-        "--lr", "0.1", "--batch-size", "5", "-j", "0", "--seed", "3", "--device", "cpu", *TINY_ARGS,
-        "--with-autoencoder", "--ae-epochs", "2", "--save-features", str(features_path),
-        "--metrics-json", str(metrics_path), "--plot-dir", str(tmp_path / "plots")])
+    metrics = retrieve(
+        [
+            "--data-root",
+            str(root),
+            "--finetune-dataset",
+            "ntu120",
+            "--protocol",
+            "cross_setup",
+            "--pretrained",
+            str(pretrained),
+            "--pretrain-skeleton-representation",
+            "seq-based_and_image-based",
+            "--finetune-skeleton-representation",
+            "image-based",
+            "--knn-neighbours",
+            "3",
+            "--lr",
+            "0.1",
+            "--batch-size",
+            "5",
+            "-j",
+            "0",
+            "--seed",
+            "3",
+            "--device",
+            "cpu",
+            *TINY_ARGS,
+            "--with-autoencoder",
+            "--ae-epochs",
+            "2",
+            "--save-features",
+            str(features_path),
+            "--metrics-json",
+            str(metrics_path),
+            "--plot-dir",
+            str(tmp_path / "plots"),
+        ]
+    )
 
     saved = np.load(features_path)  # no pickle needed
     assert list(saved["train_names"]) == names["train"] and list(saved["val_names"]) == names["val"]
@@ -137,8 +175,19 @@ def test_retrieval_end_to_end(tmp_path, capsys):
 def test_retrieval_without_checkpoint_and_errors(tmp_path):
     root = tmp_path / "data"
     write_synthetic_split(root, per_class={"train": 2, "val": 1})
-    common = ["--data-root", str(root), "-j", "0", "-b", "8", "--device", "cpu", *TINY_ARGS,
-              "--finetune-skeleton-representation", "seq-based"]
+    common = [
+        "--data-root",
+        str(root),
+        "-j",
+        "0",
+        "-b",
+        "8",
+        "--device",
+        "cpu",
+        *TINY_ARGS,
+        "--finetune-skeleton-representation",
+        "seq-based",
+    ]
     metrics = retrieve(common)  # randomly initialised encoder (the reference allows it)
     assert metrics["num_train"] == 6 and metrics["feature_dim"] == 16  # 2 x GRU hidden size
     with pytest.raises(ValueError, match="--knn-neighbours 7 exceeds the 6 training clips"):
@@ -146,8 +195,15 @@ def test_retrieval_without_checkpoint_and_errors(tmp_path):
     pretrained = tmp_path / "graph_image.pth.tar"
     reference_checkpoint(pretrained, "graph-based_and_image-based")
     with pytest.raises(ValueError, match=r"holds encoder_q \(graph-based\), encoder_r \(image-based\)"):
-        retrieve([*common, "--pretrained", str(pretrained),
-                  "--pretrain-skeleton-representation", "graph-based_and_image-based"])
+        retrieve(
+            [
+                *common,
+                "--pretrained",
+                str(pretrained),
+                "--pretrain-skeleton-representation",
+                "graph-based_and_image-based",
+            ]
+        )
     (root / "NTU-RGB-D-60-AGCN" / "xview" / "train_label.pkl").unlink()
     with pytest.raises(FileNotFoundError, match=r"train_label\.pkl not found"):
         retrieve(common)
@@ -165,8 +221,10 @@ def test_main_exit_codes_and_one_line_errors(tmp_path, capsys):
         (["--ae-epochs", "0"], "argument --ae-epochs: expected a positive integer, got 0"),
         (["--ae-lr", "-1"], "argument --ae-lr: expected a positive number, got -1"),
         (["-b", "-4"], "argument -b/--batch-size: expected a positive integer, got -4"),
-        (["--tsne-samples", "2", "--plot-dir", str(tmp_path / "plots")],
-         "--tsne-samples 2: the t-SNE plot of --plot-dir needs at least 3 clips"),
+        (
+            ["--tsne-samples", "2", "--plot-dir", str(tmp_path / "plots")],
+            "--tsne-samples 2: the t-SNE plot of --plot-dir needs at least 3 clips",
+        ),
         (["--knn-neighbours", "7"], "--knn-neighbours 7 exceeds the 6 training clips"),
     ]
     for extra, message in refused:
@@ -181,8 +239,19 @@ def test_label_out_of_range_is_refused_like_classification(tmp_path, capsys):
     write_synthetic_split(root, per_class={"train": 2, "val": 2})
     path, name = write_out_of_range_label(root, part="train", index=4, label=75)
     metrics_path = tmp_path / "metrics.json"
-    argv = ["--data-root", str(root), "-j", "0", "-b", "8", "--device", "cpu", *TINY_ARGS,
-            "--metrics-json", str(metrics_path)]
+    argv = [
+        "--data-root",
+        str(root),
+        "-j",
+        "0",
+        "-b",
+        "8",
+        "--device",
+        "cpu",
+        *TINY_ARGS,
+        "--metrics-json",
+        str(metrics_path),
+    ]
     assert action_retrieval.main(argv) == 2
     message = f"{path}: label 75 of sample {name} is out of range; ntu60 has 60 classes, labels 0 to 59"
     assert capsys.readouterr().err.splitlines() == [f"action_retrieval.py: error: {message}"]

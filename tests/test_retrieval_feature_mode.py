@@ -1,6 +1,7 @@
 """action_retrieval.py --feature-mode: 'train' is the reference's extraction (the encoder in train mode,
 its loaders' batches), checked against a literal re-implementation; 'eval' differs wherever BatchNorm or
 dropout does; nothing learned during extraction is kept."""
+
 from __future__ import annotations
 
 import argparse
@@ -61,13 +62,38 @@ def graph_run(tmp_path_factory):
     write_synthetic_split(root, per_class={"train": 7, "val": 7})
     pretrained = tmp / "graph.pth.tar"
     graph_checkpoint(pretrained)
-    common = ["--data-root", str(root), "--pretrained", str(pretrained),
-              "--pretrain-skeleton-representation", PRETRAIN, "--finetune-skeleton-representation", "graph-based",
-              "-b", "16", "-j", "0", "--seed", "5", "--device", "cpu", *TINY_ARGS]
+    common = [
+        "--data-root",
+        str(root),
+        "--pretrained",
+        str(pretrained),
+        "--pretrain-skeleton-representation",
+        PRETRAIN,
+        "--finetune-skeleton-representation",
+        "graph-based",
+        "-b",
+        "16",
+        "-j",
+        "0",
+        "--seed",
+        "5",
+        "--device",
+        "cpu",
+        *TINY_ARGS,
+    ]
     out = {}
     for mode in ("train", "eval"):
-        metrics = retrieve([*common, "--feature-mode", mode, "--save-features", str(tmp / f"{mode}.npz"),
-                            "--metrics-json", str(tmp / f"{mode}.json")])
+        metrics = retrieve(
+            [
+                *common,
+                "--feature-mode",
+                mode,
+                "--save-features",
+                str(tmp / f"{mode}.npz"),
+                "--metrics-json",
+                str(tmp / f"{mode}.json"),
+            ]
+        )
         out[mode] = (metrics, dict(np.load(tmp / f"{mode}.npz")), json.loads((tmp / f"{mode}.json").read_text()))
     return root, pretrained, out
 
@@ -122,9 +148,16 @@ def test_eval_and_train_modes_differ_on_a_batchnorm_encoder(graph_run):
 
 
 def _namespace(root, batch_size: int) -> argparse.Namespace:
-    return argparse.Namespace(data_root=str(root), finetune_dataset="ntu60", protocol="cross_view",
-                              finetune_skeleton_representation="graph-based", data_seed=0, window_size=64,
-                              workers=0, batch_size=batch_size)
+    return argparse.Namespace(
+        data_root=str(root),
+        finetune_dataset="ntu60",
+        protocol="cross_view",
+        finetune_skeleton_representation="graph-based",
+        data_seed=0,
+        window_size=64,
+        workers=0,
+        batch_size=batch_size,
+    )
 
 
 def test_extraction_in_train_mode_keeps_nothing(tmp_path):
@@ -156,8 +189,21 @@ def test_extraction_in_train_mode_keeps_nothing(tmp_path):
 def test_seq_based_features_do_not_depend_on_the_mode(tmp_path):
     root = tmp_path / "data"
     write_synthetic_split(root, per_class={"train": 3, "val": 2})
-    common = ["--data-root", str(root), "--finetune-skeleton-representation", "seq-based", "-b", "4", "-j", "0",
-              "--seed", "2", "--device", "cpu", *TINY_ARGS]
+    common = [
+        "--data-root",
+        str(root),
+        "--finetune-skeleton-representation",
+        "seq-based",
+        "-b",
+        "4",
+        "-j",
+        "0",
+        "--seed",
+        "2",
+        "--device",
+        "cpu",
+        *TINY_ARGS,
+    ]
     runs = {}
     for mode in ("eval", "train"):
         path = tmp_path / f"{mode}.npz"
@@ -174,9 +220,23 @@ def test_train_mode_dropout_is_seeded(tmp_path):
     write_synthetic_split(root, per_class={"train": 2, "val": 2})
     pretrained = tmp_path / "intra.pth.tar"  # fixed weights: only the dropout masks depend on --seed
     reference_checkpoint(pretrained, "image-based")
-    common = ["--data-root", str(root), "--pretrained", str(pretrained), "--pretrain-skeleton-representation",
-              "image-based", "--finetune-skeleton-representation", "image-based", "-b", "4", "-j", "0",
-              "--device", "cpu", *TINY_ARGS]
+    common = [
+        "--data-root",
+        str(root),
+        "--pretrained",
+        str(pretrained),
+        "--pretrain-skeleton-representation",
+        "image-based",
+        "--finetune-skeleton-representation",
+        "image-based",
+        "-b",
+        "4",
+        "-j",
+        "0",
+        "--device",
+        "cpu",
+        *TINY_ARGS,
+    ]
 
     def features(mode: str, seed: int) -> np.ndarray:
         path = tmp_path / "feats.npz"

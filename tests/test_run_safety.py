@@ -1,6 +1,7 @@
 """Pretraining never loses work silently: a used checkpoint folder, a folder another run holds, stray
 temporaries, a full disk, file permissions, signals, a finished run and impossible flags each end in one
 line and a definite exit status, with every earlier file left as it was."""
+
 from __future__ import annotations
 
 import contextlib
@@ -34,8 +35,24 @@ def data_root(tmp_path_factory) -> Path:
 
 def run(data_root: Path, out: Path, *extra: str) -> int:
     """One tiny seq-based run (12 clips, batch 4: 3 steps an epoch)."""
-    argv = ["--skeleton-representation", "seq-based", "--data-root", str(data_root), "--protocol", "cross_view",
-            "--checkpoint-path", str(out), "-b", "4", "--moco-k", "16", "--seed", "0", *TINY, *extra]
+    argv = [
+        "--skeleton-representation",
+        "seq-based",
+        "--data-root",
+        str(data_root),
+        "--protocol",
+        "cross_view",
+        "--checkpoint-path",
+        str(out),
+        "-b",
+        "4",
+        "--moco-k",
+        "16",
+        "--seed",
+        "0",
+        *TINY,
+        *extra,
+    ]
     return pretrain.main(argv)
 
 
@@ -44,7 +61,7 @@ def error_line(capsys) -> str:
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert lines and lines[-1].startswith(PREFIX), lines[-3:]
     assert sum(PREFIX in line for line in lines) == 1, lines
-    return lines[-1][len(PREFIX):]
+    return lines[-1][len(PREFIX) :]
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -65,7 +82,8 @@ def test_a_second_run_into_a_used_folder_is_refused_and_touches_nothing(data_roo
     assert error_line(capsys) == (
         f"--checkpoint-path {out} already holds the checkpoints of a run (checkpoint_last.pth.tar: 2 of 2 epochs "
         f"done); continue it with --resume {out}/checkpoint_last.pth.tar, or pass --overwrite to delete them and "
-        "start again")
+        "start again"
+    )
     assert snapshot(out) == before
 
 
@@ -73,14 +91,19 @@ def test_overwrite_replaces_the_previous_run(data_root, tmp_path, capsys):
     out = tmp_path / "ckpt"
     assert run(data_root, out, "--epochs", "3", "--save-freq", "1") == 0
     assert sorted(p.name for p in out.glob("checkpoint_0*")) == [
-        "checkpoint_0000.pth.tar", "checkpoint_0001.pth.tar", "checkpoint_0002.pth.tar"]
+        "checkpoint_0000.pth.tar",
+        "checkpoint_0001.pth.tar",
+        "checkpoint_0002.pth.tar",
+    ]
     capsys.readouterr()
     assert run(data_root, out, "--epochs", "1", "--overwrite") == 0
     printed = capsys.readouterr().out
     assert f"=> --overwrite: removed 5 checkpoint and TensorBoard files of the previous run in {out}" in printed
     # nothing of the 3-epoch run is left to be mistaken for this one's
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith("events.")) == [
-        "checkpoint_0000.pth.tar", "checkpoint_last.pth.tar"]
+        "checkpoint_0000.pth.tar",
+        "checkpoint_last.pth.tar",
+    ]
     assert len(list(out.glob("events.out.tfevents.*"))) == 1
     last = torch.load(out / "checkpoint_last.pth.tar", weights_only=True)
     assert last["epoch"] == 1 and last["args"]["epochs"] == 1
@@ -100,8 +123,9 @@ def test_overwrite_deletes_nothing_when_the_new_run_cannot_start(data_root, tmp_
     capsys.readouterr()
     # resuming a 16-d run with the default 8-d head into the used folder: refused after the folder was claimed
     assert run(data_root, out, "--epochs", "2", "--overwrite", "--resume", str(other / "checkpoint_last.pth.tar")) == 2
-    assert error_line(capsys).startswith(f"--resume {other / 'checkpoint_last.pth.tar'} does not fit the model built "
-                                         "from these options")
+    assert error_line(capsys).startswith(
+        f"--resume {other / 'checkpoint_last.pth.tar'} does not fit the model built from these options"
+    )
     assert snapshot(out) == before
 
 
@@ -110,8 +134,9 @@ def test_checkpoint_path_that_is_a_file_or_under_one(data_root, tmp_path, capsys
     assert run(data_root, tmp_path / "file", "--epochs", "1") == 2
     assert error_line(capsys) == f"--checkpoint-path {tmp_path / 'file'} is a file, not a folder"
     assert run(data_root, tmp_path / "file" / "run", "--epochs", "1") == 2
-    assert error_line(capsys) == (f"--checkpoint-path {tmp_path / 'file' / 'run'} cannot be created: "
-                                  f"{tmp_path / 'file'} is a file")
+    assert error_line(capsys) == (
+        f"--checkpoint-path {tmp_path / 'file' / 'run'} cannot be created: {tmp_path / 'file'} is a file"
+    )
     assert (tmp_path / "file").read_text() == "keep me"
 
 
@@ -138,8 +163,13 @@ with FolderLock(sys.argv[1], sys.argv[2]):
 @contextlib.contextmanager
 def lock_held_elsewhere(folder: Path, purpose: str) -> Iterator[subprocess.Popen]:
     """Another live process holds ``folder``'s lock (recording ``purpose``) for the block."""
-    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(folder), purpose], cwd=ROOT, stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(folder), purpose],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         yield holder
@@ -151,8 +181,9 @@ def lock_held_elsewhere(folder: Path, purpose: str) -> Iterator[subprocess.Popen
 def plant_stray_temporaries(folder: Path, last: str, numbered: str) -> list[Path]:
     """What a killed run leaves: the temporary of ``last`` whose writer's PID is gone, and an older
     version's temporary (no PID) of ``numbered``."""
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
-                          check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     strays = [folder / f".{last}.tmp-{int(dead.stdout)}-0123abcd", folder / f".{numbered}.x8f_2k1q.tmp"]
     for path in strays:
         path.write_bytes(b"half a checkpoint")
@@ -172,8 +203,10 @@ def test_a_folder_another_live_run_holds_is_refused_naming_its_pid(data_root, tm
     out.mkdir()
     with lock_held_elsewhere(out, "pretraining") as holder:
         assert run(data_root, out, "--epochs", "1") == 2
-        assert error_line(capsys) == (f"--checkpoint-path {out}: in use by PID {holder.pid} (pretraining); wait for "
-                                      "it to finish or stop it, or choose another folder")
+        assert error_line(capsys) == (
+            f"--checkpoint-path {out}: in use by PID {holder.pid} (pretraining); wait for "
+            "it to finish or stop it, or choose another folder"
+        )
         assert [p.name for p in out.iterdir()] == [".skeleton-contrast.lock"]  # the holder's, untouched
     assert run(data_root, out, "--epochs", "1") == 0  # free again once the holder has gone
     assert not (out / ".skeleton-contrast.lock").exists()  # released at the end
@@ -226,10 +259,14 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(data_root, tmp_pat
     monkeypatch.setattr(cio, "_open_temp", filling_up)
     assert run(data_root, out, "--epochs", "2") == 2
     target = out / "checkpoint_0001.pth.tar"
-    assert error_line(capsys) == (f"cannot write {target}: no space left on device (or the disk quota is reached); "
-                                  "the previous file, if any, is unchanged")
+    assert error_line(capsys) == (
+        f"cannot write {target}: no space left on device (or the disk quota is reached); "
+        "the previous file, if any, is unchanged"
+    )
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith("events.")) == [
-        "checkpoint_0000.pth.tar", "checkpoint_last.pth.tar"]  # no temporary, no partial checkpoint_0001
+        "checkpoint_0000.pth.tar",
+        "checkpoint_last.pth.tar",
+    ]  # no temporary, no partial checkpoint_0001
     assert (out / "checkpoint_last.pth.tar").read_bytes() == (out / "checkpoint_0000.pth.tar").read_bytes()
     assert torch.load(out / "checkpoint_last.pth.tar", weights_only=True)["epoch"] == 1
     monkeypatch.setattr(cio, "_open_temp", opened)
@@ -254,14 +291,14 @@ def test_checkpoints_and_metrics_get_the_umask_mode(data_root, tmp_path, mask, m
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_second_signal_stops_at_once_with_128_plus_its_number(data_root, tmp_path, monkeypatch, capsys, sig,
-                                                                code):
+def test_a_second_signal_stops_at_once_with_128_plus_its_number(data_root, tmp_path, monkeypatch, capsys, sig, code):
     calls = patch_step(monkeypatch, 2, signals=(sig, sig))
     out = tmp_path / "ckpt"
     assert run(data_root, out, "--epochs", "2") == code
     assert calls["n"] == 2
-    assert error_line(capsys) == (f"second {signal.Signals(sig).name}: stopped at once without saving "
-                                  "(no checkpoint was written)")
+    assert error_line(capsys) == (
+        f"second {signal.Signals(sig).name}: stopped at once without saving (no checkpoint was written)"
+    )
     assert not list(out.glob("*.pth.tar")) and not list(out.glob(".*tmp*"))
     assert not (out / ".skeleton-contrast.lock").exists()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
@@ -284,13 +321,13 @@ def test_resuming_a_finished_run_says_so_and_changes_nothing(data_root, tmp_path
     last = out / "checkpoint_last.pth.tar"
     assert run(data_root, out, "--epochs", "2", "--resume", str(last)) == 0
     assert capsys.readouterr().out.strip() == (
-        f"=> nothing to train: {last} already completed --epochs 2 (pass a larger --epochs to train further)")
+        f"=> nothing to train: {last} already completed --epochs 2 (pass a larger --epochs to train further)"
+    )
     assert snapshot(out) == before
     assert run(data_root, out, "--epochs", "1", "--resume", str(last)) == 2
     assert error_line(capsys) == f"--resume {last} has already trained 2 epochs, more than --epochs 1"
     assert run(data_root, out, "--epochs", "2", "--resume", str(out)) == 2
-    assert error_line(capsys) == (f"--resume {out} is a folder, not a checkpoint file; pass a file such as "
-                                  f"{last}")
+    assert error_line(capsys) == (f"--resume {out} is a folder, not a checkpoint file; pass a file such as {last}")
     assert snapshot(out) == before
 
 
@@ -310,21 +347,24 @@ def test_a_classifier_checkpoint_is_not_resumed_as_pretraining(data_root, tmp_pa
 # -------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("flag, value, message", [
-    ("--lr", "-1", "argument --lr/--learning-rate: expected a positive number, got -1"),
-    ("--epochs", "0", "argument --epochs: expected a positive integer, got 0"),
-    ("--batch-size", "0", "argument -b/--batch-size: expected a positive integer, got 0"),
-    ("--workers", "-1", "argument -j/--workers: expected an integer >= 0, got -1"),
-    ("--moco-m", "1", "argument --moco-m: expected a momentum in [0, 1), got 1"),
-    ("--moco-t", "0", "argument --moco-t: expected a positive number, got 0"),
-    ("--moco-k", "0", "argument --moco-k: expected a positive integer, got 0"),
-    ("--save-freq", "0", "argument --save-freq: expected a positive integer, got 0"),
-    ("--momentum", "1.5", "argument --momentum: expected a momentum in [0, 1), got 1.5"),
-    ("--wd", "-0.001", "argument --wd/--weight-decay: expected a number >= 0, got -0.001"),
-    ("--print-freq", "0", "argument -p/--print-freq: expected a positive integer, got 0"),
-    ("--gru-hidden-size", "0", "argument --gru-hidden-size: expected a positive integer, got 0"),
-    ("--lr", "nan", "argument --lr/--learning-rate: expected a finite number, got 'nan'"),
-])
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--lr", "-1", "argument --lr/--learning-rate: expected a positive number, got -1"),
+        ("--epochs", "0", "argument --epochs: expected a positive integer, got 0"),
+        ("--batch-size", "0", "argument -b/--batch-size: expected a positive integer, got 0"),
+        ("--workers", "-1", "argument -j/--workers: expected an integer >= 0, got -1"),
+        ("--moco-m", "1", "argument --moco-m: expected a momentum in [0, 1), got 1"),
+        ("--moco-t", "0", "argument --moco-t: expected a positive number, got 0"),
+        ("--moco-k", "0", "argument --moco-k: expected a positive integer, got 0"),
+        ("--save-freq", "0", "argument --save-freq: expected a positive integer, got 0"),
+        ("--momentum", "1.5", "argument --momentum: expected a momentum in [0, 1), got 1.5"),
+        ("--wd", "-0.001", "argument --wd/--weight-decay: expected a number >= 0, got -0.001"),
+        ("--print-freq", "0", "argument -p/--print-freq: expected a positive integer, got 0"),
+        ("--gru-hidden-size", "0", "argument --gru-hidden-size: expected a positive integer, got 0"),
+        ("--lr", "nan", "argument --lr/--learning-rate: expected a finite number, got 'nan'"),
+    ],
+)
 def test_impossible_numbers_are_refused_naming_flag_and_value(tmp_path, capsys, flag, value, message):
     argv = ["--skeleton-representation", "seq-based", "--checkpoint-path", str(tmp_path / "ckpt"), flag, value]
     assert pretrain.main(argv) == 2
@@ -347,16 +387,35 @@ def test_run_metrics_summarises_the_history():
     import argparse
 
     args = argparse.Namespace(skeleton_representation="seq-based", epochs=3)
-    history = [{"epoch": 1, "lr": 0.1, "train_loss": 2.0, "acc_s1": 10.0, "seconds": 1.0},
-               {"epoch": 2, "lr": 0.05, "train_loss": 1.5, "acc_s1": 30.0, "seconds": 1.0}]
+    history = [
+        {"epoch": 1, "lr": 0.1, "train_loss": 2.0, "acc_s1": 10.0, "seconds": 1.0},
+        {"epoch": 2, "lr": 0.05, "train_loss": 1.5, "acc_s1": 30.0, "seconds": 1.0},
+    ]
     result = pretrain.FitResult(history, "completed", None)
-    metrics = pretrain.run_metrics(args, result, start_epoch=1, steps_per_epoch=3, world_size=1, device="cpu",
-                                   mode="single device", data_seed=7, wall_seconds=2.5)
+    metrics = pretrain.run_metrics(
+        args,
+        result,
+        start_epoch=1,
+        steps_per_epoch=3,
+        world_size=1,
+        device="cpu",
+        mode="single device",
+        data_seed=7,
+        wall_seconds=2.5,
+    )
     assert metrics["final"] == {"train_loss": 1.5, "acc_s1": 30.0}
     assert metrics["epochs_completed"] == 3 and metrics["status"] == "completed"
-    empty = pretrain.run_metrics(args, pretrain.FitResult([], "interrupted", signal.SIGTERM), start_epoch=1,
-                                 steps_per_epoch=3, world_size=1, device="cpu", mode="single device", data_seed=7,
-                                 wall_seconds=0.0)
+    empty = pretrain.run_metrics(
+        args,
+        pretrain.FitResult([], "interrupted", signal.SIGTERM),
+        start_epoch=1,
+        steps_per_epoch=3,
+        world_size=1,
+        device="cpu",
+        mode="single device",
+        data_seed=7,
+        wall_seconds=0.0,
+    )
     assert empty["final"] == {} and empty["epochs_completed"] == 1 and empty["status"] == "interrupted"
 
 

@@ -1,4 +1,5 @@
 """Safety of data handling: folder locks, restricted label unpickling, atomic writers, bad inputs."""
+
 from __future__ import annotations
 
 import errno
@@ -145,8 +146,11 @@ def test_writer_output_is_what_numpy_writes(tmp_path):
     assert (folder / "train_data_joint.npy").read_bytes() == expected.getvalue()
     assert np.load(folder / "train_num_frame.npy").tolist() == [10, 11, 12]
     assert pickle.loads((folder / "train_label.pkl").read_bytes()) == (["s0", "s1", "s2"], [0, 1, 2])
-    assert sorted(_files(tmp_path / "out")) == ["bench/train_data_joint.npy", "bench/train_label.pkl",
-                                                "bench/train_num_frame.npy"]
+    assert sorted(_files(tmp_path / "out")) == [
+        "bench/train_data_joint.npy",
+        "bench/train_label.pkl",
+        "bench/train_num_frame.npy",
+    ]
 
 
 def test_writer_error_removes_only_this_runs_files(tmp_path):
@@ -220,8 +224,7 @@ def test_output_folder_problems_are_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(locking.os, "open", refuse)
     with pytest.raises(DataGenError) as info:
         RunOutputs(tmp_path / "locked").__enter__()
-    assert str(info.value) == (f"{tmp_path / 'locked'}: not writable (Permission denied); "
-                               "choose another --out-folder")
+    assert str(info.value) == (f"{tmp_path / 'locked'}: not writable (Permission denied); choose another --out-folder")
     assert not (tmp_path / "locked").exists()  # created for the run, removed again
 
 
@@ -272,9 +275,15 @@ def test_safe_pickle_refuses_code_and_never_runs_it(tmp_path):
     assert marker.exists()
 
 
-@pytest.mark.parametrize("dangerous", [
-    (subprocess.call, (["true"],)), (eval, ("1",)), (getattr, ("x", "upper")), (np.load, ("x.npy",)),
-])
+@pytest.mark.parametrize(
+    "dangerous",
+    [
+        (subprocess.call, (["true"],)),
+        (eval, ("1",)),
+        (getattr, ("x", "upper")),
+        (np.load, ("x.npy",)),
+    ],
+)
 def test_safe_pickle_refuses_any_other_global(tmp_path, dangerous):
     class Reduce:
         def __reduce__(self):
@@ -343,7 +352,7 @@ def _respell(data: bytes, old: bytes, new: bytes) -> bytes:
     """Replace a module path in a pickle (frames dropped, protocol 4+ string lengths fixed)."""
     ops = list(pickletools.genops(data))
     for _, _, pos in reversed([op for op in ops if op[0].name == "FRAME"]):
-        data = data[:pos] + data[pos + 9:]  # frames are optional; their sizes would be wrong after the edit
+        data = data[:pos] + data[pos + 9 :]  # frames are optional; their sizes would be wrong after the edit
     if any(op.name == "GLOBAL" for op, _, _ in ops):  # protocols 0-2: "module name" text lines
         return data.replace(old + b".", new + b".")
     for suffix in (b".multiarray", b".numeric"):
@@ -354,6 +363,7 @@ def _respell(data: bytes, old: bytes, new: bytes) -> bytes:
 
 # ---- feeders: label pickles and .npy files ------------------------------------------------------
 
+
 def _prepared_split(root: Path, clips: int = 4) -> SplitPaths:
     """A tiny prepared val part in the NTU 60 x-view layout, written as data_gen writes it."""
     folder = root / "NTU-RGB-D-60-AGCN" / "xview"
@@ -362,8 +372,9 @@ def _prepared_split(root: Path, clips: int = 4) -> SplitPaths:
     rng = np.random.default_rng(0)
     np.save(paths.data, rng.standard_normal((clips, 3, 300, 25, 2)).astype(np.float32))
     np.save(paths.num_frame, np.full(clips, 50, dtype=np.int64))
-    paths.label.write_bytes(pickle.dumps(([f"S001C001P001R001A00{i + 1}.skeleton" for i in range(clips)],
-                                          list(range(clips)))))
+    paths.label.write_bytes(
+        pickle.dumps(([f"S001C001P001R001A00{i + 1}.skeleton" for i in range(clips)], list(range(clips))))
+    )
     return paths
 
 
@@ -373,8 +384,7 @@ def test_feeders_refuse_a_label_pickle_that_carries_code(tmp_path):
     paths.label.write_bytes(pickle.dumps((["a"] * 4, [0, 1, 2, 3], _CreatesMarker(marker))))
     with pytest.raises(ValueError) as info:
         check_split(paths)
-    assert str(info.value) == (f"{paths.label}: refusing to load 'posix.system'; "
-                               "label files hold (names, labels) only")
+    assert str(info.value) == (f"{paths.label}: refusing to load 'posix.system'; label files hold (names, labels) only")
     with pytest.raises(ValueError, match=r"refusing to load 'posix\.system'"):
         DownstreamDataset(paths, "seq-based", train=False)
     assert not marker.exists()
@@ -396,9 +406,11 @@ def test_feeders_empty_file_is_one_line(tmp_path, which):
     with pytest.raises(ValueError) as info:
         check_split(paths)
     kind = "a label pickle" if which == "label" else "a .npy array"
-    assert str(info.value) == (f"{path}: empty file (0 bytes), not {kind}; make it again with: python "
-                               f"data_gen/ntu_gendata.py --dataset ntu60 --data-path <RAW> --out-folder "
-                               f"{tmp_path / 'NTU-RGB-D-60-AGCN'}")
+    assert str(info.value) == (
+        f"{path}: empty file (0 bytes), not {kind}; make it again with: python "
+        f"data_gen/ntu_gendata.py --dataset ntu60 --data-path <RAW> --out-folder "
+        f"{tmp_path / 'NTU-RGB-D-60-AGCN'}"
+    )
 
 
 def test_feeders_truncated_npy_is_one_line(tmp_path):
@@ -408,8 +420,10 @@ def test_feeders_truncated_npy_is_one_line(tmp_path):
     with pytest.raises(DataFileError) as info:
         check_split(paths)
     message = str(info.value)
-    assert message.startswith(f"{paths.data}: truncated: its header declares shape (4, 3, 300, 25, 2) float32 "
-                              f"({full:,} bytes) but the file has {full - 1000:,} bytes")
+    assert message.startswith(
+        f"{paths.data}: truncated: its header declares shape (4, 3, 300, 25, 2) float32 "
+        f"({full:,} bytes) but the file has {full - 1000:,} bytes"
+    )
     assert "\n" not in message and "make it again with: python data_gen/ntu_gendata.py" in message
 
 
@@ -419,8 +433,10 @@ def test_feeders_file_cut_during_a_run_is_one_line_not_a_sigbus(tmp_path):
     assert dataset[3][1] == 3  # mapped and readable
     full = paths.data.stat().st_size
     os.truncate(paths.data, full // 2)  # rewritten in place by another program
-    expected = (f"{paths.data}: cut to {full // 2:,} of its {full:,} bytes while this run was reading it "
-                "(rewritten in place?); make it again with: python data_gen/ntu_gendata.py")
+    expected = (
+        f"{paths.data}: cut to {full // 2:,} of its {full:,} bytes while this run was reading it "
+        "(rewritten in place?); make it again with: python data_gen/ntu_gendata.py"
+    )
     with pytest.raises(DataFileError) as info:
         dataset[3]  # would read past the end of the file: a SIGBUS without the check
     assert str(info.value).startswith(expected)
@@ -435,8 +451,12 @@ def test_feeders_file_cut_during_a_run_is_one_line_not_a_sigbus(tmp_path):
 
 # ---- the converters: concurrent runs, empty parts, bad values, bad names, disk full -------------
 
-NTU_OUTPUTS = [f"{b}/{part}_{f}" for b in ("xsub", "xview") for part in ("train", "val")
-               for f in ("data_joint.npy", "label.pkl", "num_frame.npy")]
+NTU_OUTPUTS = [
+    f"{b}/{part}_{f}"
+    for b in ("xsub", "xview")
+    for part in ("train", "val")
+    for f in ("data_joint.npy", "label.pkl", "num_frame.npy")
+]
 
 
 @pytest.fixture(scope="module")
@@ -487,9 +507,14 @@ sys.exit(ntu_gendata.main(sys.argv[1:]))
 
 
 def _start_paused_run(raw: Path, out: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", _PAUSED_RUN, "--data-path", str(raw), "--out-folder", str(out),
-                             "--no-progress"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _PAUSED_RUN, "--data-path", str(raw), "--out-folder", str(out), "--no-progress"],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().strip() == "committing", proc.stderr.read()
     return proc
 
@@ -498,12 +523,26 @@ def test_two_data_gen_runs_into_one_folder(tmp_path, ntu_raw, ntu_clean):
     out = tmp_path / "out"
     first = _start_paused_run(ntu_raw, out)
     try:
-        second = subprocess.run([sys.executable, "data_gen/ntu_gendata.py", "--data-path", str(ntu_raw),
-                                 "--out-folder", str(out), "--no-progress"], cwd=ROOT, capture_output=True,
-                                text=True, timeout=120)
+        second = subprocess.run(
+            [
+                sys.executable,
+                "data_gen/ntu_gendata.py",
+                "--data-path",
+                str(ntu_raw),
+                "--out-folder",
+                str(out),
+                "--no-progress",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert second.returncode == 2
-        assert second.stderr == (f"ntu_gendata.py: error: {out}: in use by PID {first.pid} (data_gen); wait for it "
-                                 "to finish or stop it, or choose another folder\n")
+        assert second.stderr == (
+            f"ntu_gendata.py: error: {out}: in use by PID {first.pid} (data_gen); wait for it "
+            "to finish or stop it, or choose another folder\n"
+        )
         assert len(list(out.rglob("*.partial-*"))) == 4  # the first run's data files, untouched
     finally:
         _, stderr = first.communicate("\n", timeout=120)
@@ -521,7 +560,8 @@ def test_lock_of_a_killed_data_gen_run_is_taken_over(tmp_path, ntu_raw, ntu_clea
         assert _ntu(["--data-path", str(ntu_raw), "--out-folder", str(out)], capsys)[0] == 0
     assert [str(w.message) for w in record] == [
         f"{out}: taking over the lock left by PID {killed.pid}, a run that did not finish; removed its 4 "
-        "temporary file(s)"]
+        "temporary file(s)"
+    ]
     assert _files(out) == ntu_clean
 
 
@@ -533,8 +573,11 @@ def test_all_bad_input_leaves_a_good_folder_byte_identical(tmp_path, ntu_raw, nt
         path.write_bytes(path.read_bytes()[:200])  # every file truncated
     code, err = _ntu(["--data-path", str(raw), "--out-folder", str(out), "--skip-bad"], capsys)
     assert code == 2 and len(err.splitlines()) == 1
-    assert f"{raw}: all 12 files of xsub/train are bad and were skipped (first: {raw}/S001C001P001R001A001.skeleton, " \
-           "line" in err and err.endswith("; nothing was written\n")
+    assert (
+        f"{raw}: all 12 files of xsub/train are bad and were skipped (first: {raw}/S001C001P001R001A001.skeleton, line"
+        in err
+        and err.endswith("; nothing was written\n")
+    )
     assert _files(out) == ntu_clean
 
 
@@ -543,11 +586,13 @@ def test_all_ignored_input_is_refused(tmp_path, ntu_raw, ntu_clean, capsys):
     assert _ntu(["--data-path", str(ntu_raw), "--out-folder", str(out)], capsys)[0] == 0
     listing = tmp_path / "ignored.txt"
     listing.write_text("".join(p.stem + "\n" for p in ntu_raw.glob("*.skeleton")))
-    code, err = _ntu(["--data-path", str(ntu_raw), "--out-folder", str(out), "--ignored-sample-path", str(listing)],
-                     capsys)
+    code, err = _ntu(
+        ["--data-path", str(ntu_raw), "--out-folder", str(out), "--ignored-sample-path", str(listing)], capsys
+    )
     assert code == 2
-    assert err == (f"error: {ntu_raw}: all 24 .skeleton files are in the ignored-sample list "
-                   f"{listing}; nothing was written\n")
+    assert err == (
+        f"error: {ntu_raw}: all 24 .skeleton files are in the ignored-sample list {listing}; nothing was written\n"
+    )
     assert _files(out) == ntu_clean
 
 
@@ -559,8 +604,10 @@ def test_part_without_files_is_refused(tmp_path, ntu_raw, capsys):
     out = tmp_path / "out"
     code, err = _ntu(["--data-path", str(raw), "--out-folder", str(out), "--benchmarks", "xview"], capsys)
     assert code == 2
-    assert err == (f"error: {raw}: none of the 16 files to convert belongs to xview/val; nothing "
-                   "was written (a part without samples cannot be trained or evaluated on)\n")
+    assert err == (
+        f"error: {raw}: none of the 16 files to convert belongs to xview/val; nothing "
+        "was written (a part without samples cannot be trained or evaluated on)\n"
+    )
     assert not out.exists()
 
 
@@ -586,12 +633,15 @@ def _set_joint_line(path: Path, value: str) -> int:
     return index + 1
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("1e300", "x y z of magnitude at most 8.5e+37 (finite once normalised and stored as float32)"),
-    ("-4e38", "x y z of magnitude at most 8.5e+37 (finite once normalised and stored as float32)"),
-    ("1e38", "x y z of magnitude at most 8.5e+37 (finite once normalised and stored as float32)"),
-    ("inf", "finite x y z"),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("1e300", "x y z of magnitude at most 8.5e+37 (finite once normalised and stored as float32)"),
+        ("-4e38", "x y z of magnitude at most 8.5e+37 (finite once normalised and stored as float32)"),
+        ("1e38", "x y z of magnitude at most 8.5e+37 (finite once normalised and stored as float32)"),
+        ("inf", "finite x y z"),
+    ],
+)
 def test_ntu_coordinate_beyond_float32_is_a_line_error(tmp_path, ntu_raw, capsys, value, expected):
     raw, out = tmp_path / "raw", tmp_path / "out"
     paths = _copy_raw(ntu_raw, raw)
@@ -627,8 +677,10 @@ def test_declared_frame_count_costs_nothing_beyond_the_file(tmp_path):
         read_skeleton(few)
     seconds, peak = time.perf_counter() - started, tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert str(info.value) == f"{few}, line 5: expected the body count of frame 4 (an integer), found end of file " \
-                              "(truncated file?)"
+    assert (
+        str(info.value) == f"{few}, line 5: expected the body count of frame 4 (an integer), found end of file "
+        "(truncated file?)"
+    )
     assert peak < 1_000_000 and seconds < 1.0
 
     many = tmp_path / "S001C001P001R001A001.skeleton"  # 300,000 frames really there, all empty but one
@@ -660,9 +712,12 @@ def test_disk_full_is_one_line_and_leaves_the_previous_outputs(tmp_path, ntu_raw
     monkeypatch.setattr(writer_module, "_write_bytes", write)
     code, err = _ntu(["--data-path", str(ntu_raw), "--out-folder", str(out)], capsys)
     assert code == 2 and len(err.splitlines()) == 1
-    assert re.fullmatch(rf"error: {re.escape(str(out))}/\w+/\w+_data_joint.npy.partial-\d+-\w+: "
-                        r"no space left on device \(No space left on device\); free some space or choose another "
-                        r"--out-folder \(the previous outputs are unchanged\)\n", err)
+    assert re.fullmatch(
+        rf"error: {re.escape(str(out))}/\w+/\w+_data_joint.npy.partial-\d+-\w+: "
+        r"no space left on device \(No space left on device\); free some space or choose another "
+        r"--out-folder \(the previous outputs are unchanged\)\n",
+        err,
+    )
     assert _files(out) == ntu_clean
 
 
@@ -696,17 +751,21 @@ def test_pku_coordinate_beyond_float32_and_all_bad_input(tmp_path, capsys):
     path.write_text("\n".join(lines) + "\n")
     code, err = _run_capture(pku.main, argv, capsys)
     assert code == 2
-    assert err == (f"error: {path}, line 10: expected x y z of magnitude at most 8.5e+37 (finite once normalised "
-                   "and stored as float32), found '1e300'\n")
+    assert err == (
+        f"error: {path}, line 10: expected x y z of magnitude at most 8.5e+37 (finite once normalised "
+        "and stored as float32), found '1e300'\n"
+    )
     assert _files(out) == before
     # --skip-bad with every validation video bad: refused, the good folder stays as it was.
     bad = ds["skeleton"] / f"{ds['videos'][5]}.txt"
     bad.write_text("0.5 0.5\n")
     code, err = _run_capture(pku.main, [*argv, "--skip-bad"], capsys)
     assert code == 2
-    assert err == (f"error: {ds['split'] / 'cross-subject.txt'}: every clip of xsub/val was skipped (first: {path}, "
-                   "line 10: expected x y z of magnitude at most 8.5e+37 (finite once normalised and stored as "
-                   "float32), found '1e300'); nothing was written\n")
+    assert err == (
+        f"error: {ds['split'] / 'cross-subject.txt'}: every clip of xsub/val was skipped (first: {path}, "
+        "line 10: expected x y z of magnitude at most 8.5e+37 (finite once normalised and stored as "
+        "float32), found '1e300'); nothing was written\n"
+    )
     assert _files(out) == before
 
 
@@ -718,8 +777,10 @@ def test_pyskl_pickle_that_carries_code_is_refused(tmp_path, capsys):
     path.write_bytes(pickle.dumps(content))
     code, err = _run_capture(pc.main, ["--annotation", str(path), "--out-folder", str(tmp_path / "out")], capsys)
     assert code == 2
-    assert err == (f"error: {path}: refusing to load 'posix.system'; a pyskl annotation file holds dicts, lists, "
-                   "strings, numbers and NumPy arrays only\n")
+    assert err == (
+        f"error: {path}: refusing to load 'posix.system'; a pyskl annotation file holds dicts, lists, "
+        "strings, numbers and NumPy arrays only\n"
+    )
     assert not marker.exists() and not (tmp_path / "out").exists()
 
 
@@ -734,8 +795,10 @@ def test_pyskl_split_name_never_leaves_the_out_folder(tmp_path, capsys, split_na
     out = tmp_path / "work" / "deep" / "out"
     code, err = _run_capture(pc.main, ["--annotation", str(path), "--out-folder", str(out)], capsys)
     assert code == 2
-    assert err == (f"error: {path}: 'split' key {split_name + '_train'!r}: {split_name!r} cannot be a folder name "
-                   "(it must be non-empty, without '/', '\\' or '..')\n")
+    assert err == (
+        f"error: {path}: 'split' key {split_name + '_train'!r}: {split_name!r} cannot be a folder name "
+        "(it must be non-empty, without '/', '\\' or '..')\n"
+    )
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["ntu60_3danno.pkl", "work"]
 
 
@@ -753,8 +816,10 @@ def test_pyskl_coordinate_beyond_float32_and_all_skipped(tmp_path, capsys):
     path.write_bytes(pickle.dumps(content))
     code, err = _run_capture(pc.main, argv, capsys)
     assert code == 2
-    assert err == (f"error: {path}: annotation {first['frame_dir']!r}: 'keypoint' must hold x y z of magnitude at "
-                   "most 8.5e+37 (finite once normalised and stored as float32), found 1e+300 (dtype float64)\n")
+    assert err == (
+        f"error: {path}: annotation {first['frame_dir']!r}: 'keypoint' must hold x y z of magnitude at "
+        "most 8.5e+37 (finite once normalised and stored as float32), found 1e+300 (dtype float64)\n"
+    )
     assert _files(out) == before
     # --skip-bad: every annotation of xsub/val bad -> refused, nothing replaced
     val = set(content["split"]["xsub_val"])
@@ -764,6 +829,8 @@ def test_pyskl_coordinate_beyond_float32_and_all_skipped(tmp_path, capsys):
     path.write_bytes(pickle.dumps(content))
     code, err = _run_capture(pc.main, [*argv, "--skip-bad"], capsys)
     assert code == 2
-    assert err == (f"error: {path}: no sample for xsub/val: 'split'['xsub_val'] names {len(val)} frame_dir(s), all "
-                   "skipped as bad; nothing was written\n")
+    assert err == (
+        f"error: {path}: no sample for xsub/val: 'split'['xsub_val'] names {len(val)} frame_dir(s), all "
+        "skipped as bad; nothing was written\n"
+    )
     assert _files(out) == before

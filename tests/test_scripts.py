@@ -1,6 +1,7 @@
 """The recipe scripts: every configuration expands to a command line the Python scripts accept, with
 the paper's hyper-parameters, one run folder per seed under RUNS_ROOT (the ledger's layout) and extra
 arguments passed verbatim; the README's test command is the one CI runs; the demo runs end to end."""
+
 import json
 import math
 import os
@@ -24,20 +25,38 @@ PARSERS = {
 }
 
 
-RECIPE_ENV = ("SEEDS", "SEMI_SEEDS", "LABEL_FRACTIONS", "EXTRA_ARGS", "RUNS_ROOT", "CHECKPOINT_ROOT", "DATA_ROOT",
-              "REPRESENTATION", "PRETRAIN_REPRESENTATION", "LAUNCHER", "GPUS", "NPROC")
+RECIPE_ENV = (
+    "SEEDS",
+    "SEMI_SEEDS",
+    "LABEL_FRACTIONS",
+    "EXTRA_ARGS",
+    "RUNS_ROOT",
+    "CHECKPOINT_ROOT",
+    "DATA_ROOT",
+    "REPRESENTATION",
+    "PRETRAIN_REPRESENTATION",
+    "LAUNCHER",
+    "GPUS",
+    "NPROC",
+)
 
 
 def dry_run(script: str, config: str, *extra: str, **env: str) -> list[list[str]]:
     clean = {k: v for k, v in os.environ.items() if k not in RECIPE_ENV}
-    result = subprocess.run(["bash", script, config, *extra], cwd=ROOT, capture_output=True, text=True,
-                            env={**clean, "DRY_RUN": "1", **env}, check=True)
+    result = subprocess.run(
+        ["bash", script, config, *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**clean, "DRY_RUN": "1", **env},
+        check=True,
+    )
     return [shlex.split(line) for line in result.stdout.splitlines() if line.strip()]
 
 
 def parsed(cmd: list[str]):
     script = next(arg for arg in cmd if arg.endswith(".py"))
-    return PARSERS[script]().parse_args(cmd[cmd.index(script) + 1:])
+    return PARSERS[script]().parse_args(cmd[cmd.index(script) + 1 :])
 
 
 SCRIPTS = ("script_pretrain.sh", "script_action_classification.sh", "script_action_retrieval.sh", "script_demo.sh")
@@ -50,8 +69,10 @@ def test_scripts_are_valid_bash(script):
 
 
 # classification: 11 linear configurations (one seed each) and 4 semi-supervised ones (4 fractions x 5 seeds)
-@pytest.mark.parametrize("script,count", [("script_pretrain.sh", 6), ("script_action_classification.sh", 11 + 80),
-                                          ("script_action_retrieval.sh", 8)])
+@pytest.mark.parametrize(
+    "script,count",
+    [("script_pretrain.sh", 6), ("script_action_classification.sh", 11 + 80), ("script_action_retrieval.sh", 8)],
+)
 def test_every_configuration_parses(script, count):
     commands = dry_run(script, "all")
     assert len(commands) == count
@@ -65,7 +86,10 @@ def test_pretraining_recipe_is_the_papers():
     assert (args.lr, args.batch_size, args.moco_k, args.moco_t, args.mlp) == (0.01, 64, 16384, 0.07, True)
     assert (args.epochs, args.schedule) == (451, [351])
     assert (args.pre_dataset, args.protocol, args.skeleton_representation) == (
-        "ntu60", "cross_view", "seq-based_and_graph-based")
+        "ntu60",
+        "cross_view",
+        "seq-based_and_graph-based",
+    )
     assert args.checkpoint_path == "/c/ntu_60_cross_view/interskeleton_seq_based_graph_based"
     assert args.data_root == "/d"
     assert args.metrics_json == "./runs/ntu60_cross_view/seq-based_and_graph-based/pretrain/metrics.json"
@@ -95,8 +119,9 @@ def test_each_run_gets_its_own_folder_per_seed():
         run = f"/r/ntu60_cross_subject/seq-based_and_graph-based/linear/seq-based/seed{seed}"
         assert (args.checkpoint_path, args.metrics_json) == (run, f"{run}/metrics.json")
     (knn,) = dry_run("script_action_retrieval.sh", "ntu120_xsetup_graph", RUNS_ROOT="/r")
-    assert parsed(knn).metrics_json == \
-        "/r/ntu120_cross_setup/seq-based_and_graph-based/knn/graph-based/seed0/metrics.json"
+    assert (
+        parsed(knn).metrics_json == "/r/ntu120_cross_setup/seq-based_and_graph-based/knn/graph-based/seed0/metrics.json"
+    )
     (transfer,) = dry_run("script_action_classification.sh", "ntu60_to_pku2_seq", RUNS_ROOT="/r", CHECKPOINT_ROOT="/c")
     args = parsed(transfer)
     assert (args.finetune_dataset, args.protocol) == ("pku2", "cross_subject")
@@ -108,7 +133,8 @@ def test_semi_supervised_recipe_covers_four_label_fractions_over_five_seeds():
     commands = dry_run("script_action_classification.sh", "ntu60_xview_seq_semi", RUNS_ROOT="/r")
     commands = [parsed(cmd) for cmd in commands]
     assert sorted((a.label_fraction, a.seed) for a in commands) == [
-        (f, s) for f in (0.01, 0.05, 0.1, 0.2) for s in range(5)]
+        (f, s) for f in (0.01, 0.05, 0.1, 0.2) for s in range(5)
+    ]
     assert all(a.finetune and a.finetune_skeleton_representation == "seq-based" for a in commands)
     assert {a.metrics_json.split("/")[-4] for a in commands} == {"semi_1pct", "semi_5pct", "semi_10pct", "semi_20pct"}
     assert len({a.checkpoint_path for a in commands}) == 20
@@ -127,24 +153,39 @@ def test_extra_arguments_are_passed_verbatim_never_glob_expanded(how):
     assert (args.plot_dir, args.workers) == ("*", 3)
 
 
-@pytest.mark.parametrize("env,extra,message", [
-    ({"SEEDS": "0 x"}, [], "SEEDS: expected non-negative integers, got 'x'"),
-    ({"LABEL_FRACTIONS": "0.1 1.5"}, [], "LABEL_FRACTIONS: expected fractions in (0, 1], got '1.5'"),
-    ({"SEMI_SEEDS": " "}, [], "SEMI_SEEDS is empty; expected non-negative integers"),
-    ({}, ["--amp"], "unexpected argument '--amp'; put extra arguments for the Python scripts after --"),
-    ({"LAUNCHER": "mpirun"}, [], "LAUNCHER must be python or torchrun, not 'mpirun'"),
-])
+@pytest.mark.parametrize(
+    "env,extra,message",
+    [
+        ({"SEEDS": "0 x"}, [], "SEEDS: expected non-negative integers, got 'x'"),
+        ({"LABEL_FRACTIONS": "0.1 1.5"}, [], "LABEL_FRACTIONS: expected fractions in (0, 1], got '1.5'"),
+        ({"SEMI_SEEDS": " "}, [], "SEMI_SEEDS is empty; expected non-negative integers"),
+        ({}, ["--amp"], "unexpected argument '--amp'; put extra arguments for the Python scripts after --"),
+        ({"LAUNCHER": "mpirun"}, [], "LAUNCHER must be python or torchrun, not 'mpirun'"),
+    ],
+)
 def test_bad_settings_stop_with_one_line(env, extra, message):
-    result = subprocess.run(["bash", "script_action_classification.sh", "ntu60_xview_seq_semi", *extra], cwd=ROOT,
-                            capture_output=True, text=True, env={**os.environ, "DRY_RUN": "1", **env})
+    result = subprocess.run(
+        ["bash", "script_action_classification.sh", "ntu60_xview_seq_semi", *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DRY_RUN": "1", **env},
+    )
     assert result.returncode == 2
     assert result.stderr == f"script_action_classification.sh: {message}\n"
     assert result.stdout == ""
 
 
 def test_torchrun_launcher_and_gpus():
-    (cmd,) = dry_run("script_pretrain.sh", "ntu60_xsub", LAUNCHER="torchrun", GPUS="0,1", NNODES="2",
-                     NODE_RANK="1", MASTER_ADDR="10.0.0.1")
+    (cmd,) = dry_run(
+        "script_pretrain.sh",
+        "ntu60_xsub",
+        LAUNCHER="torchrun",
+        GPUS="0,1",
+        NNODES="2",
+        NODE_RANK="1",
+        MASTER_ADDR="10.0.0.1",
+    )
     assert cmd[1:3] == ["-m", "torch.distributed.run"]
     assert "--nproc_per_node=2" in cmd and "--nnodes=2" in cmd and "--node_rank=1" in cmd
     assert "--master_addr=10.0.0.1" in cmd
@@ -174,12 +215,19 @@ def test_demo_smallest_end_to_end(tmp_path):
     no downstream figure can tell, and the contrastive accuracy climbs far above chance even with a
     shuffled positive key (the current batch's keys stand out from the queue's older ones)."""
     out = tmp_path / "demo"
-    result = subprocess.run(["bash", "script_demo.sh", "--smallest", "--out", str(out)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        ["bash", "script_demo.sh", "--smallest", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "demo_results.json").read_text())
-    checkpoints = {"pretrained": out / "pretrain" / "checkpoint_last.pth.tar",
-                   "random": out / "random_init" / "checkpoint_random.pth.tar"}
+    checkpoints = {
+        "pretrained": out / "pretrain" / "checkpoint_last.pth.tar",
+        "random": out / "random_init" / "checkpoint_random.pth.tar",
+    }
     table = [line.strip("|").split("|") for line in result.stdout.splitlines() if line.startswith("| ")]
     assert [c.strip() for c in table[0]] == ["encoder", "evaluation", "random init", "pretrained", "margin"]
     printed = {(row[0].strip(), row[1].strip()): [float(c) for c in row[2:]] for row in table[2:]}

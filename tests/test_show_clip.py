@@ -1,4 +1,5 @@
 """scripts/show_clip.py: the views are pretraining's, captions say what was done, pictures are written and not blank."""
+
 from __future__ import annotations
 
 import re
