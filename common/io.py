@@ -174,6 +174,11 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], Any]) 
     return path
 
 
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """``data`` as the whole new content of ``path``, atomically."""
+    return atomic_write(path, lambda f: f.write(data))
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` that never leaves a half-written checkpoint under ``path``."""
     import torch  # here, not at the top: the data tools use this module without torch
@@ -185,7 +190,7 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     """``obj`` as indented, key-sorted JSON (NumPy scalars, paths, devices, tuples and sets allowed),
     atomically."""
     text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
-    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:

@@ -72,11 +72,6 @@ class PreparedSample:
     has_body: bool
 
 
-def one_line_warning(message, category, filename, lineno, line=None) -> str:
-    """``warnings.formatwarning`` of the converters' command lines: ``warning: <message>``, one line."""
-    return f"warning: {message}\n"
-
-
 def check_path_component(name: str, where: str) -> str:
     """``name`` if it can be one folder or file name inside the output folder, else DataGenError.
 

@@ -24,7 +24,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from common.io import atomic_write
+from common.io import atomic_write_bytes
 from common.ledger import PAPER_RESULTS, LedgerError, collect_runs, expected_runs, format_ledger, load_paper
 
 
@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     text = format_ledger(runs, pretrainings, expected, paper)
     if args.out:
-        atomic_write(Path(args.out), lambda f: f.write(text.encode("utf-8")))
+        atomic_write_bytes(args.out, text.encode("utf-8"))
     sys.stdout.write(text)
     return 0
 
