@@ -92,7 +92,7 @@ from common.training import (
     set_learning_rate,
     summary_writer,
 )
-from feeders import SPATIAL_AUGMENTS, PretrainDataset, check_split, split_paths
+from feeders import SPATIAL_AUGMENTS, CheckedLoader, DataFileError, PretrainDataset, check_split, split_paths
 from moco import info_nce_labels
 from moco.builder import MoCo, build_moco, checkpoint_state_dict, load_checkpoint_state_dict
 from moco.step import contrastive_step
@@ -624,7 +624,7 @@ def build_loader(
     # Processes on one machine share its CPUs (torchrun tells how many processes run here).
     per_process_cpus = max(1, _available_cpus() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     workers = min(args.workers, per_process_cpus)
-    loader = DataLoader(
+    loader = CheckedLoader(
         dataset,
         batch_size=args.batch_size // ctx.world_size,
         sampler=sampler,
@@ -875,7 +875,7 @@ def train(args: argparse.Namespace, ctx: DistContext, plan: Plan) -> int:
             ctx, args.checkpoint_path, purpose=LOCK_PURPOSE, resume=args.resume, overwrite=args.overwrite
         ) as claim:
             return train_in(claim, args, ctx, plan)
-    except UsageError as exc:
+    except (UsageError, DataFileError) as exc:  # DataFileError: a data file cut short while training read it
         return cli.error(PROG, exc)
     except NonFiniteLoss as exc:
         return cli.error(

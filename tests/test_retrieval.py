@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 
 import numpy as np
@@ -258,3 +259,32 @@ def test_label_out_of_range_is_refused_like_classification(tmp_path, capsys):
     assert not metrics_path.exists()
     assert action_classification.main([*argv, "--checkpoint-path", str(tmp_path / "ckpt")]) == 2
     assert capsys.readouterr().err.splitlines() == [f"action_classification.py: error: {message}"]
+
+
+def test_a_data_file_cut_while_a_worker_reads_it_is_one_line_in_both_scripts(tmp_path, monkeypatch, capsys):
+    """A DataLoader worker killed by SIGBUS (the training clips' file cut short under it) ends in the
+    file's one-line error and status 2 in both evaluation scripts."""
+    root = tmp_path / "data"
+    write_synthetic_split(root, per_class={"train": 2, "val": 1})
+    train_file = root / "NTU-RGB-D-60-AGCN" / "xview" / "train_data_joint.npy"
+    full = train_file.stat().st_size
+    read = DownstreamDataset.__getitem__
+
+    def cut_then_read(self, i):
+        if torch.utils.data.get_worker_info() is None or self.paths.data != train_file:
+            return read(self, i)  # never a SIGBUS in the test process
+        os.truncate(train_file, full // 2)
+        return np.asarray(self.data[len(self) - 1]).sum()  # past the new end of the mapped file: SIGBUS
+
+    monkeypatch.setattr(DownstreamDataset, "__getitem__", cut_then_read)
+    argv = ["--data-root", str(root), "-j", "1", "-b", "8", "--device", "cpu", *TINY_ARGS]
+    message = (
+        f"{train_file}: cut to {full // 2:,} of its {full:,} bytes while this run was reading it (rewritten "
+        f"in place?); make it again with: python data_gen/ntu_gendata.py --dataset ntu60 --data-path <RAW> "
+        f"--out-folder {root / 'NTU-RGB-D-60-AGCN'}, then rerun"
+    )
+    assert action_retrieval.main(argv) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"action_retrieval.py: error: {message}"
+    write_synthetic_split(root, per_class={"train": 2, "val": 1})  # whole again
+    assert action_classification.main([*argv, "--checkpoint-path", str(tmp_path / "ckpt")]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"action_classification.py: error: {message}"

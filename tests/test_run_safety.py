@@ -15,11 +15,13 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import common.io as cio
 import main_moco_inter_skeleton as pretrain
+from feeders import PretrainDataset
 from tests.test_pretrain import TINY, patch_step, write_split
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -271,6 +273,30 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(data_root, tmp_pat
     assert torch.load(out / "checkpoint_last.pth.tar", weights_only=True)["epoch"] == 1
     monkeypatch.setattr(cio, "_open_temp", opened)
     assert run(data_root, out, "--epochs", "2", "--resume", str(out / "checkpoint_last.pth.tar")) == 0
+
+
+def test_a_data_file_cut_while_a_worker_reads_it_is_one_line(tmp_path, monkeypatch, capsys):
+    """A DataLoader worker killed by SIGBUS (its memory-mapped file cut short under it by another
+    program) ends in the file's one-line error and status 2, not in the DataLoader's traceback."""
+    root = tmp_path / "data"
+    write_split(root / "NTU-RGB-D-60-AGCN" / "xview", 12)
+    data = root / "NTU-RGB-D-60-AGCN" / "xview" / "train_data_joint.npy"
+    full = data.stat().st_size
+
+    def cut_then_read(self, index):
+        assert torch.utils.data.get_worker_info() is not None  # never a SIGBUS in the test process
+        os.truncate(data, full // 2)
+        return np.asarray(self.data[11]).sum()  # past the new end of the mapped file: SIGBUS
+
+    monkeypatch.setattr(PretrainDataset, "__getitem__", cut_then_read)
+    out = tmp_path / "ckpt"
+    assert run(root, out, "--epochs", "1", "-j", "1") == 2
+    assert error_line(capsys) == (
+        f"{data}: cut to {full // 2:,} of its {full:,} bytes while this run was reading it (rewritten in "
+        f"place?); make it again with: python data_gen/ntu_gendata.py --dataset ntu60 --data-path <RAW> "
+        f"--out-folder {root / 'NTU-RGB-D-60-AGCN'}, then rerun"
+    )
+    assert not list(out.glob("*.pth.tar"))
 
 
 @pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o002, 0o664)])
