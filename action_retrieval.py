@@ -211,21 +211,11 @@ def extract(args: argparse.Namespace, ctx: DistContext, data: Data, model: nn.Mo
     if args.feature_mode == "train":
         torch.manual_seed(args.data_seed)  # dropout masks: the same for the same --seed
     bars = cli.progress_bars(ctx)
-    train, train_labels = evaluation.extract_features(
-        model,
-        evaluation.plan_loader(data.train, train_plan, args, ctx),
-        ctx,
-        "train features",
-        mode=args.feature_mode,
-        progress=bars,
-    )
-    val, val_labels = evaluation.extract_features(
-        model,
-        evaluation.plan_loader(data.val, val_plan, args, ctx),
-        ctx,
-        "eval features",
-        mode=args.feature_mode,
-        progress=bars,
+    (train, train_labels), (val, val_labels) = (
+        evaluation.extract_features(
+            model, evaluation.plan_loader(dataset, plan, args, ctx), ctx, desc, mode=args.feature_mode, progress=bars
+        )
+        for dataset, plan, desc in ((data.train, train_plan, "train features"), (data.val, val_plan, "eval features"))
     )
     return Features(train, train_labels, val, val_labels)
 
