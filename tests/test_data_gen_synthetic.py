@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bench.literal_data_gen import literal_read_skeleton
 from common.constants import DATASETS, NTU_DATASETS
 from data_gen import synthetic
 from data_gen.normalize import body_energy
 from data_gen.ntu_splits import DEFAULT_IGNORED_LISTS, is_training, parse_sample_name, read_ignored_list
 from data_gen.skeleton_reader import read_skeleton
-from tests.test_data_gen_literal import literal_read_skeleton
 
 
 @pytest.fixture(scope="module")

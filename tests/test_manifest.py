@@ -16,7 +16,7 @@ import pytest
 
 from data_gen import manifest as mf
 from data_gen.split_files import read_npy_header
-from tests.test_ctrgcn_npz import SPLIT_FILES, load_part, make_prepared_root
+from tests.helpers import SPLIT_FILES, load_part, make_prepared_root
 
 
 @pytest.fixture(scope="module")

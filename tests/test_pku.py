@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 from data_gen import pku_gendata as pku
 from data_gen.manifest import verify
 from data_gen.normalize import normalize_sample, select_bodies
+from tests.helpers import load_part
 
 T_VIDEO = 420  # frames per synthetic video
 
@@ -101,13 +101,6 @@ def expected_sample(frames: np.ndarray, start: int, end: int, mode: str = "resam
 
 def run(argv: list[str]) -> int:
     return pku.main(argv + ["--no-progress"])
-
-
-def load_part(folder: Path, part: str):
-    data = np.load(folder / f"{part}_data_joint.npy")
-    with open(folder / f"{part}_label.pkl", "rb") as f:
-        names, labels = pickle.load(f)
-    return data, names, labels, np.load(folder / f"{part}_num_frame.npy")
 
 
 # ------------------------------------------------------------------------------------------- parsing

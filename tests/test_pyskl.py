@@ -12,6 +12,7 @@ import pytest
 from data_gen import pyskl_convert as pc
 from data_gen.manifest import verify
 from data_gen.normalize import normalize_sample, select_bodies
+from tests.helpers import load_part
 
 
 def _keypoint(rng: np.random.Generator, persons: int, frames: int) -> np.ndarray:
@@ -51,13 +52,6 @@ def make_pickle(path: Path, ntu120: bool = False, seed: int = 0) -> dict:
 
 def run(argv: list[str]) -> int:
     return pc.main(argv + ["--no-progress"])
-
-
-def load_part(folder: Path, part: str):
-    data = np.load(folder / f"{part}_data_joint.npy")
-    with open(folder / f"{part}_label.pkl", "rb") as f:
-        names, labels = pickle.load(f)
-    return data, names, labels, np.load(folder / f"{part}_num_frame.npy")
 
 
 def literal_layout(keypoint: np.ndarray) -> np.ndarray:

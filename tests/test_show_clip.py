@@ -14,7 +14,7 @@ from feeders.augmentations import resize_frames
 from feeders.datasets import PretrainDataset, split_paths
 from feeders.views import to_seq_view
 from scripts import show_clip as sc
-from tests.test_ctrgcn_npz import make_prepared_root
+from tests.helpers import make_prepared_root
 
 REPO = Path(__file__).resolve().parents[1]
 
