@@ -71,11 +71,10 @@ from common.distributed import (
     all_reduce_,
     barrier,
     broadcast_int,
-    cleanup,
     env_is_main_process,
     env_world_size,
     parallel_mode,
-    setup,
+    process_context,
     wrap_model,
 )
 from common.io import UsageError, atomic_copy, write_json_atomic
@@ -904,13 +903,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(finished, flush=True)
         return 0
     try:
-        ctx = setup(args.device)
-    except UsageError as exc:
+        with process_context(args.device) as ctx:
+            return train(args, ctx, plan)
+    except UsageError as exc:  # the device (train reports its own errors)
         return cli.error(PROG, exc)
-    try:
-        return train(args, ctx, plan)
-    finally:
-        cleanup()
 
 
 if __name__ == "__main__":
