@@ -44,7 +44,15 @@ from torch import nn
 from common import cli, evaluation
 from common.args import fraction
 from common.checkpoints import CLASSIFIER_FORMAT, model_state, read_checkpoint, read_resume_checkpoint, write_checkpoint
-from common.distributed import DistContext, barrier, broadcast_int, cleanup, parallel_mode, setup, unwrap, wrap_model
+from common.distributed import (
+    DistContext,
+    barrier,
+    broadcast_int,
+    parallel_mode,
+    process_context,
+    unwrap,
+    wrap_model,
+)
 from common.evaluation import PlannedLoader
 from common.io import UsageError, write_json_atomic
 from common.plots import action_names, confusion_matrix, plot_confusion_matrix
@@ -113,19 +121,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the protocol; returns the metrics that ``--metrics-json`` receives (on every rank)."""
     check_flags(args)
-    ctx = setup(args.device)
-    try:
-        with run_folder(
+    with (
+        process_context(args.device) as ctx,
+        run_folder(
             ctx,
             args.checkpoint_path,
             purpose=LOCK_PURPOSE,
             resume=args.resume,
             overwrite=args.overwrite,
             last_name=LAST_CHECKPOINT,
-        ) as claim:
-            return train(args, ctx, claim)
-    finally:
-        cleanup()
+        ) as claim,
+    ):
+        return train(args, ctx, claim)
 
 
 def check_flags(args: argparse.Namespace) -> None:

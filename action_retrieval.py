@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from common import cli, evaluation
 from common.args import positive_float, positive_int
-from common.distributed import DistContext, cleanup, setup, wrap_model
+from common.distributed import DistContext, process_context, wrap_model
 from common.evaluation import BatchPlan
 from common.io import UsageError, atomic_save_npz, write_json_atomic
 from common.knn import knn_accuracy
@@ -120,15 +120,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Extract features, run KNN (and the auto-encoder); returns the metrics ``--metrics-json`` receives
     (rank 0; an empty dict on the other ranks under torchrun)."""
     check_flags(args)
-    ctx = setup(args.device)
-    try:
+    with process_context(args.device) as ctx:
         evaluation.prepare_args(args, ctx)
         data = load_data(args)
         model = build_model(args, ctx, data)
         features = extract(args, ctx, data, model)
         return report(args, ctx, data, features) if ctx.is_main else {}
-    finally:
-        cleanup()
 
 
 def check_flags(args: argparse.Namespace) -> None:
@@ -211,21 +208,11 @@ def extract(args: argparse.Namespace, ctx: DistContext, data: Data, model: nn.Mo
     if args.feature_mode == "train":
         torch.manual_seed(args.data_seed)  # dropout masks: the same for the same --seed
     bars = cli.progress_bars(ctx)
-    train, train_labels = evaluation.extract_features(
-        model,
-        evaluation.plan_loader(data.train, train_plan, args, ctx),
-        ctx,
-        "train features",
-        mode=args.feature_mode,
-        progress=bars,
-    )
-    val, val_labels = evaluation.extract_features(
-        model,
-        evaluation.plan_loader(data.val, val_plan, args, ctx),
-        ctx,
-        "eval features",
-        mode=args.feature_mode,
-        progress=bars,
+    (train, train_labels), (val, val_labels) = (
+        evaluation.extract_features(
+            model, evaluation.plan_loader(dataset, plan, args, ctx), ctx, desc, mode=args.feature_mode, progress=bars
+        )
+        for dataset, plan, desc in ((data.train, train_plan, "train features"), (data.val, val_plan, "eval features"))
     )
     return Features(train, train_labels, val, val_labels)
 

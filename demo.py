@@ -102,34 +102,27 @@ SIZES = {
 }
 
 
+def _encoder_sizes(size: DemoSize) -> dict[str, int]:
+    """The encoder sizes of every stage: pretraining, the random baseline and the evaluations."""
+    return {
+        "gru_hidden_size": size.gru_hidden_size,
+        "gru_layers": size.gru_layers,
+        "agcn_base_channels": size.agcn_base_channels,
+        "hcn_out_channels": 8,  # the demo's pair has no image-based encoder; small all the same
+        "window_size": size.window_size,
+    }
+
+
 def _size_flags(size: DemoSize) -> list[str]:
-    return [
-        "--gru-hidden-size",
-        str(size.gru_hidden_size),
-        "--gru-layers",
-        str(size.gru_layers),
-        "--agcn-base-channels",
-        str(size.agcn_base_channels),
-        "--hcn-out-channels",
-        "8",
-        "--window-size",
-        str(size.window_size),
-    ]
+    """:func:`_encoder_sizes` as the scripts' flags (``--gru-hidden-size 128`` ...)."""
+    sizes = _encoder_sizes(size).items()
+    return [text for name, value in sizes for text in (f"--{name.replace('_', '-')}", str(value))]
 
 
 def write_random_checkpoint(path: Path, size: DemoSize, seed: int) -> Path:
     """A pretraining checkpoint of untrained encoders (the baseline): same architecture, same layout."""
     seed_everything(seed)
-    model = build_moco(
-        REPRESENTATION,
-        K=size.moco_k,
-        mlp=True,
-        gru_hidden_size=size.gru_hidden_size,
-        gru_layers=size.gru_layers,
-        agcn_base_channels=size.agcn_base_channels,
-        hcn_out_channels=8,
-        window_size=size.window_size,
-    )
+    model = build_moco(REPRESENTATION, K=size.moco_k, mlp=True, **_encoder_sizes(size))
     return atomic_torch_save({"epoch": 0, "arch": REPRESENTATION, "state_dict": checkpoint_state_dict(model)}, path)
 
 
@@ -322,14 +315,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         stage("synthetic data and data_gen")
         pretraining = pretrain(out, data_root, size, args.seed)
         stage("pretraining")
-    except DemoError as error:
-        print(f"demo: {error}", file=sys.stderr)
-        return 1
-    checkpoints = {
-        "pretrained": out / "pretrain" / "checkpoint_last.pth.tar",
-        "random": write_random_checkpoint(out / "random_init" / "checkpoint_random.pth.tar", size, args.seed),
-    }
-    try:
+        checkpoints = {
+            "pretrained": out / "pretrain" / "checkpoint_last.pth.tar",
+            "random": write_random_checkpoint(out / "random_init" / "checkpoint_random.pth.tar", size, args.seed),
+        }
         results = {
             tag: {
                 rep: evaluate(checkpoint, rep, data_root, out, tag, size, args.seed, args.plots) for rep in DOWNSTREAM

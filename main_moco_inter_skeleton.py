@@ -71,11 +71,10 @@ from common.distributed import (
     all_reduce_,
     barrier,
     broadcast_int,
-    cleanup,
     env_is_main_process,
     env_world_size,
     parallel_mode,
-    setup,
+    process_context,
     wrap_model,
 )
 from common.io import UsageError, atomic_copy, write_json_atomic
@@ -92,7 +91,7 @@ from common.training import (
     set_learning_rate,
     summary_writer,
 )
-from feeders import SPATIAL_AUGMENTS, PretrainDataset, check_split, split_paths
+from feeders import SPATIAL_AUGMENTS, CheckedLoader, DataFileError, PretrainDataset, check_split, split_paths
 from moco import info_nce_labels
 from moco.builder import MoCo, build_moco, checkpoint_state_dict, load_checkpoint_state_dict
 from moco.step import contrastive_step
@@ -624,7 +623,7 @@ def build_loader(
     # Processes on one machine share its CPUs (torchrun tells how many processes run here).
     per_process_cpus = max(1, _available_cpus() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     workers = min(args.workers, per_process_cpus)
-    loader = DataLoader(
+    loader = CheckedLoader(
         dataset,
         batch_size=args.batch_size // ctx.world_size,
         sampler=sampler,
@@ -875,7 +874,7 @@ def train(args: argparse.Namespace, ctx: DistContext, plan: Plan) -> int:
             ctx, args.checkpoint_path, purpose=LOCK_PURPOSE, resume=args.resume, overwrite=args.overwrite
         ) as claim:
             return train_in(claim, args, ctx, plan)
-    except UsageError as exc:
+    except (UsageError, DataFileError) as exc:  # DataFileError: a data file cut short while training read it
         return cli.error(PROG, exc)
     except NonFiniteLoss as exc:
         return cli.error(
@@ -904,13 +903,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(finished, flush=True)
         return 0
     try:
-        ctx = setup(args.device)
-    except UsageError as exc:
+        with process_context(args.device) as ctx:
+            return train(args, ctx, plan)
+    except UsageError as exc:  # the device (train reports its own errors)
         return cli.error(PROG, exc)
-    try:
-        return train(args, ctx, plan)
-    finally:
-        cleanup()
 
 
 if __name__ == "__main__":

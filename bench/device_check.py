@@ -80,6 +80,10 @@ class Sizes:
 
 TINY = ("--gru-hidden-size", "8", "--gru-layers", "1", "--agcn-base-channels", "4", "--hcn-out-channels", "4")
 ALL_PAIRS = ("--pairs", "seq-based_and_graph-based", "seq-based_and_image-based", "graph-based_and_image-based")
+# How bench_pretrain.py times each variant: enough repeats for a median on the GPU; once, on a tiny batch,
+# in the CPU smoke mode (which checks that every stage runs, not how fast).
+GPU_TIMING = ("--iters", "6", "--repeats", "3", "--warmup", "2")
+CPU_TIMING = ("--batch", "4", "--moco-k", "16", "--iters", "1", "--repeats", "1", "--warmup", "1")
 
 GPU_SIZES = Sizes(
     budget_s=460,
@@ -109,12 +113,7 @@ GPU_SIZES = Sizes(
         "tf32",
         "bf16",
         "fp32,per-frame",
-        "--iters",
-        "6",
-        "--repeats",
-        "3",
-        "--warmup",
-        "2",
+        *GPU_TIMING,
     ),
     # Most telling first: a run cut short by the budget loses the least.
     ablation=(
@@ -123,12 +122,7 @@ GPU_SIZES = Sizes(
         "--modes",
         "loader",
         "data",
-        "--iters",
-        "6",
-        "--repeats",
-        "3",
-        "--warmup",
-        "2",
+        *GPU_TIMING,
         "--variants",
         "bf16",
         "tf32",
@@ -170,16 +164,7 @@ CPU_SIZES = Sizes(
         "--variants",
         "fp32",
         "fp32,per-frame",
-        "--batch",
-        "4",
-        "--moco-k",
-        "16",
-        "--iters",
-        "1",
-        "--repeats",
-        "1",
-        "--warmup",
-        "1",
+        *CPU_TIMING,
     ),
     ablation=(
         *TINY,
@@ -187,16 +172,7 @@ CPU_SIZES = Sizes(
         PAIR,
         "--modes",
         "loader",
-        "--batch",
-        "4",
-        "--moco-k",
-        "16",
-        "--iters",
-        "1",
-        "--repeats",
-        "1",
-        "--warmup",
-        "1",
+        *CPU_TIMING,
         "--variants",
         "fp32",
         "fp32,sync",
@@ -863,12 +839,7 @@ def compile_flags(sizes: Sizes) -> tuple[str, ...]:
         PAIR,
         "--modes",
         "loader",
-        "--iters",
-        "6",
-        "--repeats",
-        "3",
-        "--warmup",
-        "2",
+        *GPU_TIMING,
         "--variants",
         *sizes.compile_variants,
     )

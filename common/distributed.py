@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -151,6 +152,17 @@ def parallel_mode(model: nn.Module, ctx: DistContext) -> str:
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextmanager
+def process_context(requested_device: str = "auto") -> Iterator[DistContext]:
+    """:func:`setup` for the block and :func:`cleanup` after it, however the block ends (every entry
+    point runs inside one)."""
+    ctx = setup(requested_device)
+    try:
+        yield ctx
+    finally:
+        cleanup()
 
 
 @torch.no_grad()

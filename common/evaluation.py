@@ -41,7 +41,7 @@ from common.distributed import (
 from common.io import UsageError
 from common.pretrained import HEAD_PREFIX, load_pretrained_encoder
 from common.training import seed_everything
-from feeders import DownstreamDataset, split_paths
+from feeders import CheckedLoader, DownstreamDataset, split_paths
 
 FEATURE_MODES = ("eval", "train")
 
@@ -216,7 +216,7 @@ def plan_loader(
 ) -> PlannedLoader:
     """This process's batches of ``plan`` (build it once: with workers it keeps them between passes);
     :func:`gather_rows` puts the results back in dataset order."""
-    loader = DataLoader(dataset, batch_sampler=plan.batches(ctx.rank, ctx.world_size), **_loader_options(args, ctx))
+    loader = CheckedLoader(dataset, batch_sampler=plan.batches(ctx.rank, ctx.world_size), **_loader_options(args, ctx))
     return PlannedLoader(loader, plan)
 
 
@@ -231,7 +231,7 @@ def train_loader(dataset: DownstreamDataset, args: argparse.Namespace, ctx: Dist
         if ctx.distributed
         else None
     )
-    return DataLoader(
+    return CheckedLoader(
         dataset,
         batch_size=args.batch_size // ctx.world_size,
         shuffle=sampler is None,

@@ -8,7 +8,8 @@ writer, a full disk, a signal) removes the temporary file and leaves the previou
 was. A run killed outright (SIGKILL, power loss) can leave a temporary file behind;
 :func:`clean_stale_temporaries` removes those of processes no longer alive.
 
-This module sits at the bottom of the package (standard library, NumPy and torch only), so it also
+This module sits at the bottom of the package (standard library, NumPy and ``common.locking``; torch
+only when a checkpoint is saved, so the data tools that write through it do not load torch), so it also
 defines :class:`UsageError`, the error every script turns into ``prog: error: MESSAGE`` and exit 2.
 """
 
@@ -21,12 +22,14 @@ import os
 import re
 import secrets
 import shutil
+import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-import torch
+
+from common.locking import pid_alive
 
 
 class UsageError(ValueError):
@@ -171,8 +174,15 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], Any]) 
     return path
 
 
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """``data`` as the whole new content of ``path``, atomically."""
+    return atomic_write(path, lambda f: f.write(data))
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` that never leaves a half-written checkpoint under ``path``."""
+    import torch  # here, not at the top: the data tools use this module without torch
+
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 
@@ -180,7 +190,7 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     """``obj`` as indented, key-sorted JSON (NumPy scalars, paths, devices, tuples and sets allowed),
     atomically."""
     text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
-    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
@@ -215,22 +225,6 @@ def atomic_copy(source: str | os.PathLike, path: str | os.PathLike, *, link: boo
     return atomic_write(path, copy)
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid() or os.name == "nt":
-        # On Windows os.kill(pid, 0) would terminate the process: there every writer counts as alive and
-        # its temporaries stay.
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    except OSError:
-        return False
-    return True
-
-
 def stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Temporary files in ``folder`` left by writers that are no longer running: ours whose pid is
     dead, and those of earlier versions (which recorded no pid)."""
@@ -241,7 +235,7 @@ def stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     for entry in folder.iterdir():
         match = _TEMP_RE.match(entry.name)
         if match is not None:
-            if not _pid_alive(int(match["pid"])) and entry.is_file():
+            if not pid_alive(int(match["pid"])) and entry.is_file():
                 stale.append(entry)
         elif _LEGACY_TEMP_RE.match(entry.name) and entry.is_file():
             stale.append(entry)
@@ -273,7 +267,10 @@ def _json_default(value: Any) -> Any:
         return float(value)
     if isinstance(value, np.ndarray):
         return value.tolist()
-    if isinstance(value, (Path, torch.device)):
+    if isinstance(value, Path):
+        return str(value)
+    torch = sys.modules.get("torch")  # a torch.device can only exist once torch is loaded
+    if torch is not None and isinstance(value, torch.device):
         return str(value)
     if isinstance(value, (set, frozenset, tuple)):
         return list(value)

@@ -140,7 +140,7 @@ class FolderLock:
 
     def _is_stale(self, holder: int | None) -> bool:
         if holder is not None:
-            return not _pid_alive(holder)
+            return not pid_alive(holder)
         try:
             age = time.time() - self.path.stat().st_mtime
         except FileNotFoundError:
@@ -193,8 +193,16 @@ def _parse_holder(path: Path) -> tuple[int | None, str | None]:
     return (int(pid) if pid.isdigit() else None), fields.get("purpose")
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether a process with this PID is running (used only where ``fcntl`` is missing)."""
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this PID is running (this process counts as running).
+
+    A PID that cannot name a process (0, negative, out of range) is not running. Used by the lock's
+    fallback where ``fcntl`` is missing and by ``common.io`` to tell a dead writer's temporary files.
+    """
+    if pid == os.getpid():
+        return True
+    if pid <= 0:
+        return False  # os.kill would address a process group (0, -1, -N), not a process
     if os.name == "nt":
         return _windows_pid_alive(pid)
     try:
@@ -203,6 +211,8 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:  # alive, owned by someone else
         return True
+    except (OSError, OverflowError):  # beyond the PIDs the system has
+        return False
     return True
 
 
@@ -210,6 +220,8 @@ def _windows_pid_alive(pid: int) -> bool:
     # os.kill(pid, 0) would terminate the process on Windows; ask for its exit code instead.
     import ctypes
 
+    if pid > 0xFFFFFFFF:  # not a DWORD: no such process
+        return False
     kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
     process_query_limited_information, still_active, error_access_denied = 0x1000, 259, 5
     handle = kernel32.OpenProcess(process_query_limited_information, False, pid)

@@ -22,14 +22,15 @@ they are, which makes ``export`` then ``import`` reproduce every file byte for b
 arrays (a file made by another tool), import names the samples ``train_<i>`` / ``test_<i>`` as those
 feeders do and takes each frame count from the last non-zero frame.
 
-Both directions stream row blocks: export reads blocks of our data file with plain reads and writes
-each array into its zip member through a ``.npy`` header and row blocks; import reads the members'
-headers, then row blocks from the (decompressing) member stream. Memory stays at a few blocks whatever
-the file size. Export writes the ``.npz`` under a hidden partial name and renames it into place when
-complete. Import checks every header and the labels, names and frame counts first, then streams the
-clips through ``data_gen.writer.RunOutputs`` (folder locked, run-private temporary names, all six files
-renamed into place only when complete) and writes the folder's ``manifest.json``. Bad input stops with
-one line naming the file and the array (exit 2) and leaves the previous files as they were.
+Both directions stream row blocks: export reads blocks of our data file with plain reads and writes each
+array into its zip member through a ``.npy`` header and row blocks; import reads the members' headers,
+then row blocks from the (decompressing) member stream. Memory stays at a few blocks whatever the file
+size. Export writes the ``.npz`` through ``common.io.atomic_write`` (a hidden temporary name, renamed
+into place when complete). Import checks every header and the labels, names and frame counts first, then
+streams the clips through ``data_gen.writer.RunOutputs`` (folder locked, run-private temporary names,
+all six files renamed into place only when complete) and writes the folder's ``manifest.json``. Bad
+input stops with one line naming the file and the array (exit 2) and leaves the previous files as they
+were.
 """
 
 from __future__ import annotations
@@ -53,12 +54,12 @@ from common.constants import (
     NUM_COORDINATES,
     NUM_JOINTS,
     NUM_PERSONS,
-    PARTIAL_MARK,
     PARTS,
     VALUES_PER_FRAME,
 )
-from data_gen.manifest import ManifestError, load_labels, read_npy_header
-from data_gen.split_files import check_split, part_paths
+from common.io import atomic_write
+from data_gen import cli
+from data_gen.split_files import open_split, part_paths, read_npy_header
 from data_gen.writer import DataGenError, PartWriter, RunOutputs
 
 NPZ_PART = {"train": "train", "val": "test"}  # our part -> the npz's
@@ -111,18 +112,11 @@ def open_part(folder: str | os.PathLike, part: str) -> Part:
     """Open and check one part of a split folder; DataGenError (one line naming the file) otherwise."""
     paths = part_paths(Path(folder), part)
     try:
-        check_split(paths, need_labels=False)  # existence, shapes, frame counts (labels: below, without pickle code)
-        names, labels = load_labels(paths.label)
-        header_length = read_npy_header(paths.data)[3]
-    except (FileNotFoundError, ValueError) as error:  # ManifestError is a ValueError
+        split = open_split(paths, need_labels=True)  # existence, shapes, frame counts, labels (no pickle code)
+        header_length = read_npy_header(paths.data).offset
+    except (FileNotFoundError, ValueError) as error:
         raise DataGenError(str(error)) from None
-    data = np.load(paths.data, mmap_mode="r")
-    if len(labels) != data.shape[0]:
-        raise DataGenError(f"{paths.label}: {len(labels)} labels but {paths.data} holds {data.shape[0]} samples")
-    labels = np.asarray(labels, dtype=np.int64)
-    if labels.size and labels.min() < 0:
-        raise DataGenError(f"{paths.label}: labels must be >= 0, found {labels.min()}")
-    return Part(data, names, labels, np.load(paths.num_frame).astype(np.int64), paths.data, paths.label, header_length)
+    return Part(split.data, split.names, split.labels, split.num_frames, paths.data, paths.label, header_length)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -204,10 +198,6 @@ def _blocks(n: int, size: int | None = None) -> Iterator[tuple[int, int]]:
         yield start, min(start + size, n)
 
 
-def _partial(path: Path) -> Path:
-    return path.with_name(f".{path.name}{PARTIAL_MARK}")
-
-
 # ----------------------------------------------------------------------------------------------
 # Export
 
@@ -259,7 +249,8 @@ def export_npz(
 ) -> dict[str, int]:
     """Write the split in ``folder`` as a CTR-GCN ``.npz`` at ``out``; returns samples per npz part.
 
-    Raises DataGenError (one line) for a bad split folder; ``out`` is only replaced once complete.
+    Raises DataGenError (one line) for a bad split folder, ``common.io.OutputError`` when ``out`` cannot
+    be written; ``out`` is only replaced once complete (``common.io.atomic_write``).
     """
     parts = {part: open_part(folder, part) for part in PARTS}
     for part in parts.values():
@@ -268,21 +259,18 @@ def export_npz(
                 f"{part.label_path}: label {part.labels.max()} is outside 0..{num_class - 1} "
                 "(the classes of the chosen dataset)"
             )
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = _partial(out)
     compression = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
     total = sum(len(p.names) for p in parts.values())
-    try:
+
+    def write(f: BinaryIO) -> None:
         with (
             tqdm(total=total, unit="clip", desc="export", disable=not progress) as bar,
-            zipfile.ZipFile(partial, "w", compression=compression, allowZip64=True) as zf,
+            zipfile.ZipFile(f, "w", compression=compression, allowZip64=True) as zf,
         ):
             for part_name, part in parts.items():
                 _write_part(zf, part, NPZ_PART[part_name], num_class, keep_padding, bar)
-        os.replace(partial, out)
-    finally:
-        partial.unlink(missing_ok=True)
+
+    atomic_write(out, write)
     return {NPZ_PART[name]: len(part.names) for name, part in parts.items()}
 
 
@@ -316,7 +304,7 @@ def _member_header(zf: zipfile.ZipFile, npz: Path, key: str) -> Member:
     try:
         with zf.open(f"{key}.npy") as f:
             shape, dtype, fortran_order, _ = read_npy_header(f)
-    except ManifestError as error:
+    except ValueError as error:
         raise DataGenError(f"{npz}: {key}: {error}") from None
     except _ZIP_ERRORS as error:
         raise DataGenError(f"{npz}: {key}: unreadable archive member ({error})") from None
@@ -516,20 +504,13 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write a prepared split as one .npz")
     imp = sub.add_parser("import", help="write an .npz as a prepared split folder (with manifest.json)")
     for p in (export, imp):
-        p.add_argument(
-            "--data-root",
-            "--data_root",
-            dest="data_root",
-            required=True,
-            help="folder holding <dataset folder>/<benchmark>/, e.g. ./data",
-        )
-        p.add_argument("--dataset", required=True, choices=list(DATASETS))
+        cli.add_split_folder_args(p)
         p.add_argument(
             "--benchmark",
             required=True,
             help="xsub, xview (ntu60, pku1), xsetup (ntu120), or a protocol name such as cross_subject",
         )
-        p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+        cli.add_progress_arg(p)
     export.add_argument("--out", required=True, help="the .npz to write, e.g. NTU60_CS.npz")
     export.add_argument(
         "--keep-padding",
@@ -541,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(args: argparse.Namespace) -> str:
+def run(args: argparse.Namespace) -> list[str]:
     """Carry out a parsed command; returns the summary line."""
     folder = split_folder(args.data_root, args.dataset, args.benchmark)
     num_class = DATASETS[args.dataset]["num_class"]
@@ -549,25 +530,16 @@ def run(args: argparse.Namespace) -> str:
         counts = export_npz(
             folder, args.out, num_class, keep_padding=args.keep_padding, compress=args.compress, progress=args.progress
         )
-        return f"{args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+        return [f"{args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items())]
     arguments = {"npz": str(args.npz), "dataset": args.dataset, "benchmark": args.benchmark}
     counts = import_npz(args.npz, folder, num_class, dataset=args.dataset, progress=args.progress, arguments=arguments)
-    return f"{folder}: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+    return [f"{folder}: " + ", ".join(f"{k} {v}" for k, v in counts.items())]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        summary = run(args)
-    except (DataGenError, ManifestError) as error:
-        sys.stderr.write(f"{parser.prog}: error: {error}\n")
-        return 2
-    except OSError as error:  # disk full, permissions: not the input's fault
-        sys.stderr.write(f"{parser.prog}: error: {error}\n")
-        return 1
-    sys.stdout.write(summary + "\n")
-    return 0
+    return cli.run_tool(parser.prog, lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -13,8 +13,9 @@ run, so two runs that write the same files write the same manifest.
 Every converter writes the manifest of each split folder it writes, listing the files it wrote, together
 with them (``data_gen.writer.RunOutputs``: hashed from the temporary files, renamed into place with
 them). ``write`` lists every regular file of the folder (hidden files, temporary ``*.partial`` files and
-the manifest itself excepted). This module imports only NumPy and ``common.constants`` (layer 1): the
-datasets of ``feeders`` use it too.
+the manifest itself excepted). This module sits in layer 1 (NumPy, ``common`` and
+``data_gen.split_files``, whose ``.npy`` header and label readers it uses): the datasets of ``feeders``
+use it too.
 
 Two checks, of different cost:
 
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import os
 import subprocess
@@ -46,9 +46,10 @@ from typing import Any
 
 import numpy as np
 
-from common import safe_pickle
 from common.constants import PARTIAL_MARK, PARTS
-from data_gen.split_files import LABELS_HOLD
+from common.io import OutputError, atomic_write_bytes
+from data_gen import split_files
+from data_gen.split_files import read_npy_header
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "skeleton-contrast split manifest"
@@ -57,61 +58,21 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 _HASH_CHUNK = 1 << 20
 
 
-# Globals a label pickle may name: NumPy scalars and arrays (labels saved as np.int64 or an array).
 class ManifestError(ValueError):
     """A manifest or a split file that cannot be read; the message is one line naming the file."""
 
 
 def load_labels(path: str | os.PathLike) -> tuple[list[str], list[int]]:
-    """(sample names, integer labels) of a ``{part}_label.pkl``, without running code from it.
-
-    Raises ManifestError naming the file and what was expected.
+    """(sample names, integer labels) of a ``{part}_label.pkl``, without running code from it
+    (``data_gen.split_files.load_labels``). Raises ManifestError naming the file and what was expected.
     """
-    path = Path(path)
     try:
-        with open(path, "rb") as f:
-            content = safe_pickle.RestrictedUnpickler(f, source=str(path), holds=LABELS_HOLD).load()
+        names, labels = split_files.load_labels(Path(path))
     except OSError as error:
         raise ManifestError(f"{path}: cannot be read ({error.strerror or error})") from None
-    except safe_pickle.RefusedPickle as error:
+    except ValueError as error:  # refused, empty, damaged or malformed: the message names the file
         raise ManifestError(str(error)) from None
-    except Exception as error:  # a broken pickle fails in many ways; all mean "not a label file"
-        raise ManifestError(
-            f"{path}: not a label pickle of (names, labels) ({type(error).__name__}: {error})"
-        ) from None
-    if not (isinstance(content, (tuple, list)) and len(content) == 2):
-        raise ManifestError(f"{path}: expected a pickle of (sample_names, labels), got {type(content).__name__}")
-    names, labels = content
-    try:
-        labels = [int(v) for v in np.asarray(labels).reshape(-1)] if len(labels) else []
-    except (TypeError, ValueError):
-        raise ManifestError(f"{path}: labels must be integers") from None
-    if len(names) != len(labels):
-        raise ManifestError(f"{path}: {len(names)} sample names but {len(labels)} labels")
-    return [str(n) for n in names], labels
-
-
-def read_npy_header(source: str | os.PathLike | io.IOBase) -> tuple[tuple[int, ...], np.dtype, bool, int]:
-    """(shape, dtype, fortran_order, header length in bytes) of a ``.npy`` file or an open binary stream.
-
-    Reads only the header; raises ManifestError (naming the file when given a path) otherwise.
-    """
-    if isinstance(source, (str, os.PathLike)):
-        try:
-            with open(source, "rb") as f:
-                return read_npy_header(f)
-        except ManifestError as error:
-            raise ManifestError(f"{source}: {error}") from None
-        except OSError as error:
-            raise ManifestError(f"{source}: cannot be read ({error.strerror or error})") from None
-    try:
-        version = np.lib.format.read_magic(source)
-        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran_order, dtype = reader(source)
-        header_length = source.tell()
-    except (ValueError, OSError, EOFError, SyntaxError) as error:
-        raise ManifestError(f"not a readable .npy array ({error})") from None
-    return tuple(int(n) for n in shape), np.dtype(dtype), bool(fortran_order), int(header_length)
+    return names, labels.tolist()
 
 
 def sha256_of(path: Path) -> str:
@@ -162,7 +123,10 @@ def file_entry(path: Path, name: str | None = None) -> dict[str, Any]:
     """
     entry: dict[str, Any] = {"size": path.stat().st_size, "sha256": sha256_of(path)}
     if (path.name if name is None else name).endswith(".npy"):
-        shape, dtype, _, _ = read_npy_header(path)
+        try:
+            shape, dtype, _, _ = read_npy_header(path)
+        except ValueError as error:
+            raise ManifestError(str(error)) from None
         entry.update(shape=list(shape), dtype=dtype.str if dtype.byteorder not in "=|" else dtype.name)
     return entry
 
@@ -205,19 +169,15 @@ def manifest_text(manifest: Mapping[str, Any]) -> str:
 
 
 def write_manifest(folder: str | os.PathLike, *, tool: str, arguments: Mapping[str, Any]) -> Path:
-    """Hash every listed file of ``folder`` and write its ``manifest.json`` atomically; returns its path."""
+    """Hash every listed file of ``folder`` and write its ``manifest.json`` atomically; returns its path.
+
+    ManifestError when a file cannot be read, ``common.io.OutputError`` when the folder cannot be written.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise ManifestError(f"{folder}: not a folder")
     manifest = build_manifest({p.name: p for p in listed_files(folder)}, tool=tool, arguments=arguments)
-    path = folder / MANIFEST_NAME
-    partial = folder / f".{MANIFEST_NAME}{PARTIAL_MARK}"
-    try:
-        partial.write_text(manifest_text(manifest), encoding="utf-8")
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-    return path
+    return atomic_write_bytes(folder / MANIFEST_NAME, manifest_text(manifest).encode("utf-8"))
 
 
 def _jsonable(value: Any) -> Any:
@@ -262,7 +222,7 @@ def _cheap_mismatches(folder: Path, name: str, entry: dict[str, Any]) -> list[st
     if "shape" in entry:
         try:
             shape, dtype, _, _ = read_npy_header(path)
-        except ManifestError as error:
+        except ValueError as error:
             return [str(error)]
         recorded = (tuple(entry["shape"]), np.dtype(entry.get("dtype", dtype)))
         if (shape, dtype) != recorded:
@@ -360,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(f"wrote {path}\n")
             return 0
         lines = verify(folder)
-    except ManifestError as error:
+    except (ManifestError, OutputError) as error:
         sys.stderr.write(f"{parser.prog}: error: {error}\n")
         return 2
     for line in lines:

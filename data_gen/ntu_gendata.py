@@ -29,6 +29,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from common.constants import DATASETS, MAX_BODIES, NTU_DATASETS, NUM_FRAMES, NUM_JOINTS, NUM_PERSONS, default_out_folder
+from data_gen import cli
 from data_gen.normalize import normalize_sample, select_bodies
 from data_gen.ntu_splits import (
     DEFAULT_IGNORED_LISTS,
@@ -41,7 +42,7 @@ from data_gen.ntu_splits import (
 )
 from data_gen.parallel import imap_ordered
 from data_gen.skeleton_reader import SkeletonFormatError, read_skeleton
-from data_gen.writer import SKIPPED_LIST, DataGenError, PreparedSample, RunOutputs, one_line_warning
+from data_gen.writer import DataGenError, PreparedSample, RunOutputs
 
 TOOL = "data_gen/ntu_gendata.py"
 
@@ -271,14 +272,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--dataset, shipped in data_gen/resources/)",
     )
     parser.add_argument(
-        "--out-folder",
-        "--out_folder",
-        dest="out_folder",
-        help="where to write <benchmark>/... (default "
-        + " or ".join(default_out_folder(name) for name in NTU_DATASETS)
-        + ")",
-    )
-    parser.add_argument(
         "--benchmarks",
         nargs="+",
         metavar="NAME",
@@ -286,15 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
         + "; ".join(f"{name}: {' '.join(DATASETS[name]['benchmarks'])}" for name in NTU_DATASETS)
         + ")",
     )
-    parser.add_argument("--workers", type=int, default=1, help="processes reading files (default 1)")
-    parser.add_argument(
-        "--skip-bad",
-        "--skip_bad",
-        dest="skip_bad",
-        action="store_true",
-        help="skip truncated or malformed files and list them in OUT/skipped_samples.txt",
+    cli.add_conversion_args(
+        parser,
+        out_defaults=[default_out_folder(name) for name in NTU_DATASETS],
+        workers_help="processes reading files",
+        skip_help="skip truncated or malformed files and list them in OUT/skipped_samples.txt",
     )
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     return parser
 
 
@@ -306,36 +296,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [b for b in benchmarks if b not in valid]
     if unknown:
         parser.error(f"--benchmarks {' '.join(unknown)}: {args.dataset} has {' '.join(valid)}")
-    if args.workers < 1:
-        parser.error(f"--workers must be >= 1, got {args.workers}")
     out_folder = Path(args.out_folder or default_out_folder(args.dataset))
-    ignored = args.ignored_sample_path or DEFAULT_IGNORED_LISTS[args.dataset]
 
-    previous_format = warnings.formatwarning
-    warnings.formatwarning = one_line_warning
-    try:
+    def work() -> list[str]:
         summary = generate(
             args.data_path,
             out_folder,
-            ignored,
+            args.ignored_sample_path or DEFAULT_IGNORED_LISTS[args.dataset],
             benchmarks,
             workers=args.workers,
             skip_bad=args.skip_bad,
             progress=args.progress,
             num_actions=DATASETS[args.dataset]["num_class"],
         )
-    except DataGenError as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
-    finally:
-        warnings.formatwarning = previous_format
-    for benchmark, parts in summary.written.items():
-        counts = ", ".join(f"{part} {count}" for part, count in parts.items())
-        sys.stdout.write(f"{out_folder / benchmark}: {counts}\n")
-    if summary.skipped:
-        sys.stdout.write(f"skipped {len(summary.skipped)} file(s), listed in {out_folder / SKIPPED_LIST}\n")
-    elif args.skip_bad:
-        sys.stdout.write("skipped 0 files\n")
-    return 0
+        return cli.summary_lines(out_folder, summary.written, len(summary.skipped), "file(s)", args.skip_bad)
+
+    return cli.run_tool(parser.prog, work)
 
 
 if __name__ == "__main__":

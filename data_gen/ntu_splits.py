@@ -16,41 +16,12 @@ from common.constants import ACTION_NAMES_FILE, RESOURCES_FOLDER
 # only has performers 1..40, so the extended list gives the same split there (the reference uses the
 # extended list for both datasets).
 XSUB_TRAIN_SUBJECTS_NTU60 = (1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38)
+# fmt: off
 XSUB_TRAIN_SUBJECTS_NTU120_EXTRA = (
-    45,
-    46,
-    47,
-    49,
-    50,
-    52,
-    53,
-    54,
-    55,
-    56,
-    57,
-    58,
-    59,
-    70,
-    74,
-    78,
-    80,
-    81,
-    82,
-    83,
-    84,
-    85,
-    86,
-    89,
-    91,
-    92,
-    93,
-    94,
-    95,
-    97,
-    98,
-    100,
-    103,
+    45, 46, 47, 49, 50, 52, 53, 54, 55, 56, 57, 58, 59, 70, 74, 78, 80,
+    81, 82, 83, 84, 85, 86, 89, 91, 92, 93, 94, 95, 97, 98, 100, 103,
 )
+# fmt: on
 XSUB_TRAIN_SUBJECTS = frozenset(XSUB_TRAIN_SUBJECTS_NTU60 + XSUB_TRAIN_SUBJECTS_NTU120_EXTRA)
 XVIEW_TRAIN_CAMERAS = frozenset((2, 3))
 XSETUP_TRAIN_SETUPS = frozenset(range(2, 33, 2))

@@ -50,10 +50,11 @@ from common.constants import (
     VALUES_PER_FRAME,
     default_out_folder,
 )
+from data_gen import cli
 from data_gen.normalize import MAX_ABS_COORDINATE, normalize_sample, select_bodies
 from data_gen.parallel import imap_ordered
 from data_gen.skeleton_reader import COORDINATE_EXPECTED
-from data_gen.writer import SKIPPED_LIST, DataGenError, PreparedSample, RunOutputs, one_line_warning
+from data_gen.writer import DataGenError, PreparedSample, RunOutputs
 
 LONG_CLIP_MODES = ("resample", "truncate")
 LABEL_MAP_FILE = "label_map.txt"
@@ -669,14 +670,6 @@ def build_parser() -> argparse.ArgumentParser:
         "(repeatable; wins over --split-dir)",
     )
     parser.add_argument(
-        "--out-folder",
-        "--out_folder",
-        dest="out_folder",
-        help="where to write <benchmark>/... (default "
-        + " or ".join(spec.default_out for spec in PHASES.values())
-        + ")",
-    )
-    parser.add_argument(
         "--benchmarks",
         nargs="+",
         choices=("xsub", "xview"),
@@ -689,16 +682,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="resample",
         help="clips longer than 300 frames: resample them uniformly to 300 (default) or keep the first 300",
     )
-    parser.add_argument("--workers", type=int, default=1, help="processes reading skeleton files (default 1)")
-    parser.add_argument(
-        "--skip-bad",
-        "--skip_bad",
-        dest="skip_bad",
-        action="store_true",
-        help="skip malformed files and intervals past the end of their file, listed in "
+    cli.add_conversion_args(
+        parser,
+        out_defaults=[spec.default_out for spec in PHASES.values()],
+        workers_help="processes reading skeleton files",
+        skip_help="skip malformed files and intervals past the end of their file, listed in "
         "OUT/skipped_samples.txt, instead of stopping",
     )
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     return parser
 
 
@@ -740,23 +730,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [b for b in benchmarks if b not in spec.split_names]
     if unknown:
         parser.error(f"--benchmarks {' '.join(unknown)}: phase {phase} has {' '.join(spec.split_names)}")
-    if args.workers < 1:
-        parser.error(f"--workers must be >= 1, got {args.workers}")
     out_folder = Path(args.out_folder or spec.default_out)
 
-    previous_format = warnings.formatwarning
-    warnings.formatwarning = one_line_warning
-    try:
-        if not Path(args.data_path).is_dir():
-            raise DataGenError(f"skeleton folder {args.data_path} does not exist or is not a folder")
-        if args.label_path:
-            label_path = Path(args.label_path)
-        else:
-            label_path = find_label_folder(Path(args.data_path))
-            if label_path is None:
-                raise DataGenError(
-                    f"no Label/ or label/ folder next to {args.data_path} or one level up; pass --label-path"
-                )
+    def work() -> list[str]:
+        label_path = _label_folder(args)
         split_files = _resolve_split_files(parser, args, phase, benchmarks, label_path)
         summary = generate(
             args.data_path,
@@ -769,16 +746,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             skip_bad=args.skip_bad,
             progress=args.progress,
         )
-    except DataGenError as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
-    finally:
-        warnings.formatwarning = previous_format
-    for benchmark, parts in summary.written.items():
-        counts = ", ".join(f"{part} {count}" for part, count in parts.items())
-        sys.stdout.write(f"{out_folder / benchmark}: {counts}\n")
-    if summary.skipped:
-        sys.stdout.write(f"skipped {len(summary.skipped)} video(s)/sample(s), listed in {out_folder / SKIPPED_LIST}\n")
-    return 0
+        return cli.summary_lines(out_folder, summary.written, len(summary.skipped), "video(s)/sample(s)", args.skip_bad)
+
+    return cli.run_tool(parser.prog, work)
+
+
+def _label_folder(args: argparse.Namespace) -> Path:
+    """--label-path, or the label folder found next to the skeleton folder; DataGenError otherwise."""
+    if not Path(args.data_path).is_dir():
+        raise DataGenError(f"skeleton folder {args.data_path} does not exist or is not a folder")
+    if args.label_path:
+        return Path(args.label_path)
+    label_path = find_label_folder(Path(args.data_path))
+    if label_path is None:
+        raise DataGenError(f"no Label/ or label/ folder next to {args.data_path} or one level up; pass --label-path")
+    return label_path
 
 
 if __name__ == "__main__":

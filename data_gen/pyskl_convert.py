@@ -49,17 +49,16 @@ from common.constants import (
     SAMPLE_SHAPE,
     default_out_folder,
 )
+from data_gen import cli
 from data_gen.normalize import MAX_ABS_COORDINATE, normalize_sample, select_bodies
 from data_gen.ntu_splits import SKELETON_SUFFIX
 from data_gen.parallel import imap_ordered
 from data_gen.skeleton_reader import COORDINATE_EXPECTED
 from data_gen.writer import (
-    SKIPPED_LIST,
     DataGenError,
     PreparedSample,
     RunOutputs,
     check_path_component,
-    one_line_warning,
 )
 
 NORMALIZE_CHOICES = ("agcn", "none")
@@ -396,14 +395,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="ntu60 or ntu120 (default auto: ntu120 when the pickle has xset splits or a label >= 60)",
     )
     parser.add_argument(
-        "--out-folder",
-        "--out_folder",
-        dest="out_folder",
-        help="where to write <benchmark>/... (default "
-        + " or ".join(default_out_folder(name) for name in NTU_DATASETS)
-        + ")",
-    )
-    parser.add_argument(
         "--splits",
         nargs="+",
         metavar="NAME",
@@ -417,26 +408,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="agcn (default): order persons by motion energy and apply the 2s-AGCN "
         "pre-normalisation, as the raw NTU preparation does; none: keep the keypoints as given",
     )
-    parser.add_argument("--workers", type=int, default=1, help="processes normalising samples (default 1)")
-    parser.add_argument(
-        "--skip-bad",
-        "--skip_bad",
-        dest="skip_bad",
-        action="store_true",
-        help="skip malformed annotations and split names without annotation, listed in OUT/skipped_samples.txt",
+    cli.add_conversion_args(
+        parser,
+        out_defaults=[default_out_folder(name) for name in NTU_DATASETS],
+        workers_help="processes normalising samples",
+        skip_help="skip malformed annotations and split names without annotation, listed in OUT/skipped_samples.txt",
     )
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.workers < 1:
-        parser.error(f"--workers must be >= 1, got {args.workers}")
-    previous_format = warnings.formatwarning
-    warnings.formatwarning = one_line_warning
-    try:
+
+    def work() -> list[str]:
         out_folder, written, skipped = convert(
             args.annotation,
             args.out_folder,
@@ -447,16 +432,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             skip_bad=args.skip_bad,
             progress=args.progress,
         )
-    except DataGenError as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
-    finally:
-        warnings.formatwarning = previous_format
-    for folder_name, parts in written.items():
-        counts = ", ".join(f"{part} {count}" for part, count in parts.items())
-        sys.stdout.write(f"{out_folder / folder_name}: {counts}\n")
-    if args.skip_bad:
-        sys.stdout.write(f"skipped {len(skipped)} annotation(s), listed in {out_folder / SKIPPED_LIST}\n")
-    return 0
+        return cli.summary_lines(out_folder, written, len(skipped), "annotation(s)", args.skip_bad)
+
+    return cli.run_tool(parser.prog, work)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ import numpy as np
 from tqdm import tqdm
 
 from common.constants import DATASETS, PARTS
+from common.io import atomic_write
+from data_gen import cli
 from data_gen.ctrgcn_npz import Part, benchmark_folder, open_part, split_folder
 from data_gen.ntu_splits import strip_suffix
 from data_gen.writer import DataGenError
@@ -115,17 +117,8 @@ def build_content(
 
 
 def write_pickle(content: dict[str, Any], out: str | os.PathLike) -> Path:
-    """Write ``content`` to ``out`` through a partial name and a rename."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.partial")
-    try:
-        with open(partial, "wb") as f:
-            pickle.dump(content, f, protocol=PICKLE_PROTOCOL)
-        os.replace(partial, out)
-    finally:
-        partial.unlink(missing_ok=True)
-    return out
+    """Write ``content`` to ``out`` atomically (``common.io.atomic_write``)."""
+    return atomic_write(out, lambda f: pickle.dump(content, f, protocol=PICKLE_PROTOCOL))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,14 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Prepared split folders -> one pyskl / MMAction2 3D annotation pickle ('split' and "
         "'annotations' with keypoint (M, T, 25, 3))."
     )
-    parser.add_argument(
-        "--data-root",
-        "--data_root",
-        dest="data_root",
-        required=True,
-        help="folder holding <dataset folder>/<benchmark>/, e.g. ./data",
-    )
-    parser.add_argument("--dataset", required=True, choices=list(DATASETS))
+    cli.add_split_folder_args(parser)
     parser.add_argument(
         "--benchmark",
         "--benchmarks",
@@ -157,25 +143,21 @@ def build_parser() -> argparse.ArgumentParser:
         default="float32",
         help="keypoint dtype (default float32: exact; pyskl's own pickles use float16)",
     )
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    cli.add_progress_arg(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
+
+    def work() -> list[str]:
         content = build_content(args.data_root, args.dataset, args.benchmarks, dtype=args.dtype, progress=args.progress)
         out = write_pickle(content, args.out)
-    except DataGenError as error:
-        sys.stderr.write(f"{parser.prog}: error: {error}\n")
-        return 2
-    except OSError as error:
-        sys.stderr.write(f"{parser.prog}: error: {error}\n")
-        return 1
-    counts = ", ".join(f"{key} {len(names)}" for key, names in content["split"].items())
-    sys.stdout.write(f"{out}: {len(content['annotations'])} annotations; {counts}\n")
-    return 0
+        counts = ", ".join(f"{key} {len(names)}" for key, names in content["split"].items())
+        return [f"{out}: {len(content['annotations'])} annotations; {counts}"]
+
+    return cli.run_tool(parser.prog, work)
 
 
 if __name__ == "__main__":

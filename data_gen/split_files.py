@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 from numpy.lib import format as npy_format
@@ -106,6 +106,48 @@ class OpenedSplit(NamedTuple):
     data_bytes: int  # the data file's size by its header
 
 
+class NpyHeader(NamedTuple):
+    """What the header of a ``.npy`` file says about the array after it."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    fortran_order: bool
+    offset: int  # the header's length in bytes: where the array starts
+
+    @property
+    def file_size(self) -> int:
+        """The size in bytes a file with this header must have."""
+        return self.offset + int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+
+_HEADER_READERS = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}
+
+
+def read_npy_header(source: str | os.PathLike | BinaryIO) -> NpyHeader:
+    """The header of a ``.npy`` file, or of an open binary stream positioned at one (an ``.npz`` member).
+
+    Reads the header only. ValueError otherwise: ``PATH: not a readable .npy array (...)`` or ``PATH:
+    cannot be read (...)``; for a stream the message has no path, so the caller can say which it is.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            with open(source, "rb") as f:
+                return read_npy_header(f)
+        except OSError as error:
+            raise ValueError(f"{source}: cannot be read ({error.strerror or error})") from None
+        except ValueError as error:
+            raise ValueError(f"{source}: {error}") from None
+    try:
+        version = npy_format.read_magic(source)
+        if version not in _HEADER_READERS:
+            raise ValueError(f"unsupported .npy version {version[0]}.{version[1]}")
+        shape, fortran_order, dtype = _HEADER_READERS[version](source)
+        offset = source.tell()
+    except (ValueError, OSError, EOFError, SyntaxError) as error:
+        raise ValueError(f"not a readable .npy array ({error})") from None
+    return NpyHeader(tuple(int(n) for n in shape), np.dtype(dtype), bool(fortran_order), int(offset))
+
+
 def npy_size(path: Path) -> int:
     """The size in bytes a ``.npy`` file must have by its header; DataFileError when it is shorter.
 
@@ -115,20 +157,11 @@ def npy_size(path: Path) -> int:
     size = path.stat().st_size
     if size == 0:
         raise DataFileError(f"{path}: empty file (0 bytes), not a .npy array; make it again with: {prepare_hint(path)}")
-    try:
-        with open(path, "rb") as f:
-            version = npy_format.read_magic(f)
-            read_header = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}
-            if version not in read_header:
-                raise ValueError(f"unsupported .npy version {version[0]}.{version[1]}")
-            shape, _, dtype = read_header[version](f)
-            offset = f.tell()
-    except ValueError as exc:
-        raise ValueError(f"{path}: not a readable .npy array ({exc})") from None
-    needed = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    header = read_npy_header(path)
+    needed = header.file_size
     if size < needed:
         raise DataFileError(
-            f"{path}: truncated: its header declares shape {tuple(shape)} {dtype} ({needed:,} bytes) "
+            f"{path}: truncated: its header declares shape {header.shape} {header.dtype} ({needed:,} bytes) "
             f"but the file has {size:,} bytes (an interrupted copy?); make it again with: "
             f"{prepare_hint(path)}"
         )

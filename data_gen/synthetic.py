@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,9 +34,11 @@ from pathlib import Path
 import numpy as np
 
 from common.constants import NUM_FRAMES, NUM_JOINTS
-from common.locking import FolderLock, LockHeld
+from common.io import atomic_write_bytes
+from common.locking import FolderLock
+from data_gen import cli
 from data_gen.ntu_splits import DEFAULT_IGNORED_LISTS, XSUB_TRAIN_SUBJECTS_NTU60, read_ignored_list
-from data_gen.writer import DataGenError, make_folder, os_error
+from data_gen.writer import make_folder, os_error
 
 CAMERA_YAW = {1: -np.pi / 4, 2: 0.0, 3: np.pi / 4}
 # Channels a class can drive, with the amplitude (radians, or 0..1 for the squat) of a full movement.
@@ -369,6 +370,20 @@ def skeleton_text(frames: list[list[np.ndarray]], seed_key: Sequence[int]) -> st
     return "".join(pieces)
 
 
+def check_sizes(num_classes: int, samples_per_class: int, num_subjects: int, num_setups: int) -> None:
+    """ValueError naming the first of :func:`write_synthetic_ntu`'s sizes that is out of range."""
+    if not 1 <= num_classes <= 120:
+        raise ValueError(f"num_classes must be in 1..120 (NTU action numbers), got {num_classes}")
+    if samples_per_class < 1:
+        raise ValueError(f"samples_per_class must be >= 1, got {samples_per_class}")
+    if not 2 <= num_subjects <= 40 or num_subjects % 2:
+        raise ValueError(f"num_subjects must be even, in 2..40, got {num_subjects}")
+    if not 2 <= num_setups <= 32:
+        raise ValueError(f"num_setups must be in 2..32, got {num_setups}")
+    if 3 * num_subjects * 99 < samples_per_class:
+        raise ValueError("samples_per_class too large for three-digit replication numbers")
+
+
 def write_synthetic_ntu(
     out_dir: str | Path,
     *,
@@ -385,16 +400,7 @@ def write_synthetic_ntu(
     ``num_setups`` >= 2; the first ``long_samples`` files (in writing order) are longer than 300 frames.
     Names come from ``sample_name``. Returns the paths, sorted by name. Deterministic in all arguments.
     """
-    if not 1 <= num_classes <= 120:
-        raise ValueError(f"num_classes must be in 1..120 (NTU action numbers), got {num_classes}")
-    if samples_per_class < 1:
-        raise ValueError(f"samples_per_class must be >= 1, got {samples_per_class}")
-    if not 2 <= num_subjects <= 40 or num_subjects % 2:
-        raise ValueError(f"num_subjects must be even, in 2..40, got {num_subjects}")
-    if not 2 <= num_setups <= 32:
-        raise ValueError(f"num_setups must be in 2..32, got {num_setups}")
-    if 3 * num_subjects * 99 < samples_per_class:
-        raise ValueError("samples_per_class too large for three-digit replication numbers")
+    check_sizes(num_classes, samples_per_class, num_subjects, num_setups)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -405,20 +411,12 @@ def write_synthetic_ntu(
             frames = synthetic_sequence(
                 label, index, num_classes=num_classes, subject=subject, setup=setup, camera=camera, seed=seed, long=long
             )
-            name = sample_name(label, index, num_subjects, num_setups)
-            path = out_dir / name
-            partial = out_dir / f".{name}.partial"
-            try:
-                partial.write_text(skeleton_text(frames, (seed, 4, label, index)), encoding="ascii")
-                os.replace(partial, path)
-            except BaseException:
-                partial.unlink(missing_ok=True)
-                raise
-            paths.append(path)
+            path = out_dir / sample_name(label, index, num_subjects, num_setups)
+            paths.append(atomic_write_bytes(path, skeleton_text(frames, (seed, 4, label, index)).encode("ascii")))
     return sorted(paths)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Write synthetic NTU RGB+D .skeleton files.")
     parser.add_argument("--out", required=True, help="folder to write the .skeleton files into")
     parser.add_argument("--num-classes", type=int, default=10)
@@ -432,29 +430,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--num-setups", type=int, default=4)
     parser.add_argument("--long-samples", type=int, default=0, help="how many files get more than 300 frames")
     parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    out = Path(args.out)
+    sizes = dict(
+        num_classes=args.num_classes,
+        samples_per_class=args.samples_per_class,
+        num_subjects=args.num_subjects,
+        num_setups=args.num_setups,
+    )
     try:
-        make_folder(out, "--out")
-        with FolderLock(out, "synthetic"):
-            paths = write_synthetic_ntu(
-                out,
-                num_classes=args.num_classes,
-                samples_per_class=args.samples_per_class,
-                num_subjects=args.num_subjects,
-                num_setups=args.num_setups,
-                long_samples=args.long_samples,
-                seed=args.seed,
-            )
+        check_sizes(**sizes)
     except ValueError as error:
         parser.error(str(error))
-    except (DataGenError, LockHeld) as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
-    except OSError as error:
-        message = os_error(Path(error.filename or out), error, "--out")
-        parser.exit(2, f"{parser.prog}: error: {message}\n")
-    sys.stdout.write(f"wrote {len(paths)} files to {args.out}\n")
-    return 0
+    out = Path(args.out)
+
+    def work() -> list[str]:
+        make_folder(out, "--out")
+        try:
+            with FolderLock(out, "synthetic"):
+                paths = write_synthetic_ntu(out, **sizes, long_samples=args.long_samples, seed=args.seed)
+        except OSError as error:
+            raise os_error(Path(error.filename or out), error, "--out") from None
+        return [f"wrote {len(paths)} files to {args.out}"]
+
+    return cli.run_tool(parser.prog, work)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from common.constants import PARTIAL_MARK, SAMPLE_SHAPE
+from common.io import fsync_folder
 from common.locking import FolderLock, LockHeld
 from data_gen.manifest import MANIFEST_NAME, ManifestError, build_manifest, manifest_text
 
@@ -69,11 +70,6 @@ class PreparedSample:
     num_frame: int  # frames kept (the source's count, at most 300)
     file_frames: int  # the source's frame count
     has_body: bool
-
-
-def one_line_warning(message, category, filename, lineno, line=None) -> str:
-    """``warnings.formatwarning`` of the converters' command lines: ``warning: <message>``, one line."""
-    return f"warning: {message}\n"
 
 
 def check_path_component(name: str, where: str) -> str:
@@ -391,7 +387,7 @@ class RunOutputs:
                 path.unlink(missing_ok=True)
         self._committed = True
         for folder in {final.parent for _, final in self._renames} | {self.out_folder}:
-            _fsync_folder(folder)
+            fsync_folder(folder)
         return self.counts()
 
     def _stage_manifests(self) -> None:
@@ -437,17 +433,3 @@ class RunOutputs:
             with suppress(OSError):
                 folder.rmdir()  # only if empty
         self._created_folders.clear()
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the renames in ``folder`` durable (POSIX; a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

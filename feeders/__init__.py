@@ -9,6 +9,8 @@ from feeders.augmentations import (
     temporal_crop_resize,
 )
 from feeders.datasets import (
+    CheckedLoader,
+    DataFileError,
     DownstreamDataset,
     PretrainDataset,
     SplitPaths,
@@ -31,6 +33,8 @@ from feeders.views import (
 __all__ = [
     "SPATIAL_AUGMENTS",
     "VIEW_TRANSFORMS",
+    "CheckedLoader",
+    "DataFileError",
     "DownstreamDataset",
     "PretrainDataset",
     "SplitPaths",

@@ -15,13 +15,13 @@ before iterating the loader each epoch.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from common.constants import DATASETS, PAIR_SEPARATOR, PARTS, VALID_PAIRS, WINDOW_SIZE
 from data_gen.manifest import warn_if_mismatch
@@ -39,8 +39,13 @@ from feeders.views import view_transform
 
 # DATASETS, SplitPaths and check_split stay importable from here (common/args.py, the scripts and the
 # benchmarks import them so); DataFileError is what the datasets raise for a file cut short.
+
+# How a DataLoader reports a worker that died ("... is killed by signal: Bus error", "... exited
+# unexpectedly").
+WORKER_DIED = "DataLoader worker (pid"
 __all__ = [
     "DATASETS",
+    "CheckedLoader",
     "DataFileError",
     "DownstreamDataset",
     "PretrainDataset",
@@ -173,6 +178,29 @@ class _SplitDataset(Dataset):
         state = self.__dict__.copy()
         state["_data"] = None
         return state
+
+
+class CheckedLoader(DataLoader):
+    """A DataLoader that says why a worker died when a data file was cut short under it.
+
+    A worker reading a memory-mapped file that another program truncates dies of SIGBUS, which the
+    DataLoader reports as ``RuntimeError: DataLoader worker (pid N) is killed by signal: Bus error``
+    (and the worker as "insufficient shared memory"). When a worker dies, the dataset's files are
+    checked (``check_files``): a file cut short raises its one-line :class:`DataFileError` instead; any
+    other death is re-raised as it was.
+    """
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._checked(super().__iter__())
+
+    def _checked(self, batches: Iterator[Any]) -> Iterator[Any]:
+        try:
+            yield from batches
+        except RuntimeError as exc:
+            check_files = getattr(self.dataset, "check_files", None)
+            if str(exc).startswith(WORKER_DIED) and check_files is not None:
+                check_files()  # raises DataFileError when the file was cut
+            raise
 
 
 class PretrainDataset(_SplitDataset):

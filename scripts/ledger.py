@@ -2,19 +2,11 @@
 
     python scripts/ledger.py RUNS_DIR [--paper scripts/paper_results.json] [--no-recipes] [--out FILE]
 
-The recipe scripts (``script_*.sh``, ``scripts/common.sh``) write one metrics JSON per run:
-
-    RUNS_DIR/<setting>/<pretraining>/pretrain/metrics.json                        pretraining
-    RUNS_DIR/<setting>/<pretraining>/<protocol>/<encoder>/seed<N>/metrics.json    evaluation
-
-e.g. ``ntu60_cross_view/seq-based_and_graph-based/linear/seq-based/seed0/metrics.json``; protocols are
-``linear``, ``knn`` and ``semi_<P>pct`` (fine-tuning on P % of the labels). Each evaluation row of the
-table gives the paper's figure (``scripts/paper_results.json``), our mean +- sample standard deviation
-over seeds of the run's top-1 (``top1``; ``knn_top1`` for ``knn``), the number of runs and the
-difference. Which runs to expect comes from the recipes themselves: their ``DRY_RUN=1 ... all`` command
-lines, with the environment this command runs in (so set ``SEEDS``, ``PRETRAIN_REPRESENTATION`` ... as
-for the runs); every expected run that is absent is flagged. A metrics file that cannot be read, or
-lies elsewhere in the tree, stops the ledger with one line naming it (exit 2).
+The layout of the runs tree and what a row of the table holds are described in ``common/ledger.py``
+(the ledger's logic) and docs/recipes.md. The runs to expect come from the recipes' ``DRY_RUN=1 ... all``
+command lines, run with this command's environment (so set ``SEEDS``, ``PRETRAIN_REPRESENTATION`` ... as
+for the runs). A metrics file that cannot be read, or lies elsewhere in the tree, stops the ledger with
+one line naming it (exit 2).
 """
 
 from __future__ import annotations
@@ -24,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from common.io import atomic_write
+from common.io import atomic_write_bytes
 from common.ledger import PAPER_RESULTS, LedgerError, collect_runs, expected_runs, format_ledger, load_paper
 
 
@@ -61,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     text = format_ledger(runs, pretrainings, expected, paper)
     if args.out:
-        atomic_write(Path(args.out), lambda f: f.write(text.encode("utf-8")))
+        atomic_write_bytes(args.out, text.encode("utf-8"))
     sys.stdout.write(text)
     return 0
 

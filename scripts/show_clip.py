@@ -33,7 +33,9 @@ from matplotlib.animation import FuncAnimation, PillowWriter
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure, SubFigure
 
-from common.constants import DATASETS, PARTS, WINDOW_SIZE
+from common.constants import PARTS, WINDOW_SIZE
+from common.io import atomic_write
+from data_gen.cli import add_split_folder_args, run_tool
 from data_gen.ctrgcn_npz import Part, open_part, split_folder
 from data_gen.ntu_splits import read_action_names, strip_suffix
 from data_gen.writer import DataGenError
@@ -265,21 +267,14 @@ def render(clip: Clip, views: list[View] | None = None, frames: int = 6) -> Figu
 
 
 def _partial(out: Path) -> Path:
-    """A hidden name beside ``out`` with the same suffix (writers pick the format from it)."""
+    """A hidden name beside ``out`` with the same suffix: the animation writer takes a file name, not a
+    file, and picks the format from its suffix, so ``common.io.atomic_write`` cannot serve it."""
     return out.with_name(f".{out.stem}.partial{out.suffix}")
 
 
 def save_png(fig: Figure, out: str | os.PathLike, dpi: int = 72) -> Path:
-    """Write ``fig`` as a PNG at ``out`` (through a partial name and a rename)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = _partial(out)
-    try:
-        fig.savefig(partial, format="png", dpi=dpi)
-        os.replace(partial, out)
-    finally:
-        partial.unlink(missing_ok=True)
-    return out
+    """Write ``fig`` as a PNG at ``out``, atomically."""
+    return atomic_write(out, lambda f: fig.savefig(f, format="png", dpi=dpi))
 
 
 def save_gif(clip: Clip, out: str | os.PathLike, max_frames: int = 48, fps: int = 10, dpi: int = 60) -> Path:
@@ -321,14 +316,7 @@ def save_gif(clip: Clip, out: str | os.PathLike, max_frames: int = 48, fps: int 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Draw one prepared clip (and the views pretraining makes of it).")
-    parser.add_argument(
-        "--data-root",
-        "--data_root",
-        dest="data_root",
-        required=True,
-        help="folder holding <dataset folder>/<benchmark>/, e.g. ./data",
-    )
-    parser.add_argument("--dataset", required=True, choices=list(DATASETS))
+    add_split_folder_args(parser)
     parser.add_argument("--benchmark", required=True, help="xsub, xview, xsetup (or a protocol name)")
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--index", type=int, help="sample number within --part")
@@ -362,14 +350,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("give --out PNG, --gif GIF or both")
     if min(args.frames, args.input_size, args.gif_frames) < 1:
         parser.error("--frames, --input-size and --gif-frames must be >= 1")
-    try:
-        clip = load_clip(args.data_root, args.dataset, args.benchmark, part=args.part, index=args.index, name=args.name)
-    except DataGenError as error:
-        sys.stderr.write(f"{parser.prog}: error: {error}\n")
-        return 2
+    return run_tool(parser.prog, lambda: draw(args))
+
+
+def draw(args: argparse.Namespace) -> list[str]:
+    """Load the clip and write the pictures asked for; returns a ``wrote PATH`` line for each."""
+    clip = load_clip(args.data_root, args.dataset, args.benchmark, part=args.part, index=args.index, name=args.name)
+    lines = []
     if args.out:
-        views = (
-            pretraining_views(
+        views = None
+        if args.views:
+            views = pretraining_views(
                 clip,
                 seed=args.seed,
                 epoch=args.epoch,
@@ -377,13 +368,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 input_size=args.input_size,
                 spatial=args.spatial_augment,
             )
-            if args.views
-            else None
-        )
-        sys.stdout.write(f"wrote {save_png(render(clip, views, args.frames), args.out, args.dpi)}\n")
+        lines.append(f"wrote {save_png(render(clip, views, args.frames), args.out, args.dpi)}")
     if args.gif:
-        sys.stdout.write(f"wrote {save_gif(clip, args.gif, max_frames=args.gif_frames)}\n")
-    return 0
+        lines.append(f"wrote {save_gif(clip, args.gif, max_frames=args.gif_frames)}")
+    return lines
 
 
 if __name__ == "__main__":

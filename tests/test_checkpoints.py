@@ -18,68 +18,7 @@ from common.pretrained import (
 )
 from common.representations import PAIR_REPRESENTATIONS, parse_representation
 from models import build_encoder
-
-TINY = dict(gru_hidden_size=8, gru_layers=1, agcn_base_channels=4, hcn_out_channels=4)
-MOCO_DIM = 16
-QUEUE = 32
-
-
-def _randomised(representation: str, seed: int, **sizes) -> nn.Module:
-    """A tiny encoder whose every tensor (BatchNorm statistics included) is distinct and seed-dependent."""
-    encoder = build_encoder(representation, MOCO_DIM, **{**TINY, **sizes})
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in encoder.state_dict().items():
-            if tensor.is_floating_point():
-                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
-            elif "num_batches_tracked" in name:
-                tensor.fill_(seed)
-    return encoder
-
-
-def _with_mlp_head(encoder: nn.Module) -> nn.Module:
-    """The reference's --mlp head: fc -> Sequential(Linear(d, d), ReLU, fc); keys fc.0.* / fc.2.*."""
-    d = encoder.fc.in_features
-    encoder.fc = nn.Sequential(nn.Linear(d, d), nn.ReLU(), encoder.fc)
-    return encoder
-
-
-def reference_checkpoint(
-    path,
-    pretrain_representation: str,
-    mlp: bool = True,
-    prefix: str = "module.",
-    seed: int = 0,
-    extra: dict | None = None,
-    **sizes,
-) -> dict[str, dict[str, torch.Tensor]]:
-    """Write a checkpoint laid out like the reference's MoCo pretraining output (DataParallel keys, key
-    encoders, queues, optimizer); return each slot's encoder state (head included) for comparison."""
-    representations = parse_representation(pretrain_representation)
-    slots = ("encoder_q", "encoder_k", "encoder_r", "encoder_l")[: 2 * len(representations)]
-    state: dict[str, torch.Tensor] = {}
-    encoders = {}
-    for i, slot in enumerate(slots):
-        encoder = _randomised(representations[i // 2], seed * 10 + i, **sizes)
-        if mlp:
-            encoder = _with_mlp_head(encoder)
-        encoders[slot] = encoder.state_dict()
-        state.update({f"{prefix}{slot}.{k}": v for k, v in encoder.state_dict().items()})
-    if len(representations) == 1:
-        state[f"{prefix}queue"] = torch.randn(MOCO_DIM, QUEUE)
-        state[f"{prefix}queue_ptr"] = torch.zeros(1, dtype=torch.long)
-    else:
-        for s in ("S1", "S2"):
-            state[f"{prefix}Queue_{s}"] = torch.randn(MOCO_DIM, QUEUE)
-            state[f"{prefix}queue_ptr_{s}"] = torch.zeros(1, dtype=torch.long)
-    checkpoint = {
-        "epoch": 451,
-        "state_dict": state,
-        "optimizer": {"state": {}, "param_groups": [{"lr": 0.01, "momentum": 0.9, "params": [0, 1]}]},
-    }
-    checkpoint.update(extra or {})
-    torch.save(checkpoint, path)
-    return encoders
+from tests.helpers import TINY, reference_checkpoint
 
 
 def _encoder_part(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

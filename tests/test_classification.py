@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -15,51 +13,17 @@ from common import evaluation
 from common.checkpoints import CLASSIFIER_FORMAT, PRETRAIN_FORMAT
 from common.evaluation import check_encoder_unchanged, freeze_encoder, init_head
 from models import build_encoder
-from tests.test_checkpoints import reference_checkpoint
-from tests.test_run_safety import assert_strays_removed, lock_held_elsewhere, plant_stray_temporaries
-
-TINY_ARGS = ["--gru-hidden-size", "8", "--gru-layers", "1", "--agcn-base-channels", "4", "--hcn-out-channels", "4"]
-TINY = dict(gru_hidden_size=8, gru_layers=1, agcn_base_channels=4, hcn_out_channels=4)
-CLASSES = (0, 3, 7)  # a few of NTU 60's actions
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def write_synthetic_split(
-    data_root: Path,
-    *,
-    folder: str = "NTU-RGB-D-60-AGCN",
-    split: str = "xview",
-    per_class: dict[str, int] | None = None,
-    frames: int = 40,
-    seed: int = 0,
-) -> dict[str, list]:
-    """Clips in data_gen's layout with class-dependent motion; returns the sample names per part."""
-    per_class = per_class or {"train": 4, "val": 2}
-    rng = np.random.default_rng(seed)
-    out = data_root / folder / split
-    out.mkdir(parents=True, exist_ok=True)
-    base = rng.normal(size=(3, 1, 25, 1)).astype(np.float32)
-    names_by_part = {}
-    for part, count in per_class.items():
-        clips, labels, names, lengths = [], [], [], []
-        for cls in CLASSES:
-            for i in range(count):
-                n = int(rng.integers(frames // 2, frames + 1))
-                t = np.arange(frames, dtype=np.float32)[None, :, None, None] / frames
-                motion = np.sin(2 * np.pi * (cls + 1) * t + rng.uniform(0, 1)) * (0.3 + 0.1 * cls)
-                clip = np.zeros((3, frames, 25, 2), dtype=np.float32)
-                clip[..., :1] = base + motion + 0.05 * rng.normal(size=(3, frames, 25, 1))
-                clip[:, n:] = 0.0
-                clips.append(clip)
-                labels.append(cls)
-                names.append(f"S001C00{1 + i % 3}P00{i}R001A{cls + 1:03d}_{part}.skeleton")
-                lengths.append(n)
-        np.save(out / f"{part}_data_joint.npy", np.stack(clips))
-        np.save(out / f"{part}_num_frame.npy", np.asarray(lengths, dtype=np.int64))
-        with open(out / f"{part}_label.pkl", "wb") as f:
-            pickle.dump((names, labels), f)
-        names_by_part[part] = names
-    return names_by_part
+from tests.helpers import (
+    PNG_MAGIC,
+    TINY,
+    assert_strays_removed,
+    eval_argv,
+    lock_held_elsewhere,
+    plant_stray_temporaries,
+    reference_checkpoint,
+    write_out_of_range_label,
+    write_synthetic_split,
+)
 
 
 @pytest.fixture
@@ -71,25 +35,15 @@ def data_root(tmp_path):
 
 def _common(data_root: Path, out: Path, *extra: str) -> list[str]:
     return [
-        "--data-root",
-        str(data_root),
+        *eval_argv(data_root, batch=4, seed=1),
         "--finetune-dataset",
         "ntu60",
         "--protocol",
         "cross_view",
-        "-j",
-        "0",
-        "-b",
-        "4",
         "--lr",
         "0.1",
-        "--seed",
-        "1",
-        "--device",
-        "cpu",
         "--checkpoint-path",
         str(out / "ckpt"),
-        *TINY_ARGS,
         *extra,
     ]
 
@@ -423,18 +377,6 @@ def test_impossible_numbers_are_refused(data_root, tmp_path, capsys, flag, value
     assert action_classification.main(_common(data_root, tmp_path, flag, value)) == 2
     assert _error_lines(capsys)[-1] == f"action_classification.py: error: {message}"
     assert not (tmp_path / "ckpt").exists()
-
-
-def write_out_of_range_label(data_root: Path, part: str = "val", index: int = 1, label: int = 60) -> tuple[Path, str]:
-    """Replace one label of ``part`` by ``label``; returns the label file and that sample's name."""
-    path = data_root / "NTU-RGB-D-60-AGCN" / "xview" / f"{part}_label.pkl"
-    with open(path, "rb") as f:
-        names, labels = pickle.load(f)
-    labels = list(labels)
-    labels[index] = label
-    with open(path, "wb") as f:
-        pickle.dump((names, labels), f)
-    return path, names[index]
 
 
 def test_label_out_of_range_is_one_line(data_root, tmp_path, capsys):

@@ -24,6 +24,7 @@ from common.io import (
     clean_stale_temporaries,
     write_json_atomic,
 )
+from common.locking import pid_alive
 from common.plots import plot_confusion_matrix
 from common.representations import encoder_name_for, parse_representation
 from common.training import (
@@ -215,6 +216,8 @@ def test_clean_stale_temporaries_removes_only_dead_writers_files(tmp_path):
     dead_pid = int(dead.stdout)
     names = {
         f".checkpoint_last.pth.tar.tmp-{dead_pid}-0a1b2c3d": True,  # killed run
+        ".checkpoint_last.pth.tar.tmp-0-0a1b2c3d": True,  # no process has PID 0
+        f".checkpoint_last.pth.tar.tmp-{10**20}-0a1b2c3d": True,  # beyond any PID
         ".checkpoint_last.pth.tar.k2j_8x9q.tmp": True,  # an earlier version's mkstemp name
         ".checkpoint_last.pth.tar.4242.link": True,  # an earlier version's hard-link temporary
         f".metrics.json.tmp-{os.getpid()}-deadbeef": False,  # a live writer (this process)
@@ -228,6 +231,16 @@ def test_clean_stale_temporaries_removes_only_dead_writers_files(tmp_path):
     assert sorted(p.name for p in removed) == sorted(n for n, stale in names.items() if stale)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(n for n, stale in names.items() if not stale)
     assert clean_stale_temporaries(tmp_path / "missing") == []
+
+
+def test_pid_alive():
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
+    assert pid_alive(os.getpid()) and pid_alive(os.getppid())
+    assert not pid_alive(int(dead.stdout))
+    # 0 and negative numbers name process groups for os.kill, not processes
+    assert not pid_alive(0) and not pid_alive(-1) and not pid_alive(10**20)
 
 
 def test_temporary_names_are_recognised():

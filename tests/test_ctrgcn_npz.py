@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 import tracemalloc
 import zipfile
 from pathlib import Path
@@ -12,32 +11,7 @@ import pytest
 
 from data_gen import ctrgcn_npz as cn
 from data_gen.manifest import verify
-from data_gen.ntu_gendata import generate
-from data_gen.synthetic import write_synthetic_ntu
-
-SPLIT_FILES = (
-    "train_data_joint.npy",
-    "train_label.pkl",
-    "train_num_frame.npy",
-    "val_data_joint.npy",
-    "val_label.pkl",
-    "val_num_frame.npy",
-)
-
-
-def make_prepared_root(base: Path, num_classes: int = 4, samples_per_class: int = 6, seed: int = 3) -> Path:
-    """Synthetic NTU skeletons prepared by data_gen/ntu_gendata.py: <base>/data/NTU-RGB-D-60-AGCN/{xsub,xview}."""
-    raw = base / "raw"
-    write_synthetic_ntu(raw, num_classes=num_classes, samples_per_class=samples_per_class, seed=seed)
-    generate(raw, base / "data" / "NTU-RGB-D-60-AGCN", None, ("xsub", "xview"), progress=False)
-    return base / "data"
-
-
-def load_part(folder: Path, part: str):
-    data = np.load(folder / f"{part}_data_joint.npy")
-    with open(folder / f"{part}_label.pkl", "rb") as f:
-        names, labels = pickle.load(f)
-    return data, names, labels, np.load(folder / f"{part}_num_frame.npy")
+from tests.helpers import SPLIT_FILES, load_part, make_prepared_root
 
 
 @pytest.fixture(scope="module")

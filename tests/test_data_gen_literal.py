@@ -1,26 +1,14 @@
 """The literal re-implementation of the reference preprocessing (``bench/literal_data_gen.py``), pinned.
 
-``data_gen`` is compared with it in ``tests/test_data_gen.py``; the names are re-exported here for the
-tests that import them from this module.
+``data_gen`` is compared with it in ``tests/test_data_gen.py``; these tests pin the literal version's own
+behaviour on known values.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from bench.literal_data_gen import (  # noqa: F401  (re-exported for the other data_gen tests)
-    literal_angle_between,
-    literal_center,
-    literal_gendata,
-    literal_main,
-    literal_nonzero_std,
-    literal_pad,
-    literal_pre_normalization,
-    literal_read_skeleton,
-    literal_read_xyz,
-    literal_rotate,
-    literal_rotation_matrix,
-)
+from bench.literal_data_gen import literal_angle_between, literal_pad, literal_rotation_matrix
 
 
 def test_literal_angle_between_known_values():

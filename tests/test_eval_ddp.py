@@ -20,10 +20,15 @@ from common.evaluation import evaluate, evaluation_plan, make_dataset, plan_load
 from common.pretrained import load_pretrained_encoder
 from feeders import DownstreamDataset, split_paths
 from models import build_encoder
-from tests.test_checkpoints import reference_checkpoint
-from tests.test_classification import TINY, TINY_ARGS, write_synthetic_split
-from tests.test_retrieval import retrieve
-from tests.test_retrieval_feature_mode import graph_checkpoint, relative_difference
+from tests.helpers import (
+    TINY,
+    eval_argv,
+    graph_checkpoint,
+    reference_checkpoint,
+    relative_difference,
+    retrieve,
+    write_synthetic_split,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,25 +66,11 @@ def test_retrieval_two_processes_equal_one(tmp_path):
     pretrained = tmp_path / "pair.pth.tar"
     reference_checkpoint(pretrained, "seq-based_and_graph-based")
     common = [
-        "--data-root",
-        str(root),
-        "--pretrained",
-        str(pretrained),
-        "--pretrain-skeleton-representation",
-        "seq-based_and_graph-based",
-        "--finetune-skeleton-representation",
-        "graph-based",
+        *eval_argv(
+            root, batch=4, seed=2, pretrained=pretrained, pretrain="seq-based_and_graph-based", finetune="graph-based"
+        ),
         "--knn-neighbours",
         "1",
-        "-b",
-        "4",
-        "-j",
-        "0",
-        "--seed",
-        "2",
-        "--device",
-        "cpu",
-        *TINY_ARGS,
     ]
     single = retrieve([*common, "--save-features", str(tmp_path / "one" / "feats.npz")])
 
@@ -111,31 +102,17 @@ def test_linear_classification_two_processes(tmp_path):
     encoders = reference_checkpoint(pretrained, "seq-based_and_graph-based")
     ckpt, plots = tmp_path / "ckpt", tmp_path / "plots"
     args = [
-        "--data-root",
-        str(root),
+        *eval_argv(
+            root, batch=4, seed=1, pretrained=pretrained, pretrain="seq-based_and_graph-based", finetune="seq-based"
+        ),
         "--finetune-dataset",
         "ntu60",
         "--protocol",
         "cross_view",
-        "--pretrained",
-        str(pretrained),
-        "--pretrain-skeleton-representation",
-        "seq-based_and_graph-based",
-        "--finetune-skeleton-representation",
-        "seq-based",
         "--epochs",
         "2",
-        "-b",
-        "4",
         "--lr",
         "0.1",
-        "-j",
-        "0",
-        "--seed",
-        "1",
-        "--device",
-        "cpu",
-        *TINY_ARGS,
     ]
     proc = torchrun(
         "action_classification.py",
@@ -209,25 +186,9 @@ def test_retrieval_train_mode_two_processes_split_batches_like_data_parallel(tmp
     torchrun(
         "action_retrieval.py",
         [
-            "--data-root",
-            str(root),
-            "--pretrained",
-            str(pretrained),
-            "--pretrain-skeleton-representation",
-            "graph-based",
-            "--finetune-skeleton-representation",
-            "graph-based",
+            *eval_argv(root, batch=4, seed=3, pretrained=pretrained, pretrain="graph-based", finetune="graph-based"),
             "--feature-mode",
             "train",
-            "-b",
-            "4",
-            "-j",
-            "0",
-            "--seed",
-            "3",
-            "--device",
-            "cpu",
-            *TINY_ARGS,
             "--save-features",
             str(out / "feats.npz"),
         ],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import pickle
 import shutil
@@ -14,7 +15,8 @@ import numpy as np
 import pytest
 
 from data_gen import manifest as mf
-from tests.test_ctrgcn_npz import SPLIT_FILES, load_part, make_prepared_root
+from data_gen.split_files import read_npy_header
+from tests.helpers import SPLIT_FILES, load_part, make_prepared_root
 
 
 @pytest.fixture(scope="module")
@@ -247,3 +249,25 @@ def _paths(folder: Path, part: str):
     from data_gen.split_files import part_paths
 
     return part_paths(folder, part)
+
+
+def test_npy_header_of_a_file_and_of_a_stream(tmp_path):
+    """One reader for the manifest, the datasets' size check and the npz members."""
+    array = np.zeros((3, 4, 5), dtype="<f4")
+    path = tmp_path / "a.npy"
+    np.save(path, array)
+    header = read_npy_header(path)
+    assert (header.shape, header.dtype, header.fortran_order) == ((3, 4, 5), np.dtype("<f4"), False)
+    assert header.offset == 128 and header.file_size == path.stat().st_size == 128 + 3 * 4 * 5 * 4
+    with open(path, "rb") as f:
+        assert read_npy_header(f) == header
+    (tmp_path / "b.npy").write_bytes(b"\x93NUMPY\x03\x00" + path.read_bytes()[8:])
+    with pytest.raises(ValueError, match=r"b\.npy: not a readable \.npy array \(unsupported \.npy version 3\.0\)$"):
+        read_npy_header(tmp_path / "b.npy")
+    (tmp_path / "c.npy").write_bytes(b"not an array")
+    with pytest.raises(ValueError, match=r"^not a readable \.npy array \("):
+        read_npy_header(io.BytesIO(b"not an array"))
+    with pytest.raises(ValueError, match=r"c\.npy: not a readable \.npy array \("):
+        read_npy_header(tmp_path / "c.npy")
+    with pytest.raises(ValueError, match=r"missing\.npy: cannot be read \(No such file or directory\)$"):
+        read_npy_header(tmp_path / "missing.npy")

@@ -22,6 +22,7 @@ from models.agcn import AGCN, AdaptiveGraphConv
 from models.bigru import BIGRU, causal_bigru, reference_loop_features
 from models.graph import NTU_BONES, spatial_adjacency
 from models.hcn import HCN, motion_of
+from tests.helpers import with_mlp_head
 
 
 def _randomize_state(model: nn.Module, seed: int) -> None:
@@ -189,13 +190,6 @@ def _input(representation: str, batch: int = 3, frames: int = 16, seed: int = 0)
     return torch.randn(batch, 3, frames, 25, 2, generator=gen)
 
 
-def _with_mlp_head(encoder: nn.Module) -> nn.Module:
-    """What the reference's MoCo does with --mlp."""
-    d = encoder.fc.weight.shape[1]
-    encoder.fc = nn.Sequential(nn.Linear(d, d), nn.ReLU(), encoder.fc)
-    return encoder
-
-
 def _reference_moco_checkpoint(q: nn.Module, r: nn.Module) -> dict[str, torch.Tensor]:
     """A state dict laid out like the reference's DataParallel-wrapped MoCo (inter-skeleton)."""
     state = {}
@@ -222,7 +216,7 @@ def test_reference_checkpoint_loads_and_gives_same_outputs(pair, mlp):
     _randomize_state(q, 1)
     _randomize_state(r, 2)
     if mlp:
-        _with_mlp_head(q), _with_mlp_head(r)
+        with_mlp_head(q), with_mlp_head(r)
     checkpoint = _reference_moco_checkpoint(q, r)
     for prefix, source, rep in (("module.encoder_q.", q, pair[0]), ("module.encoder_r.", r, pair[1])):
         # Downstream use: everything but the head, into a fresh encoder with a plain fc.
@@ -232,7 +226,7 @@ def test_reference_checkpoint_loads_and_gives_same_outputs(pair, mlp):
         # Resuming pretraining: the whole encoder, head included, strictly.
         full = _tiny(rep)
         if mlp:
-            _with_mlp_head(full)
+            with_mlp_head(full)
         full.load_state_dict(_strip(checkpoint, prefix, keep_head=True), strict=True)
         for m in (source, fresh, full):
             m.eval()
@@ -551,7 +545,7 @@ def test_output_and_feature_shapes(representation, kwargs, frames, feature):
     assert model(x).shape == (2, 7)
     assert model(x, knn_eval=True).shape == (2, feature)
     assert feature_dim(model) == feature
-    assert feature_dim(_with_mlp_head(model)) == feature
+    assert feature_dim(with_mlp_head(model)) == feature
     assert model(x).shape == (2, 7)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 from data_gen import pku_gendata as pku
 from data_gen.manifest import verify
 from data_gen.normalize import normalize_sample, select_bodies
+from tests.helpers import load_part
 
 T_VIDEO = 420  # frames per synthetic video
 
@@ -101,13 +101,6 @@ def expected_sample(frames: np.ndarray, start: int, end: int, mode: str = "resam
 
 def run(argv: list[str]) -> int:
     return pku.main(argv + ["--no-progress"])
-
-
-def load_part(folder: Path, part: str):
-    data = np.load(folder / f"{part}_data_joint.npy")
-    with open(folder / f"{part}_label.pkl", "rb") as f:
-        names, labels = pickle.load(f)
-    return data, names, labels, np.load(folder / f"{part}_num_frame.npy")
 
 
 # ------------------------------------------------------------------------------------------- parsing
@@ -306,8 +299,7 @@ def test_phase2_renumbers_phase1_ids(tmp_path):
     # fewer than 41 distinct ids with one above 41: refused
     bad = {v: [(45 if j == 0 else 3, 10, 20, 1)] for j, v in enumerate(PHASE_VIDEOS[2])}
     ds = make_dataset(tmp_path / "raw2", phase=2, labels=bad)
-    with pytest.raises(SystemExit):
-        run(["--phase", "2", "--data-path", str(ds["skeleton"]), "--out-folder", str(tmp_path / "o2")])
+    assert run(["--phase", "2", "--data-path", str(ds["skeleton"]), "--out-folder", str(tmp_path / "o2")]) == 2
 
 
 def test_empty_interval_is_skipped_and_listed(tmp_path):
@@ -321,7 +313,7 @@ def test_empty_interval_is_skipped_and_listed(tmp_path):
         assert run(["--phase", "1", "--data-path", str(ds["skeleton"]), "--out-folder", str(out)]) == 0
     _, names, _, _ = load_part(out / "xsub", "train")
     assert f"{video}_000" in names and f"{video}_001" not in names
-    skipped = (out / pku.SKIPPED_LIST).read_text().splitlines()
+    skipped = (out / "skipped_samples.txt").read_text().splitlines()
     assert len(skipped) == 1 and skipped[0].startswith(f"{video}_001\t")
     assert "no skeleton in frames [100, 160)" in skipped[0]
 
@@ -349,9 +341,7 @@ def test_malformed_skeleton_line(tmp_path, capsys, bad_line, message):
     lines[56] = bad_line
     path.write_text("\n".join(lines) + "\n")
     out = tmp_path / "out"
-    with pytest.raises(SystemExit) as info:
-        run(["--phase", "1", "--data-path", str(ds["skeleton"]), "--out-folder", str(out)])
-    assert info.value.code == 2
+    assert run(["--phase", "1", "--data-path", str(ds["skeleton"]), "--out-folder", str(out)]) == 2
     err = capsys.readouterr().err
     assert f"{path}, {message}" in err
     _no_complete_output(out)
@@ -361,7 +351,7 @@ def test_malformed_skeleton_line(tmp_path, capsys, bad_line, message):
         assert run(["--phase", "1", "--data-path", str(ds["skeleton"]), "--out-folder", str(out), "--skip-bad"]) == 0
     _, names, _, _ = load_part(out / "xsub", "val")
     assert names == [f"{ds['videos'][5]}_{i:03d}" for i in range(3)]
-    skipped = (out / pku.SKIPPED_LIST).read_text().splitlines()
+    skipped = (out / "skipped_samples.txt").read_text().splitlines()
     assert len(skipped) == 1 and skipped[0].startswith(f"{video}\t{path}, line 57")
 
 
@@ -370,8 +360,7 @@ def test_interval_beyond_file(tmp_path, capsys):
     labels = {v: [(3, 10, 50, 1), (4, 400, T_VIDEO + 1 if v == video else 420, 1)] for v in PHASE_VIDEOS[1]}
     ds = make_dataset(tmp_path / "raw", labels=labels)
     out = tmp_path / "out"
-    with pytest.raises(SystemExit):
-        run(["--phase", "1", "--data-path", str(ds["skeleton"]), "--out-folder", str(out)])
+    assert run(["--phase", "1", "--data-path", str(ds["skeleton"]), "--out-folder", str(out)]) == 2
     label_file = ds["label"] / f"{video}.txt"
     assert (
         f"{label_file}, line 2: interval [400, 421) reaches past the skeleton file, which has {T_VIDEO} frames"
@@ -397,7 +386,7 @@ def test_interval_beyond_file(tmp_path, capsys):
     )
     _, names, _, _ = load_part(out / "xsub", "train")
     assert f"{video}_000" in names and f"{video}_001" not in names and len(names) == 7
-    assert (out / pku.SKIPPED_LIST).read_text().startswith(f"{video}_001\t{label_file}, line 2")
+    assert (out / "skipped_samples.txt").read_text().startswith(f"{video}_001\t{label_file}, line 2")
 
 
 @pytest.mark.parametrize(
@@ -425,8 +414,6 @@ def test_missing_or_malformed_inputs(tmp_path, capsys, case, message):
     else:
         (ds["label"] / f"{ds['videos'][3]}.txt").write_text("3,10,50,1\n3,10\n")
     out = tmp_path / "out"
-    with pytest.raises(SystemExit) as info:
-        run(["--phase", "1", "--data-path", str(data_path), "--out-folder", str(out)])
-    assert info.value.code == 2
+    assert run(["--phase", "1", "--data-path", str(data_path), "--out-folder", str(out)]) == 2
     assert message.format(root=root) in capsys.readouterr().err
     _no_complete_output(out)

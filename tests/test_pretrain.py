@@ -5,7 +5,6 @@ signal), non-finite losses, start-up errors and a 2-process torchrun (gloo) run.
 from __future__ import annotations
 
 import os
-import pickle
 import re
 import signal
 import subprocess
@@ -18,44 +17,9 @@ import torch
 
 import main_moco_inter_skeleton as pretrain
 from common.representations import REPRESENTATION_CHOICES
+from tests.helpers import PRETRAIN_TINY, error_line, patch_step, pretrain_main, write_split
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "--gru-hidden-size",
-    "8",
-    "--gru-layers",
-    "1",
-    "--agcn-base-channels",
-    "4",
-    "--hcn-out-channels",
-    "4",
-    "--moco-dim",
-    "8",
-    "-j",
-    "0",
-    "-p",
-    "2",
-    "--lr",
-    "0.05",
-]
-
-
-def write_split(folder: Path, num_clips: int, seed: int = 0) -> None:
-    """data_gen's layout: (N, 3, 300, 25, 2) float32 joints, (names, labels) pickle, frame counts."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    frames = rng.integers(40, 301, size=num_clips)
-    data = np.zeros((num_clips, 3, 300, 25, 2), dtype=np.float32)
-    for i, n in enumerate(frames):
-        walk = np.cumsum(rng.normal(0, 0.02, size=(3, n, 25, 2)), axis=1)  # smooth motion
-        data[i, :, :n] = walk + rng.normal(0, 0.5, size=(3, 1, 25, 1))
-        if i % 2:  # one-person clips leave the second body empty
-            data[i, :, :, :, 1] = 0
-    np.save(folder / "train_data_joint.npy", data)
-    np.save(folder / "train_num_frame.npy", frames.astype(np.int64))
-    names = [f"S001C001P001R001A{(i % 60) + 1:03d}.skeleton" for i in range(num_clips)]
-    with open(folder / "train_label.pkl", "wb") as f:
-        pickle.dump((names, [i % 60 for i in range(num_clips)]), f)
 
 
 @pytest.fixture(autouse=True)
@@ -75,40 +39,8 @@ def data_root(tmp_path_factory) -> Path:
     return root
 
 
-def run(data_root: Path, out: Path, representation: str, *extra: str) -> int:
-    argv = [
-        "--skeleton-representation",
-        representation,
-        "--data-root",
-        str(data_root),
-        "--pre-dataset",
-        "ntu60",
-        "--protocol",
-        "cross_view",
-        "--checkpoint-path",
-        str(out),
-        "-b",
-        "4",
-        "--moco-k",
-        "16",
-        *TINY,
-        *extra,
-    ]
-    return pretrain.main(argv)
-
-
 def load(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def error_line(capsys) -> str:
-    """The script's error: one line, ``main_moco_inter_skeleton.py: error: ...``, the last thing on stderr
-    (before it only progress bars and warnings)."""
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    prefix = "main_moco_inter_skeleton.py: error: "
-    assert lines and lines[-1].startswith(prefix), lines[-3:]
-    assert sum(line.startswith(prefix) for line in lines) == 1, lines
-    return lines[-1][len(prefix) :]
 
 
 # -------------------------------------------------------------------------------------------------
@@ -118,7 +50,7 @@ def error_line(capsys) -> str:
 def test_one_epoch_of_every_representation(data_root, tmp_path, representation):
     metrics = tmp_path / "metrics.json"
     pair = "_and_" in representation
-    code = run(
+    code = pretrain_main(
         data_root,
         tmp_path / "ckpt",
         representation,
@@ -160,7 +92,12 @@ def test_one_epoch_of_every_representation(data_root, tmp_path, representation):
 def test_window_size_sets_the_views_and_the_image_encoder(data_root, tmp_path, capsys):
     """--window-size reaches the dataset (HCN refuses clips of another length) and the encoder built for it;
     evaluating with a different window then fails naming the flag the checkpoint was pretrained with."""
-    assert run(data_root, tmp_path / "ckpt", "image-based", "--epochs", "1", "--seed", "0", "--window-size", "32") == 0
+    assert (
+        pretrain_main(
+            data_root, tmp_path / "ckpt", "image-based", "--epochs", "1", "--seed", "0", "--window-size", "32"
+        )
+        == 0
+    )
     ckpt = load(tmp_path / "ckpt" / "checkpoint_last.pth.tar")
     assert ckpt["args"]["window_size"] == 32
     state = ckpt["state_dict"]
@@ -176,7 +113,7 @@ def test_window_size_sets_the_views_and_the_image_encoder(data_root, tmp_path, c
         load_pretrained_encoder(model, tmp_path / "ckpt" / "checkpoint_last.pth.tar", "image-based", "image-based")
     capsys.readouterr()
     assert (
-        run(
+        pretrain_main(
             data_root,
             tmp_path / "ckpt",
             "image-based",
@@ -188,7 +125,7 @@ def test_window_size_sets_the_views_and_the_image_encoder(data_root, tmp_path, c
         == 2
     )
     assert re.search(r"pretrained with --window-size 32, not 64: the views would change", error_line(capsys))
-    assert run(data_root, tmp_path / "short", "seq-based_and_image-based", "--window-size", "8") == 2
+    assert pretrain_main(data_root, tmp_path / "short", "seq-based_and_image-based", "--window-size", "8") == 2
     assert re.search(r"--window-size 8: the image-based encoder \(HCN\) needs at least 16", error_line(capsys))
 
 
@@ -204,7 +141,7 @@ def test_window_size_must_be_two_frames_or_more(capsys, value, message):
 
 def test_checkpoint_numbering_tensorboard_and_workers(data_root, tmp_path):
     out = tmp_path / "ckpt"
-    code = run(data_root, out, "seq-based_and_image-based", "--epochs", "4", "--save-freq", "2", "-j", "2")
+    code = pretrain_main(data_root, out, "seq-based_and_image-based", "--epochs", "4", "--save-freq", "2", "-j", "2")
     assert code == 0
     names = sorted(p.name for p in out.iterdir() if p.name.endswith(".pth.tar"))
     assert names == [
@@ -227,26 +164,6 @@ def test_checkpoint_numbering_tensorboard_and_workers(data_root, tmp_path):
     assert [e.step for e in acc.Scalars("train_loss")] == [0, 1, 2, 3]
 
 
-def patch_step(monkeypatch, at: int, *, signals: tuple[int, ...] = (), poison: bool = False) -> dict[str, int]:
-    """Wrap the training step: right after its ``at``-th call, send ``signals`` to this process and, with
-    ``poison``, make that step's loss nan. Returns the call counter."""
-    calls = {"n": 0}
-    step = pretrain.contrastive_step
-
-    def wrapped(*args, **kwargs):
-        out = step(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == at:
-            for sig in signals:
-                os.kill(os.getpid(), sig)
-            if poison:
-                out = out._replace(loss=torch.tensor(float("nan")))
-        return out
-
-    monkeypatch.setattr(pretrain, "contrastive_step", wrapped)
-    return calls
-
-
 def final_state(out: Path) -> dict:
     ckpt = load(out / "checkpoint_last.pth.tar")
     return {"model": ckpt["state_dict"], "optimizer": ckpt["optimizer"]["state"], "epoch": ckpt["epoch"]}
@@ -264,13 +181,13 @@ def assert_same_state(a: dict, b: dict) -> None:
 def test_resume_continues_exactly(data_root, tmp_path, monkeypatch):
     # AGCN's BatchNorm (with shuffled key batches) and HCN's dropout (global RNG) must both resume exactly
     rep, common = "graph-based_and_image-based", ["--seed", "3", "--mlp", "--shuffle-bn"]
-    assert run(data_root, tmp_path / "straight", rep, "--epochs", "2", *common) == 0
+    assert pretrain_main(data_root, tmp_path / "straight", rep, "--epochs", "2", *common) == 0
     straight = final_state(tmp_path / "straight")
 
     # one epoch, then a second one resumed from checkpoint_last
-    assert run(data_root, tmp_path / "split", rep, "--epochs", "1", *common) == 0
+    assert pretrain_main(data_root, tmp_path / "split", rep, "--epochs", "1", *common) == 0
     assert (
-        run(
+        pretrain_main(
             data_root,
             tmp_path / "split",
             rep,
@@ -289,12 +206,17 @@ def test_resume_continues_exactly(data_root, tmp_path, monkeypatch):
     reference_style = tmp_path / "reference" / "checkpoint_0000.pth.tar"
     reference_style.parent.mkdir()
     torch.save({k: first[k] for k in ("epoch", "state_dict", "optimizer")}, reference_style)
-    assert run(data_root, tmp_path / "reference", rep, "--epochs", "2", *common, "--resume", str(reference_style)) == 0
+    assert (
+        pretrain_main(
+            data_root, tmp_path / "reference", rep, "--epochs", "2", *common, "--resume", str(reference_style)
+        )
+        == 0
+    )
     assert load(tmp_path / "reference" / "checkpoint_last.pth.tar")["epoch"] == 2
 
     # SIGTERM in the middle of epoch 0: checkpoint_last at the step boundary, exit 128 + 15
     calls = patch_step(monkeypatch, 2, signals=(signal.SIGTERM,))
-    assert run(data_root, tmp_path / "signal", rep, "--epochs", "2", *common) == 128 + signal.SIGTERM
+    assert pretrain_main(data_root, tmp_path / "signal", rep, "--epochs", "2", *common) == 128 + signal.SIGTERM
     assert calls["n"] == 2
     saved = load(tmp_path / "signal" / "checkpoint_last.pth.tar")
     assert (saved["epoch"], saved["step"]) == (0, 2) and saved["meters"]["count"] == 8
@@ -302,7 +224,7 @@ def test_resume_continues_exactly(data_root, tmp_path, monkeypatch):
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
     monkeypatch.undo()
     assert (
-        run(
+        pretrain_main(
             data_root,
             tmp_path / "signal",
             rep,
@@ -321,7 +243,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data_root, tmp_pat
     # epoch 1, step 2 (3 steps per epoch); not a print step (-p 2: steps 1 and 3)
     calls = patch_step(monkeypatch, 5, poison=True)
     out = tmp_path / "ckpt"
-    assert run(data_root, out, "image-based", "--epochs", "3") == 1
+    assert pretrain_main(data_root, out, "image-based", "--epochs", "3") == 1
     message = error_line(capsys)
     assert "non-finite loss" in message and "epoch 1" in message and "checkpoint_last.pth.tar" in message
     assert calls["n"] == 6 and "step 3" in message  # noticed at the next print step
@@ -353,7 +275,7 @@ def test_start_up_errors_are_one_line_before_building_models(data_root, tmp_path
     ]
     if "-b" in extra:
         extra += ["--moco-k", "16"]
-    assert run(data_root, tmp_path / "ckpt", "seq-based", *extra) == 2
+    assert pretrain_main(data_root, tmp_path / "ckpt", "seq-based", *extra) == 2
     message = error_line(capsys)
     assert re.search(pattern, message), message
     assert not (tmp_path / "ckpt").exists()
@@ -387,7 +309,7 @@ def test_torchrun_two_processes_gloo(data_root, tmp_path):
         "--shuffle-bn",
         "--seed",
         "0",
-        *TINY,
+        *PRETRAIN_TINY,
     ]
     env = {
         **os.environ,

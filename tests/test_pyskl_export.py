@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from data_gen import pyskl_convert, pyskl_export
-from tests.test_ctrgcn_npz import load_part, make_prepared_root
+from tests.helpers import load_part, make_prepared_root
 
 
 @pytest.fixture(scope="module")

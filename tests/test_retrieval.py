@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 
 import numpy as np
@@ -18,13 +19,15 @@ from common.knn import cosine_knn_indices, cosine_knn_predict, knn_accuracy
 from common.pretrained import load_pretrained_encoder
 from feeders import DownstreamDataset, split_paths
 from models import build_encoder, feature_dim
-from tests.test_checkpoints import reference_checkpoint
-from tests.test_classification import PNG_MAGIC, TINY, TINY_ARGS, write_out_of_range_label, write_synthetic_split
-
-
-def retrieve(argv: list[str]) -> dict:
-    """The script's results (what ``--metrics-json`` receives) for a command line."""
-    return action_retrieval.run(action_retrieval.build_parser().parse_args(argv))
+from tests.helpers import (
+    PNG_MAGIC,
+    TINY,
+    eval_argv,
+    reference_checkpoint,
+    retrieve,
+    write_out_of_range_label,
+    write_synthetic_split,
+)
 
 
 def _sklearn_predict(train, labels, query, k):
@@ -103,31 +106,22 @@ def test_retrieval_end_to_end(tmp_path, capsys):
     metrics_path = tmp_path / "metrics.json"
     metrics = retrieve(
         [
-            "--data-root",
-            str(root),
+            *eval_argv(
+                root,
+                batch=5,
+                seed=3,
+                pretrained=pretrained,
+                pretrain="seq-based_and_image-based",
+                finetune="image-based",
+            ),
             "--finetune-dataset",
             "ntu120",
             "--protocol",
             "cross_setup",
-            "--pretrained",
-            str(pretrained),
-            "--pretrain-skeleton-representation",
-            "seq-based_and_image-based",
-            "--finetune-skeleton-representation",
-            "image-based",
             "--knn-neighbours",
             "3",
             "--lr",
             "0.1",
-            "--batch-size",
-            "5",
-            "-j",
-            "0",
-            "--seed",
-            "3",
-            "--device",
-            "cpu",
-            *TINY_ARGS,
             "--with-autoencoder",
             "--ae-epochs",
             "2",
@@ -175,19 +169,7 @@ def test_retrieval_end_to_end(tmp_path, capsys):
 def test_retrieval_without_checkpoint_and_errors(tmp_path):
     root = tmp_path / "data"
     write_synthetic_split(root, per_class={"train": 2, "val": 1})
-    common = [
-        "--data-root",
-        str(root),
-        "-j",
-        "0",
-        "-b",
-        "8",
-        "--device",
-        "cpu",
-        *TINY_ARGS,
-        "--finetune-skeleton-representation",
-        "seq-based",
-    ]
+    common = eval_argv(root, batch=8, finetune="seq-based")
     metrics = retrieve(common)  # randomly initialised encoder (the reference allows it)
     assert metrics["num_train"] == 6 and metrics["feature_dim"] == 16  # 2 x GRU hidden size
     with pytest.raises(ValueError, match="--knn-neighbours 7 exceeds the 6 training clips"):
@@ -212,7 +194,7 @@ def test_retrieval_without_checkpoint_and_errors(tmp_path):
 def test_main_exit_codes_and_one_line_errors(tmp_path, capsys):
     root = tmp_path / "data"
     write_synthetic_split(root, per_class={"train": 2, "val": 1})
-    common = ["--data-root", str(root), "-j", "0", "-b", "8", "--device", "cpu", *TINY_ARGS]
+    common = eval_argv(root, batch=8)
     assert action_retrieval.main(common) == 0
     capsys.readouterr()
     refused = [
@@ -239,22 +221,39 @@ def test_label_out_of_range_is_refused_like_classification(tmp_path, capsys):
     write_synthetic_split(root, per_class={"train": 2, "val": 2})
     path, name = write_out_of_range_label(root, part="train", index=4, label=75)
     metrics_path = tmp_path / "metrics.json"
-    argv = [
-        "--data-root",
-        str(root),
-        "-j",
-        "0",
-        "-b",
-        "8",
-        "--device",
-        "cpu",
-        *TINY_ARGS,
-        "--metrics-json",
-        str(metrics_path),
-    ]
+    argv = [*eval_argv(root, batch=8), "--metrics-json", str(metrics_path)]
     assert action_retrieval.main(argv) == 2
     message = f"{path}: label 75 of sample {name} is out of range; ntu60 has 60 classes, labels 0 to 59"
     assert capsys.readouterr().err.splitlines() == [f"action_retrieval.py: error: {message}"]
     assert not metrics_path.exists()
     assert action_classification.main([*argv, "--checkpoint-path", str(tmp_path / "ckpt")]) == 2
     assert capsys.readouterr().err.splitlines() == [f"action_classification.py: error: {message}"]
+
+
+def test_a_data_file_cut_while_a_worker_reads_it_is_one_line_in_both_scripts(tmp_path, monkeypatch, capsys):
+    """A DataLoader worker killed by SIGBUS (the training clips' file cut short under it) ends in the
+    file's one-line error and status 2 in both evaluation scripts."""
+    root = tmp_path / "data"
+    write_synthetic_split(root, per_class={"train": 2, "val": 1})
+    train_file = root / "NTU-RGB-D-60-AGCN" / "xview" / "train_data_joint.npy"
+    full = train_file.stat().st_size
+    read = DownstreamDataset.__getitem__
+
+    def cut_then_read(self, i):
+        if torch.utils.data.get_worker_info() is None or self.paths.data != train_file:
+            return read(self, i)  # never a SIGBUS in the test process
+        os.truncate(train_file, full // 2)
+        return np.asarray(self.data[len(self) - 1]).sum()  # past the new end of the mapped file: SIGBUS
+
+    monkeypatch.setattr(DownstreamDataset, "__getitem__", cut_then_read)
+    argv = [*eval_argv(root, batch=8), "-j", "1"]  # one DataLoader worker: the one that dies
+    message = (
+        f"{train_file}: cut to {full // 2:,} of its {full:,} bytes while this run was reading it (rewritten "
+        f"in place?); make it again with: python data_gen/ntu_gendata.py --dataset ntu60 --data-path <RAW> "
+        f"--out-folder {root / 'NTU-RGB-D-60-AGCN'}, then rerun"
+    )
+    assert action_retrieval.main(argv) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"action_retrieval.py: error: {message}"
+    write_synthetic_split(root, per_class={"train": 2, "val": 1})  # whole again
+    assert action_classification.main([*argv, "--checkpoint-path", str(tmp_path / "ckpt")]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"action_classification.py: error: {message}"

@@ -16,30 +16,16 @@ from common.distributed import DistContext
 from common.pretrained import load_pretrained_encoder
 from feeders import DownstreamDataset, split_paths
 from models import build_encoder
-from tests.test_checkpoints import reference_checkpoint
-from tests.test_classification import TINY, TINY_ARGS, write_synthetic_split
-from tests.test_retrieval import retrieve
-
-PRETRAIN = "graph-based"
-
-
-def graph_checkpoint(path) -> None:
-    """An intra-skeleton graph-based checkpoint in the reference's layout whose BatchNorm running
-    statistics are far from any batch's (as after pretraining on other data)."""
-    encoder = build_encoder("graph-based", 16, **TINY)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, buffer in encoder.named_buffers():
-            if name.endswith("running_mean"):
-                buffer.copy_(torch.randn(buffer.shape, generator=generator))
-            elif name.endswith("running_var"):
-                buffer.copy_(torch.rand(buffer.shape, generator=generator) * 2.0 + 0.5)
-    state = {f"module.encoder_q.{k}": v for k, v in encoder.state_dict().items()}
-    torch.save({"epoch": 1, "arch": PRETRAIN, "state_dict": state}, path)
-
-
-def relative_difference(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a - b).max() / np.abs(b).max())
+from tests.helpers import (
+    GRAPH_PRETRAIN,
+    TINY,
+    eval_argv,
+    graph_checkpoint,
+    reference_checkpoint,
+    relative_difference,
+    retrieve,
+    write_synthetic_split,
+)
 
 
 def reference_extraction(encoder: torch.nn.Module, dataset: DownstreamDataset, batches: list[list[int]]) -> np.ndarray:
@@ -62,25 +48,7 @@ def graph_run(tmp_path_factory):
     write_synthetic_split(root, per_class={"train": 7, "val": 7})
     pretrained = tmp / "graph.pth.tar"
     graph_checkpoint(pretrained)
-    common = [
-        "--data-root",
-        str(root),
-        "--pretrained",
-        str(pretrained),
-        "--pretrain-skeleton-representation",
-        PRETRAIN,
-        "--finetune-skeleton-representation",
-        "graph-based",
-        "-b",
-        "16",
-        "-j",
-        "0",
-        "--seed",
-        "5",
-        "--device",
-        "cpu",
-        *TINY_ARGS,
-    ]
+    common = eval_argv(root, batch=16, seed=5, pretrained=pretrained, pretrain=GRAPH_PRETRAIN, finetune="graph-based")
     out = {}
     for mode in ("train", "eval"):
         metrics = retrieve(
@@ -100,7 +68,7 @@ def graph_run(tmp_path_factory):
 
 def _pretrained_graph_encoder(pretrained) -> torch.nn.Module:
     encoder = build_encoder("graph-based", 60, **TINY)
-    load_pretrained_encoder(encoder, pretrained, PRETRAIN, "graph-based")
+    load_pretrained_encoder(encoder, pretrained, GRAPH_PRETRAIN, "graph-based")
     return encoder
 
 
@@ -189,21 +157,7 @@ def test_extraction_in_train_mode_keeps_nothing(tmp_path):
 def test_seq_based_features_do_not_depend_on_the_mode(tmp_path):
     root = tmp_path / "data"
     write_synthetic_split(root, per_class={"train": 3, "val": 2})
-    common = [
-        "--data-root",
-        str(root),
-        "--finetune-skeleton-representation",
-        "seq-based",
-        "-b",
-        "4",
-        "-j",
-        "0",
-        "--seed",
-        "2",
-        "--device",
-        "cpu",
-        *TINY_ARGS,
-    ]
+    common = eval_argv(root, batch=4, seed=2, finetune="seq-based")
     runs = {}
     for mode in ("eval", "train"):
         path = tmp_path / f"{mode}.npz"
@@ -220,23 +174,7 @@ def test_train_mode_dropout_is_seeded(tmp_path):
     write_synthetic_split(root, per_class={"train": 2, "val": 2})
     pretrained = tmp_path / "intra.pth.tar"  # fixed weights: only the dropout masks depend on --seed
     reference_checkpoint(pretrained, "image-based")
-    common = [
-        "--data-root",
-        str(root),
-        "--pretrained",
-        str(pretrained),
-        "--pretrain-skeleton-representation",
-        "image-based",
-        "--finetune-skeleton-representation",
-        "image-based",
-        "-b",
-        "4",
-        "-j",
-        "0",
-        "--device",
-        "cpu",
-        *TINY_ARGS,
-    ]
+    common = eval_argv(root, batch=4, pretrained=pretrained, pretrain="image-based", finetune="image-based")
 
     def features(mode: str, seed: int) -> np.ndarray:
         path = tmp_path / "feats.npz"

@@ -4,25 +4,30 @@ line and a definite exit status, with every earlier file left as it was."""
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
 import signal
 import stat
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import common.io as cio
 import main_moco_inter_skeleton as pretrain
-from tests.test_pretrain import TINY, patch_step, write_split
+from feeders import PretrainDataset
+from tests.helpers import (
+    assert_strays_removed,
+    error_line,
+    lock_held_elsewhere,
+    patch_step,
+    plant_stray_temporaries,
+    pretrain_main,
+    write_split,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "main_moco_inter_skeleton.py: error: "
 
 
@@ -35,33 +40,7 @@ def data_root(tmp_path_factory) -> Path:
 
 def run(data_root: Path, out: Path, *extra: str) -> int:
     """One tiny seq-based run (12 clips, batch 4: 3 steps an epoch)."""
-    argv = [
-        "--skeleton-representation",
-        "seq-based",
-        "--data-root",
-        str(data_root),
-        "--protocol",
-        "cross_view",
-        "--checkpoint-path",
-        str(out),
-        "-b",
-        "4",
-        "--moco-k",
-        "16",
-        "--seed",
-        "0",
-        *TINY,
-        *extra,
-    ]
-    return pretrain.main(argv)
-
-
-def error_line(capsys) -> str:
-    """The one error line, last on stderr."""
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert lines and lines[-1].startswith(PREFIX), lines[-3:]
-    assert sum(PREFIX in line for line in lines) == 1, lines
-    return lines[-1][len(PREFIX) :]
+    return pretrain_main(data_root, out, "seq-based", "--seed", "0", *extra)
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -151,53 +130,6 @@ def test_checkpoint_path_not_writable(data_root, tmp_path, capsys):
         locked.chmod(0o700)
 
 
-_HOLDER = """
-import sys
-from common.locking import FolderLock
-with FolderLock(sys.argv[1], sys.argv[2]):
-    print("locked", flush=True)
-    sys.stdin.read()
-"""
-
-
-@contextlib.contextmanager
-def lock_held_elsewhere(folder: Path, purpose: str) -> Iterator[subprocess.Popen]:
-    """Another live process holds ``folder``'s lock (recording ``purpose``) for the block."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLDER, str(folder), purpose],
-        cwd=ROOT,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        yield holder
-    finally:
-        holder.stdin.close()
-        holder.wait(timeout=30)
-
-
-def plant_stray_temporaries(folder: Path, last: str, numbered: str) -> list[Path]:
-    """What a killed run leaves: the temporary of ``last`` whose writer's PID is gone, and an older
-    version's temporary (no PID) of ``numbered``."""
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
-    )
-    strays = [folder / f".{last}.tmp-{int(dead.stdout)}-0123abcd", folder / f".{numbered}.x8f_2k1q.tmp"]
-    for path in strays:
-        path.write_bytes(b"half a checkpoint")
-    return strays
-
-
-def assert_strays_removed(strays: list[Path], printed: str) -> None:
-    """Each stray named on stdout and gone; nothing hidden (lock, temporary) left in their folder."""
-    for path in strays:
-        assert f"=> removed {path}, a temporary file left by an interrupted run" in printed
-        assert not path.exists()
-    assert not [p for p in strays[0].parent.iterdir() if p.name.startswith(".")]
-
-
 def test_a_folder_another_live_run_holds_is_refused_naming_its_pid(data_root, tmp_path, capsys):
     out = tmp_path / "ckpt"
     out.mkdir()
@@ -271,6 +203,30 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(data_root, tmp_pat
     assert torch.load(out / "checkpoint_last.pth.tar", weights_only=True)["epoch"] == 1
     monkeypatch.setattr(cio, "_open_temp", opened)
     assert run(data_root, out, "--epochs", "2", "--resume", str(out / "checkpoint_last.pth.tar")) == 0
+
+
+def test_a_data_file_cut_while_a_worker_reads_it_is_one_line(tmp_path, monkeypatch, capsys):
+    """A DataLoader worker killed by SIGBUS (its memory-mapped file cut short under it by another
+    program) ends in the file's one-line error and status 2, not in the DataLoader's traceback."""
+    root = tmp_path / "data"
+    write_split(root / "NTU-RGB-D-60-AGCN" / "xview", 12)
+    data = root / "NTU-RGB-D-60-AGCN" / "xview" / "train_data_joint.npy"
+    full = data.stat().st_size
+
+    def cut_then_read(self, index):
+        assert torch.utils.data.get_worker_info() is not None  # never a SIGBUS in the test process
+        os.truncate(data, full // 2)
+        return np.asarray(self.data[11]).sum()  # past the new end of the mapped file: SIGBUS
+
+    monkeypatch.setattr(PretrainDataset, "__getitem__", cut_then_read)
+    out = tmp_path / "ckpt"
+    assert run(root, out, "--epochs", "1", "-j", "1") == 2
+    assert error_line(capsys) == (
+        f"{data}: cut to {full // 2:,} of its {full:,} bytes while this run was reading it (rewritten in "
+        f"place?); make it again with: python data_gen/ntu_gendata.py --dataset ntu60 --data-path <RAW> "
+        f"--out-folder {root / 'NTU-RGB-D-60-AGCN'}, then rerun"
+    )
+    assert not list(out.glob("*.pth.tar"))
 
 
 @pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o002, 0o664)])

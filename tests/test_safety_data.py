@@ -29,7 +29,7 @@ from data_gen.normalize import MAX_ABS_COORDINATE, normalize_sample, select_bodi
 from data_gen.skeleton_reader import SkeletonFormatError, read_skeleton
 from data_gen.synthetic import skeleton_text, write_synthetic_ntu
 from data_gen.writer import DataGenError, RunOutputs, check_path_component
-from feeders.datasets import DataFileError, DownstreamDataset, SplitPaths, check_split, split_paths
+from feeders.datasets import CheckedLoader, DataFileError, DownstreamDataset, SplitPaths, check_split, split_paths
 from tests.test_pku import make_dataset as make_pku_dataset
 from tests.test_pyskl import make_pickle as make_pyskl_pickle
 
@@ -447,6 +447,45 @@ def test_feeders_file_cut_during_a_run_is_one_line_not_a_sigbus(tmp_path):
     with pytest.raises(DataFileError) as info:
         list(loader)
     assert str(info.value).startswith(expected) and "\n" not in str(info.value)
+
+
+class _CutWhileWorkerReads(DownstreamDataset):
+    """Item 3 is read, bypassing the per-item size check, after another program cut the file in half
+    (``cut``) or with the file intact (``cut=False``: the worker dies of SIGBUS all the same)."""
+
+    cut = True
+
+    def __getitem__(self, i: int):
+        if i != 3:
+            return super().__getitem__(i)
+        if self.cut:
+            os.truncate(self.paths.data, self._data_bytes // 2)
+            return float(np.asarray(self.data[3]).sum())  # mapped pages past the new end: SIGBUS
+        os.kill(os.getpid(), signal.SIGBUS)
+        return 0.0
+
+
+def test_worker_killed_by_sigbus_on_a_cut_file_is_the_one_line_error(tmp_path):
+    paths = _prepared_split(tmp_path)
+    full = paths.data.stat().st_size
+    dataset = _CutWhileWorkerReads(paths, "seq-based", train=False, input_size=16)
+    loader = CheckedLoader(dataset, batch_size=2, num_workers=1)
+    with pytest.raises(DataFileError) as info:
+        list(loader)
+    message = str(info.value)
+    assert message.startswith(
+        f"{paths.data}: cut to {full // 2:,} of its {full:,} bytes while this run was reading it "
+        "(rewritten in place?); make it again with: python data_gen/ntu_gendata.py"
+    )
+    assert "\n" not in message and "DataLoader worker" in str(info.value.__context__)
+    # A worker that dies while the files are intact: the DataLoader's own error, unchanged.
+    np.save(paths.data, np.zeros((4, 3, 300, 25, 2), dtype=np.float32))
+    intact = _CutWhileWorkerReads(paths, "seq-based", train=False, input_size=16)
+    intact.cut = False
+    with pytest.raises(RuntimeError, match=r"^DataLoader worker \(pid") as died:
+        list(CheckedLoader(intact, batch_size=2, num_workers=1))
+    # torch says "killed by signal: Bus error", then (from it) "exited unexpectedly" or the same again
+    assert "killed by signal: Bus error" in f"{died.value} {died.value.__context__}"
 
 
 # ---- the converters: concurrent runs, empty parts, bad values, bad names, disk full -------------
