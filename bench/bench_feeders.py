@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from data_gen.split_files import part_paths
 from feeders import DownstreamDataset, PretrainDataset, SplitPaths
 
 MIN_CROP = 64
@@ -92,7 +93,7 @@ def write_split(folder: Path, clips: int, seed: int) -> SplitPaths:
     """A data_gen-shaped split: (clips, 3, 300, 25, 2) float32, 64-300 real frames per clip."""
     rng = np.random.default_rng(seed)
     frames = rng.integers(64, 301, clips)
-    paths = SplitPaths(folder / "train_data_joint.npy", folder / "train_label.pkl", folder / "train_num_frame.npy")
+    paths = part_paths(folder, "train")
     data = np.lib.format.open_memmap(paths.data, mode="w+", dtype=np.float32, shape=(clips, 3, 300, 25, 2))
     for i, n in enumerate(frames):
         data[i, :, :n] = rng.normal(0.0, 0.3, (3, n, 25, 2))

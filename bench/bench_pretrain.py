@@ -60,9 +60,14 @@ if str(ROOT) not in sys.path:
 
 from bench.precision import PRECISIONS, float32_mode, precision_setup  # noqa: E402
 from common.args import add_model_size_args, encoder_kwargs  # noqa: E402
-from common.constants import PAIR_REPRESENTATIONS, REPRESENTATION_CHOICES  # noqa: E402
+from common.constants import (  # noqa: E402
+    PAIR_REPRESENTATIONS,
+    REPRESENTATION_CHOICES,
+    SAMPLE_SHAPE,
+)
 from common.representations import parse_representation  # noqa: E402
 from common.training import AverageMeter, accuracy, select_device  # noqa: E402
+from data_gen.split_files import part_paths  # noqa: E402
 from feeders import PretrainDataset, SplitPaths  # noqa: E402
 from moco.builder import MoCo, build_moco  # noqa: E402
 from moco.step import StepOutput, contrastive_step  # noqa: E402
@@ -146,17 +151,16 @@ def parse_variant(spec: str, precision: str = "default") -> Variant:
 def write_clips(folder: Path, num_clips: int, seed: int = 0) -> SplitPaths:
     """data_gen's layout with random-walk joints, written through a memory map (no big RAM copy)."""
     folder.mkdir(parents=True, exist_ok=True)
+    paths = part_paths(folder, "train")
     rng = np.random.default_rng(seed)
-    data = np.lib.format.open_memmap(
-        folder / "train_data_joint.npy", mode="w+", dtype=np.float32, shape=(num_clips, 3, 300, 25, 2)
-    )
+    data = np.lib.format.open_memmap(paths.data, mode="w+", dtype=np.float32, shape=(num_clips, *SAMPLE_SHAPE))
     frames = rng.integers(60, 301, size=num_clips)
     for i, n in enumerate(frames):
         data[i, :, :n] = np.cumsum(rng.normal(0, 0.01, size=(3, n, 25, 2)), axis=1, dtype=np.float32)
     data.flush()
     del data
-    np.save(folder / "train_num_frame.npy", frames.astype(np.int64))
-    with open(folder / "train_label.pkl", "wb") as f:
+    np.save(paths.num_frame, frames.astype(np.int64))
+    with open(paths.label, "wb") as f:
         pickle.dump(
             (
                 [f"S001C001P001R001A{i % 60 + 1:03d}.skeleton" for i in range(num_clips)],
@@ -164,12 +168,12 @@ def write_clips(folder: Path, num_clips: int, seed: int = 0) -> SplitPaths:
             ),
             f,
         )
-    return SplitPaths(folder / "train_data_joint.npy", folder / "train_label.pkl", folder / "train_num_frame.npy")
+    return paths
 
 
 def split_in(folder: Path) -> SplitPaths:
     """The training part of a prepared split folder (e.g. data/NTU-RGB-D-60-AGCN/xview)."""
-    return SplitPaths(folder / "train_data_joint.npy", folder / "train_label.pkl", folder / "train_num_frame.npy")
+    return part_paths(folder, "train")
 
 
 def make_loader(

@@ -28,7 +28,16 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from common.constants import DATASETS, MAX_BODIES, NTU_DATASETS, NUM_FRAMES, NUM_JOINTS, NUM_PERSONS, default_out_folder
+from common.constants import (
+    DATASETS,
+    MAX_BODIES,
+    NTU_DATASETS,
+    NUM_FRAMES,
+    NUM_JOINTS,
+    NUM_PERSONS,
+    RESOURCES_FOLDER,
+    default_out_folder,
+)
 from data_gen import cli
 from data_gen.normalize import normalize_sample, select_bodies
 from data_gen.ntu_splits import (
@@ -137,6 +146,16 @@ def _parse_names(
     return fields
 
 
+def _as_recorded(path: str | Path | None) -> str | None:
+    """A shipped list as ``data_gen/resources/NAME`` (the same in every checkout), any other path as given."""
+    if path is None:
+        return None
+    resolved = Path(path).resolve()
+    if resolved.is_relative_to(RESOURCES_FOLDER):
+        return f"data_gen/resources/{resolved.relative_to(RESOURCES_FOLDER).as_posix()}"
+    return str(path)
+
+
 def _part_sizes(
     data_path: Path, fields: dict[str, SampleName], benchmarks: Sequence[str]
 ) -> dict[tuple[str, str], int]:
@@ -186,7 +205,7 @@ def generate(
     # What determines the contents (not --workers, not where they are written): recorded in the manifests.
     arguments = {
         "data_path": str(data_path),
-        "ignored_sample_path": ignored_sample_path,
+        "ignored_sample_path": _as_recorded(ignored_sample_path),
         "benchmarks": list(benchmarks),
         "skip_bad": skip_bad,
         "num_actions": num_actions,

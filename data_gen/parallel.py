@@ -2,8 +2,8 @@
 
 ``multiprocessing.Pool.terminate()`` (also what leaving ``with Pool() as pool`` calls) kills workers
 that may be holding the result queue's lock; the pool's own task thread then waits for that lock
-forever and ``terminate()`` never returns. It happened in CI when a bad input file stopped a run
-early. So the pool here is never terminated: when the consumer stops (a bad file, Ctrl-C, a finished
+forever and ``terminate()`` never returns (a bad input file that stops a run early can trigger it).
+So the pool here is never terminated: when the consumer stops (a bad file, Ctrl-C, a finished
 run) no new input is handed out, the workers finish the few items they already hold and exit.
 Workers ignore SIGINT so that Ctrl-C reaches only the main process and no task is lost half-done.
 """

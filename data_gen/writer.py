@@ -53,6 +53,7 @@ from common.constants import PARTIAL_MARK, SAMPLE_SHAPE
 from common.io import fsync_folder
 from common.locking import FolderLock, LockHeld
 from data_gen.manifest import MANIFEST_NAME, ManifestError, build_manifest, manifest_text
+from data_gen.split_files import part_paths
 
 TEMP_MARK = f"{PARTIAL_MARK}-"
 SKIPPED_LIST = "skipped_samples.txt"
@@ -199,7 +200,8 @@ class PartWriter:
         self.part = part
         self.capacity = capacity
         self._outputs = outputs
-        self._data = outputs.npy(folder / f"{part}_data_joint.npy", row_shape, np.float32, capacity)
+        self._paths = part_paths(folder, part)
+        self._data = outputs.npy(self._paths.data, row_shape, np.float32, capacity)
         self.names: list[str] = []
         self.labels: list[int] = []
         self.num_frames: list[int] = []
@@ -219,10 +221,8 @@ class PartWriter:
         """Stage the label pickle and the frame counts (the data file is completed by the commit)."""
         frames = io.BytesIO()
         npy_format.write_array(frames, np.asarray(self.num_frames, dtype=np.int64))
-        self._outputs.stage_bytes(self.folder / f"{self.part}_num_frame.npy", frames.getvalue())
-        self._outputs.stage_bytes(
-            self.folder / f"{self.part}_label.pkl", pickle.dumps((list(self.names), list(self.labels)))
-        )
+        self._outputs.stage_bytes(self._paths.num_frame, frames.getvalue())
+        self._outputs.stage_bytes(self._paths.label, pickle.dumps((list(self.names), list(self.labels))))
 
 
 class RunOutputs:

@@ -48,7 +48,7 @@ def test_cpu_smoke_mode_passes_every_stage(smoke):
     assert summary["optional_not_passed"] == ["compile"]
     assert summary["environment"]["torch"] == torch.__version__
     assert 0 < summary["wall_seconds"] <= summary["budget_s"]
-    # Only what the device tool can bring back: a few flat files.
+    # OUT_DIR holds only these flat files (docs/device-check.md lists them).
     assert sorted(p.name for p in out.iterdir()) == [
         "bench_ablation.json",
         "bench_pretrain.json",

@@ -271,3 +271,15 @@ def test_npy_header_of_a_file_and_of_a_stream(tmp_path):
         read_npy_header(tmp_path / "c.npy")
     with pytest.raises(ValueError, match=r"missing\.npy: cannot be read \(No such file or directory\)$"):
         read_npy_header(tmp_path / "missing.npy")
+
+
+def test_a_shipped_ignored_list_is_recorded_the_same_in_every_checkout(tmp_path):
+    """The manifest names the official lists by their place in the project, not by this checkout's path."""
+    from data_gen import ntu_gendata
+    from data_gen.ntu_splits import DEFAULT_IGNORED_LISTS
+
+    shipped = DEFAULT_IGNORED_LISTS["ntu60"]
+    assert ntu_gendata._as_recorded(shipped) == "data_gen/resources/NTU_RGBD_samples_with_missing_skeletons.txt"
+    own = tmp_path / "mine.txt"
+    assert ntu_gendata._as_recorded(own) == str(own)
+    assert ntu_gendata._as_recorded(None) is None
