@@ -323,6 +323,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ManifestError, OutputError) as error:
         sys.stderr.write(f"{parser.prog}: error: {error}\n")
         return 2
+    except OSError as error:  # not the input's fault (an I/O error, say): one line, status 1
+        sys.stderr.write(f"{parser.prog}: error: {error}\n")
+        return 1
     for line in lines:
         sys.stdout.write(line + "\n")
     if lines:

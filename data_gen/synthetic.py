@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from common.constants import NUM_FRAMES, NUM_JOINTS
-from common.io import atomic_write_bytes
+from common.io import atomic_write_bytes, clean_stale_temporaries
 from common.locking import FolderLock
 from data_gen import cli
 from data_gen.ntu_splits import DEFAULT_IGNORED_LISTS, XSUB_TRAIN_SUBJECTS_NTU60, read_ignored_list
@@ -452,10 +452,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         make_folder(out, "--out")
         try:
             with FolderLock(out, "synthetic"):
+                removed = clean_stale_temporaries(out)  # a killed run's files (never another live run's)
                 paths = write_synthetic_ntu(out, **sizes, long_samples=args.long_samples, seed=args.seed)
         except OSError as error:
             raise os_error(Path(error.filename or out), error, "--out") from None
-        return [f"wrote {len(paths)} files to {args.out}"]
+        return [f"removed {path}, a temporary file left by an interrupted run" for path in removed] + [
+            f"wrote {len(paths)} files to {args.out}"
+        ]
 
     return cli.run_tool(parser.prog, work)
 

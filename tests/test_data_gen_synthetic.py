@@ -11,6 +11,7 @@ from data_gen import synthetic
 from data_gen.normalize import body_energy
 from data_gen.ntu_splits import DEFAULT_IGNORED_LISTS, is_training, parse_sample_name, read_ignored_list
 from data_gen.skeleton_reader import read_skeleton
+from tests.helpers import plant_stray_temporaries
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +133,14 @@ def test_cli_output_problems_are_one_line(tmp_path, capsys):
     target.write_text("x")
     assert synthetic.main(["--out", str(target), "--num-classes", "1", "--samples-per-class", "1"]) == 2
     assert capsys.readouterr().err.endswith(f"error: {target}: exists and is not a folder; choose another --out\n")
+
+
+def test_cli_removes_what_a_killed_run_left(tmp_path, capsys):
+    """A killed run's temporary (its writer's PID is gone) is removed at start and named on stdout."""
+    out = tmp_path / "raw"
+    out.mkdir()
+    stray = plant_stray_temporaries(out, "S001C001P001R001A001.skeleton", "S001C001P001R001A002.skeleton")[0]
+    assert synthetic.main(["--out", str(out), "--num-classes", "2", "--samples-per-class", "4"]) == 0
+    assert not stray.exists()
+    assert f"removed {stray}, a temporary file left by an interrupted run" in capsys.readouterr().out
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
