@@ -63,7 +63,7 @@ class DemoSize:
 
 
 SIZES = {
-    # About 7 minutes on 2 CPU cores; why each setting differs from the paper's recipe: docs/demo.md.
+    # About 11 minutes on 2 CPU cores; why each setting differs from the paper's recipe: docs/demo.md.
     "default": DemoSize(
         num_classes=10,
         samples_per_class=30,
