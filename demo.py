@@ -248,7 +248,7 @@ def prepare_data(out: Path, size: DemoSize, seed: int) -> Path:
 def pretrain(out: Path, data_root: Path, size: DemoSize, seed: int) -> dict[str, Any]:
     """Inter-skeleton pretraining; returns its per-epoch loss and contrastive accuracies."""
     metrics = out / "metrics" / "pretrain.json"
-    run_stage(
+    history = run_stage(
         "pretraining",
         "main_moco_inter_skeleton.py",
         [
@@ -292,8 +292,8 @@ def pretrain(out: Path, data_root: Path, size: DemoSize, seed: int) -> dict[str,
             str(metrics),
             *_size_flags(size),
         ],
-    )
-    history = json.loads(metrics.read_text())["history"]
+        metrics,
+    )["history"]
     keys = ("train_loss", "acc_s1", "acc_s2")
     return {"history": [{"epoch": h["epoch"], **{k: h[k] for k in keys}} for h in history]}
 
