@@ -43,7 +43,14 @@ from torch import nn
 
 from common import cli, evaluation
 from common.args import fraction
-from common.checkpoints import CLASSIFIER_FORMAT, model_state, read_checkpoint, read_resume_checkpoint, write_checkpoint
+from common.checkpoints import (
+    CLASSIFIER_FORMAT,
+    model_state,
+    read_checkpoint,
+    read_resume_checkpoint,
+    resumes_in,
+    write_checkpoint,
+)
 from common.distributed import (
     DistContext,
     barrier,
@@ -54,7 +61,7 @@ from common.distributed import (
     wrap_model,
 )
 from common.evaluation import PlannedLoader
-from common.io import UsageError, write_json_atomic
+from common.io import UsageError, atomic_copy, write_json_atomic
 from common.plots import action_names, confusion_matrix, plot_confusion_matrix
 from common.run_folder import ClaimedFolder, run_folder
 from common.training import (
@@ -141,7 +148,7 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UsageError("--finetune needs --pretrained (without it the network is trained from scratch anyway)")
     evaluation.check_evaluation_flags(args)
     folder = Path(args.checkpoint_path)
-    if args.overwrite and args.resume and Path(args.resume).resolve().parent == folder.resolve():
+    if args.overwrite and resumes_in(folder, args.resume):
         raise UsageError(
             f"--overwrite would delete {args.resume}, the checkpoint --resume continues from; drop "
             f"--overwrite to continue that run in {folder}"
@@ -362,9 +369,11 @@ def _save_checkpoints(
         "args": args_to_dict(args),
         "rng": capture_rng_state(),
     }
-    if is_best:
-        write_checkpoint(state, _best_path(args))
-    write_checkpoint(state, Path(args.checkpoint_path) / LAST_CHECKPOINT)
+    last = Path(args.checkpoint_path) / LAST_CHECKPOINT
+    if is_best:  # written once; the last checkpoint is a hard link (or copy) of it, as in pretraining
+        atomic_copy(write_checkpoint(state, _best_path(args)), last)
+    else:
+        write_checkpoint(state, last)
 
 
 def report(

@@ -230,6 +230,11 @@ def check_folder_writable(folder: str | os.PathLike, flag: str = "--checkpoint-p
         raise OutputError(f"{flag} {folder} is not writable{where}")
 
 
+def resumes_in(folder: str | os.PathLike, resume: str | os.PathLike | None) -> bool:
+    """Whether ``resume`` names a checkpoint inside ``folder`` (a run continued where it was written)."""
+    return bool(resume) and Path(resume).resolve().parent == Path(folder).resolve()
+
+
 def check_checkpoint_folder(
     folder: str | os.PathLike,
     resume: str | os.PathLike | None,
@@ -254,7 +259,7 @@ def check_checkpoint_folder(
     latest = _latest(found, last_name)
     progress = describe_progress(latest)
     if resume:
-        if Path(resume).resolve().parent == folder.resolve():
+        if resumes_in(folder, resume):
             return found
         raise UsageError(
             f"{flag} {folder} already holds the checkpoints of another run ({progress}); resuming "

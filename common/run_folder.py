@@ -19,7 +19,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.checkpoints import LAST_CHECKPOINT, check_checkpoint_folder, check_folder_writable, remove_previous_run
+from common.checkpoints import (
+    LAST_CHECKPOINT,
+    check_checkpoint_folder,
+    check_folder_writable,
+    remove_previous_run,
+    resumes_in,
+)
 from common.distributed import DistContext, broadcast_int
 from common.io import OutputError, UsageError, clean_stale_temporaries, ensure_folder
 from common.locking import FolderLock, LockHeld
@@ -107,7 +113,7 @@ def claim_folder(
         claim.release()
         raise
     _tidy(claim)
-    resuming_here = bool(resume) and Path(resume).resolve().parent == folder.resolve()
+    resuming_here = resumes_in(folder, resume)
     claim.replaced = previous if overwrite and not resuming_here else []
     return claim
 
