@@ -116,12 +116,13 @@ def listed_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and is_listed_name(p.name))
 
 
-def file_entry(path: Path, name: str | None = None) -> dict[str, Any]:
+def file_entry(path: Path, name: str | None = None, sha256: str | None = None) -> dict[str, Any]:
     """size, sha256 and (for .npy) shape and dtype of one file.
 
     ``name``: the name the file has in the folder, when ``path`` is a temporary file that will take it.
+    ``sha256``: the file's hash when its writer computed it already (read from the file otherwise).
     """
-    entry: dict[str, Any] = {"size": path.stat().st_size, "sha256": sha256_of(path)}
+    entry: dict[str, Any] = {"size": path.stat().st_size, "sha256": sha256 or sha256_of(path)}
     if (path.name if name is None else name).endswith(".npy"):
         try:
             shape, dtype, _, _ = read_npy_header(path)
@@ -143,12 +144,20 @@ def part_summaries(files: Mapping[str, Path]) -> dict[str, dict[str, Any]]:
     return parts
 
 
-def build_manifest(files: Mapping[str, Path], *, tool: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
+def build_manifest(
+    files: Mapping[str, Path],
+    *,
+    tool: str,
+    arguments: Mapping[str, Any],
+    sha256: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """The manifest of a folder that holds ``files`` (name in the folder -> the file to read now).
 
     The paths may be temporary files still to be renamed to their names: what a converter records
-    before its commit. Raises ManifestError when a file cannot be read.
+    before its commit. ``sha256``: hashes its writer already computed, by name (the rest are read).
+    Raises ManifestError when a file cannot be read.
     """
+    sha256 = sha256 or {}
     for name in files:
         if not is_listed_name(name):
             raise ValueError(f"{name!r} is not a name a manifest lists")
@@ -158,7 +167,7 @@ def build_manifest(files: Mapping[str, Path], *, tool: str, arguments: Mapping[s
         "tool": tool,
         "arguments": {str(k): _jsonable(v) for k, v in arguments.items()},
         "project_version": project_version(),
-        "files": {name: file_entry(Path(files[name]), name) for name in sorted(files)},
+        "files": {name: file_entry(Path(files[name]), name, sha256.get(name)) for name in sorted(files)},
         "parts": part_summaries({name: Path(path) for name, path in files.items()}),
     }
 

@@ -34,6 +34,7 @@ headers so the length does not depend on the first dimension), then the file is 
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import os
 import pickle
@@ -156,6 +157,9 @@ class NpyAppender:
         self._row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
         self._file: io.BufferedWriter | None = open(path, "xb")  # noqa: SIM115 (closed in finish/close)
         self._header = _npy_header((self.capacity, *self.row_shape), self.dtype)
+        # Hashed as written, so the manifest need not read the file back (valid while the header stays).
+        self._digest = hashlib.sha256(self._header)
+        self.sha256: str | None = None
         try:
             _write_bytes(self._file, self._header)
         except BaseException:
@@ -168,11 +172,16 @@ class NpyAppender:
         row = np.ascontiguousarray(row, dtype=self.dtype)
         if row.shape != self.row_shape:
             raise ValueError(f"{self.path}: row of shape {row.shape}, expected {self.row_shape}")
-        _write_bytes(self._file, memoryview(row).cast("B"))
+        data = memoryview(row).cast("B")
+        _write_bytes(self._file, data)
+        self._digest.update(data)
         self.count += 1
 
     def finish(self) -> None:
-        """Rewrite the header for the rows written, cut the file to size, flush and fsync, close."""
+        """Rewrite the header for the rows written, cut the file to size, flush and fsync, close.
+
+        ``sha256`` is then the file's hash when every row it was created for was written (the usual
+        case: the header is unchanged), else None."""
         f = self._file
         if f is None:
             raise ValueError(f"{self.path}: already finished or closed")
@@ -183,6 +192,7 @@ class NpyAppender:
         f.truncate(len(self._header) + self.count * self._row_bytes)
         os.fsync(f.fileno())
         self.close()
+        self.sha256 = self._digest.hexdigest() if self.count == self.capacity else None
 
     def close(self) -> None:
         if self._file is not None:
@@ -402,9 +412,11 @@ class RunOutputs:
                 self._removals.append(path)
                 continue
             files = {final.name: temp for temp, final in self._renames if final.parent == folder}
+            hashed = {a.path: a.sha256 for a in self._appenders if a.sha256 is not None}
+            known = {name: hashed[temp] for name, temp in files.items() if temp in hashed}
             try:
                 with _writing(path):
-                    manifest = build_manifest(files, tool=self.tool, arguments=self.arguments)
+                    manifest = build_manifest(files, tool=self.tool, arguments=self.arguments, sha256=known)
             except ManifestError as error:
                 raise DataGenError(f"{path}: cannot describe the files of this run ({error})") from None
             self.stage_bytes(path, manifest_text(manifest).encode("utf-8"))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
+import json
 import os
 import pickle
 import pickletools
@@ -151,6 +153,20 @@ def test_writer_output_is_what_numpy_writes(tmp_path):
         "bench/train_label.pkl",
         "bench/train_num_frame.npy",
     ]
+
+
+@pytest.mark.parametrize("capacity", [3, 5])  # every row planned was written / two fewer (header rewritten)
+def test_manifest_hash_of_the_written_data_is_the_files_hash(tmp_path, capacity):
+    """The writer hashes the data as it writes it; the manifest's figure must be the file's own sha256."""
+    out = tmp_path / "out"
+    with RunOutputs(out, tool="test", arguments={}) as run:
+        run.add_part("t", "bench", "train", capacity, row_shape=ROW)
+        for i, row in enumerate(_rows(3)):
+            run.append(["t"], f"s{i}", i % 3, row, 10 + i)
+        run.commit()
+    manifest = json.loads((out / "bench" / "manifest.json").read_text())
+    for name, entry in manifest["files"].items():
+        assert entry["sha256"] == hashlib.sha256((out / "bench" / name).read_bytes()).hexdigest(), name
 
 
 def test_writer_error_removes_only_this_runs_files(tmp_path):
