@@ -208,7 +208,6 @@ class PartWriter:
     ) -> None:
         self.folder = folder
         self.part = part
-        self.capacity = capacity
         self._outputs = outputs
         self._paths = part_paths(folder, part)
         self._data = outputs.npy(self._paths.data, row_shape, np.float32, capacity)
