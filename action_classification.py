@@ -41,9 +41,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from common import cli, evaluation
-from common.args import fraction
-from common.checkpoints import (
+from common.distributed import barrier, broadcast_int
+from common.io import UsageError, atomic_copy, write_json_atomic
+from engine import cli, evaluation
+from engine.args import fraction
+from engine.checkpoints import (
     CLASSIFIER_FORMAT,
     model_state,
     read_checkpoint,
@@ -51,20 +53,11 @@ from common.checkpoints import (
     resumes_in,
     write_checkpoint,
 )
-from common.distributed import (
-    DistContext,
-    barrier,
-    broadcast_int,
-    parallel_mode,
-    process_context,
-    unwrap,
-    wrap_model,
-)
-from common.evaluation import PlannedLoader
-from common.io import UsageError, atomic_copy, write_json_atomic
-from common.plots import action_names, confusion_matrix, plot_confusion_matrix
-from common.run_folder import ClaimedFolder, run_folder
-from common.training import (
+from engine.evaluation import PlannedLoader
+from engine.launch import DistContext, parallel_mode, process_context, unwrap, wrap_model
+from engine.plots import action_names, confusion_matrix, plot_confusion_matrix
+from engine.run_folder import ClaimedFolder, run_folder
+from engine.training import (
     args_to_dict,
     capture_rng_state,
     learning_rate_at,

@@ -36,14 +36,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from common import cli, evaluation
-from common.args import positive_float, positive_int
-from common.distributed import DistContext, process_context, wrap_model
-from common.evaluation import BatchPlan
 from common.io import UsageError, atomic_save_npz, write_json_atomic
-from common.knn import knn_accuracy
-from common.plots import TSNE_MIN_SAMPLES, action_names, plot_tsne
-from common.training import args_to_dict
+from engine import cli, evaluation
+from engine.args import positive_float, positive_int
+from engine.evaluation import BatchPlan
+from engine.knn import knn_accuracy
+from engine.launch import DistContext, process_context, wrap_model
+from engine.plots import TSNE_MIN_SAMPLES, action_names, plot_tsne
+from engine.training import args_to_dict
 from feeders import DownstreamDataset, num_classes
 
 PROG = "action_retrieval.py"

@@ -31,9 +31,9 @@ from typing import Any
 import torch
 
 from common.io import atomic_torch_save, write_json_atomic
-from common.ledger import markdown_table
-from common.training import seed_everything
 from data_gen.synthetic import write_synthetic_ntu
+from engine.ledger import markdown_table
+from engine.training import seed_everything
 from moco.builder import build_moco, checkpoint_state_dict
 
 ROOT = Path(__file__).resolve().parent

@@ -46,8 +46,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from common import cli
-from common.args import (
+from common.constants import REPRESENTATION_CHOICES
+from common.distributed import all_reduce_, barrier, broadcast_int
+from common.io import UsageError, atomic_copy, write_json_atomic
+from common.representations import parse_representation
+from engine import cli
+from engine.args import (
     WINDOW_SIZE,
     add_data_model_runtime_args,
     add_optim_args,
@@ -57,30 +61,24 @@ from common.args import (
     positive_float,
     positive_int,
 )
-from common.checkpoints import (
+from engine.checkpoints import (
     LAST_CHECKPOINT,
     PRETRAIN_FORMAT,
     read_resume_checkpoint,
     recorded_window_size,
     write_checkpoint,
 )
-from common.constants import REPRESENTATION_CHOICES
-from common.distributed import (
+from engine.launch import (
     DistContext,
     ResumableSampler,
-    all_reduce_,
-    barrier,
-    broadcast_int,
     env_is_main_process,
     env_world_size,
     parallel_mode,
     process_context,
     wrap_model,
 )
-from common.io import UsageError, atomic_copy, write_json_atomic
-from common.representations import parse_representation
-from common.run_folder import ClaimedFolder, run_folder
-from common.training import (
+from engine.run_folder import ClaimedFolder, run_folder
+from engine.training import (
     AverageMeter,
     accuracy,
     args_to_dict,

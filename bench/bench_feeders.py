@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_gen.split_files import part_paths
+from common.split_folder import part_paths
 from feeders import DownstreamDataset, PretrainDataset, SplitPaths
 
 MIN_CROP = 64

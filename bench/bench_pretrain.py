@@ -59,15 +59,15 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.precision import PRECISIONS, float32_mode, precision_setup  # noqa: E402
-from common.args import add_model_size_args, encoder_kwargs  # noqa: E402
 from common.constants import (  # noqa: E402
     PAIR_REPRESENTATIONS,
     REPRESENTATION_CHOICES,
     SAMPLE_SHAPE,
 )
 from common.representations import parse_representation  # noqa: E402
-from common.training import AverageMeter, accuracy, select_device  # noqa: E402
-from data_gen.split_files import part_paths  # noqa: E402
+from common.split_folder import part_paths  # noqa: E402
+from engine.args import add_model_size_args, encoder_kwargs  # noqa: E402
+from engine.training import AverageMeter, accuracy, select_device  # noqa: E402
 from feeders import PretrainDataset, SplitPaths  # noqa: E402
 from moco.builder import MoCo, build_moco  # noqa: E402
 from moco.step import StepOutput, contrastive_step  # noqa: E402

@@ -25,7 +25,7 @@ from pathlib import Path
 from common.constants import DATASETS
 from common.io import UsageError
 from common.locking import LockHeld
-from data_gen.manifest import ManifestError
+from common.manifest import ManifestError
 from data_gen.writer import SKIPPED_LIST, DataGenError
 
 INPUT_ERROR = 2

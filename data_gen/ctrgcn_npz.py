@@ -58,8 +58,8 @@ from common.constants import (
     VALUES_PER_FRAME,
 )
 from common.io import atomic_write
+from common.split_folder import open_split, part_paths, read_npy_header
 from data_gen import cli
-from data_gen.split_files import open_split, part_paths, read_npy_header
 from data_gen.writer import DataGenError, PartWriter, RunOutputs
 
 NPZ_PART = {"train": "train", "val": "test"}  # our part -> the npz's

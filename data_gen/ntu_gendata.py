@@ -7,7 +7,7 @@ Writes, for each benchmark B and part in (train, val), into OUT/B/:
   {part}_data_joint.npy  float32 (N, 3, 300, 25, 2), normalised as the 2s-AGCN preprocessing does
   {part}_label.pkl       pickle of (sample names with '.skeleton', labels = action number - 1)
   {part}_num_frame.npy   int64 (N,), the frame count of each file (at most 300)
-  manifest.json          sizes, sha256 and shapes of those files, class counts, the arguments (data_gen.manifest)
+  manifest.json          sizes, sha256 and shapes of those files, class counts, the arguments (common.manifest)
 Samples are in sorted name order. Each file is read and normalised once for all benchmarks, in
 ``--workers`` processes, and appended to disk as it comes (``data_gen.writer``), so memory stays flat
 whatever the dataset size. The output folder is locked for the run; every output is written under a

@@ -16,7 +16,7 @@ file): frames ``[start, end)`` of the video laid out as (3, T, 25, 2), padded to
 through the same pre-normalisation as NTU (``data_gen.normalize``). Output, per benchmark (xsub, and
 xview for phase 1): ``OUT/<benchmark>/{train,val}_data_joint.npy`` (N, 3, 300, 25, 2) float32,
 ``{part}_label.pkl`` = (names, labels) with label = action_id - 1, ``{part}_num_frame.npy``, and the
-folder's ``manifest.json`` (``data_gen.manifest``).
+folder's ``manifest.json`` (``common.manifest``).
 
 Clips longer than 300 frames are resampled uniformly to 300 frames by default (``--long-clips
 truncate`` keeps the first 300 instead, as the NTU preparation does); either way a warning says how

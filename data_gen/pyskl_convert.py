@@ -10,7 +10,7 @@ The pickle is a dict ``{'split': {'xsub_train': [frame_dir, ...], 'xsub_val': [.
 xview -> xview, xset -> xsetup), with the same files as the raw NTU preparation
 (``data_gen/ntu_gendata.py``): ``{train,val}_data_joint.npy`` float32 (N, 3, 300, 25, 2),
 ``{part}_label.pkl`` = (frame_dir + '.skeleton' names, labels as given), ``{part}_num_frame.npy``, and
-the folder's ``manifest.json`` (``data_gen.manifest``).
+the folder's ``manifest.json`` (``common.manifest``).
 Samples are in sorted name order; sequences longer than 300 frames are cut to the first 300 (warned).
 
 The pickle is read with ``common.safe_pickle``: only plain containers, numbers, strings and NumPy arrays

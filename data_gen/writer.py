@@ -18,7 +18,7 @@ One :class:`RunOutputs` per run, used as a context manager::
   stops with a one-line :class:`DataGenError` naming the process that holds it; the lock of a run that
   was killed is taken over (a warning names its PID) and that run's temporary files are removed.
 - Commit refuses a part without any sample, before anything is replaced.
-- With ``tool`` given, commit writes each part folder's ``manifest.json`` (``data_gen.manifest``: the
+- With ``tool`` given, commit writes each part folder's ``manifest.json`` (``common.manifest``: the
   files' sizes, sha256 and headers, the class counts, ``tool`` and ``arguments``), hashed from the
   temporary files once they are complete and renamed into place together with them; without ``tool``
   an earlier manifest of a part folder is removed (it would describe other files).
@@ -53,8 +53,8 @@ from numpy.lib import format as npy_format
 from common.constants import PARTIAL_MARK, SAMPLE_SHAPE
 from common.io import fsync_folder
 from common.locking import FolderLock, LockHeld
-from data_gen.manifest import MANIFEST_NAME, ManifestError, build_manifest, manifest_text
-from data_gen.split_files import part_paths
+from common.manifest import MANIFEST_NAME, ManifestError, build_manifest, manifest_text
+from common.split_folder import part_paths
 
 TEMP_MARK = f"{PARTIAL_MARK}-"
 SKIPPED_LIST = "skipped_samples.txt"

@@ -1,6 +1,6 @@
 """Datasets over the arrays written by data_gen: pretraining pairs of views and downstream (view, label).
 
-Layout (identical to the reference's, described in ``data_gen.split_files``):
+Layout (identical to the reference's, described in ``common.split_folder``):
 ``<data_root>/<folder>/<split>/{train,val}_data_joint.npy`` (float32, N x 3 x T x 25 x 2),
 ``{part}_label.pkl`` (pickle of (sample_names, labels)) and ``{part}_num_frame.npy`` (N integer frame
 counts). Opening a dataset checks those files, then compares the folder with its ``manifest.json``
@@ -24,8 +24,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from common.constants import DATASETS, PAIR_SEPARATOR, PARTS, VALID_PAIRS, WINDOW_SIZE
-from data_gen.manifest import warn_if_mismatch
-from data_gen.split_files import (
+from common.manifest import warn_if_mismatch
+from common.split_folder import (
     DataFileError,
     SplitPaths,
     check_split,
@@ -37,7 +37,7 @@ from data_gen.split_files import (
 from feeders.augmentations import center_crop_resize, check_spatial_augment, pretrain_view, temporal_crop_resize
 from feeders.views import view_transform
 
-# DATASETS, SplitPaths and check_split stay importable from here (common/args.py, the scripts and the
+# DATASETS, SplitPaths and check_split stay importable from here (engine/args.py, the scripts and the
 # benchmarks import them so); DataFileError is what the datasets raise for a file cut short.
 
 # How a DataLoader reports a worker that died ("... is killed by signal: Bus error", "... exited

@@ -2,7 +2,7 @@
 
     python scripts/ledger.py RUNS_DIR [--paper scripts/paper_results.json] [--no-recipes] [--out FILE]
 
-The layout of the runs tree and what a row of the table holds are described in ``common/ledger.py``
+The layout of the runs tree and what a row of the table holds are described in ``engine/ledger.py``
 (the ledger's logic) and docs/recipes.md. The runs to expect come from the recipes' ``DRY_RUN=1 ... all``
 command lines, run with this command's environment (so set ``SEEDS``, ``PRETRAIN_REPRESENTATION`` ... as
 for the runs). A metrics file that cannot be read, or lies elsewhere in the tree, stops the ledger with
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from common.io import atomic_write_bytes
-from common.ledger import PAPER_RESULTS, LedgerError, collect_runs, expected_runs, format_ledger, load_paper
+from engine.ledger import PAPER_RESULTS, LedgerError, collect_runs, expected_runs, format_ledger, load_paper
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,13 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from common.pretrained import (
+from common.representations import PAIR_REPRESENTATIONS, parse_representation
+from engine.pretrained import (
     identify_representation,
     load_encoder_weights,
     load_pretrained_encoder,
     pretrained_encoder_state,
 )
-from common.representations import PAIR_REPRESENTATIONS, parse_representation
 from models import build_encoder
 from tests.helpers import TINY, reference_checkpoint
 
@@ -213,8 +213,8 @@ class _Payload:
 
 
 def test_pretrained_encoder_loading_lives_in_common_pretrained_only():
-    import common.checkpoints as ck
-    import common.pretrained as pt
+    import engine.checkpoints as ck
+    import engine.pretrained as pt
 
     for name in (
         "load_pretrained_encoder",
@@ -231,7 +231,7 @@ def test_pretrained_encoder_loading_lives_in_common_pretrained_only():
 
 
 def test_prefix_helpers():
-    from common.checkpoints import add_prefix, strip_prefix
+    from engine.checkpoints import add_prefix, strip_prefix
 
     state = {"module.a": 1, "b": 2}
     assert add_prefix(state) == {"module.a": 1, "module.b": 2}
@@ -240,7 +240,7 @@ def test_prefix_helpers():
 
 
 def test_read_checkpoint_errors_are_one_line(tmp_path):
-    from common.checkpoints import CheckpointError, CheckpointNotFound, read_checkpoint
+    from engine.checkpoints import CheckpointError, CheckpointNotFound, read_checkpoint
 
     with pytest.raises(CheckpointNotFound, match=r"^checkpoint .*nope\.pth\.tar not found$"):
         read_checkpoint(tmp_path / "nope.pth.tar")
@@ -277,7 +277,7 @@ def test_read_checkpoint_errors_are_one_line(tmp_path):
 
 
 def test_one_resume_reader_checks_the_format(tmp_path):
-    from common.checkpoints import (
+    from engine.checkpoints import (
         CLASSIFIER_FORMAT,
         PRETRAIN_FORMAT,
         CheckpointError,
@@ -321,8 +321,8 @@ def test_one_resume_reader_checks_the_format(tmp_path):
 
 
 def test_checkpoint_folder_guard(tmp_path):
-    from common.checkpoints import check_checkpoint_folder, remove_previous_run
     from common.io import OutputError, UsageError
+    from engine.checkpoints import check_checkpoint_folder, remove_previous_run
 
     run = tmp_path / "run"
     assert check_checkpoint_folder(run, None, False) == []  # not there yet: fine, and not created
@@ -368,8 +368,8 @@ def test_checkpoint_folder_guard(tmp_path):
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root may write anywhere")
 def test_checkpoint_folder_guard_unwritable(tmp_path):
-    from common.checkpoints import check_checkpoint_folder
     from common.io import OutputError
+    from engine.checkpoints import check_checkpoint_folder
 
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
@@ -383,9 +383,9 @@ def test_checkpoint_folder_guard_unwritable(tmp_path):
 
 
 def test_run_folder_claims_on_rank_0_and_tells_the_other_ranks(tmp_path, monkeypatch):
-    import common.run_folder as rf
-    from common.distributed import DistContext
+    import engine.run_folder as rf
     from common.io import UsageError
+    from engine.launch import DistContext
 
     run = tmp_path / "run"
     options = dict(purpose="test", resume=None, overwrite=False)

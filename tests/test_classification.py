@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import action_classification
-from common import evaluation
-from common.checkpoints import CLASSIFIER_FORMAT, PRETRAIN_FORMAT
-from common.evaluation import check_encoder_unchanged, freeze_encoder, init_head
+from engine import evaluation
+from engine.checkpoints import CLASSIFIER_FORMAT, PRETRAIN_FORMAT
+from engine.evaluation import check_encoder_unchanged, freeze_encoder, init_head
 from models import build_encoder
 from tests.helpers import (
     PNG_MAGIC,

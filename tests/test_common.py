@@ -25,9 +25,9 @@ from common.io import (
     write_json_atomic,
 )
 from common.locking import pid_alive
-from common.plots import plot_confusion_matrix
 from common.representations import encoder_name_for, parse_representation
-from common.training import (
+from engine.plots import plot_confusion_matrix
+from engine.training import (
     accuracy,
     capture_rng_state,
     learning_rate_at,
@@ -261,7 +261,7 @@ def test_select_device_raises_usage_error_not_system_exit():
 def test_wrap_model_single_process_and_under_a_process_group(tmp_path):
     from torch import nn
 
-    import common.distributed as cd
+    import engine.launch as cd
 
     model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
     ctx = cd.DistContext(device=torch.device("cpu"))
@@ -285,7 +285,7 @@ def test_wrap_model_single_process_and_under_a_process_group(tmp_path):
 
 
 def test_setup_rejects_devices_with_usage_error(monkeypatch):
-    import common.distributed as cd
+    import engine.launch as cd
 
     for name, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}.items():
         monkeypatch.setenv(name, value)
@@ -313,7 +313,7 @@ def test_setup_rejects_devices_with_usage_error(monkeypatch):
 def test_argument_types_name_the_value(type_name, text, message):
     import argparse
 
-    import common.args as ca
+    import engine.args as ca
 
     with pytest.raises(argparse.ArgumentTypeError) as err:
         getattr(ca, type_name)(text)
@@ -321,7 +321,7 @@ def test_argument_types_name_the_value(type_name, text, message):
 
 
 def test_argument_types_accept_the_edges():
-    import common.args as ca
+    import engine.args as ca
 
     assert (ca.positive_int("1"), ca.nonnegative_int("0"), ca.positive_float("1e-9")) == (1, 0, 1e-9)
     assert (ca.nonnegative_float("0"), ca.fraction("1"), ca.momentum_value("0"), ca.momentum_value("0.999")) == (

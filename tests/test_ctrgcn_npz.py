@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common.manifest import verify
 from data_gen import ctrgcn_npz as cn
-from data_gen.manifest import verify
 from tests.helpers import SPLIT_FILES, load_part, make_prepared_root
 
 

@@ -29,8 +29,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from bench.precision import flat, float32_mode, relative_error
-from common.knn import knn_accuracy
 from common.representations import PAIR_REPRESENTATIONS, parse_representation
+from engine.knn import knn_accuracy
 from moco.builder import MoCo, build_moco
 from moco.step import contrastive_step
 from models import build_encoder

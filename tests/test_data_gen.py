@@ -21,8 +21,8 @@ from bench.literal_data_gen import (
     literal_rotate,
     literal_rotation_matrix,
 )
+from common.manifest import verify
 from data_gen import ntu_gendata
-from data_gen.manifest import verify
 from data_gen.normalize import (
     align_to_axes,
     body_energy,

@@ -3,12 +3,10 @@
 recipe scripts pass `bash -n` and know the configuration), every flag of every command is documented on a
 page the README links (two clicks from it), every page is in the index, the recipes' environment variables
 are the ones docs/recipes.md lists, the README's Quick start is the two commands CI runs, the
-dependency lists agree, the layer table of DEVELOPERS.md is the one tests/test_layers.py enforces, and
-docs/testing.md has a row for every test file and the lint commands CI runs."""
+dependency lists agree, and docs/testing.md gives the lint commands CI runs."""
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import io
 import re
@@ -418,60 +416,7 @@ def test_requirements_and_pyproject_list_the_same_dependencies():
     assert project["requires-python"] == ">=3.9"
 
 
-# ---- DEVELOPERS.md's layers, docs/testing.md ------------------------------------------------------------
-
-
-def expand_braces(span: str) -> list[str]:
-    """``common/{io,locking}.py`` -> ``['common/io.py', 'common/locking.py']`` (one brace group at most)."""
-    match = re.fullmatch(r"([^{}]*)\{([^{}]*)\}([^{}]*)", span)
-    return [match.group(1) + name + match.group(3) for name in match.group(2).split(",")] if match else [span]
-
-
-def module_of(path: str) -> str:
-    """``common/io.py`` -> ``common.io``; ``models/`` -> ``models``."""
-    return path.rstrip("/").removesuffix(".py").replace("/", ".")
-
-
-def documented_layers(text: str) -> dict[str, int]:
-    """Module -> layer as the table of the ``## Layers`` section gives it (first cell: the layer number)."""
-    section = re.search(r"^## Layers\n(.*?)(?=^## |\Z)", text, re.M | re.S)
-    assert section, "no '## Layers' section"
-    table: dict[str, int] = {}
-    for layer, cell in re.findall(r"^\| (\d+)\b[^|]*\| ([^|]*) \|", section.group(1), re.M):
-        for span in re.findall(r"`([^`]+)`", cell):
-            table.update((module_of(path), int(layer)) for path in expand_braces(span))
-    return table
-
-
-def enforced_layers() -> dict[str, int]:
-    """The ``LAYERS`` dict of tests/test_layers.py, read from its source (a literal)."""
-    tree = ast.parse((ROOT / "tests" / "test_layers.py").read_text(encoding="utf-8"))
-    for node in tree.body:
-        targets = [node.target] if isinstance(node, ast.AnnAssign) else getattr(node, "targets", [])
-        if any(isinstance(target, ast.Name) and target.id == "LAYERS" for target in targets):
-            return ast.literal_eval(node.value)
-    raise AssertionError("tests/test_layers.py has no LAYERS")
-
-
-def test_layer_table_is_the_enforced_one():
-    enforced = enforced_layers()
-    # ``common`` alone is the package's empty __init__.py; the table names its modules instead.
-    assert enforced.pop("common") == 0
-    assert documented_layers((ROOT / "DEVELOPERS.md").read_text(encoding="utf-8")) == enforced
-
-
-def test_the_layer_check_reads_braces_and_folders():
-    text = "## Layers\n\n| layer | modules |\n|---|---|\n| 1 names | `common/{io,locking}.py`, `models/` |\n## Next\n"
-    assert documented_layers(text) == {"common.io": 1, "common.locking": 1, "models": 1}
-    assert enforced_layers()["data_gen.manifest"] == 1
-
-
-def test_testing_page_has_a_row_for_every_test_file():
-    text = (ROOT / "docs" / "testing.md").read_text(encoding="utf-8")
-    rows = set(re.findall(r"^\| `(tests/test_\w+\.py)` \|", text, re.M))
-    files = {str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py")}
-    assert sorted(files - rows) == [], "test files without a row in docs/testing.md"
-    assert sorted(rows - files) == [], "rows of docs/testing.md for files that do not exist"
+# ---- docs/testing.md ------------------------------------------------------------------------------------
 
 
 def test_testing_page_gives_the_lint_commands_ci_runs():

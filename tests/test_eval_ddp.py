@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from common.checkpoints import model_state, read_checkpoint
-from common.distributed import DistContext, launched_by_torchrun
-from common.evaluation import evaluate, evaluation_plan, make_dataset, plan_loader
-from common.pretrained import load_pretrained_encoder
+from engine.checkpoints import model_state, read_checkpoint
+from engine.evaluation import evaluate, evaluation_plan, make_dataset, plan_loader
+from engine.launch import DistContext, launched_by_torchrun
+from engine.pretrained import load_pretrained_encoder
 from feeders import DownstreamDataset, split_paths
 from models import build_encoder
 from tests.helpers import (

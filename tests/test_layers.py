@@ -1,7 +1,13 @@
-"""The layers of DEVELOPERS.md, checked on every import of every project module (parsed, not run).
+"""The layers are the folders: every import of every project module (parsed, not run) goes down.
 
-A module imports from its own layer's package and from lower layers only; the layer-2 libraries
-(models, feeders, data_gen) do not import each other; entry points do not import each other.
+    common/                      0  ground: constants, atomic I/O, locks, restricted unpickling, the split folder
+    models/ feeders/ data_gen/   1  libraries, which never import each other
+    moco/                        2  the method
+    engine/                      3  what the commands share
+    the commands                 4  the top-level scripts, scripts/, bench/: none imports another
+    tests/                          may import anything; nothing imports them
+
+An import from one folder into another must go to a lower layer; within a folder anything goes.
 """
 
 from __future__ import annotations
@@ -13,49 +19,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
-
-# Module (or package: it covers its submodules) -> layer. A module takes its longest matching entry.
-LAYERS: dict[str, int] = {
-    # 0: names
-    "common": 0,  # the empty package itself
-    "common.constants": 0,
-    # 1: utilities, and the format of a prepared split folder that its writers and readers share
-    "common.io": 1,
-    "common.locking": 1,
-    "common.safe_pickle": 1,
-    "common.representations": 1,
-    "data_gen.manifest": 1,
-    "data_gen.split_files": 1,
-    # 2: libraries (the data_gen converters included: their ``main`` is their command line)
-    "models": 2,
-    "feeders": 2,
-    "data_gen": 2,
-    # 3: orchestration
-    "moco": 3,
-    "common.training": 3,
-    "common.distributed": 3,
-    "common.checkpoints": 3,
-    "common.pretrained": 3,
-    "common.knn": 3,
-    "common.plots": 3,
-    "common.evaluation": 3,
-    "common.args": 3,
-    "common.run_folder": 3,
-    "common.cli": 3,
-    "common.ledger": 3,
-    # 4: entry points
-    "main_moco_inter_skeleton": 4,
-    "action_classification": 4,
-    "action_retrieval": 4,
-    "demo": 4,
-    "scripts": 4,
-    "bench": 4,
-    # 5: the tests, which may import anything and which nothing imports
-    "tests": 5,
-}
-ENTRY_POINT_LAYER = 4
-LIBRARY_PACKAGES = ("models", "feeders", "data_gen")  # layer 2: none imports another
-# Folders whose .py files are not the project's (virtual environments, build output).
+LAYERS = {"common": 0, "models": 1, "feeders": 1, "data_gen": 1, "moco": 2, "engine": 3}
+COMMANDS = 4  # every other top-level module or folder
 IGNORED_FOLDERS = {"__pycache__", "build", "dist", "venv", "node_modules"}
 
 
@@ -122,75 +87,47 @@ def imports_of(name: str) -> list[Import]:
     return found
 
 
-def layer_of(name: str) -> int:
-    keys = [key for key in LAYERS if name == key or name.startswith(key + ".")]
-    if not keys:
-        raise KeyError(f"{name} ({MODULES[name].relative_to(ROOT)}) has no layer in LAYERS")
-    return LAYERS[max(keys, key=len)]
-
-
-def package_of(name: str) -> str:
+def folder_of(name: str) -> str:
     return name.split(".")[0]
 
 
-ALL_IMPORTS = [edge for name in MODULES for edge in imports_of(name)]
+def layer_of(name: str) -> int:
+    return LAYERS.get(folder_of(name), COMMANDS)
 
 
-def _entry_point_imports() -> list[Import]:
-    return [
-        edge
-        for edge in ALL_IMPORTS
-        if layer_of(edge.importer) == ENTRY_POINT_LAYER == layer_of(edge.imported)
-        and package_of(edge.importer) != package_of(edge.imported)
-    ]
+ALL_IMPORTS = [edge for name in MODULES if folder_of(name) != "tests" for edge in imports_of(name)]
 
 
 def test_the_walk_sees_the_whole_project():
-    """The checks below run on every module: the known ones are there, and every one has a layer."""
-    for name in (
-        "common.constants",
-        "data_gen.manifest",
-        "feeders.datasets",
-        "moco.step",
-        "demo",
-        "scripts.show_clip",
-        "bench.bench_data_gen",
-        "tests.test_layers",
-    ):
+    """The check below runs on every module: the known ones are there, and it sees their imports."""
+    for name in ("common.constants", "common.manifest", "feeders.datasets", "moco.step", "engine.evaluation", "demo"):
         assert name in MODULES
-    assert len(MODULES) > 60
-    assert [name for name in MODULES if not any(name == k or name.startswith(k + ".") for k in LAYERS)] == []
-    assert Import("feeders.datasets", "data_gen.manifest", 0)[:2] in {e[:2] for e in ALL_IMPORTS}
-    assert Import("common.evaluation", "common.pretrained", 0)[:2] in {e[:2] for e in ALL_IMPORTS}
-    assert Import("bench.bench_data_gen", "bench.literal_data_gen", 0)[:2] in {e[:2] for e in ALL_IMPORTS}
+    assert {"scripts.show_clip", "bench.bench_data_gen", "tests.test_layers"} <= set(MODULES)
+    edges = {e[:2] for e in ALL_IMPORTS}
+    assert ("feeders.datasets", "common.manifest") in edges
+    assert ("bench.bench_data_gen", "bench.literal_data_gen") in edges
+    assert not any(folder_of(importer) == "tests" for importer, _ in edges)
 
 
 def test_imports_go_down_the_layers():
-    upward = [
+    """Across folders only downwards: no library imports another, no command imports another."""
+    wrong = [
         f"{edge}: layer {layer_of(edge.importer)} -> {layer_of(edge.imported)}"
         for edge in ALL_IMPORTS
-        if layer_of(edge.imported) > layer_of(edge.importer)
+        if folder_of(edge.importer) != folder_of(edge.imported) and layer_of(edge.imported) >= layer_of(edge.importer)
     ]
-    assert upward == []
+    assert wrong == []
 
 
-def test_library_packages_do_not_import_each_other():
-    crossing = [
-        str(edge)
-        for edge in ALL_IMPORTS
-        if layer_of(edge.importer) == layer_of(edge.imported) == 2
-        and package_of(edge.importer) != package_of(edge.imported)
-    ]
-    assert crossing == []
+def test_the_check_catches_a_sideways_and_an_upward_import():
+    def wrong(importer: str, imported: str) -> bool:
+        return folder_of(importer) != folder_of(imported) and layer_of(imported) >= layer_of(importer)
 
-
-def test_orchestration_in_common_does_not_import_moco():
-    """moco uses common's distributed helpers; the other way round would make the two one tangle."""
-    assert [
-        str(edge)
-        for edge in ALL_IMPORTS
-        if package_of(edge.importer) == "common" and package_of(edge.imported) == "moco"
-    ] == []
+    assert wrong("feeders.datasets", "data_gen.writer")  # sideways between libraries
+    assert wrong("common.io", "engine.cli")  # upwards
+    assert wrong("demo", "action_retrieval")  # one command into another
+    assert not wrong("engine.evaluation", "feeders.datasets")
+    assert not wrong("common.manifest", "common.split_folder")
 
 
 def test_constants_import_nothing_but_the_standard_library():
@@ -212,8 +149,3 @@ def test_constants_import_nothing_but_the_standard_library():
         outside.append(f"{name} ({origin})")
     assert outside == []
     assert "pathlib" in names  # the walk saw its imports
-
-
-def test_entry_points_import_no_other_entry_point():
-    """What two entry points share lives in a library; the demo runs the others as processes."""
-    assert [str(edge) for edge in _entry_point_imports()] == []

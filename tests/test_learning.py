@@ -40,9 +40,9 @@ import pytest
 import torch
 
 import moco.functional
-from common.knn import knn_accuracy
 from data_gen import ntu_gendata
 from data_gen.synthetic import write_synthetic_ntu
+from engine.knn import knn_accuracy
 from feeders.datasets import DownstreamDataset, PretrainDataset, split_paths
 from moco import build_moco, contrastive_step
 

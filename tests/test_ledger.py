@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from common import ledger
-from common.ledger import RunKey
+from engine import ledger
+from engine.ledger import RunKey
 from scripts import ledger as ledger_cli
 
 PAIR = "seq-based_and_graph-based"

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_gen import manifest as mf
-from data_gen.split_files import read_npy_header
+from common import manifest as mf
+from common.split_folder import read_npy_header
+from data_gen import manifest as manifest_cli
 from tests.helpers import SPLIT_FILES, load_part, make_prepared_root
 
 
@@ -98,12 +99,12 @@ def test_no_manifest_is_silent_for_datasets_and_bad_input_for_verify(prepared, t
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert mf.warn_if_mismatch(bare) == []
-    assert mf.main(["verify", str(bare)]) == 2
+    assert manifest_cli.main(["verify", str(bare)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "manifest.json: no manifest" in err
-    assert mf.main(["verify", str(tmp_path / "nowhere")]) == 2
+    assert manifest_cli.main(["verify", str(tmp_path / "nowhere")]) == 2
     (bare / "manifest.json").write_text("{not json")
-    assert mf.main(["verify", str(bare)]) == 2
+    assert manifest_cli.main(["verify", str(bare)]) == 2
     assert "not readable JSON" in capsys.readouterr().err
 
 
@@ -111,14 +112,14 @@ def test_cli_write_then_verify(prepared, tmp_path, capsys):
     old = tmp_path / "old"
     shutil.copytree(prepared, old)
     (old / "manifest.json").unlink()
-    assert mf.main(["write", str(old)]) == 0
+    assert manifest_cli.main(["write", str(old)]) == 0
     assert json.loads((old / "manifest.json").read_text())["tool"] == "data_gen/manifest.py write"
-    assert mf.main(["verify", str(old)]) == 0
+    assert manifest_cli.main(["verify", str(old)]) == 0
     assert "matches manifest.json" in capsys.readouterr().out
     (old / "extra.npy").write_bytes(b"x")
     with open(old / "train_data_joint.npy", "r+b") as f:
         f.truncate(1000)
-    assert mf.main(["verify", str(old)]) == 1
+    assert manifest_cli.main(["verify", str(old)]) == 1
     out = capsys.readouterr().out
     assert "train_data_joint.npy: 1000 bytes" in out and "extra.npy: not listed" in out and "2 mismatch(es)" in out
 
@@ -165,7 +166,7 @@ def test_data_gen_writes_a_manifest_that_verify_accepts(prepared, tmp_path, caps
         assert mf.verify(prepared.parent / benchmark) == []
     copy = tmp_path / "xsub"
     shutil.copytree(prepared, copy)
-    assert mf.main(["verify", str(copy)]) == 0
+    assert manifest_cli.main(["verify", str(copy)]) == 0
     path = copy / "train_data_joint.npy"
     with open(path, "r+b") as f:  # one byte of one coordinate, in place: same size, same header
         f.seek(path.stat().st_size - 1000)
@@ -173,7 +174,7 @@ def test_data_gen_writes_a_manifest_that_verify_accepts(prepared, tmp_path, caps
         f.seek(-1, 1)
         f.write(bytes([byte[0] ^ 0x01]))
     capsys.readouterr()
-    assert mf.main(["verify", str(copy)]) == 1
+    assert manifest_cli.main(["verify", str(copy)]) == 1
     out = capsys.readouterr().out
     assert f"{path}: sha256 " in out and "(same size: changed in place)" in out and "1 mismatch(es)" in out
 
@@ -246,7 +247,7 @@ def test_datasets_warn_once_when_a_file_no_longer_matches(folder, tmp_path):
 
 
 def _paths(folder: Path, part: str):
-    from data_gen.split_files import part_paths
+    from common.split_folder import part_paths
 
     return part_paths(folder, part)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common.manifest import verify
 from data_gen import pku_gendata as pku
-from data_gen.manifest import verify
 from data_gen.normalize import normalize_sample, select_bodies
 from tests.helpers import load_part
 

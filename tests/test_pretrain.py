@@ -105,7 +105,7 @@ def test_window_size_sets_the_views_and_the_image_encoder(data_root, tmp_path, c
     assert state["module.encoder_q.conv2.weight"].shape[0] == 32
     assert state["module.encoder_q.fc.weight"].shape == (8, 64)
 
-    from common.pretrained import load_pretrained_encoder
+    from engine.pretrained import load_pretrained_encoder
     from models import build_encoder
 
     model = build_encoder("image-based", 60, hcn_out_channels=4)  # the default 64-frame window

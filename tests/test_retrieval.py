@@ -15,8 +15,8 @@ from torch import nn
 import action_classification
 import action_retrieval
 from action_retrieval import FeatureAutoencoder, train_autoencoder
-from common.knn import cosine_knn_indices, cosine_knn_predict, knn_accuracy
-from common.pretrained import load_pretrained_encoder
+from engine.knn import cosine_knn_indices, cosine_knn_predict, knn_accuracy
+from engine.pretrained import load_pretrained_encoder
 from feeders import DownstreamDataset, split_paths
 from models import build_encoder, feature_dim
 from tests.helpers import (

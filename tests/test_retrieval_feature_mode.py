@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from common import evaluation
-from common.distributed import DistContext
-from common.pretrained import load_pretrained_encoder
+from engine import evaluation
+from engine.launch import DistContext
+from engine.pretrained import load_pretrained_encoder
 from feeders import DownstreamDataset, split_paths
 from models import build_encoder
 from tests.helpers import (

@@ -288,7 +288,7 @@ def test_resuming_a_finished_run_says_so_and_changes_nothing(data_root, tmp_path
 
 
 def test_a_classifier_checkpoint_is_not_resumed_as_pretraining(data_root, tmp_path, capsys):
-    from common.checkpoints import CLASSIFIER_FORMAT
+    from engine.checkpoints import CLASSIFIER_FORMAT
 
     out = tmp_path / "ckpt"
     out.mkdir()

@@ -4,7 +4,7 @@ from rank 0 and progress bars.
 
 This is the one module of ``common`` that writes to the terminal, and only the scripts import it; the
 library modules print nothing and take a progress display from their caller (e.g.
-``common.evaluation.evaluate(..., progress=progress_bars(ctx))``).
+``engine.evaluation.evaluate(..., progress=progress_bars(ctx))``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from common.distributed import DistContext, env_is_main_process
+from engine.launch import DistContext, env_is_main_process
 
 # Exit status of a run stopped by bad input (argparse's own).
 INPUT_ERROR = 2
@@ -62,7 +62,7 @@ def rank0_printer(ctx: DistContext) -> Callable[[str], None]:
 
 
 def progress_bars(ctx: DistContext) -> Callable[[Iterable[Any], str], tqdm]:
-    """Progress bars on stderr for the loops of :mod:`common.evaluation`, shown on rank 0 only."""
+    """Progress bars on stderr for the loops of :mod:`engine.evaluation`, shown on rank 0 only."""
 
     def bar(iterable: Iterable[Any], desc: str) -> tqdm:
         return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr, disable=not ctx.is_main)

@@ -7,7 +7,7 @@ encoder (``encoder_q`` or ``encoder_r``, see :func:`common.representations.encod
 projection head (``fc.*``, or ``fc.0.*`` / ``fc.2.*`` with the MLP head). Everything else must match the
 downstream encoder exactly: a partial load would silently evaluate a half-random network.
 
-Reading the file (``torch.load(weights_only=True)``, errors naming it) is :mod:`common.checkpoints`'.
+Reading the file (``torch.load(weights_only=True)``, errors naming it) is :mod:`engine.checkpoints`'.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from common.checkpoints import model_state, read_checkpoint, recorded_window_size
 from common.constants import BASE_REPRESENTATIONS, ENCODER_SLOTS, QUERY_ENCODERS
 from common.representations import encoder_name_for, parse_representation
+from engine.checkpoints import model_state, read_checkpoint, recorded_window_size
 from models import build_encoder
 
 HEAD_PREFIX = "fc."

@@ -2,7 +2,7 @@
 
 :func:`claim_folder` creates ``--checkpoint-path`` if needed, locks it (:class:`common.locking.FolderLock`:
 a second live run is refused, naming its PID), refuses a folder that holds another run's checkpoints
-unless told ``--resume`` or ``--overwrite`` (:func:`common.checkpoints.check_checkpoint_folder`) and
+unless told ``--resume`` or ``--overwrite`` (:func:`engine.checkpoints.check_checkpoint_folder`) and
 removes the temporary files a killed run left (:func:`common.io.clean_stale_temporaries`).
 :func:`run_folder` does that on rank 0 for the length of a run and tells the other ranks whether it
 could. Pretraining and classification both train through it.
@@ -19,16 +19,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.checkpoints import (
+from common.distributed import broadcast_int
+from common.io import OutputError, UsageError, clean_stale_temporaries, ensure_folder
+from common.locking import FolderLock, LockHeld
+from engine.checkpoints import (
     LAST_CHECKPOINT,
     check_checkpoint_folder,
     check_folder_writable,
     remove_previous_run,
     resumes_in,
 )
-from common.distributed import DistContext, broadcast_int
-from common.io import OutputError, UsageError, clean_stale_temporaries, ensure_folder
-from common.locking import FolderLock, LockHeld
+from engine.launch import DistContext
 
 FLAG = "--checkpoint-path"
 

@@ -4,7 +4,7 @@ a new run from silently replacing an earlier run's checkpoints.
 
 Every error here is a :class:`common.io.UsageError` (a ``ValueError``) whose message is one line naming
 the file or folder; a missing file is also a ``FileNotFoundError``. Pretrained-encoder loading lives in
-:mod:`common.pretrained`.
+:mod:`engine.pretrained`.
 """
 
 from __future__ import annotations

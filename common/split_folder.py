@@ -3,9 +3,9 @@
 A split folder (``<data_root>/<dataset folder>/<benchmark>/``, the layout of the reference) holds per
 part (train, val): ``{part}_data_joint.npy`` (float32, N x 3 x T x 25 x 2), ``{part}_label.pkl``
 (pickle of (sample_names, labels)) and ``{part}_num_frame.npy`` (N integer frame counts); and the
-folder's ``manifest.json`` (``data_gen.manifest``).
+folder's ``manifest.json`` (``common.manifest``).
 
-With ``data_gen.manifest``, this module is the format both sides share: the converters that write split
+With ``common.manifest``, this module is the format both sides share: the converters that write split
 folders and the readers (the datasets of ``feeders``, the exporters). It sits below both (layer 1): it
 imports only NumPy, ``common.constants`` and ``common.safe_pickle``.
 """

@@ -5,7 +5,7 @@ the encoder in eval mode, or in train mode as the reference extracts retrieval f
 names.
 
 Nothing here prints: the loops show progress through the ``progress`` display their caller passes
-(the scripts pass :func:`common.cli.progress_bars`), and show nothing without one.
+(the scripts pass :func:`engine.cli.progress_bars`), and show nothing without one.
 """
 
 from __future__ import annotations
@@ -23,24 +23,18 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from common.args import (
+from common.distributed import all_reduce_, broadcast_int, broadcast_module_state, concat_all_gather
+from common.io import UsageError
+from engine.args import (
     add_data_model_runtime_args,
     add_optim_args,
     check_window_size,
     encoder_kwargs,
     representation_arg,
 )
-from common.distributed import (
-    DistContext,
-    all_reduce_,
-    broadcast_int,
-    broadcast_module_state,
-    concat_all_gather,
-    unwrap,
-)
-from common.io import UsageError
-from common.pretrained import HEAD_PREFIX, load_pretrained_encoder
-from common.training import seed_everything
+from engine.launch import DistContext, unwrap
+from engine.pretrained import HEAD_PREFIX, load_pretrained_encoder
+from engine.training import seed_everything
 from feeders import CheckedLoader, DownstreamDataset, split_paths
 
 FEATURE_MODES = ("eval", "train")
