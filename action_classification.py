@@ -41,9 +41,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from common import cli
 from common.distributed import barrier, broadcast_int
 from common.io import UsageError, atomic_copy, write_json_atomic
-from engine import cli, evaluation
+from engine import evaluation
 from engine.args import fraction
 from engine.checkpoints import (
     CLASSIFIER_FORMAT,
@@ -54,7 +55,7 @@ from engine.checkpoints import (
     write_checkpoint,
 )
 from engine.evaluation import PlannedLoader
-from engine.launch import DistContext, parallel_mode, process_context, unwrap, wrap_model
+from engine.launch import DistContext, parallel_mode, process_context, progress_bars, rank0_printer, unwrap, wrap_model
 from engine.plots import action_names, confusion_matrix, plot_confusion_matrix
 from engine.run_folder import ClaimedFolder, run_folder
 from engine.training import (
@@ -115,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: run the protocol; 0 on success, 2 (and one line on stderr) on bad input."""
-    return cli.run_main(PROG, build_parser, run, argv)
+    return cli.run_main(PROG, build_parser(), run, argv)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -151,7 +152,7 @@ def check_flags(args: argparse.Namespace) -> None:
 def train(args: argparse.Namespace, ctx: DistContext, claim: ClaimedFolder) -> dict[str, Any]:
     """Build, restore, train and report in the claimed checkpoint folder; the earlier run's files that
     ``--overwrite`` replaces go only once everything before training has worked."""
-    say = cli.rank0_printer(ctx)
+    say = rank0_printer(ctx)
     for line in claim.notes:
         say(line)
     evaluation.prepare_args(args, ctx)
@@ -257,7 +258,7 @@ def restore(args: argparse.Namespace, classifier: Classifier) -> Progress:
 
 def fit(args: argparse.Namespace, ctx: DistContext, data: Data, classifier: Classifier, progress: Progress) -> Progress:
     """Train from ``progress.start_epoch`` to ``--epochs``, evaluating and checkpointing every epoch."""
-    say = cli.rank0_printer(ctx)
+    say = rank0_printer(ctx)
     out_dir = Path(args.checkpoint_path)
     loader = evaluation.train_loader(data.train, args, ctx)
     trained = sum(p.numel() for p in classifier.model.parameters() if p.requires_grad)
@@ -314,7 +315,7 @@ def _epoch(
     lr = learning_rate_at(epoch, args.lr, args.epochs, args.schedule, cos=False)
     set_learning_rate(classifier.optimizer, lr)
     evaluation.set_loader_epoch(loader, args.data_seed, epoch)
-    bars = cli.progress_bars(ctx)
+    bars = progress_bars(ctx)
     train_stats = evaluation.train_one_epoch(
         classifier.model,
         loader,
@@ -396,7 +397,7 @@ def report(
             metrics["plots"] = [str(plot)]
     if ctx.is_main and args.metrics_json:
         write_json_atomic(args.metrics_json, metrics)
-    cli.rank0_printer(ctx)(
+    rank0_printer(ctx)(
         f"{protocol} {args.finetune_skeleton_representation} on {args.finetune_dataset} {args.protocol}: best top-1 "
         f"{best['top1']:.2f}% top-5 {best['top5']:.2f}% at epoch {best['epoch']}/{args.epochs}"
     )
@@ -420,7 +421,7 @@ def _plot_best(
             classifier.criterion,
             ctx,
             desc="eval best",
-            progress=cli.progress_bars(ctx),
+            progress=progress_bars(ctx),
         )
     if not ctx.is_main or best["predictions"] is None:
         return None

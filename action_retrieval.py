@@ -36,12 +36,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from common import cli
 from common.io import UsageError, atomic_save_npz, write_json_atomic
-from engine import cli, evaluation
+from engine import evaluation
 from engine.args import positive_float, positive_int
 from engine.evaluation import BatchPlan
 from engine.knn import knn_accuracy
-from engine.launch import DistContext, process_context, wrap_model
+from engine.launch import DistContext, process_context, progress_bars, wrap_model
 from engine.plots import TSNE_MIN_SAMPLES, action_names, plot_tsne
 from engine.training import args_to_dict
 from feeders import DownstreamDataset, num_classes
@@ -113,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: extract, retrieve, report; 0 on success, 2 (and one line on stderr) on bad input."""
-    return cli.run_main(PROG, build_parser, run, argv)
+    return cli.run_main(PROG, build_parser(), run, argv)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -207,7 +208,7 @@ def extract(args: argparse.Namespace, ctx: DistContext, data: Data, model: nn.Mo
     train_plan, val_plan = feature_plans(args, data)
     if args.feature_mode == "train":
         torch.manual_seed(args.data_seed)  # dropout masks: the same for the same --seed
-    bars = cli.progress_bars(ctx)
+    bars = progress_bars(ctx)
     (train, train_labels), (val, val_labels) = (
         evaluation.extract_features(
             model, evaluation.plan_loader(dataset, plan, args, ctx), ctx, desc, mode=args.feature_mode, progress=bars

@@ -46,11 +46,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from common import cli
 from common.constants import REPRESENTATION_CHOICES
 from common.distributed import all_reduce_, barrier, broadcast_int
 from common.io import UsageError, atomic_copy, write_json_atomic
 from common.representations import parse_representation
-from engine import cli
 from engine.args import (
     WINDOW_SIZE,
     add_data_model_runtime_args,
@@ -75,6 +75,7 @@ from engine.launch import (
     env_world_size,
     parallel_mode,
     process_context,
+    rank0_printer,
     wrap_model,
 )
 from engine.run_folder import ClaimedFolder, run_folder
@@ -855,7 +856,7 @@ def train_in(claim: ClaimedFolder, args: argparse.Namespace, ctx: DistContext, p
     """Build, fit and report in the claimed folder; the earlier run's files that --overwrite replaces go
     only once the new run has been built, so a run that cannot start deletes nothing."""
     started = time.time()
-    say = cli.rank0_printer(ctx)
+    say = rank0_printer(ctx)
     for line in claim.notes:
         say(line)
     run = build_run(args, ctx, plan)
@@ -890,7 +891,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:
-        return cli.exit_status(exc)
+        return exc.code if isinstance(exc.code, int) else cli.INPUT_ERROR
     try:
         plan = prepare(args)
     except UsageError as exc:

@@ -1,16 +1,15 @@
-"""The one place outputs are written: atomically, with the permissions the umask gives, and with a
-one-line error when the disk is full or the folder cannot be written.
+"""The one place outputs are written: atomically, with the mode the umask gives, one line when it fails.
 
-Every writer goes through :func:`atomic_write`: the bytes go to a temporary file beside the target,
-named ``.NAME.tmp-<pid>-<random>``, which is flushed and fsync'ed and then renamed over the target; the
-folder is fsync'ed too so the rename survives a power cut. A failure at any point (an exception from the
-writer, a full disk, a signal) removes the temporary file and leaves the previous file, if any, as it
-was. A run killed outright (SIGKILL, power loss) can leave a temporary file behind;
-:func:`clean_stale_temporaries` removes those of processes no longer alive.
+Every writer goes through :func:`atomic_write`: the bytes go to ``.NAME.tmp-<pid>-<random>`` beside the
+target, which is flushed, fsync'ed and renamed over the target (the folder is fsync'ed too). Any failure
+removes the temporary and leaves the previous file as it was; a full disk or an unwritable folder is
+:class:`OutputError`, one line naming the path. Only a run killed outright leaves a temporary behind:
+the next run that locks the folder removes those whose writer is dead (:func:`clean_stale_temporaries`).
+This is also the one temporary-name scheme of the project: the converters stage whole folders under it.
 
-This module sits at the bottom of the package (standard library, NumPy and ``common.locking``; torch
-only when a checkpoint is saved, so the data tools that write through it do not load torch), so it also
-defines :class:`UsageError`, the error every script turns into ``prog: error: MESSAGE`` and exit 2.
+Standard library and NumPy only (torch is imported when a checkpoint is saved), so the data tools that
+write through it do not load torch. :class:`UsageError` is the error every command turns into
+``prog: error: MESSAGE`` and exit status 2 (:mod:`common.cli`).
 """
 
 from __future__ import annotations
@@ -29,29 +28,18 @@ from typing import IO, Any
 
 import numpy as np
 
-from common.locking import pid_alive
-
 
 class UsageError(ValueError):
-    """Input or environment the user must fix (a flag, a file, a folder): scripts print the message as
-    one line, ``prog: error: MESSAGE``, and exit with status 2. Subclasses ``ValueError`` so callers that
-    already report ``ValueError`` as bad input keep doing so."""
+    """Input or environment the user must fix (a flag, a file, a folder): one line, exit status 2."""
 
 
 class OutputError(UsageError):
-    """An output could not be written (disk full, folder not writable, a file where a folder should
-    be). The message names the path; nothing half-written is left under the final name."""
+    """An output could not be written (disk full, folder not writable, a file in the way)."""
 
 
-# Errors of the storage rather than of the program: reported as one line naming the path.
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 _NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
-
-# ``.NAME.tmp-<pid>-<8 hex digits>``: the pid says whether the writer may still be alive.
-_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)-[0-9a-f]{8}$")
-# What earlier versions of these scripts left: ``tempfile.mkstemp(prefix=".NAME.", suffix=".tmp")`` and
-# the hard-link temporary ``.checkpoint_last.pth.tar.<pid>.link``.
-_LEGACY_TEMP_RE = re.compile(r"^\..+\.(?:[a-z0-9_]{8}\.tmp|\d+\.link)$")
+TEMP_RE = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)-[0-9a-f]{8}$")
 
 
 def temp_name(name: str) -> str:
@@ -59,23 +47,27 @@ def temp_name(name: str) -> str:
     return f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
 
 
-def current_umask() -> int:
-    """The process umask, read without changing it where the system allows (Linux's /proc)."""
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` may still be running (where that cannot be told, as on Windows: yes)."""
+    if pid == os.getpid():
+        return True
+    if pid <= 0:
+        return False  # os.kill would address a process group, not a process
+    if os.name == "nt":
+        return True
     try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)  # no way to read it without setting it; put it straight back
-    os.umask(mask)
-    return mask
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    except (OSError, OverflowError):  # beyond the PIDs the system has
+        return False
+    return True
 
 
-def _storage_error(exc: BaseException) -> OSError | None:
-    """The full-disk or permission OSError behind ``exc`` (torch wraps the writer's error in a
-    RuntimeError whose context is the OSError), or None."""
+def storage_error(exc: BaseException) -> OSError | None:
+    """The full-disk or permission OSError behind ``exc`` (torch wraps it in a RuntimeError), or None."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
@@ -86,8 +78,7 @@ def _storage_error(exc: BaseException) -> OSError | None:
 
 
 def describe_storage_error(path: str | os.PathLike, exc: OSError) -> str:
-    """``cannot write PATH: no space left on device ...``: one line for a full disk or an unwritable
-    folder."""
+    """``cannot write PATH: REASON; the previous file, if any, is unchanged``."""
     if exc.errno in _DISK_FULL:
         reason = "no space left on device (or the disk quota is reached)"
     elif exc.errno == errno.EROFS:
@@ -98,33 +89,13 @@ def describe_storage_error(path: str | os.PathLike, exc: OSError) -> str:
 
 
 def fsync_folder(folder: Path) -> None:
-    """Make the renames in ``folder`` durable. Not every platform lets a folder be opened (Windows);
-    there a rename is as durable as the file system makes it."""
-    try:
+    """Make the renames in ``folder`` durable, where the platform lets a folder be opened."""
+    with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _open_temp(folder: Path, name: str) -> tuple[IO[bytes], Path]:
-    """A new temporary file in ``folder`` for ``name``, opened for binary writing, mode 0666 & ~umask."""
-    tmp = folder / temp_name(name)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        # Created private first so nobody reads it half-written under a wide umask race; then the mode
-        # a plain open() would have given.
-        os.fchmod(fd, 0o666 & ~current_umask())
-        return os.fdopen(fd, "wb"), tmp
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def ensure_folder(folder: str | os.PathLike, what: str = "output folder") -> Path:
@@ -143,15 +114,33 @@ def ensure_folder(folder: str | os.PathLike, what: str = "output folder") -> Pat
     return folder
 
 
-def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], Any]) -> Path:
-    """Call ``write_fn(f)`` with a binary file open on a temporary file beside ``path``, then make it
-    ``path`` (fsync file, rename, fsync folder). Returns ``path``.
+def check_output_file(path: str | os.PathLike, flag: str) -> Path:
+    """Before a run: ``path`` can become a file (not a folder, its parent not a file). Creates nothing."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{flag} {path} is a folder; give a file name")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"{flag} {path} cannot be created: {parent} is a file")
+    return path
 
-    On any exception (KeyboardInterrupt included) the temporary file is removed and the previous
-    ``path`` is untouched. A full disk or an unwritable folder raises :class:`OutputError` naming
-    ``path``; other errors propagate as they are.
+
+def _open_temp(folder: Path, name: str) -> tuple[IO[bytes], Path]:
+    """A new temporary file for ``name`` in ``folder``, mode 0666 less the umask."""
+    tmp = folder / temp_name(name)
+    return open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb"), tmp
+
+
+def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], Any]) -> Path:
+    """Call ``write_fn(f)`` on a temporary file beside ``path``, then make it ``path``; returns ``path``.
+
+    On any exception (KeyboardInterrupt included) the temporary is removed and ``path`` is untouched.
     """
     path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder")
     folder = ensure_folder(path.parent)
     tmp: Path | None = None
     try:
@@ -167,7 +156,7 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], Any]) 
         if tmp is not None:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
-        storage = _storage_error(exc) if isinstance(exc, Exception) else None
+        storage = storage_error(exc) if isinstance(exc, Exception) else None
         if storage is not None:
             raise OutputError(describe_storage_error(path, storage)) from None
         raise
@@ -175,79 +164,66 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], Any]) 
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """``data`` as the whole new content of ``path``, atomically."""
     return atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` that never leaves a half-written checkpoint under ``path``."""
-    import torch  # here, not at the top: the data tools use this module without torch
+    import torch  # here: the data tools use this module without torch
 
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
-    """``obj`` as indented, key-sorted JSON (NumPy scalars, paths, devices, tuples and sets allowed),
-    atomically."""
+    """``obj`` as indented, key-sorted JSON (NumPy values, paths, devices and tuples allowed)."""
     text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
-    """``np.savez`` (loads without pickle for numeric arrays), atomically."""
     return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def atomic_copy(source: str | os.PathLike, path: str | os.PathLike, *, link: bool = True) -> Path:
-    """Make ``path`` a copy of the finished file ``source``, atomically: a hard link where the file
-    system has them (no second write of the bytes), else a byte copy."""
+def atomic_copy(source: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Make ``path`` a copy of the finished file ``source``: a hard link where possible, else a copy."""
     source, path = Path(source), Path(path)
-    folder = ensure_folder(path.parent)
-    if link:
-        tmp = folder / temp_name(path.name)
-        try:
-            os.link(source, tmp)
-        except OSError:
-            pass  # no hard links here (or across file systems): copy instead
-        else:
-            try:
-                os.replace(tmp, path)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
-            fsync_folder(folder)
-            return path
+    tmp = ensure_folder(path.parent) / temp_name(path.name)
+    try:
+        os.link(source, tmp)
+    except OSError:  # no hard links here: copy the bytes
 
-    def copy(f: IO[bytes]) -> None:
-        with open(source, "rb") as src:
-            shutil.copyfileobj(src, f, length=1 << 20)
+        def copy(f: IO[bytes]) -> None:
+            with open(source, "rb") as src:
+                shutil.copyfileobj(src, f, 1 << 20)
 
-    return atomic_write(path, copy)
+        return atomic_write(path, copy)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_folder(path.parent)
+    return path
 
 
 def stale_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Temporary files in ``folder`` left by writers that are no longer running: ours whose pid is
-    dead, and those of earlier versions (which recorded no pid)."""
+    """Temporary files and folders in ``folder`` whose writer is no longer running."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    stale = []
-    for entry in folder.iterdir():
-        match = _TEMP_RE.match(entry.name)
-        if match is not None:
-            if not pid_alive(int(match["pid"])) and entry.is_file():
-                stale.append(entry)
-        elif _LEGACY_TEMP_RE.match(entry.name) and entry.is_file():
-            stale.append(entry)
-    return sorted(stale)
+    return sorted(
+        entry
+        for entry in folder.iterdir()
+        if (match := TEMP_RE.match(entry.name)) is not None and not pid_alive(int(match["pid"]))
+    )
 
 
 def remove_files(paths: Iterable[Path]) -> list[Path]:
-    """Delete ``paths``; returns those removed (one already gone is skipped, not an error)."""
+    """Delete ``paths`` (files or folders); returns those removed (one already gone is skipped)."""
     removed = []
     for path in paths:
         try:
-            path.unlink()
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
         except FileNotFoundError:
             continue
         removed.append(path)
@@ -255,23 +231,16 @@ def remove_files(paths: Iterable[Path]) -> list[Path]:
 
 
 def clean_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Remove the temporary files a killed run left in ``folder`` (see :func:`stale_temporaries`);
-    returns the paths removed. Call it while holding the folder's lock."""
+    """Remove what killed writers left in ``folder``; returns the paths removed."""
     return remove_files(stale_temporaries(folder))
 
 
 def _json_default(value: Any) -> Any:
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, np.ndarray):
+    if isinstance(value, (np.integer, np.floating, np.ndarray)):
         return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
+    if isinstance(value, (set, frozenset, tuple, Path)):
+        return list(value) if not isinstance(value, Path) else str(value)
     torch = sys.modules.get("torch")  # a torch.device can only exist once torch is loaded
     if torch is not None and isinstance(value, torch.device):
         return str(value)
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,20 +1,10 @@
 """An exclusive lock on a folder, so two runs never write into the same output folder at once.
 
-``FolderLock(folder, purpose)`` creates ``FOLDER/.skeleton-contrast.lock`` holding the owner's PID and
-purpose (one ``key=value`` per line) and keeps it for the duration of a ``with`` block::
-
-    with FolderLock(out_folder, "data_gen") as lock:
-        if lock.stale_holder is not None:
-            print(f"warning: taking over the lock left by PID {lock.stale_holder}")
-        ...
-
-A second process entering the same lock gets :class:`LockHeld`, whose message names the folder and the
-holder's PID. Where ``fcntl`` exists the lock is an ``flock`` on the lock file: the kernel releases it when
-the holder dies (even on SIGKILL), so a leftover file is known to be stale exactly. Without ``fcntl``
-(Windows) the file is created with ``O_EXCL`` and a leftover file is stale when its PID is no longer
-running; that fallback is best effort (a PID can be reused, and two takers of one stale file can race).
-
-Standard library only, so it can be used from any script of the project.
+``with FolderLock(folder, purpose) as lock:`` holds ``FOLDER/.skeleton-contrast.lock``, a file that
+records the holder's PID and purpose, locked with ``flock`` (``msvcrt.locking`` on Windows). The kernel
+drops the lock when the holder dies, even on SIGKILL, so a lock file left behind is known to be stale
+and is simply taken over (``lock.stale_holder`` names the PID it recorded). A second live taker gets
+:class:`LockHeld`, one line naming the folder and the holder.
 """
 
 from __future__ import annotations
@@ -22,45 +12,41 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from types import TracebackType
+from typing import Any
 
 try:
     import fcntl
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
+    import msvcrt
 
 LOCK_NAME = ".skeleton-contrast.lock"
-
-# A holder writes its PID right after taking the lock; a reader that finds the file still empty waits
-# this long for it before reporting the PID as unknown.
-_PID_READ_WAIT_S = 0.5
-# Fallback only: an empty or unreadable lock file this old is a leftover of a crash between create and
-# write, not a holder about to write its PID.
-_UNREADABLE_STALE_AFTER_S = 10.0
+_PID_READ_WAIT_S = 0.5  # a holder writes its PID right after locking; a reader waits this long for it
 
 
 class LockHeld(Exception):
     """The folder is locked by another live process; ``str(exc)`` is a one-line message."""
 
     def __init__(self, folder: Path, holder: int | None, purpose: str | None) -> None:
-        self.folder = folder
-        self.holder = holder
-        self.purpose = purpose
-        who = f"PID {holder}" if holder is not None else "another process (PID not yet written)"
+        self.folder, self.holder, self.purpose = folder, holder, purpose
+        who = f"PID {holder}" if holder is not None else "another process"
         what = f" ({purpose})" if purpose else ""
         super().__init__(f"{folder}: in use by {who}{what}; wait for it to finish or stop it, or choose another folder")
 
 
+def _try_lock(fd: int) -> bool:
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    except OSError:  # BlockingIOError (flock) or PermissionError (msvcrt): someone holds it
+        return False
+    return True
+
+
 class FolderLock:
-    """Context manager: exclusive lock on ``folder`` for one process (see the module docstring).
-
-    ``folder`` must exist; entering raises ``OSError`` when it does not or is not writable, and
-    :class:`LockHeld` when a live process holds the lock.
-
-    Attributes after ``__enter__``: ``path`` (the lock file) and ``stale_holder``, the PID recorded in
-    a lock file left by a process that is gone (``None`` when there was no such file), so the caller can
-    warn that it is taking that lock over.
-    """
+    """Context manager: the exclusive lock of ``folder`` (which must exist) for this process."""
 
     def __init__(self, folder: str | os.PathLike, purpose: str) -> None:
         self.folder = Path(folder)
@@ -70,92 +56,36 @@ class FolderLock:
         self._fd: int | None = None
 
     def __enter__(self) -> FolderLock:
-        if self._fd is not None:
-            raise RuntimeError(f"{self.path}: this FolderLock is already held")
-        self.stale_holder = None
-        if fcntl is not None:
-            self._acquire_flock()
-        else:
-            self._acquire_exclusive_create()
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            if not _try_lock(fd):
+                os.close(fd)
+                raise LockHeld(self.folder, *_read_holder(self.path, _PID_READ_WAIT_S))
+            # The previous holder may have removed the file between our open and our lock: a lock on a
+            # removed file protects nothing, so start again on the file now at the path.
+            if _same_file(fd, self.path):
+                break
+            os.close(fd)
+        self.stale_holder, _ = _read_holder(self.path, 0.0)
+        self._fd = fd
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid={os.getpid()}\npurpose={self.purpose}\n".encode())
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.release()
 
     def release(self) -> None:
-        """Remove the lock file, then drop the lock (in that order: see ``_acquire_flock``)."""
+        """Remove the lock file, then drop the lock (in that order: see ``__enter__``)."""
         if self._fd is None:
             return
         try:
             os.unlink(self.path)
-        except FileNotFoundError:
+        except OSError:  # already gone, or (Windows) not removable while open: the lock still drops
             pass
         finally:
             os.close(self._fd)
             self._fd = None
-
-    # -- fcntl.flock ---------------------------------------------------------------------------------
-
-    def _acquire_flock(self) -> None:
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                holder, purpose = _read_holder(self.path, wait_s=_PID_READ_WAIT_S)
-                raise LockHeld(self.folder, holder, purpose) from None
-            except BaseException:
-                os.close(fd)
-                raise
-            # The previous holder may have unlinked the file between our open and our flock; a lock on
-            # an unlinked file protects nothing, so start again on the file now at the path.
-            if _same_file(fd, self.path):
-                break
-            os.close(fd)
-        self.stale_holder, _ = _read_holder(self.path, wait_s=0.0)
-        self._fd = fd
-        _write_holder(fd, self.purpose)
-
-    # -- fallback: O_EXCL create + PID liveness ------------------------------------------------------
-
-    def _acquire_exclusive_create(self) -> None:
-        while True:
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                holder, purpose = _read_holder(self.path, wait_s=_PID_READ_WAIT_S)
-                if not self._is_stale(holder):
-                    raise LockHeld(self.folder, holder, purpose) from None
-                self._remove_stale(holder)
-                continue
-            self._fd = fd
-            _write_holder(fd, self.purpose)
-            return
-
-    def _is_stale(self, holder: int | None) -> bool:
-        if holder is not None:
-            return not pid_alive(holder)
-        try:
-            age = time.time() - self.path.stat().st_mtime
-        except FileNotFoundError:
-            return True
-        return age > _UNREADABLE_STALE_AFTER_S
-
-    def _remove_stale(self, holder: int | None) -> None:
-        # Renaming to a unique name lets only one of several takers remove this file.
-        aside = self.path.with_name(f"{LOCK_NAME}.stale-{os.getpid()}-{time.monotonic_ns()}")
-        try:
-            os.rename(self.path, aside)
-        except FileNotFoundError:
-            return
-        os.unlink(aside)
-        self.stale_holder = holder
 
 
 def _same_file(fd: int, path: Path) -> bool:
@@ -167,70 +97,16 @@ def _same_file(fd: int, path: Path) -> bool:
     return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
 
 
-def _write_holder(fd: int, purpose: str) -> None:
-    os.ftruncate(fd, 0)
-    os.lseek(fd, 0, os.SEEK_SET)
-    os.write(fd, f"pid={os.getpid()}\npurpose={purpose}\n".encode())
-
-
 def _read_holder(path: Path, wait_s: float) -> tuple[int | None, str | None]:
-    """The (PID, purpose) recorded in a lock file; ``(None, None)`` when absent or unreadable."""
+    """The (PID, purpose) recorded in a lock file, waiting up to ``wait_s`` for the PID to appear."""
     deadline = time.monotonic() + wait_s
     while True:
-        holder, purpose = _parse_holder(path)
-        if holder is not None or time.monotonic() >= deadline:
-            return holder, purpose
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            text = ""
+        fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+        pid = fields.get("pid", "")
+        if pid.isdigit() or time.monotonic() >= deadline:
+            return (int(pid) if pid.isdigit() else None), fields.get("purpose")
         time.sleep(0.02)
-
-
-def _parse_holder(path: Path) -> tuple[int | None, str | None]:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None, None
-    fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-    pid = fields.get("pid", "")
-    return (int(pid) if pid.isdigit() else None), fields.get("purpose")
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this PID is running (this process counts as running).
-
-    A PID that cannot name a process (0, negative, out of range) is not running. Used by the lock's
-    fallback where ``fcntl`` is missing and by ``common.io`` to tell a dead writer's temporary files.
-    """
-    if pid == os.getpid():
-        return True
-    if pid <= 0:
-        return False  # os.kill would address a process group (0, -1, -N), not a process
-    if os.name == "nt":
-        return _windows_pid_alive(pid)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    except (OSError, OverflowError):  # beyond the PIDs the system has
-        return False
-    return True
-
-
-def _windows_pid_alive(pid: int) -> bool:
-    # os.kill(pid, 0) would terminate the process on Windows; ask for its exit code instead.
-    import ctypes
-
-    if pid > 0xFFFFFFFF:  # not a DWORD: no such process
-        return False
-    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
-    process_query_limited_information, still_active, error_access_denied = 0x1000, 259, 5
-    handle = kernel32.OpenProcess(process_query_limited_information, False, pid)
-    if not handle:
-        return ctypes.get_last_error() == error_access_denied
-    try:
-        code = ctypes.c_ulong()
-        if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
-            return True
-        return code.value == still_active
-    finally:
-        kernel32.CloseHandle(handle)

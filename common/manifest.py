@@ -46,7 +46,7 @@ import numpy as np
 
 from common import split_folder
 from common.constants import PARTIAL_MARK, PARTS
-from common.io import atomic_write_bytes
+from common.io import UsageError, atomic_write_bytes
 from common.split_folder import read_npy_header
 
 MANIFEST_NAME = "manifest.json"
@@ -56,7 +56,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 _HASH_CHUNK = 1 << 20
 
 
-class ManifestError(ValueError):
+class ManifestError(UsageError):
     """A manifest or a split file that cannot be read; the message is one line naming the file."""
 
 

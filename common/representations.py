@@ -14,6 +14,7 @@ from common.constants import (
     QUERY_ENCODERS,
     REPRESENTATION_CHOICES,
 )
+from common.io import UsageError
 
 # The name tuples stay importable from here: the scripts and common/{args,pretrained}.py import them so.
 __all__ = [
@@ -36,13 +37,13 @@ def parse_representation(name: str) -> tuple[str, ...]:
     if name in PAIR_REPRESENTATIONS:
         first, second = name.split(PAIR_SEPARATOR)
         return (first, second)
-    raise ValueError(f"unknown skeleton representation {name!r}; expected one of: {', '.join(REPRESENTATION_CHOICES)}")
+    raise UsageError(f"unknown skeleton representation {name!r}; expected one of: {', '.join(REPRESENTATION_CHOICES)}")
 
 
 def check_base_representation(name: str) -> str:
     """Return ``name`` if it is one of the three base representations, else raise ValueError."""
     if name not in BASE_REPRESENTATIONS:
-        raise ValueError(
+        raise UsageError(
             f"unknown skeleton representation {name!r}; expected one of: {', '.join(BASE_REPRESENTATIONS)}"
         )
     return name
@@ -57,7 +58,7 @@ def encoder_name_for(pretrain_representation: str, representation: str) -> str:
     held = parse_representation(pretrain_representation)
     check_base_representation(representation)
     if representation not in held:
-        raise ValueError(
+        raise UsageError(
             f"a model pretrained as {pretrain_representation!r} holds encoders for "
             f"{' and '.join(held)} only, not {representation!r}"
         )

@@ -20,8 +20,10 @@ import pickle
 from pathlib import Path
 from typing import Any, Callable
 
+from common.io import UsageError
 
-class RefusedPickle(pickle.UnpicklingError, ValueError):
+
+class RefusedPickle(pickle.UnpicklingError, UsageError):
     """The pickle names a global outside the accepted set; ``str(exc)`` is the one-line message.
 
     A ``ValueError`` too, so callers that turn bad input into a one-line error catch it as they do

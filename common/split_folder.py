@@ -21,6 +21,7 @@ from numpy.lib import format as npy_format
 
 from common import safe_pickle
 from common.constants import DATASETS, NUM_COORDINATES, NUM_JOINTS, NUM_PERSONS, PARTS
+from common.io import UsageError
 
 LABELS_HOLD = "label files hold (names, labels) only"
 
@@ -50,7 +51,7 @@ def prepare_hint(path: Path) -> str:
     return "the data_gen script for your dataset (see docs/datasets.md)"
 
 
-class DataFileError(ValueError):
+class DataFileError(UsageError):
     """A data file that is empty, truncated, or cut short while a run reads it (one-line message).
 
     A DataLoader re-raises a worker's exception with the worker's traceback in its message; ``str()``
@@ -76,23 +77,23 @@ def load_labels(path: Path) -> tuple[list[str], np.ndarray]:
     except safe_pickle.RefusedPickle:
         raise
     except Exception as exc:  # a damaged pickle fails in many ways; all mean "not a label file"
-        raise ValueError(f"{path}: not a readable label pickle ({type(exc).__name__}: {exc})") from None
+        raise DataFileError(f"{path}: not a readable label pickle ({type(exc).__name__}: {exc})") from None
     if not (isinstance(content, (tuple, list)) and len(content) == 2):
-        raise ValueError(f"{path}: expected a pickle of (sample_names, labels), got {type(content).__name__}")
+        raise DataFileError(f"{path}: expected a pickle of (sample_names, labels), got {type(content).__name__}")
     names, labels = content
     names = [str(n) for n in names]
     try:
         labels = np.asarray(labels)
     except ValueError as exc:
-        raise ValueError(f"{path}: labels are not a flat list of integers ({exc})") from None
+        raise DataFileError(f"{path}: labels are not a flat list of integers ({exc})") from None
     if labels.ndim != 1 or not (labels.size == 0 or np.issubdtype(labels.dtype, np.integer)):
-        raise ValueError(
+        raise DataFileError(
             f"{path}: labels must be a flat list of integers, got dtype {labels.dtype} shape {labels.shape}"
         )
     if labels.size and labels.min() < 0:
-        raise ValueError(f"{path}: labels must be >= 0 (action number - 1), found {labels.min()}")
+        raise DataFileError(f"{path}: labels must be >= 0 (action number - 1), found {labels.min()}")
     if len(names) != len(labels):
-        raise ValueError(f"{path}: {len(names)} sample names but {len(labels)} labels")
+        raise DataFileError(f"{path}: {len(names)} sample names but {len(labels)} labels")
     return names, labels.astype(np.int64)
 
 
@@ -134,17 +135,17 @@ def read_npy_header(source: str | os.PathLike | BinaryIO) -> NpyHeader:
             with open(source, "rb") as f:
                 return read_npy_header(f)
         except OSError as error:
-            raise ValueError(f"{source}: cannot be read ({error.strerror or error})") from None
-        except ValueError as error:
-            raise ValueError(f"{source}: {error}") from None
+            raise DataFileError(f"{source}: cannot be read ({error.strerror or error})") from None
+        except DataFileError as error:
+            raise DataFileError(f"{source}: {error}") from None
     try:
         version = npy_format.read_magic(source)
         if version not in _HEADER_READERS:
-            raise ValueError(f"unsupported .npy version {version[0]}.{version[1]}")
+            raise DataFileError(f"unsupported .npy version {version[0]}.{version[1]}")
         shape, fortran_order, dtype = _HEADER_READERS[version](source)
         offset = source.tell()
     except (ValueError, OSError, EOFError, SyntaxError) as error:
-        raise ValueError(f"not a readable .npy array ({error})") from None
+        raise DataFileError(f"not a readable .npy array ({error})") from None
     return NpyHeader(tuple(int(n) for n in shape), np.dtype(dtype), bool(fortran_order), int(offset))
 
 
@@ -174,14 +175,14 @@ def _open_data(path: Path) -> tuple[np.ndarray, int]:
     try:
         data = np.load(path, mmap_mode="r")
     except (ValueError, OSError) as exc:
-        raise ValueError(f"{path}: not a readable .npy array ({exc})") from None
+        raise DataFileError(f"{path}: not a readable .npy array ({exc})") from None
     if (
         data.ndim != 5
         or data.shape[1] != NUM_COORDINATES
         or data.shape[3] != NUM_JOINTS
         or data.shape[4] != NUM_PERSONS
     ):
-        raise ValueError(
+        raise DataFileError(
             f"{path}: expected shape (N, {NUM_COORDINATES}, T, {NUM_JOINTS}, {NUM_PERSONS}), got {data.shape}"
         )
     return data, data_bytes
@@ -193,18 +194,18 @@ def _load_num_frames(paths: SplitPaths, data: np.ndarray) -> np.ndarray:
     try:
         num_frames = np.load(paths.num_frame)
     except (ValueError, OSError) as exc:
-        raise ValueError(f"{paths.num_frame}: not a readable .npy array ({exc})") from None
+        raise DataFileError(f"{paths.num_frame}: not a readable .npy array ({exc})") from None
     if num_frames.ndim != 1 or not np.issubdtype(num_frames.dtype, np.integer):
-        raise ValueError(
+        raise DataFileError(
             f"{paths.num_frame}: expected N integer frame counts, got dtype {num_frames.dtype} shape {num_frames.shape}"
         )
     if len(num_frames) != data.shape[0]:
-        raise ValueError(
+        raise DataFileError(
             f"{paths.data} has shape {data.shape} but {paths.num_frame} has shape {num_frames.shape}: "
             "sample counts disagree"
         )
     if num_frames.size and (num_frames.min() < 0 or num_frames.max() > data.shape[2]):
-        raise ValueError(
+        raise DataFileError(
             f"{paths.num_frame}: frame counts must lie in [0, {data.shape[2]}] (T of {paths.data}), "
             f"found [{num_frames.min()}, {num_frames.max()}]"
         )
@@ -221,14 +222,14 @@ def open_split(paths: SplitPaths, need_labels: bool) -> OpenedSplit:
     needed = [paths.data, paths.num_frame] + ([paths.label] if need_labels else [])
     for path in needed:
         if not path.is_file():
-            raise FileNotFoundError(f"{path} not found; make it with: {prepare_hint(path)}")
+            raise DataFileError(f"{path} not found; make it with: {prepare_hint(path)}")
     data, data_bytes = _open_data(paths.data)
     num_frames = _load_num_frames(paths, data)
     names = labels = None
     if need_labels:
         names, labels = load_labels(paths.label)
         if len(labels) != data.shape[0]:
-            raise ValueError(
+            raise DataFileError(
                 f"{paths.data} has shape {data.shape} but {paths.label} holds {len(labels)} labels: "
                 "sample counts disagree"
             )

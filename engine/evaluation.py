@@ -5,7 +5,7 @@ the encoder in eval mode, or in train mode as the reference extracts retrieval f
 names.
 
 Nothing here prints: the loops show progress through the ``progress`` display their caller passes
-(the scripts pass :func:`engine.cli.progress_bars`), and show nothing without one.
+(the scripts pass :func:`engine.launch.progress_bars`), and show nothing without one.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def check_evaluation_flags(args: argparse.Namespace) -> None:
     """What both scripts check before starting: argparse has refused impossible numbers already."""
     check_window_size(args.window_size, (args.finetune_skeleton_representation,))
     if args.pretrained and not Path(args.pretrained).is_file():
-        raise FileNotFoundError(f"--pretrained {args.pretrained}: no such checkpoint file")
+        raise UsageError(f"--pretrained {args.pretrained}: no such checkpoint file")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset, DistributedSampler
+from tqdm import tqdm
 
 from common.distributed import broadcast_module_state
 from common.io import UsageError
@@ -188,3 +191,17 @@ class ResumableSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return self.num_samples - self.start
+
+
+def rank0_printer(ctx: DistContext) -> Callable[[str], None]:
+    """``print`` (flushed) on rank 0, nothing on the other ranks."""
+    return (lambda line: print(line, flush=True)) if ctx.is_main else (lambda line: None)
+
+
+def progress_bars(ctx: DistContext) -> Callable[[Iterable[Any], str], tqdm]:
+    """Progress bars on stderr for the loops of :mod:`engine.evaluation`, shown on rank 0 only."""
+
+    def bar(iterable: Iterable[Any], desc: str) -> tqdm:
+        return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr, disable=not ctx.is_main)
+
+    return bar

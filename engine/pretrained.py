@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from common.constants import BASE_REPRESENTATIONS, ENCODER_SLOTS, QUERY_ENCODERS
+from common.io import UsageError
 from common.representations import encoder_name_for, parse_representation
 from engine.checkpoints import model_state, read_checkpoint, recorded_window_size
 from models import build_encoder
@@ -107,17 +108,17 @@ def _select_encoder(
     held = describe_slots(slots)
     saved = _saved_pretrain_representation(checkpoint)
     if saved is not None and saved != pretrain_representation:
-        raise ValueError(
+        raise UsageError(
             f"{path} was pretrained as {saved!r} (recorded in its args) but "
             f"--pretrain-skeleton-representation is {pretrain_representation!r}; it holds {held}"
         )
     try:
         slot = encoder_name_for(pretrain_representation, representation)
-    except ValueError as exc:
-        raise ValueError(f"{exc}; checkpoint {path} holds {held}") from None
+    except UsageError as exc:
+        raise UsageError(f"{exc}; checkpoint {path} holds {held}") from None
     if slot not in slots:
         kind = "an intra-skeleton (single representation)" if QUERY_ENCODERS[1] not in slots else "this"
-        raise ValueError(
+        raise UsageError(
             f"{path} has no {slot} weights, which a model pretrained as {pretrain_representation!r} would have "
             f"for {representation}; it holds {held} -- {kind} checkpoint needs a matching "
             f"--pretrain-skeleton-representation"
@@ -125,7 +126,7 @@ def _select_encoder(
     weights = without_head(slots[slot])
     found = identify_representation(weights)
     if found is not None and found != representation:
-        raise ValueError(
+        raise UsageError(
             f"{path}: {slot} holds {found} weights, not {representation} as --pretrain-skeleton-representation "
             f"{pretrain_representation!r} implies; the checkpoint holds {held}"
         )
@@ -182,7 +183,7 @@ def load_encoder_weights(model: nn.Module, weights: Mapping[str, torch.Tensor], 
     if unexpected:
         problems.append(f"not in the model: {_listed([f'{k} {_shape(weights[k])}' for k in unexpected])}")
     if problems:
-        raise ValueError(
+        raise UsageError(
             f"{source} does not fit the {type(model).__name__} built here ({'; '.join(problems)}). "
             "Check the encoder size options (--gru-hidden-size, --gru-layers, --agcn-base-channels, "
             "--hcn-out-channels; --window-size for image-based) and the representations."
@@ -212,8 +213,8 @@ def load_pretrained_encoder(
     slot = encoder_name_for(pretrain_representation, representation)
     try:
         load_encoder_weights(model, weights, source=f"{slot} of {path}")
-    except ValueError as exc:
-        raise ValueError(f"{exc}{_size_hint(checkpoint)}") from None
+    except UsageError as exc:
+        raise UsageError(f"{exc}{_size_hint(checkpoint)}") from None
     pretrained_window = recorded_window_size(checkpoint)
     if window_size is not None and pretrained_window is not None and pretrained_window != window_size:
         warnings.warn(

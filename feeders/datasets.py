@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from common.constants import DATASETS, PAIR_SEPARATOR, PARTS, VALID_PAIRS, WINDOW_SIZE
+from common.io import UsageError
 from common.manifest import warn_if_mismatch
 from common.split_folder import (
     DataFileError,
@@ -70,7 +71,7 @@ def num_classes(dataset: str) -> int:
 
 def _spec(dataset: str) -> dict[str, Any]:
     if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; valid dataset/protocol pairs: {', '.join(VALID_PAIRS)}")
+        raise UsageError(f"unknown dataset {dataset!r}; valid dataset/protocol pairs: {', '.join(VALID_PAIRS)}")
     return DATASETS[dataset]
 
 
@@ -78,7 +79,7 @@ def split_paths(data_root: str | os.PathLike, dataset: str, protocol: str, part:
     """Paths of ``part`` ('train' or 'val') of ``dataset`` under ``protocol`` (nothing is opened)."""
     spec = _spec(dataset)
     if protocol not in spec["protocols"]:
-        raise ValueError(
+        raise UsageError(
             f"dataset {dataset!r} has no protocol {protocol!r}; valid dataset/protocol pairs: {', '.join(VALID_PAIRS)}"
         )
     if part not in PARTS:

@@ -366,12 +366,11 @@ def lock_held_elsewhere(folder: Path, purpose: str) -> Iterator[subprocess.Popen
 
 
 def plant_stray_temporaries(folder: Path, last: str, numbered: str) -> list[Path]:
-    """What a killed run leaves: the temporary of ``last`` whose writer's PID is gone, and an older
-    version's temporary (no PID) of ``numbered``."""
+    """What a killed run leaves: temporaries of ``last`` and ``numbered`` whose writer's PID is gone."""
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
     )
-    strays = [folder / f".{last}.tmp-{int(dead.stdout)}-0123abcd", folder / f".{numbered}.x8f_2k1q.tmp"]
+    strays = [folder / f".{name}.tmp-{int(dead.stdout)}-0123abcd" for name in (last, numbered)]
     for path in strays:
         path.write_bytes(b"half a checkpoint")
     return strays

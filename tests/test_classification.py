@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import action_classification
+from common.io import UsageError
 from engine import evaluation
 from engine.checkpoints import CLASSIFIER_FORMAT, PRETRAIN_FORMAT
 from engine.evaluation import check_encoder_unchanged, freeze_encoder, init_head
@@ -246,11 +247,11 @@ def test_finetune_trains_the_encoder(data_root, tmp_path):
 def test_error_cases(data_root, tmp_path):
     pretrained = tmp_path / "pair.pth.tar"
     reference_checkpoint(pretrained, "seq-based_and_graph-based")
-    with pytest.raises(FileNotFoundError, match=r"val_data_joint\.npy not found"):
+    with pytest.raises(UsageError, match=r"val_data_joint\.npy not found"):
         (data_root / "NTU-RGB-D-60-AGCN" / "xview" / "val_data_joint.npy").rename(tmp_path / "moved.npy")
         classify(_common(data_root, tmp_path, "--epochs", "1"))
     (tmp_path / "moved.npy").rename(data_root / "NTU-RGB-D-60-AGCN" / "xview" / "val_data_joint.npy")
-    with pytest.raises(FileNotFoundError, match=r"missing\.pth\.tar"):
+    with pytest.raises(UsageError, match=r"missing\.pth\.tar"):
         classify(_common(data_root, tmp_path, "--pretrained", str(tmp_path / "missing.pth.tar")))
     with pytest.raises(ValueError, match=r"holds encoder_q \(seq-based\), encoder_r \(graph-based\)"):
         classify(

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from common.constants import DATASETS
+from common.split_folder import DataFileError
 from feeders import augmentations as aug
 from feeders.datasets import (
     DownstreamDataset,
@@ -462,7 +463,7 @@ def test_registry_and_split_paths(tmp_path):
 
 def test_missing_file_message(tmp_path):
     paths = split_paths(tmp_path, "ntu60", "cross_view", "train")
-    with pytest.raises(FileNotFoundError) as err:
+    with pytest.raises(DataFileError) as err:
         check_split(paths)
     msg = str(err.value)
     assert "\n" not in msg and str(paths.data) in msg
@@ -472,7 +473,7 @@ def test_missing_file_message(tmp_path):
     )
     write_split(paths.data.parent)
     paths.label.unlink()
-    with pytest.raises(FileNotFoundError, match=r"train_label\.pkl"):
+    with pytest.raises(DataFileError, match=r"train_label\.pkl"):
         DownstreamDataset(paths, "seq-based", train=False)
     assert len(PretrainDataset(paths, ("seq-based",))) == 6  # pretraining needs no labels
     assert check_split(paths, need_labels=False) == 6

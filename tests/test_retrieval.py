@@ -15,6 +15,7 @@ from torch import nn
 import action_classification
 import action_retrieval
 from action_retrieval import FeatureAutoencoder, train_autoencoder
+from common.split_folder import DataFileError
 from engine.knn import cosine_knn_indices, cosine_knn_predict, knn_accuracy
 from engine.pretrained import load_pretrained_encoder
 from feeders import DownstreamDataset, split_paths
@@ -187,7 +188,7 @@ def test_retrieval_without_checkpoint_and_errors(tmp_path):
             ]
         )
     (root / "NTU-RGB-D-60-AGCN" / "xview" / "train_label.pkl").unlink()
-    with pytest.raises(FileNotFoundError, match=r"train_label\.pkl not found"):
+    with pytest.raises(DataFileError, match=r"train_label\.pkl not found"):
         retrieve(common)
 
 

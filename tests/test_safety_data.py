@@ -47,10 +47,9 @@ with FolderLock(sys.argv[1], "holder-test"):
 """
 
 
-def _start_holder(folder: Path, use_fcntl: bool = True) -> subprocess.Popen:
-    code = _HOLDER if use_fcntl else "import common.locking as m; m.fcntl = None\n" + _HOLDER
+def _start_holder(folder: Path) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [sys.executable, "-c", code, str(folder)],
+        [sys.executable, "-c", _HOLDER, str(folder)],
         cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -60,16 +59,7 @@ def _start_holder(folder: Path, use_fcntl: bool = True) -> subprocess.Popen:
     return proc
 
 
-@pytest.fixture(params=["flock", "exclusive-create"])
-def lock_mode(request, monkeypatch) -> bool:
-    """Run a lock test with ``fcntl.flock`` and with the fallback used where ``fcntl`` is missing."""
-    use_fcntl = request.param == "flock"
-    if not use_fcntl:
-        monkeypatch.setattr(locking, "fcntl", None)
-    return use_fcntl
-
-
-def test_lock_file_records_pid_and_purpose_and_is_removed(tmp_path, lock_mode):
+def test_lock_file_records_pid_and_purpose_and_is_removed(tmp_path):
     with FolderLock(tmp_path, "data_gen") as lock:
         text = (tmp_path / LOCK_NAME).read_text()
         assert text == f"pid={os.getpid()}\npurpose=data_gen\n"
@@ -79,8 +69,8 @@ def test_lock_file_records_pid_and_purpose_and_is_removed(tmp_path, lock_mode):
         assert lock.stale_holder is None
 
 
-def test_second_process_is_refused_with_holder_pid(tmp_path, lock_mode):
-    holder = _start_holder(tmp_path, use_fcntl=lock_mode)
+def test_second_process_is_refused_with_holder_pid(tmp_path):
+    holder = _start_holder(tmp_path)
     try:
         with pytest.raises(LockHeld) as info, FolderLock(tmp_path, "data_gen"):
             pass
@@ -98,8 +88,8 @@ def test_second_process_is_refused_with_holder_pid(tmp_path, lock_mode):
         assert lock.stale_holder is None
 
 
-def test_lock_of_killed_process_is_taken_over(tmp_path, lock_mode):
-    holder = _start_holder(tmp_path, use_fcntl=lock_mode)
+def test_lock_of_killed_process_is_taken_over(tmp_path):
+    holder = _start_holder(tmp_path)
     holder.send_signal(signal.SIGKILL)
     holder.wait()
     holder.stdin.close()
@@ -111,7 +101,7 @@ def test_lock_of_killed_process_is_taken_over(tmp_path, lock_mode):
     assert not (tmp_path / LOCK_NAME).exists()
 
 
-def test_missing_folder_raises_oserror(tmp_path, lock_mode):
+def test_missing_folder_raises_oserror(tmp_path):
     with pytest.raises(FileNotFoundError), FolderLock(tmp_path / "absent", "data_gen"):
         pass
 
