@@ -82,21 +82,31 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def project_version() -> str:
-    """``git describe --always --dirty`` of this checkout, or 'unknown' outside a git checkout."""
+def _git(*args: str) -> str | None:
+    """The output of ``git -C <checkout> ARGS``, or None outside a git checkout (or without git)."""
     if not (REPO_ROOT / ".git").exists():
-        return "unknown"
+        return None
     try:
-        result = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty", "--tags"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
+        result = subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def code_version() -> dict[str, Any]:
+    """The code a result comes from: the git commit and whether tracked files had changes (None for
+    both outside a git checkout)."""
+    commit = _git("rev-parse", "HEAD")
+    changes = _git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "dirty": None if changes is None else bool(changes)}
+
+
+def project_version() -> str:
+    """``<commit>`` or ``<commit>-dirty`` of this checkout, or 'unknown' outside a git checkout."""
+    version = code_version()
+    if version["commit"] is None:
         return "unknown"
-    return result.stdout.strip() or "unknown"
+    return version["commit"][:12] + ("-dirty" if version["dirty"] else "")
 
 
 def is_listed_name(name: str) -> bool:
