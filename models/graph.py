@@ -3,8 +3,8 @@
 The bone list and the "spatial" partition are the ones 2s-AGCN (and hence the reference) uses:
 three subsets -- identity, inward bones, outward bones -- each a 25x25 matrix. ``A[k][j, i] = 1``
 when joint ``i`` sends to joint ``j`` in subset ``k``; the inward/outward subsets are then divided by
-their column sums (a column with no edge stays zero), so ``x @ A[k]`` (x: (..., V)) averages over
-each joint's senders.
+their column sums (a column with no edge stays zero). So ``(x @ A[k])[..., i] = sum_j x[..., j] A[k][j, i]``
+(x: (..., V)) averages, for each joint ``i``, over the joints ``i`` sends to (its receivers).
 """
 
 from __future__ import annotations
