@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from common.cli import RunFailed, run_main
-from common.io import atomic_torch_save, write_json_atomic
+from common.io import atomic_torch_save, ensure_folder, write_json_atomic
 from data_gen.synthetic import write_synthetic_ntu
 from engine.ledger import markdown_table
 from engine.training import seed_everything
@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> None:
     """Every stage in turn, then the table, ``demo_results.json`` and how long each stage took."""
-    size, out = SIZES["smallest" if args.smallest else "default"], Path(args.out)
+    size, out = SIZES["smallest" if args.smallest else "default"], ensure_folder(args.out, "--out")
     started, timings = time.perf_counter(), {}
 
     def stage(name: str) -> None:

@@ -15,6 +15,7 @@ import torch
 
 import action_classification
 import action_retrieval
+import demo
 import main_moco_inter_skeleton
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -225,6 +226,13 @@ def test_ci_runs_the_readme_test_command():
     assert "bash script_demo.sh" in commands[0]
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert commands[1] in [line.strip() for line in ci]
+
+
+def test_demo_refuses_an_output_folder_that_is_a_file_with_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert demo.main(["--smallest", "--out", str(tmp_path / "file")]) == 2
+    assert capsys.readouterr().err == f"demo.py: error: --out {tmp_path / 'file'} is a file, not a folder\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
 def test_demo_smallest_end_to_end(tmp_path):
