@@ -77,6 +77,8 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]], align:
 
 
 def _read_json(path: Path) -> Any:
+    if not path.is_file():  # a folder, a broken link, a FIFO (reading one would wait forever)
+        raise UsageError(f"{path}: not a regular file")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -144,7 +146,8 @@ def collect_runs(runs_dir: Path, paper: Paper) -> dict[RunKey, dict[int | None, 
     if not runs_dir.is_dir():
         raise UsageError(f"{runs_dir}: not a folder of runs (RUNS_ROOT of the recipe scripts)")
     runs: dict[RunKey, dict[int | None, Run]] = {}
-    for path in sorted(runs_dir.rglob(METRICS)):
+    # os.walk, not rglob: a broken link or a folder named metrics.json must be an error, not skipped
+    for path in sorted(Path(folder) / METRICS for folder, dirs, files in os.walk(runs_dir) if METRICS in dirs + files):
         key, seed = parse_run_path(runs_dir, path)
         runs.setdefault(key, {})[seed] = read_run(path, key.protocol, paper)
     return runs

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -214,6 +215,15 @@ def test_a_metrics_file_out_of_place_is_refused(tmp_path, capsys, relative):
     assert ledger_cli.main([str(tmp_path / "runs"), "--no-recipes"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(path) in err and "seed<N>" in err
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo", "broken link"])
+def test_a_metrics_file_that_is_not_a_regular_file_is_one_line(tmp_path, capsys, kind):
+    path = write_run(tmp_path / "runs", "ntu60_cross_view", "linear", "seq-based", 0, 80.0)
+    path.unlink()
+    {"folder": path.mkdir, "fifo": lambda: os.mkfifo(path), "broken link": lambda: path.symlink_to("gone")}[kind]()
+    assert ledger_cli.main([str(tmp_path / "runs"), "--no-recipes"]) == 2  # a FIFO is never opened
+    assert capsys.readouterr().err == f"ledger.py: error: {path}: not a regular file\n"
 
 
 def test_a_bad_paper_file_or_missing_folder_exits_2(tmp_path, capsys):
