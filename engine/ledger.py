@@ -225,11 +225,13 @@ def ordered(keys: Iterable[RunKey], expected: Expected) -> list[RunKey]:
 
 
 def _count(found: Mapping[int | None, Run], want: Sequence[int | None] | None, asked: bool) -> str:
-    """'3'; with the recipes asked, '3 (not in the recipes)' or '2 of 5, MISSING seeds 0 3 4'."""
+    """'3'; with the recipes asked, '3 (not in the recipes)' or '2 of 5, MISSING seeds 0 3 4' (and how many
+    runs have a seed the recipes do not run)."""
     if not asked or want is None:
         return f"{len(found)}" + (" (not in the recipes)" if asked else "")
-    absent = " ".join(str(s) for s in want if s not in found)
-    return f"{len(found)} of {len(want)}" + (f", MISSING seeds {absent}" if absent else "")
+    absent, extra = " ".join(str(s) for s in want if s not in found), len([s for s in found if s not in want])
+    notes = ([f"MISSING seeds {absent}"] if absent else []) + ([f"{extra} not in the recipes"] if extra else [])
+    return ", ".join([f"{len(found)} of {len(want)}", *notes])
 
 
 def _versions(runs: Iterable[Run], labels: Mapping[Version, str]) -> str:

@@ -131,6 +131,7 @@ def test_runs_the_recipes_expect_but_are_absent_are_flagged(tmp_path, monkeypatc
     write_run(runs, "ntu60_cross_view", "linear", "seq-based", 0, 80.0, final_top1=79.0)
     write_run(runs, "ntu60_cross_view", "linear", "seq-based", 1, 82.0, final_top1=81.0)
     write_run(runs, "ntu60_cross_view", "knn", "seq-based", 0, 70.0)
+    write_run(runs, "ntu60_cross_view", "knn", "graph-based", 7, 60.0)  # a seed the recipes do not run
     write_pretraining(runs, "ntu60_cross_view")
     assert ledger_cli.main([str(runs), "--out", str(tmp_path / "ledger.md")]) == 0
     text = capsys.readouterr().out
@@ -145,6 +146,8 @@ def test_runs_the_recipes_expect_but_are_absent_are_flagged(tmp_path, monkeypatc
         "v2",
     ]
     assert rows[("ntu60_cross_view", PAIR, "knn", "seq-based")][3:5] == ["1 of 2, MISSING seeds 1", "-12.60"]
+    extra = "1 of 2, MISSING seeds 0 1, 1 not in the recipes"
+    assert rows[("ntu60_cross_view", PAIR, "knn", "graph-based")][3] == extra
     assert rows[("ntu60_cross_view", PAIR, "semi_1pct", "seq-based")] == [
         "–",
         "–",
