@@ -1,18 +1,7 @@
-"""End-to-end demo on synthetic data: the whole method on a 2-core CPU in a few minutes.
+"""End-to-end demo on synthetic data: the whole method on a 2-core CPU in a few minutes, each stage run as
+its own process (the command a user would type). What it does, its settings and why: docs/demo.md.
 
     python demo.py [--out demo_output] [--smallest] [--seed N] [--no-plots]
-
-1. writes a synthetic NTU-format raw set (``data_gen/synthetic.py``);
-2. prepares it with ``data_gen/ntu_gendata.py`` (NTU 60 layout, x-view benchmark);
-3. pretrains inter-skeleton contrast between the seq-based (BiGRU) and graph-based (AGCN)
-   representations at reduced sizes;
-4. evaluates the pretrained encoders and randomly initialised ones of the same architecture by linear
-   classification and KNN retrieval, and prints them side by side as a Markdown table (plots go to
-   ``OUT/plots``, every figure to ``OUT/demo_results.json``).
-
-The settings and why they differ from the paper's recipe: docs/demo.md. ``--smallest`` is the setting the
-test suite runs: it checks the plumbing, not the margins (tests/test_learning.py checks that
-pretraining learns).
 """
 
 from __future__ import annotations
@@ -23,179 +12,91 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from common.io import atomic_torch_save, write_json_atomic
+from common.cli import RunFailed, run_main
+from common.io import atomic_torch_save, ensure_folder, write_json_atomic
 from data_gen.synthetic import write_synthetic_ntu
 from engine.ledger import markdown_table
 from engine.training import seed_everything
 from moco.builder import build_moco, checkpoint_state_dict
 
+PROG = "demo.py"
 ROOT = Path(__file__).resolve().parent
 REPRESENTATION = "seq-based_and_graph-based"
 DOWNSTREAM = ("seq-based", "graph-based")
-
-
-@dataclass(frozen=True)
-class DemoSize:
-    """Everything that sets the demo's cost."""
-
-    num_classes: int
-    samples_per_class: int
-    gru_hidden_size: int
-    gru_layers: int
-    agcn_base_channels: int
-    moco_k: int
-    moco_m: float
-    moco_t: float
-    spatial_augment: str
-    window_size: int
-    batch_size: int
-    pretrain_epochs: int
-    pretrain_lr: float
-    linear_epochs: int
-    linear_schedule: tuple[int, ...]
-
-
-SIZES = {
-    # About 11 minutes on 2 CPU cores; why each setting differs from the paper's recipe: docs/demo.md.
-    "default": DemoSize(
-        num_classes=10,
-        samples_per_class=30,
-        gru_hidden_size=128,
-        gru_layers=2,
-        agcn_base_channels=4,
-        moco_k=64,
-        moco_m=0.99,
-        moco_t=0.2,
-        spatial_augment="none",
-        window_size=32,
-        batch_size=32,
-        pretrain_epochs=240,
-        pretrain_lr=0.05,
-        linear_epochs=20,
-        linear_schedule=(15,),
-    ),
-    # The test suite's setting: seconds, plumbing only.
-    "smallest": DemoSize(
-        num_classes=4,
-        samples_per_class=6,
-        gru_hidden_size=8,
-        gru_layers=1,
-        agcn_base_channels=4,
-        moco_k=16,
-        moco_m=0.99,
-        moco_t=0.2,
-        spatial_augment="none",
-        window_size=32,
-        batch_size=4,
-        pretrain_epochs=1,
-        pretrain_lr=0.01,
-        linear_epochs=1,
-        linear_schedule=(1,),
-    ),
+NTU60 = "NTU-RGB-D-60-AGCN"
+# Everything that sets the demo's cost, as the flags of its stages; why each differs from the paper's
+# recipe: docs/demo.md. "default": about 11 minutes on 2 CPU cores. "smallest": the test suite's, seconds.
+SIZES: dict[str, dict[str, dict[str, Any]]] = {
+    "default": {
+        "data": dict(num_classes=10, samples_per_class=30),
+        "encoders": dict(gru_hidden_size=128, gru_layers=2, agcn_base_channels=4, hcn_out_channels=8, window_size=32),
+        "pretrain": dict(lr=0.05, batch_size=32, epochs=240, schedule=192, save_freq=240),
+        "moco": dict(moco_k=64, moco_m=0.99, moco_t=0.2, spatial_augment="none"),
+        "linear": dict(lr=0.1, batch_size=32, epochs=20, schedule=15),
+    },
+    "smallest": {
+        "data": dict(num_classes=4, samples_per_class=6),
+        "encoders": dict(gru_hidden_size=8, gru_layers=1, agcn_base_channels=4, hcn_out_channels=8, window_size=32),
+        "pretrain": dict(lr=0.01, batch_size=4, epochs=1, schedule=1, save_freq=1),
+        "moco": dict(moco_k=16, moco_m=0.99, moco_t=0.2, spatial_augment="none"),
+        "linear": dict(lr=0.1, batch_size=4, epochs=1, schedule=1),
+    },
 }
 
 
-def _encoder_sizes(size: DemoSize) -> dict[str, int]:
-    """The encoder sizes of every stage: pretraining, the random baseline and the evaluations."""
-    return {
-        "gru_hidden_size": size.gru_hidden_size,
-        "gru_layers": size.gru_layers,
-        "agcn_base_channels": size.agcn_base_channels,
-        "hcn_out_channels": 8,  # the demo's pair has no image-based encoder; small all the same
-        "window_size": size.window_size,
-    }
+def run_stage(name: str, script: str, values: Mapping[str, Any], *switches: str) -> dict[str, Any]:
+    """Run one of the project's commands as its own process, as a user would, with ``values`` as its flags
+    (``{"moco_k": 64}``: ``--moco-k 64``) and ``switches``; return the metrics JSON it wrote, if any."""
+    argv = [text for flag, value in values.items() for text in (f"--{flag.replace('_', '-')}", str(value))]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    rc = subprocess.run([sys.executable, str(ROOT / script), *argv, *switches], env=env).returncode
+    if rc:
+        raise RunFailed(f"{name} failed (exit {rc})")
+    return json.loads(Path(values["metrics_json"]).read_text()) if "metrics_json" in values else {}
 
 
-def _size_flags(size: DemoSize) -> list[str]:
-    """:func:`_encoder_sizes` as the scripts' flags (``--gru-hidden-size 128`` ...)."""
-    sizes = _encoder_sizes(size).items()
-    return [text for name, value in sizes for text in (f"--{name.replace('_', '-')}", str(value))]
+def prepare_data(out: Path, size: dict, seed: int) -> None:
+    """Synthetic raw skeletons -> data_gen, into ``OUT/data``."""
+    write_synthetic_ntu(out / "raw", **size["data"], seed=seed)
+    values = dict(data_path=out / "raw", out_folder=out / "data" / NTU60, dataset="ntu60", benchmarks="xview")
+    run_stage("data preparation", "data_gen/ntu_gendata.py", {**values, "workers": 2}, "--no-progress")
 
 
-def write_random_checkpoint(path: Path, size: DemoSize, seed: int) -> Path:
+def on_cpu(out: Path, size: dict, seed: int) -> dict[str, Any]:
+    """The flags every training and evaluation stage shares: the data, the seed, the CPU, the sizes."""
+    return dict(data_root=out / "data", seed=seed, workers=0, device="cpu", **size["encoders"])
+
+
+def pretrain(out: Path, size: dict, seed: int) -> list[dict[str, float]]:
+    """Inter-skeleton pretraining; returns its per-epoch loss and contrastive accuracies."""
+    values = dict(skeleton_representation=REPRESENTATION, pre_dataset="ntu60", protocol="cross_view")
+    values.update(checkpoint_path=out / "pretrain", metrics_json=out / "metrics" / "pretrain.json")
+    values.update(**size["pretrain"], **size["moco"], **on_cpu(out, size, seed))
+    history = run_stage("pretraining", "main_moco_inter_skeleton.py", values, "--mlp", "--overwrite")
+    return [{k: h[k] for k in ("epoch", "train_loss", "acc_s1", "acc_s2")} for h in history["history"]]
+
+
+def write_random_checkpoint(path: Path, size: dict, seed: int) -> Path:
     """A pretraining checkpoint of untrained encoders (the baseline): same architecture, same layout."""
     seed_everything(seed)
-    model = build_moco(REPRESENTATION, K=size.moco_k, mlp=True, **_encoder_sizes(size))
+    model = build_moco(REPRESENTATION, K=size["moco"]["moco_k"], mlp=True, **size["encoders"])
     return atomic_torch_save({"epoch": 0, "arch": REPRESENTATION, "state_dict": checkpoint_state_dict(model)}, path)
 
 
-class DemoError(RuntimeError):
-    """A stage of the demo failed; the message names it."""
-
-
-def run_stage(name: str, script: str, argv: list[str], metrics: Path | None = None) -> dict[str, Any]:
-    """Run one of the project's command-line tools as its own process, as a user would; return the metrics
-    JSON it wrote (the entry points share libraries, never import each other)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    rc = subprocess.run([sys.executable, str(ROOT / script), *argv], env=env).returncode
-    if rc:
-        raise DemoError(f"{name} failed (exit {rc})")
-    return json.loads(metrics.read_text()) if metrics is not None else {}
-
-
-def evaluate(
-    checkpoint: Path, representation: str, data_root: Path, out: Path, tag: str, size: DemoSize, seed: int, plots: bool
-) -> dict[str, float]:
+def evaluate(checkpoint: Path, rep: str, out: Path, tag: str, size: dict, args: argparse.Namespace) -> dict[str, float]:
     """Linear classification and KNN retrieval of one encoder of ``checkpoint``."""
-    common = [
-        "--pretrained",
-        str(checkpoint),
-        "--pretrain-skeleton-representation",
-        REPRESENTATION,
-        "--finetune-skeleton-representation",
-        representation,
-        "--finetune-dataset",
-        "ntu60",
-        "--protocol",
-        "cross_view",
-        "--data-root",
-        str(data_root),
-        "--seed",
-        str(seed),
-        "-j",
-        "0",
-        "--device",
-        "cpu",
-        *_size_flags(size),
-    ]
-    name = f"{tag}_{representation}"
-    plot_flags = ["--plot-dir", str(out / "plots" / name)] if plots else []
-    linear_json, knn_json = out / "metrics" / f"linear_{name}.json", out / "metrics" / f"knn_{name}.json"
-    linear = run_stage(
-        f"linear evaluation of {name}",
-        "action_classification.py",
-        [
-            *common,
-            "--lr",
-            "0.1",
-            "--batch-size",
-            str(size.batch_size),
-            "--epochs",
-            str(size.linear_epochs),
-            "--schedule",
-            *map(str, size.linear_schedule),
-            "--checkpoint-path",
-            str(out / "linear" / name),
-            "--overwrite",
-            "--metrics-json",
-            str(linear_json),
-            *plot_flags,
-        ],
-        linear_json,
-    )
-    knn = run_stage(
-        f"retrieval of {name}",
-        "action_retrieval.py",
-        [*common, "--knn-neighbours", "1", "--metrics-json", str(knn_json), *plot_flags],
-        knn_json,
-    )
+    name, metrics = f"{tag}_{rep}", out / "metrics"
+    values = dict(pretrained=checkpoint, pretrain_skeleton_representation=REPRESENTATION, finetune_dataset="ntu60")
+    values.update(finetune_skeleton_representation=rep, protocol="cross_view", **on_cpu(out, size, args.seed))
+    values.update({"plot_dir": out / "plots" / name} if args.plots else {})
+    linear = dict(**size["linear"], checkpoint_path=out / "linear" / name, metrics_json=metrics / f"linear_{name}.json")
+    linear = run_stage(f"linear evaluation of {name}", "action_classification.py", {**values, **linear}, "--overwrite")
+    knn = dict(knn_neighbours=1, metrics_json=metrics / f"knn_{name}.json")
+    knn = run_stage(f"retrieval of {name}", "action_retrieval.py", {**values, **knn})
     return {"linear_top1": float(linear["top1"]), "knn_top1": float(knn["knn_top1"])}
 
 
@@ -210,9 +111,7 @@ def format_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="demo_output", help="folder for everything the demo writes")
     parser.add_argument("--smallest", action="store_true", help="tiny sizes (the test suite's setting)")
     parser.add_argument("--seed", type=int, default=0)
@@ -220,133 +119,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def prepare_data(out: Path, size: DemoSize, seed: int) -> Path:
-    """Synthetic raw skeletons -> data_gen; returns the data root (``OUT/data``)."""
-    raw = out / "raw"
-    write_synthetic_ntu(raw, num_classes=size.num_classes, samples_per_class=size.samples_per_class, seed=seed)
-    data_root = out / "data"
-    run_stage(
-        "data preparation",
-        "data_gen/ntu_gendata.py",
-        [
-            "--data-path",
-            str(raw),
-            "--dataset",
-            "ntu60",
-            "--benchmarks",
-            "xview",
-            "--out-folder",
-            str(data_root / "NTU-RGB-D-60-AGCN"),
-            "--workers",
-            "2",
-            "--no-progress",
-        ],
-    )
-    return data_root
-
-
-def pretrain(out: Path, data_root: Path, size: DemoSize, seed: int) -> dict[str, Any]:
-    """Inter-skeleton pretraining; returns its per-epoch loss and contrastive accuracies."""
-    metrics = out / "metrics" / "pretrain.json"
-    history = run_stage(
-        "pretraining",
-        "main_moco_inter_skeleton.py",
-        [
-            "--skeleton-representation",
-            REPRESENTATION,
-            "--pre-dataset",
-            "ntu60",
-            "--protocol",
-            "cross_view",
-            "--data-root",
-            str(data_root),
-            "--checkpoint-path",
-            str(out / "pretrain"),
-            "--mlp",
-            "--lr",
-            str(size.pretrain_lr),
-            "--batch-size",
-            str(size.batch_size),
-            "--epochs",
-            str(size.pretrain_epochs),
-            "--schedule",
-            str(max(1, int(size.pretrain_epochs * 0.8))),
-            "--moco-k",
-            str(size.moco_k),
-            "--moco-m",
-            str(size.moco_m),
-            "--spatial-augment",
-            size.spatial_augment,
-            "--moco-t",
-            str(size.moco_t),
-            "--seed",
-            str(seed),
-            "-j",
-            "0",
-            "--device",
-            "cpu",
-            "--save-freq",
-            str(max(1, size.pretrain_epochs)),
-            "--overwrite",
-            "--metrics-json",
-            str(metrics),
-            *_size_flags(size),
-        ],
-        metrics,
-    )["history"]
-    keys = ("train_loss", "acc_s1", "acc_s2")
-    return {"history": [{"epoch": h["epoch"], **{k: h[k] for k in keys}} for h in history]}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    size = SIZES["smallest" if args.smallest else "default"]
-    out = Path(args.out)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
+def run(args: argparse.Namespace) -> None:
+    """Every stage in turn, then the table, ``demo_results.json`` and how long each stage took."""
+    size, out = SIZES["smallest" if args.smallest else "default"], ensure_folder(args.out, "--out")
+    started, timings = time.perf_counter(), {}
 
     def stage(name: str) -> None:
         timings[name] = round(time.perf_counter() - started - sum(timings.values()), 1)
         print(f"[demo] {name} done ({timings[name]:.0f} s)", flush=True)
 
-    try:
-        data_root = prepare_data(out, size, args.seed)
-        stage("synthetic data and data_gen")
-        pretraining = pretrain(out, data_root, size, args.seed)
-        stage("pretraining")
-        checkpoints = {
-            "pretrained": out / "pretrain" / "checkpoint_last.pth.tar",
-            "random": write_random_checkpoint(out / "random_init" / "checkpoint_random.pth.tar", size, args.seed),
-        }
-        results = {
-            tag: {
-                rep: evaluate(checkpoint, rep, data_root, out, tag, size, args.seed, args.plots) for rep in DOWNSTREAM
-            }
-            for tag, checkpoint in checkpoints.items()
-        }
-    except DemoError as error:
-        print(f"demo: {error}", file=sys.stderr)
-        return 1
-    stage("evaluation")
-
-    summary = {
-        "results": results,
-        "pretraining": pretraining,
-        "timings_s": timings,
-        "size": size.__dict__,
-        "total_s": round(time.perf_counter() - started, 1),
+    prepare_data(out, size, args.seed)
+    stage("synthetic data and data_gen")
+    history = pretrain(out, size, args.seed)
+    stage("pretraining")
+    checkpoints = {
+        "pretrained": out / "pretrain" / "checkpoint_last.pth.tar",
+        "random": write_random_checkpoint(out / "random_init" / "checkpoint_random.pth.tar", size, args.seed),
     }
-    write_json_atomic(out / "demo_results.json", summary)
-    print(
-        "\nSynthetic NTU-format data, x-view; inter-skeleton contrast seq-based + graph-based\n\n"
-        + format_table(results)
-    )
-    print(
-        f"\n[demo] finished in {summary['total_s']:.0f} s; figures in {out / 'demo_results.json'}"
-        + (f", plots in {out / 'plots'}" if args.plots else "")
-    )
-    return 0
+    results = {
+        tag: {rep: evaluate(checkpoint, rep, out, tag, size, args) for rep in DOWNSTREAM}
+        for tag, checkpoint in checkpoints.items()
+    }
+    stage("evaluation")
+    total = round(time.perf_counter() - started, 1)
+    summary = {"results": results, "pretraining": {"history": history}, "timings_s": timings, "size": size}
+    write_json_atomic(out / "demo_results.json", {**summary, "total_s": total})
+    print("\nSynthetic NTU-format data, x-view; inter-skeleton contrast seq-based + graph-based\n")
+    print(format_table(results))
+    plots = f", plots in {out / 'plots'}" if args.plots else ""
+    print(f"\n[demo] finished in {total:.0f} s; figures in {out / 'demo_results.json'}{plots}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_main(PROG, build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -1,22 +1,12 @@
-"""The results ledger: the recipes' metrics JSON tree as one Markdown table against the paper's figures.
-
-The recipe scripts (``script_*.sh``, ``scripts/common.sh``) write one metrics JSON per run:
-
-    RUNS_DIR/<setting>/<pretraining>/pretrain/metrics.json                        pretraining
-    RUNS_DIR/<setting>/<pretraining>/<protocol>/<encoder>/seed<N>/metrics.json    evaluation
-
-e.g. ``ntu60_cross_view/seq-based_and_graph-based/linear/seq-based/seed0/metrics.json``; protocols are
-``linear``, ``knn`` and ``semi_<P>pct`` (fine-tuning on P % of the labels). Each evaluation row of the
-table gives the paper's figure (``scripts/paper_results.json``), our mean +- sample standard deviation
-over seeds of the run's top-1 (``top1``; ``knn_top1`` for ``knn``), the number of runs and the
-difference. Which runs to expect comes from the recipes themselves (their ``DRY_RUN=1 ... all`` command
-lines); every expected run that is absent is flagged. The command line is ``scripts/ledger.py``.
+"""The results ledger: the recipes' metrics JSON (``RUNS_DIR/<setting>/<pretraining>/pretrain/metrics.json``,
+``RUNS_DIR/<setting>/<pretraining>/<protocol>/<encoder>/seed<N>/metrics.json``) as Markdown tables against
+the paper's figures. What the tables hold: docs/recipes.md; which field of ours meets each figure of the
+paper, and why: ``scripts/paper_results.json``. The command line is ``scripts/ledger.py``.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import shlex
@@ -24,18 +14,15 @@ import statistics
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+from common.io import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_RESULTS = ROOT / "scripts" / "paper_results.json"
 RECIPES = ("script_pretrain.sh", "script_action_classification.sh", "script_action_retrieval.sh")
-METRICS = "metrics.json"
-PRETRAIN = "pretrain"
-DASH = "–"
-
-
-class LedgerError(ValueError):
-    """Bad input: the message is one line naming the file, the field and what was expected."""
+METRICS, PRETRAIN, KNN, DASH = "metrics.json", "pretrain", "knn", "–"
+KINDS = ("classification", KNN)  # how a row's figure is read: knn rows, and every other protocol
 
 
 class RunKey(NamedTuple):
@@ -43,16 +30,42 @@ class RunKey(NamedTuple):
 
     setting: str  # <dataset>_<protocol>, e.g. ntu60_cross_view (..._from_<source> for a transfer)
     pretraining: str  # the pretraining representation(s), e.g. seq-based_and_graph-based
-    protocol: str  # linear, knn, semi_1pct, ...
-    encoder: str  # the representation evaluated, e.g. seq-based
+    protocol: str  # pretrain, linear, knn, finetune, semi_1pct, ...
+    encoder: str  # the representation evaluated ('' for pretraining)
+
+
+class Version(NamedTuple):
+    """What produced a run, from its provenance block (digests shortened to 12 hex digits)."""
+
+    code: str  # the commit, '-dirty' with uncommitted changes; 'unknown' outside a checkout
+    data: str  # the manifest digest of every split read, '+'-joined
+    checkpoint: str  # the --pretrained file's digest
+    setup: str  # torch and NumPy versions, device and process count
+
+
+MIXED = Version._fields[:3]  # what the runs of one row must share
+
+
+class Run(NamedTuple):
+    figure: float | None  # the field compared with the paper (None for pretraining)
+    final: float | None  # classification: the final epoch's top-1
+    version: Version | None  # None: the file has no provenance block
+    metrics: dict[str, Any]
+
+
+class Paper(NamedTuple):
+    figures: dict[RunKey, float]
+    compared: dict[str, dict[str, str]]  # kind -> {"field": ..., "figure": what it is, "evidence": ...}
+    path: Path
+
+
+Runs = Mapping[RunKey, Mapping[int | None, Run]]  # {row: {seed: run}}; a pretraining's seed is None
+Expected = Mapping[RunKey, Sequence[int | None]]  # {row: the seeds the recipes run}
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]], align: str | None = None) -> str:
     """A Markdown table; ``align`` holds one letter per column, ``l`` or ``r`` (default: all left)."""
-    rows = [list(map(str, row)) for row in rows]
-    align = align or "l" * len(headers)
-    if len(align) != len(headers) or any(len(row) != len(headers) for row in rows):
-        raise ValueError(f"every row and the alignment need {len(headers)} columns")
+    rows, align = [list(map(str, row)) for row in rows], align or "l" * len(headers)
     widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(headers)]
 
     def line(cells: Sequence[str]) -> str:
@@ -63,31 +76,55 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]], align:
     return "\n".join([line(headers), "| " + " | ".join(rule) + " |", *(line(row) for row in rows)])
 
 
-def _read_json(path: Path) -> object:
+def _read_json(path: Path) -> Any:
+    if not path.is_file():  # a folder, a broken link, a FIFO (reading one would wait forever)
+        raise UsageError(f"{path}: not a regular file")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LedgerError(f"{path}: not a readable JSON file ({exc})") from None
+        raise UsageError(f"{path}: not a readable JSON file ({exc})") from None
 
 
-def read_top1(path: Path, protocol: str) -> float:
-    """The run's top-1 (%) from its metrics JSON: ``knn_top1`` for the knn protocol, else ``top1``."""
-    field = "knn_top1" if protocol == "knn" else "top1"
-    content = _read_json(path)
-    value = content.get(field) if isinstance(content, dict) else None
+def _accuracy(path: Path, metrics: Mapping[str, Any], field: str, required: bool = True) -> float | None:
+    value = metrics.get(field)
+    if value is None and not required:
+        return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 100.0:
-        raise LedgerError(f"{path}: field '{field}' must be a top-1 accuracy in [0, 100] (%), found {value!r}")
+        raise UsageError(f"{path}: field '{field}' must be a top-1 accuracy in [0, 100] (%), found {value!r}")
     return float(value)
 
 
-def _seed(path: Path, part: str) -> int:
-    match = re.fullmatch(r"seed(\d+)", part)
-    if match is None:
-        raise LedgerError(
-            f"{path}: folder '{part}' must be seed<N> (RUNS_DIR/<setting>/<pretraining>/<protocol>/"
-            f"<encoder>/seed<N>/{METRICS})"
+def read_version(path: Path, metrics: Mapping[str, Any]) -> Version | None:
+    """The run's :class:`Version`, or None when its metrics carry no provenance block."""
+    block = metrics.get("provenance")
+    if block is None:
+        return None
+    try:
+        commit, pretrained = block["code"]["commit"], block["checkpoints"].get("--pretrained")
+        return Version(
+            "unknown" if commit is None else commit[:12] + ("-dirty" if block["code"]["dirty"] else ""),
+            "+".join("no manifest" if d is None else d[:12] for d in sorted(block["data"].values(), key=str)) or DASH,
+            DASH if pretrained is None else pretrained["sha256"][:12],
+            f"torch {block['torch']}, NumPy {block['numpy']}, {block['device']} x {block['world_size']}",
         )
-    return int(match.group(1))
+    except (KeyError, TypeError, AttributeError):
+        fields = "code.commit, code.dirty, data, checkpoints, torch, numpy, device, world_size"
+        raise UsageError(
+            f"{path}: field 'provenance' must be the block engine/provenance.py writes ({fields})"
+        ) from None
+
+
+def read_run(path: Path, protocol: str, paper: Paper) -> Run:
+    """One metrics file: its compared figure (and final epoch's top-1), its version, its content."""
+    metrics = _read_json(path)
+    if not isinstance(metrics, dict):
+        raise UsageError(f"{path}: expected a JSON object of metrics")
+    version = read_version(path, metrics)
+    if protocol == PRETRAIN:
+        return Run(None, None, version, metrics)
+    field = paper.compared[KNN if protocol == KNN else "classification"]["field"]
+    final = None if protocol == KNN else _accuracy(path, metrics, "final_top1", required=False)
+    return Run(_accuracy(path, metrics, field), final, version, metrics)
 
 
 def parse_run_path(runs_dir: Path, path: Path) -> tuple[RunKey, int | None]:
@@ -95,58 +132,39 @@ def parse_run_path(runs_dir: Path, path: Path) -> tuple[RunKey, int | None]:
     parts = path.relative_to(runs_dir).parts
     if len(parts) == 4 and parts[2] == PRETRAIN:
         return RunKey(parts[0], parts[1], PRETRAIN, ""), None
-    if len(parts) == 6 and parts[2] != PRETRAIN:
-        return RunKey(*parts[:4]), _seed(path, parts[4])
-    raise LedgerError(
-        f"{path}: a metrics file must lie at <setting>/<pretraining>/{PRETRAIN}/{METRICS} or "
-        f"<setting>/<pretraining>/<protocol>/<encoder>/seed<N>/{METRICS} under {runs_dir}"
-    )
+    seed = re.fullmatch(r"seed(\d+)", parts[4]) if len(parts) == 6 and parts[2] != PRETRAIN else None
+    if seed is None:
+        raise UsageError(
+            f"{path}: a metrics file must lie at <setting>/<pretraining>/{PRETRAIN}/{METRICS} or "
+            f"<setting>/<pretraining>/<protocol>/<encoder>/seed<N>/{METRICS} under {runs_dir}"
+        )
+    return RunKey(*parts[:4]), int(seed.group(1))
 
 
-def collect_runs(runs_dir: Path) -> tuple[dict[RunKey, dict[int, float]], dict[RunKey, dict]]:
-    """Evaluation runs {row: {seed: top-1}} and pretraining runs {row: metrics} found under ``runs_dir``."""
+def collect_runs(runs_dir: Path, paper: Paper) -> dict[RunKey, dict[int | None, Run]]:
+    """Every run under ``runs_dir``: {row: {seed: run}} (a pretraining's seed is None)."""
     if not runs_dir.is_dir():
-        raise LedgerError(f"{runs_dir}: not a folder of runs (RUNS_ROOT of the recipe scripts)")
-    runs: dict[RunKey, dict[int, float]] = {}
-    pretrainings: dict[RunKey, dict] = {}
-    for path in sorted(runs_dir.rglob(METRICS)):
+        raise UsageError(f"{runs_dir}: not a folder of runs (RUNS_ROOT of the recipe scripts)")
+    runs: dict[RunKey, dict[int | None, Run]] = {}
+    # os.walk, not rglob: a broken link or a folder named metrics.json must be an error, not skipped
+    for path in sorted(Path(folder) / METRICS for folder, dirs, files in os.walk(runs_dir) if METRICS in dirs + files):
         key, seed = parse_run_path(runs_dir, path)
-        if seed is None:
-            content = _read_json(path)
-            if not isinstance(content, dict):
-                raise LedgerError(f"{path}: expected a JSON object of pretraining metrics")
-            pretrainings[key] = content
-        else:
-            runs.setdefault(key, {})[seed] = read_top1(path, key.protocol)
-    return runs, pretrainings
+        runs.setdefault(key, {})[seed] = read_run(path, key.protocol, paper)
+    return runs
 
 
-def expected_runs(
-    runs_dir: Path, env: Mapping[str, str] | None = None, root: Path = ROOT
-) -> dict[RunKey, list[int | None]]:
+def expected_runs(runs_dir: Path, env: Mapping[str, str] | None = None) -> dict[RunKey, list[int | None]]:
     """The runs the recipes write under ``runs_dir``: {row: [seeds]} in recipe order (pretraining: [None])."""
     env = {**(os.environ if env is None else env), "DRY_RUN": "1", "RUNS_ROOT": str(runs_dir)}
     expected: dict[RunKey, list[int | None]] = {}
     for script in RECIPES:
-        try:
-            result = subprocess.run(
-                ["bash", str(root / script), "all"],
-                cwd=root,
-                env=env,
-                capture_output=True,
-                text=True,
-                check=False,
-                timeout=120,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise LedgerError(f"{script}: could not list its runs ({exc}); pass --no-recipes") from None
+        result = subprocess.run(["bash", str(ROOT / script), "all"], cwd=ROOT, env=env, capture_output=True, text=True)
         if result.returncode != 0:
             last = (result.stderr.strip().splitlines() or ["no message"])[-1]
-            raise LedgerError(
+            raise UsageError(
                 f"{script}: DRY_RUN=1 ... all failed (exit {result.returncode}: {last}); pass --no-recipes"
             )
-        for line in result.stdout.splitlines():
-            words = shlex.split(line)
+        for words in map(shlex.split, result.stdout.splitlines()):
             if "--metrics-json" in words:
                 path = Path(os.path.normpath(words[words.index("--metrics-json") + 1]))
                 key, seed = parse_run_path(Path(os.path.normpath(runs_dir)), path)
@@ -154,166 +172,131 @@ def expected_runs(
     return expected
 
 
-def load_paper(path: Path) -> dict[RunKey, float]:
-    """{row: the paper's top-1} from the figures file."""
+def _holds(entry: object, strings: Sequence[str]) -> bool:
+    return isinstance(entry, dict) and all(isinstance(entry.get(field), str) for field in strings)
+
+
+def load_paper(path: Path) -> Paper:
+    """The paper's figures and, per kind of protocol, which field of ours each is compared with."""
     content = _read_json(path)
-    figures = content.get("figures") if isinstance(content, dict) else None
+    figures, compared = (content.get(k) if isinstance(content, dict) else None for k in ("figures", "compared"))
+    if not isinstance(compared, dict) or not all(_holds(compared.get(k), ("field", "figure")) for k in KINDS):
+        raise UsageError(f"{path}: field 'compared' must give classification and knn each a 'field' and a 'figure'")
     if not isinstance(figures, list):
-        raise LedgerError(f"{path}: field 'figures' must be a list of figures")
+        raise UsageError(f"{path}: field 'figures' must be a list of figures")
     paper = {}
     for i, entry in enumerate(figures):
-        fields = RunKey._fields + ("top1",)
-        if (
-            not isinstance(entry, dict)
-            or any(not isinstance(entry.get(f), str) for f in RunKey._fields)
-            or isinstance(entry.get("top1"), bool)
-            or not isinstance(entry.get("top1"), (int, float))
-        ):
-            raise LedgerError(
-                f"{path}: figures[{i}] must hold the strings {', '.join(RunKey._fields)} "
-                f"and the number top1 (fields {', '.join(fields)})"
+        top1 = entry.get("top1") if isinstance(entry, dict) else None
+        if not _holds(entry, RunKey._fields) or isinstance(top1, bool) or not isinstance(top1, (int, float)):
+            raise UsageError(
+                f"{path}: figures[{i}] must hold the strings {', '.join(RunKey._fields)} and the number top1"
             )
-        paper[RunKey(*(entry[f] for f in RunKey._fields))] = float(entry["top1"])
-    return paper
+        paper[RunKey(*(entry[f] for f in RunKey._fields))] = float(top1)
+    return Paper(paper, compared, path)
 
 
-def summary(values: Sequence[float]) -> tuple[float, float | None]:
-    """Mean and sample standard deviation (n - 1); the deviation is None for a single run."""
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+def _spread(values: Iterable[float | None]) -> tuple[str, float | None]:
+    """'mean ± sample standard deviation' (or the one value, or a dash) and the mean."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return DASH, None
+    mean = statistics.fmean(values)
+    return f"{mean:.2f}" + (f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""), mean
 
 
 def _protocol_rank(protocol: str) -> tuple[int, float, str]:
-    if protocol in ("linear", "knn"):
-        return (0 if protocol == "linear" else 1), 0.0, protocol
-    match = re.fullmatch(r"semi_(\d+(?:\.\d+)?)pct", protocol)
-    return (2, float(match.group(1)), protocol) if match else (3, 0.0, protocol)
+    if protocol in (PRETRAIN, "linear", KNN):
+        return (PRETRAIN, "linear", KNN).index(protocol), 0.0, protocol
+    semi = re.fullmatch(r"semi_(\d+(?:\.\d+)?)pct", protocol)
+    return (4, float(semi.group(1)), protocol) if semi else (3, 0.0, protocol)
 
 
-def _ordered(keys: Iterable[RunKey], expected: Mapping[RunKey, object]) -> list[RunKey]:
-    """Settings and encoders in recipe order (unexpected ones after), protocols linear, knn, semi by fraction."""
+def ordered(keys: Iterable[RunKey], expected: Expected) -> list[RunKey]:
+    """Settings and encoders in recipe order (unexpected ones after), protocols pretrain, linear, knn,
+    finetune, then semi-supervised by label fraction."""
     keys = set(keys)
     settings = list(dict.fromkeys([k.setting for k in expected] + sorted(k.setting for k in keys)))
     encoders = list(dict.fromkeys([k.encoder for k in expected] + sorted(k.encoder for k in keys)))
-    return sorted(
-        keys,
-        key=lambda k: (settings.index(k.setting), k.pretraining, _protocol_rank(k.protocol), encoders.index(k.encoder)),
-    )
+    rank = {
+        k: (settings.index(k.setting), k.pretraining, _protocol_rank(k.protocol), encoders.index(k.encoder))
+        for k in keys
+    }
+    return sorted(keys, key=rank.__getitem__)
 
 
-def _number(value: float | None, sign: bool = False) -> str:
-    if value is None or math.isnan(value):
-        return DASH
-    return f"{value:+.2f}" if sign else f"{value:.2f}"
+def _count(found: Mapping[int | None, Run], want: Sequence[int | None] | None, asked: bool) -> str:
+    """'3'; with the recipes asked, '3 (not in the recipes)' or '2 of 5, MISSING seeds 0 3 4' (and how many
+    runs have a seed the recipes do not run)."""
+    if not asked or want is None:
+        return f"{len(found)}" + (" (not in the recipes)" if asked else "")
+    absent, extra = " ".join(str(s) for s in want if s not in found), len([s for s in found if s not in want])
+    notes = ([f"MISSING seeds {absent}"] if absent else []) + ([f"{extra} not in the recipes"] if extra else [])
+    return ", ".join([f"{len(found)} of {len(want)}", *notes])
 
 
-def evaluation_rows(
-    runs: Mapping[RunKey, Mapping[int, float]],
-    expected: Mapping[RunKey, Sequence[int | None]],
-    paper: Mapping[RunKey, float],
-) -> list[list[str]]:
+def _versions(runs: Iterable[Run], labels: Mapping[Version, str]) -> str:
+    """The row's version labels, then what its runs mix (code, data, checkpoint) or lack (provenance)."""
+    versions = [run.version for run in runs]
+    known = [v for v in versions if v is not None]
+    flags = [f"MIXED {part}" for part in MIXED if len({getattr(v, part) for v in known}) > 1]
+    flags += [f"{versions.count(None)} WITHOUT PROVENANCE"] * (None in versions)
+    return ": ".join(filter(None, [" ".join(dict.fromkeys(labels[v] for v in known)), ", ".join(flags)])) or DASH
+
+
+def evaluation_rows(runs: Runs, expected: Expected | None, paper: Paper, labels: Mapping[Version, str]) -> list[list]:
     """One row per (setting, pretraining, protocol, encoder) that was run or is expected."""
-    keys = [k for k in (*runs, *expected) if k.protocol != PRETRAIN]
     rows = []
-    for key in _ordered(keys, expected):
-        seeds = runs.get(key, {})
-        values = [seeds[s] for s in sorted(seeds)]
-        mean, std = summary(values) if values else (None, None)
-        ours = DASH if mean is None else _number(mean) + ("" if std is None else f" ± {std:.2f}")
-        figure = paper.get(key)
-        want = expected.get(key)
-        if want is None:
-            count = f"{len(values)} (not in the recipes)"
-        else:
-            missing = len([s for s in want if s not in seeds])
-            extra = len([s for s in seeds if s not in want])
-            count = (
-                f"{len(values)} of {len(want)}"
-                + (f", {missing} MISSING" if missing else "")
-                + (f", {extra} not in the recipes" if extra else "")
-            )
-        difference = None if mean is None or figure is None else mean - figure
-        rows.append(
-            [
-                key.setting,
-                key.pretraining,
-                key.protocol,
-                key.encoder,
-                DASH if figure is None else f"{figure:.1f}",
-                ours,
-                count,
-                _number(difference, sign=True),
-            ]
-        )
+    for key in ordered([k for k in (*runs, *(expected or {})) if k.protocol != PRETRAIN], expected or {}):
+        found = [runs.get(key, {})[s] for s in sorted(runs.get(key, {}))]
+        ours, mean = _spread(run.figure for run in found)
+        final = DASH if key.protocol == KNN else _spread(run.final for run in found)[0]
+        count = _count(runs.get(key, {}), (expected or {}).get(key), expected is not None)
+        figure = paper.figures.get(key)
+        difference = DASH if mean is None or figure is None else f"{mean - figure:+.2f}"
+        figure = DASH if figure is None else f"{figure:.1f}"
+        rows.append([*key, figure, ours, final, count, difference, _versions(found, labels)])
     return rows
 
 
-def missing_runs(
-    runs: Mapping[RunKey, Mapping[int, float]],
-    pretrainings: Mapping[RunKey, object],
-    expected: Mapping[RunKey, Sequence[int | None]],
-) -> list[str]:
-    """'<row path>: seeds ...' (or the pretraining's path) for every expected run that is absent."""
-    lines = []
-    for key, seeds in expected.items():
-        path = "/".join(part for part in key if part)
-        if key.protocol == PRETRAIN:
-            if key not in pretrainings:
-                lines.append(f"{path}/{METRICS}")
-            continue
-        absent = [s for s in seeds if s not in runs.get(key, {})]
-        if absent:
-            lines.append(f"{path}/seed<N>/{METRICS}: seeds {', '.join(map(str, absent))}")
-    return lines
-
-
-def pretraining_rows(pretrainings: Mapping[RunKey, Mapping], expected: Mapping[RunKey, object]) -> list[list[str]]:
-    """Status, epochs and final loss of each pretraining run found."""
+def pretraining_rows(runs: Runs, expected: Expected, labels: Mapping[Version, str]) -> list[list[str]]:
+    """Status, epochs, final loss and version of each pretraining run found, or MISSING."""
     rows = []
-    for key in _ordered(pretrainings, expected):
-        metrics = pretrainings[key]
+    for key in ordered([k for k in (*runs, *expected) if k.protocol == PRETRAIN], expected):
+        run = runs.get(key, {}).get(None)
+        metrics = {"status": "MISSING"} if run is None else run.metrics
         final = metrics.get("final") if isinstance(metrics.get("final"), dict) else {}
-        loss = final.get("train_loss")
+        loss = f"{final['train_loss']:.4f}" if isinstance(final.get("train_loss"), float) else DASH
+        status, epochs = (str(metrics.get(k, DASH)) for k in ("status", "epochs_completed"))
         rows.append(
-            [
-                key.setting,
-                key.pretraining,
-                str(metrics.get("status", DASH)),
-                str(metrics.get("epochs_completed", DASH)),
-                f"{loss:.4f}" if isinstance(loss, (int, float)) else DASH,
-            ]
+            [key.setting, key.pretraining, status, epochs, loss, DASH if run is None else _versions([run], labels)]
         )
     return rows
 
 
-def format_ledger(
-    runs: Mapping[RunKey, Mapping[int, float]],
-    pretrainings: Mapping[RunKey, Mapping],
-    expected: Mapping[RunKey, Sequence[int | None]],
-    paper: Mapping[RunKey, float],
-) -> str:
-    """The whole ledger as Markdown: evaluation table, pretraining runs, missing runs."""
-    parts = [
-        "## Evaluation (top-1 %)",
-        "",
-        markdown_table(
-            ["setting", "pretraining", "protocol", "encoder", "paper", "ours (mean ± std)", "runs", "ours - paper"],
-            evaluation_rows(runs, expected, paper),
-            "llllrrrr",
-        ),
+def format_ledger(runs: Runs, expected: Expected | None, paper: Paper) -> str:
+    """The whole ledger as Markdown: evaluation, pretraining, versions and (recipes asked) the missing runs."""
+    labels: dict[Version, str] = {}  # v1, v2 ... in the order of the tables
+    for key in ordered(runs, expected or {}):
+        for seed in sorted(runs[key], key=lambda s: -1 if s is None else s):
+            if runs[key][seed].version is not None:
+                labels.setdefault(runs[key][seed].version, f"v{len(labels) + 1}")
+    knn, classification = paper.compared[KNN], paper.compared["classification"]
+    headers = [*RunKey._fields, "paper", "ours (mean ± std)", "final epoch", "runs", "ours - paper", "versions"]
+    table = markdown_table(headers, evaluation_rows(runs, expected, paper, labels), "llllrrrrrl")
+    parts = ["## Evaluation (top-1 %)", "", table, ""]
+    parts += [
+        f"`ours` is `{classification['field']}` for classification rows, {classification['figure']}, and "
+        f"`{knn['field']}` for knn rows, {knn['figure']} (the evidence: `compared` in {paper.path}). "
+        "`final epoch` is `final_top1`, the top-1 after the last epoch."
     ]
-    if pretrainings:
-        parts += [
-            "",
-            "## Pretraining",
-            "",
-            markdown_table(
-                ["setting", "pretraining", "status", "epochs", "final loss"],
-                pretraining_rows(pretrainings, expected),
-                "lllrr",
-            ),
-        ]
-    missing = missing_runs(runs, pretrainings, expected)
-    parts += ["", f"## Missing runs (expected by the recipes, absent): {len(missing)}"]
-    if missing:
-        parts += [""] + [f"- {line}" for line in missing]
+    pretraining = pretraining_rows(runs, expected or {}, labels)
+    if pretraining:
+        headers = ["setting", "pretraining", "status", "epochs", "final loss", "versions"]
+        parts += ["", "## Pretraining", "", markdown_table(headers, pretraining, "lllrrl")]
+    if labels:
+        headers = ["version", "code", "data (manifest.json sha256)", "--pretrained sha256", "software, device"]
+        parts += ["", "## Versions", "", markdown_table(headers, [[n, *v] for v, n in labels.items()])]
+    if expected is not None:
+        absent = sum(seed not in runs.get(key, {}) for key, seeds in expected.items() for seed in seeds)
+        parts += ["", f"Runs the recipes expect that are MISSING: {absent}"]
     return "\n".join(parts) + "\n"

@@ -159,9 +159,10 @@ percent() { awk -v f="$1" 'BEGIN { printf "%g\n", f * 100 }'; }
 
 # evaluate KIND DATASET PROTOCOL REPRESENTATION [PRE_DATASET PRE_PROTOCOL]
 #   Evaluate the REPRESENTATION encoder of the PRETRAIN_REPRESENTATION checkpoint pretrained on
-#   PRE_DATASET/PRE_PROTOCOL (default: DATASET/PROTOCOL) on DATASET/PROTOCOL, once per seed:
-#   KIND linear (action_classification.py, frozen encoder) or knn (action_retrieval.py, k = 1) over
-#   SEEDS; semi (action_classification.py --finetune --label-fraction F) over LABEL_FRACTIONS x SEMI_SEEDS.
+#   PRE_DATASET/PRE_PROTOCOL (default: DATASET/PROTOCOL) on DATASET/PROTOCOL, once per seed of SEEDS:
+#   KIND linear (action_classification.py, frozen encoder, lr 0.1), knn (action_retrieval.py, k = 1),
+#   finetune (action_classification.py --finetune: the whole network, in train mode, lr 0.01, on every
+#   label) or semi (the same fine-tuning with --label-fraction F) over LABEL_FRACTIONS x SEMI_SEEDS.
 #   Each run writes RUNS_ROOT/<setting>/<pretraining>/<protocol>/<encoder>/seed<N>/metrics.json;
 #   classification keeps its classifier checkpoints and TensorBoard events in the same folder.
 evaluate() {
@@ -183,6 +184,10 @@ evaluate() {
       for seed in "${seeds[@]}"; do
         _retrieve "$where" knn "$rep" "$seed" "${common[@]}" --lr 0.1 --knn-neighbours 1
       done ;;
+    finetune)
+      for seed in "${seeds[@]}"; do
+        _classify "$where" finetune "$rep" "$seed" "${common[@]}" --lr 0.01 --finetune
+      done ;;
     semi)
       split_words "$SEMI_SEEDS" SEMI_SEEDS '^[0-9]+$' "non-negative integers"; seeds=("${WORDS[@]}")
       split_words "$LABEL_FRACTIONS" LABEL_FRACTIONS '^(0?\.[0-9]*[1-9][0-9]*|1(\.0*)?)$' "fractions in (0, 1]"
@@ -190,7 +195,7 @@ evaluate() {
       for fraction in "${fractions[@]}"; do
         name="semi_$(percent "$fraction")pct"
         for seed in "${seeds[@]}"; do
-          _classify "$where" "$name" "$rep" "$seed" "${common[@]}" --lr 0.1 --finetune --label-fraction "$fraction"
+          _classify "$where" "$name" "$rep" "$seed" "${common[@]}" --lr 0.01 --finetune --label-fraction "$fraction"
         done
       done ;;
     *) die "evaluate: unknown kind '$kind'" ;;

@@ -1,12 +1,8 @@
-"""The results ledger: every run the recipes wrote under RUNS_DIR, as one Markdown table against the paper.
+"""The results ledger: every run the recipes wrote under RUNS_DIR, as Markdown tables against the paper.
 
     python scripts/ledger.py RUNS_DIR [--paper scripts/paper_results.json] [--no-recipes] [--out FILE]
 
-The layout of the runs tree and what a row of the table holds are described in ``engine/ledger.py``
-(the ledger's logic) and docs/recipes.md. The runs to expect come from the recipes' ``DRY_RUN=1 ... all``
-command lines, run with this command's environment (so set ``SEEDS``, ``PRETRAIN_REPRESENTATION`` ... as
-for the runs). A metrics file that cannot be read, or lies elsewhere in the tree, stops the ledger with
-one line naming it (exit 2).
+The tables and the runs it expects (set ``SEEDS`` ... as for the runs): docs/recipes.md.
 """
 
 from __future__ import annotations
@@ -16,46 +12,35 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from common.io import atomic_write_bytes
-from engine.ledger import PAPER_RESULTS, LedgerError, collect_runs, expected_runs, format_ledger, load_paper
+from common.cli import run_main
+from common.io import atomic_write_bytes, check_output_file
+from engine.ledger import PAPER_RESULTS, collect_runs, expected_runs, format_ledger, load_paper
+
+PROG = "ledger.py"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
-    )
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("runs_dir", metavar="RUNS_DIR", help="RUNS_ROOT of the recipe scripts (default there: ./runs)")
-    parser.add_argument(
-        "--paper",
-        default=str(PAPER_RESULTS),
-        metavar="JSON",
-        help="the paper's figures (default scripts/paper_results.json)",
-    )
-    parser.add_argument(
-        "--no-recipes",
-        dest="recipes",
-        action="store_false",
-        help="do not ask the recipe scripts which runs to expect (no missing-run flags)",
-    )
-    parser.add_argument("--out", default=None, metavar="FILE", help="also write the Markdown to FILE")
+    parser.add_argument("--paper", default=str(PAPER_RESULTS), metavar="JSON", help="the paper's figures")
+    parser.add_argument("--no-recipes", dest="recipes", action="store_false", help="expect no runs (no missing runs)")
+    parser.add_argument("--out", metavar="FILE", help="also write the Markdown to FILE")
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    runs_dir = Path(args.runs_dir)
-    try:
-        paper = load_paper(Path(args.paper))
-        runs, pretrainings = collect_runs(runs_dir)
-        expected = expected_runs(runs_dir) if args.recipes else {}
-    except LedgerError as error:
-        print(f"ledger: {error}", file=sys.stderr)
-        return 2
-    text = format_ledger(runs, pretrainings, expected, paper)
+def run(args: argparse.Namespace) -> None:
+    """Read the runs and the paper's figures, print the ledger (and write it to ``--out``)."""
+    if args.out:
+        check_output_file(args.out, "--out")
+    runs_dir, paper = Path(args.runs_dir), load_paper(Path(args.paper))
+    text = format_ledger(collect_runs(runs_dir, paper), expected_runs(runs_dir) if args.recipes else None, paper)
     if args.out:
         atomic_write_bytes(args.out, text.encode("utf-8"))
     sys.stdout.write(text)
-    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_main(PROG, build_parser(), run, argv)
 
 
 if __name__ == "__main__":

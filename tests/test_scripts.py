@@ -15,6 +15,7 @@ import torch
 
 import action_classification
 import action_retrieval
+import demo
 import main_moco_inter_skeleton
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,10 +69,11 @@ def test_scripts_are_valid_bash(script):
     assert result.returncode == 0, result.stderr
 
 
-# classification: 11 linear configurations (one seed each) and 4 semi-supervised ones (4 fractions x 5 seeds)
+# classification: 11 linear and 1 fine-tuning configurations (one seed each) and 4 semi-supervised ones
+# (4 fractions x 5 seeds)
 @pytest.mark.parametrize(
     "script,count",
-    [("script_pretrain.sh", 6), ("script_action_classification.sh", 11 + 80), ("script_action_retrieval.sh", 8)],
+    [("script_pretrain.sh", 6), ("script_action_classification.sh", 12 + 80), ("script_action_retrieval.sh", 8)],
 )
 def test_every_configuration_parses(script, count):
     commands = dry_run(script, "all")
@@ -122,20 +124,39 @@ def test_each_run_gets_its_own_folder_per_seed():
     assert (
         parsed(knn).metrics_json == "/r/ntu120_cross_setup/seq-based_and_graph-based/knn/graph-based/seed0/metrics.json"
     )
-    (transfer,) = dry_run("script_action_classification.sh", "ntu60_to_pku2_seq", RUNS_ROOT="/r", CHECKPOINT_ROOT="/c")
-    args = parsed(transfer)
-    assert (args.finetune_dataset, args.protocol) == ("pku2", "cross_subject")
-    assert args.pretrained == "/c/ntu_60_cross_subject/interskeleton_seq_based_graph_based/checkpoint_0450.pth.tar"
-    assert args.metrics_json.startswith("/r/pku2_cross_subject_from_ntu60_cross_subject/seq-based_and_graph-based/")
 
 
-def test_semi_supervised_recipe_covers_four_label_fractions_over_five_seeds():
+def test_transfer_fine_tunes_an_ntu60_encoder_on_pku2_or_trains_a_linear_classifier():
+    ntu60 = "/c/ntu_60_cross_subject/interskeleton_seq_based_graph_based/checkpoint_0450.pth.tar"
+    setting = "/r/pku2_cross_subject_from_ntu60_cross_subject/seq-based_and_graph-based"
+    for config, protocol, lr, finetune in (("", "finetune", 0.01, True), ("_linear", "linear", 0.1, False)):
+        (cmd,) = dry_run(
+            "script_action_classification.sh", f"ntu60_to_pku2_seq{config}", RUNS_ROOT="/r", CHECKPOINT_ROOT="/c"
+        )
+        args = parsed(cmd)
+        assert (args.finetune_dataset, args.protocol, args.pretrained) == ("pku2", "cross_subject", ntu60)
+        assert (args.lr, args.finetune, args.label_fraction, args.eval_mode_training) == (lr, finetune, None, False)
+        assert args.metrics_json == f"{setting}/{protocol}/seq-based/seed0/metrics.json"
+
+
+def test_semi_supervised_recipe_is_the_lineages_fine_tuning_over_four_label_fractions_and_five_seeds():
     commands = dry_run("script_action_classification.sh", "ntu60_xview_seq_semi", RUNS_ROOT="/r")
     commands = [parsed(cmd) for cmd in commands]
     assert sorted((a.label_fraction, a.seed) for a in commands) == [
         (f, s) for f in (0.01, 0.05, 0.1, 0.2) for s in range(5)
     ]
-    assert all(a.finetune and a.finetune_skeleton_representation == "seq-based" for a in commands)
+    # maoyunyao/CMD's script_action_classification_cmd_semi.sh: the whole network in train mode, SGD lr 0.01,
+    # momentum 0.9, no weight decay, batch 64, 80 epochs, x0.1 at 50 and 70.
+    for a in commands:
+        assert (a.finetune, a.eval_mode_training, a.finetune_skeleton_representation) == (True, False, "seq-based")
+        assert (a.lr, a.momentum, a.weight_decay, a.batch_size, a.epochs, a.schedule) == (
+            0.01,
+            0.9,
+            0,
+            64,
+            80,
+            [50, 70],
+        )
     assert {a.metrics_json.split("/")[-4] for a in commands} == {"semi_1pct", "semi_5pct", "semi_10pct", "semi_20pct"}
     assert len({a.checkpoint_path for a in commands}) == 20
 
@@ -205,6 +226,13 @@ def test_ci_runs_the_readme_test_command():
     assert "bash script_demo.sh" in commands[0]
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert commands[1] in [line.strip() for line in ci]
+
+
+def test_demo_refuses_an_output_folder_that_is_a_file_with_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert demo.main(["--smallest", "--out", str(tmp_path / "file")]) == 2
+    assert capsys.readouterr().err == f"demo.py: error: --out {tmp_path / 'file'} is a file, not a folder\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
 def test_demo_smallest_end_to_end(tmp_path):

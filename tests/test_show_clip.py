@@ -97,6 +97,28 @@ def test_bad_choice_gives_one_line(root, tmp_path, capsys):
     assert not (tmp_path / "x.png").exists()
 
 
+@pytest.mark.parametrize(
+    "flag,target,message",
+    [
+        ("--out", "folder", "--out {path} is a folder; give a file name"),
+        ("--gif", "folder", "--gif {path}: expected a file name ending in .gif"),
+        ("--gif", "clip.mp4", "--gif {path}: expected a file name ending in .gif"),
+        ("--gif", "folder.gif", "--gif {path} is a folder; give a file name"),
+        ("--out", "file/clip.png", "--out {path} cannot be created: {tmp}/file is a file"),
+    ],
+)
+def test_an_output_that_cannot_be_written_is_refused_before_the_clip_is_read(tmp_path, capsys, flag, target, message):
+    for folder in ("folder", "folder.gif"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "file").write_text("x")
+    # No data under --data-root: reading the clip would fail too, so the outputs are checked first.
+    args = ["--data-root", str(tmp_path / "no data"), "--dataset", "ntu60", "--benchmark", "xview", "--index", "0"]
+    assert sc.main([*args, flag, str(tmp_path / target)]) == 2
+    expected = message.format(path=tmp_path / target, tmp=tmp_path)
+    assert capsys.readouterr().err == f"show_clip.py: error: {expected}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder", "folder.gif"]
+
+
 def test_committed_picture_is_small():
     path = REPO / "docs" / "images" / "synthetic_clip.png"
     assert path.is_file() and path.stat().st_size < 200_000 and _distinct_colours(path) > 200
