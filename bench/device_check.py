@@ -1,6 +1,8 @@
 #!/usr/bin/env python
-"""The GPU path checked and timed in one command (``bash bench/device_check.sh OUT``; ``--cpu``: the same
-stages at tiny sizes on the CPU). A stage that fails or runs out of time does not stop the others:
+"""The GPU path checked and timed in one command: the CUDA tests, the pretraining benchmark, a torchrun resume.
+
+``bash bench/device_check.sh OUT`` (``--cpu``: the same stages at tiny sizes on the CPU) runs, one after the
+other:
 
   cuda_tests  pytest tests/test_cuda.py; on a GPU none may be skipped
   bench       bench/bench_pretrain.py: every pair, fp32 and bf16, fused BiGRU and per-frame loop, data loading
@@ -9,8 +11,8 @@ stages at tiny sizes on the CPU). A stage that fails or runs out of time does no
               same --epochs; A's and B's final model and optimizer states must be equal, tensor for tensor
 
 OUT receives device_check.json (the summary, rewritten after every stage), device_check.log (one line per
-stage), NAME.log (the output of each command run) and bench_pretrain.json (the benchmark's rows). Each stage
-has a time limit (a hung stage is killed, the next one runs). Exit status: 0 every stage passed, 1 not.
+stage), NAME.log (the output of each command run) and bench_pretrain.json (the benchmark's rows). A stage that
+fails, or is killed at its time limit, does not stop the next. Exit status: 0 every stage passed, 1 not.
 """
 
 from __future__ import annotations
