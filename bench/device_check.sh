@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
-# The GPU path proven and timed in one command (about 8 minutes on one GPU):
-#   bash bench/device_check.sh OUT_DIR          # on a GPU machine
-#   bash bench/device_check.sh --cpu OUT_DIR    # smoke mode: the same stages at tiny sizes on the CPU
-# Writes OUT_DIR/device_check.json (summary), OUT_DIR/device_check.log and the reports it names; exit 0 when
-# every required stage passed. Needs only torch, numpy, scikit-learn, tensorboard, tqdm, matplotlib and
-# pytest: the repository is put on PYTHONPATH, nothing is installed. PYTHON picks the interpreter.
+# The GPU path checked and timed in one command (docs/device-check.md):
+#   bash bench/device_check.sh OUT          # on a machine with a CUDA GPU
+#   bash bench/device_check.sh --cpu OUT    # the same stages at tiny sizes on the CPU
+# Nothing is installed: the repository goes on PYTHONPATH. PYTHON picks the interpreter (default: the
+# first of python3 and python that imports torch).
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-export PYTHONUNBUFFERED=1
-cd "$ROOT"
-exec "${PYTHON:-python3}" -m bench.device_check "$@"
+export PYTHONPATH="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)${PYTHONPATH:+:$PYTHONPATH}"
+if [ -z "${PYTHON:-}" ]; then
+    for PYTHON in python3 python; do "$PYTHON" -c "import torch" 2>/dev/null && break; done
+fi
+exec "$PYTHON" -m bench.device_check "$@"

@@ -1,7 +1,7 @@
 """The CUDA paths against the CPU, the reference's per-frame function and themselves (skipped without a GPU).
 
 Run on a GPU machine with ``python -m pytest -q tests/test_cuda.py`` (or ``-m cuda``); ``bench/device_check.sh``
-runs it first. Tolerances, as relative errors ||x - ref|| / ||ref|| (``bench.precision.relative_error``):
+runs it first. Tolerances, as relative errors ||x - ref|| / ||ref|| (``relative_error`` below):
 
 - exact fp32 (TF32 off) against the CPU: outputs and first losses within 1e-5; gradients as accurate as the
   CPU's own float32 ones, i.e. their error against a float64 CPU run at most 10x the CPU's (floor 1e-5). The
@@ -18,9 +18,11 @@ runs it first. Tolerances, as relative errors ||x - ref|| / ||ref|| (``bench.pre
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -28,7 +30,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from bench.precision import flat, float32_mode, relative_error
 from common.representations import PAIR_REPRESENTATIONS, parse_representation
 from engine.knn import knn_accuracy
 from moco.builder import MoCo, build_moco
@@ -48,6 +49,38 @@ DEVICE = torch.device("cuda", 0)
 FRAMES = 64
 SMALL = dict(gru_hidden_size=256, gru_layers=3, agcn_base_channels=16, hcn_out_channels=16)
 STEP_TOLERANCE = {"seq-based": 5e-4, "graph-based": 5e-3, "image-based": 1e-3}
+
+
+@contextlib.contextmanager
+def float32_mode(tf32: bool, *, deterministic: bool | None = None, benchmark: bool | None = None) -> Iterator[None]:
+    """Within the block: TF32 on or off for cuBLAS and cuDNN (PyTorch's defaults differ: matrix products in
+    exact fp32, cuDNN in TF32), cuDNN's deterministic and benchmark flags as given (None: as they are)."""
+    flags = (torch.backends.cuda.matmul, "allow_tf32"), (torch.backends.cudnn, "allow_tf32")
+    flags += (torch.backends.cudnn, "deterministic"), (torch.backends.cudnn, "benchmark")
+    saved = [getattr(owner, name) for owner, name in flags]
+    try:
+        for (owner, name), value in zip(flags, (tf32, tf32, deterministic, benchmark)):
+            if value is not None:
+                setattr(owner, name, value)
+        yield
+    finally:
+        for (owner, name), value in zip(flags, saved):
+            setattr(owner, name, value)
+
+
+def relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
+    """||value - reference|| / ||reference|| in float64 on the CPU (0 when both are zero)."""
+    a, b = (t.detach().to("cpu", torch.float64) for t in (value, reference))
+    assert a.shape == b.shape, f"shapes differ: {tuple(a.shape)} and {tuple(b.shape)}"
+    difference, denominator = (a - b).norm().item(), b.norm().item()
+    if denominator == 0.0:
+        return 0.0 if difference == 0.0 else float("inf")
+    return difference / denominator
+
+
+def flat(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The tensors concatenated into one float64 CPU vector (e.g. all gradients of a model)."""
+    return torch.cat([t.detach().to("cpu", torch.float64).reshape(-1) for t in tensors])
 
 
 @pytest.fixture(autouse=True)
@@ -149,10 +182,9 @@ def test_encoder_on_cuda_equals_cpu(representation):
     assert relative_error(features_gpu, features_cpu) < 1e-5
 
 
-@pytest.mark.parametrize("impl", ["native", "bptt"])
-def test_whole_sequence_bigru_on_cuda_equals_the_per_frame_function(impl):
-    """The paper's BiGRU (150 -> 1024 x 3): one cuDNN call per layer and direction ("native") or the hand-written
-    BPTT, against the reference's frame-by-frame loop spelled out in float64, and the loop run through cuDNN."""
+def test_whole_sequence_bigru_on_cuda_equals_the_per_frame_function():
+    """The paper's BiGRU (150 -> 1024 x 3), one cuDNN call per layer and direction, against the reference's
+    frame-by-frame loop spelled out in float64, and the loop run through cuDNN."""
     torch.manual_seed(3)
     model = BIGRU(150, 1024, 3, num_class=128)  # the reference's initialisation
     gru64 = copy.deepcopy(model.encoder.gru).double()
@@ -160,7 +192,7 @@ def test_whole_sequence_bigru_on_cuda_equals_the_per_frame_function(impl):
     x64 = (0.5 * torch.randn(4, FRAMES, 150, dtype=torch.float64)).requires_grad_()
     x = x64.detach().float().to(DEVICE).requires_grad_()
     expected = _literal_per_frame_bigru(gru64, x64)
-    ours = causal_bigru(gru, x, impl)[:, -1]
+    ours = causal_bigru(gru, x)[:, -1]
     assert relative_error(ours, expected) < 1e-5
     with torch.no_grad():
         assert relative_error(reference_loop_features(gru, x), expected) < 1e-5

@@ -42,10 +42,10 @@ SCRIPTS = (
     "scripts/show_clip.py",
     "scripts/ledger.py",
     "demo.py",
-    "bench/bench_bigru.py",
     "bench/bench_data_gen.py",
     "bench/bench_feeders.py",
     "bench/bench_pretrain.py",
+    "bench/device_check.py",
 )
 RECIPES = ("scripts/common.sh", "script_pretrain.sh", "script_action_classification.sh", "script_action_retrieval.sh")
 README_MAX_LINES = 300

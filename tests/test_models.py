@@ -6,9 +6,7 @@ with explicit cell equations, per-subset graph convolution, per-person HCN), not
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -264,12 +262,10 @@ def _literal_per_frame_bigru(gru: nn.GRU, x: torch.Tensor) -> torch.Tensor:
     return layer_in
 
 
-@pytest.mark.parametrize("impl", ["bptt", "native"])
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
-def test_bigru_matches_literal_per_frame_loop_forward_and_gradients(impl, dtype, tol):
+def test_bigru_matches_literal_per_frame_loop_forward_and_gradients(dtype, tol):
     torch.manual_seed(0)
     model = BIGRU(en_input_size=5, en_hidden_size=4, en_num_layers=3, num_class=3).to(dtype)
-    model.encoder.causal_impl = impl
     gru = model.encoder.gru
     x = torch.randn(3, 7, 5, dtype=dtype, requires_grad=True)
     params = [x, *gru.parameters()]
@@ -291,19 +287,18 @@ def test_bigru_whole_sequence_output_is_causal_and_single_frame_works():
     torch.manual_seed(1)
     gru = nn.GRU(4, 3, num_layers=2, bidirectional=True, batch_first=True)
     x = torch.randn(2, 6, 4)
-    for impl in ("bptt", "native"):
-        out = causal_bigru(gru, x, impl)
-        assert out.shape == (2, 6, 6)
-        # Changing the future leaves the past untouched: both directions read forwards.
-        x2 = x.clone()
-        x2[:, 4:] += 1.0
-        torch.testing.assert_close(causal_bigru(gru, x2, impl)[:, :4], out[:, :4], rtol=0, atol=0)
-        torch.testing.assert_close(out[:, 2], _literal_per_frame_bigru(gru, x[:, :3]), rtol=0, atol=1e-6)
-        torch.testing.assert_close(
-            causal_bigru(gru, x[:, :1], impl)[:, 0], _literal_per_frame_bigru(gru, x[:, :1]), rtol=0, atol=1e-6
-        )
-    with pytest.raises(ValueError, match="impl"):
-        causal_bigru(gru, x, "loop")
+    out = causal_bigru(gru, x)
+    assert out.shape == (2, 6, 6)
+    # Changing the future leaves the past untouched: both directions read forwards.
+    x2 = x.clone()
+    x2[:, 4:] += 1.0
+    torch.testing.assert_close(causal_bigru(gru, x2)[:, :4], out[:, :4], rtol=0, atol=0)
+    torch.testing.assert_close(out[:, 2], _literal_per_frame_bigru(gru, x[:, :3]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        causal_bigru(gru, x[:, :1])[:, 0], _literal_per_frame_bigru(gru, x[:, :1]), rtol=0, atol=1e-6
+    )
+    with pytest.raises(ValueError, match="bidirectional=True"):
+        causal_bigru(nn.GRU(4, 3, batch_first=True), x)
 
 
 def _one_direction_gru_and_weights(seed: int) -> tuple[nn.GRU, list[torch.Tensor]]:
@@ -343,9 +338,9 @@ def test_native_causal_bigru_runs_on_the_public_fallback(monkeypatch):
     torch.manual_seed(4)
     gru = nn.GRU(4, 3, num_layers=2, bidirectional=True, batch_first=True)
     x = torch.randn(2, 6, 4)
-    expected = causal_bigru(gru, x, "native")
+    expected = causal_bigru(gru, x)
     monkeypatch.setattr(bigru, "_native_forward_gru", bigru._functional_forward_gru)
-    torch.testing.assert_close(causal_bigru(gru, x, "native"), expected, rtol=0, atol=0)
+    torch.testing.assert_close(causal_bigru(gru, x), expected, rtol=0, atol=0)
 
 
 def test_true_bidirectional_mode_feature_is_both_final_states():
@@ -579,22 +574,3 @@ def test_modules_print_nothing(capsys):
         model = _tiny(rep)
         model(_input(rep, batch=2))
     assert capsys.readouterr().out == ""
-
-
-def test_bench_bigru_runs_at_tiny_size(capsys):
-    path = Path(__file__).resolve().parents[1] / "bench" / "bench_bigru.py"
-    spec = importlib.util.spec_from_file_location("bench_bigru", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    assert bench.main(["--batch", "2", "--frames", "3", "--hidden", "4", "--iters", "1", "--warmup", "0"]) == 0
-    out = capsys.readouterr().out
-    assert "speed-up" in out and "per-frame loop" in out
-    diff = float(out.split("max |ours - per-frame| on the logits: ")[1].split()[0])
-    assert diff < 1e-5
-    assert "best possible speed-up over the per-frame loop here" in out
-    # paper size, counted by hand: rows = 64 * 64; per direction and layer 2 * rows * 3H * (in + H) FLOP
-    # (in = 150, then 2048), two directions, backward twice the forward
-    rows, h = 64 * 64, 1024
-    forward = 2 * 2 * rows * 3 * h * ((150 + h) + 2 * (2 * h + h))
-    assert bench.gemm_gflop(64, 64, 150, 1024, 3) == pytest.approx(3 * forward / 1e9)
-    assert bench.gemm_gflop(64, 64, 150, 1024, 3) == pytest.approx(1104.9, abs=0.1)
