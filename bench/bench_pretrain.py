@@ -36,11 +36,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from common import cli  # noqa: E402
 from common.constants import PAIR_REPRESENTATIONS, REPRESENTATION_CHOICES, SAMPLE_SHAPE  # noqa: E402
 from common.io import UsageError, write_json_atomic  # noqa: E402
 from common.split_folder import SplitPaths, part_paths  # noqa: E402
 from engine.args import add_model_size_args, encoder_kwargs  # noqa: E402
-from engine.cli import error, exit_status  # noqa: E402
 from engine.training import select_device  # noqa: E402
 from feeders import PretrainDataset  # noqa: E402
 from moco.builder import build_moco  # noqa: E402
@@ -172,7 +172,7 @@ def row_line(row: dict[str, Any]) -> str:
     return f"{head} {row['ms_per_step']:10.1f} ms/step {row['clips_per_s']:8.0f} clips/s {speedup}"
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--pairs", nargs="+", default=list(PAIR_REPRESENTATIONS), choices=REPRESENTATION_CHOICES)
     parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=list(PRECISIONS))
@@ -187,20 +187,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="auto (CUDA when there is one), cpu, cuda or cuda:N")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure here")
     add_model_size_args(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def check_args(args: argparse.Namespace) -> None:
     for flag in ("batch", "moco_k", "iters", "repeats", "warmup", "clips"):
         if getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+            raise UsageError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     if args.workers < 0:
-        parser.error(f"--workers must be >= 0, got {args.workers}")
+        raise UsageError(f"--workers must be >= 0, got {args.workers}")
     if args.moco_k % args.batch:
-        parser.error(f"--moco-k {args.moco_k} must be a multiple of --batch {args.batch}")
+        raise UsageError(f"--moco-k {args.moco_k} must be a multiple of --batch {args.batch}")
     if args.true_bidirectional_gru and "per-frame" in args.bigrus:
-        parser.error("--true-bidirectional-gru computes another function than the per-frame loop: --bigrus fused")
-    return args
+        raise UsageError("--true-bidirectional-gru computes another function than the per-frame loop: --bigrus fused")
 
 
 def run(args: argparse.Namespace) -> int:
+    check_args(args)
     device = select_device(args.device)
     torch.backends.cudnn.benchmark = True  # as the training script runs without --seed
     info: dict[str, Any] = {"device": str(device), "torch": torch.__version__, "cpus": os.cpu_count()}
@@ -232,14 +235,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        args = parse_args(argv)
-    except SystemExit as exc:
-        return exit_status(exc)
-    try:
-        return run(args)
-    except UsageError as exc:
-        return error(PROG, exc)
+    return cli.run_main(PROG, build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ def test_compare_checkpoints_finds_any_difference(tmp_path):
 def test_gpu_mode_commands_parse(tmp_path):
     """The GPU mode's commands never run in CI: their flags are checked against the scripts' parsers here."""
     check = device_check.Check(tmp_path, tmp_path, "gpu")
-    bench = bench_pretrain.parse_args(check.sizes["bench"])
+    bench = bench_pretrain.build_parser().parse_args(check.sizes["bench"])
     assert (bench.batch, bench.moco_k, bench.gru_hidden_size, bench.agcn_base_channels) == (64, 16384, 1024, 64)
     command = device_check.pretrain(check, tmp_path / "A", "--resume", "x.pth")
     args = main_moco_inter_skeleton.build_parser().parse_args(
