@@ -1,20 +1,20 @@
 #!/usr/bin/env python
 """Action retrieval: cosine k-nearest-neighbour classification on frozen encoder features.
 
-Features are the pretrained query encoder's vector before ``fc`` (``knn_eval=True``) for a centre crop of
-0.95 of every training and evaluation clip; each evaluation clip takes the majority label of its ``k``
-cosine-nearest training clips (``--knn-neighbours``, default 1); the figure is top-1 accuracy.
-``--feature-mode eval`` (default) extracts them with the encoder in eval mode; ``--feature-mode train``
-as the reference does, in train mode: BatchNorm normalises with each batch's statistics, dropout is
-active (seeded), the training clips come in a seeded shuffled order and the evaluation clips in order,
-``--batch-size`` per batch; nothing the forward passes update is kept.
-``--with-autoencoder`` adds the reference's second figure: the same KNN on the 125-d codes of an
-auto-encoder trained on the training features.
+Features are the query encoder's vector before ``fc`` (``knn_eval=True``) for a centre crop of 0.95 of
+every training and evaluation clip; each evaluation clip takes the majority label of its ``k``
+cosine-nearest training clips (``--knn-neighbours``); the figure is top-1 accuracy. ``--feature-mode
+eval`` (default) extracts them with the encoder in eval mode; ``--feature-mode train`` follows the
+reference's procedure: the encoder in train mode (each batch's BatchNorm statistics, seeded dropout),
+batches of ``--batch-size``, the training clips in a seeded random order (the reference's loader
+shuffles them) and the evaluation clips in another (the reference's come in the order ``os.listdir``
+listed its raw files), or sorted with ``--eval-order sorted``. Features and figures come back in
+dataset order; nothing the forward passes update is kept. ``--with-autoencoder`` adds the reference's
+second figure: the same KNN on the 125-d codes of an auto-encoder trained on the training features.
 
-Under ``torchrun`` every rank extracts the features of its chunk of every batch (DataParallel's split
-of a batch over devices); the features are gathered back in dataset order, rank 0 alone runs the KNN
-(and auto-encoder) and writes the outputs, and the other ranks leave once their shares are handed over
-(rank 0's remaining work may outlast a collective's timeout, so nobody waits for it).
+Under ``torchrun`` every rank extracts its piece of every batch (DataParallel's split of a batch over
+devices); the features are gathered back in dataset order, rank 0 alone runs the KNN (and auto-encoder)
+and writes the outputs, and the other ranks leave once their shares are handed over.
 
     python action_retrieval.py --knn-neighbours 1 \\
         --pretrained checkpoints/ntu_60_cross_view/interskeleton_seq_based_graph_based/checkpoint_0450.pth.tar \\
@@ -25,7 +25,6 @@ of a batch over devices); the features are gathered back in dataset order, rank 
 from __future__ import annotations
 
 import argparse
-import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,21 +33,23 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from common import cli
-from common.io import UsageError, atomic_save_npz, write_json_atomic
+from common.io import UsageError, atomic_save_npz, check_output_file, write_json_atomic
 from engine import evaluation
-from engine.args import positive_float, positive_int
-from engine.evaluation import BatchPlan
-from engine.knn import knn_accuracy
-from engine.launch import DistContext, process_context, progress_bars, wrap_model
+from engine.args import check_window_size, encoder_kwargs, positive_float, positive_int
+from engine.evaluation import BatchPlan, Clips
+from engine.knn import AE_CODE_SIZE, encode, knn_accuracy, train_autoencoder
+from engine.launch import DistContext, process_context, wrap_model
 from engine.plots import TSNE_MIN_SAMPLES, action_names, plot_tsne
+from engine.pretrained import load_pretrained_encoder
+from engine.provenance import provenance
+from engine.run_folder import check_folder_writable
 from engine.training import args_to_dict
 from feeders import DownstreamDataset, num_classes
+from models import build_encoder
 
 PROG = "action_retrieval.py"
-AE_CODE_SIZE = 125
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,57 +58,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluation.add_evaluation_args(parser)
     knn = parser.add_argument_group("retrieval")
+    knn.add_argument("--knn-neighbours", type=positive_int, default=1, metavar="K", help="neighbours that vote")
     knn.add_argument(
-        "--knn-neighbours",
-        type=positive_int,
-        default=1,
-        metavar="K",
-        help="number of cosine nearest neighbours that vote (default 1)",
-    )
-    knn.add_argument(
-        "--knn-chunk-size",
-        type=positive_int,
-        default=1024,
-        metavar="N",
-        help="evaluation clips per similarity matrix product (memory: N x training clips)",
+        "--knn-chunk-size", type=positive_int, default=1024, metavar="N", help="evaluation clips per matrix product"
     )
     knn.add_argument(
         "--feature-mode",
         choices=evaluation.FEATURE_MODES,
         default="eval",
-        help="encoder mode during feature extraction: 'eval' (running BatchNorm statistics, no "
-        "dropout) or 'train', the reference's computation (each batch's BatchNorm statistics, "
-        "seeded dropout, training clips in a seeded shuffled order, batches of --batch-size); "
-        "see docs/evaluation.md, Feature mode",
+        help="the encoder's mode while extracting: 'eval', or 'train', the reference's procedure (batch "
+        "statistics, seeded dropout, clips in seeded random orders, batches of --batch-size)",
     )
     knn.add_argument(
-        "--save-features",
-        default=None,
-        metavar="PATH",
-        help="write train/val features, labels and sample names (dataset order) to this .npz",
+        "--eval-order",
+        choices=("random", "sorted"),
+        default="random",
+        help="--feature-mode train: the evaluation clips' order, seeded random (as the reference's hash-ordered "
+        "files) or sorted (dataset order)",
     )
+    knn.add_argument("--save-features", default=None, metavar="PATH", help="write the features to this .npz")
     knn.add_argument(
-        "--tsne-samples",
-        type=positive_int,
-        default=5000,
-        metavar="N",
-        help="evaluation clips (a seeded random subset) shown in the t-SNE plot of --plot-dir",
+        "--tsne-samples", type=positive_int, default=5000, metavar="N", help="evaluation clips in the t-SNE plot"
     )
     ae = parser.add_argument_group("auto-encoder (the reference's second retrieval figure)")
     ae.add_argument(
-        "--with-autoencoder",
-        action="store_true",
-        help=f"also report KNN on the {AE_CODE_SIZE}-d codes of an auto-encoder trained on the training features",
+        "--with-autoencoder", action="store_true", help=f"also KNN on the {AE_CODE_SIZE}-d codes of an auto-encoder"
     )
-    ae.add_argument("--ae-epochs", type=positive_int, default=400, help="auto-encoder epochs (default 400)")
-    ae.add_argument("--ae-batch-size", type=positive_int, default=64, help="auto-encoder mini-batch size (default 64)")
-    ae.add_argument("--ae-lr", type=positive_float, default=1e-3, help="auto-encoder Adam learning rate (default 1e-3)")
+    ae.add_argument("--ae-epochs", type=positive_int, default=400, help="auto-encoder epochs")
+    ae.add_argument("--ae-batch-size", type=positive_int, default=64, help="auto-encoder mini-batch size")
+    ae.add_argument("--ae-lr", type=positive_float, default=1e-3, help="auto-encoder Adam learning rate")
     ae.add_argument(
         "--ae-lr-step",
         choices=("iteration", "epoch"),
         default="iteration",
-        help="unit of the x0.95-every-50 decay: the reference steps its scheduler every "
-        "iteration (default); 'epoch' decays every 50 epochs",
+        help="unit of the x0.95-every-50 decay (the reference steps every iteration)",
     )
     return parser
 
@@ -122,27 +106,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     (rank 0; an empty dict on the other ranks under torchrun)."""
     check_flags(args)
     with process_context(args.device) as ctx:
-        evaluation.prepare_args(args, ctx)
-        data = load_data(args)
+        seed = evaluation.shared_seed(args.seed, ctx)
+        data = load_data(args, seed)
         model = build_model(args, ctx, data)
-        features = extract(args, ctx, data, model)
-        return report(args, ctx, data, features) if ctx.is_main else {}
+        features = extract(args, ctx, data, model, seed)
+        return report(args, ctx, data, features, seed) if ctx.is_main else {}
 
 
 def check_flags(args: argparse.Namespace) -> None:
-    """What argparse cannot check (before anything is read)."""
-    evaluation.check_evaluation_flags(args)
+    """What argparse cannot check, outputs included (before anything is read or computed)."""
+    check_window_size(args.window_size, (args.finetune_skeleton_representation,))
     if args.plot_dir and args.tsne_samples < TSNE_MIN_SAMPLES:
         raise UsageError(
             f"--tsne-samples {args.tsne_samples}: the t-SNE plot of --plot-dir needs at least {TSNE_MIN_SAMPLES} clips"
         )
+    for flag, path in (("--metrics-json", args.metrics_json), ("--save-features", args.save_features)):
+        if path:
+            check_output_file(path, flag)
+    if args.plot_dir:
+        check_folder_writable(args.plot_dir, "--plot-dir")
     if args.resume:
         warnings.warn("--resume has no effect on retrieval (nothing is trained); ignored", stacklevel=1)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Phases
-# ---------------------------------------------------------------------------------------------------
 
 
 class Data(NamedTuple):
@@ -151,36 +135,51 @@ class Data(NamedTuple):
     num_class: int
 
 
-def load_data(args: argparse.Namespace) -> Data:
+def load_data(args: argparse.Namespace, seed: int) -> Data:
     """Both splits with the evaluation transform (centre crop 0.95), as in the reference's retrieval
     options; checked before any model is built."""
     num_class = num_classes(args.finetune_dataset)
-    train_set = evaluation.make_dataset(args, "train", train=False)
-    val_set = evaluation.make_dataset(args, "val", train=False)
-    for part, dataset in (("train", train_set), ("val", val_set)):
-        evaluation.check_split_contents(dataset, part, num_class, args)
-    if args.plot_dir and len(val_set) < TSNE_MIN_SAMPLES:
+    clips = Clips(
+        args.data_root,
+        args.finetune_dataset,
+        args.protocol,
+        num_class,
+        args.finetune_skeleton_representation,
+        args.window_size,
+        seed,
+    )
+    data = Data(clips.open("train", train=False), clips.open("val", train=False), num_class)
+    if args.plot_dir and len(data.val) < TSNE_MIN_SAMPLES:
         raise UsageError(
-            f"{val_set.paths.data} holds {len(val_set)} clips; the t-SNE plot of --plot-dir needs at "
+            f"{data.val.paths.data} holds {len(data.val)} clips; the t-SNE plot of --plot-dir needs at "
             f"least {TSNE_MIN_SAMPLES}"
         )
-    if len(train_set) < args.knn_neighbours:
-        raise UsageError(f"--knn-neighbours {args.knn_neighbours} exceeds the {len(train_set)} training clips")
-    return Data(train_set, val_set, num_class)
+    if len(data.train) < args.knn_neighbours:
+        raise UsageError(f"--knn-neighbours {args.knn_neighbours} exceeds the {len(data.train)} training clips")
+    return data
 
 
 def build_model(args: argparse.Namespace, ctx: DistContext, data: Data) -> nn.Module:
     """The (pretrained or randomly initialised) encoder, frozen, on the device."""
-    model, _ = evaluation.build_encoder_for(args, data.num_class)
-    evaluation.freeze_all(model)
-    model = wrap_model(model, ctx, trainable=False, requested_device=args.device)
+    representation = args.finetune_skeleton_representation
+    model = build_encoder(representation, data.num_class, **encoder_kwargs(args))
+    if args.pretrained:
+        load_pretrained_encoder(
+            model,
+            args.pretrained,
+            args.pretrain_skeleton_representation,
+            representation,
+            window_size=args.window_size,
+            true_bidirectional=args.true_bidirectional_gru,
+        )
+    model = wrap_model(model.requires_grad_(False), ctx, trainable=False, requested_device=args.device)
     if ctx.is_main:
         source = f"pretrained {args.pretrained}" if args.pretrained else "randomly initialised encoder"
         shared = f", features extracted by {ctx.world_size} processes" if ctx.distributed else ""
         print(
-            f"retrieval with {args.finetune_skeleton_representation} features on {args.finetune_dataset} "
-            f"{args.protocol}: {len(data.train)} training / {len(data.val)} evaluation clips, {source}, "
-            f"{args.feature_mode}-mode features, device {ctx.device}{shared}",
+            f"retrieval with {representation} features on {args.finetune_dataset} {args.protocol}: "
+            f"{len(data.train)} training / {len(data.val)} evaluation clips, {source}, {args.feature_mode}-mode "
+            f"features, device {ctx.device}{shared}",
             flush=True,
         )
     return model
@@ -193,37 +192,49 @@ class Features(NamedTuple):
     val_labels: np.ndarray
 
 
-def feature_plans(args: argparse.Namespace, data: Data) -> tuple[BatchPlan, BatchPlan]:
-    """The batches features are extracted in. Train mode: the reference's loaders (training clips shuffled
-    by the data seed, evaluation clips in order, ``--batch-size`` each), since batch composition changes
-    the features. Eval mode: dataset order (the composition does not matter)."""
-    val_plan = evaluation.evaluation_plan(len(data.val), args.batch_size)
-    if args.feature_mode == "train":
-        return evaluation.shuffled_plan(len(data.train), args.batch_size, args.data_seed), val_plan
-    return evaluation.evaluation_plan(len(data.train), args.batch_size), val_plan
+def feature_plans(args: argparse.Namespace, data: Data, seed: int) -> tuple[BatchPlan, BatchPlan]:
+    """The batches features are extracted in. Train mode: the reference's loaders, since batch
+    composition changes the features (see the module's docstring). Eval mode: dataset order (the
+    composition does not matter)."""
+    n_train, n_val = len(data.train), len(data.val)
+    if args.feature_mode == "eval":
+        return BatchPlan(np.arange(n_train), args.batch_size), BatchPlan(np.arange(n_val), args.batch_size)
+    val_order = np.arange(n_val) if args.eval_order == "sorted" else evaluation.random_order(n_val, seed, 1)
+    return BatchPlan(evaluation.random_order(n_train, seed, 0), args.batch_size), BatchPlan(val_order, args.batch_size)
 
 
-def extract(args: argparse.Namespace, ctx: DistContext, data: Data, model: nn.Module) -> Features:
+def extract(args: argparse.Namespace, ctx: DistContext, data: Data, model: nn.Module, seed: int) -> Features:
     """Both splits' features in dataset order (every rank takes part under torchrun)."""
-    train_plan, val_plan = feature_plans(args, data)
+    plans = feature_plans(args, data, seed)
     if args.feature_mode == "train":
-        torch.manual_seed(args.data_seed)  # dropout masks: the same for the same --seed
-    bars = progress_bars(ctx)
+        torch.manual_seed(seed)  # dropout masks: the same for the same --seed
     (train, train_labels), (val, val_labels) = (
         evaluation.extract_features(
-            model, evaluation.plan_loader(dataset, plan, args, ctx), ctx, desc, mode=args.feature_mode, progress=bars
+            model, evaluation.plan_loader(dataset, plan, args.workers, ctx), ctx, desc, mode=args.feature_mode
         )
-        for dataset, plan, desc in ((data.train, train_plan, "train features"), (data.val, val_plan, "eval features"))
+        for dataset, plan, desc in zip((data.train, data.val), plans, ("train features", "eval features"))
     )
     return Features(train, train_labels, val, val_labels)
 
 
-def report(args: argparse.Namespace, ctx: DistContext, data: Data, features: Features) -> dict[str, Any]:
+def report(args: argparse.Namespace, ctx: DistContext, data: Data, features: Features, seed: int) -> dict[str, Any]:
     """KNN (and auto-encoder) figures, saved features, the t-SNE plot, the JSON and the closing line."""
-    metrics = knn_metrics(args, ctx, data, features)
+    knn = dict(k=args.knn_neighbours, chunk_size=args.knn_chunk_size, device=ctx.device)
+    accuracy, _ = knn_accuracy(features.train, features.train_labels, features.val, features.val_labels, **knn)
+    metrics: dict[str, Any] = {
+        "task": "action_retrieval",
+        "knn_top1": 100.0 * accuracy,
+        "k": args.knn_neighbours,
+        "feature_mode": args.feature_mode,
+        "feature_dim": int(features.train.shape[1]),
+        "num_train": len(data.train),
+        "num_val": len(data.val),
+        "num_class": data.num_class,
+        "seed": seed,
+    }
     summary = f"KNN (k={args.knn_neighbours}) top-1 {metrics['knn_top1']:.2f}%"
     if args.with_autoencoder:
-        metrics.update(autoencoder_metrics(args, ctx, features))
+        metrics.update(autoencoder_metrics(args, ctx, features, seed, knn))
         summary += f" | with auto-encoder {metrics['knn_top1_autoencoder']:.2f}%"
     if args.save_features:
         atomic_save_npz(
@@ -237,7 +248,13 @@ def report(args: argparse.Namespace, ctx: DistContext, data: Data, features: Fea
         )
         metrics["features"] = str(args.save_features)
     if args.plot_dir:
-        metrics["plots"] = [str(_plot_tsne(args, data, features))]
+        metrics["plots"] = [str(_plot_tsne(args, data, features, seed))]
+    metrics["provenance"] = provenance(
+        device=ctx.device,
+        world_size=ctx.world_size,
+        data_folders=[data.train.paths.data.parent, data.val.paths.data.parent],
+        checkpoints={"--pretrained": args.pretrained},
+    )
     metrics["args"] = args_to_dict(args)
     if args.metrics_json:
         write_json_atomic(args.metrics_json, metrics)
@@ -248,52 +265,16 @@ def report(args: argparse.Namespace, ctx: DistContext, data: Data, features: Fea
     return metrics
 
 
-def knn_metrics(args: argparse.Namespace, ctx: DistContext, data: Data, features: Features) -> dict[str, Any]:
-    """Cosine KNN top-1 (percent) of the evaluation clips against the training clips."""
-    accuracy, _ = knn_accuracy(
-        features.train,
-        features.train_labels,
-        features.val,
-        features.val_labels,
-        args.knn_neighbours,
-        chunk_size=args.knn_chunk_size,
-        device=ctx.device,
-    )
-    return {
-        "task": "action_retrieval",
-        "knn_top1": 100.0 * accuracy,
-        "k": args.knn_neighbours,
-        "feature_mode": args.feature_mode,
-        "feature_dim": int(features.train.shape[1]),
-        "num_train": len(data.train),
-        "num_val": len(data.val),
-        "num_class": data.num_class,
-    }
-
-
-def autoencoder_metrics(args: argparse.Namespace, ctx: DistContext, features: Features) -> dict[str, Any]:
+def autoencoder_metrics(
+    args: argparse.Namespace, ctx: DistContext, features: Features, seed: int, knn: dict[str, Any]
+) -> dict[str, Any]:
     """The reference's second figure: KNN on the codes of an auto-encoder fit to the training features."""
-    train_t = torch.from_numpy(features.train).to(ctx.device)
-    val_t = torch.from_numpy(features.val).to(ctx.device)
+    train_t, val_t = (torch.from_numpy(f).to(ctx.device) for f in (features.train, features.val))
     fit = train_autoencoder(
-        train_t,
-        args.ae_epochs,
-        batch_size=args.ae_batch_size,
-        lr=args.ae_lr,
-        lr_step=args.ae_lr_step,
-        seed=args.data_seed,
+        train_t, args.ae_epochs, batch_size=args.ae_batch_size, lr=args.ae_lr, lr_step=args.ae_lr_step, seed=seed
     )
-    train_codes, _ = encode(fit.model, train_t)
-    val_codes, val_loss = encode(fit.model, val_t)
-    accuracy, _ = knn_accuracy(
-        train_codes,
-        features.train_labels,
-        val_codes,
-        features.val_labels,
-        args.knn_neighbours,
-        chunk_size=args.knn_chunk_size,
-        device=ctx.device,
-    )
+    (train_codes, _), (val_codes, val_mse) = encode(fit.model, train_t), encode(fit.model, val_t)
+    accuracy, _ = knn_accuracy(train_codes, features.train_labels, val_codes, features.val_labels, **knn)
     return {
         "knn_top1_autoencoder": 100.0 * accuracy,
         "autoencoder": {
@@ -301,119 +282,22 @@ def autoencoder_metrics(args: argparse.Namespace, ctx: DistContext, features: Fe
             "code_size": AE_CODE_SIZE,
             "lr_step": args.ae_lr_step,
             "train_mse": fit.train_mse,
-            "val_mse": val_loss,
+            "val_mse": val_mse,
         },
     }
 
 
-def _plot_tsne(args: argparse.Namespace, data: Data, features: Features) -> Path:
-    rng = np.random.default_rng(args.data_seed)
-    shown = np.sort(rng.permutation(len(data.val))[: args.tsne_samples])
-    names = action_names(args.finetune_dataset, data.num_class)
+def _plot_tsne(args: argparse.Namespace, data: Data, features: Features, seed: int) -> Path:
+    shown = np.sort(np.random.default_rng(seed).permutation(len(data.val))[: args.tsne_samples])
     return plot_tsne(
         features.val[shown],
         features.val_labels[shown],
-        names,
+        action_names(args.finetune_dataset, data.num_class),
         Path(args.plot_dir) / "tsne.png",
         title=f"{args.finetune_skeleton_representation} features ({args.feature_mode} mode), "
         f"{args.finetune_dataset} {args.protocol} evaluation set (t-SNE, cosine)",
-        seed=args.data_seed,
+        seed=seed,
     )
-
-
-# ---------------------------------------------------------------------------------------------------
-# Auto-encoder
-# ---------------------------------------------------------------------------------------------------
-
-
-class FeatureAutoencoder(nn.Module):
-    """The reference's auto-encoder: D -> 1024 -> 512 -> code (tanh after each) and the mirror back."""
-
-    def __init__(self, input_size: int, code_size: int = AE_CODE_SIZE) -> None:
-        super().__init__()
-        self.encoder = nn.Sequential(
-            nn.Linear(input_size, 1024),
-            nn.Tanh(),
-            nn.Linear(1024, 512),
-            nn.Tanh(),
-            nn.Linear(512, code_size),
-            nn.Tanh(),
-        )
-        self.decoder = nn.Sequential(
-            nn.Linear(code_size, 512),
-            nn.Tanh(),
-            nn.Linear(512, 1024),
-            nn.Tanh(),
-            nn.Linear(1024, input_size),
-        )
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        code = self.encoder(x)  # (B, code_size)
-        return self.decoder(code), code
-
-
-class AutoencoderFit(NamedTuple):
-    model: FeatureAutoencoder  # in eval mode
-    train_mse: float  # mean training loss of the last epoch
-    lr: float  # learning rate at the end
-
-
-def train_autoencoder(
-    features: torch.Tensor,
-    epochs: int,
-    *,
-    batch_size: int = 64,
-    lr: float = 1e-3,
-    lr_step: str = "iteration",
-    decay_every: int = 50,
-    seed: int = 0,
-    progress: bool = True,
-) -> AutoencoderFit:
-    """Fit a :class:`FeatureAutoencoder` to (N, D) ``features`` (on their device) with MSE and Adam; the
-    learning rate is multiplied by 0.95 every ``decay_every`` scheduler steps, a step being an iteration
-    (the reference) or an epoch."""
-    if lr_step not in ("iteration", "epoch"):
-        raise ValueError(f"lr_step must be 'iteration' or 'epoch', got {lr_step!r}")
-    generator = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the global stream
-        torch.manual_seed(seed)
-        model = FeatureAutoencoder(features.shape[1])
-    model = model.to(features.device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.95 ** (step // decay_every))
-    criterion = nn.MSELoss()
-    model.train()
-    mean_loss = float("nan")
-    for _ in tqdm(range(epochs), desc="auto-encoder", leave=False, disable=not progress, file=sys.stderr):
-        order = torch.randperm(features.shape[0], generator=generator).to(features.device)
-        total = torch.zeros((), device=features.device)
-        for start in range(0, features.shape[0], batch_size):
-            batch = features[order[start : start + batch_size]]  # (B, D)
-            reconstruction, _ = model(batch)
-            loss = criterion(reconstruction, batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if lr_step == "iteration":
-                scheduler.step()
-            total += loss.detach() * batch.shape[0]
-        if lr_step == "epoch":
-            scheduler.step()
-        mean_loss = (total / features.shape[0]).item()
-    model.eval()
-    return AutoencoderFit(model, mean_loss, optimizer.param_groups[0]["lr"])
-
-
-@torch.no_grad()
-def encode(model: FeatureAutoencoder, features: torch.Tensor, batch_size: int = 4096) -> tuple[torch.Tensor, float]:
-    """(N, code) codes in input order, and the mean reconstruction MSE."""
-    codes, squared = [], 0.0
-    for start in range(0, features.shape[0], batch_size):
-        batch = features[start : start + batch_size]
-        reconstruction, code = model(batch)
-        codes.append(code)
-        squared += float(((reconstruction - batch) ** 2).mean(dim=1).sum())
-    return torch.cat(codes), squared / max(features.shape[0], 1)
 
 
 if __name__ == "__main__":
