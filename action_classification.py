@@ -1,28 +1,15 @@
 #!/usr/bin/env python
 """Action classification on top of a pretrained (or randomly initialised) skeleton encoder.
 
-Protocols:
-- linear evaluation (``--pretrained``; the paper's main table, the reference's script): the pretrained
-  query encoder is frozen -- no gradients and kept in eval mode, so BatchNorm statistics stay those of
-  pretraining -- and only a new ``fc`` layer, initialised N(0, 0.01) with zero bias, is trained; after
-  the first epoch the encoder weights are compared with the checkpoint's and any change is an error;
-- supervised baseline (no ``--pretrained``; the reference's script without a checkpoint): the whole
-  network trained from scratch;
-- fine-tuning (``--pretrained --finetune``) and semi-supervised (``--label-fraction F``), for which the
-  reference has no code: the whole network trained from the pretrained weights, and any protocol on a
-  seeded subset of the training clips -- int(N x F) of all N drawn at random, as the feeder of the
-  lineage's semi-supervised recipe draws them (``--label-sampling per-class``: a share of each class).
-Training clips are random crops of [0.5, 1] of the valid frames, evaluation clips a centre crop of 0.95,
-both resized to 64 frames. Top-1/top-5 on the evaluation split every epoch; the best epoch is kept.
-
-Devices: CPU, one GPU, DataParallel over the visible GPUs, or ``torchrun`` (DistributedDataParallel, one
-process per GPU; gloo on CPUs). ``--batch-size`` is the total over all processes. Under torchrun each rank
-trains on its DistributedSampler shard and evaluates its piece of every evaluation batch; correct counts
-are summed across ranks, so top-1/top-5 equal a single process's. Only rank 0 prints and writes files.
-
-One run owns --checkpoint-path at a time (a lock file), a folder holding another run's checkpoints is
-refused unless told ``--resume`` or ``--overwrite`` (which deletes only classifier checkpoints and their
-events, never a file another flag reads), and temporaries a killed run left there are removed.
+Linear evaluation (``--pretrained``: the pretrained encoder frozen in eval mode under a new ``fc``, the
+reference's protocol and the paper's main table), the supervised baseline (no ``--pretrained``), and two
+protocols the reference has no code for: fine-tuning (``--finetune``) and semi-supervised
+(``--label-fraction F``: a seeded subset of the training clips, int(N x F) of all N as the lineage's feeder
+draws it). Top-1/top-5 on the evaluation split every epoch; the best epoch is reported, as the reference
+does. Under ``torchrun`` each rank trains on its shard and evaluates its piece of every batch; only rank 0
+prints and writes. One run owns ``--checkpoint-path`` at a time (by default a folder per configuration);
+``--overwrite`` deletes only classifier checkpoints and their events, never a file another flag reads.
+See docs/evaluation.md.
 
     python action_classification.py --lr 0.1 --batch-size 64 \\
         --pretrained checkpoints/ntu_60_cross_view/interskeleton_seq_based_graph_based/checkpoint_0450.pth.tar \\
@@ -43,38 +30,27 @@ import torch
 from torch import nn
 
 from common import cli
-from common.distributed import barrier, broadcast_int
+from common.distributed import barrier
 from common.io import UsageError, atomic_copy, check_output_file, write_json_atomic
 from common.manifest import sha256_of
-from engine import evaluation
+from engine import evaluation, training
 from engine.args import SIZE_FLAGS, check_window_size, encoder_kwargs, fraction
-from engine.checkpoints import (
-    CLASSIFIER_FORMAT,
-    differing_flags,
-    model_state,
-    read_checkpoint,
-    read_resume_checkpoint,
-    write_checkpoint,
-)
+from engine.checkpoints import CLASSIFIER_FORMAT, differing_flags, model_state, read_resume_checkpoint, write_checkpoint
 from engine.evaluation import BatchPlan, Clips, PlannedLoader
 from engine.launch import DistContext, env_world_size, parallel_mode, process_context, rank0_printer, unwrap, wrap_model
 from engine.plots import action_names, confusion_matrix, plot_confusion_matrix
 from engine.pretrained import load_pretrained_encoder
 from engine.provenance import provenance
 from engine.run_folder import CLASSIFIER_FILES, ClaimedFolder, check_folder_writable, run_folder
-from engine.training import (
-    args_to_dict,
-    capture_rng_state,
-    learning_rate_at,
-    restore_rng_state,
-    set_learning_rate,
-    summary_writer,
-)
 from feeders import DownstreamDataset, num_classes
 from models import build_encoder
 
 PROG = "action_classification.py"
 LAST_CHECKPOINT = "last_checkpoint.pth.tar"
+# What a --resume must match besides the pretrained file (by its sha256) and --seed (when given).
+CONFIG_FLAGS = ("finetune_dataset", "protocol", "pretrain_skeleton_representation", "finetune_skeleton_representation")
+CONFIG_FLAGS += ("finetune", "label_fraction", "label_sampling", "eval_mode_training", "window_size")
+CONFIG_FLAGS += ("true_bidirectional_gru", *SIZE_FLAGS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,32 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG, description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     evaluation.add_evaluation_args(parser)
-    mode = parser.add_argument_group("protocol")
-    mode.add_argument("--finetune", action="store_true", help="train the whole network from the pretrained weights")
-    mode.add_argument(
-        "--label-fraction", type=fraction, default=None, metavar="F", help="train on a seeded share F of the clips"
-    )
-    mode.add_argument(
-        "--label-sampling",
-        choices=evaluation.LABEL_SAMPLINGS,
-        default="global",
-        help="--label-fraction's draw: int(N x F) of all N clips, or round(F x n) of each class (at least one)",
-    )
-    mode.add_argument(
-        "--eval-mode-training",
-        action="store_true",
-        help="keep the network in eval mode while training, as the reference does, also when all of it trains",
-    )
-    parser.add_argument(
-        "--checkpoint-path",
-        default=None,
-        metavar="DIR",
-        help="folder for the classifier checkpoints and TensorBoard events; by default "
-        "runs/action_classification/DATASET_PROTOCOL/PRETRAINING/REPRESENTATION/PROTOCOL-NAME",
-    )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="delete an earlier run's classifier checkpoints and events first"
-    )
+    add = parser.add_argument_group("protocol").add_argument
+    add("--finetune", action="store_true", help="train the whole network from the pretrained weights")
+    add("--label-fraction", type=fraction, default=None, metavar="F", help="train on a seeded share F of the clips")
+    draws = "--label-fraction's draw: int(N x F) of all N clips, or round(F x n) of each class (at least one)"
+    add("--label-sampling", choices=evaluation.LABEL_SAMPLINGS, default="global", help=draws)
+    add("--eval-mode-training", action="store_true", help="keep the whole network in eval mode, as the reference")
+    folder = "runs/action_classification/DATASET_PROTOCOL/PRETRAINING/REPRESENTATION/PROTOCOL-NAME"
+    add("--checkpoint-path", default=None, metavar="DIR", help=f"the classifier checkpoints' folder; None: {folder}")
+    add("--overwrite", action="store_true", help="delete an earlier run's classifier checkpoints and events first")
     return parser
 
 
@@ -127,16 +86,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     check_flags(args)
     config = configuration(args)
     folder = Path(args.checkpoint_path or default_folder(args))
+    rules = dict(resume=args.resume, overwrite=args.overwrite, own=CLASSIFIER_FILES, config=config)
     with process_context(args.device) as ctx:
         resumed = read_resume(args.resume, config)
         recorded = resumed.get("config", {}) if resumed is not None else {}
         seed = int(recorded["--seed"]) if "--seed" in recorded else evaluation.shared_seed(args.seed, ctx)
-        rules = dict(
-            own=CLASSIFIER_FILES, keep=(args.pretrained, args.resume), config=config, last_name=LAST_CHECKPOINT
-        )
-        with run_folder(
-            ctx, folder, purpose="classification", resume=args.resume, overwrite=args.overwrite, **rules
-        ) as claim:
+        keep = (args.pretrained, args.resume)
+        with run_folder(ctx, folder, purpose="classification", keep=keep, last_name=LAST_CHECKPOINT, **rules) as claim:
             return train(args, ctx, Run(folder, seed, config), claim, resumed)
 
 
@@ -166,34 +122,16 @@ def protocol_name(args: argparse.Namespace) -> str:
 def default_folder(args: argparse.Namespace) -> Path:
     """One folder per configuration, so that evaluating one encoder after another needs no flag."""
     pretraining = args.pretrain_skeleton_representation if args.pretrained else "scratch"
-    setting = f"{args.finetune_dataset}_{args.protocol}"
-    return Path(
-        "runs",
-        "action_classification",
-        setting,
-        pretraining,
-        args.finetune_skeleton_representation,
-        protocol_name(args),
-    )
+    setting = Path("runs", "action_classification", f"{args.finetune_dataset}_{args.protocol}", pretraining)
+    return setting / args.finetune_skeleton_representation / protocol_name(args)
 
 
 def configuration(args: argparse.Namespace) -> dict[str, Any]:
     """The flags a ``--resume`` must match, as every checkpoint records them (the pretrained file by its
     sha256, so a file rewritten since counts as another); ``--seed`` only when given."""
-    names = ("finetune_dataset", "protocol", "finetune_skeleton_representation", "pretrain_skeleton_representation")
-    names += (
-        "finetune",
-        "label_fraction",
-        "label_sampling",
-        "eval_mode_training",
-        "window_size",
-        "true_bidirectional_gru",
-    )
-    config = {"--" + name.replace("_", "-"): getattr(args, name) for name in (*names, *SIZE_FLAGS)}
+    config = {"--" + name.replace("_", "-"): getattr(args, name) for name in CONFIG_FLAGS}
     config["--pretrained"] = sha256_of(Path(args.pretrained)) if args.pretrained else None
-    if args.seed is not None:
-        config["--seed"] = args.seed
-    return config
+    return config if args.seed is None else {**config, "--seed": args.seed}
 
 
 def read_resume(path: str, config: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -225,7 +163,7 @@ def train(
     for line in claim.discard_previous_run():
         say(line)
     progress = fit(args, ctx, run, data, classifier, progress)
-    metrics = report(args, ctx, run, data, classifier, progress)
+    metrics = report(args, ctx, run, data, progress)
     barrier()
     return metrics
 
@@ -266,17 +204,18 @@ class Classifier(NamedTuple):
 def build_classifier(args: argparse.Namespace, ctx: DistContext, num_class: int) -> Classifier:
     """The encoder with a ``num_class``-way head, frozen for the linear protocol, wrapped, and its SGD."""
     linear = bool(args.pretrained) and not args.finetune
-    representation = args.finetune_skeleton_representation
-    model, weights = build_encoder(representation, num_class, **encoder_kwargs(args)), None
+    representation, sizes = args.finetune_skeleton_representation, encoder_kwargs(args)
+    model, weights = build_encoder(representation, num_class, **sizes), None
     if args.pretrained:
         evaluation.init_head(model)
+        bidirectional = sizes["true_bidirectional"]
         weights = load_pretrained_encoder(
             model,
             args.pretrained,
             args.pretrain_skeleton_representation,
             representation,
-            window_size=args.window_size,
-            true_bidirectional=args.true_bidirectional_gru,
+            args.window_size,
+            bidirectional,
         )
     if linear:
         evaluation.freeze_encoder(model)
@@ -304,14 +243,15 @@ def restore(args: argparse.Namespace, resumed: dict[str, Any] | None, classifier
     except (RuntimeError, ValueError, KeyError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__  # torch's message spans several lines
         raise UsageError(f"--resume {args.resume} does not fit this model and protocol: {reason}") from None
+    predictions = resumed.get("best_predictions")
     best = {
         "top1": float(resumed.get("best_acc1", -1.0)),
         "top5": float(resumed.get("best_acc5", 0.0)),
         "epoch": int(resumed.get("best_epoch", resumed["epoch"])),
-        "predictions": None,
+        "predictions": None if predictions is None else predictions.numpy(),
     }
     if "rng" in resumed:
-        restore_rng_state(resumed["rng"])
+        training.restore_rng_state(resumed["rng"])
     return Progress(int(resumed["epoch"]), best, list(resumed.get("history", [])))
 
 
@@ -327,7 +267,7 @@ def fit(
         f"{args.protocol}: {len(data.train)} training / {len(data.val)} evaluation clips, {data.num_class} classes, "
         f"{trained} trained parameters, device {ctx.device}, {parallel_mode(classifier.model, ctx)}"
     )
-    writer = summary_writer(run.folder if ctx.is_main else None)
+    writer = training.summary_writer(run.folder if ctx.is_main else None)
     try:
         for epoch in range(progress.start_epoch, args.epochs):
             record, predictions = one_epoch(args, ctx, run.seed, data, classifier, loader, epoch)
@@ -340,9 +280,8 @@ def fit(
                 progress.best["predictions"] = predictions
             if ctx.is_main:
                 save_checkpoints(args, run, classifier, progress, is_best)
-                for key, value in record.items():
-                    if key != "epoch":
-                        writer.add_scalar(key.replace("_", "/", 1), value, global_step=epoch + 1)
+                for key in record.keys() - {"epoch"}:
+                    writer.add_scalar(key.replace("_", "/", 1), record[key], global_step=epoch + 1)
             say(
                 f"epoch {epoch + 1}/{args.epochs} lr {record['lr']:.4g} | train loss {record['train_loss']:.4f} "
                 f"top-1 {record['train_top1']:.2f} | eval loss {record['val_loss']:.4f} top-1 "
@@ -358,19 +297,14 @@ def one_epoch(
     args: argparse.Namespace, ctx: DistContext, seed: int, data: Data, classifier: Classifier, loader: Any, epoch: int
 ) -> tuple[dict[str, float], np.ndarray]:
     """One training epoch and one evaluation: the history record and the evaluation predictions."""
-    lr = learning_rate_at(epoch, args.lr, args.epochs, args.schedule, cos=False)
-    set_learning_rate(classifier.optimizer, lr)
+    lr = training.learning_rate_at(epoch, args.lr, args.epochs, args.schedule, cos=False)
+    training.set_learning_rate(classifier.optimizer, lr)
     evaluation.set_loader_epoch(loader, seed, epoch)
+    desc, model = f"train {epoch + 1}/{args.epochs}", classifier.model
     trained = evaluation.train_one_epoch(
-        classifier.model,
-        loader,
-        classifier.optimizer,
-        ctx,
-        desc=f"train {epoch + 1}/{args.epochs}",
-        train_mode=classifier.train_mode,
-        print_freq=args.print_freq,
+        model, loader, classifier.optimizer, ctx, desc, classifier.train_mode, args.print_freq
     )
-    evaluated, predictions = evaluation.evaluate(classifier.model, data.val_loader, ctx, desc=f"eval {epoch + 1}")
+    evaluated, predictions = evaluation.evaluate(model, data.val_loader, ctx, desc=f"eval {epoch + 1}")
     record = {"epoch": epoch + 1, "lr": lr, "train_loss": trained["loss"], "train_top1": trained["top1"]}
     record.update(val_loss=evaluated["loss"], val_top1=evaluated["top1"], val_top5=evaluated["top5"])
     return record, predictions
@@ -384,18 +318,20 @@ def save_checkpoints(
     args: argparse.Namespace, run: Run, classifier: Classifier, progress: Progress, is_best: bool
 ) -> None:
     """The last epoch's state, and the best classifier when this epoch is the best (one file, linked)."""
+    best = progress.best
     state = {
         "format": CLASSIFIER_FORMAT,
         "epoch": progress.history[-1]["epoch"],
         "state_dict": unwrap(classifier.model).state_dict(),
-        "best_acc1": progress.best["top1"],
-        "best_acc5": progress.best["top5"],
-        "best_epoch": progress.best["epoch"],
         "optimizer": classifier.optimizer.state_dict(),
+        "best_acc1": best["top1"],
+        "best_acc5": best["top5"],
+        "best_epoch": best["epoch"],
+        "best_predictions": None if best["predictions"] is None else torch.from_numpy(best["predictions"]),
         "history": progress.history,
         "config": {**run.config, "--seed": run.seed},
-        "args": args_to_dict(args),
-        "rng": capture_rng_state(),
+        "args": training.args_to_dict(args),
+        "rng": training.capture_rng_state(),
     }
     last = run.folder / LAST_CHECKPOINT
     if is_best:  # written once; the last checkpoint is a hard link (or copy) of it, as in pretraining
@@ -404,16 +340,14 @@ def save_checkpoints(
         write_checkpoint(state, last)
 
 
-def report(
-    args: argparse.Namespace, ctx: DistContext, run: Run, data: Data, classifier: Classifier, progress: Progress
-) -> dict[str, Any]:
+def report(args: argparse.Namespace, ctx: DistContext, run: Run, data: Data, progress: Progress) -> dict[str, Any]:
     """The metrics (the confusion matrix and JSON from rank 0) and the closing line."""
     best, protocol = progress.best, protocol_name(args)
     final = progress.history[-1] if progress.history else {}
     metrics: dict[str, Any] = {
         "task": "action_classification",
         "protocol": protocol,
-        "top1": best["top1"],
+        "top1": best["top1"],  # the best epoch's, as the reference reports it
         "top5": best["top5"],
         "best_epoch": best["epoch"],
         "final_top1": final.get("val_top1"),
@@ -425,14 +359,14 @@ def report(
         "checkpoint": str(best_path(args, run)),
         "history": progress.history,
     }
-    if args.plot_dir and (plot := plot_best(args, ctx, run, data, classifier, progress)) is not None:
-        metrics["plots"] = [str(plot)]
+    if ctx.is_main and args.plot_dir and best["predictions"] is not None:
+        metrics["plots"] = [str(plot_best(args, data, best))]
     folders = [data.train.paths.data.parent, data.val.paths.data.parent]
     checkpoints = {"--pretrained": args.pretrained, "--resume": args.resume}
     metrics["provenance"] = provenance(
         device=ctx.device, world_size=ctx.world_size, data_folders=folders, checkpoints=checkpoints
     )
-    metrics["args"] = args_to_dict(args)
+    metrics["args"] = training.args_to_dict(args)
     if ctx.is_main and args.metrics_json:
         write_json_atomic(args.metrics_json, metrics)
     rank0_printer(ctx)(
@@ -442,20 +376,8 @@ def report(
     return metrics
 
 
-def plot_best(
-    args: argparse.Namespace, ctx: DistContext, run: Run, data: Data, classifier: Classifier, progress: Progress
-) -> Path | None:
-    """The best epoch's confusion matrix (rank 0 writes it); None when there is no best epoch to show."""
-    best, path = progress.best, best_path(args, run)
-    # Rank 0's answer: a file only rank 0 wrote may be invisible on other machines.
-    if best["predictions"] is None and broadcast_int(path.is_file(), ctx.device):
-        # Resumed past the best epoch: its predictions again, from the best classifier (rank 0's file;
-        # evaluate() hands its weights to the other ranks).
-        if ctx.is_main:
-            unwrap(classifier.model).load_state_dict(model_state(read_checkpoint(path), path))
-        _, best["predictions"] = evaluation.evaluate(classifier.model, data.val_loader, ctx, desc="eval best")
-    if not ctx.is_main or best["predictions"] is None:
-        return None
+def plot_best(args: argparse.Namespace, data: Data, best: dict[str, Any]) -> Path:
+    """The best epoch's confusion matrix."""
     return plot_confusion_matrix(
         confusion_matrix(data.val.labels, best["predictions"], data.num_class),
         action_names(args.finetune_dataset, data.num_class),

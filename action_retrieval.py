@@ -3,18 +3,12 @@
 
 Features are the query encoder's vector before ``fc`` (``knn_eval=True``) for a centre crop of 0.95 of
 every training and evaluation clip; each evaluation clip takes the majority label of its ``k``
-cosine-nearest training clips (``--knn-neighbours``); the figure is top-1 accuracy. ``--feature-mode
-eval`` (default) extracts them with the encoder in eval mode; ``--feature-mode train`` follows the
-reference's procedure: the encoder in train mode (each batch's BatchNorm statistics, seeded dropout),
-batches of ``--batch-size``, the training clips in a seeded random order (the reference's loader
-shuffles them) and the evaluation clips in another (the reference's come in the order ``os.listdir``
-listed its raw files), or sorted with ``--eval-order sorted``. Features and figures come back in
-dataset order; nothing the forward passes update is kept. ``--with-autoencoder`` adds the reference's
-second figure: the same KNN on the 125-d codes of an auto-encoder trained on the training features.
-
-Under ``torchrun`` every rank extracts its piece of every batch (DataParallel's split of a batch over
-devices); the features are gathered back in dataset order, rank 0 alone runs the KNN (and auto-encoder)
-and writes the outputs, and the other ranks leave once their shares are handed over.
+cosine-nearest training clips; the figure is top-1 accuracy (and, ``--with-autoencoder``, the reference's
+second figure on an auto-encoder's codes). ``--feature-mode train`` extracts them as the reference does:
+the encoder in train mode, batches of ``--batch-size`` in seeded random orders (``--eval-order sorted``:
+the evaluation clips in dataset order). Under ``torchrun`` every rank extracts its piece of every batch
+(DataParallel's split), the features are gathered in dataset order and rank 0 alone runs the KNN and
+writes. See docs/evaluation.md.
 
     python action_retrieval.py --knn-neighbours 1 \\
         --pretrained checkpoints/ntu_60_cross_view/interskeleton_seq_based_graph_based/checkpoint_0450.pth.tar \\
@@ -50,6 +44,7 @@ from feeders import DownstreamDataset, num_classes
 from models import build_encoder
 
 PROG = "action_retrieval.py"
+FEATURES = ("train_features", "train_labels", "val_features", "val_labels")  # the arrays of --save-features
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,42 +52,22 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG, description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     evaluation.add_evaluation_args(parser)
-    knn = parser.add_argument_group("retrieval")
-    knn.add_argument("--knn-neighbours", type=positive_int, default=1, metavar="K", help="neighbours that vote")
-    knn.add_argument(
-        "--knn-chunk-size", type=positive_int, default=1024, metavar="N", help="evaluation clips per matrix product"
-    )
-    knn.add_argument(
-        "--feature-mode",
-        choices=evaluation.FEATURE_MODES,
-        default="eval",
-        help="the encoder's mode while extracting: 'eval', or 'train', the reference's procedure (batch "
-        "statistics, seeded dropout, clips in seeded random orders, batches of --batch-size)",
-    )
-    knn.add_argument(
-        "--eval-order",
-        choices=("random", "sorted"),
-        default="random",
-        help="--feature-mode train: the evaluation clips' order, seeded random (as the reference's hash-ordered "
-        "files) or sorted (dataset order)",
-    )
-    knn.add_argument("--save-features", default=None, metavar="PATH", help="write the features to this .npz")
-    knn.add_argument(
-        "--tsne-samples", type=positive_int, default=5000, metavar="N", help="evaluation clips in the t-SNE plot"
-    )
-    ae = parser.add_argument_group("auto-encoder (the reference's second retrieval figure)")
-    ae.add_argument(
-        "--with-autoencoder", action="store_true", help=f"also KNN on the {AE_CODE_SIZE}-d codes of an auto-encoder"
-    )
-    ae.add_argument("--ae-epochs", type=positive_int, default=400, help="auto-encoder epochs")
-    ae.add_argument("--ae-batch-size", type=positive_int, default=64, help="auto-encoder mini-batch size")
-    ae.add_argument("--ae-lr", type=positive_float, default=1e-3, help="auto-encoder Adam learning rate")
-    ae.add_argument(
-        "--ae-lr-step",
-        choices=("iteration", "epoch"),
-        default="iteration",
-        help="unit of the x0.95-every-50 decay (the reference steps every iteration)",
-    )
+    add = parser.add_argument_group("retrieval").add_argument
+    add("--knn-neighbours", type=positive_int, default=1, metavar="K", help="neighbours that vote")
+    add("--knn-chunk-size", type=positive_int, default=1024, metavar="N", help="evaluation clips per matrix product")
+    modes = "the encoder's mode while extracting: eval, or train (the reference's: batch statistics, seeded dropout)"
+    add("--feature-mode", choices=evaluation.FEATURE_MODES, default="eval", help=modes)
+    orders = "--feature-mode train: the evaluation clips' order, seeded random (as the reference's files) or sorted"
+    add("--eval-order", choices=("random", "sorted"), default="random", help=orders)
+    add("--save-features", default=None, metavar="PATH", help="write the features to this .npz")
+    add("--tsne-samples", type=positive_int, default=5000, metavar="N", help="evaluation clips in the t-SNE plot")
+    add = parser.add_argument_group("auto-encoder (the reference's second retrieval figure)").add_argument
+    add("--with-autoencoder", action="store_true", help=f"also KNN on the {AE_CODE_SIZE}-d codes of an auto-encoder")
+    add("--ae-epochs", type=positive_int, default=400, help="auto-encoder epochs")
+    add("--ae-batch-size", type=positive_int, default=64, help="auto-encoder mini-batch size")
+    add("--ae-lr", type=positive_float, default=1e-3, help="auto-encoder Adam learning rate")
+    steps = "unit of the x0.95-every-50 decay (the reference steps every iteration)"
+    add("--ae-lr-step", choices=("iteration", "epoch"), default="iteration", help=steps)
     return parser
 
 
@@ -116,10 +91,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def check_flags(args: argparse.Namespace) -> None:
     """What argparse cannot check, outputs included (before anything is read or computed)."""
     check_window_size(args.window_size, (args.finetune_skeleton_representation,))
-    if args.plot_dir and args.tsne_samples < TSNE_MIN_SAMPLES:
-        raise UsageError(
-            f"--tsne-samples {args.tsne_samples}: the t-SNE plot of --plot-dir needs at least {TSNE_MIN_SAMPLES} clips"
-        )
     for flag, path in (("--metrics-json", args.metrics_json), ("--save-features", args.save_features)):
         if path:
             check_output_file(path, flag)
@@ -139,20 +110,15 @@ def load_data(args: argparse.Namespace, seed: int) -> Data:
     """Both splits with the evaluation transform (centre crop 0.95), as in the reference's retrieval
     options; checked before any model is built."""
     num_class = num_classes(args.finetune_dataset)
+    representation = args.finetune_skeleton_representation
     clips = Clips(
-        args.data_root,
-        args.finetune_dataset,
-        args.protocol,
-        num_class,
-        args.finetune_skeleton_representation,
-        args.window_size,
-        seed,
+        args.data_root, args.finetune_dataset, args.protocol, num_class, representation, args.window_size, seed
     )
     data = Data(clips.open("train", train=False), clips.open("val", train=False), num_class)
-    if args.plot_dir and len(data.val) < TSNE_MIN_SAMPLES:
+    if args.plot_dir and min(args.tsne_samples, len(data.val)) < TSNE_MIN_SAMPLES:
         raise UsageError(
-            f"{data.val.paths.data} holds {len(data.val)} clips; the t-SNE plot of --plot-dir needs at "
-            f"least {TSNE_MIN_SAMPLES}"
+            f"the t-SNE plot of --plot-dir needs at least {TSNE_MIN_SAMPLES} clips: --tsne-samples is "
+            f"{args.tsne_samples}, {data.val.paths.data} holds {len(data.val)}"
         )
     if len(data.train) < args.knn_neighbours:
         raise UsageError(f"--knn-neighbours {args.knn_neighbours} exceeds the {len(data.train)} training clips")
@@ -161,16 +127,17 @@ def load_data(args: argparse.Namespace, seed: int) -> Data:
 
 def build_model(args: argparse.Namespace, ctx: DistContext, data: Data) -> nn.Module:
     """The (pretrained or randomly initialised) encoder, frozen, on the device."""
-    representation = args.finetune_skeleton_representation
-    model = build_encoder(representation, data.num_class, **encoder_kwargs(args))
+    representation, sizes = args.finetune_skeleton_representation, encoder_kwargs(args)
+    model = build_encoder(representation, data.num_class, **sizes)
     if args.pretrained:
+        bidirectional = sizes["true_bidirectional"]
         load_pretrained_encoder(
             model,
             args.pretrained,
             args.pretrain_skeleton_representation,
             representation,
-            window_size=args.window_size,
-            true_bidirectional=args.true_bidirectional_gru,
+            args.window_size,
+            bidirectional,
         )
     model = wrap_model(model.requires_grad_(False), ctx, trainable=False, requested_device=args.device)
     if ctx.is_main:
@@ -185,13 +152,6 @@ def build_model(args: argparse.Namespace, ctx: DistContext, data: Data) -> nn.Mo
     return model
 
 
-class Features(NamedTuple):
-    train: np.ndarray  # (N_train, D) float32, dataset order
-    train_labels: np.ndarray  # (N_train,) int64
-    val: np.ndarray  # (N_val, D)
-    val_labels: np.ndarray
-
-
 def feature_plans(args: argparse.Namespace, data: Data, seed: int) -> tuple[BatchPlan, BatchPlan]:
     """The batches features are extracted in. Train mode: the reference's loaders, since batch
     composition changes the features (see the module's docstring). Eval mode: dataset order (the
@@ -203,30 +163,36 @@ def feature_plans(args: argparse.Namespace, data: Data, seed: int) -> tuple[Batc
     return BatchPlan(evaluation.random_order(n_train, seed, 0), args.batch_size), BatchPlan(val_order, args.batch_size)
 
 
-def extract(args: argparse.Namespace, ctx: DistContext, data: Data, model: nn.Module, seed: int) -> Features:
-    """Both splits' features in dataset order (every rank takes part under torchrun)."""
+def extract(
+    args: argparse.Namespace, ctx: DistContext, data: Data, model: nn.Module, seed: int
+) -> dict[str, np.ndarray]:
+    """Both splits' (N, D) float32 ``*_features`` and (N,) ``*_labels`` in dataset order (every rank takes
+    part under torchrun)."""
     plans = feature_plans(args, data, seed)
     if args.feature_mode == "train":
         torch.manual_seed(seed)  # dropout masks: the same for the same --seed
     (train, train_labels), (val, val_labels) = (
-        evaluation.extract_features(
-            model, evaluation.plan_loader(dataset, plan, args.workers, ctx), ctx, desc, mode=args.feature_mode
+        evaluation.outputs_in_order(
+            model, evaluation.plan_loader(dataset, plan, args.workers, ctx), ctx, desc, args.feature_mode, knn_eval=True
         )
         for dataset, plan, desc in zip((data.train, data.val), plans, ("train features", "eval features"))
     )
-    return Features(train, train_labels, val, val_labels)
+    return {name: t.cpu().numpy() for name, t in zip(FEATURES, (train, train_labels, val, val_labels))}
 
 
-def report(args: argparse.Namespace, ctx: DistContext, data: Data, features: Features, seed: int) -> dict[str, Any]:
+def report(
+    args: argparse.Namespace, ctx: DistContext, data: Data, features: dict[str, np.ndarray], seed: int
+) -> dict[str, Any]:
     """KNN (and auto-encoder) figures, saved features, the t-SNE plot, the JSON and the closing line."""
     knn = dict(k=args.knn_neighbours, chunk_size=args.knn_chunk_size, device=ctx.device)
-    accuracy, _ = knn_accuracy(features.train, features.train_labels, features.val, features.val_labels, **knn)
+    train, train_labels, val, val_labels = (features[name] for name in FEATURES)
+    accuracy, _ = knn_accuracy(train, train_labels, val, val_labels, **knn)
     metrics: dict[str, Any] = {
         "task": "action_retrieval",
         "knn_top1": 100.0 * accuracy,
         "k": args.knn_neighbours,
         "feature_mode": args.feature_mode,
-        "feature_dim": int(features.train.shape[1]),
+        "feature_dim": int(train.shape[1]),
         "num_train": len(data.train),
         "num_val": len(data.val),
         "num_class": data.num_class,
@@ -237,61 +203,43 @@ def report(args: argparse.Namespace, ctx: DistContext, data: Data, features: Fea
         metrics.update(autoencoder_metrics(args, ctx, features, seed, knn))
         summary += f" | with auto-encoder {metrics['knn_top1_autoencoder']:.2f}%"
     if args.save_features:
-        atomic_save_npz(
-            args.save_features,
-            train_features=features.train,
-            train_labels=features.train_labels,
-            train_names=np.array(data.train.names),
-            val_features=features.val,
-            val_labels=features.val_labels,
-            val_names=np.array(data.val.names),
-        )
-        metrics["features"] = str(args.save_features)
+        names = {"train_names": np.array(data.train.names), "val_names": np.array(data.val.names)}
+        metrics["features"] = str(atomic_save_npz(args.save_features, **features, **names))
     if args.plot_dir:
-        metrics["plots"] = [str(_plot_tsne(args, data, features, seed))]
+        metrics["plots"] = [str(plot(args, data, val, val_labels, seed))]
+    folders = [data.train.paths.data.parent, data.val.paths.data.parent]
+    checkpoints = {"--pretrained": args.pretrained}
     metrics["provenance"] = provenance(
-        device=ctx.device,
-        world_size=ctx.world_size,
-        data_folders=[data.train.paths.data.parent, data.val.paths.data.parent],
-        checkpoints={"--pretrained": args.pretrained},
+        device=ctx.device, world_size=ctx.world_size, data_folders=folders, checkpoints=checkpoints
     )
     metrics["args"] = args_to_dict(args)
     if args.metrics_json:
         write_json_atomic(args.metrics_json, metrics)
-    print(
-        f"retrieval {args.finetune_skeleton_representation} on {args.finetune_dataset} {args.protocol}: {summary}",
-        flush=True,
-    )
+    representation = args.finetune_skeleton_representation
+    print(f"retrieval {representation} on {args.finetune_dataset} {args.protocol}: {summary}", flush=True)
     return metrics
 
 
 def autoencoder_metrics(
-    args: argparse.Namespace, ctx: DistContext, features: Features, seed: int, knn: dict[str, Any]
+    args: argparse.Namespace, ctx: DistContext, features: dict[str, np.ndarray], seed: int, knn: dict[str, Any]
 ) -> dict[str, Any]:
     """The reference's second figure: KNN on the codes of an auto-encoder fit to the training features."""
-    train_t, val_t = (torch.from_numpy(f).to(ctx.device) for f in (features.train, features.val))
+    train, val = (torch.from_numpy(features[f"{part}_features"]).to(ctx.device) for part in ("train", "val"))
     fit = train_autoencoder(
-        train_t, args.ae_epochs, batch_size=args.ae_batch_size, lr=args.ae_lr, lr_step=args.ae_lr_step, seed=seed
+        train, args.ae_epochs, batch_size=args.ae_batch_size, lr=args.ae_lr, lr_step=args.ae_lr_step, seed=seed
     )
-    (train_codes, _), (val_codes, val_mse) = encode(fit.model, train_t), encode(fit.model, val_t)
-    accuracy, _ = knn_accuracy(train_codes, features.train_labels, val_codes, features.val_labels, **knn)
-    return {
-        "knn_top1_autoencoder": 100.0 * accuracy,
-        "autoencoder": {
-            "epochs": args.ae_epochs,
-            "code_size": AE_CODE_SIZE,
-            "lr_step": args.ae_lr_step,
-            "train_mse": fit.train_mse,
-            "val_mse": val_mse,
-        },
-    }
+    (train_codes, _), (val_codes, val_mse) = encode(fit.model, train), encode(fit.model, val)
+    accuracy, _ = knn_accuracy(train_codes, features["train_labels"], val_codes, features["val_labels"], **knn)
+    summary = dict(epochs=args.ae_epochs, code_size=AE_CODE_SIZE, lr_step=args.ae_lr_step, train_mse=fit.train_mse)
+    return {"knn_top1_autoencoder": 100.0 * accuracy, "autoencoder": {**summary, "val_mse": val_mse}}
 
 
-def _plot_tsne(args: argparse.Namespace, data: Data, features: Features, seed: int) -> Path:
-    shown = np.sort(np.random.default_rng(seed).permutation(len(data.val))[: args.tsne_samples])
+def plot(args: argparse.Namespace, data: Data, features: np.ndarray, labels: np.ndarray, seed: int) -> Path:
+    """The t-SNE map of (a seeded subset of at most ``--tsne-samples``) evaluation clips."""
+    shown = np.sort(np.random.default_rng(seed).permutation(len(labels))[: args.tsne_samples])
     return plot_tsne(
-        features.val[shown],
-        features.val_labels[shown],
+        features[shown],
+        labels[shown],
         action_names(args.finetune_dataset, data.num_class),
         Path(args.plot_dir) / "tsne.png",
         title=f"{args.finetune_skeleton_representation} features ({args.feature_mode} mode), "

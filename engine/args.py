@@ -9,14 +9,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from common.constants import (
-    BASE_REPRESENTATIONS,
-    DATASETS,
-    DEFAULT_DATA_ROOT,
-    REPRESENTATION_CHOICES,
-    VALID_PAIRS,
-    WINDOW_SIZE,
-)
+from common.constants import DATASETS, DEFAULT_DATA_ROOT, VALID_PAIRS, WINDOW_SIZE
 from common.io import UsageError
 from models.hcn import MIN_WINDOW_SIZE as HCN_MIN_WINDOW_SIZE
 
@@ -81,68 +74,46 @@ def check_window_size(window_size: int, representations: tuple[str, ...]) -> Non
 def add_data_args(parser: argparse.ArgumentParser, dataset_flag: str, default_dataset: str = "ntu60") -> None:
     """``--data-root``, the dataset flag (``--pre-dataset`` or ``--finetune-dataset``), ``--protocol`` and
     ``--window-size``."""
-    group = parser.add_argument_group("data")
-    group.add_argument("--data-root", default=DEFAULT_DATA_ROOT, help="folder holding the data_gen outputs" + DEFAULT)
-    group.add_argument(dataset_flag, default=default_dataset, choices=DATASET_CHOICES, help="dataset" + DEFAULT)
-    group.add_argument(
-        "--protocol",
-        default="cross_view",
-        choices=PROTOCOL_CHOICES,
-        help="evaluation protocol; valid dataset/protocol pairs: " + ", ".join(VALID_PAIRS),
-    )
-    group.add_argument(
+    add = parser.add_argument_group("data").add_argument
+    add("--data-root", default=DEFAULT_DATA_ROOT, help="folder holding the data_gen outputs" + DEFAULT)
+    add(dataset_flag, default=default_dataset, choices=DATASET_CHOICES, help="dataset" + DEFAULT)
+    pairs = ", ".join(VALID_PAIRS)
+    add("--protocol", default="cross_view", choices=PROTOCOL_CHOICES, help=f"valid dataset/protocol pairs: {pairs}")
+    add(
         "--window-size",
         type=positive_window,
         default=WINDOW_SIZE,
         metavar="FRAMES",
-        help="frames of every view after crop-resize (the paper's %(default)s); image-based needs the same value "
-        "in pretraining and evaluation",
+        help="frames of every view after crop-resize (image-based: as in pretraining)" + DEFAULT,
     )
 
 
 def add_model_size_args(parser: argparse.ArgumentParser) -> None:
     """Encoder sizes: the paper's defaults, smaller for CPU runs and tests."""
-    group = parser.add_argument_group("encoder sizes")
-    group.add_argument("--gru-hidden-size", type=positive_int, default=1024, help="BiGRU hidden size" + DEFAULT)
-    group.add_argument("--gru-layers", type=positive_int, default=3, help="BiGRU layers" + DEFAULT)
-    group.add_argument(
-        "--agcn-base-channels", type=positive_int, default=64, help="AGCN width of the first units" + DEFAULT
-    )
-    group.add_argument("--hcn-out-channels", type=positive_int, default=64, help="HCN base channels" + DEFAULT)
-    group.add_argument(
-        "--true-bidirectional-gru",
-        action="store_true",
-        help="a genuine bidirectional GRU instead of the reference's function (its checkpoints use the latter)",
-    )
+    add = parser.add_argument_group("encoder sizes").add_argument
+    add("--gru-hidden-size", type=positive_int, default=1024, help="BiGRU hidden size" + DEFAULT)
+    add("--gru-layers", type=positive_int, default=3, help="BiGRU layers" + DEFAULT)
+    add("--agcn-base-channels", type=positive_int, default=64, help="AGCN width of the first units" + DEFAULT)
+    add("--hcn-out-channels", type=positive_int, default=64, help="HCN base channels" + DEFAULT)
+    add("--true-bidirectional-gru", action="store_true", help="a genuine BiGRU, not the reference's function")
 
 
 def encoder_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments for ``models.build_encoder`` from the size options."""
-    return dict(
-        **{name: getattr(args, name) for name in SIZE_FLAGS},
-        true_bidirectional=args.true_bidirectional_gru,
-        window_size=getattr(args, "window_size", WINDOW_SIZE),
-    )
+    sizes = {name: getattr(args, name) for name in SIZE_FLAGS}
+    window = getattr(args, "window_size", WINDOW_SIZE)  # bench/bench_pretrain.py has no --window-size
+    return dict(sizes, true_bidirectional=args.true_bidirectional_gru, window_size=window)
 
 
 def add_runtime_args(
     parser: argparse.ArgumentParser, print_freq: int = 10, workers: int = 8, workers_help: str = "data loading workers"
 ) -> None:
     """Seed, workers, printing, device."""
-    group = parser.add_argument_group("runtime")
-    group.add_argument("--seed", type=nonnegative_int, default=None, help="seed for reproducible runs")
-    group.add_argument(
-        "-j", "--workers", type=nonnegative_int, default=workers, metavar="N", help=workers_help + DEFAULT
-    )
-    group.add_argument(
-        "-p",
-        "--print-freq",
-        type=positive_int,
-        default=print_freq,
-        metavar="N",
-        help="log every N iterations" + DEFAULT,
-    )
-    group.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    add = parser.add_argument_group("runtime").add_argument
+    add("--seed", type=nonnegative_int, default=None, help="seed for reproducible runs")
+    add("-j", "--workers", type=nonnegative_int, default=workers, metavar="N", help=workers_help + DEFAULT)
+    add("-p", "--print-freq", type=positive_int, default=print_freq, metavar="N", help="log every N steps" + DEFAULT)
+    add("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
 
 
 def add_data_model_runtime_args(parser: argparse.ArgumentParser, dataset_flag: str, **runtime: Any) -> None:
@@ -165,52 +136,16 @@ def add_optim_args(
     cos: bool = False,
 ) -> None:
     """The reference's SGD flags; each script passes the reference's own defaults."""
-    optim = parser.add_argument_group("optimisation (the reference's flags and defaults)")
-    optim.add_argument("--epochs", type=positive_int, default=epochs, metavar="N", help="total epochs" + DEFAULT)
-    optim.add_argument(
-        "--start-epoch",
-        type=nonnegative_int,
-        default=0,
-        metavar="N",
-        help="first epoch (useful on restarts; --resume takes it from the checkpoint)",
-    )
-    optim.add_argument(
-        "-b",
-        "--batch-size",
-        type=positive_int,
-        default=batch_size,
-        metavar="N",
-        help="mini-batch size, total over all GPUs and processes" + DEFAULT,
-    )
-    optim.add_argument(
-        "--lr", "--learning-rate", type=positive_float, default=lr, dest="lr", metavar="LR", help=lr_help + DEFAULT
-    )
-    optim.add_argument(
-        "--schedule",
-        type=nonnegative_int,
-        nargs="*",
-        default=schedule,
-        help="epochs at which the learning rate drops x0.1" + (", ignored with --cos" if cos else "") + DEFAULT,
-    )
+    add = parser.add_argument_group("optimisation (the reference's flags and defaults)").add_argument
+    add("--epochs", type=positive_int, default=epochs, metavar="N", help="total epochs" + DEFAULT)
+    add("--start-epoch", type=nonnegative_int, default=0, metavar="N", help="first epoch (--resume: the checkpoint's)")
+    total = "mini-batch size, total over all GPUs and processes"
+    add("-b", "--batch-size", type=positive_int, default=batch_size, metavar="N", help=total + DEFAULT)
+    add("--lr", "--learning-rate", type=positive_float, default=lr, dest="lr", metavar="LR", help=lr_help + DEFAULT)
+    drops = "epochs at which the learning rate drops x0.1" + (", ignored with --cos" if cos else "")
+    add("--schedule", type=nonnegative_int, nargs="*", default=schedule, help=drops + DEFAULT)
     if cos:
-        optim.add_argument("--cos", action="store_true", help="cosine learning-rate schedule")
-    optim.add_argument(
-        "--momentum", type=momentum_value, default=0.9, metavar="M", help="SGD momentum, in [0, 1)" + DEFAULT
-    )
-    optim.add_argument(
-        "--wd",
-        "--weight-decay",
-        type=nonnegative_float,
-        default=weight_decay,
-        dest="weight_decay",
-        metavar="W",
-        help="weight decay" + DEFAULT,
-    )
-
-
-def representation_arg(
-    parser: argparse.ArgumentParser, flag: str, default: str, pairs: bool = True, help: str = ""
-) -> None:
-    """A representation flag with argparse ``choices``."""
-    choices = REPRESENTATION_CHOICES if pairs else BASE_REPRESENTATIONS
-    parser.add_argument(flag, default=default, choices=choices, help=help)
+        add("--cos", action="store_true", help="cosine learning-rate schedule")
+    add("--momentum", type=momentum_value, default=0.9, metavar="M", help="SGD momentum, in [0, 1)" + DEFAULT)
+    decay = dict(type=nonnegative_float, default=weight_decay, dest="weight_decay", metavar="W")
+    add("--wd", "--weight-decay", **decay, help="weight decay" + DEFAULT)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -120,44 +120,28 @@ def read_checkpoint(path: str | os.PathLike, *, mmap: bool = False, flag: str = 
     return checkpoint
 
 
-def check_format(
-    checkpoint: Mapping[str, Any],
-    path: str | os.PathLike,
-    expected: str,
-    required: Sequence[str] = ("epoch", "state_dict", "optimizer"),
-    flag: str = "--resume",
-) -> None:
-    """CheckpointError unless ``checkpoint`` can be what ``expected`` names: its ``format`` entry, when it
-    has one, must be ``expected``; without one (the reference's files) it must hold ``required``."""
-    kind = FORMAT_KINDS.get(expected, expected)
-    found = checkpoint.get("format")
+def read_resume_checkpoint(path: str | os.PathLike, expected: str) -> dict[str, Any]:
+    """The checkpoint ``--resume`` names (one reader for pretraining and classification), checked to be of
+    the ``expected`` format: its ``format`` entry, when it has one; without one (the reference's files),
+    its keys. Errors are one line starting with ``--resume``."""
+    checkpoint = read_checkpoint(path, flag="--resume")
+    kind, found = FORMAT_KINDS[expected], checkpoint.get("format")
     if found is not None and found != expected:
         if str(found).partition("/")[0] == expected.partition("/")[0]:
             raise CheckpointError(
-                f"{flag} {path}: checkpoint format {found!r}, but this version reads "
-                f"{expected!r} (written by another version of this code)"
+                f"--resume {path}: checkpoint format {found!r}, but this version reads {expected!r} (written by "
+                "another version of this code)"
             )
-        what = FORMAT_KINDS.get(found)
-        described = f"a {what} checkpoint" if what else f"a checkpoint of format {found!r}"
-        raise CheckpointError(f"{flag} {path} is {described}, not a {kind} checkpoint")
-    for key in required:
-        if key not in checkpoint:
-            raise CheckpointError(f"{flag} {path}: not a {kind} checkpoint (no {key!r} entry)")
-
-
-def read_resume_checkpoint(
-    path: str | os.PathLike,
-    expected_format: str,
-    required: Sequence[str] = ("epoch", "state_dict", "optimizer"),
-    flag: str = "--resume",
-) -> dict[str, Any]:
-    """The checkpoint ``--resume`` names, checked to be of ``expected_format`` (:func:`check_format`):
-    one reader for pretraining and classification. Errors are one line and start with ``flag``."""
-    checkpoint = read_checkpoint(path, flag=flag)
-    check_format(checkpoint, path, expected_format, required, flag)
-    epoch = checkpoint.get("epoch", 0)
+        described = (
+            f"a {FORMAT_KINDS[found]} checkpoint" if found in FORMAT_KINDS else f"a checkpoint of format {found!r}"
+        )
+        raise CheckpointError(f"--resume {path} is {described}, not a {kind} checkpoint")
+    missing = [key for key in ("epoch", "state_dict", "optimizer") if key not in checkpoint]
+    if missing:
+        raise CheckpointError(f"--resume {path}: not a {kind} checkpoint (no {missing[0]!r} entry)")
+    epoch = checkpoint["epoch"]
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-        raise CheckpointError(f"{flag} {path}: 'epoch' entry {epoch!r} is not a count of epochs")
+        raise CheckpointError(f"--resume {path}: 'epoch' entry {epoch!r} is not a count of epochs")
     return checkpoint
 
 

@@ -20,9 +20,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from common.constants import BASE_REPRESENTATIONS, REPRESENTATION_CHOICES
 from common.distributed import all_reduce_, broadcast_int, broadcast_module_state, concat_all_gather
 from common.io import UsageError
-from engine.args import add_data_model_runtime_args, add_optim_args, representation_arg
+from engine.args import add_data_model_runtime_args, add_optim_args
 from engine.launch import DistContext, progress_bars, unwrap
 from engine.pretrained import HEAD_PREFIX
 from engine.training import seed_everything
@@ -35,26 +36,22 @@ LABEL_SAMPLINGS = ("global", "per-class")
 def add_evaluation_args(parser: argparse.ArgumentParser) -> None:
     """Flags both evaluation scripts share: the reference's optimisation flags (its scripts pass them to
     retrieval too), the checkpoints and representations, data, encoder sizes, runtime and outputs."""
-    add_optim_args(
-        parser, epochs=80, batch_size=256, lr=30.0, schedule=[50, 70], weight_decay=0.0, lr_help="initial learning rate"
+    add_optim_args(parser, epochs=80, batch_size=256, lr=30.0, schedule=[50, 70], weight_decay=0.0)
+    add = parser.add_argument_group("checkpoints and representations").add_argument
+    add("--resume", default="", metavar="PATH", help="continue from a classifier checkpoint")
+    add("--pretrained", default="", metavar="PATH", help="MoCo pretraining checkpoint; empty: a random encoder")
+    add(
+        "--pretrain-skeleton-representation",
+        default="seq-based",
+        choices=REPRESENTATION_CHOICES,
+        help="what it was pretrained on",
     )
-    group = parser.add_argument_group("checkpoints and representations")
-    group.add_argument("--resume", default="", metavar="PATH", help="continue from a classifier checkpoint")
-    group.add_argument(
-        "--pretrained", default="", metavar="PATH", help="MoCo pretraining checkpoint; empty: a random encoder"
-    )
-    representation_arg(group, "--pretrain-skeleton-representation", "seq-based", help="what it was pretrained with")
-    representation_arg(
-        group,
-        "--finetune-skeleton-representation",
-        "seq-based",
-        pairs=False,
-        help="the representation evaluated: for a pair A_and_B, A is its encoder_q and B its encoder_r",
-    )
+    evaluated = "the representation evaluated: for a pair A_and_B, A is its encoder_q and B its encoder_r"
+    add("--finetune-skeleton-representation", default="seq-based", choices=BASE_REPRESENTATIONS, help=evaluated)
     add_data_model_runtime_args(parser, "--finetune-dataset")
-    out = parser.add_argument_group("outputs")
-    out.add_argument("--metrics-json", default=None, metavar="PATH", help="write the figures to this JSON file")
-    out.add_argument("--plot-dir", default=None, metavar="DIR", help="write PNG figures into this folder")
+    add = parser.add_argument_group("outputs").add_argument
+    add("--metrics-json", default=None, metavar="PATH", help="write the figures to this JSON file")
+    add("--plot-dir", default=None, metavar="DIR", help="write PNG figures into this folder")
 
 
 def shared_seed(seed: int | None, ctx: DistContext) -> int:
@@ -64,11 +61,6 @@ def shared_seed(seed: int | None, ctx: DistContext) -> int:
         seed_everything(seed)
         return seed
     return broadcast_int(int(np.random.SeedSequence().entropy % 2**31), ctx.device)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Clips
-# ---------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -114,11 +106,6 @@ def label_subset(labels: np.ndarray, fraction: float, seed: int, sampling: str =
         members = np.flatnonzero(labels == cls)
         chosen.append(rng.choice(members, size=max(1, int(np.floor(fraction * len(members) + 0.5))), replace=False))
     return np.sort(np.concatenate(chosen)).astype(np.int64)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Batches over processes
-# ---------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -212,11 +199,6 @@ def gather_rows(local: torch.Tensor, plan: BatchPlan, ctx: DistContext) -> torch
     return out
 
 
-# ---------------------------------------------------------------------------------------------------
-# The linear protocol
-# ---------------------------------------------------------------------------------------------------
-
-
 def init_head(model: nn.Module) -> None:
     """The linear protocol's classifier initialisation: weights N(0, 0.01), bias 0."""
     with torch.no_grad():
@@ -254,20 +236,10 @@ def check_encoder_unchanged(model: nn.Module, reference: Mapping[str, torch.Tens
         )
 
 
-# ---------------------------------------------------------------------------------------------------
-# Epochs
-# ---------------------------------------------------------------------------------------------------
-
-
 def correct_counts(output: torch.Tensor, target: torch.Tensor, topk: tuple[int, ...]) -> torch.Tensor:
     """(len(topk),) int64 number of rows whose target is among the ``k`` highest scores of (B, C) ``output``."""
     hits = output.topk(min(max(topk), output.shape[1]), dim=1).indices == target[:, None]  # (B, k_max)
     return torch.stack([hits[:, :k].any(dim=1).sum() for k in topk])
-
-
-def _summed(loss: torch.Tensor, counts: torch.Tensor) -> tuple[float, list[int]]:
-    """A loss sum and int64 counts (clips last) summed over every process (a collective under torchrun)."""
-    return float(all_reduce_(loss)), all_reduce_(counts).tolist()
 
 
 def train_one_epoch(
@@ -297,31 +269,8 @@ def train_one_epoch(
         if ctx.is_main and i % print_freq == 0:
             n = max(int(counts[1]), 1)
             bar.set_postfix(loss=f"{float(loss_sum) / n:.4f}", top1=f"{100.0 * int(counts[0]) / n:.2f}")
-    total, (correct, n) = _summed(loss_sum, counts)
-    return {"loss": total / max(n, 1), "top1": 100.0 * correct / max(n, 1)}
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, data: PlannedLoader, ctx: DistContext, desc: str) -> tuple[dict[str, float], np.ndarray]:
-    """Loss, top-1 and top-5 (percent) over the dataset of ``data`` with the network in eval mode, and the
-    top-1 predictions in dataset order. Under torchrun every rank must call this: each runs its share of
-    the plan and the counts are summed (exactly one process's figures)."""
-    network = unwrap(model)  # no DDP collectives in the forward: shares may differ by one batch
-    broadcast_module_state(network)  # trained BatchNorm statistics drift apart across ranks; rank 0's are saved
-    network.eval()
-    loss_sum = torch.zeros((), device=ctx.device)
-    counts = torch.zeros(3, dtype=torch.int64, device=ctx.device)  # top-1, top-5 correct, clips
-    predictions = [torch.zeros(0, dtype=torch.int64, device=ctx.device)]
-    for inputs, target in progress_bars(ctx)(data.loader, desc):
-        target = target.to(ctx.device, non_blocking=True)
-        output = network(inputs.to(ctx.device, non_blocking=True))  # (B, num_class)
-        loss_sum += nn.functional.cross_entropy(output, target, reduction="sum")
-        counts += torch.cat([correct_counts(output, target, (1, 5)), counts.new_tensor([len(target)])])
-        predictions.append(output.argmax(dim=1))
-    preds = gather_rows(torch.cat(predictions), data.plan, ctx).cpu().numpy()
-    total, (top1, top5, n) = _summed(loss_sum, counts)
-    n = max(n, 1)
-    return {"loss": total / n, "top1": 100.0 * top1 / n, "top5": 100.0 * top5 / n}, preds
+    correct, n = all_reduce_(counts).tolist()  # summed over every process under torchrun
+    return {"loss": float(all_reduce_(loss_sum)) / max(n, 1), "top1": 100.0 * correct / max(n, 1)}
 
 
 @contextmanager
@@ -344,20 +293,31 @@ def feature_mode(model: nn.Module, mode: str) -> Iterator[None]:
 
 
 @torch.no_grad()
-def extract_features(
-    model: nn.Module, data: PlannedLoader, ctx: DistContext, desc: str, mode: str = "eval"
-) -> tuple[np.ndarray, np.ndarray]:
-    """(N, D) float32 features before ``fc`` and (N,) labels of the dataset of ``data`` in dataset order,
-    computed in the plan's batches with the encoder in ``mode`` (:func:`feature_mode`). Under torchrun
-    every rank must call this; each runs its share of the plan."""
-    features, labels = [], []
+def outputs_in_order(
+    model: nn.Module, data: PlannedLoader, ctx: DistContext, desc: str, mode: str = "eval", **forward: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, D) float32 outputs of ``model(clips, **forward)`` and (N,) labels of the dataset of ``data``, in
+    dataset order, computed in the plan's batches with the network in ``mode`` (:func:`feature_mode`).
+    Under torchrun every rank must call this: each runs its share of the plan, and gets every row."""
+    outputs = [torch.zeros((0, 0), device=ctx.device)]
+    labels = [torch.zeros(0, dtype=torch.int64, device=ctx.device)]
     with feature_mode(model, mode):
         for inputs, target in progress_bars(ctx)(data.loader, desc):
-            output = model(inputs.to(ctx.device, non_blocking=True), knn_eval=True)
-            features.append(output.reshape(output.shape[0], -1).float())
-            labels.append(target.reshape(-1).to(ctx.device))
-    # A rank with an empty share still needs the feature size to join the gather.
-    width = int(all_reduce_(torch.tensor([features[0].shape[1] if features else 0], device=ctx.device), "max"))
-    local = torch.cat(features) if features else torch.zeros((0, width), device=ctx.device)
-    local_labels = torch.cat(labels).long() if labels else torch.zeros(0, dtype=torch.int64, device=ctx.device)
-    return gather_rows(local, data.plan, ctx).cpu().numpy(), gather_rows(local_labels, data.plan, ctx).cpu().numpy()
+            output = model(inputs.to(ctx.device, non_blocking=True), **forward)
+            outputs.append(output.reshape(output.shape[0], -1).float())
+            labels.append(target.reshape(-1).to(ctx.device).long())
+    # A rank with an empty share still needs the row size to join the gather.
+    width = int(all_reduce_(torch.tensor([outputs[-1].shape[1]], device=ctx.device), "max"))
+    local = torch.cat([o.reshape(-1, width) for o in outputs])
+    return gather_rows(local, data.plan, ctx), gather_rows(torch.cat(labels), data.plan, ctx)
+
+
+def evaluate(model: nn.Module, data: PlannedLoader, ctx: DistContext, desc: str) -> tuple[dict[str, float], np.ndarray]:
+    """Loss, top-1 and top-5 (percent) over the dataset of ``data`` with the network in eval mode, and the
+    top-1 predictions in dataset order (every rank must call it under torchrun)."""
+    network = unwrap(model)  # no DDP collectives in the forward: shares may differ by one batch
+    broadcast_module_state(network)  # trained BatchNorm statistics drift apart across ranks; rank 0's are saved
+    logits, labels = outputs_in_order(network, data, ctx, desc)
+    top1, top5 = (100.0 * correct_counts(logits, labels, (1, 5)) / len(labels)).tolist()
+    loss = float(nn.functional.cross_entropy(logits, labels))
+    return {"loss": loss, "top1": top1, "top5": top5}, logits.argmax(dim=1).cpu().numpy()

@@ -57,11 +57,7 @@ def cosine_knn_indices(
 
 
 def cosine_knn_predict(
-    train_features: ArrayLike,
-    train_labels: ArrayLike,
-    query_features: ArrayLike,
-    k: int = 1,
-    **options,
+    train_features: ArrayLike, train_labels: ArrayLike, query_features: ArrayLike, k: int = 1, **options
 ) -> np.ndarray:
     """Majority vote of the ``k`` cosine-nearest training samples; (Q,) labels. ``options``:
     :func:`cosine_knn_indices`' ``chunk_size`` and ``device``."""

@@ -198,7 +198,9 @@ def test_supervised_semi_supervised_and_resume(data_root, tmp_path):
     assert first["protocol"] == "supervised_semi0.5"
     assert first["num_train"] == 6  # int(12 * 0.5) clips drawn from all 12
     first_events = sorted(p.name for p in (tmp_path / "ckpt").glob("events.*"))
-    resumed = classify([*args, "--epochs", "2", "--resume", str(tmp_path / "ckpt" / "last_checkpoint.pth.tar")])
+    plots = ["--plot-dir", str(tmp_path / "plots")]  # the best epoch's predictions come with the checkpoint
+    resumed = classify([*args, "--epochs", "2", *plots, "--resume", str(tmp_path / "ckpt" / "last_checkpoint.pth.tar")])
+    assert resumed["plots"] == [str(tmp_path / "plots" / "confusion_matrix.png")]
     # continuing a run in its own folder keeps what the run wrote so far
     assert set(first_events) < {p.name for p in (tmp_path / "ckpt").glob("events.*")}
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]

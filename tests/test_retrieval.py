@@ -209,7 +209,8 @@ def test_main_exit_codes_and_one_line_errors(tmp_path, capsys):
         (["-b", "-4"], "argument -b/--batch-size: expected a positive integer, got -4"),
         (
             ["--tsne-samples", "2", "--plot-dir", str(tmp_path / "plots")],
-            "--tsne-samples 2: the t-SNE plot of --plot-dir needs at least 3 clips",
+            f"the t-SNE plot of --plot-dir needs at least 3 clips: --tsne-samples is 2, "
+            f"{root / 'NTU-RGB-D-60-AGCN' / 'xview' / 'val_data_joint.npy'} holds 3",
         ),
         (["--knn-neighbours", "7"], "--knn-neighbours 7 exceeds the 6 training clips"),
     ]

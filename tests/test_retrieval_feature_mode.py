@@ -127,7 +127,7 @@ def test_extraction_in_train_mode_keeps_nothing(tmp_path):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     ctx = DistContext()
     loader = evaluation.plan_loader(dataset, evaluation.BatchPlan(np.arange(6), 4), 0, ctx)
-    features, _ = evaluation.extract_features(model, loader, ctx, "test", mode="train")
+    features = evaluation.outputs_in_order(model, loader, ctx, "test", "train", knn_eval=True)[0].numpy()
     after = model.state_dict()
     assert sorted(after) == sorted(before)
     assert all(torch.equal(after[k], before[k]) for k in before)  # bit-identical, counters included
