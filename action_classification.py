@@ -35,7 +35,14 @@ from common.io import UsageError, atomic_copy, check_output_file, write_json_ato
 from common.manifest import sha256_of
 from engine import evaluation, training
 from engine.args import SIZE_FLAGS, check_window_size, encoder_kwargs, fraction
-from engine.checkpoints import CLASSIFIER_FORMAT, differing_flags, model_state, read_resume_checkpoint, write_checkpoint
+from engine.checkpoints import (
+    CLASSIFIER_FORMAT,
+    differing_flags,
+    model_state,
+    read_checkpoint,
+    read_resume_checkpoint,
+    write_checkpoint,
+)
 from engine.evaluation import BatchPlan, Clips, PlannedLoader
 from engine.launch import DistContext, env_world_size, parallel_mode, process_context, rank0_printer, unwrap, wrap_model
 from engine.plots import action_names, confusion_matrix, plot_confusion_matrix
@@ -102,7 +109,7 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UsageError("--finetune needs --pretrained (without it the network is trained from scratch anyway)")
     check_window_size(args.window_size, (args.finetune_skeleton_representation,))
     if args.pretrained and not Path(args.pretrained).is_file():
-        raise UsageError(f"--pretrained {args.pretrained}: no such checkpoint file")
+        read_checkpoint(args.pretrained, flag="--pretrained")  # its one line: not found, or a folder
     if args.batch_size % env_world_size():
         raise UsageError(f"--batch-size {args.batch_size} must be divisible by the {env_world_size()} processes")
     if args.metrics_json:
