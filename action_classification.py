@@ -33,24 +33,14 @@ from common import cli
 from common.distributed import barrier
 from common.io import UsageError, atomic_copy, check_output_file, write_json_atomic
 from common.manifest import sha256_of
-from engine import evaluation, training
+from engine import checkpoints, evaluation, training
 from engine.args import SIZE_FLAGS, check_window_size, encoder_kwargs, fraction
-from engine.checkpoints import (
-    CLASSIFIER_FORMAT,
-    differing_flags,
-    model_state,
-    read_checkpoint,
-    read_resume_checkpoint,
-    write_checkpoint,
-)
 from engine.evaluation import BatchPlan, Clips, PlannedLoader
 from engine.launch import DistContext, env_world_size, parallel_mode, process_context, rank0_printer, unwrap, wrap_model
 from engine.plots import action_names, confusion_matrix, plot_confusion_matrix
-from engine.pretrained import load_pretrained_encoder
 from engine.provenance import provenance
 from engine.run_folder import CLASSIFIER_FILES, ClaimedFolder, check_folder_writable, run_folder
 from feeders import DownstreamDataset, num_classes
-from models import build_encoder
 
 PROG = "action_classification.py"
 LAST_CHECKPOINT = "last_checkpoint.pth.tar"
@@ -109,7 +99,7 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UsageError("--finetune needs --pretrained (without it the network is trained from scratch anyway)")
     check_window_size(args.window_size, (args.finetune_skeleton_representation,))
     if args.pretrained and not Path(args.pretrained).is_file():
-        read_checkpoint(args.pretrained, flag="--pretrained")  # its one line: not found, or a folder
+        checkpoints.read_checkpoint(args.pretrained, flag="--pretrained")  # its one line: not found, or a folder
     if args.batch_size % env_world_size():
         raise UsageError(f"--batch-size {args.batch_size} must be divisible by the {env_world_size()} processes")
     if args.metrics_json:
@@ -145,9 +135,9 @@ def read_resume(path: str, config: Mapping[str, Any]) -> dict[str, Any] | None:
     """The ``--resume`` checkpoint (None without one), refused when it continues a run of other flags."""
     if not path:
         return None
-    checkpoint = read_resume_checkpoint(path, CLASSIFIER_FORMAT)
+    checkpoint = checkpoints.read_resume_checkpoint(path, checkpoints.CLASSIFIER_FORMAT)
     recorded = checkpoint.get("config")
-    differing = differing_flags(recorded if isinstance(recorded, Mapping) else {}, config)
+    differing = checkpoints.differing_flags(recorded if isinstance(recorded, Mapping) else {}, config)
     if differing:
         raise UsageError(
             f"--resume {path} continues a run of other {', '.join(differing)}: resume it with that run's "
@@ -211,19 +201,13 @@ class Classifier(NamedTuple):
 def build_classifier(args: argparse.Namespace, ctx: DistContext, num_class: int) -> Classifier:
     """The encoder with a ``num_class``-way head, frozen for the linear protocol, wrapped, and its SGD."""
     linear = bool(args.pretrained) and not args.finetune
-    representation, sizes = args.finetune_skeleton_representation, encoder_kwargs(args)
-    model, weights = build_encoder(representation, num_class, **sizes), None
+    representation, pretraining = args.finetune_skeleton_representation, args.pretrain_skeleton_representation
+    model, weights = evaluation.load_encoder(
+        representation, num_class, encoder_kwargs(args), args.pretrained, pretraining
+    )
     if args.pretrained:
-        evaluation.init_head(model)
-        bidirectional = sizes["true_bidirectional"]
-        weights = load_pretrained_encoder(
-            model,
-            args.pretrained,
-            args.pretrain_skeleton_representation,
-            representation,
-            args.window_size,
-            bidirectional,
-        )
+        nn.init.normal_(model.fc.weight, std=0.01)  # the linear protocol's head: N(0, 0.01), bias 0
+        nn.init.zeros_(model.fc.bias)
     if linear:
         evaluation.freeze_encoder(model)
     model = wrap_model(model, ctx, trainable=True, requested_device=args.device)
@@ -245,7 +229,7 @@ def restore(args: argparse.Namespace, resumed: dict[str, Any] | None, classifier
     if resumed is None:
         return Progress(start_epoch=args.start_epoch)
     try:
-        unwrap(classifier.model).load_state_dict(model_state(resumed, args.resume))
+        unwrap(classifier.model).load_state_dict(checkpoints.model_state(resumed, args.resume))
         classifier.optimizer.load_state_dict(resumed["optimizer"])
     except (RuntimeError, ValueError, KeyError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__  # torch's message spans several lines
@@ -327,7 +311,7 @@ def save_checkpoints(
     """The last epoch's state, and the best classifier when this epoch is the best (one file, linked)."""
     best = progress.best
     state = {
-        "format": CLASSIFIER_FORMAT,
+        "format": checkpoints.CLASSIFIER_FORMAT,
         "epoch": progress.history[-1]["epoch"],
         "state_dict": unwrap(classifier.model).state_dict(),
         "optimizer": classifier.optimizer.state_dict(),
@@ -342,9 +326,9 @@ def save_checkpoints(
     }
     last = run.folder / LAST_CHECKPOINT
     if is_best:  # written once; the last checkpoint is a hard link (or copy) of it, as in pretraining
-        atomic_copy(write_checkpoint(state, best_path(args, run)), last)
+        atomic_copy(checkpoints.write_checkpoint(state, best_path(args, run)), last)
     else:
-        write_checkpoint(state, last)
+        checkpoints.write_checkpoint(state, last)
 
 
 def report(args: argparse.Namespace, ctx: DistContext, run: Run, data: Data, progress: Progress) -> dict[str, Any]:
@@ -369,9 +353,9 @@ def report(args: argparse.Namespace, ctx: DistContext, run: Run, data: Data, pro
     if ctx.is_main and args.plot_dir and best["predictions"] is not None:
         metrics["plots"] = [str(plot_best(args, data, best))]
     folders = [data.train.paths.data.parent, data.val.paths.data.parent]
-    checkpoints = {"--pretrained": args.pretrained, "--resume": args.resume}
+    inputs = {"--pretrained": args.pretrained, "--resume": args.resume}
     metrics["provenance"] = provenance(
-        device=ctx.device, world_size=ctx.world_size, data_folders=folders, checkpoints=checkpoints
+        device=ctx.device, world_size=ctx.world_size, data_folders=folders, checkpoints=inputs
     )
     metrics["args"] = training.args_to_dict(args)
     if ctx.is_main and args.metrics_json:

@@ -34,14 +34,12 @@ from engine import evaluation
 from engine.args import check_window_size, encoder_kwargs, positive_float, positive_int
 from engine.evaluation import BatchPlan, Clips
 from engine.knn import AE_CODE_SIZE, encode, knn_accuracy, train_autoencoder
-from engine.launch import DistContext, process_context, wrap_model
+from engine.launch import DistContext, process_context, rank0_printer, wrap_model
 from engine.plots import TSNE_MIN_SAMPLES, action_names, plot_tsne
-from engine.pretrained import load_pretrained_encoder
 from engine.provenance import provenance
 from engine.run_folder import check_folder_writable
 from engine.training import args_to_dict
 from feeders import DownstreamDataset, num_classes
-from models import build_encoder
 
 PROG = "action_retrieval.py"
 FEATURES = ("train_features", "train_labels", "val_features", "val_labels")  # the arrays of --save-features
@@ -127,28 +125,19 @@ def load_data(args: argparse.Namespace, seed: int) -> Data:
 
 def build_model(args: argparse.Namespace, ctx: DistContext, data: Data) -> nn.Module:
     """The (pretrained or randomly initialised) encoder, frozen, on the device."""
-    representation, sizes = args.finetune_skeleton_representation, encoder_kwargs(args)
-    model = build_encoder(representation, data.num_class, **sizes)
-    if args.pretrained:
-        bidirectional = sizes["true_bidirectional"]
-        load_pretrained_encoder(
-            model,
-            args.pretrained,
-            args.pretrain_skeleton_representation,
-            representation,
-            args.window_size,
-            bidirectional,
-        )
+    representation = args.finetune_skeleton_representation
+    sizes, pretrained = encoder_kwargs(args), args.pretrained
+    model, _ = evaluation.load_encoder(
+        representation, data.num_class, sizes, pretrained, args.pretrain_skeleton_representation
+    )
     model = wrap_model(model.requires_grad_(False), ctx, trainable=False, requested_device=args.device)
-    if ctx.is_main:
-        source = f"pretrained {args.pretrained}" if args.pretrained else "randomly initialised encoder"
-        shared = f", features extracted by {ctx.world_size} processes" if ctx.distributed else ""
-        print(
-            f"retrieval with {representation} features on {args.finetune_dataset} {args.protocol}: "
-            f"{len(data.train)} training / {len(data.val)} evaluation clips, {source}, {args.feature_mode}-mode "
-            f"features, device {ctx.device}{shared}",
-            flush=True,
-        )
+    source = f"pretrained {args.pretrained}" if args.pretrained else "randomly initialised encoder"
+    shared = f", features extracted by {ctx.world_size} processes" if ctx.distributed else ""
+    rank0_printer(ctx)(
+        f"retrieval with {representation} features on {args.finetune_dataset} {args.protocol}: {len(data.train)} "
+        f"training / {len(data.val)} evaluation clips, {source}, {args.feature_mode}-mode features, "
+        f"device {ctx.device}{shared}"
+    )
     return model
 
 

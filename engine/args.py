@@ -37,7 +37,7 @@ def _number(text: str) -> float:
     return value
 
 
-def _checked(parse: Callable[[str], Any], valid: Callable[[Any], bool], expected: str, name: str) -> Callable:
+def _checked(parse: Callable[[str], Any], valid: Callable[[Any], bool], expected: str) -> Callable:
     """An argparse type: ``parse`` the text, then refuse a value outside ``valid`` naming what was expected."""
 
     def convert(text: str) -> Any:
@@ -46,19 +46,18 @@ def _checked(parse: Callable[[str], Any], valid: Callable[[Any], bool], expected
             raise argparse.ArgumentTypeError(f"expected {expected}, got {value if isinstance(value, int) else text}")
         return value
 
-    convert.__name__ = convert.__qualname__ = name  # argparse names the type in its messages
     return convert
 
 
-positive_int = _checked(_integer, lambda v: v >= 1, "a positive integer", "positive_int")
-nonnegative_int = _checked(_integer, lambda v: v >= 0, "an integer >= 0", "nonnegative_int")
-positive_float = _checked(_number, lambda v: v > 0, "a positive number", "positive_float")
-nonnegative_float = _checked(_number, lambda v: v >= 0, "a number >= 0", "nonnegative_float")
-fraction = _checked(_number, lambda v: 0.0 < v <= 1.0, "a fraction in (0, 1]", "fraction")
+positive_int = _checked(_integer, lambda v: v >= 1, "a positive integer")
+nonnegative_int = _checked(_integer, lambda v: v >= 0, "an integer >= 0")
+positive_float = _checked(_number, lambda v: v > 0, "a positive number")
+nonnegative_float = _checked(_number, lambda v: v >= 0, "a number >= 0")
+fraction = _checked(_number, lambda v: 0.0 < v <= 1.0, "a fraction in (0, 1]")
 # 1 would never move the key encoder.
-momentum_value = _checked(_number, lambda v: 0.0 <= v < 1.0, "a momentum in [0, 1)", "momentum_value")
+momentum_value = _checked(_number, lambda v: 0.0 <= v < 1.0, "a momentum in [0, 1)")
 positive_window = _checked(
-    lambda text: _integer(text, "an integer number of frames"), lambda v: v >= 2, "at least 2 frames", "positive_window"
+    lambda text: _integer(text, "an integer number of frames"), lambda v: v >= 2, "at least 2 frames"
 )
 
 

@@ -1,11 +1,8 @@
 """What both evaluation scripts share: their flags, the downstream clips and the semi-supervised subset,
-the batch plan that splits evaluation over processes as DataParallel splits a batch over devices and
-gathers the results back, the linear protocol's head and freezing, the training and evaluation epochs,
-and feature extraction (the encoder in eval mode, or in train mode as the reference extracts them).
-
-Every function takes the values it uses, never the scripts' argument namespace. Progress bars show on
-rank 0 (:func:`engine.launch.progress_bars`); nothing else here prints.
-"""
+the batch plan that splits work over processes as DataParallel splits a batch over devices, freezing,
+and the epochs: training, evaluation and feature extraction (in eval mode, or in train mode as the
+reference extracts features). Functions take values, never the scripts' argument namespace; progress
+bars show on rank 0, nothing else here prints."""
 
 from __future__ import annotations
 
@@ -25,9 +22,10 @@ from common.distributed import all_reduce_, broadcast_int, broadcast_module_stat
 from common.io import UsageError
 from engine.args import add_data_model_runtime_args, add_optim_args
 from engine.launch import DistContext, progress_bars, unwrap
-from engine.pretrained import HEAD_PREFIX
+from engine.pretrained import HEAD_PREFIX, load_pretrained_encoder
 from engine.training import seed_everything
 from feeders import CheckedLoader, DownstreamDataset, split_paths
+from models import build_encoder
 
 FEATURE_MODES = ("eval", "train")
 LABEL_SAMPLINGS = ("global", "per-class")
@@ -110,13 +108,10 @@ def label_subset(labels: np.ndarray, fraction: float, seed: int, sampling: str =
 
 @dataclass(frozen=True)
 class BatchPlan:
-    """Batches of ``batch_size`` over the dataset indices ``order``, each split across processes as
-    DataParallel splits a batch across devices (``torch.chunk``): pieces of ceil(len(batch) / world_size)
-    rows, so the last processes may get fewer rows or none, the partial last batch included.
-
-    With one process the batches are those of a plain loader over ``order``; with several, each batch is
-    the union of the processes' pieces, so anything that depends on batch composition (BatchNorm in train
-    mode) sees what DataParallel over that many devices would."""
+    """Batches of ``batch_size`` over the dataset indices ``order`` (a plain loader's with one process),
+    each split across processes as DataParallel splits a batch across devices (``torch.chunk``): pieces of
+    ceil(len(batch) / world_size) rows, the last processes getting fewer or none, the partial last batch
+    included. What depends on a batch's make-up (BatchNorm in train mode) sees what DataParallel would."""
 
     order: np.ndarray  # (n,) dataset indices, in the order the batches take them
     batch_size: int
@@ -199,11 +194,18 @@ def gather_rows(local: torch.Tensor, plan: BatchPlan, ctx: DistContext) -> torch
     return out
 
 
-def init_head(model: nn.Module) -> None:
-    """The linear protocol's classifier initialisation: weights N(0, 0.01), bias 0."""
-    with torch.no_grad():
-        model.fc.weight.normal_(mean=0.0, std=0.01)
-        model.fc.bias.zero_()
+def load_encoder(
+    representation: str, num_class: int, sizes: Mapping, pretrained: str, pretrain_representation: str
+) -> tuple[nn.Module, dict[str, torch.Tensor] | None]:
+    """The encoder of ``representation`` (``sizes``: :func:`engine.args.encoder_kwargs`) with a
+    ``num_class``-way ``fc``, and with ``pretrained`` the weights it loaded (:func:`load_pretrained_encoder`)."""
+    model = build_encoder(representation, num_class, **sizes)
+    if not pretrained:
+        return model, None
+    window, bidirectional = sizes["window_size"], sizes["true_bidirectional"]
+    return model, load_pretrained_encoder(
+        model, pretrained, pretrain_representation, representation, window, bidirectional
+    )
 
 
 def _stay_in_eval(self: nn.Module, mode: bool = True) -> nn.Module:

@@ -86,8 +86,6 @@ def tsne_embedding(features: np.ndarray, seed: int = 0) -> np.ndarray:
     from sklearn.manifold import TSNE
 
     n = len(features)
-    if n < TSNE_MIN_SAMPLES:
-        raise ValueError(f"t-SNE needs at least {TSNE_MIN_SAMPLES} samples, got {n}")
     perplexity = float(min(30.0, max(1.0, (n - 1) / 3)))  # sklearn requires perplexity < n
     tsne = TSNE(n_components=2, perplexity=perplexity, metric="cosine", init="pca", random_state=seed)
     return tsne.fit_transform(np.asarray(features, dtype=np.float32))

@@ -13,11 +13,13 @@ import action_classification
 from common.io import UsageError
 from engine import evaluation
 from engine.checkpoints import CLASSIFIER_FORMAT, PRETRAIN_FORMAT
-from engine.evaluation import check_encoder_unchanged, freeze_encoder, init_head, label_subset
+from engine.evaluation import check_encoder_unchanged, freeze_encoder, label_subset
+from engine.launch import DistContext
 from models import build_encoder
 from tests.helpers import (
     PNG_MAGIC,
     TINY,
+    TINY_ARGS,
     assert_strays_removed,
     eval_argv,
     lock_held_elsewhere,
@@ -180,11 +182,18 @@ def test_frozen_check_runs_on_the_first_epoch_of_a_resumed_run(data_root, tmp_pa
     assert checked == [1, 2]
 
 
+def test_the_linear_head_starts_at_normal_0_001_with_zero_bias(tmp_path):
+    pretrained = tmp_path / "intra.pth.tar"
+    reference_checkpoint(pretrained, "image-based")
+    argv = ["--pretrained", str(pretrained), "--pretrain-skeleton-representation", "image-based", *TINY_ARGS]
+    args = action_classification.build_parser().parse_args([*argv, "--finetune-skeleton-representation", "image-based"])
+    model = action_classification.build_classifier(args, DistContext(), 60).model
+    assert model.fc.bias.abs().max().item() == 0.0
+    assert 0.008 < model.fc.weight.std().item() < 0.012 and abs(model.fc.weight.mean().item()) < 0.002
+
+
 def test_freeze_encoder_keeps_eval_mode_and_only_fc_trainable():
     model = build_encoder("image-based", 60, **TINY)
-    init_head(model)
-    assert model.fc.bias.abs().max().item() == 0.0
-    assert 0.005 < model.fc.weight.std().item() < 0.015
     freeze_encoder(model)
     model.train()
     assert not any(m.training for m in model.modules())
