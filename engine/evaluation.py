@@ -38,12 +38,8 @@ def add_evaluation_args(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument_group("checkpoints and representations").add_argument
     add("--resume", default="", metavar="PATH", help="continue from a classifier checkpoint")
     add("--pretrained", default="", metavar="PATH", help="MoCo pretraining checkpoint; empty: a random encoder")
-    add(
-        "--pretrain-skeleton-representation",
-        default="seq-based",
-        choices=REPRESENTATION_CHOICES,
-        help="what it was pretrained on",
-    )
+    pretraining = "the representation(s) --pretrained was pretrained with"
+    add("--pretrain-skeleton-representation", default="seq-based", choices=REPRESENTATION_CHOICES, help=pretraining)
     evaluated = "the representation evaluated: for a pair A_and_B, A is its encoder_q and B its encoder_r"
     add("--finetune-skeleton-representation", default="seq-based", choices=BASE_REPRESENTATIONS, help=evaluated)
     add_data_model_runtime_args(parser, "--finetune-dataset")
