@@ -1,18 +1,16 @@
 """Retrieval's two figures: cosine k-nearest-neighbour classification of features, and the same on the
 codes of the reference's auto-encoder.
 
-The KNN gives the predictions of ``sklearn.neighbors.KNeighborsClassifier(n_neighbors=k, metric='cosine')``
-(the reference's) without building the full query x train distance matrix: queries go in chunks, each
-one matrix product on whatever device the features live on. Kept from scikit-learn: an all-zero vector
-has cosine similarity 0 with everything; votes are uniform among the k nearest, a tie between classes
-going to the smallest label (its ``argmax`` over the sorted ``classes_``). Exactly equal distances to
-several training rows are broken by ``torch.topk``; scikit-learn's order is implementation-defined there.
-"""
+The KNN predicts what ``sklearn.neighbors.KNeighborsClassifier(n_neighbors=k, metric='cosine')`` (the
+reference's) predicts, in chunks of queries, each one matrix product on the features' device: an
+all-zero vector is at cosine similarity 0 from everything, votes are uniform, a tie between classes goes
+to the smallest label. Exactly equal distances are broken by ``torch.topk`` (scikit-learn's order is
+implementation-defined there)."""
 
 from __future__ import annotations
 
 import sys
-from typing import NamedTuple, Union
+from typing import Any, NamedTuple, Union
 
 import numpy as np
 import torch
@@ -34,17 +32,12 @@ def _unit_rows(x: ArrayLike, device: torch.device | str | None, dtype: torch.dty
 
 @torch.no_grad()
 def cosine_knn_indices(
-    train_features: ArrayLike,
-    query_features: ArrayLike,
-    k: int = 1,
-    *,
-    chunk_size: int = 2048,
-    device: torch.device | str | None = None,
+    train: ArrayLike, query: ArrayLike, k: int = 1, chunk_size: int = 2048, device: torch.device | str | None = None
 ) -> torch.Tensor:
     """(Q, k) int64 indices (on the CPU) of the ``k`` most cosine-similar of the (N, D) training rows for
     each of the (Q, D) queries, nearest first."""
-    train = _unit_rows(train_features, device)
-    query = _unit_rows(query_features, train.device, train.dtype)
+    train = _unit_rows(train, device)
+    query = _unit_rows(query, train.device, train.dtype)
     if train.dim() != 2 or query.dim() != 2 or train.shape[1] != query.shape[1]:
         raise ValueError(f"KNN feature sizes differ: train {tuple(train.shape)}, query {tuple(query.shape)}")
     if not 1 <= k <= train.shape[0]:
@@ -57,29 +50,24 @@ def cosine_knn_indices(
 
 
 def cosine_knn_predict(
-    train_features: ArrayLike, train_labels: ArrayLike, query_features: ArrayLike, k: int = 1, **options
+    train: ArrayLike, train_labels: ArrayLike, query: ArrayLike, k: int = 1, **options: Any
 ) -> np.ndarray:
     """Majority vote of the ``k`` cosine-nearest training samples; (Q,) labels. ``options``:
     :func:`cosine_knn_indices`' ``chunk_size`` and ``device``."""
     labels = np.asarray(train_labels)
-    if labels.shape != (len(train_features),):
+    if labels.shape != (len(train),):
         raise ValueError(f"train_labels must be 1-D with one label per training row, got shape {labels.shape}")
     classes, encoded = np.unique(labels, return_inverse=True)  # classes sorted, like sklearn's classes_
-    votes = torch.from_numpy(encoded.reshape(-1))[cosine_knn_indices(train_features, query_features, k, **options)]
+    votes = torch.from_numpy(encoded.reshape(-1))[cosine_knn_indices(train, query, k, **options)]
     counts = torch.zeros(votes.shape[0], len(classes), dtype=torch.long).scatter_add_(1, votes, torch.ones_like(votes))
     return classes[counts.argmax(dim=1).numpy()]  # the first maximum: the smallest label on a tie
 
 
 def knn_accuracy(
-    train_features: ArrayLike,
-    train_labels: ArrayLike,
-    query_features: ArrayLike,
-    query_labels: ArrayLike,
-    k: int = 1,
-    **options,
+    train: ArrayLike, train_labels: ArrayLike, query: ArrayLike, query_labels: ArrayLike, k: int = 1, **options: Any
 ) -> tuple[float, np.ndarray]:
     """Top-1 accuracy in [0, 1] of cosine KNN, and the predictions."""
-    predictions = cosine_knn_predict(train_features, train_labels, query_features, k, **options)
+    predictions = cosine_knn_predict(train, train_labels, query, k, **options)
     query_labels = np.asarray(query_labels)
     if len(query_labels) != len(predictions):
         raise ValueError(f"{len(query_labels)} query labels for {len(predictions)} query rows")
