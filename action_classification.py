@@ -1,27 +1,15 @@
 #!/usr/bin/env python
 """Action classification on top of a pretrained (or randomly initialised) skeleton encoder.
 
-Protocols (the paper's):
-- linear evaluation (``--pretrained`` given): the pretrained query encoder is frozen -- no gradients and
-  kept in eval mode, so BatchNorm statistics stay those of pretraining -- and only a new ``fc`` layer,
-  initialised N(0, 0.01) with zero bias, is trained; after the first epoch the encoder weights are
-  compared with the checkpoint's and any change is an error;
-- supervised baseline (no ``--pretrained``): the whole network trained from scratch;
-- fine-tuning (``--pretrained --finetune``): the whole network trained from the pretrained weights;
-- semi-supervised (``--label-fraction F``): any of the above on a seeded, class-stratified fraction of the
-  training clips (at least one per class).
-Training clips are random crops of [0.5, 1] of the valid frames, evaluation clips a centre crop of 0.95,
-both resized to 64 frames. Top-1/top-5 on the evaluation split every epoch; the best epoch is kept.
-
-Devices: CPU, one GPU, DataParallel over the visible GPUs, or ``torchrun`` (DistributedDataParallel, one
-process per GPU, one or several machines; gloo on CPUs). ``--batch-size`` is the total over all processes.
-Under torchrun each rank trains on its DistributedSampler shard and evaluates its own chunk of every
-evaluation batch; correct counts are summed across ranks, so top-1/top-5 equal a single process's.
-Only rank 0 prints and writes files.
-
-One run owns --checkpoint-path at a time (a lock file; a second run is refused naming the first one's
-PID), a run refuses a folder that holds another run's checkpoints unless told ``--resume`` or
-``--overwrite``, and temporary files a killed run left there are removed at the start.
+Linear evaluation (``--pretrained``: the pretrained encoder frozen in eval mode under a new ``fc``, the
+reference's protocol and the paper's main table), the supervised baseline (no ``--pretrained``), and two
+protocols the reference has no code for: fine-tuning (``--finetune``) and semi-supervised
+(``--label-fraction F``: a seeded subset of the training clips, int(N x F) of all N as the lineage's feeder
+draws it). Top-1/top-5 on the evaluation split every epoch; the best epoch is reported, as the reference
+does. Under ``torchrun`` each rank trains on its shard and evaluates its piece of every batch; only rank 0
+prints and writes. One run owns ``--checkpoint-path`` at a time (by default a folder per configuration);
+``--overwrite`` deletes only classifier checkpoints and their events, never a file another flag reads.
+See docs/evaluation.md.
 
     python action_classification.py --lr 0.1 --batch-size 64 \\
         --pretrained checkpoints/ntu_60_cross_view/interskeleton_seq_based_graph_based/checkpoint_0450.pth.tar \\
@@ -32,7 +20,7 @@ PID), a run refuses a folder that holds another run's checkpoints unless told ``
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -42,35 +30,24 @@ import torch
 from torch import nn
 
 from common import cli
-from common.distributed import barrier, broadcast_int
-from common.io import UsageError, atomic_copy, write_json_atomic
-from engine import evaluation
-from engine.args import fraction
-from engine.checkpoints import (
-    CLASSIFIER_FORMAT,
-    model_state,
-    read_checkpoint,
-    read_resume_checkpoint,
-    resumes_in,
-    write_checkpoint,
-)
-from engine.evaluation import PlannedLoader
-from engine.launch import DistContext, parallel_mode, process_context, progress_bars, rank0_printer, unwrap, wrap_model
+from common.distributed import barrier
+from common.io import UsageError, atomic_copy, check_output_file, write_json_atomic
+from common.manifest import sha256_of
+from engine import checkpoints, evaluation, training
+from engine.args import SIZE_FLAGS, check_window_size, encoder_kwargs, fraction
+from engine.evaluation import BatchPlan, Clips, PlannedLoader
+from engine.launch import DistContext, env_world_size, parallel_mode, process_context, rank0_printer, unwrap, wrap_model
 from engine.plots import action_names, confusion_matrix, plot_confusion_matrix
-from engine.run_folder import ClaimedFolder, run_folder
-from engine.training import (
-    args_to_dict,
-    capture_rng_state,
-    learning_rate_at,
-    restore_rng_state,
-    set_learning_rate,
-    summary_writer,
-)
-from feeders import DownstreamDataset, num_classes, stratified_subset
+from engine.provenance import provenance
+from engine.run_folder import CLASSIFIER_FILES, ClaimedFolder, check_folder_writable, run_folder
+from feeders import DownstreamDataset, num_classes
 
 PROG = "action_classification.py"
 LAST_CHECKPOINT = "last_checkpoint.pth.tar"
-LOCK_PURPOSE = "classification"
+# What a --resume must match besides the pretrained file (by its sha256) and --seed (when given).
+CONFIG_FLAGS = ("finetune_dataset", "protocol", "pretrain_skeleton_representation", "finetune_skeleton_representation")
+CONFIG_FLAGS += ("finetune", "label_fraction", "label_sampling", "eval_mode_training", "window_size")
+CONFIG_FLAGS += ("true_bidirectional_gru", *SIZE_FLAGS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,39 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG, description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     evaluation.add_evaluation_args(parser)
-    mode = parser.add_argument_group("protocol")
-    mode.add_argument(
-        "--finetune",
-        action="store_true",
-        help="train the whole network from the pretrained weights instead of a linear classifier",
-    )
-    mode.add_argument(
-        "--label-fraction",
-        type=fraction,
-        default=None,
-        metavar="F",
-        help="train on a seeded class-stratified fraction F of the training clips, at least one "
-        "per class (semi-supervised protocol, e.g. 0.01 or 0.1)",
-    )
-    mode.add_argument(
-        "--eval-mode-training",
-        action="store_true",
-        help="keep the network in eval mode while training also for --finetune and the supervised "
-        "baseline, as the reference does (its BatchNorm then never updates its statistics)",
-    )
-    parser.add_argument(
-        "--checkpoint-path",
-        default="./runs/action_classification",
-        metavar="DIR",
-        help="folder for the best classifier (<representation>_checkpoint.pth.tar), the last "
-        "epoch's (last_checkpoint.pth.tar) and the TensorBoard events",
-    )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="delete the checkpoints and TensorBoard events of an earlier run in --checkpoint-path "
-        "and start again (without it such a folder is refused unless --resume continues it)",
-    )
+    add = parser.add_argument_group("protocol").add_argument
+    add("--finetune", action="store_true", help="train the whole network from the pretrained weights")
+    add("--label-fraction", type=fraction, default=None, metavar="F", help="train on a seeded share F of the clips")
+    draws = "--label-fraction's draw: int(N x F) of all N clips, or round(F x n) of each class (at least one)"
+    add("--label-sampling", choices=evaluation.LABEL_SAMPLINGS, default="global", help=draws)
+    add("--eval-mode-training", action="store_true", help="keep the whole network in eval mode, as the reference")
+    folder = "runs/action_classification/DATASET_PROTOCOL/PRETRAINING/REPRESENTATION/PROTOCOL-NAME"
+    add("--checkpoint-path", default=None, metavar="DIR", help=f"the classifier checkpoints' folder; None: {folder}")
+    add("--overwrite", action="store_true", help="delete an earlier run's classifier checkpoints and events first")
     return parser
 
 
@@ -119,109 +72,148 @@ def main(argv: Sequence[str] | None = None) -> int:
     return cli.run_main(PROG, build_parser(), run, argv)
 
 
+class Run(NamedTuple):
+    folder: Path  # --checkpoint-path, or the configuration's default
+    seed: int  # crops, shuffling and the label subset
+    config: dict[str, Any]  # the flags a --resume must match (configuration())
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the protocol; returns the metrics that ``--metrics-json`` receives (on every rank)."""
     check_flags(args)
-    with (
-        process_context(args.device) as ctx,
-        run_folder(
-            ctx,
-            args.checkpoint_path,
-            purpose=LOCK_PURPOSE,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            last_name=LAST_CHECKPOINT,
-        ) as claim,
-    ):
-        return train(args, ctx, claim)
+    config = configuration(args)
+    folder = Path(args.checkpoint_path or default_folder(args))
+    rules = dict(resume=args.resume, overwrite=args.overwrite, own=CLASSIFIER_FILES, config=config)
+    with process_context(args.device) as ctx:
+        resumed = read_resume(args.resume, config)
+        recorded = resumed.get("config", {}) if resumed is not None else {}
+        seed = int(recorded["--seed"]) if "--seed" in recorded else evaluation.shared_seed(args.seed, ctx)
+        keep = (args.pretrained, args.resume)
+        with run_folder(ctx, folder, purpose="classification", keep=keep, last_name=LAST_CHECKPOINT, **rules) as claim:
+            return train(args, ctx, Run(folder, seed, config), claim, resumed)
 
 
 def check_flags(args: argparse.Namespace) -> None:
-    """Flag combinations argparse cannot check (before anything is read or written)."""
+    """What argparse cannot check, outputs included (before anything is read or written)."""
     if args.finetune and not args.pretrained:
         raise UsageError("--finetune needs --pretrained (without it the network is trained from scratch anyway)")
-    evaluation.check_evaluation_flags(args)
-    folder = Path(args.checkpoint_path)
-    if args.overwrite and resumes_in(folder, args.resume):
+    check_window_size(args.window_size, (args.finetune_skeleton_representation,))
+    if args.pretrained and not Path(args.pretrained).is_file():
+        checkpoints.read_checkpoint(args.pretrained, flag="--pretrained")  # its one line: not found, or a folder
+    if args.batch_size % env_world_size():
+        raise UsageError(f"--batch-size {args.batch_size} must be divisible by the {env_world_size()} processes")
+    if args.metrics_json:
+        check_output_file(args.metrics_json, "--metrics-json")
+    if args.plot_dir:
+        check_folder_writable(args.plot_dir, "--plot-dir")
+
+
+def protocol_name(args: argparse.Namespace) -> str:
+    """'linear', 'finetune' or 'supervised', with the semi-supervised share, e.g. 'finetune_semi0.1'."""
+    name = "finetune" if args.finetune else "linear" if args.pretrained else "supervised"
+    if args.label_fraction is not None:
+        name += f"_semi{args.label_fraction:g}" + ("_per-class" if args.label_sampling == "per-class" else "")
+    return name
+
+
+def default_folder(args: argparse.Namespace) -> Path:
+    """One folder per configuration, so that evaluating one encoder after another needs no flag."""
+    pretraining = args.pretrain_skeleton_representation if args.pretrained else "scratch"
+    setting = Path("runs", "action_classification", f"{args.finetune_dataset}_{args.protocol}", pretraining)
+    return setting / args.finetune_skeleton_representation / protocol_name(args)
+
+
+def configuration(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags a ``--resume`` must match, as every checkpoint records them (the pretrained file by its
+    sha256, so a file rewritten since counts as another); ``--seed`` only when given."""
+    config = {"--" + name.replace("_", "-"): getattr(args, name) for name in CONFIG_FLAGS}
+    config["--pretrained"] = sha256_of(Path(args.pretrained)) if args.pretrained else None
+    return config if args.seed is None else {**config, "--seed": args.seed}
+
+
+def read_resume(path: str, config: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ``--resume`` checkpoint (None without one), refused when it continues a run of other flags."""
+    if not path:
+        return None
+    checkpoint = checkpoints.read_resume_checkpoint(path, checkpoints.CLASSIFIER_FORMAT)
+    recorded = checkpoint.get("config")
+    differing = checkpoints.differing_flags(recorded if isinstance(recorded, Mapping) else {}, config)
+    if differing:
         raise UsageError(
-            f"--overwrite would delete {args.resume}, the checkpoint --resume continues from; drop "
-            f"--overwrite to continue that run in {folder}"
+            f"--resume {path} continues a run of other {', '.join(differing)}: resume it with that run's "
+            "flags, or start afresh without --resume"
         )
+    return checkpoint
 
 
-def train(args: argparse.Namespace, ctx: DistContext, claim: ClaimedFolder) -> dict[str, Any]:
-    """Build, restore, train and report in the claimed checkpoint folder; the earlier run's files that
+def train(
+    args: argparse.Namespace, ctx: DistContext, run: Run, claim: ClaimedFolder, resumed: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Build, restore, train and report in the claimed folder; the earlier run's files that
     ``--overwrite`` replaces go only once everything before training has worked."""
     say = rank0_printer(ctx)
     for line in claim.notes:
         say(line)
-    evaluation.prepare_args(args, ctx)
-    data = load_data(args, ctx)
+    data = load_data(args, ctx, run.seed)
     classifier = build_classifier(args, ctx, data.num_class)
-    progress = restore(args, classifier)
+    progress = restore(args, resumed, classifier)
     for line in claim.discard_previous_run():
         say(line)
-    progress = fit(args, ctx, data, classifier, progress)
-    metrics = report(args, ctx, data, classifier, progress)
+    progress = fit(args, ctx, run, data, classifier, progress)
+    metrics = report(args, ctx, run, data, progress)
     barrier()
     return metrics
-
-
-# ---------------------------------------------------------------------------------------------------
-# Phases
-# ---------------------------------------------------------------------------------------------------
 
 
 class Data(NamedTuple):
     train: DownstreamDataset
     val: DownstreamDataset
-    val_loader: PlannedLoader  # the evaluation clips in order, this process's share of every batch
+    val_loader: PlannedLoader  # the evaluation clips in order, this process's piece of every batch
     num_class: int
 
 
-def load_data(args: argparse.Namespace, ctx: DistContext) -> Data:
-    """Both splits, checked before any model is built: a missing file is the commonest mistake and the
-    cheapest to report."""
+def load_data(args: argparse.Namespace, ctx: DistContext, seed: int) -> Data:
+    """Both splits, checked before any model is built (a missing file is the commonest mistake)."""
     num_class = num_classes(args.finetune_dataset)
-    train_set = evaluation.make_dataset(args, "train", train=True)
-    val_set = evaluation.make_dataset(args, "val", train=False)
-    for part, dataset in (("train", train_set), ("val", val_set)):
-        evaluation.check_split_contents(dataset, part, num_class, args)
+    representation = args.finetune_skeleton_representation
+    clips = Clips(
+        args.data_root, args.finetune_dataset, args.protocol, num_class, representation, args.window_size, seed
+    )
+    train_set, val_set = clips.open("train", train=True), clips.open("val", train=False)
     if args.label_fraction is not None:
-        subset = stratified_subset(train_set.labels, args.label_fraction, seed=args.data_seed)
-        train_set = evaluation.make_dataset(args, "train", train=True, indices=subset)
-    val_loader = evaluation.plan_loader(val_set, evaluation.evaluation_plan(len(val_set), args.batch_size), args, ctx)
+        subset = evaluation.label_subset(train_set.labels, args.label_fraction, seed, args.label_sampling)
+        if not len(subset):
+            raise UsageError(
+                f"--label-fraction {args.label_fraction:g} of the {len(train_set)} training clips selects none"
+            )
+        train_set = clips.open("train", train=True, indices=subset)
+    val_loader = evaluation.plan_loader(val_set, BatchPlan(np.arange(len(val_set)), args.batch_size), args.workers, ctx)
     return Data(train_set, val_set, val_loader, num_class)
 
 
 class Classifier(NamedTuple):
     model: nn.Module  # wrapped for the launch mode
     optimizer: torch.optim.Optimizer
-    criterion: nn.Module
-    pretrained_weights: dict[str, torch.Tensor] | None  # the frozen encoder's weights (linear protocol)
-    linear: bool
+    frozen_weights: dict[str, torch.Tensor] | None  # the linear protocol's encoder, as loaded
     train_mode: bool  # train() during training epochs
 
 
 def build_classifier(args: argparse.Namespace, ctx: DistContext, num_class: int) -> Classifier:
     """The encoder with a ``num_class``-way head, frozen for the linear protocol, wrapped, and its SGD."""
     linear = bool(args.pretrained) and not args.finetune
-    model, pretrained_weights = evaluation.build_encoder_for(args, num_class)
+    representation, pretraining = args.finetune_skeleton_representation, args.pretrain_skeleton_representation
+    model, weights = evaluation.load_encoder(
+        representation, num_class, encoder_kwargs(args), args.pretrained, pretraining
+    )
     if args.pretrained:
-        evaluation.init_head(model)
+        nn.init.normal_(model.fc.weight, std=0.01)  # the linear protocol's head: N(0, 0.01), bias 0
+        nn.init.zeros_(model.fc.bias)
     if linear:
         evaluation.freeze_encoder(model)
     model = wrap_model(model, ctx, trainable=True, requested_device=args.device)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(parameters, args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
-    return Classifier(
-        model,
-        optimizer,
-        nn.CrossEntropyLoss(),
-        pretrained_weights,
-        linear,
-        train_mode=not linear and not args.eval_mode_training,
-    )
+    return Classifier(model, optimizer, weights if linear else None, not linear and not args.eval_mode_training)
 
 
 @dataclass
@@ -231,64 +223,56 @@ class Progress:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def restore(args: argparse.Namespace, classifier: Classifier) -> Progress:
-    """Model, optimizer, progress and RNG state from ``--resume`` (ours, or the reference's whose keys carry
-    DataParallel's ``module.``); a fresh start without it."""
-    if not args.resume:
+def restore(args: argparse.Namespace, resumed: dict[str, Any] | None, classifier: Classifier) -> Progress:
+    """Model, optimizer, progress and RNG state from the ``--resume`` checkpoint (ours, or the reference's
+    whose keys carry DataParallel's ``module.``); a fresh start without one."""
+    if resumed is None:
         return Progress(start_epoch=args.start_epoch)
-    path = args.resume
-    checkpoint = read_resume_checkpoint(path, CLASSIFIER_FORMAT)
     try:
-        unwrap(classifier.model).load_state_dict(model_state(checkpoint, path))
-        classifier.optimizer.load_state_dict(checkpoint["optimizer"])
+        unwrap(classifier.model).load_state_dict(checkpoints.model_state(resumed, args.resume))
+        classifier.optimizer.load_state_dict(resumed["optimizer"])
     except (RuntimeError, ValueError, KeyError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__  # torch's message spans several lines
-        raise UsageError(f"--resume {path} does not fit this model and protocol: {reason}") from None
+        raise UsageError(f"--resume {args.resume} does not fit this model and protocol: {reason}") from None
+    predictions = resumed.get("best_predictions")
     best = {
-        "top1": float(checkpoint.get("best_acc1", -1.0)),
-        "top5": float(checkpoint.get("best_acc5", 0.0)),
-        "epoch": int(checkpoint.get("best_epoch", checkpoint["epoch"])),
-        "predictions": None,
+        "top1": float(resumed.get("best_acc1", -1.0)),
+        "top5": float(resumed.get("best_acc5", 0.0)),
+        "epoch": int(resumed.get("best_epoch", resumed["epoch"])),
+        "predictions": None if predictions is None else predictions.numpy(),
     }
-    if "rng" in checkpoint:
-        restore_rng_state(checkpoint["rng"])
-    args.start_epoch = int(checkpoint["epoch"])  # recorded with the run's arguments
-    return Progress(args.start_epoch, best, list(checkpoint.get("history", [])))
+    if "rng" in resumed:
+        training.restore_rng_state(resumed["rng"])
+    return Progress(int(resumed["epoch"]), best, list(resumed.get("history", [])))
 
 
-def fit(args: argparse.Namespace, ctx: DistContext, data: Data, classifier: Classifier, progress: Progress) -> Progress:
+def fit(
+    args: argparse.Namespace, ctx: DistContext, run: Run, data: Data, classifier: Classifier, progress: Progress
+) -> Progress:
     """Train from ``progress.start_epoch`` to ``--epochs``, evaluating and checkpointing every epoch."""
     say = rank0_printer(ctx)
-    out_dir = Path(args.checkpoint_path)
-    loader = evaluation.train_loader(data.train, args, ctx)
+    loader = evaluation.train_loader(data.train, args.batch_size, args.workers, run.seed, ctx)
     trained = sum(p.numel() for p in classifier.model.parameters() if p.requires_grad)
     say(
-        f"{evaluation.protocol_name(args)} {args.finetune_skeleton_representation} classification on "
-        f"{args.finetune_dataset} {args.protocol}: {len(data.train)} training / {len(data.val)} evaluation clips, "
-        f"{data.num_class} classes, {trained} trained parameters, device {ctx.device}, "
-        f"{parallel_mode(classifier.model, ctx)}"
+        f"{protocol_name(args)} {args.finetune_skeleton_representation} classification on {args.finetune_dataset} "
+        f"{args.protocol}: {len(data.train)} training / {len(data.val)} evaluation clips, {data.num_class} classes, "
+        f"{trained} trained parameters, device {ctx.device}, {parallel_mode(classifier.model, ctx)}"
     )
-    writer = summary_writer(out_dir if ctx.is_main else None)
+    writer = training.summary_writer(run.folder if ctx.is_main else None)
     try:
         for epoch in range(progress.start_epoch, args.epochs):
-            record, predictions = _epoch(
-                args, ctx, data, classifier, loader, epoch, check_frozen=epoch == progress.start_epoch
-            )
+            record, predictions = one_epoch(args, ctx, run.seed, data, classifier, loader, epoch)
+            if classifier.frozen_weights is not None and epoch == progress.start_epoch:
+                evaluation.check_encoder_unchanged(classifier.model, classifier.frozen_weights, epoch + 1)
             progress.history.append(record)
             is_best = record["val_top1"] > progress.best["top1"]
             if is_best:
-                progress.best = {
-                    "top1": record["val_top1"],
-                    "top5": record["val_top5"],
-                    "epoch": epoch + 1,
-                    "predictions": predictions,
-                }
+                progress.best = dict(top1=record["val_top1"], top5=record["val_top5"], epoch=epoch + 1)
+                progress.best["predictions"] = predictions
             if ctx.is_main:
-                _save_checkpoints(args, classifier, epoch, progress, is_best)
-            if writer is not None:
-                for key, value in record.items():
-                    if key != "epoch":
-                        writer.add_scalar(key.replace("_", "/", 1), value, global_step=epoch + 1)
+                save_checkpoints(args, run, classifier, progress, is_best)
+                for key in record.keys() - {"epoch"}:
+                    writer.add_scalar(key.replace("_", "/", 1), record[key], global_step=epoch + 1)
             say(
                 f"epoch {epoch + 1}/{args.epochs} lr {record['lr']:.4g} | train loss {record['train_loss']:.4f} "
                 f"top-1 {record['train_top1']:.2f} | eval loss {record['val_loss']:.4f} top-1 "
@@ -300,86 +284,61 @@ def fit(args: argparse.Namespace, ctx: DistContext, data: Data, classifier: Clas
     return progress
 
 
-def _epoch(
-    args: argparse.Namespace,
-    ctx: DistContext,
-    data: Data,
-    classifier: Classifier,
-    loader: Any,
-    epoch: int,
-    check_frozen: bool,
+def one_epoch(
+    args: argparse.Namespace, ctx: DistContext, seed: int, data: Data, classifier: Classifier, loader: Any, epoch: int
 ) -> tuple[dict[str, float], np.ndarray]:
-    """One training epoch and one evaluation: the history record and the evaluation predictions.
-    ``check_frozen``: compare the linear protocol's encoder with the pretrained weights afterwards (the
-    first epoch a run trains, resumed or not)."""
-    lr = learning_rate_at(epoch, args.lr, args.epochs, args.schedule, cos=False)
-    set_learning_rate(classifier.optimizer, lr)
-    evaluation.set_loader_epoch(loader, args.data_seed, epoch)
-    bars = progress_bars(ctx)
-    train_stats = evaluation.train_one_epoch(
-        classifier.model,
-        loader,
-        classifier.criterion,
-        classifier.optimizer,
-        ctx,
-        desc=f"train {epoch + 1}/{args.epochs}",
-        train_mode=classifier.train_mode,
-        print_freq=args.print_freq,
-        progress=bars,
+    """One training epoch and one evaluation: the history record and the evaluation predictions."""
+    lr = training.learning_rate_at(epoch, args.lr, args.epochs, args.schedule, cos=False)
+    training.set_learning_rate(classifier.optimizer, lr)
+    evaluation.set_loader_epoch(loader, seed, epoch)
+    desc, model = f"train {epoch + 1}/{args.epochs}", classifier.model
+    trained = evaluation.train_one_epoch(
+        model, loader, classifier.optimizer, ctx, desc, classifier.train_mode, args.print_freq
     )
-    val_stats, predictions = evaluation.evaluate(
-        classifier.model, data.val_loader, classifier.criterion, ctx, desc=f"eval {epoch + 1}", progress=bars
-    )
-    if classifier.linear and check_frozen:
-        evaluation.check_encoder_unchanged(classifier.model, classifier.pretrained_weights, epoch + 1)
-    record = {
-        "epoch": epoch + 1,
-        "lr": lr,
-        "train_loss": train_stats["loss"],
-        "train_top1": train_stats["top1"],
-        "val_loss": val_stats["loss"],
-        "val_top1": val_stats["top1"],
-        "val_top5": val_stats["top5"],
-    }
+    evaluated, predictions = evaluation.evaluate(model, data.val_loader, ctx, desc=f"eval {epoch + 1}")
+    record = {"epoch": epoch + 1, "lr": lr, "train_loss": trained["loss"], "train_top1": trained["top1"]}
+    record.update(val_loss=evaluated["loss"], val_top1=evaluated["top1"], val_top5=evaluated["top5"])
     return record, predictions
 
 
-def _best_path(args: argparse.Namespace) -> Path:
-    return Path(args.checkpoint_path) / f"{args.finetune_skeleton_representation}_checkpoint.pth.tar"
+def best_path(args: argparse.Namespace, run: Run) -> Path:
+    return run.folder / f"{args.finetune_skeleton_representation}_checkpoint.pth.tar"
 
 
-def _save_checkpoints(
-    args: argparse.Namespace, classifier: Classifier, epoch: int, progress: Progress, is_best: bool
+def save_checkpoints(
+    args: argparse.Namespace, run: Run, classifier: Classifier, progress: Progress, is_best: bool
 ) -> None:
+    """The last epoch's state, and the best classifier when this epoch is the best (one file, linked)."""
+    best = progress.best
     state = {
-        "format": CLASSIFIER_FORMAT,
-        "epoch": epoch + 1,
+        "format": checkpoints.CLASSIFIER_FORMAT,
+        "epoch": progress.history[-1]["epoch"],
         "state_dict": unwrap(classifier.model).state_dict(),
-        "best_acc1": progress.best["top1"],
-        "best_acc5": progress.best["top5"],
-        "best_epoch": progress.best["epoch"],
         "optimizer": classifier.optimizer.state_dict(),
+        "best_acc1": best["top1"],
+        "best_acc5": best["top5"],
+        "best_epoch": best["epoch"],
+        "best_predictions": None if best["predictions"] is None else torch.from_numpy(best["predictions"]),
         "history": progress.history,
-        "args": args_to_dict(args),
-        "rng": capture_rng_state(),
+        "config": {**run.config, "--seed": run.seed},
+        "args": training.args_to_dict(args),
+        "rng": training.capture_rng_state(),
     }
-    last = Path(args.checkpoint_path) / LAST_CHECKPOINT
+    last = run.folder / LAST_CHECKPOINT
     if is_best:  # written once; the last checkpoint is a hard link (or copy) of it, as in pretraining
-        atomic_copy(write_checkpoint(state, _best_path(args)), last)
+        atomic_copy(checkpoints.write_checkpoint(state, best_path(args, run)), last)
     else:
-        write_checkpoint(state, last)
+        checkpoints.write_checkpoint(state, last)
 
 
-def report(
-    args: argparse.Namespace, ctx: DistContext, data: Data, classifier: Classifier, progress: Progress
-) -> dict[str, Any]:
+def report(args: argparse.Namespace, ctx: DistContext, run: Run, data: Data, progress: Progress) -> dict[str, Any]:
     """The metrics (the confusion matrix and JSON from rank 0) and the closing line."""
-    best, protocol = progress.best, evaluation.protocol_name(args)
+    best, protocol = progress.best, protocol_name(args)
     final = progress.history[-1] if progress.history else {}
     metrics: dict[str, Any] = {
         "task": "action_classification",
         "protocol": protocol,
-        "top1": best["top1"],
+        "top1": best["top1"],  # the best epoch's, as the reference reports it
         "top5": best["top5"],
         "best_epoch": best["epoch"],
         "final_top1": final.get("val_top1"),
@@ -387,14 +346,18 @@ def report(
         "num_train": len(data.train),
         "num_val": len(data.val),
         "num_class": data.num_class,
-        "checkpoint": str(_best_path(args)),
+        "seed": run.seed,
+        "checkpoint": str(best_path(args, run)),
         "history": progress.history,
-        "args": args_to_dict(args),
     }
-    if args.plot_dir:
-        plot = _plot_best(args, ctx, data, classifier, progress)
-        if plot is not None:
-            metrics["plots"] = [str(plot)]
+    if ctx.is_main and args.plot_dir and best["predictions"] is not None:
+        metrics["plots"] = [str(plot_best(args, data, best))]
+    folders = [data.train.paths.data.parent, data.val.paths.data.parent]
+    inputs = {"--pretrained": args.pretrained, "--resume": args.resume}
+    metrics["provenance"] = provenance(
+        device=ctx.device, world_size=ctx.world_size, data_folders=folders, checkpoints=inputs
+    )
+    metrics["args"] = training.args_to_dict(args)
     if ctx.is_main and args.metrics_json:
         write_json_atomic(args.metrics_json, metrics)
     rank0_printer(ctx)(
@@ -404,33 +367,13 @@ def report(
     return metrics
 
 
-def _plot_best(
-    args: argparse.Namespace, ctx: DistContext, data: Data, classifier: Classifier, progress: Progress
-) -> Path | None:
-    """The best epoch's confusion matrix (rank 0 writes it); None when there is no best epoch to show."""
-    best, best_path = progress.best, _best_path(args)
-    # Rank 0's answer: a file only rank 0 wrote may be invisible on other machines.
-    if best["predictions"] is None and broadcast_int(best_path.is_file(), ctx.device):
-        # Resumed past the best epoch: recompute its predictions from the saved best classifier (rank 0's
-        # file; evaluate() hands its weights to the other ranks).
-        if ctx.is_main:
-            unwrap(classifier.model).load_state_dict(model_state(read_checkpoint(best_path), best_path))
-        _, best["predictions"] = evaluation.evaluate(
-            classifier.model,
-            data.val_loader,
-            classifier.criterion,
-            ctx,
-            desc="eval best",
-            progress=progress_bars(ctx),
-        )
-    if not ctx.is_main or best["predictions"] is None:
-        return None
-    counts = confusion_matrix(data.val.labels, best["predictions"], data.num_class)
+def plot_best(args: argparse.Namespace, data: Data, best: dict[str, Any]) -> Path:
+    """The best epoch's confusion matrix."""
     return plot_confusion_matrix(
-        counts,
+        confusion_matrix(data.val.labels, best["predictions"], data.num_class),
         action_names(args.finetune_dataset, data.num_class),
         Path(args.plot_dir) / "confusion_matrix.png",
-        title=f"{evaluation.protocol_name(args)} {args.finetune_skeleton_representation}, {args.finetune_dataset} "
+        title=f"{protocol_name(args)} {args.finetune_skeleton_representation}, {args.finetune_dataset} "
         f"{args.protocol}: top-1 {best['top1']:.2f}% (epoch {best['epoch']})",
     )
 

@@ -1,20 +1,14 @@
 #!/usr/bin/env python
 """Action retrieval: cosine k-nearest-neighbour classification on frozen encoder features.
 
-Features are the pretrained query encoder's vector before ``fc`` (``knn_eval=True``) for a centre crop of
-0.95 of every training and evaluation clip; each evaluation clip takes the majority label of its ``k``
-cosine-nearest training clips (``--knn-neighbours``, default 1); the figure is top-1 accuracy.
-``--feature-mode eval`` (default) extracts them with the encoder in eval mode; ``--feature-mode train``
-as the reference does, in train mode: BatchNorm normalises with each batch's statistics, dropout is
-active (seeded), the training clips come in a seeded shuffled order and the evaluation clips in order,
-``--batch-size`` per batch; nothing the forward passes update is kept.
-``--with-autoencoder`` adds the reference's second figure: the same KNN on the 125-d codes of an
-auto-encoder trained on the training features.
-
-Under ``torchrun`` every rank extracts the features of its chunk of every batch (DataParallel's split
-of a batch over devices); the features are gathered back in dataset order, rank 0 alone runs the KNN
-(and auto-encoder) and writes the outputs, and the other ranks leave once their shares are handed over
-(rank 0's remaining work may outlast a collective's timeout, so nobody waits for it).
+Features are the query encoder's vector before ``fc`` (``knn_eval=True``) for a centre crop of 0.95 of
+every training and evaluation clip; each evaluation clip takes the majority label of its ``k``
+cosine-nearest training clips; the figure is top-1 accuracy (and, ``--with-autoencoder``, the reference's
+second figure on an auto-encoder's codes). ``--feature-mode train`` extracts them as the reference does:
+the encoder in train mode, batches of ``--batch-size`` in seeded random orders (``--eval-order sorted``:
+the evaluation clips in dataset order). Under ``torchrun`` every rank extracts its piece of every batch
+(DataParallel's split), the features are gathered in dataset order and rank 0 alone runs the KNN and
+writes. See docs/evaluation.md.
 
     python action_retrieval.py --knn-neighbours 1 \\
         --pretrained checkpoints/ntu_60_cross_view/interskeleton_seq_based_graph_based/checkpoint_0450.pth.tar \\
@@ -25,7 +19,6 @@ of a batch over devices); the features are gathered back in dataset order, rank 
 from __future__ import annotations
 
 import argparse
-import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,21 +27,22 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from common import cli
-from common.io import UsageError, atomic_save_npz, write_json_atomic
+from common.io import UsageError, atomic_save_npz, check_output_file, write_json_atomic
 from engine import evaluation
-from engine.args import positive_float, positive_int
-from engine.evaluation import BatchPlan
-from engine.knn import knn_accuracy
-from engine.launch import DistContext, process_context, progress_bars, wrap_model
+from engine.args import check_window_size, encoder_kwargs, positive_float, positive_int
+from engine.evaluation import BatchPlan, Clips
+from engine.knn import AE_CODE_SIZE, encode, knn_accuracy, train_autoencoder
+from engine.launch import DistContext, process_context, rank0_printer, wrap_model
 from engine.plots import TSNE_MIN_SAMPLES, action_names, plot_tsne
+from engine.provenance import provenance
+from engine.run_folder import check_folder_writable
 from engine.training import args_to_dict
 from feeders import DownstreamDataset, num_classes
 
 PROG = "action_retrieval.py"
-AE_CODE_SIZE = 125
+FEATURES = ("train_features", "train_labels", "val_features", "val_labels")  # the arrays of --save-features
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,59 +50,22 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG, description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     evaluation.add_evaluation_args(parser)
-    knn = parser.add_argument_group("retrieval")
-    knn.add_argument(
-        "--knn-neighbours",
-        type=positive_int,
-        default=1,
-        metavar="K",
-        help="number of cosine nearest neighbours that vote (default 1)",
-    )
-    knn.add_argument(
-        "--knn-chunk-size",
-        type=positive_int,
-        default=1024,
-        metavar="N",
-        help="evaluation clips per similarity matrix product (memory: N x training clips)",
-    )
-    knn.add_argument(
-        "--feature-mode",
-        choices=evaluation.FEATURE_MODES,
-        default="eval",
-        help="encoder mode during feature extraction: 'eval' (running BatchNorm statistics, no "
-        "dropout) or 'train', the reference's computation (each batch's BatchNorm statistics, "
-        "seeded dropout, training clips in a seeded shuffled order, batches of --batch-size); "
-        "see docs/evaluation.md, Feature mode",
-    )
-    knn.add_argument(
-        "--save-features",
-        default=None,
-        metavar="PATH",
-        help="write train/val features, labels and sample names (dataset order) to this .npz",
-    )
-    knn.add_argument(
-        "--tsne-samples",
-        type=positive_int,
-        default=5000,
-        metavar="N",
-        help="evaluation clips (a seeded random subset) shown in the t-SNE plot of --plot-dir",
-    )
-    ae = parser.add_argument_group("auto-encoder (the reference's second retrieval figure)")
-    ae.add_argument(
-        "--with-autoencoder",
-        action="store_true",
-        help=f"also report KNN on the {AE_CODE_SIZE}-d codes of an auto-encoder trained on the training features",
-    )
-    ae.add_argument("--ae-epochs", type=positive_int, default=400, help="auto-encoder epochs (default 400)")
-    ae.add_argument("--ae-batch-size", type=positive_int, default=64, help="auto-encoder mini-batch size (default 64)")
-    ae.add_argument("--ae-lr", type=positive_float, default=1e-3, help="auto-encoder Adam learning rate (default 1e-3)")
-    ae.add_argument(
-        "--ae-lr-step",
-        choices=("iteration", "epoch"),
-        default="iteration",
-        help="unit of the x0.95-every-50 decay: the reference steps its scheduler every "
-        "iteration (default); 'epoch' decays every 50 epochs",
-    )
+    add = parser.add_argument_group("retrieval").add_argument
+    add("--knn-neighbours", type=positive_int, default=1, metavar="K", help="neighbours that vote")
+    add("--knn-chunk-size", type=positive_int, default=1024, metavar="N", help="evaluation clips per matrix product")
+    modes = "the encoder's mode while extracting: eval, or train (the reference's: batch statistics, seeded dropout)"
+    add("--feature-mode", choices=evaluation.FEATURE_MODES, default="eval", help=modes)
+    orders = "--feature-mode train: the evaluation clips' order, seeded random (as the reference's files) or sorted"
+    add("--eval-order", choices=("random", "sorted"), default="random", help=orders)
+    add("--save-features", default=None, metavar="PATH", help="write the features to this .npz")
+    add("--tsne-samples", type=positive_int, default=5000, metavar="N", help="evaluation clips in the t-SNE plot")
+    add = parser.add_argument_group("auto-encoder (the reference's second retrieval figure)").add_argument
+    add("--with-autoencoder", action="store_true", help=f"also KNN on the {AE_CODE_SIZE}-d codes of an auto-encoder")
+    add("--ae-epochs", type=positive_int, default=400, help="auto-encoder epochs")
+    add("--ae-batch-size", type=positive_int, default=64, help="auto-encoder mini-batch size")
+    add("--ae-lr", type=positive_float, default=1e-3, help="auto-encoder Adam learning rate")
+    steps = "unit of the x0.95-every-50 decay (the reference steps every iteration)"
+    add("--ae-lr-step", choices=("iteration", "epoch"), default="iteration", help=steps)
     return parser
 
 
@@ -122,27 +79,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     (rank 0; an empty dict on the other ranks under torchrun)."""
     check_flags(args)
     with process_context(args.device) as ctx:
-        evaluation.prepare_args(args, ctx)
-        data = load_data(args)
+        seed = evaluation.shared_seed(args.seed, ctx)
+        data = load_data(args, seed)
         model = build_model(args, ctx, data)
-        features = extract(args, ctx, data, model)
-        return report(args, ctx, data, features) if ctx.is_main else {}
+        features = extract(args, ctx, data, model, seed)
+        return report(args, ctx, data, features, seed) if ctx.is_main else {}
 
 
 def check_flags(args: argparse.Namespace) -> None:
-    """What argparse cannot check (before anything is read)."""
-    evaluation.check_evaluation_flags(args)
-    if args.plot_dir and args.tsne_samples < TSNE_MIN_SAMPLES:
-        raise UsageError(
-            f"--tsne-samples {args.tsne_samples}: the t-SNE plot of --plot-dir needs at least {TSNE_MIN_SAMPLES} clips"
-        )
+    """What argparse cannot check, outputs included (before anything is read or computed)."""
+    check_window_size(args.window_size, (args.finetune_skeleton_representation,))
+    for flag, path in (("--metrics-json", args.metrics_json), ("--save-features", args.save_features)):
+        if path:
+            check_output_file(path, flag)
+    if args.plot_dir:
+        check_folder_writable(args.plot_dir, "--plot-dir")
     if args.resume:
         warnings.warn("--resume has no effect on retrieval (nothing is trained); ignored", stacklevel=1)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Phases
-# ---------------------------------------------------------------------------------------------------
 
 
 class Data(NamedTuple):
@@ -151,269 +104,137 @@ class Data(NamedTuple):
     num_class: int
 
 
-def load_data(args: argparse.Namespace) -> Data:
+def load_data(args: argparse.Namespace, seed: int) -> Data:
     """Both splits with the evaluation transform (centre crop 0.95), as in the reference's retrieval
     options; checked before any model is built."""
     num_class = num_classes(args.finetune_dataset)
-    train_set = evaluation.make_dataset(args, "train", train=False)
-    val_set = evaluation.make_dataset(args, "val", train=False)
-    for part, dataset in (("train", train_set), ("val", val_set)):
-        evaluation.check_split_contents(dataset, part, num_class, args)
-    if args.plot_dir and len(val_set) < TSNE_MIN_SAMPLES:
+    representation = args.finetune_skeleton_representation
+    clips = Clips(
+        args.data_root, args.finetune_dataset, args.protocol, num_class, representation, args.window_size, seed
+    )
+    data = Data(clips.open("train", train=False), clips.open("val", train=False), num_class)
+    if args.plot_dir and min(args.tsne_samples, len(data.val)) < TSNE_MIN_SAMPLES:
         raise UsageError(
-            f"{val_set.paths.data} holds {len(val_set)} clips; the t-SNE plot of --plot-dir needs at "
-            f"least {TSNE_MIN_SAMPLES}"
+            f"the t-SNE plot of --plot-dir needs at least {TSNE_MIN_SAMPLES} clips: --tsne-samples is "
+            f"{args.tsne_samples}, {data.val.paths.data} holds {len(data.val)}"
         )
-    if len(train_set) < args.knn_neighbours:
-        raise UsageError(f"--knn-neighbours {args.knn_neighbours} exceeds the {len(train_set)} training clips")
-    return Data(train_set, val_set, num_class)
+    if len(data.train) < args.knn_neighbours:
+        raise UsageError(f"--knn-neighbours {args.knn_neighbours} exceeds the {len(data.train)} training clips")
+    return data
 
 
 def build_model(args: argparse.Namespace, ctx: DistContext, data: Data) -> nn.Module:
     """The (pretrained or randomly initialised) encoder, frozen, on the device."""
-    model, _ = evaluation.build_encoder_for(args, data.num_class)
-    evaluation.freeze_all(model)
-    model = wrap_model(model, ctx, trainable=False, requested_device=args.device)
-    if ctx.is_main:
-        source = f"pretrained {args.pretrained}" if args.pretrained else "randomly initialised encoder"
-        shared = f", features extracted by {ctx.world_size} processes" if ctx.distributed else ""
-        print(
-            f"retrieval with {args.finetune_skeleton_representation} features on {args.finetune_dataset} "
-            f"{args.protocol}: {len(data.train)} training / {len(data.val)} evaluation clips, {source}, "
-            f"{args.feature_mode}-mode features, device {ctx.device}{shared}",
-            flush=True,
-        )
+    representation = args.finetune_skeleton_representation
+    sizes, pretrained = encoder_kwargs(args), args.pretrained
+    model, _ = evaluation.load_encoder(
+        representation, data.num_class, sizes, pretrained, args.pretrain_skeleton_representation
+    )
+    model = wrap_model(model.requires_grad_(False), ctx, trainable=False, requested_device=args.device)
+    source = f"pretrained {args.pretrained}" if args.pretrained else "randomly initialised encoder"
+    shared = f", features extracted by {ctx.world_size} processes" if ctx.distributed else ""
+    rank0_printer(ctx)(
+        f"retrieval with {representation} features on {args.finetune_dataset} {args.protocol}: {len(data.train)} "
+        f"training / {len(data.val)} evaluation clips, {source}, {args.feature_mode}-mode features, "
+        f"device {ctx.device}{shared}"
+    )
     return model
 
 
-class Features(NamedTuple):
-    train: np.ndarray  # (N_train, D) float32, dataset order
-    train_labels: np.ndarray  # (N_train,) int64
-    val: np.ndarray  # (N_val, D)
-    val_labels: np.ndarray
+def feature_plans(args: argparse.Namespace, data: Data, seed: int) -> tuple[BatchPlan, BatchPlan]:
+    """The batches features are extracted in. Train mode: the reference's loaders, since batch
+    composition changes the features (see the module's docstring). Eval mode: dataset order (the
+    composition does not matter)."""
+    n_train, n_val = len(data.train), len(data.val)
+    if args.feature_mode == "eval":
+        return BatchPlan(np.arange(n_train), args.batch_size), BatchPlan(np.arange(n_val), args.batch_size)
+    val_order = np.arange(n_val) if args.eval_order == "sorted" else evaluation.random_order(n_val, seed, 1)
+    return BatchPlan(evaluation.random_order(n_train, seed, 0), args.batch_size), BatchPlan(val_order, args.batch_size)
 
 
-def feature_plans(args: argparse.Namespace, data: Data) -> tuple[BatchPlan, BatchPlan]:
-    """The batches features are extracted in. Train mode: the reference's loaders (training clips shuffled
-    by the data seed, evaluation clips in order, ``--batch-size`` each), since batch composition changes
-    the features. Eval mode: dataset order (the composition does not matter)."""
-    val_plan = evaluation.evaluation_plan(len(data.val), args.batch_size)
+def extract(
+    args: argparse.Namespace, ctx: DistContext, data: Data, model: nn.Module, seed: int
+) -> dict[str, np.ndarray]:
+    """Both splits' (N, D) float32 ``*_features`` and (N,) ``*_labels`` in dataset order (every rank takes
+    part under torchrun)."""
+    plans = feature_plans(args, data, seed)
     if args.feature_mode == "train":
-        return evaluation.shuffled_plan(len(data.train), args.batch_size, args.data_seed), val_plan
-    return evaluation.evaluation_plan(len(data.train), args.batch_size), val_plan
-
-
-def extract(args: argparse.Namespace, ctx: DistContext, data: Data, model: nn.Module) -> Features:
-    """Both splits' features in dataset order (every rank takes part under torchrun)."""
-    train_plan, val_plan = feature_plans(args, data)
-    if args.feature_mode == "train":
-        torch.manual_seed(args.data_seed)  # dropout masks: the same for the same --seed
-    bars = progress_bars(ctx)
+        torch.manual_seed(seed)  # dropout masks: the same for the same --seed
     (train, train_labels), (val, val_labels) = (
-        evaluation.extract_features(
-            model, evaluation.plan_loader(dataset, plan, args, ctx), ctx, desc, mode=args.feature_mode, progress=bars
+        evaluation.outputs_in_order(
+            model, evaluation.plan_loader(dataset, plan, args.workers, ctx), ctx, desc, args.feature_mode, knn_eval=True
         )
-        for dataset, plan, desc in ((data.train, train_plan, "train features"), (data.val, val_plan, "eval features"))
+        for dataset, plan, desc in zip((data.train, data.val), plans, ("train features", "eval features"))
     )
-    return Features(train, train_labels, val, val_labels)
+    return {name: t.cpu().numpy() for name, t in zip(FEATURES, (train, train_labels, val, val_labels))}
 
 
-def report(args: argparse.Namespace, ctx: DistContext, data: Data, features: Features) -> dict[str, Any]:
+def report(
+    args: argparse.Namespace, ctx: DistContext, data: Data, features: dict[str, np.ndarray], seed: int
+) -> dict[str, Any]:
     """KNN (and auto-encoder) figures, saved features, the t-SNE plot, the JSON and the closing line."""
-    metrics = knn_metrics(args, ctx, data, features)
-    summary = f"KNN (k={args.knn_neighbours}) top-1 {metrics['knn_top1']:.2f}%"
-    if args.with_autoencoder:
-        metrics.update(autoencoder_metrics(args, ctx, features))
-        summary += f" | with auto-encoder {metrics['knn_top1_autoencoder']:.2f}%"
-    if args.save_features:
-        atomic_save_npz(
-            args.save_features,
-            train_features=features.train,
-            train_labels=features.train_labels,
-            train_names=np.array(data.train.names),
-            val_features=features.val,
-            val_labels=features.val_labels,
-            val_names=np.array(data.val.names),
-        )
-        metrics["features"] = str(args.save_features)
-    if args.plot_dir:
-        metrics["plots"] = [str(_plot_tsne(args, data, features))]
-    metrics["args"] = args_to_dict(args)
-    if args.metrics_json:
-        write_json_atomic(args.metrics_json, metrics)
-    print(
-        f"retrieval {args.finetune_skeleton_representation} on {args.finetune_dataset} {args.protocol}: {summary}",
-        flush=True,
-    )
-    return metrics
-
-
-def knn_metrics(args: argparse.Namespace, ctx: DistContext, data: Data, features: Features) -> dict[str, Any]:
-    """Cosine KNN top-1 (percent) of the evaluation clips against the training clips."""
-    accuracy, _ = knn_accuracy(
-        features.train,
-        features.train_labels,
-        features.val,
-        features.val_labels,
-        args.knn_neighbours,
-        chunk_size=args.knn_chunk_size,
-        device=ctx.device,
-    )
-    return {
+    knn = dict(k=args.knn_neighbours, chunk_size=args.knn_chunk_size, device=ctx.device)
+    train, train_labels, val, val_labels = (features[name] for name in FEATURES)
+    accuracy, _ = knn_accuracy(train, train_labels, val, val_labels, **knn)
+    metrics: dict[str, Any] = {
         "task": "action_retrieval",
         "knn_top1": 100.0 * accuracy,
         "k": args.knn_neighbours,
         "feature_mode": args.feature_mode,
-        "feature_dim": int(features.train.shape[1]),
+        "feature_dim": int(train.shape[1]),
         "num_train": len(data.train),
         "num_val": len(data.val),
         "num_class": data.num_class,
+        "seed": seed,
     }
+    summary = f"KNN (k={args.knn_neighbours}) top-1 {metrics['knn_top1']:.2f}%"
+    if args.with_autoencoder:
+        metrics.update(autoencoder_metrics(args, ctx, features, seed, knn))
+        summary += f" | with auto-encoder {metrics['knn_top1_autoencoder']:.2f}%"
+    if args.save_features:
+        names = {"train_names": np.array(data.train.names), "val_names": np.array(data.val.names)}
+        metrics["features"] = str(atomic_save_npz(args.save_features, **features, **names))
+    if args.plot_dir:
+        metrics["plots"] = [str(plot(args, data, val, val_labels, seed))]
+    folders = [data.train.paths.data.parent, data.val.paths.data.parent]
+    checkpoints = {"--pretrained": args.pretrained}
+    metrics["provenance"] = provenance(
+        device=ctx.device, world_size=ctx.world_size, data_folders=folders, checkpoints=checkpoints
+    )
+    metrics["args"] = args_to_dict(args)
+    if args.metrics_json:
+        write_json_atomic(args.metrics_json, metrics)
+    representation = args.finetune_skeleton_representation
+    print(f"retrieval {representation} on {args.finetune_dataset} {args.protocol}: {summary}", flush=True)
+    return metrics
 
 
-def autoencoder_metrics(args: argparse.Namespace, ctx: DistContext, features: Features) -> dict[str, Any]:
+def autoencoder_metrics(
+    args: argparse.Namespace, ctx: DistContext, features: dict[str, np.ndarray], seed: int, knn: dict[str, Any]
+) -> dict[str, Any]:
     """The reference's second figure: KNN on the codes of an auto-encoder fit to the training features."""
-    train_t = torch.from_numpy(features.train).to(ctx.device)
-    val_t = torch.from_numpy(features.val).to(ctx.device)
+    train, val = (torch.from_numpy(features[f"{part}_features"]).to(ctx.device) for part in ("train", "val"))
     fit = train_autoencoder(
-        train_t,
-        args.ae_epochs,
-        batch_size=args.ae_batch_size,
-        lr=args.ae_lr,
-        lr_step=args.ae_lr_step,
-        seed=args.data_seed,
+        train, args.ae_epochs, batch_size=args.ae_batch_size, lr=args.ae_lr, lr_step=args.ae_lr_step, seed=seed
     )
-    train_codes, _ = encode(fit.model, train_t)
-    val_codes, val_loss = encode(fit.model, val_t)
-    accuracy, _ = knn_accuracy(
-        train_codes,
-        features.train_labels,
-        val_codes,
-        features.val_labels,
-        args.knn_neighbours,
-        chunk_size=args.knn_chunk_size,
-        device=ctx.device,
-    )
-    return {
-        "knn_top1_autoencoder": 100.0 * accuracy,
-        "autoencoder": {
-            "epochs": args.ae_epochs,
-            "code_size": AE_CODE_SIZE,
-            "lr_step": args.ae_lr_step,
-            "train_mse": fit.train_mse,
-            "val_mse": val_loss,
-        },
-    }
+    (train_codes, _), (val_codes, val_mse) = encode(fit.model, train), encode(fit.model, val)
+    accuracy, _ = knn_accuracy(train_codes, features["train_labels"], val_codes, features["val_labels"], **knn)
+    summary = dict(epochs=args.ae_epochs, code_size=AE_CODE_SIZE, lr_step=args.ae_lr_step, train_mse=fit.train_mse)
+    return {"knn_top1_autoencoder": 100.0 * accuracy, "autoencoder": {**summary, "val_mse": val_mse}}
 
 
-def _plot_tsne(args: argparse.Namespace, data: Data, features: Features) -> Path:
-    rng = np.random.default_rng(args.data_seed)
-    shown = np.sort(rng.permutation(len(data.val))[: args.tsne_samples])
-    names = action_names(args.finetune_dataset, data.num_class)
+def plot(args: argparse.Namespace, data: Data, features: np.ndarray, labels: np.ndarray, seed: int) -> Path:
+    """The t-SNE map of (a seeded subset of at most ``--tsne-samples``) evaluation clips."""
+    shown = np.sort(np.random.default_rng(seed).permutation(len(labels))[: args.tsne_samples])
     return plot_tsne(
-        features.val[shown],
-        features.val_labels[shown],
-        names,
+        features[shown],
+        labels[shown],
+        action_names(args.finetune_dataset, data.num_class),
         Path(args.plot_dir) / "tsne.png",
         title=f"{args.finetune_skeleton_representation} features ({args.feature_mode} mode), "
         f"{args.finetune_dataset} {args.protocol} evaluation set (t-SNE, cosine)",
-        seed=args.data_seed,
+        seed=seed,
     )
-
-
-# ---------------------------------------------------------------------------------------------------
-# Auto-encoder
-# ---------------------------------------------------------------------------------------------------
-
-
-class FeatureAutoencoder(nn.Module):
-    """The reference's auto-encoder: D -> 1024 -> 512 -> code (tanh after each) and the mirror back."""
-
-    def __init__(self, input_size: int, code_size: int = AE_CODE_SIZE) -> None:
-        super().__init__()
-        self.encoder = nn.Sequential(
-            nn.Linear(input_size, 1024),
-            nn.Tanh(),
-            nn.Linear(1024, 512),
-            nn.Tanh(),
-            nn.Linear(512, code_size),
-            nn.Tanh(),
-        )
-        self.decoder = nn.Sequential(
-            nn.Linear(code_size, 512),
-            nn.Tanh(),
-            nn.Linear(512, 1024),
-            nn.Tanh(),
-            nn.Linear(1024, input_size),
-        )
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        code = self.encoder(x)  # (B, code_size)
-        return self.decoder(code), code
-
-
-class AutoencoderFit(NamedTuple):
-    model: FeatureAutoencoder  # in eval mode
-    train_mse: float  # mean training loss of the last epoch
-    lr: float  # learning rate at the end
-
-
-def train_autoencoder(
-    features: torch.Tensor,
-    epochs: int,
-    *,
-    batch_size: int = 64,
-    lr: float = 1e-3,
-    lr_step: str = "iteration",
-    decay_every: int = 50,
-    seed: int = 0,
-    progress: bool = True,
-) -> AutoencoderFit:
-    """Fit a :class:`FeatureAutoencoder` to (N, D) ``features`` (on their device) with MSE and Adam; the
-    learning rate is multiplied by 0.95 every ``decay_every`` scheduler steps, a step being an iteration
-    (the reference) or an epoch."""
-    if lr_step not in ("iteration", "epoch"):
-        raise ValueError(f"lr_step must be 'iteration' or 'epoch', got {lr_step!r}")
-    generator = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the global stream
-        torch.manual_seed(seed)
-        model = FeatureAutoencoder(features.shape[1])
-    model = model.to(features.device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.95 ** (step // decay_every))
-    criterion = nn.MSELoss()
-    model.train()
-    mean_loss = float("nan")
-    for _ in tqdm(range(epochs), desc="auto-encoder", leave=False, disable=not progress, file=sys.stderr):
-        order = torch.randperm(features.shape[0], generator=generator).to(features.device)
-        total = torch.zeros((), device=features.device)
-        for start in range(0, features.shape[0], batch_size):
-            batch = features[order[start : start + batch_size]]  # (B, D)
-            reconstruction, _ = model(batch)
-            loss = criterion(reconstruction, batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if lr_step == "iteration":
-                scheduler.step()
-            total += loss.detach() * batch.shape[0]
-        if lr_step == "epoch":
-            scheduler.step()
-        mean_loss = (total / features.shape[0]).item()
-    model.eval()
-    return AutoencoderFit(model, mean_loss, optimizer.param_groups[0]["lr"])
-
-
-@torch.no_grad()
-def encode(model: FeatureAutoencoder, features: torch.Tensor, batch_size: int = 4096) -> tuple[torch.Tensor, float]:
-    """(N, code) codes in input order, and the mean reconstruction MSE."""
-    codes, squared = [], 0.0
-    for start in range(0, features.shape[0], batch_size):
-        batch = features[start : start + batch_size]
-        reconstruction, code = model(batch)
-        codes.append(code)
-        squared += float(((reconstruction - batch) ** 2).mean(dim=1).sum())
-    return torch.cat(codes), squared / max(features.shape[0], 1)
 
 
 if __name__ == "__main__":

@@ -9,19 +9,15 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from common.constants import (
-    BASE_REPRESENTATIONS,
-    DATASETS,
-    DEFAULT_DATA_ROOT,
-    REPRESENTATION_CHOICES,
-    VALID_PAIRS,
-    WINDOW_SIZE,
-)
+from common.constants import DATASETS, DEFAULT_DATA_ROOT, VALID_PAIRS, WINDOW_SIZE
 from common.io import UsageError
 from models.hcn import MIN_WINDOW_SIZE as HCN_MIN_WINDOW_SIZE
 
 DATASET_CHOICES: tuple[str, ...] = tuple(DATASETS)
 PROTOCOL_CHOICES: tuple[str, ...] = tuple(dict.fromkeys(p for spec in DATASETS.values() for p in spec["protocols"]))
+# The encoder-size flags, as ``models.build_encoder`` keywords (the scripts record them in checkpoints).
+SIZE_FLAGS = ("gru_hidden_size", "gru_layers", "agcn_base_channels", "hcn_out_channels")
+DEFAULT = " (default %(default)s)"  # in --help of scripts whose formatter does not add the defaults
 
 
 def _integer(text: str, what: str = "an integer") -> int:
@@ -41,9 +37,7 @@ def _number(text: str) -> float:
     return value
 
 
-def _checked(
-    parse: Callable[[str], Any], valid: Callable[[Any], bool], expected: str, doc: str, name: str
-) -> Callable[[str], Any]:
+def _checked(parse: Callable[[str], Any], valid: Callable[[Any], bool], expected: str) -> Callable:
     """An argparse type: ``parse`` the text, then refuse a value outside ``valid`` naming what was expected."""
 
     def convert(text: str) -> Any:
@@ -52,53 +46,23 @@ def _checked(
             raise argparse.ArgumentTypeError(f"expected {expected}, got {value if isinstance(value, int) else text}")
         return value
 
-    convert.__name__ = convert.__qualname__ = name
-    convert.__doc__ = f"argparse type: {doc}."
     return convert
 
 
-positive_int = _checked(
-    _integer,
-    lambda v: v >= 1,
-    "a positive integer",
-    "an integer >= 1 (epochs, batch size, sizes, frequencies)",
-    "positive_int",
-)
-nonnegative_int = _checked(
-    _integer, lambda v: v >= 0, "an integer >= 0", "an integer >= 0 (workers, seeds, epoch numbers)", "nonnegative_int"
-)
-positive_float = _checked(
-    _number,
-    lambda v: v > 0,
-    "a positive number",
-    "a finite number > 0 (learning rates, temperatures)",
-    "positive_float",
-)
-nonnegative_float = _checked(
-    _number, lambda v: v >= 0, "a number >= 0", "a finite number >= 0 (weight decay)", "nonnegative_float"
-)
-fraction = _checked(
-    _number, lambda v: 0.0 < v <= 1.0, "a fraction in (0, 1]", "a number in (0, 1] (a share of the labels)", "fraction"
-)
+positive_int = _checked(_integer, lambda v: v >= 1, "a positive integer")
+nonnegative_int = _checked(_integer, lambda v: v >= 0, "an integer >= 0")
+positive_float = _checked(_number, lambda v: v > 0, "a positive number")
+nonnegative_float = _checked(_number, lambda v: v >= 0, "a number >= 0")
+fraction = _checked(_number, lambda v: 0.0 < v <= 1.0, "a fraction in (0, 1]")
 # 1 would never move the key encoder.
-momentum_value = _checked(
-    _number,
-    lambda v: 0.0 <= v < 1.0,
-    "a momentum in [0, 1)",
-    "a momentum coefficient in [0, 1) (SGD's, MoCo's key-encoder momentum)",
-    "momentum_value",
-)
+momentum_value = _checked(_number, lambda v: 0.0 <= v < 1.0, "a momentum in [0, 1)")
 positive_window = _checked(
-    lambda text: _integer(text, "an integer number of frames"),
-    lambda v: v >= 2,
-    "at least 2 frames",
-    "an integer >= 2 for --window-size (a view needs two frames)",
-    "positive_window",
+    lambda text: _integer(text, "an integer number of frames"), lambda v: v >= 2, "at least 2 frames"
 )
 
 
 def check_window_size(window_size: int, representations: tuple[str, ...]) -> None:
-    """UsageError (a ValueError) naming ``--window-size`` when the image-based encoder is among ``representations`` and
+    """UsageError naming ``--window-size`` when the image-based encoder is among ``representations`` and
     the window is too short for it (checked before any model is built)."""
     if "image-based" in representations and window_size < HCN_MIN_WINDOW_SIZE:
         raise UsageError(
@@ -109,86 +73,46 @@ def check_window_size(window_size: int, representations: tuple[str, ...]) -> Non
 def add_data_args(parser: argparse.ArgumentParser, dataset_flag: str, default_dataset: str = "ntu60") -> None:
     """``--data-root``, the dataset flag (``--pre-dataset`` or ``--finetune-dataset``), ``--protocol`` and
     ``--window-size``."""
-    group = parser.add_argument_group("data")
-    group.add_argument(
-        "--data-root",
-        default=DEFAULT_DATA_ROOT,
-        help="folder holding the data_gen outputs, e.g. ./data/NTU-RGB-D-60-AGCN/xview (default ./data)",
-    )
-    group.add_argument(
-        dataset_flag, default=default_dataset, choices=DATASET_CHOICES, help=f"dataset (default {default_dataset})"
-    )
-    group.add_argument(
-        "--protocol",
-        default="cross_view",
-        choices=PROTOCOL_CHOICES,
-        help="evaluation protocol; valid dataset/protocol pairs: " + ", ".join(VALID_PAIRS),
-    )
-    group.add_argument(
+    add = parser.add_argument_group("data").add_argument
+    add("--data-root", default=DEFAULT_DATA_ROOT, help="folder holding the data_gen outputs" + DEFAULT)
+    add(dataset_flag, default=default_dataset, choices=DATASET_CHOICES, help="dataset" + DEFAULT)
+    pairs = ", ".join(VALID_PAIRS)
+    add("--protocol", default="cross_view", choices=PROTOCOL_CHOICES, help=f"valid dataset/protocol pairs: {pairs}")
+    add(
         "--window-size",
         type=positive_window,
         default=WINDOW_SIZE,
         metavar="FRAMES",
-        help="frames of every view after crop-resize (default %(default)s, the paper's); the "
-        "image-based encoder needs the same value in pretraining and evaluation",
+        help="frames of every view after crop-resize (image-based: as in pretraining)" + DEFAULT,
     )
 
 
 def add_model_size_args(parser: argparse.ArgumentParser) -> None:
     """Encoder sizes: the paper's defaults, smaller for CPU runs and tests."""
-    group = parser.add_argument_group("encoder sizes")
-    group.add_argument("--gru-hidden-size", type=positive_int, default=1024, help="BiGRU hidden size (default 1024)")
-    group.add_argument("--gru-layers", type=positive_int, default=3, help="BiGRU layers (default 3)")
-    group.add_argument(
-        "--agcn-base-channels",
-        type=positive_int,
-        default=64,
-        help="AGCN width of the first units; every width scales with it (default 64)",
-    )
-    group.add_argument("--hcn-out-channels", type=positive_int, default=64, help="HCN base channels (default 64)")
-    group.add_argument(
-        "--true-bidirectional-gru",
-        action="store_true",
-        help="use a genuine bidirectional GRU instead of the reference's function "
-        "(reference checkpoints were trained with the latter)",
-    )
+    add = parser.add_argument_group("encoder sizes").add_argument
+    add("--gru-hidden-size", type=positive_int, default=1024, help="BiGRU hidden size" + DEFAULT)
+    add("--gru-layers", type=positive_int, default=3, help="BiGRU layers" + DEFAULT)
+    add("--agcn-base-channels", type=positive_int, default=64, help="AGCN width of the first units" + DEFAULT)
+    add("--hcn-out-channels", type=positive_int, default=64, help="HCN base channels" + DEFAULT)
+    add("--true-bidirectional-gru", action="store_true", help="a genuine BiGRU, not the reference's function")
 
 
 def encoder_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments for ``models.build_encoder`` from the size options."""
-    return dict(
-        gru_hidden_size=args.gru_hidden_size,
-        gru_layers=args.gru_layers,
-        agcn_base_channels=args.agcn_base_channels,
-        hcn_out_channels=args.hcn_out_channels,
-        true_bidirectional=args.true_bidirectional_gru,
-        window_size=getattr(args, "window_size", WINDOW_SIZE),
-    )
+    sizes = {name: getattr(args, name) for name in SIZE_FLAGS}
+    window = getattr(args, "window_size", WINDOW_SIZE)  # bench/bench_pretrain.py has no --window-size
+    return dict(sizes, true_bidirectional=args.true_bidirectional_gru, window_size=window)
 
 
 def add_runtime_args(
     parser: argparse.ArgumentParser, print_freq: int = 10, workers: int = 8, workers_help: str = "data loading workers"
 ) -> None:
     """Seed, workers, printing, device."""
-    group = parser.add_argument_group("runtime")
-    group.add_argument("--seed", type=nonnegative_int, default=None, help="seed for reproducible runs")
-    group.add_argument(
-        "-j",
-        "--workers",
-        type=nonnegative_int,
-        default=workers,
-        metavar="N",
-        help=workers_help + " (default %(default)s)",
-    )
-    group.add_argument(
-        "-p",
-        "--print-freq",
-        type=positive_int,
-        default=print_freq,
-        metavar="N",
-        help="log every N iterations (default %(default)s)",
-    )
-    group.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    add = parser.add_argument_group("runtime").add_argument
+    add("--seed", type=nonnegative_int, default=None, help="seed for reproducible runs")
+    add("-j", "--workers", type=nonnegative_int, default=workers, metavar="N", help=workers_help + DEFAULT)
+    add("-p", "--print-freq", type=positive_int, default=print_freq, metavar="N", help="log every N steps" + DEFAULT)
+    add("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
 
 
 def add_data_model_runtime_args(parser: argparse.ArgumentParser, dataset_flag: str, **runtime: Any) -> None:
@@ -211,68 +135,16 @@ def add_optim_args(
     cos: bool = False,
 ) -> None:
     """The reference's SGD flags; each script passes the reference's own defaults."""
-    optim = parser.add_argument_group("optimisation (the reference's flags and defaults)")
-    optim.add_argument(
-        "--epochs", type=positive_int, default=epochs, metavar="N", help="total epochs (default %(default)s)"
-    )
-    optim.add_argument(
-        "--start-epoch",
-        type=nonnegative_int,
-        default=0,
-        metavar="N",
-        help="first epoch (useful on restarts; --resume sets it from the checkpoint)",
-    )
-    optim.add_argument(
-        "-b",
-        "--batch-size",
-        type=positive_int,
-        default=batch_size,
-        metavar="N",
-        help="mini-batch size, total over all GPUs and processes (default %(default)s)",
-    )
-    optim.add_argument(
-        "--lr",
-        "--learning-rate",
-        type=positive_float,
-        default=lr,
-        dest="lr",
-        metavar="LR",
-        help=lr_help + " (default %(default)s)",
-    )
-    optim.add_argument(
-        "--schedule",
-        type=nonnegative_int,
-        nargs="*",
-        default=schedule,
-        help="epochs at which the learning rate drops x0.1"
-        + (", ignored with --cos" if cos else "")
-        + " (default "
-        + " ".join(map(str, schedule))
-        + ")",
-    )
+    add = parser.add_argument_group("optimisation (the reference's flags and defaults)").add_argument
+    add("--epochs", type=positive_int, default=epochs, metavar="N", help="total epochs" + DEFAULT)
+    add("--start-epoch", type=nonnegative_int, default=0, metavar="N", help="first epoch (--resume: the checkpoint's)")
+    total = "mini-batch size, total over all GPUs and processes"
+    add("-b", "--batch-size", type=positive_int, default=batch_size, metavar="N", help=total + DEFAULT)
+    add("--lr", "--learning-rate", type=positive_float, default=lr, dest="lr", metavar="LR", help=lr_help + DEFAULT)
+    drops = "epochs at which the learning rate drops x0.1" + (", ignored with --cos" if cos else "")
+    add("--schedule", type=nonnegative_int, nargs="*", default=schedule, help=drops + DEFAULT)
     if cos:
-        optim.add_argument("--cos", action="store_true", help="cosine learning-rate schedule")
-    optim.add_argument(
-        "--momentum",
-        type=momentum_value,
-        default=0.9,
-        metavar="M",
-        help="SGD momentum, in [0, 1) (default %(default)s)",
-    )
-    optim.add_argument(
-        "--wd",
-        "--weight-decay",
-        type=nonnegative_float,
-        default=weight_decay,
-        dest="weight_decay",
-        metavar="W",
-        help="weight decay (default %(default)s)",
-    )
-
-
-def representation_arg(
-    parser: argparse.ArgumentParser, flag: str, default: str, pairs: bool = True, help: str = ""
-) -> None:
-    """A representation flag with argparse ``choices``."""
-    choices = REPRESENTATION_CHOICES if pairs else BASE_REPRESENTATIONS
-    parser.add_argument(flag, default=default, choices=choices, help=help or f"(default {default})")
+        add("--cos", action="store_true", help="cosine learning-rate schedule")
+    add("--momentum", type=momentum_value, default=0.9, metavar="M", help="SGD momentum, in [0, 1)" + DEFAULT)
+    decay = dict(type=nonnegative_float, default=weight_decay, dest="weight_decay", metavar="W")
+    add("--wd", "--weight-decay", **decay, help="weight decay" + DEFAULT)

@@ -1,37 +1,116 @@
-"""The checkpoint folder of a training run: one run at a time, no silent replacement, no leftovers.
+"""The checkpoint folder of a training run (pretraining, classification): one run at a time, no silent
+replacement, no leftovers.
 
-:func:`claim_folder` creates ``--checkpoint-path`` if needed, locks it (:class:`common.locking.FolderLock`:
-a second live run is refused, naming its PID), refuses a folder that holds another run's checkpoints
-unless told ``--resume`` or ``--overwrite`` (:func:`engine.checkpoints.check_checkpoint_folder`) and
-removes the temporary files a killed run left (:func:`common.io.clean_stale_temporaries`).
-:func:`run_folder` does that on rank 0 for the length of a run and tells the other ranks whether it
-could. Pretraining and classification both train through it.
-
-Nothing here prints: what was tidied comes back as lines (:attr:`ClaimedFolder.notes`) for the script to
-show.
+The folder is locked (:class:`common.locking.FolderLock`: a second live run is refused, naming its PID);
+a checkpoint of another kind of run is refused, and so are an earlier run's checkpoints unless
+``--resume`` continues them or ``--overwrite`` replaces them; ``--overwrite`` deletes only this kind's
+checkpoints and the TensorBoard events, never a file another flag reads; temporaries of killed writers
+are removed. Nothing here prints: what was tidied comes back as lines (:attr:`ClaimedFolder.notes`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from common.distributed import broadcast_int
-from common.io import OutputError, UsageError, clean_stale_temporaries, ensure_folder
+from common.io import OutputError, UsageError, clean_stale_temporaries, ensure_folder, remove_files
 from common.locking import FolderLock, LockHeld
-from engine.checkpoints import (
-    LAST_CHECKPOINT,
-    check_checkpoint_folder,
-    check_folder_writable,
-    remove_previous_run,
-    resumes_in,
-)
+from engine.checkpoints import LAST_CHECKPOINT, CheckpointError, differing_flags, read_checkpoint
 from engine.launch import DistContext
 
 FLAG = "--checkpoint-path"
+# The checkpoints each kind of run writes: pretraining's, and classification's (the best classifier
+# ``<representation>_checkpoint.pth.tar`` and ``last_checkpoint.pth.tar``).
+PRETRAIN_FILES = re.compile(r"checkpoint_(last|\d+)\.pth\.tar")
+CLASSIFIER_FILES = re.compile(r"(last|[a-z]+-based)_checkpoint\.pth\.tar")
+
+
+def check_folder_writable(folder: str | os.PathLike, flag: str = FLAG) -> None:
+    """OutputError unless ``folder`` is a writable folder or can be created as one (creates nothing)."""
+    folder = existing = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{flag} {folder} is a file, not a folder")
+    while not existing.exists():  # the folder will be created under its nearest existing ancestor
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"{flag} {folder} cannot be created: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == folder else f" ({existing} is not writable)"
+        raise OutputError(f"{flag} {folder} is not writable{where}")
+
+
+def describe_progress(path: Path) -> tuple[str, Mapping[str, Any]]:
+    """(``checkpoint_last.pth.tar: 4 of 10 epochs done``, the run's recorded ``config``), read cheaply
+    (tensors memory-mapped)."""
+    try:
+        checkpoint = read_checkpoint(path, mmap=True)
+    except CheckpointError:
+        return f"{path.name}: unreadable", {}
+    epoch, step, args, config = (checkpoint.get(key) for key in ("epoch", "step", "args", "config"))
+    config = config if isinstance(config, Mapping) else {}
+    if not isinstance(epoch, int):
+        return f"{path.name}: no epoch recorded", config
+    total = args.get("epochs") if isinstance(args, Mapping) else None
+    done = f"{epoch} of {total} epochs done" if isinstance(total, int) else f"{epoch} epochs done"
+    where = f"stopped in epoch {epoch} at step {step}, " if isinstance(step, int) and step > 0 else ""
+    return f"{path.name}: {where}{done}", config
+
+
+def resumes_in(folder: str | os.PathLike, resume: str | os.PathLike | None) -> bool:
+    """Whether ``resume`` names a checkpoint inside ``folder`` (a run continued where it was written)."""
+    return bool(resume) and Path(resume).resolve().parent == Path(folder).resolve()
+
+
+def check_checkpoint_folder(
+    folder: str | os.PathLike,
+    resume: str | os.PathLike | None,
+    overwrite: bool,
+    *,
+    own: re.Pattern = PRETRAIN_FILES,
+    keep: Sequence[str | os.PathLike] = (),
+    config: Mapping[str, Any] | None = None,
+    last_name: str = LAST_CHECKPOINT,
+) -> list[Path]:
+    """UsageError for a run that would replace another run's checkpoints silently, or delete a file of
+    ``keep`` (those other flags read) with ``overwrite``; else the checkpoints of this kind (``own``) in
+    ``folder``, oldest first, for the caller to remove when ``overwrite``. The refusal of a used folder
+    suggests ``--resume`` only where the run's recorded ``config`` (flag -> value) agrees with ``config``.
+    Creates nothing."""
+    folder = Path(folder)
+    check_folder_writable(folder)
+    found = [p for p in folder.glob("*.pth.tar") if not p.name.startswith(".") and p.is_file()]
+    found.sort(key=lambda p: (p.stat().st_mtime, p.name))
+    foreign = [p for p in found if not own.fullmatch(p.name)]
+    if foreign:
+        raise UsageError(
+            f"{FLAG} {folder} holds {foreign[0].name}, which this command does not write (another kind of "
+            f"run's checkpoint, or an input): choose another {FLAG}"
+        )
+    continuing = resumes_in(folder, resume)
+    kept = [p for p in found for k in keep if k and Path(k).exists() and os.path.samefile(p, k)]
+    if overwrite and kept and not continuing:
+        raise UsageError(f"--overwrite would delete {kept[0]}, which this run reads: choose another {FLAG}")
+    if not found or overwrite or continuing:
+        return found
+    latest = next((p for p in found if p.name == last_name), found[-1])
+    progress, recorded = describe_progress(latest)
+    differing = differing_flags(recorded, config or {})
+    if not resume and not differing:
+        raise UsageError(
+            f"{FLAG} {folder} already holds the checkpoints of a run ({progress}); continue it with "
+            f"--resume {latest}, or pass --overwrite to delete them and start again"
+        )
+    other = f"a run of other {', '.join(differing)}" if differing else "another run"
+    raise UsageError(
+        f"{FLAG} {folder} already holds the checkpoints of {other} ({progress}): choose another {FLAG}, "
+        "or pass --overwrite to delete them"
+    )
 
 
 @dataclass
@@ -50,11 +129,11 @@ class ClaimedFolder:
         (none when there was nothing to delete)."""
         if not self.replaced:
             return []
-        removed = remove_previous_run(self.folder, self.replaced)
-        self.replaced = []
+        events = [p for p in self.folder.glob("events.out.tfevents.*") if p.is_file()]
+        removed, self.replaced = remove_files([*self.replaced, *events]), []
         return [
             f"=> --overwrite: removed {len(removed)} checkpoint and TensorBoard files of the previous run in "
-            f"{self.folder}"
+            + str(self.folder)
         ]
 
     def release(self) -> None:
@@ -67,75 +146,44 @@ class ClaimedFolder:
                 self.folder.rmdir()
 
 
-def _lock(folder: Path, purpose: str) -> FolderLock:
-    lock = FolderLock(folder, purpose)
-    try:
-        lock.__enter__()
-    except LockHeld as exc:
-        raise UsageError(f"{FLAG} {exc}") from None
-    except OSError as exc:
-        raise OutputError(f"{FLAG} {folder}: cannot create its lock file: {exc.strerror}") from None
-    return lock
-
-
-def _tidy(claim: ClaimedFolder) -> None:
-    """Note a lock taken over from a dead run and remove that run's temporary files."""
-    stale = claim.lock.stale_holder if claim.lock is not None else None
-    if stale is not None:
-        claim.notes.append(f"=> {claim.folder}: took over the lock of PID {stale}, which is no longer running")
-    for path in clean_stale_temporaries(claim.folder):
-        claim.notes.append(f"=> removed {path}, a temporary file left by an interrupted run")
-
-
-def claim_folder(
-    folder: str | os.PathLike,
-    *,
-    purpose: str,
-    resume: str | os.PathLike | None,
-    overwrite: bool,
-    last_name: str = LAST_CHECKPOINT,
-) -> ClaimedFolder:
-    """Create and lock ``folder``, refuse another run's checkpoints, tidy what a killed run left.
-
-    ``purpose`` is recorded in the lock file (and named to a second run); ``last_name`` is the file the
-    script keeps its latest state in (for the refusal's hint). The claim's ``replaced`` files are the
-    earlier run's checkpoints when ``overwrite`` starts afresh (none when ``resume`` continues a
-    checkpoint of this folder). Raises :class:`common.io.UsageError` (or its ``OutputError``), leaving
-    the folder as it was.
-    """
+def claim_folder(folder: str | os.PathLike, *, purpose: str, **rules: Any) -> ClaimedFolder:
+    """Create and lock ``folder`` (``purpose`` recorded in the lock file and named to a second run), apply
+    :func:`check_checkpoint_folder`'s ``rules``, tidy what a killed run left. UsageError leaves the folder
+    as it was."""
     folder = Path(folder)
-    check_folder_writable(folder, FLAG)
+    check_folder_writable(folder)
     claim = ClaimedFolder(folder, created=not folder.exists())
     ensure_folder(folder, FLAG)
     try:
-        claim.lock = _lock(folder, purpose)
-        previous = check_checkpoint_folder(folder, resume or None, overwrite, last_name=last_name, flag=FLAG)
+        try:
+            claim.lock = FolderLock(folder, purpose).__enter__()
+        except LockHeld as exc:
+            raise UsageError(f"{FLAG} {exc}") from None
+        except OSError as exc:
+            raise OutputError(f"{FLAG} {folder}: cannot create its lock file: {exc.strerror}") from None
+        previous = check_checkpoint_folder(folder, **rules)
     except UsageError:
         claim.release()
         raise
-    _tidy(claim)
-    resuming_here = resumes_in(folder, resume)
-    claim.replaced = previous if overwrite and not resuming_here else []
+    if claim.lock.stale_holder is not None:
+        claim.notes.append(
+            f"=> {folder}: took over the lock of PID {claim.lock.stale_holder}, which is no longer running"
+        )
+    for path in clean_stale_temporaries(folder):
+        claim.notes.append(f"=> removed {path}, a temporary file left by an interrupted run")
+    claim.replaced = previous if rules.get("overwrite") and not resumes_in(folder, rules.get("resume")) else []
     return claim
 
 
 @contextlib.contextmanager
-def run_folder(
-    ctx: DistContext,
-    folder: str | os.PathLike,
-    *,
-    purpose: str,
-    resume: str | os.PathLike | None,
-    overwrite: bool,
-    last_name: str = LAST_CHECKPOINT,
-) -> Iterator[ClaimedFolder]:
-    """Rank 0 claims ``folder`` (:func:`claim_folder`) for the duration of the block; the other ranks
-    learn whether it could and raise with it when it could not (every rank must enter). They get a
-    stand-in claim that holds and replaces nothing."""
+def run_folder(ctx: DistContext, folder: str | os.PathLike, *, purpose: str, **rules: Any) -> Iterator[ClaimedFolder]:
+    """Rank 0 claims ``folder`` (:func:`claim_folder`) for the duration of the block; the other ranks learn
+    whether it could and raise with it when it could not (every rank must enter). They get a stand-in
+    claim that holds and replaces nothing."""
     claim, error = ClaimedFolder(Path(folder)), None
     if ctx.is_main:
         try:
-            claim = claim_folder(folder, purpose=purpose, resume=resume, overwrite=overwrite, last_name=last_name)
+            claim = claim_folder(folder, purpose=purpose, **rules)
         except UsageError as exc:
             error = exc
     if broadcast_int(error is not None, ctx.device):

@@ -17,7 +17,6 @@ from feeders.datasets import (
     check_split,
     num_classes,
     split_paths,
-    stratified_subset,
     valid_pairs,
 )
 from feeders.views import (
@@ -45,7 +44,6 @@ __all__ = [
     "pretrain_view",
     "shear",
     "split_paths",
-    "stratified_subset",
     "temporal_crop_resize",
     "to_clip_view",
     "to_graph_view",

@@ -54,7 +54,6 @@ __all__ = [
     "check_split",
     "num_classes",
     "split_paths",
-    "stratified_subset",
     "valid_pairs",
 ]
 
@@ -85,23 +84,6 @@ def split_paths(data_root: str | os.PathLike, dataset: str, protocol: str, part:
     if part not in PARTS:
         raise ValueError(f"part must be one of {PARTS}, got {part!r}")
     return part_paths(Path(data_root) / spec["folder"] / spec["protocols"][protocol], part)
-
-
-def stratified_subset(labels: Sequence[int] | np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Sorted indices of a seeded, class-stratified subset: round(fraction * n_c) clips of each class c,
-    at least one (the semi-supervised protocol)."""
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"fraction must lie in (0, 1], got {fraction}")
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    chosen = []
-    for cls in np.unique(labels):
-        members = np.flatnonzero(labels == cls)
-        k = max(1, int(np.floor(fraction * len(members) + 0.5)))
-        chosen.append(rng.choice(members, size=min(k, len(members)), replace=False))
-    if not chosen:
-        return np.zeros(0, dtype=np.int64)
-    return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
 def _fresh_seed(seed: int | None) -> int:
@@ -251,7 +233,7 @@ class DownstreamDataset(_SplitDataset):
 
     ``train=True``: random crop with ratio ``l_ratio`` (default (0.5, 1.0)); ``train=False``: centre crop
     keeping ``l_ratio`` (default 0.95) of the frames. ``indices`` restricts the dataset to those samples
-    (e.g. from :func:`stratified_subset`); ``labels`` and ``names`` then describe the subset.
+    (e.g. the semi-supervised protocol's subset); ``labels`` and ``names`` then describe the subset.
     """
 
     def __init__(

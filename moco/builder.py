@@ -225,13 +225,14 @@ def checkpoint_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {CHECKPOINT_PREFIX + key: value for key, value in model.state_dict().items()}
 
 
+def strip_prefix(state: Mapping[str, Any]) -> dict[str, Any]:
+    """``state`` without DataParallel's ``module.`` before its keys (the one place it is removed)."""
+    return {key.removeprefix(CHECKPOINT_PREFIX): value for key, value in state.items()}
+
+
 def load_checkpoint_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
     """Load a ``module.``-prefixed state dict (ours or the reference's) into an unwrapped model, strictly."""
-    stripped = {
-        (key[len(CHECKPOINT_PREFIX) :] if key.startswith(CHECKPOINT_PREFIX) else key): value
-        for key, value in state_dict.items()
-    }
-    model.load_state_dict(stripped, strict=True)
+    model.load_state_dict(strip_prefix(state_dict), strict=True)
 
 
 def encoder_state_dict(
@@ -239,11 +240,8 @@ def encoder_state_dict(
 ) -> dict[str, torch.Tensor]:
     """The weights of one encoder (e.g. 'encoder_q', 'encoder_r') of a pretraining checkpoint, keys
     relative to that encoder (``fc.*`` included; with the MLP head, ``mlp=True``, ``fc.0.*``/``fc.2.*``)."""
-    out = {}
-    for key, value in state_dict.items():
-        key = key[len(CHECKPOINT_PREFIX) :] if key.startswith(CHECKPOINT_PREFIX) else key
-        if key.startswith(encoder_name + "."):
-            out[key[len(encoder_name) + 1 :]] = value
+    prefix = encoder_name + "."
+    out = {key[len(prefix) :]: value for key, value in strip_prefix(state_dict).items() if key.startswith(prefix)}
     if not out:
         raise KeyError(f"the checkpoint holds no {encoder_name!r} weights")
     return out

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+from common.io import UsageError
 from common.representations import PAIR_REPRESENTATIONS, parse_representation
-from engine.pretrained import (
-    identify_representation,
-    load_encoder_weights,
-    load_pretrained_encoder,
-    pretrained_encoder_state,
-)
+from engine.pretrained import first_misfit, load_pretrained_encoder
 from models import build_encoder
 from tests.helpers import TINY, reference_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _encoder_part(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -70,31 +70,37 @@ def test_intra_skeleton_checkpoint(tmp_path, representation):
     _assert_loaded(model, encoders["encoder_q"])
 
 
-def test_representation_not_in_pair_names_what_the_checkpoint_holds(tmp_path):
+def test_representation_not_in_pair_is_refused(tmp_path):
     path = tmp_path / "c.pth.tar"
     reference_checkpoint(path, "seq-based_and_graph-based")
     model = build_encoder("image-based", 60, **TINY)
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(UsageError, match=r"holds encoders for seq-based and graph-based only, not 'image-based'"):
         load_pretrained_encoder(model, path, "seq-based_and_graph-based", "image-based")
-    message = str(info.value)
-    assert "not 'image-based'" in message
-    assert "holds encoder_q (seq-based), encoder_r (graph-based)" in message
 
 
-def test_intra_checkpoint_read_as_pair(tmp_path):
+def test_intra_checkpoint_read_as_pair_names_the_missing_slot(tmp_path):
     path = tmp_path / "intra.pth.tar"
     reference_checkpoint(path, "graph-based")
     model = build_encoder("image-based", 60, **TINY)
-    with pytest.raises(ValueError, match=r"no encoder_r weights.*holds encoder_q \(graph-based\).*intra-skeleton"):
+    with pytest.raises(UsageError) as info:
         load_pretrained_encoder(model, path, "graph-based_and_image-based", "image-based")
+    assert str(info.value) == (
+        f"--pretrained {path} holds no encoder_r weights (it holds encoder_k, encoder_q); a checkpoint "
+        "pretrained as 'graph-based_and_image-based' would: check --pretrain-skeleton-representation"
+    )
 
 
-def test_mislabelled_pair_is_detected_from_the_weights(tmp_path):
+def test_mislabelled_pair_names_the_slot_and_first_misfit(tmp_path):
     path = tmp_path / "c.pth.tar"
     reference_checkpoint(path, "graph-based_and_image-based")
     model = build_encoder("seq-based", 60, **TINY)
-    with pytest.raises(ValueError, match=r"encoder_q holds graph-based weights, not seq-based"):
+    first = next(iter(model.state_dict()))
+    with pytest.raises(UsageError) as info:
         load_pretrained_encoder(model, path, "seq-based_and_image-based", "seq-based")
+    assert str(info.value).startswith(
+        f"--pretrained {path}: encoder_q does not fit the BIGRU built for seq-based: {first} "
+    )
+    assert "is missing from the checkpoint" in str(info.value)
 
 
 def test_recorded_pretrain_representation_must_agree(tmp_path):
@@ -102,9 +108,21 @@ def test_recorded_pretrain_representation_must_agree(tmp_path):
     reference_checkpoint(
         path, "seq-based_and_graph-based", extra={"args": {"skeleton_representation": "seq-based_and_graph-based"}}
     )
-    with pytest.raises(ValueError, match=r"pretrained as 'seq-based_and_graph-based' \(recorded in its args\)"):
-        pretrained_encoder_state(path, "seq-based_and_image-based", "seq-based")
-    assert pretrained_encoder_state(path, "seq-based_and_graph-based", "seq-based")
+    model = build_encoder("seq-based", 60, **TINY)
+    with pytest.raises(UsageError, match=r"pretrained as 'seq-based_and_graph-based' \(recorded in its args\)"):
+        load_pretrained_encoder(model, path, "seq-based_and_image-based", "seq-based")
+    assert load_pretrained_encoder(model, path, "seq-based_and_graph-based", "seq-based")
+
+
+def test_a_new_encoder_needs_no_change_to_pretrained_loading():
+    """No second registry: loading knows nothing of the encoders (it imports nothing from models/)."""
+    import ast
+    import inspect
+
+    import engine.pretrained as pt
+
+    imported = [n.module for n in ast.walk(ast.parse(inspect.getsource(pt))) if isinstance(n, ast.ImportFrom)]
+    assert not [m for m in imported if m and m.split(".")[0] == "models"], imported
 
 
 def test_size_mismatch_names_keys_and_shapes(tmp_path):
@@ -116,13 +134,13 @@ def test_size_mismatch_names_keys_and_shapes(tmp_path):
     theirs = _encoder_part(encoders["encoder_q"])
     first_bad = next(k for k in ours if ours[k].shape != theirs[k].shape)
     expected = (
-        f"shape mismatch for {first_bad}: checkpoint ({', '.join(map(str, theirs[first_bad].shape))}) "
-        f"vs model ({', '.join(map(str, ours[first_bad].shape))})"
+        f"--pretrained {path}: encoder_q does not fit the BIGRU built for seq-based: {first_bad}: checkpoint "
+        f"({', '.join(map(str, theirs[first_bad].shape))}) vs model ({', '.join(map(str, ours[first_bad].shape))}). "
+        "The encoder size flags and --window-size must be those of pretraining."
     )
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(UsageError) as info:
         load_pretrained_encoder(model, path, "seq-based_and_graph-based", "seq-based")
-    assert expected in str(info.value)
-    assert "--gru-hidden-size" in str(info.value)
+    assert str(info.value) == expected
     for key, value in model.state_dict().items():  # nothing was copied
         assert torch.equal(value, before[key]), key
     # our checkpoints record the sizes: the error then says which flags to pass
@@ -165,33 +183,25 @@ def test_window_size_mismatch_warns(tmp_path):
         load_pretrained_encoder(model, path, "seq-based", "seq-based")
 
 
-def test_missing_and_unexpected_keys_are_listed():
+def test_first_misfit_names_a_missing_then_an_unexpected_key():
     model = build_encoder("image-based", 10, **TINY)
     weights = _encoder_part(model.state_dict())
+    assert first_misfit(weights, weights) is None
     dropped = next(iter(weights))
-    weights.pop(dropped)
-    weights["extra.weight"] = torch.zeros(3, 2)
-    with pytest.raises(ValueError) as info:
-        load_encoder_weights(model, weights, source="test weights")
-    message = str(info.value)
-    assert f"missing from the checkpoint: {dropped} (" in message
-    assert "not in the model: extra.weight (3, 2)" in message
-
-
-def test_identify_representation():
-    for representation in ("seq-based", "graph-based", "image-based"):
-        state = build_encoder(representation, 5, **TINY).state_dict()
-        assert identify_representation(state) == representation
-    assert identify_representation({"something.else": torch.zeros(1)}) is None
+    extra = {**weights, "extra.weight": torch.zeros(3, 2)}
+    assert first_misfit(weights, extra) == "extra.weight (3, 2) is not in the model"
+    extra.pop(dropped)
+    shape = ", ".join(map(str, weights[dropped].shape))
+    assert first_misfit(weights, extra) == f"{dropped} ({shape}) is missing from the checkpoint"
 
 
 def test_missing_unreadable_and_unsafe_checkpoints(tmp_path):
     model = build_encoder("seq-based", 60, **TINY)
-    with pytest.raises(FileNotFoundError, match=r"nope\.pth\.tar not found"):
+    with pytest.raises(FileNotFoundError, match=r"^--pretrained: checkpoint .*nope\.pth\.tar not found$"):
         load_pretrained_encoder(model, tmp_path / "nope.pth.tar", "seq-based", "seq-based")
     garbage = tmp_path / "garbage.pth.tar"
     garbage.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(ValueError, match=r"garbage\.pth\.tar: cannot be read"):
+    with pytest.raises(UsageError, match=r"^--pretrained .*garbage\.pth\.tar: cannot be read"):
         load_pretrained_encoder(model, garbage, "seq-based", "seq-based")
     unsafe = tmp_path / "unsafe.pth.tar"
     torch.save({"state_dict": {}, "payload": pickle.loads(pickle.dumps(_Payload()))}, unsafe)
@@ -212,31 +222,17 @@ class _Payload:
 # -------------------------------------------------------------------------------------------------
 
 
-def test_pretrained_encoder_loading_lives_in_common_pretrained_only():
-    import engine.checkpoints as ck
-    import engine.pretrained as pt
+def test_one_prefix_helper_for_the_whole_project():
+    from moco.builder import checkpoint_state_dict, strip_prefix
 
-    for name in (
-        "load_pretrained_encoder",
-        "pretrained_encoder_state",
-        "identify_representation",
-        "load_encoder_weights",
-        "without_head",
-        "HEAD_PREFIX",
-        "encoder_slots",
-        "SIZE_FLAGS",
-    ):
-        assert hasattr(pt, name), name
-        assert not hasattr(ck, name), name
-
-
-def test_prefix_helpers():
-    from engine.checkpoints import add_prefix, strip_prefix
-
-    state = {"module.a": 1, "b": 2}
-    assert add_prefix(state) == {"module.a": 1, "module.b": 2}
-    assert strip_prefix(state) == {"a": 1, "b": 2}
-    assert strip_prefix(add_prefix({"x": 0})) == {"x": 0}
+    assert strip_prefix({"module.a": 1, "b": 2, "module.module.c": 3}) == {"a": 1, "b": 2, "module.c": 3}
+    model = build_encoder("seq-based", 5, **TINY)
+    assert strip_prefix(checkpoint_state_dict(model)).keys() == model.state_dict().keys()
+    sources = [p for p in ROOT.rglob("*.py") if "tests" not in p.parts and ".venv" not in p.parts]
+    stripping = [
+        p.relative_to(ROOT) for p in sources if re.search(r"len\((CHECKPOINT_PREFIX|\"module\.\")\)", p.read_text())
+    ]
+    assert stripping == [], stripping  # every other place calls strip_prefix
 
 
 def test_read_checkpoint_errors_are_one_line(tmp_path):
@@ -271,6 +267,14 @@ def test_read_checkpoint_errors_are_one_line(tmp_path):
             f"{path}: cannot be read as a PyTorch checkpoint with weights_only=True (truncated, "
             f"not a checkpoint, or holding arbitrary Python objects): {reason}"
         )
+    poisoned = tmp_path / "poisoned.pth.tar"
+    torch.save({"state_dict": {"module.a": torch.zeros(2), "module.b": torch.tensor([1.0, -float("inf")])}}, poisoned)
+    with pytest.raises(CheckpointError) as err:
+        read_checkpoint(poisoned)
+    assert str(err.value) == f"{poisoned}: module.b holds non-finite values (NaN or infinity); the weights are unusable"
+    with pytest.raises(CheckpointError, match=r"^--resume .*poisoned.pth.tar: module.b holds non-finite values"):
+        read_checkpoint(poisoned, flag="--resume")
+    assert read_checkpoint(poisoned, mmap=True)["state_dict"]["module.a"].tolist() == [0, 0]  # mapped: unchecked
     torch.save([1, 2], tmp_path / "list.pth.tar")
     with pytest.raises(CheckpointError, match=r"list\.pth\.tar: expected a dict checkpoint, got list$"):
         read_checkpoint(tmp_path / "list.pth.tar")
@@ -321,8 +325,8 @@ def test_one_resume_reader_checks_the_format(tmp_path):
 
 
 def test_checkpoint_folder_guard(tmp_path):
-    from common.io import OutputError, UsageError
-    from engine.checkpoints import check_checkpoint_folder, remove_previous_run
+    from common.io import OutputError
+    from engine.run_folder import CLASSIFIER_FILES, check_checkpoint_folder
 
     run = tmp_path / "run"
     assert check_checkpoint_folder(run, None, False) == []  # not there yet: fine, and not created
@@ -332,24 +336,30 @@ def test_checkpoint_folder_guard(tmp_path):
     (run / ".checkpoint_last.pth.tar.tmp-1-00000000").write_bytes(b"x")  # a temporary is not a checkpoint
     assert check_checkpoint_folder(run, None, False) == []
     torch.save({"epoch": 1, "args": {"epochs": 10}}, run / "checkpoint_0000.pth.tar")
-    torch.save({"epoch": 2, "step": 5, "args": {"epochs": 10}}, run / "checkpoint_last.pth.tar")
+    torch.save({"epoch": 2, "step": 5, "args": {"epochs": 10}, "config": {"--lr": 1}}, run / "checkpoint_last.pth.tar")
     found = [run / "checkpoint_0000.pth.tar", run / "checkpoint_last.pth.tar"]
     with pytest.raises(UsageError) as err:
-        check_checkpoint_folder(run, None, False)
+        check_checkpoint_folder(run, None, False, config={"--lr": 1, "--new-flag": 3})
     assert str(err.value) == (
         f"--checkpoint-path {run} already holds the checkpoints of a run (checkpoint_last.pth.tar: stopped in "
         f"epoch 2 at step 5, 2 of 10 epochs done); continue it with --resume {run}/checkpoint_last.pth.tar, or "
         "pass --overwrite to delete them and start again"
     )
+    # a run of other flags: --resume would be refused, so it is not suggested
+    with pytest.raises(UsageError, match=r"a run of other --lr \(checkpoint_last.*: choose another --checkpoint-path"):
+        check_checkpoint_folder(run, None, False, config={"--lr": 2})
     assert sorted(check_checkpoint_folder(run, run / "checkpoint_last.pth.tar", False)) == found
     assert sorted(check_checkpoint_folder(run, None, True)) == found
     elsewhere = tmp_path / "other" / "checkpoint_last.pth.tar"
     with pytest.raises(
-        UsageError,
-        match=r"another run \(.*\); resuming .*other/checkpoint_last\.pth\.tar there "
-        r"would replace them: choose an empty --checkpoint-path, or pass --overwrite",
+        UsageError, match=r"of another run \(.*\): choose another --checkpoint-path, or pass --overwrite"
     ):
         check_checkpoint_folder(run, elsewhere, False)
+    # --overwrite never deletes what another flag reads, nor another kind of run's checkpoints
+    with pytest.raises(UsageError, match=r"^--overwrite would delete .*checkpoint_0000.pth.tar, which this run reads"):
+        check_checkpoint_folder(run, None, True, keep=("", str(run / "checkpoint_0000.pth.tar")))
+    with pytest.raises(UsageError, match=r"holds checkpoint_0000.pth.tar, which this command does not write"):
+        check_checkpoint_folder(run, None, True, own=CLASSIFIER_FILES)
 
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputError, match=r"^--checkpoint-path .*file is a file, not a folder$"):
@@ -357,19 +367,11 @@ def test_checkpoint_folder_guard(tmp_path):
     with pytest.raises(OutputError, match=r"^--checkpoint-path .*file/run cannot be created: .*file is a file$"):
         check_checkpoint_folder(tmp_path / "file" / "run", None, False)
 
-    removed = remove_previous_run(run, found)
-    assert sorted(p.name for p in removed) == [
-        "checkpoint_0000.pth.tar",
-        "checkpoint_last.pth.tar",
-        "events.out.tfevents.1.host",
-    ]
-    assert [p.name for p in run.iterdir()] == [".checkpoint_last.pth.tar.tmp-1-00000000"]
-
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root may write anywhere")
 def test_checkpoint_folder_guard_unwritable(tmp_path):
     from common.io import OutputError
-    from engine.checkpoints import check_checkpoint_folder
+    from engine.run_folder import check_checkpoint_folder
 
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
@@ -414,11 +416,12 @@ def test_run_folder_claims_on_rank_0_and_tells_the_other_ranks(tmp_path, monkeyp
     assert [p.name for p in run.iterdir()] == ["checkpoint_last.pth.tar"]  # what the run wrote stays
 
     # --overwrite: the earlier run's files are listed at the claim and deleted only when asked
+    (run / "events.out.tfevents.1.host").write_bytes(b"x")
     with rf.run_folder(DistContext(), run, purpose="test", resume=None, overwrite=True) as claim:
         assert claim.replaced == [run / "checkpoint_last.pth.tar"] and claim.lock is not None
         assert (run / "checkpoint_last.pth.tar").is_file()
         assert claim.discard_previous_run() == [
-            f"=> --overwrite: removed 1 checkpoint and TensorBoard files of the previous run in {run}"
+            f"=> --overwrite: removed 2 checkpoint and TensorBoard files of the previous run in {run}"
         ]
         assert claim.discard_previous_run() == []
     assert run.is_dir() and not list(run.iterdir())  # not created by this claim: the folder stays

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,11 +13,13 @@ import action_classification
 from common.io import UsageError
 from engine import evaluation
 from engine.checkpoints import CLASSIFIER_FORMAT, PRETRAIN_FORMAT
-from engine.evaluation import check_encoder_unchanged, freeze_encoder, init_head
+from engine.evaluation import check_encoder_unchanged, freeze_encoder, label_subset
+from engine.launch import DistContext
 from models import build_encoder
 from tests.helpers import (
     PNG_MAGIC,
     TINY,
+    TINY_ARGS,
     assert_strays_removed,
     eval_argv,
     lock_held_elsewhere,
@@ -94,6 +97,12 @@ def test_linear_evaluation_end_to_end(data_root, tmp_path, capsys):
     assert saved["top1"] <= saved["top5"] <= 100.0
     assert saved["num_train"] == 12 and saved["num_val"] == 6
     assert saved["args"]["finetune_skeleton_representation"] == "graph-based"
+    assert saved["seed"] == 1 and saved["final_top1"] == saved["history"][-1]["val_top1"]
+    provenance = saved["provenance"]
+    assert provenance["world_size"] == 1 and provenance["device"] == "cpu"
+    assert list(provenance["data"]) == [str(data_root / "NTU-RGB-D-60-AGCN" / "xview")]
+    assert provenance["checkpoints"]["--pretrained"]["path"] == str(pretrained)
+    assert "--resume" not in provenance["checkpoints"]
 
     # frozen: every encoder tensor (BatchNorm statistics included) equals encoder_r of the checkpoint
     checkpoint = torch.load(tmp_path / "ckpt" / "graph-based_checkpoint.pth.tar", weights_only=True)
@@ -173,11 +182,18 @@ def test_frozen_check_runs_on_the_first_epoch_of_a_resumed_run(data_root, tmp_pa
     assert checked == [1, 2]
 
 
+def test_the_linear_head_starts_at_normal_0_001_with_zero_bias(tmp_path):
+    pretrained = tmp_path / "intra.pth.tar"
+    reference_checkpoint(pretrained, "image-based")
+    argv = ["--pretrained", str(pretrained), "--pretrain-skeleton-representation", "image-based", *TINY_ARGS]
+    args = action_classification.build_parser().parse_args([*argv, "--finetune-skeleton-representation", "image-based"])
+    model = action_classification.build_classifier(args, DistContext(), 60).model
+    assert model.fc.bias.abs().max().item() == 0.0
+    assert 0.008 < model.fc.weight.std().item() < 0.012 and abs(model.fc.weight.mean().item()) < 0.002
+
+
 def test_freeze_encoder_keeps_eval_mode_and_only_fc_trainable():
     model = build_encoder("image-based", 60, **TINY)
-    init_head(model)
-    assert model.fc.bias.abs().max().item() == 0.0
-    assert 0.005 < model.fc.weight.std().item() < 0.015
     freeze_encoder(model)
     model.train()
     assert not any(m.training for m in model.modules())
@@ -188,10 +204,12 @@ def test_freeze_encoder_keeps_eval_mode_and_only_fc_trainable():
 def test_supervised_semi_supervised_and_resume(data_root, tmp_path):
     args = _common(data_root, tmp_path, "--finetune-skeleton-representation", "image-based", "--label-fraction", "0.5")
     first = classify([*args, "--epochs", "1"])
-    assert first["protocol"] == "supervised (0.5 of the labels)"
-    assert first["num_train"] == 6  # round(0.5 * 4) clips of each of the 3 classes
+    assert first["protocol"] == "supervised_semi0.5"
+    assert first["num_train"] == 6  # int(12 * 0.5) clips drawn from all 12
     first_events = sorted(p.name for p in (tmp_path / "ckpt").glob("events.*"))
-    resumed = classify([*args, "--epochs", "2", "--resume", str(tmp_path / "ckpt" / "last_checkpoint.pth.tar")])
+    plots = ["--plot-dir", str(tmp_path / "plots")]  # the best epoch's predictions come with the checkpoint
+    resumed = classify([*args, "--epochs", "2", *plots, "--resume", str(tmp_path / "ckpt" / "last_checkpoint.pth.tar")])
+    assert resumed["plots"] == [str(tmp_path / "plots" / "confusion_matrix.png")]
     # continuing a run in its own folder keeps what the run wrote so far
     assert set(first_events) < {p.name for p in (tmp_path / "ckpt").glob("events.*")}
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
@@ -204,20 +222,47 @@ def test_supervised_semi_supervised_and_resume(data_root, tmp_path):
     assert last["epoch"] == 2
 
 
-def test_label_fraction_keeps_one_clip_per_class(data_root, tmp_path):
-    metrics = classify(
-        _common(
-            data_root,
-            tmp_path,
-            "--epochs",
-            "1",
-            "--label-fraction",
-            "0.01",
-            "--finetune-skeleton-representation",
-            "image-based",
-        )
+def _cmd_subset(num_clips: int, ratio: float, seed: int) -> np.ndarray:
+    """The lineage's semi-supervised draw (maoyunyao/CMD feeder/feeder_downstream_semi_supervised.py,
+    random_select_data), literally, with NumPy's global generator seeded first."""
+    np.random.seed(seed)
+    idx = np.arange(num_clips)
+    np.random.shuffle(idx)
+    n_used = int(num_clips * ratio)
+    return idx[:n_used]
+
+
+@pytest.mark.parametrize("num_clips, ratio", [(40320, 0.01), (40320, 0.05), (37646, 0.1), (12, 0.5), (1000, 0.2)])
+def test_global_label_subset_is_the_lineages_draw(num_clips, ratio):
+    labels = np.arange(num_clips) % 60
+    for seed in (0, 3):
+        expected = np.sort(_cmd_subset(num_clips, ratio, seed))
+        np.testing.assert_array_equal(label_subset(labels, ratio, seed), expected)
+    drawn = label_subset(labels, ratio, 0)
+    assert len(drawn) == int(num_clips * ratio) and drawn.dtype == np.int64
+    assert not np.array_equal(drawn, label_subset(labels, ratio, 1))
+
+
+def test_per_class_label_subset():
+    labels = np.array([0] * 1 + [1] * 5 + [2] * 100 + [3] * 20)
+    idx = label_subset(labels, 0.1, 0, "per-class")
+    assert idx.dtype == np.int64 and np.all(np.diff(idx) > 0)
+    np.testing.assert_array_equal(np.bincount(labels[idx], minlength=4), [1, 1, 10, 2])
+    np.testing.assert_array_equal(idx, label_subset(labels, 0.1, 0, "per-class"))
+    assert not np.array_equal(idx, label_subset(labels, 0.1, 1, "per-class"))
+    np.testing.assert_array_equal(label_subset(labels, 1.0, 3, "per-class"), np.arange(len(labels)))
+    np.testing.assert_array_equal(np.bincount(labels[label_subset(labels, 0.01, 0, "per-class")]), [1, 1, 1, 1])
+    assert np.bincount(labels[label_subset(labels, 0.1, 0)], minlength=4)[0] == 0  # global: no share per class
+
+
+def test_label_fraction_draws_globally_or_per_class(data_root, tmp_path, capsys):
+    args = _common(data_root, tmp_path, "--epochs", "1", "--finetune-skeleton-representation", "image-based")
+    per_class = classify([*args, "--label-fraction", "0.01", "--label-sampling", "per-class"])
+    assert per_class["num_train"] == len((0, 3, 7)) and per_class["protocol"] == "supervised_semi0.01_per-class"
+    assert action_classification.main([*args, "--label-fraction", "0.01", "--overwrite"]) == 2
+    assert _error_lines(capsys)[-1] == (
+        "action_classification.py: error: --label-fraction 0.01 of the 12 training clips selects none"
     )
-    assert metrics["num_train"] == len((0, 3, 7))
 
 
 def test_finetune_trains_the_encoder(data_root, tmp_path):
@@ -238,7 +283,7 @@ def test_finetune_trains_the_encoder(data_root, tmp_path):
             "seq-based",
         )
     )
-    assert metrics["protocol"] == "fine-tuned"
+    assert metrics["protocol"] == "finetune"
     state = torch.load(tmp_path / "ckpt" / "last_checkpoint.pth.tar", weights_only=True)["state_dict"]
     want = _encoder_tensors(encoders["encoder_q"])
     assert any(not torch.equal(state[k], want[k]) for k in want)
@@ -253,7 +298,7 @@ def test_error_cases(data_root, tmp_path):
     (tmp_path / "moved.npy").rename(data_root / "NTU-RGB-D-60-AGCN" / "xview" / "val_data_joint.npy")
     with pytest.raises(UsageError, match=r"missing\.pth\.tar"):
         classify(_common(data_root, tmp_path, "--pretrained", str(tmp_path / "missing.pth.tar")))
-    with pytest.raises(ValueError, match=r"holds encoder_q \(seq-based\), encoder_r \(graph-based\)"):
+    with pytest.raises(UsageError, match=r"holds encoders for seq-based and graph-based only, not 'image-based'"):
         classify(
             _common(
                 data_root,
@@ -302,16 +347,19 @@ def test_main_returns_exit_codes_and_guards_the_checkpoint_folder(data_root, tmp
     ]
     assert {p.name: p.read_bytes() for p in ckpt.iterdir()} == written
 
+    # --resume in its own folder continues the run: --overwrite has nothing to delete then
     last = ckpt / "last_checkpoint.pth.tar"
-    assert action_classification.main([*args, "--resume", str(last), "--overwrite"]) == 2
-    assert _error_lines(capsys) == [
-        f"action_classification.py: error: --overwrite would delete {last}, the checkpoint --resume continues "
-        f"from; drop --overwrite to continue that run in {ckpt}"
-    ]
+    assert action_classification.main([*args, "--epochs", "2", "--resume", str(last), "--overwrite"]) == 0
+    assert "--overwrite: removed" not in capsys.readouterr().out
+    assert (
+        torch.load(last, weights_only=True)["history"][0]
+        == torch.load(ckpt / "image-based_checkpoint.pth.tar", weights_only=True)["history"][0]
+    )
+    written = {p.name: p.read_bytes() for p in ckpt.iterdir()}
 
     # --overwrite: the earlier run's checkpoints and TensorBoard events are replaced by the new run's
-    assert action_classification.main([*args, "--epochs", "2", "--overwrite"]) == 0
-    assert torch.load(ckpt / "last_checkpoint.pth.tar", weights_only=True)["epoch"] == 2
+    assert action_classification.main([*args, "--epochs", "3", "--overwrite"]) == 0
+    assert torch.load(ckpt / "last_checkpoint.pth.tar", weights_only=True)["epoch"] == 3
     events = [p.name for p in ckpt.iterdir() if p.name.startswith("events.")]
     assert len(events) == 1 and events[0] not in written
 
@@ -387,4 +435,152 @@ def test_label_out_of_range_is_one_line(data_root, tmp_path, capsys):
         f"action_classification.py: error: {path}: label 60 of sample {name} is out of "
         "range; ntu60 has 60 classes, labels 0 to 59"
     ]
+    assert not (tmp_path / "ckpt").exists()
+
+
+# -------------------------------------------------------------------------------------------------
+# Nothing deleted that another flag reads; one folder per configuration; checkpoints that cannot be used
+# -------------------------------------------------------------------------------------------------
+
+
+def _linear(data_root: Path, tmp_path: Path, pretrained: Path, finetune: str = "seq-based", *extra: str) -> list[str]:
+    argv = _common(data_root, tmp_path, "--epochs", "1", "--pretrained", str(pretrained), *extra)
+    return [*argv, "--pretrain-skeleton-representation", "seq-based_and_graph-based"] + [
+        "--finetune-skeleton-representation",
+        finetune,
+    ]
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_overwrite_never_deletes_a_pretraining_run_or_the_pretrained_file(data_root, tmp_path, capsys):
+    pre = tmp_path / "pre"
+    pre.mkdir()
+    reference_checkpoint(pre / "checkpoint_0000.pth.tar", "seq-based_and_graph-based")
+    reference_checkpoint(pre / "checkpoint_last.pth.tar", "seq-based_and_graph-based")
+    before = _snapshot(pre)
+    argv = [*_linear(data_root, tmp_path, pre / "checkpoint_0000.pth.tar"), "--checkpoint-path", str(pre)]
+    for extra in (["--overwrite"], []):
+        assert action_classification.main([*argv, *extra]) == 2
+        assert _error_lines(capsys) == [
+            f"action_classification.py: error: --checkpoint-path {pre} holds checkpoint_0000.pth.tar, which this "
+            "command does not write (another kind of run's checkpoint, or an input): choose another --checkpoint-path"
+        ]
+        assert _snapshot(pre) == before
+    # a classifier folder whose own file another flag reads: --overwrite would delete it
+    ckpt = tmp_path / "ckpt"
+    argv = _common(data_root, tmp_path, "--epochs", "1", "--finetune-skeleton-representation", "image-based")
+    assert action_classification.main(argv) == 0
+    before = _snapshot(ckpt)
+    assert (
+        action_classification.main([*argv, "--overwrite", "--pretrained", str(ckpt / "last_checkpoint.pth.tar")]) == 2
+    )
+    assert _error_lines(capsys)[-1] == (  # the best checkpoint: the last one is a hard link of it
+        f"action_classification.py: error: --overwrite would delete {ckpt / 'image-based_checkpoint.pth.tar'}, "
+        "which this run reads: choose another --checkpoint-path"
+    )
+    assert _snapshot(ckpt) == before
+
+
+def test_default_folders_are_per_configuration_and_a_resume_of_another_is_refused(
+    data_root, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    first, second = tmp_path / "a.pth.tar", tmp_path / "b.pth.tar"
+    reference_checkpoint(first, "seq-based_and_graph-based", seed=0)
+    reference_checkpoint(second, "seq-based_and_graph-based", seed=1)
+    argv = [a for a in _linear(data_root, tmp_path, first, "graph-based") if a != str(tmp_path / "ckpt")]
+    argv.remove("--checkpoint-path")
+    metrics = {}
+    for representation in ("graph-based", "seq-based"):  # encoder A, then encoder B, with the defaults
+        argv[argv.index("--finetune-skeleton-representation") + 1] = representation
+        metrics[representation] = classify([*argv, "--metrics-json", f"{representation}.json"])
+        folder = Path("runs/action_classification/ntu60_cross_view/seq-based_and_graph-based", representation, "linear")
+        assert metrics[representation]["checkpoint"] == str(folder / f"{representation}_checkpoint.pth.tar")
+        assert json.loads(Path(f"{representation}.json").read_text())["top1"] == metrics[representation]["top1"]
+    capsys.readouterr()
+    other = [str(second) if a == str(first) else a for a in argv]
+    folder = Path("runs/action_classification/ntu60_cross_view/seq-based_and_graph-based/seq-based/linear")
+    assert action_classification.main(other) == 2
+    assert _error_lines(capsys)[-1] == (
+        f"action_classification.py: error: --checkpoint-path {folder} already holds the checkpoints of a run of "
+        "other --pretrained (last_checkpoint.pth.tar: 1 of 1 epochs done): choose another --checkpoint-path, "
+        "or pass --overwrite to delete them"
+    )
+    last = folder / "last_checkpoint.pth.tar"
+    for extra, flags in (
+        ([], "--pretrained"),
+        (["--gru-hidden-size", "12", "--true-bidirectional-gru"], "--true-bidirectional-gru, --gru-hidden-size"),
+    ):
+        resumed = [*(other if extra == [] else argv), *extra, "--epochs", "2", "--resume", str(last)]
+        assert action_classification.main(resumed) == 2
+        assert _error_lines(capsys)[-1] == (
+            f"action_classification.py: error: --resume {last} continues a run of other {flags}: resume it "
+            "with that run's flags, or start afresh without --resume"
+        )
+    assert torch.load(last, weights_only=True)["epoch"] == 1
+
+
+def _poisoned(path: Path, key: str) -> None:
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["state_dict"][key][0] = float("nan")
+    torch.save(checkpoint, path)
+
+
+def test_non_finite_weights_are_one_line_naming_the_file_and_tensor(data_root, tmp_path, capsys):
+    pretrained = tmp_path / "pair.pth.tar"
+    reference_checkpoint(pretrained, "seq-based_and_graph-based")
+    argv = _linear(data_root, tmp_path, pretrained)
+    assert action_classification.main(argv) == 0
+    last = tmp_path / "ckpt" / "last_checkpoint.pth.tar"
+    (tmp_path / "ckpt" / "seq-based_checkpoint.pth.tar").unlink()  # the last checkpoint alone, as before
+    last.write_bytes(last.read_bytes())  # no longer a link to the best one
+    _poisoned(last, "fc.bias")
+    capsys.readouterr()
+    assert action_classification.main([*argv, "--epochs", "2", "--resume", str(last)]) == 2
+    assert _error_lines(capsys) == [
+        f"action_classification.py: error: --resume {last}: fc.bias holds non-finite values (NaN or infinity); "
+        "the weights are unusable"
+    ]
+    key = "module.encoder_r.l1.gcn1.PA"
+    _poisoned(pretrained, key)
+    assert action_classification.main([*argv, "--checkpoint-path", str(tmp_path / "other")]) == 2
+    assert _error_lines(capsys) == [
+        f"action_classification.py: error: --pretrained {pretrained}: {key} holds non-finite values (NaN or "
+        "infinity); the weights are unusable"
+    ]
+
+
+def test_a_bigru_of_the_other_function_is_refused(data_root, tmp_path, capsys):
+    pretrained = tmp_path / "ours.pth.tar"
+    sizes = dict(gru_hidden_size=8, gru_layers=1, agcn_base_channels=4, hcn_out_channels=4)
+    recorded = {"skeleton_representation": "seq-based", "true_bidirectional_gru": False, **sizes}
+    reference_checkpoint(pretrained, "seq-based", extra={"args": recorded})
+    argv = _common(data_root, tmp_path, "--epochs", "1", "--pretrained", str(pretrained), "--true-bidirectional-gru")
+    assert action_classification.main(argv) == 2
+    assert _error_lines(capsys) == [
+        f"action_classification.py: error: --pretrained {pretrained} was pretrained without "
+        "--true-bidirectional-gru; evaluate its BiGRU without it too"
+    ]
+
+
+def test_output_paths_are_checked_before_the_run(data_root, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "folder").mkdir()
+    argv = _common(data_root, tmp_path, "--epochs", "1", "--finetune-skeleton-representation", "image-based")
+    for extra, message in (
+        (
+            ["--metrics-json", str(tmp_path / "folder")],
+            f"--metrics-json {tmp_path / 'folder'} is a folder; give a file name",
+        ),
+        (
+            ["--metrics-json", str(tmp_path / "file" / "m.json")],
+            f"--metrics-json {tmp_path / 'file' / 'm.json'} cannot be created: {tmp_path / 'file'} is a file",
+        ),
+        (["--plot-dir", str(tmp_path / "file")], f"--plot-dir {tmp_path / 'file'} is a file, not a folder"),
+    ):
+        assert action_classification.main([*argv, *extra]) == 2
+        assert _error_lines(capsys) == [f"action_classification.py: error: {message}"]
     assert not (tmp_path / "ckpt").exists()

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from engine.checkpoints import model_state, read_checkpoint
-from engine.evaluation import evaluate, evaluation_plan, make_dataset, plan_loader
+from engine.evaluation import BatchPlan, Clips, evaluate, plan_loader, random_order
 from engine.launch import DistContext, launched_by_torchrun
 from engine.pretrained import load_pretrained_encoder
 from feeders import DownstreamDataset, split_paths
@@ -35,13 +35,13 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(launched_by_torchrun(), reason="spawns its own torchrun")
 
 
-def torchrun(script: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def torchrun(script: str, args: list[str], cwd: Path, processes: int = 2) -> subprocess.CompletedProcess:
     cmd = [
         sys.executable,
         "-m",
         "torch.distributed.run",
         "--standalone",
-        "--nproc_per_node=2",
+        f"--nproc_per_node={processes}",
         str(ROOT / script),
         *args,
     ]
@@ -153,36 +153,23 @@ def test_linear_classification_two_processes(tmp_path):
     # The sharded evaluation's figures are exactly one process's on the saved classifier.
     model = build_encoder("seq-based", 60, **TINY)
     model.load_state_dict(state)
-    ns = type(
-        "Args",
-        (),
-        {
-            "data_root": str(root),
-            "finetune_dataset": "ntu60",
-            "protocol": "cross_view",
-            "finetune_skeleton_representation": "seq-based",
-            "data_seed": 1,
-            "batch_size": 4,
-            "workers": 0,
-            "window_size": 64,
-        },
-    )()
     ctx = DistContext()
-    val_set = make_dataset(ns, "val", train=False)
-    val_loader = plan_loader(val_set, evaluation_plan(len(val_set), 4), ns, ctx)
-    stats, predictions = evaluate(model, val_loader, torch.nn.CrossEntropyLoss(), ctx)
+    val_set = Clips(str(root), "ntu60", "cross_view", 60, "seq-based", 64, seed=1).open("val", train=False)
+    stats, predictions = evaluate(model, plan_loader(val_set, BatchPlan(np.arange(9), 4), 0, ctx), ctx, "eval")
     assert stats["top1"] == metrics["top1"] and stats["top5"] == metrics["top5"]
     assert predictions.shape == (9,)
 
 
-def test_retrieval_train_mode_two_processes_split_batches_like_data_parallel(tmp_path):
-    """--feature-mode train under torchrun: every batch of the reference's order is split across the
-    processes as DataParallel splits it across devices, each chunk normalised with its own statistics."""
+@pytest.mark.parametrize("processes", [2, 3])
+def test_retrieval_train_mode_splits_every_batch_as_data_parallel_does(tmp_path, processes):
+    """--feature-mode train under torchrun: every batch of the reference's procedure, the partial last one
+    included, is split across the processes as DataParallel's torch.chunk splits it across devices, and
+    each piece is normalised with its own statistics."""
     root = tmp_path / "data"
-    write_synthetic_split(root, per_class={"train": 3, "val": 1})  # 9 / 3 clips
+    write_synthetic_split(root, per_class={"train": 3, "val": 2})  # 9 / 6 clips: last batches of 1 and 2
     pretrained = tmp_path / "graph.pth.tar"
     graph_checkpoint(pretrained)
-    out = tmp_path / "two"
+    out = tmp_path / "out"
     torchrun(
         "action_retrieval.py",
         [
@@ -193,19 +180,18 @@ def test_retrieval_train_mode_two_processes_split_batches_like_data_parallel(tmp
             str(out / "feats.npz"),
         ],
         tmp_path,
+        processes,
     )
     saved = np.load(out / "feats.npz")
 
     encoder = build_encoder("graph-based", 60, **TINY)
     load_pretrained_encoder(encoder, pretrained, "graph-based", "graph-based")  # left in train mode
-    train_order = torch.randperm(9, generator=torch.Generator().manual_seed(3)).tolist()
-    for part, order in (("train", train_order), ("val", [0, 1, 2])):
+    for part, stream in (("train", 0), ("val", 1)):
         dataset = DownstreamDataset(split_paths(root, "ntu60", "cross_view", part), "graph-based", train=False)
+        order = torch.from_numpy(random_order(len(dataset), 3, stream))
         expected = np.zeros((len(order), saved[f"{part}_features"].shape[1]), dtype=np.float32)
-        for start in range(0, len(order), 4):
-            batch = order[start : start + 4]
-            for chunk in (batch[:2], batch[2:]):  # rank 0 and rank 1
-                if chunk:
-                    with torch.no_grad():
-                        expected[chunk] = encoder(torch.stack([dataset[i][0] for i in chunk]), knn_eval=True).numpy()
+        for batch in torch.split(order, 4):
+            for piece in torch.chunk(batch, processes):  # DataParallel's scatter of the batch
+                with torch.no_grad():
+                    expected[piece] = encoder(torch.stack([dataset[int(i)][0] for i in piece]), knn_eval=True).numpy()
         assert relative_difference(saved[f"{part}_features"], expected) <= 1e-3, part

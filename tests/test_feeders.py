@@ -20,7 +20,6 @@ from feeders.datasets import (
     check_split,
     num_classes,
     split_paths,
-    stratified_subset,
     valid_pairs,
 )
 from feeders.views import (
@@ -425,20 +424,6 @@ def test_downstream_subset(split):
     torch.testing.assert_close(sub[1][0], full[4][0], rtol=0, atol=0)  # same crops as the full set
     with pytest.raises(ValueError, match="indices"):
         DownstreamDataset(split, "graph-based", train=False, indices=[0, 6])
-
-
-def test_stratified_subset():
-    labels = np.array([0] * 1 + [1] * 5 + [2] * 100 + [3] * 20)
-    idx = stratified_subset(labels, 0.1, seed=0)
-    assert idx.dtype == np.int64 and np.all(np.diff(idx) > 0)
-    counts = np.bincount(labels[idx], minlength=4)
-    np.testing.assert_array_equal(counts, [1, 1, 10, 2])
-    np.testing.assert_array_equal(idx, stratified_subset(labels, 0.1, seed=0))
-    assert not np.array_equal(idx, stratified_subset(labels, 0.1, seed=1))
-    np.testing.assert_array_equal(stratified_subset(labels, 1.0, seed=3), np.arange(len(labels)))
-    np.testing.assert_array_equal(np.bincount(labels[stratified_subset(labels, 0.01, seed=0)]), [1, 1, 1, 1])
-    with pytest.raises(ValueError, match="fraction"):
-        stratified_subset(labels, 0.0, seed=0)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -14,9 +14,9 @@ from torch import nn
 
 import action_classification
 import action_retrieval
-from action_retrieval import FeatureAutoencoder, train_autoencoder
+from common.io import UsageError
 from common.split_folder import DataFileError
-from engine.knn import cosine_knn_indices, cosine_knn_predict, knn_accuracy
+from engine.knn import FeatureAutoencoder, cosine_knn_indices, cosine_knn_predict, knn_accuracy, train_autoencoder
 from engine.pretrained import load_pretrained_encoder
 from feeders import DownstreamDataset, split_paths
 from models import build_encoder, feature_dim
@@ -68,7 +68,7 @@ def test_knn_indices_are_sorted_nearest_first():
     np.testing.assert_array_equal(indices, np.argsort(-cos, axis=1)[:, :4])
     accuracy, predictions = knn_accuracy(train, np.arange(50) % 3, query, np.zeros(10, dtype=int), 1)
     assert accuracy == pytest.approx(np.mean(predictions == 0))
-    with pytest.raises(ValueError, match="between 1 and the number of training samples"):
+    with pytest.raises(ValueError, match="k must be between 1 and the number of training samples"):
         cosine_knn_indices(train, query, 51)
     with pytest.raises(ValueError, match="feature sizes differ"):
         cosine_knn_indices(train, query[:, :5], 1)
@@ -158,7 +158,10 @@ def test_retrieval_end_to_end(tmp_path, capsys):
     assert on_disk["k"] == 3 and on_disk["feature_dim"] == saved["train_features"].shape[1]
     assert 0.0 <= on_disk["knn_top1_autoencoder"] <= 100.0
     assert on_disk["autoencoder"]["epochs"] == 2 and on_disk["autoencoder"]["code_size"] == 125
-    assert on_disk["args"]["knn_neighbours"] == 3
+    assert on_disk["args"]["knn_neighbours"] == 3 and on_disk["seed"] == 3
+    assert list(on_disk["provenance"]["data"]) == [str(root / "NTU-RGB-D-120-AGCN" / "xsetup")]
+    assert on_disk["provenance"]["checkpoints"]["--pretrained"]["path"] == str(pretrained)
+    assert on_disk["provenance"]["world_size"] == 1
     assert metrics["knn_top1"] == pytest.approx(on_disk["knn_top1"])
     assert (tmp_path / "plots" / "tsne.png").read_bytes()[:8] == PNG_MAGIC
 
@@ -177,7 +180,7 @@ def test_retrieval_without_checkpoint_and_errors(tmp_path):
         retrieve([*common, "--knn-neighbours", "7"])
     pretrained = tmp_path / "graph_image.pth.tar"
     reference_checkpoint(pretrained, "graph-based_and_image-based")
-    with pytest.raises(ValueError, match=r"holds encoder_q \(graph-based\), encoder_r \(image-based\)"):
+    with pytest.raises(UsageError, match=r"holds encoders for graph-based and image-based only, not 'seq-based'"):
         retrieve(
             [
                 *common,
@@ -206,7 +209,8 @@ def test_main_exit_codes_and_one_line_errors(tmp_path, capsys):
         (["-b", "-4"], "argument -b/--batch-size: expected a positive integer, got -4"),
         (
             ["--tsne-samples", "2", "--plot-dir", str(tmp_path / "plots")],
-            "--tsne-samples 2: the t-SNE plot of --plot-dir needs at least 3 clips",
+            f"the t-SNE plot of --plot-dir needs at least 3 clips: --tsne-samples is 2, "
+            f"{root / 'NTU-RGB-D-60-AGCN' / 'xview' / 'val_data_joint.npy'} holds 3",
         ),
         (["--knn-neighbours", "7"], "--knn-neighbours 7 exceeds the 6 training clips"),
     ]
@@ -258,3 +262,45 @@ def test_a_data_file_cut_while_a_worker_reads_it_is_one_line_in_both_scripts(tmp
     write_synthetic_split(root, per_class={"train": 2, "val": 1})  # whole again
     assert action_classification.main([*argv, "--checkpoint-path", str(tmp_path / "ckpt")]) == 2
     assert capsys.readouterr().err.splitlines()[-1] == f"action_classification.py: error: {message}"
+
+
+def test_unusable_checkpoints_and_outputs_are_refused_before_the_run(tmp_path, capsys):
+    root = tmp_path / "data"
+    write_synthetic_split(root, per_class={"train": 2, "val": 1})
+    pretrained = tmp_path / "pair.pth.tar"
+    reference_checkpoint(pretrained, "seq-based_and_graph-based")
+    checkpoint = torch.load(pretrained, weights_only=True)
+    checkpoint["state_dict"]["module.encoder_q.fc.2.bias"][1] = float("inf")  # even in the projection head
+    torch.save(checkpoint, pretrained)
+    common = eval_argv(root, batch=8, pretrained=pretrained, pretrain="seq-based_and_graph-based", finetune="seq-based")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("x")
+    for extra, message in (
+        (
+            [],
+            f"--pretrained {pretrained}: module.encoder_q.fc.2.bias holds non-finite values (NaN or infinity); "
+            "the weights are unusable",
+        ),
+        (
+            ["--save-features", str(tmp_path / "folder")],
+            f"--save-features {tmp_path / 'folder'} is a folder; give a file name",
+        ),
+        (
+            ["--metrics-json", str(tmp_path / "folder")],
+            f"--metrics-json {tmp_path / 'folder'} is a folder; give a file name",
+        ),
+        (
+            ["--metrics-json", str(tmp_path / "file" / "m.json")],
+            f"--metrics-json {tmp_path / 'file' / 'm.json'} cannot be created: {tmp_path / 'file'} is a file",
+        ),
+        (["--plot-dir", str(tmp_path / "file")], f"--plot-dir {tmp_path / 'file'} is a file, not a folder"),
+    ):
+        assert action_retrieval.main([*common, *extra]) == 2, extra
+        assert capsys.readouterr().err.splitlines()[-1] == f"action_retrieval.py: error: {message}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "file", "folder", "pair.pth.tar"]
+    reference_checkpoint(pretrained, "seq-based_and_graph-based")  # the reference's BiGRU function
+    assert action_retrieval.main([*common, "--true-bidirectional-gru"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"action_retrieval.py: error: --pretrained {pretrained} was pretrained without --true-bidirectional-gru; "
+        "evaluate its BiGRU without it too"
+    )

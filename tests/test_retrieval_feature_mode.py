@@ -4,7 +4,6 @@ dropout does; nothing learned during extraction is kept."""
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 import torch
 
 from engine import evaluation
+from engine.evaluation import Clips
 from engine.launch import DistContext
 from engine.pretrained import load_pretrained_encoder
 from feeders import DownstreamDataset, split_paths
@@ -78,15 +78,17 @@ def test_train_mode_equals_the_reference_extraction(graph_run):
     encoder = _pretrained_graph_encoder(pretrained)
     assert encoder.training  # as the reference leaves it
     with torch.no_grad():
-        # Evaluation clips: the reference's loader keeps dataset order, batches of --batch-size.
+        # Evaluation clips: the reference's loader keeps the order of its files (os.listdir's hash order),
+        # batches of --batch-size; ours is a seeded random order. The rows go back to dataset order.
         val_set = DownstreamDataset(split_paths(root, "ntu60", "cross_view", "val"), "graph-based", train=False)
         assert len(val_set) == 21
-        loader_batches = [list(range(0, 16)), list(range(16, 21))]
-        expected_val = reference_extraction(encoder, val_set, loader_batches)
-        # Training clips: shuffled by the seed (torch.randperm with a generator seeded by --seed), the rows
-        # returned to dataset order for the saved file.
+        val_order = evaluation.random_order(21, 5, 1).tolist()
+        loader_batches = [val_order[:16], val_order[16:]]
+        expected_val = np.empty((21, encoder.fc.in_features), dtype=np.float32)
+        expected_val[val_order] = reference_extraction(encoder, val_set, loader_batches)
+        # Training clips: shuffled (the reference's loader shuffles), another seeded order.
         train_set = DownstreamDataset(split_paths(root, "ntu60", "cross_view", "train"), "graph-based", train=False)
-        order = torch.randperm(21, generator=torch.Generator().manual_seed(5)).tolist()
+        order = evaluation.random_order(21, 5, 0).tolist()
         shuffled = reference_extraction(encoder, train_set, [order[:16], order[16:]])
     expected_train = np.empty_like(shuffled)
     expected_train[order] = shuffled
@@ -97,7 +99,7 @@ def test_train_mode_equals_the_reference_extraction(graph_run):
     # The one-batch-at-a-time eval-mode computation is not what the reference computes.
     encoder.eval()
     with torch.no_grad():
-        eval_val = reference_extraction(encoder, val_set, loader_batches)
+        eval_val = reference_extraction(encoder, val_set, [list(range(16)), list(range(16, 21))])
     assert relative_difference(saved["val_features"], eval_val) > 0.05
 
 
@@ -115,31 +117,17 @@ def test_eval_and_train_modes_differ_on_a_batchnorm_encoder(graph_run):
         np.testing.assert_array_equal(train_saved[key], eval_saved[key])
 
 
-def _namespace(root, batch_size: int) -> argparse.Namespace:
-    return argparse.Namespace(
-        data_root=str(root),
-        finetune_dataset="ntu60",
-        protocol="cross_view",
-        finetune_skeleton_representation="graph-based",
-        data_seed=0,
-        window_size=64,
-        workers=0,
-        batch_size=batch_size,
-    )
-
-
 def test_extraction_in_train_mode_keeps_nothing(tmp_path):
     root = tmp_path / "data"
     write_synthetic_split(root, per_class={"train": 1, "val": 2})
-    args = _namespace(root, 4)
-    dataset = evaluation.make_dataset(args, "val", train=False)
+    dataset = Clips(str(root), "ntu60", "cross_view", 60, "graph-based", 64, seed=0).open("val", train=False)
     model = build_encoder("graph-based", 60, **TINY)
     model.eval()
     evaluation.freeze_encoder(model)  # a pinned train() must not keep the batch statistics away
     before = {k: v.clone() for k, v in model.state_dict().items()}
     ctx = DistContext()
-    loader = evaluation.plan_loader(dataset, evaluation.evaluation_plan(6, 4), args, ctx)
-    features, _ = evaluation.extract_features(model, loader, ctx, "test", mode="train")
+    loader = evaluation.plan_loader(dataset, evaluation.BatchPlan(np.arange(6), 4), 0, ctx)
+    features = evaluation.outputs_in_order(model, loader, ctx, "test", "train", knn_eval=True)[0].numpy()
     after = model.state_dict()
     assert sorted(after) == sorted(before)
     assert all(torch.equal(after[k], before[k]) for k in before)  # bit-identical, counters included
@@ -188,15 +176,64 @@ def test_train_mode_dropout_is_seeded(tmp_path):
     assert relative_difference(features("eval", 1), first) > 0.05
 
 
-def test_batch_plan_splits_batches_like_data_parallel():
+def test_batch_plan_splits_every_batch_as_data_parallel_does():
+    """DataParallel scatters each batch with torch.chunk: pieces of ceil(len / devices) rows, fewer pieces
+    than devices where the rows run out, the partial last batch included."""
+    order = np.array([7, 3, 5, 1, 0, 2, 4, 6, 8, 9, 10, 11, 12, 13])
+    for batch_size, world in ((4, 2), (4, 3), (5, 3), (13, 4), (14, 4), (52, 4), (6, 4)):
+        plan = evaluation.BatchPlan(order, batch_size)
+        assert plan.batches() == [order[s : s + batch_size].tolist() for s in range(0, len(order), batch_size)]
+        for rank in range(world):
+            expected = [
+                pieces[rank].tolist()
+                for s in range(0, len(order), batch_size)
+                if len(pieces := torch.chunk(torch.from_numpy(order[s : s + batch_size]), world)) > rank
+            ]
+            assert plan.batches(rank, world) == expected, (batch_size, world, rank)
+    # the issue's cases: 14 rows on 4 devices are [4, 4, 4, 2], 52 are [13, 13, 13, 13]
+    assert [len(evaluation.BatchPlan(np.arange(14), 64).batches(r, 4)[0]) for r in range(4)] == [4, 4, 4, 2]
+    assert [len(evaluation.BatchPlan(np.arange(52), 64).batches(r, 4)[0]) for r in range(4)] == [13] * 4
     plan = evaluation.BatchPlan(np.array([7, 3, 5, 1, 0, 2, 4, 6, 8]), 4)
-    assert plan.batches() == [[7, 3, 5, 1], [0, 2, 4, 6], [8]]
-    # two processes: chunks of ceil(4 / 2) of every batch; the last batch leaves rank 1 nothing
-    assert plan.batches(0, 2) == [[7, 3], [0, 2], [8]]
-    assert plan.batches(1, 2) == [[5, 1], [4, 6]]
-    # three processes: chunks of 2, 2 and 0 (DataParallel's scatter of 4 rows over 3 devices)
-    assert [plan.batches(r, 3) for r in range(3)] == [[[7, 3], [0, 2], [8]], [[5, 1], [4, 6]], []]
     np.testing.assert_array_equal(plan.positions(1, 2), [5, 1, 4, 6])
     rows = torch.arange(9.0)[:, None] * 10  # rows produced in plan order
     gathered = evaluation.gather_rows(rows, plan, DistContext())
     np.testing.assert_array_equal(gathered[:, 0].numpy(), [40, 30, 50, 10, 60, 20, 70, 0, 80])
+
+
+def test_train_mode_batches_mix_classes_as_the_references_do(tmp_path, monkeypatch):
+    """The prepared files hold one class after another (as sorted names of one performer would); the
+    reference's loader takes its files in hash order, so its evaluation batches mix classes. Ours do by
+    default; --eval-order sorted keeps dataset order."""
+    root = tmp_path / "data"
+    write_synthetic_split(root, per_class={"train": 7, "val": 7})  # 3 classes x 7 clips, class by class
+    pretrained = tmp_path / "pair.pth.tar"
+    reference_checkpoint(pretrained, "seq-based_and_graph-based")
+    common = eval_argv(root, batch=7, seed=4, pretrained=pretrained, pretrain="seq-based_and_graph-based")
+    read = DownstreamDataset.__getitem__
+    seen: list[tuple[str, int]] = []
+
+    def recording(self, i):
+        seen.append((self.paths.data.name, int(self.labels[i])))
+        return read(self, i)
+
+    monkeypatch.setattr(DownstreamDataset, "__getitem__", recording)
+    composition = {}
+    for order in ("random", "sorted"):
+        seen.clear()
+        retrieve(
+            [
+                *common,
+                "--finetune-skeleton-representation",
+                "graph-based",
+                "--feature-mode",
+                "train",
+                "--eval-order",
+                order,
+            ]
+        )
+        val = [label for name, label in seen if name.startswith("val")]
+        composition[order] = [sorted(set(val[s : s + 7])) for s in range(0, 21, 7)]
+        train = [label for name, label in seen if name.startswith("train")]
+        assert all(len(set(train[s : s + 7])) > 1 for s in range(0, 21, 7))  # shuffled, as the reference's
+    assert composition["sorted"] == [[0], [3], [7]]
+    assert all(len(classes) > 1 for classes in composition["random"])
