@@ -132,10 +132,11 @@ def restore_rng_state(state: dict[str, Any]) -> None:
             torch.cuda.set_rng_state_all(cuda_states)
 
 
-def summary_writer(log_dir: str | os.PathLike | None):
-    """A TensorBoard writer, or ``None`` when ``log_dir`` is None (non-zero ranks)."""
+def summary_writer(log_dir: str | os.PathLike | None, purge_step: int | None = None):
+    """A TensorBoard writer, or ``None`` when ``log_dir`` is None (non-zero ranks). ``purge_step``: a
+    resumed run's first step; TensorBoard then hides what an earlier writer logged from it on."""
     if log_dir is None:
         return None
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(log_dir=str(log_dir))
+    return SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
