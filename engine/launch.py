@@ -24,7 +24,7 @@ from common.distributed import broadcast_module_state
 from common.io import UsageError
 from engine.training import select_device
 
-CPU = torch.device("cpu")  # the device of a single-process context by default
+CPU = torch.device("cpu")
 
 
 @dataclass(frozen=True)
@@ -74,11 +74,9 @@ def setup(requested_device: str = "auto") -> DistContext:
         )
     if requested_device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: CUDA was asked for but torch sees no GPU")
+    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     if use_cuda:
-        device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://")
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
@@ -112,14 +110,8 @@ def wrap_model(
         # DDP registers only parameters with requires_grad, so a frozen encoder under a trained head
         # needs no find_unused_parameters.
         return nn.parallel.DistributedDataParallel(model, device_ids=ids, **_buffer_sync_kwargs(broadcast_buffers))
-    if (
-        device.type == "cuda"
-        and requested_device in ("auto", "cuda")
-        and device.index is None
-        and torch.cuda.device_count() > 1
-    ):
-        return nn.DataParallel(model)
-    return model
+    several_gpus = device.type == "cuda" and device.index is None and torch.cuda.device_count() > 1
+    return nn.DataParallel(model) if several_gpus and requested_device in ("auto", "cuda") else model
 
 
 def _buffer_sync_kwargs(broadcast_buffers: bool) -> dict[str, bool]:
