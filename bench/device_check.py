@@ -509,11 +509,18 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def compare_checkpoints(a: Path, b: Path) -> dict[str, Any]:
-    """Every tensor and number of two pretraining checkpoints (their arguments aside, which name folders)."""
+    """Every tensor and number of two pretraining checkpoints (their arguments aside, which name folders,
+    and their history, which holds each epoch's duration)."""
     import torch
 
     left, right = (
-        flatten({k: v for k, v in torch.load(p, map_location="cpu", weights_only=True).items() if k != "args"})
+        flatten(
+            {
+                k: v
+                for k, v in torch.load(p, map_location="cpu", weights_only=True).items()
+                if k not in ("args", "history")
+            }
+        )
         for p in (a, b)
     )
     mismatched, worst, tensors = [], 0.0, 0
@@ -574,7 +581,7 @@ def stage_resume(check: Check) -> dict[str, Any]:
     if expected not in plain_run.output:
         raise StageFailure(f"the pretraining did not report '{expected}'", {"output_tail": plain_run.tail()})
     last = folder / "B" / "checkpoint_last.pth.tar"
-    if not sent or "stopped at epoch" not in stopped_run.output or not last.is_file():
+    if not sent or "stopped in epoch" not in stopped_run.output or not last.is_file():
         why = ""
         if "killed by signal: Terminated" in stopped_run.output:
             why = (
@@ -586,7 +593,7 @@ def stage_resume(check: Check) -> dict[str, Any]:
             {"signal_sent": bool(sent), "output_tail": stopped_run.tail()},
         )
     state = torch.load(last, map_location="cpu", weights_only=True)
-    stopped_at = {"epoch": int(state["epoch"]), "step": int(state["step"])}
+    stopped_at = {"epoch": int(state["epoch"]), "step": int(state.get("step", 0))}
     del state
     resumed = check.run("pretrain B resumed", pretrain_command(check, folder / "B", "--resume", last), 240)
     require(resumed, "the resumed torchrun pretraining")
