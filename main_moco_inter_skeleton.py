@@ -41,7 +41,7 @@ from engine.checkpoints import LAST_CHECKPOINT, PRETRAIN_FORMAT, model_state, re
 from engine.launch import DistContext, env_world_size, parallel_mode, process_context, rank0_printer, wrap_model
 from engine.provenance import provenance
 from engine.run_folder import run_folder
-from feeders import SPATIAL_AUGMENTS, CheckedLoader, PretrainDataset, check_split, split_paths
+from feeders import SPATIAL_AUGMENTS, CheckedLoader, PretrainDataset, SplitPaths, check_split, split_paths
 from moco import build_moco, checkpoint_state_dict, contrastive_step, info_nce_labels, load_checkpoint_state_dict
 
 PROG = "main_moco_inter_skeleton.py"
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 class Plan(NamedTuple):
     representations: tuple[str, ...]
-    paths: Any  # the split's files (feeders.SplitPaths)
+    paths: SplitPaths  # the split's files
     folder: Path
     steps_per_epoch: int
     checkpoint: dict[str, Any] | None  # the --resume checkpoint

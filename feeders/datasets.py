@@ -185,14 +185,12 @@ class _SplitDataset(Dataset):
 
 def _quiet_worker(worker_init_fn: Callable[[int], None] | None, worker_id: int) -> None:
     """Signals in a DataLoader worker: the main process decides how a run ends and says so in one line."""
-    # Ctrl-C reaches the whole process group; the main process stops the workers itself.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # SIGTERM (a batch system's, the loader's own shutdown, multiprocessing's at exit) must end a worker,
-    # quietly: exit status 0, which the main process does not report. A worker that ignored it would
-    # make the interpreter's exit wait for it forever.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; the main process stops us
+    # SIGTERM (a batch system's, the loader's shutdown, multiprocessing's at exit) ends a worker quietly,
+    # with a status the main process does not report; ignored, it would leave the interpreter's exit
+    # waiting forever for the worker.
     signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(0))
-    # Die of SIGBUS without torch's "insufficient shared memory" guess: the main process names the file.
-    if hasattr(signal, "SIGBUS"):
+    if hasattr(signal, "SIGBUS"):  # die without torch's "shared memory" guess: the main process names the file
         signal.signal(signal.SIGBUS, signal.SIG_DFL)
     if worker_init_fn is not None:
         worker_init_fn(worker_id)
