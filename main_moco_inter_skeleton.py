@@ -1,217 +1,128 @@
 #!/usr/bin/env python
-"""Self-supervised pretraining: inter-skeleton contrast (two representations, the paper's method) or
-intra-skeleton contrast (one representation, its baseline) with MoCo.
+"""Self-supervised pretraining with MoCo: inter-skeleton contrast (two representations, the paper's method)
+or intra-skeleton contrast (one, its baseline). The recipes are script_pretrain.sh; docs/training.md tells
+the rest.
 
-The paper's recipe (NTU 60 cross-view; see script_pretrain.sh for the others):
-
-    python main_moco_inter_skeleton.py --lr 0.01 --batch-size 64 --mlp --moco-t 0.07 --moco-k 16384 \\
-        --checkpoint-path ./checkpoints/ntu_60_cross_view/interskeleton_seq_based_graph_based \\
-        --schedule 351 --epochs 451 --pre-dataset ntu60 --protocol cross_view \\
-        --skeleton-representation seq-based_and_graph-based
-
-Devices: the CPU; one GPU; every visible GPU of one machine through nn.DataParallel (what a plain
-``python`` launch does when several GPUs are visible, as the reference's scripts run it); or
-``torchrun --nproc_per_node=N [--nnodes=M ...]`` (DistributedDataParallel, one process per GPU).
-``--batch-size`` is always the total over all GPUs and processes.
-
-Outputs in --checkpoint-path: ``checkpoint_{epoch:04d}.pth.tar`` when epoch % --save-freq == 0 and at the
-last epoch (0-based, as the reference numbers them: 451 epochs end with checkpoint_0450),
-``checkpoint_last.pth.tar`` after every epoch and on SIGINT/SIGTERM, TensorBoard scalars. One run owns
-the folder at a time (a lock file), and a new run refuses a folder that holds another run's checkpoints
-unless told ``--resume`` or ``--overwrite``.
-
-Exit status: 0 trained (or the resumed run had already finished), 1 non-finite loss, 2 bad input
-(flags, data, checkpoint, folder, full disk), 128 + N after signal N (SIGINT 130, SIGTERM 143).
+In phases: parser, set-up (every check that needs no model), data, model, restore, fit, report; the method
+is ``moco`` (``build_moco``, ``contrastive_step``). A checkpoint ends every epoch: a run stopped in any way
+continues from its last completed epoch with ``--resume``, exactly as if it had never stopped.
+Exit status: 0 trained (or nothing left to train), 1 non-finite loss, 2 bad input, 130 SIGINT, 143 SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import secrets
 import signal
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from common import cli
-from common.constants import REPRESENTATION_CHOICES
-from common.distributed import all_reduce_, barrier, broadcast_int
-from common.io import UsageError, atomic_copy, write_json_atomic
+from common.constants import REPRESENTATION_CHOICES, WINDOW_SIZE
+from common.distributed import all_reduce_, broadcast_int
+from common.io import UsageError, atomic_copy, check_output_file, write_json_atomic
 from common.representations import parse_representation
-from engine.args import (
-    WINDOW_SIZE,
-    add_data_model_runtime_args,
-    add_optim_args,
-    check_window_size,
-    encoder_kwargs,
-    momentum_value,
-    positive_float,
-    positive_int,
-)
-from engine.checkpoints import (
-    LAST_CHECKPOINT,
-    PRETRAIN_FORMAT,
-    read_resume_checkpoint,
-    recorded_window_size,
-    write_checkpoint,
-)
-from engine.launch import (
-    DistContext,
-    ResumableSampler,
-    env_is_main_process,
-    env_world_size,
-    parallel_mode,
-    process_context,
-    rank0_printer,
-    wrap_model,
-)
-from engine.run_folder import ClaimedFolder, run_folder
-from engine.training import (
-    AverageMeter,
-    accuracy,
-    args_to_dict,
-    capture_rng_state,
-    learning_rate_at,
-    restore_rng_state,
-    seed_everything,
-    set_learning_rate,
-    summary_writer,
-)
-from feeders import SPATIAL_AUGMENTS, CheckedLoader, DataFileError, PretrainDataset, check_split, split_paths
-from moco import info_nce_labels
-from moco.builder import MoCo, build_moco, checkpoint_state_dict, load_checkpoint_state_dict
-from moco.step import contrastive_step
+from engine import args as flags
+from engine import training
+from engine.checkpoints import LAST_CHECKPOINT, PRETRAIN_FORMAT, model_state, read_resume_checkpoint, write_checkpoint
+from engine.launch import DistContext, env_world_size, parallel_mode, process_context, rank0_printer, wrap_model
+from engine.provenance import provenance
+from engine.run_folder import run_folder
+from feeders import SPATIAL_AUGMENTS, CheckedLoader, PretrainDataset, SplitPaths, check_split, split_paths
+from moco import build_moco, checkpoint_state_dict, contrastive_step, info_nce_labels, load_checkpoint_state_dict
 
 PROG = "main_moco_inter_skeleton.py"
-# The reference's pretraining feeder: crops of 10-100% of the valid frames, resized to --window-size (64).
-CROP_RATIO = (0.1, 1.0)
-CHECKPOINT_FORMAT = PRETRAIN_FORMAT
-LOCK_PURPOSE = "pretraining"
+CROP_RATIO = (0.1, 1.0)  # the reference's pretraining crops: 10-100 % of the valid frames
+# What shapes the model or the views: a run continues only with the values its checkpoint records.
+MUST_MATCH = ["skeleton_representation", "gru_hidden_size", "gru_layers", "agcn_base_channels", "hcn_out_channels"]
+MUST_MATCH += ["true_bidirectional_gru", "window_size", "moco_dim", "moco_k", "mlp"]
+
+
+# -- parser -------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Inter-skeleton (pair of representations) or intra-skeleton (one) MoCo pretraining.",
-    )
+    parser = argparse.ArgumentParser(prog=PROG, description="Inter- or intra-skeleton MoCo pretraining.")
     run = parser.add_argument_group("run")
-    run.add_argument(
-        "--skeleton-representation",
-        required=True,
-        choices=REPRESENTATION_CHOICES,
-        help="a pair (inter-skeleton contrast; the first is encoder_q, the second encoder_r) or one "
-        "representation (intra-skeleton contrast)",
-    )
-    run.add_argument(
-        "--checkpoint-path",
-        default="./checkpoints",
-        help="folder for checkpoints and TensorBoard logs (default ./checkpoints)",
-    )
-    run.add_argument(
-        "--resume",
-        default="",
-        metavar="PATH",
-        help="continue exactly from a checkpoint of this script (e.g. checkpoint_last.pth.tar)",
-    )
-    run.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="start afresh in a --checkpoint-path that holds another run's checkpoints, deleting "
-        "them and its TensorBoard logs (without it such a folder is refused; with --resume of a "
-        "checkpoint in that folder nothing is deleted)",
-    )
-    run.add_argument(
-        "--save-freq",
-        type=positive_int,
-        default=10,
-        metavar="N",
-        help="write checkpoint_{epoch:04d} when epoch %% N == 0 and at the last epoch (default 10)",
-    )
-    run.add_argument(
-        "--metrics-json",
-        default=None,
-        metavar="PATH",
-        help="write the final loss and accuracies, per-epoch history and arguments here",
-    )
-
-    add_optim_args(parser, epochs=200, batch_size=256, lr=0.001, schedule=[100, 160], weight_decay=1e-4, cos=True)
-
+    pairs = "a pair (inter-skeleton: encoder_q's, then encoder_r's) or one representation (intra-skeleton)"
+    run.add_argument("--skeleton-representation", required=True, choices=REPRESENTATION_CHOICES, help=pairs)
+    default = "./checkpoints/DATASET_PROTOCOL/REPRESENTATION"
+    run.add_argument("--checkpoint-path", metavar="DIR", help=f"checkpoints and TensorBoard logs (default {default})")
+    run.add_argument("--resume", default="", metavar="PATH", help="continue from a checkpoint of this script")
+    run.add_argument("--overwrite", action="store_true", help="start afresh in a folder holding another run's files")
+    keep = "also keep checkpoint_{epoch:04d} when epoch %% N == 0 and at the last epoch (default 10)"
+    run.add_argument("--save-freq", type=flags.positive_int, default=10, metavar="N", help=keep)
+    run.add_argument("--metrics-json", metavar="PATH", help="write status, losses, history and provenance here")
+    flags.add_optim_args(parser, epochs=200, batch_size=256, lr=0.001, schedule=[100, 160], weight_decay=1e-4, cos=True)
     moco = parser.add_argument_group("MoCo")
-    moco.add_argument("--moco-dim", type=positive_int, default=128, help="feature dimension (default 128)")
-    moco.add_argument(
-        "--moco-k", type=positive_int, default=16384, help="queue size; number of negative keys (default 16384)"
-    )
-    moco.add_argument(
-        "--moco-m", type=momentum_value, default=0.999, help="momentum of the key encoders, in [0, 1) (default 0.999)"
-    )
-    moco.add_argument("--moco-t", type=positive_float, default=0.07, help="softmax temperature (default 0.07)")
+    moco.add_argument("--moco-dim", type=flags.positive_int, default=128, help="feature dimension (default 128)")
+    moco.add_argument("--moco-k", type=flags.positive_int, default=16384, help="queue length (default 16384)")
+    moco.add_argument("--moco-m", type=flags.momentum_value, default=0.999, help="key encoder momentum (default 0.999)")
+    moco.add_argument("--moco-t", type=flags.positive_float, default=0.07, help="softmax temperature (default 0.07)")
     moco.add_argument("--mlp", action="store_true", help="2-layer MLP projection head on every encoder")
-    moco.add_argument(
-        "--shuffle-bn",
-        action="store_true",
-        help="shuffle the key batch across GPUs/processes so BatchNorm cannot leak the positive "
-        "(MoCo's shuffling BN; only matters with several GPUs)",
-    )
+    moco.add_argument("--shuffle-bn", action="store_true", help="shuffle the key batch across GPUs (shuffling BN)")
     moco.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA (ignored on the CPU)")
-    moco.add_argument(
-        "--spatial-augment",
-        default="shear_or_corruption",
-        choices=SPATIAL_AUGMENTS,
-        help="what follows each view's crop-resize: the paper's shear or joint corruption "
-        "(p = 0.5 each, the default), always one of them, or none (crop-resize only; "
-        "the demo's choice for a few hundred steps on tiny data)",
-    )
-
-    add_data_model_runtime_args(
-        parser,
-        "--pre-dataset",
-        print_freq=10,
-        workers=32,
-        workers_help="data loading workers, capped at the CPUs available to each process",
-    )
+    augment = "after each view's crop-resize: shear or joint corruption (p = 0.5 each, the paper's), one of them, none"
+    moco.add_argument("--spatial-augment", default="shear_or_corruption", choices=SPATIAL_AUGMENTS, help=augment)
+    workers = "data loading workers, capped at the CPUs of each process"
+    flags.add_data_model_runtime_args(parser, "--pre-dataset", workers=32, workers_help=workers)
     parser.set_defaults(protocol="cross_subject")  # the reference's pretraining default
     return parser
 
 
-# ---------------------------------------------------------------------------------------------------
-# Set-up: everything checked before a process group, a model or a file exists
-# ---------------------------------------------------------------------------------------------------
+# -- set-up: every check that needs no model, before any file is written -------------------------------
 
 
 class Plan(NamedTuple):
-    """What the start-up checks found: the representations, the data split and the checkpoint to resume."""
-
     representations: tuple[str, ...]
-    paths: Any
-    checkpoint: dict[str, Any] | None
-
-    @property
-    def resumed_epoch(self) -> int | None:
-        return None if self.checkpoint is None else int(self.checkpoint["epoch"])
-
-
-def _available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    paths: SplitPaths  # the split's files
+    folder: Path
+    steps_per_epoch: int
+    checkpoint: dict[str, Any] | None  # the --resume checkpoint
+    origin: dict[str, Any]  # provenance (rank 0)
 
 
-def check_arguments(args: argparse.Namespace, representations: tuple[str, ...], world_size: int) -> None:
-    """Option combinations that cannot work (single values are checked by their argparse types)."""
+def _shown(value: Any) -> str:
+    return ("on" if value else "off") if isinstance(value, bool) else str(value)
+
+
+def read_resume(path: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--resume`` checkpoint, refused when it cannot continue this run."""
+    checkpoint = read_resume_checkpoint(path, PRETRAIN_FORMAT)
+    recorded = checkpoint.get("args")
+    if isinstance(recorded, dict):  # ours; the reference's record none and are checked by their weights
+        recorded = {"window_size": WINDOW_SIZE, **recorded}  # files from before the flag: 64 frames
+        wrong = [d for d in MUST_MATCH if d in recorded and recorded[d] != getattr(args, d)]
+        if wrong:
+            differ = [f"--{d.replace('_', '-')} {_shown(recorded[d])} (here {_shown(getattr(args, d))})" for d in wrong]
+            raise UsageError(f"--resume {path} was pretrained with {', '.join(differ)}: pass the run's own options")
+    if checkpoint["epoch"] > args.epochs:
+        raise UsageError(
+            f"--resume {path} has already trained {checkpoint['epoch']} epochs, more than --epochs {args.epochs}"
+        )
+    state = model_state(checkpoint, f"--resume {path}")
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise UsageError(f"--resume {path}: {bad} holds non-finite values (nan or inf); resume an earlier one")
+    return checkpoint
+
+
+def prepare(args: argparse.Namespace) -> Plan:
+    """The start-up checks, cheapest first; a UsageError names the first problem."""
+    representations, world_size = parse_representation(args.skeleton_representation), env_world_size()
     if args.batch_size % world_size:
         raise UsageError(f"--batch-size {args.batch_size} must be divisible by the {world_size} processes")
     if args.moco_k % args.batch_size:
@@ -221,691 +132,312 @@ def check_arguments(args: argparse.Namespace, representations: tuple[str, ...], 
         )
     if not args.resume and args.start_epoch >= args.epochs:
         raise UsageError(f"--start-epoch {args.start_epoch} leaves nothing to train with --epochs {args.epochs}")
-    check_window_size(args.window_size, representations)
-
-
-def load_resume_checkpoint(path: str, args: argparse.Namespace) -> dict[str, Any]:
-    """The ``--resume`` checkpoint, checked against the options of this run."""
-    checkpoint = read_resume_checkpoint(path, PRETRAIN_FORMAT)
-    saved = checkpoint.get("args", {}).get("skeleton_representation")
-    if saved is not None and saved != args.skeleton_representation:
-        raise UsageError(
-            f"--resume {path} was pretrained as {saved!r}, "
-            f"not --skeleton-representation {args.skeleton_representation!r}"
-        )
-    window = recorded_window_size(checkpoint)
-    window = WINDOW_SIZE if window is None else window
-    if window != args.window_size:
-        raise UsageError(
-            f"--resume {path} was pretrained with --window-size {window}, "
-            f"not {args.window_size}: the views would change mid-run"
-        )
-    if int(checkpoint["epoch"]) > args.epochs:
-        raise UsageError(
-            f"--resume {path} has already trained {checkpoint['epoch']} epochs, more than --epochs {args.epochs}"
-        )
-    return checkpoint
-
-
-def prepare(args: argparse.Namespace) -> Plan:
-    """The start-up checks, cheapest first; UsageError on the first problem."""
-    representations = parse_representation(args.skeleton_representation)
-    check_arguments(args, representations, env_world_size())
-    try:
-        paths = split_paths(args.data_root, args.pre_dataset, args.protocol, "train")
-        num_clips = check_split(paths, need_labels=False)
-    except (FileNotFoundError, ValueError) as exc:
-        raise UsageError(str(exc)) from None
+    flags.check_window_size(args.window_size, representations)
+    if args.metrics_json:
+        check_output_file(args.metrics_json, "--metrics-json")
+    paths = split_paths(args.data_root, args.pre_dataset, args.protocol, "train")
+    num_clips = check_split(paths, need_labels=False)
     if num_clips < args.batch_size:
         raise UsageError(f"{paths.data} holds {num_clips} clips, fewer than one batch of {args.batch_size}")
-    checkpoint = load_resume_checkpoint(args.resume, args) if args.resume else None
-    return Plan(representations, paths, checkpoint)
+    # DistributedSampler pads each rank's share to ceil(N / world); the loader drops a last partial batch.
+    steps = math.ceil(num_clips / world_size) // (args.batch_size // world_size)
+    default = f"./checkpoints/{args.pre_dataset}_{args.protocol}/{args.skeleton_representation}"
+    checkpoint = read_resume(args.resume, args) if args.resume else None
+    origin = {}
+    if cli.is_rank0():  # the --resume file is hashed now, before training rewrites it
+        device, folders, resumed = training.select_device(args.device), [paths.data.parent], {"--resume": args.resume}
+        origin = provenance(device=device, world_size=world_size, data_folders=folders, checkpoints=resumed)
+    return Plan(representations, paths, Path(args.checkpoint_path or default), steps, checkpoint, origin)
 
 
-def finished_message(args: argparse.Namespace, plan: Plan) -> str | None:
-    """The line saying that the resumed run has nothing left to train, or None."""
-    if plan.checkpoint is None or plan.resumed_epoch != args.epochs or int(plan.checkpoint.get("step", 0)):
-        return None
-    return (
-        f"=> nothing to train: {args.resume} already completed --epochs {args.epochs} "
-        "(pass a larger --epochs to train further)"
+# -- data -----------------------------------------------------------------------------------------------
+
+
+def build_loader(args: argparse.Namespace, ctx: DistContext, plan: Plan, data_seed: int) -> CheckedLoader:
+    """Clip order and augmentations are functions of (data_seed, epoch, index): a resumed run draws what
+    an uninterrupted one does, whatever the number of workers."""
+    dataset = PretrainDataset(
+        plan.paths, plan.representations, CROP_RATIO, args.window_size, data_seed, args.spatial_augment
     )
+    sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=data_seed)
+    # Processes on one machine share its CPUs (torchrun says how many processes run here).
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = min(args.workers, max(1, cpus // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    options = dict(num_workers=workers, persistent_workers=workers > 0, pin_memory=ctx.device.type == "cuda")
+    # The workers' base seed from a generator of their own: the global one serves only the model
+    # (dropout), whose state the checkpoints carry.
+    generator = torch.Generator().manual_seed(data_seed)
+    batch = args.batch_size // ctx.world_size
+    return CheckedLoader(dataset, batch, sampler=sampler, drop_last=True, generator=generator, **options)
 
 
-# ---------------------------------------------------------------------------------------------------
-# Stopping: signals and non-finite losses
-# ---------------------------------------------------------------------------------------------------
+# -- model ---------------------------------------------------------------------------------------------
 
 
-class StopNow(BaseException):
-    """A second SIGINT/SIGTERM: leave at once, without saving. A BaseException so that no ``except
-    Exception`` on the way swallows it."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-class StopRequest:
-    """SIGINT/SIGTERM set a flag; training stops at the next step boundary, saves checkpoint_last and
-    exits with 128 + signal number. A second signal stops at once (no save), exiting 128 + its number."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum is not None:
-            self.__exit__()
-            raise StopNow(signum)
-        self.signum = signum
-        print(
-            f"\n{signal.Signals(signum).name} received: saving {LAST_CHECKPOINT} at the next step boundary "
-            "(send it again to quit without saving)",
-            file=sys.stderr,
-            flush=True,
-        )
-
-
-def _ignore_stop_signals_in_worker(worker_id: int) -> None:
-    # Ctrl-C (and a batch system's SIGTERM) reach the whole process group; the workers must keep feeding
-    # the main process until it has reached a step boundary and saved. They exit when it does.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-class NonFiniteLoss(Exception):
-    pass
-
-
-# ---------------------------------------------------------------------------------------------------
-# One epoch
-# ---------------------------------------------------------------------------------------------------
-
-
-class Meters:
-    """Epoch sums of the loss and each stream's contrast accuracy, kept on the device in float32 (every
-    device has it; the host reads them only at print steps and at the end of the epoch)."""
-
-    def __init__(self, streams: int) -> None:
-        self.loss = AverageMeter("loss")
-        self.acc = [AverageMeter(f"acc_s{i + 1}") for i in range(streams)]
-
-    def update(self, loss: torch.Tensor, logits: Sequence[torch.Tensor]) -> None:
-        n = logits[0].shape[0]
-        self.loss.update(loss.float(), n)
-        for meter, lg in zip(self.acc, logits):  # one logits tensor per stream
-            meter.update(accuracy(lg, info_nce_labels(lg), topk=(1,))[0], n)
-
-    def state(self) -> dict[str, Any]:
-        """Sums and count as plain floats (a host sync): for checkpoints of an interrupted epoch."""
-
-        def f(value: Any) -> float:
-            return float(value.item() if isinstance(value, torch.Tensor) else value)
-
-        return {"loss_sum": f(self.loss.sum), "acc_sums": [f(m.sum) for m in self.acc], "count": self.loss.count}
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        self.loss.sum, self.loss.count = float(state["loss_sum"]), int(state["count"])
-        for meter, value in zip(self.acc, state["acc_sums"]):
-            meter.sum, meter.count = float(value), int(state["count"])
-
-    def global_averages(self, device: torch.device) -> dict[str, float]:
-        """Averages over all ranks (one small float32 all-reduce; the division happens on the host)."""
-
-        def t(value: Any) -> torch.Tensor:
-            return torch.as_tensor(value, dtype=torch.float32, device=device).reshape(())
-
-        totals = torch.stack([t(self.loss.sum)] + [t(m.sum) for m in self.acc] + [t(self.loss.count)])
-        totals = all_reduce_(totals, "sum").tolist()
-        count = max(totals[-1], 1.0)
-        out = {"train_loss": totals[0] / count}
-        for i, value in enumerate(totals[1:-1]):
-            out[f"acc_s{i + 1}"] = value / count
-        return out
-
-
-def step_seed(data_seed: int, epoch: int, step: int) -> int:
-    """A seed for the randomness of one step (shuffling BN), independent of where a run was resumed."""
-    return int(np.random.SeedSequence((data_seed, epoch, step)).generate_state(1, np.uint64)[0] >> 1)
-
-
-class EpochResult(NamedTuple):
-    averages: dict[str, float]
-    steps_done: int  # steps of this epoch completed, counting those before a resume
-    stop: bool  # a signal asked to stop (agreed by all ranks); steps_done < steps_per_epoch if mid-epoch
-
-
-def _agree_on_stop(ctx: DistContext, nonfinite: torch.Tensor, stop: StopRequest) -> tuple[bool, bool]:
-    """(non-finite loss seen, stop requested), the same on every rank."""
-    if not ctx.distributed:
-        return bool(nonfinite), stop.signum is not None
-    flags = torch.stack([nonfinite.to(torch.float32), torch.tensor(float(stop.signum is not None), device=ctx.device)])
-    bad, stopping = (all_reduce_(flags, "max") > 0).tolist()
-    return bad, stopping
-
-
-def train_one_epoch(run: Run, epoch: int, *, start_step: int, meters: Meters, stop: StopRequest) -> EpochResult:
-    """Train until the epoch ends or a stop is agreed on. The host waits for the device only every
-    --print-freq steps, where it reads the loss, checks it is finite and (under torchrun) agrees with
-    the other ranks on stopping."""
-    args, ctx = run.args, run.ctx
-    run.model.train()
-    nonfinite = torch.zeros((), dtype=torch.bool, device=ctx.device)
-    # In a log file (not a terminal) the bar redraws rarely, so logs stay readable.
-    bar = tqdm(
-        total=run.steps_per_epoch,
-        initial=start_step,
-        desc=f"epoch {epoch}",
-        leave=False,
-        disable=not ctx.is_main,
-        dynamic_ncols=True,
-        mininterval=0.5 if sys.stderr.isatty() else 60.0,
-    )
-    step, stopping = start_step, False
-    try:
-        for views in run.loader:
-            views = [v.to(ctx.device, non_blocking=True) for v in views]
-            out = contrastive_step(
-                run.model,
-                run.base,
-                views,
-                run.optimizer,
-                rank=ctx.rank,
-                world_size=ctx.world_size,
-                shuffle_bn=args.shuffle_bn,
-                shuffle_seed=step_seed(run.data_seed, epoch, step),
-                autocast_dtype=run.autocast_dtype,
-            )
-            nonfinite |= ~torch.isfinite(out.loss)
-            meters.update(out.loss, out.logits)
-            step += 1
-            bar.update(1)
-            sync_point = (step - 1) % args.print_freq == 0 or step == run.steps_per_epoch
-            # Ranks must stop at the same step, so under torchrun they agree only where they synchronise
-            # anyway; one process also stops as soon as asked.
-            if not (sync_point or (not ctx.distributed and stop.signum is not None)):
-                continue
-            bad, stopping = _agree_on_stop(ctx, nonfinite, stop)
-            if bad:
-                raise NonFiniteLoss(f"non-finite loss (nan or inf) at epoch {epoch}, step {step}")
-            postfix = {"loss": f"{meters.loss.avg:.4f}"}
-            postfix.update({m.name: f"{m.avg:.2f}" for m in meters.acc})
-            bar.set_postfix(postfix, refresh=False)
-            if stopping:
-                break
-    finally:
-        bar.close()
-    return EpochResult(meters.global_averages(ctx.device), step, stopping)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Checkpoints
-# ---------------------------------------------------------------------------------------------------
-
-
-def make_checkpoint(
-    base: MoCo,
-    optimizer: torch.optim.Optimizer,
-    args: argparse.Namespace,
-    *,
-    epoch: int,
-    step: int,
-    data_seed: int,
-    meters: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Everything --resume needs, readable with ``torch.load(weights_only=True)``.
-
-    epoch: the epoch to run next (the reference's epoch + 1 convention); step: how many steps of that
-    epoch are already done (0 except after a signal).
-    """
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "epoch": int(epoch),
-        "step": int(step),
-        "arch": args.skeleton_representation,
-        "state_dict": checkpoint_state_dict(base),
-        "optimizer": optimizer.state_dict(),
-        "args": args_to_dict(args),
-        "data_seed": int(data_seed),
-        "world_size": dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1,
-        "rng": capture_rng_state(),
-        "meters": meters or {},
-    }
-
-
-def numbered_name(epoch: int) -> str:
-    """The reference's name for the checkpoint written after (0-based) ``epoch``."""
-    return f"checkpoint_{epoch:04d}.pth.tar"
-
-
-def save_checkpoint(state: dict[str, Any], folder: Path, numbered_epoch: int | None) -> Path:
-    """Write checkpoint_last (and checkpoint_{numbered_epoch:04d}), each atomically; the numbered file
-    is written once and hard-linked (or copied) to checkpoint_last. A full disk raises OutputError and
-    leaves every earlier file as it was."""
-    last = folder / LAST_CHECKPOINT
-    if numbered_epoch is None:
-        return write_checkpoint(state, last)
-    numbered = write_checkpoint(state, folder / numbered_name(numbered_epoch))
-    atomic_copy(numbered, last)
-    return numbered
-
-
-# ---------------------------------------------------------------------------------------------------
-# Data and model
-# ---------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Run:
-    """Everything one training run works with, built by :func:`build_run`."""
-
-    args: argparse.Namespace
-    ctx: DistContext
-    base: MoCo  # the model itself (checkpoints, queues)
-    model: nn.Module  # what the step calls: ``base`` or its DataParallel / DDP wrapper
-    optimizer: torch.optim.Optimizer
-    dataset: PretrainDataset
-    sampler: ResumableSampler
-    loader: DataLoader
-    local_batch: int
-    steps_per_epoch: int
-    data_seed: int
-    autocast_dtype: torch.dtype | None
-    start_epoch: int
-    start_step: int
-    meters_state: dict[str, Any]
-    folder: Path
-
-    @property
-    def mode(self) -> str:
-        return parallel_mode(self.model, self.ctx)
-
-
-class Progress(NamedTuple):
-    """Where a run starts: epoch, steps of it already done, and what an interrupted epoch needs."""
-
-    epoch: int
-    step: int
-    layout: tuple[Any, Any]  # (batch size, process count) of the run that stopped mid-epoch
-    meters_state: dict[str, Any]
-
-
-def configure_numerics(args: argparse.Namespace, device: torch.device) -> torch.dtype | None:
-    """Seeds, cuDNN's determinism and the autocast dtype (bf16 with --amp on CUDA)."""
+def step_options(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
+    """Seeds and cuDNN's determinism; what every contrastive step is told (its place in the process
+    group, shuffling BN, bf16 autocast with --amp on CUDA)."""
     if args.seed is not None:
-        seed_everything(args.seed)
+        training.seed_everything(args.seed)
         torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-    else:
-        torch.backends.cudnn.benchmark = True
-    if not args.amp:
-        return None
-    if device.type == "cuda":
-        return torch.bfloat16
-    warnings.warn("--amp applies to CUDA only; training in float32 on the CPU", stacklevel=2)
-    return None
+    torch.backends.cudnn.benchmark = args.seed is None
+    if args.amp and ctx.device.type != "cuda":
+        warnings.warn("--amp applies to CUDA only; training in float32 on the CPU", stacklevel=2)
+    autocast = torch.bfloat16 if args.amp and ctx.device.type == "cuda" else None
+    return dict(rank=ctx.rank, world_size=ctx.world_size, shuffle_bn=args.shuffle_bn, autocast_dtype=autocast)
 
 
-def choose_data_seed(args: argparse.Namespace, checkpoint: dict[str, Any] | None, device: torch.device) -> int:
-    """Augmentations and sampling order are functions of (data_seed, epoch, index): a resumed run draws
-    the same clips and crops as an uninterrupted one. Every rank gets rank 0's."""
-    if checkpoint is not None and "data_seed" in checkpoint:
-        data_seed = int(checkpoint["data_seed"])
-    else:
-        data_seed = args.seed if args.seed is not None else secrets.randbits(62)
-    return broadcast_int(data_seed, device)
-
-
-def build_model(args: argparse.Namespace, device: torch.device) -> tuple[MoCo, torch.optim.Optimizer]:
-    base = build_moco(
-        args.skeleton_representation,
-        dim=args.moco_dim,
-        K=args.moco_k,
-        m=args.moco_m,
-        T=args.moco_t,
-        mlp=args.mlp,
-        **encoder_kwargs(args),
-    ).to(device)
-    # All parameters, in the reference's order, so optimizer states match its checkpoints; the key
+def build_model(args: argparse.Namespace, device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:
+    moco = dict(dim=args.moco_dim, K=args.moco_k, m=args.moco_m, T=args.moco_t, mlp=args.mlp)
+    base = build_moco(args.skeleton_representation, **moco, **flags.encoder_kwargs(args)).to(device)
+    # Every parameter, in the reference's order, so optimizer states match its checkpoints; the key
     # encoders never get gradients, so SGD leaves them to the momentum update.
     optimizer = torch.optim.SGD(base.parameters(), args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
     return base, optimizer
 
 
-def restore(
-    base: MoCo, optimizer: torch.optim.Optimizer, checkpoint: dict[str, Any] | None, args: argparse.Namespace
-) -> Progress:
-    """Load a --resume checkpoint into the model, the optimizer and the RNGs; where to start."""
-    if checkpoint is None:
-        return Progress(args.start_epoch, 0, (None, None), {})
-    try:
-        load_checkpoint_state_dict(base, checkpoint["state_dict"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-    except (RuntimeError, ValueError, KeyError) as exc:
+# -- restore -------------------------------------------------------------------------------------------
+
+
+def restore(base: nn.Module, optimizer: torch.optim.Optimizer, checkpoint: dict[str, Any], path: str) -> None:
+    """Model, queues, optimizer and generator states as the checkpoint left them. A checkpoint that
+    records no options (the reference's) is refused here, naming the first key that differs."""
+    theirs, ours = model_state(checkpoint, f"--resume {path}"), base.state_dict()
+    problems = [f"it has no {k}" for k in ours if k not in theirs]
+    shapes = {k: tuple(v.shape) for k, v in theirs.items()}
+    problems += [
+        f"{k} is {shapes[k]} there, {tuple(v.shape)} here" for k, v in ours.items() if shapes.get(k, v.shape) != v.shape
+    ]
+    problems += [f"{k} is not part of this model" for k in theirs if k not in ours]
+    if problems:
         raise UsageError(
-            f"--resume {args.resume} does not fit the model built from these options "
-            f"(representation and encoder sizes must match): {str(exc).splitlines()[0]}"
-        ) from None
-    step = int(checkpoint.get("step", 0))
-    layout = (checkpoint.get("args", {}).get("batch_size"), checkpoint.get("world_size", 1))
+            f"--resume {path} does not fit the model these options build ({problems[0]}): pass the "
+            "representation, encoder sizes, --mlp, --moco-dim and --moco-k of the run you continue"
+        )
+    load_checkpoint_state_dict(base, checkpoint["state_dict"])
+    try:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+    except (ValueError, KeyError) as exc:
+        raise UsageError(f"--resume {path}: its optimizer state does not fit the model: {exc}") from None
     if "rng" in checkpoint:
-        restore_rng_state(checkpoint["rng"])
-    return Progress(int(checkpoint["epoch"]), step, layout, checkpoint.get("meters", {}) if step else {})
+        training.restore_rng_state(checkpoint["rng"])
 
 
-def build_loader(
-    args: argparse.Namespace, ctx: DistContext, plan: Plan, data_seed: int
-) -> tuple[PretrainDataset, ResumableSampler, DataLoader]:
-    dataset = PretrainDataset(
-        plan.paths,
-        plan.representations,
-        l_ratio=CROP_RATIO,
-        input_size=args.window_size,
-        seed=data_seed,
-        spatial_augment=args.spatial_augment,
-    )
-    sampler = ResumableSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, seed=data_seed)
-    # Processes on one machine share its CPUs (torchrun tells how many processes run here).
-    per_process_cpus = max(1, _available_cpus() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    workers = min(args.workers, per_process_cpus)
-    loader = CheckedLoader(
-        dataset,
-        batch_size=args.batch_size // ctx.world_size,
-        sampler=sampler,
-        num_workers=workers,
-        pin_memory=ctx.device.type == "cuda",
-        drop_last=True,
-        persistent_workers=workers > 0,
-        worker_init_fn=_ignore_stop_signals_in_worker if workers else None,
-        # Its own generator for the workers' base seed: the global one then only serves the model
-        # (dropout), whose state checkpoints carry, so resumed runs draw what uninterrupted ones do.
-        generator=torch.Generator().manual_seed(data_seed),
-    )
-    return dataset, sampler, loader
+@dataclass
+class Run:
+    """Everything one training run works with (built by :func:`build_run`)."""
+
+    args: argparse.Namespace
+    ctx: DistContext
+    plan: Plan
+    base: nn.Module  # the MoCo model itself: checkpoints, queues
+    model: nn.Module  # what the step calls: ``base`` or its DataParallel / DDP wrapper
+    optimizer: torch.optim.Optimizer
+    loader: CheckedLoader
+    data_seed: int
+    step_options: dict[str, Any]  # contrastive_step's: place in the process group, shuffling BN, autocast
+    epochs_done: int
+    history: list[dict[str, Any]]  # every completed epoch, those before a resume included
+    writer: Any = None  # TensorBoard (rank 0), opened at the first epoch's end
+    started: float = field(default_factory=time.time)
 
 
 def build_run(args: argparse.Namespace, ctx: DistContext, plan: Plan) -> Run:
-    """Model, optimizer, restored state and data: everything training needs."""
-    autocast_dtype = configure_numerics(args, ctx.device)
-    data_seed = choose_data_seed(args, plan.checkpoint, ctx.device)
+    """Model, optimizer, the restored state and the data: everything training needs."""
+    options = step_options(args, ctx)
+    saved = plan.checkpoint if plan.checkpoint is not None else {}
+    fresh = args.seed if args.seed is not None else secrets.randbits(62)
+    data_seed = broadcast_int(int(saved.get("data_seed", fresh)), ctx.device)  # every rank takes rank 0's
     base, optimizer = build_model(args, ctx.device)
-    progress = restore(base, optimizer, plan.checkpoint, args)
     if plan.checkpoint is not None:
-        plan.checkpoint.clear()  # its tensors now live in the model and optimizer; free the copy
-    # Queues and BatchNorm statistics are not broadcast each step: queues are kept identical by
-    # gathering keys, and only rank 0's statistics are ever saved.
+        restore(base, optimizer, plan.checkpoint, args.resume)
+    epochs_done, history = int(saved.get("epoch", args.start_epoch)), list(saved.get("history", []))
+    saved.clear()  # its tensors now live in the model and the optimizer
+    # Queues stay equal by gathering keys; only rank 0's BatchNorm statistics are saved.
     model = wrap_model(base, ctx, trainable=True, requested_device=args.device, broadcast_buffers=False)
-    dataset, sampler, loader = build_loader(args, ctx, plan, data_seed)
-    local_batch = args.batch_size // ctx.world_size
-    steps_per_epoch = sampler.num_samples // local_batch
-    if progress.step and not (progress.step < steps_per_epoch and progress.layout == (args.batch_size, ctx.world_size)):
-        raise UsageError(
-            f"--resume {args.resume} stopped at step {progress.step} of an epoch with batch size and "
-            f"process count {progress.layout}; finishing that epoch needs the same --batch-size and "
-            "number of processes"
-        )
-    return Run(
-        args=args,
-        ctx=ctx,
-        base=base,
-        model=model,
-        optimizer=optimizer,
-        dataset=dataset,
-        sampler=sampler,
-        loader=loader,
-        local_batch=local_batch,
-        steps_per_epoch=steps_per_epoch,
-        data_seed=data_seed,
-        autocast_dtype=autocast_dtype,
-        start_epoch=progress.epoch,
-        start_step=progress.step,
-        meters_state=progress.meters_state,
-        folder=Path(args.checkpoint_path),
+    loader = build_loader(args, ctx, plan, data_seed)
+    return Run(args, ctx, plan, base, model, optimizer, loader, data_seed, options, epochs_done, history)
+
+
+# -- fit -----------------------------------------------------------------------------------------------
+
+
+def step_seed(data_seed: int, epoch: int, step: int) -> int:
+    """The seed of one step's shuffling BN, the same whether or not the run was resumed."""
+    return int(np.random.SeedSequence((data_seed, epoch, step)).generate_state(1, np.uint64)[0] >> 1)
+
+
+def last_good(run: Run) -> Path | None:  # the checkpoint a stopped run continues from
+    last = run.plan.folder / LAST_CHECKPOINT
+    return last if last.is_file() else Path(run.args.resume) if run.args.resume else None
+
+
+def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
+    """One epoch of contrastive steps: the loss and each stream's accuracy averaged over every clip of
+    every rank. The host waits for the device only every --print-freq steps, where it checks the loss."""
+    args, ctx, steps = run.args, run.ctx, run.plan.steps_per_epoch
+    names = ["train_loss"] + [f"acc_s{i + 1}" for i in range(run.base.num_streams)]
+    sums = torch.zeros(len(names), device=ctx.device)  # float32 sums over clips, on the device
+    nonfinite, clips = torch.zeros((), dtype=torch.bool, device=ctx.device), 0
+    run.model.train()
+    interval = 0.5 if sys.stderr.isatty() else 60.0  # a log file gets few redraws
+    with tqdm(total=steps, desc=f"epoch {epoch}", leave=False, disable=not ctx.is_main, mininterval=interval) as bar:
+        for step, views in enumerate(run.loader):
+            views = [v.to(ctx.device, non_blocking=True) for v in views]
+            seed = step_seed(run.data_seed, epoch, step)
+            out = contrastive_step(run.model, run.base, views, run.optimizer, shuffle_seed=seed, **run.step_options)
+            accs = [training.accuracy(lg, info_nce_labels(lg))[0] for lg in out.logits]
+            n = out.logits[0].shape[0]
+            sums += torch.stack([out.loss.float(), *accs]) * n
+            nonfinite |= ~torch.isfinite(out.loss)
+            clips += n
+            bar.update()
+            if step % args.print_freq and step + 1 < steps:
+                continue
+            if all_reduce_(nonfinite.float(), "max").item():  # every rank stops at the same step
+                last = last_good(run)
+                raise cli.RunFailed(
+                    f"non-finite loss (nan or inf) at epoch {epoch}, step {step + 1}; stopped without saving "
+                    f"({f'the last good checkpoint is {last}' if last else 'no checkpoint was written'}). "
+                    "Try a lower --lr, or run without --amp."
+                )
+            bar.set_postfix({k: f"{v:.4g}" for k, v in zip(names, (sums / clips).tolist())}, refresh=False)
+    totals = all_reduce_(torch.cat([sums, sums.new_tensor([clips])]), "sum").tolist()
+    return {name: total / totals[-1] for name, total in zip(names, totals)}
+
+
+def end_epoch(run: Run, record: dict[str, Any]) -> None:
+    """Rank 0: TensorBoard, then the checkpoints, then a line."""
+    args, epoch, folder = run.args, record["epoch"], run.plan.folder
+    # purge_step: TensorBoard hides what an earlier writer logged from this epoch on (a run killed
+    # after logging an epoch and before its checkpoint), so no curve doubles.
+    writer = run.writer = run.writer or training.summary_writer(folder, purge_step=epoch)
+    for name in [k for k in record if k not in ("epoch", "seconds")]:
+        writer.add_scalar(name, record[name], global_step=epoch)
+    if run.base.num_streams == 1:
+        writer.add_scalar("acc", record["acc_s1"], global_step=epoch)  # the reference's intra name
+    writer.flush()
+    state = {
+        "format": PRETRAIN_FORMAT,
+        "epoch": epoch + 1,  # the next epoch to run, as the reference counts
+        "arch": args.skeleton_representation,
+        "state_dict": checkpoint_state_dict(run.base),
+        "optimizer": run.optimizer.state_dict(),
+        "args": recorded_args(args, run.plan),
+        "data_seed": run.data_seed,
+        "world_size": run.ctx.world_size,
+        "rng": training.capture_rng_state(),
+        "history": [*run.history, record],
+    }
+    numbered = f"checkpoint_{epoch:04d}.pth.tar" if epoch % args.save_freq == 0 or epoch == args.epochs - 1 else ""
+    written = write_checkpoint(state, folder / (numbered or LAST_CHECKPOINT))
+    if numbered:  # written once, then linked
+        atomic_copy(written, folder / LAST_CHECKPOINT)
+    accs = "  ".join(f"{k} {record[k]:6.2f}" for k in record if k.startswith("acc_s"))
+    per_step = record["seconds"] / run.plan.steps_per_epoch
+    print(
+        f"epoch {epoch:4d} ({epoch + 1}/{args.epochs})  loss {record['train_loss']:.4f}  {accs}  lr {record['lr']:.3g}"
+        f"  {record['seconds']:.1f}s ({per_step * 1e3:.0f} ms/step, {args.batch_size / per_step:.0f} clips/s)"
+        + (f"  -> {numbered}" if numbered else ""),
+        flush=True,
     )
 
 
-# ---------------------------------------------------------------------------------------------------
-# Fit
-# ---------------------------------------------------------------------------------------------------
-
-
-class FitResult(NamedTuple):
-    history: list[dict[str, Any]]
-    status: str  # "completed" or "interrupted"
-    signum: int | None  # the signal that stopped the run
-
-
-def run_epoch(run: Run, epoch: int, stop: StopRequest, writer: Any) -> tuple[dict[str, Any] | None, bool]:
-    """Train one epoch and save its checkpoints. Returns (the epoch's record, or None when a signal
-    stopped it part-way; whether to stop now)."""
-    args, ctx = run.args, run.ctx
-    lr = learning_rate_at(epoch, args.lr, args.epochs, args.schedule, args.cos)
-    set_learning_rate(run.optimizer, lr)
-    first = run.start_step if epoch == run.start_epoch else 0
-    run.sampler.set_epoch(epoch, start=first * run.local_batch)
-    run.dataset.set_epoch(epoch)
-    meters = Meters(run.base.num_streams)
-    if first and run.meters_state:
-        meters.load_state(run.meters_state)
-    t0 = time.time()
-    result = train_one_epoch(run, epoch, start_step=first, meters=meters, stop=stop)
-    if result.stop and result.steps_done < run.steps_per_epoch:
-        if ctx.is_main:
-            state = make_checkpoint(
-                run.base,
-                run.optimizer,
-                args,
-                epoch=epoch,
-                step=result.steps_done,
-                data_seed=run.data_seed,
-                meters=meters.state(),
-            )
-            path = save_checkpoint(state, run.folder, None)
-            print(
-                f"=> stopped at epoch {epoch}, step {result.steps_done}/{run.steps_per_epoch}; "
-                f"saved {path}; continue with --resume {path}",
-                flush=True,
-            )
-        return None, True
-    record = {"epoch": epoch, "lr": lr, **result.averages, "seconds": time.time() - t0}
-    if ctx.is_main:
-        numbered = epoch % args.save_freq == 0 or epoch == args.epochs - 1
-        state = make_checkpoint(run.base, run.optimizer, args, epoch=epoch + 1, step=0, data_seed=run.data_seed)
-        save_checkpoint(state, run.folder, epoch if numbered else None)
-        _log_epoch(writer, {**record, "numbered": numbered}, args, run.steps_per_epoch - first, run.base.num_streams)
-    return record, result.stop  # a signal during the epoch's last step: saved above
-
-
-def fit(run: Run) -> FitResult:
-    """Train from where the run starts to --epochs, or until a signal; a second signal raises StopNow."""
-    history: list[dict[str, Any]] = []
-    stop = StopRequest()
-    writer = summary_writer(run.folder if run.ctx.is_main else None)
+def fit(run: Run) -> None:
+    """Train from the first epoch not yet done to --epochs, with a checkpoint at the end of each."""
+    args = run.args
     try:
-        with stop:
-            for epoch in range(run.start_epoch, run.args.epochs):
-                record, stopping = run_epoch(run, epoch, stop, writer)
-                if record is not None:
-                    history.append(record)
-                if stopping:
-                    return FitResult(history, "interrupted", stop.signum)
+        for epoch in range(run.epochs_done, args.epochs):
+            lr = training.learning_rate_at(epoch, args.lr, args.epochs, args.schedule, args.cos)
+            training.set_learning_rate(run.optimizer, lr)
+            run.loader.sampler.set_epoch(epoch)
+            run.loader.dataset.set_epoch(epoch)
+            started = time.time()
+            record = {"epoch": epoch, "lr": lr, **train_one_epoch(run, epoch)}
+            record["seconds"] = time.time() - started
+            if run.ctx.is_main:
+                end_epoch(run, record)
+            run.history.append(record)
+            run.epochs_done = epoch + 1
     finally:
-        if writer is not None:
-            writer.close()
-    return FitResult(history, "completed", None)
+        if run.writer is not None:
+            run.writer.close()
+        run.loader.close()  # persistent workers end now, not at the interpreter's exit
 
 
-# ---------------------------------------------------------------------------------------------------
-# Report
-# ---------------------------------------------------------------------------------------------------
+# -- report --------------------------------------------------------------------------------------------
 
 
-def run_metrics(
-    args: argparse.Namespace,
-    result: FitResult,
-    *,
-    start_epoch: int,
-    steps_per_epoch: int,
-    world_size: int,
-    device: str,
-    mode: str,
-    data_seed: int,
-    wall_seconds: float,
-) -> dict[str, Any]:
-    """What --metrics-json receives: status, the last epoch's loss and accuracies, the history."""
-    history = result.history
-    final = history[-1] if history else {}
-    return {
-        "status": result.status,
-        "skeleton_representation": args.skeleton_representation,
-        "final": {k: final[k] for k in final if k == "train_loss" or k.startswith("acc_s")},
-        "epochs_completed": history[-1]["epoch"] + 1 if history else start_epoch,
-        "history": history,
-        "steps_per_epoch": steps_per_epoch,
-        "world_size": world_size,
-        "device": device,
-        "mode": mode,
-        "data_seed": data_seed,
-        "wall_seconds": wall_seconds,
-        "args": args_to_dict(args),
-    }
+def recorded_args(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
+    return {**training.args_to_dict(args), "checkpoint_path": str(plan.folder)}
 
 
-def report(run: Run, result: FitResult, started: float) -> int:
-    """Write --metrics-json (rank 0) and return the exit status: 0, or 128 + N after signal N."""
-    barrier()
-    if run.ctx.is_main and run.args.metrics_json:
-        write_json_atomic(
-            run.args.metrics_json,
-            run_metrics(
-                run.args,
-                result,
-                start_epoch=run.start_epoch,
-                steps_per_epoch=run.steps_per_epoch,
-                world_size=run.ctx.world_size,
-                device=str(run.ctx.device),
-                mode=run.mode,
-                data_seed=run.data_seed,
-                wall_seconds=time.time() - started,
-            ),
-        )
-    if result.status == "interrupted" and result.signum is not None:
-        return 128 + int(result.signum)
+def write_metrics(args: argparse.Namespace, plan: Plan, status: str, history: list, epochs: int, **more: Any) -> None:
+    """Rank 0 writes --metrics-json: how the run ended, the last epoch, the history, the provenance;
+    ``more``: data_seed, mode and wall_seconds."""
+    if not (args.metrics_json and cli.is_rank0()):
+        return
+    final = {k: v for k, v in (history[-1] if history else {}).items() if k == "train_loss" or k.startswith("acc_s")}
+    metrics = {"status": status, "skeleton_representation": args.skeleton_representation, "final": final}
+    metrics.update(epochs_completed=epochs, history=history, steps_per_epoch=plan.steps_per_epoch, **more)
+    write_json_atomic(args.metrics_json, {**metrics, "args": recorded_args(args, plan), "provenance": plan.origin})
+
+
+def report(run: Run, status: str) -> None:
+    more = dict(data_seed=run.data_seed, mode=parallel_mode(run.model, run.ctx), wall_seconds=time.time() - run.started)
+    write_metrics(run.args, run.plan, status, run.history, run.epochs_done, **more)
+
+
+def train(run: Run) -> int:
+    """Fit, then report how it ended: completed (0), interrupted (130, 143) or failed (1)."""
+    try:
+        fit(run)
+    except (KeyboardInterrupt, cli.Terminated) as exc:
+        sig = signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM
+        report(run, "interrupted")
+        last = last_good(run)
+        todo = f"continue with --resume {last}" if last else "no epoch was completed: start again"
+        return cli.error(PROG, f"{sig.name}: stopped in epoch {run.epochs_done}; {todo}", 128 + sig)
+    except cli.RunFailed:
+        report(run, "failed")
+        raise
+    report(run, "completed")
     return 0
 
 
-def _log_epoch(writer: Any, record: dict[str, Any], args: argparse.Namespace, steps: int, streams: int) -> None:
-    epoch = record["epoch"]
-    if writer is not None:
-        writer.add_scalar("train_loss", record["train_loss"], global_step=epoch)
-        for i in range(streams):
-            writer.add_scalar(f"acc_s{i + 1}", record[f"acc_s{i + 1}"], global_step=epoch)
-        if streams == 1:
-            writer.add_scalar("acc", record["acc_s1"], global_step=epoch)  # the reference's intra name
-        writer.add_scalar("lr", record["lr"], global_step=epoch)
-        writer.flush()
-    accs = "  ".join(f"acc_s{i + 1} {record[f'acc_s{i + 1}']:6.2f}" for i in range(streams))
-    per_step = record["seconds"] / max(steps, 1)
-    saved = f"  -> {numbered_name(epoch)}" if record.get("numbered") else ""
-    print(
-        f"epoch {epoch:4d} ({epoch + 1}/{args.epochs})  loss {record['train_loss']:.4f}  {accs}  "
-        f"lr {record['lr']:.3g}  {record['seconds']:.1f}s ({per_step * 1e3:.0f} ms/step, "
-        f"{args.batch_size / per_step:.0f} clips/s){saved}",
-        flush=True,
-    )
-
-
-def _announce(run: Run) -> None:
-    if not run.ctx.is_main:
-        return
-    params = sum(p.numel() for p in run.base.parameters() if p.requires_grad)
-    resuming = f" (resuming at step {run.start_step})" if run.start_step else ""
-    print(
-        f"=> {run.args.skeleton_representation} MoCo ({params / 1e6:.2f}M trainable parameters) on "
-        f"{run.ctx.device}, {run.mode}; {len(run.dataset)} clips, {run.steps_per_epoch} steps of "
-        f"{run.args.batch_size} per epoch; epochs {run.start_epoch}..{run.args.epochs - 1}{resuming}",
-        flush=True,
-    )
-
-
-# ---------------------------------------------------------------------------------------------------
-# Main
-# ---------------------------------------------------------------------------------------------------
-
-
-def _last_good(args: argparse.Namespace) -> str:
-    last = Path(args.checkpoint_path) / LAST_CHECKPOINT
-    return f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written"
-
-
-def train_in(claim: ClaimedFolder, args: argparse.Namespace, ctx: DistContext, plan: Plan) -> int:
-    """Build, fit and report in the claimed folder; the earlier run's files that --overwrite replaces go
-    only once the new run has been built, so a run that cannot start deletes nothing."""
-    started = time.time()
-    say = rank0_printer(ctx)
-    for line in claim.notes:
-        say(line)
-    run = build_run(args, ctx, plan)
-    for line in claim.discard_previous_run():
-        say(line)
-    _announce(run)
-    return report(run, fit(run), started)
-
-
-def train(args: argparse.Namespace, ctx: DistContext, plan: Plan) -> int:
-    """Claim the folder, then train in it; every way out becomes an exit status."""
-    try:
-        with run_folder(
-            ctx, args.checkpoint_path, purpose=LOCK_PURPOSE, resume=args.resume, overwrite=args.overwrite
-        ) as claim:
-            return train_in(claim, args, ctx, plan)
-    except (UsageError, DataFileError) as exc:  # DataFileError: a data file cut short while training read it
-        return cli.error(PROG, exc)
-    except NonFiniteLoss as exc:
-        return cli.error(
-            PROG, f"{exc}; stopped without saving ({_last_good(args)}). Try a lower --lr, or run without --amp.", code=1
+def pretrain(args: argparse.Namespace) -> int:
+    """Set up, then build and train in the claimed folder; returns the exit status."""
+    plan = prepare(args)
+    saved = plan.checkpoint
+    if saved is not None and saved["epoch"] == args.epochs:  # a finished run: say so and report it
+        done = f"=> nothing to train: {args.resume} already completed --epochs {args.epochs}"
+        if cli.is_rank0():
+            print(f"{done} (pass a larger --epochs to train further)", flush=True)
+        history, seed = list(saved.get("history", [])), saved.get("data_seed")
+        write_metrics(args, plan, "completed", history, saved["epoch"], data_seed=seed, mode=None, wall_seconds=0.0)
+        return 0
+    with (
+        process_context(args.device) as ctx,
+        run_folder(ctx, plan.folder, purpose="pretraining", resume=args.resume, overwrite=args.overwrite) as claim,
+    ):
+        say = rank0_printer(ctx)
+        for line in claim.notes:
+            say(line)
+        run = build_run(args, ctx, plan)
+        for line in claim.discard_previous_run():  # only now: a run that cannot start deletes nothing
+            say(line)
+        params = sum(p.numel() for p in run.base.parameters() if p.requires_grad)
+        say(
+            f"=> {args.skeleton_representation} MoCo ({params / 1e6:.2f}M trainable parameters) on {ctx.device}, "
+            f"{parallel_mode(run.model, ctx)}; {len(run.loader.dataset)} clips, {plan.steps_per_epoch} steps of "
+            f"{args.batch_size} per epoch; epochs {run.epochs_done}..{args.epochs - 1} in {plan.folder}"
         )
-    except StopNow as exc:
-        name = signal.Signals(exc.signum).name
-        return cli.error(
-            PROG, f"second {name}: stopped at once without saving ({_last_good(args)})", code=128 + exc.signum
-        )
+        return train(run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Pretrain; returns the exit status (see the module docstring)."""
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else cli.INPUT_ERROR
-    try:
-        plan = prepare(args)
-    except UsageError as exc:
-        return cli.error(PROG, exc)
-    finished = finished_message(args, plan)
-    if finished is not None:
-        if env_is_main_process():
-            print(finished, flush=True)
-        return 0
-    try:
-        with process_context(args.device) as ctx:
-            return train(args, ctx, plan)
-    except UsageError as exc:  # the device (train reports its own errors)
-        return cli.error(PROG, exc)
+    return cli.run_main(PROG, build_parser(), pretrain, argv)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -18,14 +18,13 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import Dataset, DistributedSampler
 from tqdm import tqdm
 
 from common.distributed import broadcast_module_state
 from common.io import UsageError
 from engine.training import select_device
 
-CPU = torch.device("cpu")  # the device of a single-process context by default
+CPU = torch.device("cpu")
 
 
 @dataclass(frozen=True)
@@ -49,11 +48,6 @@ class DistContext:
 
 def launched_by_torchrun() -> bool:
     return all(name in os.environ for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
-
-
-def env_is_main_process() -> bool:
-    """True outside torchrun and on its rank 0, readable before :func:`setup` (who reports errors)."""
-    return not launched_by_torchrun() or os.environ["RANK"] == "0"
 
 
 def env_world_size() -> int:
@@ -80,11 +74,9 @@ def setup(requested_device: str = "auto") -> DistContext:
         )
     if requested_device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: CUDA was asked for but torch sees no GPU")
+    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     if use_cuda:
-        device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://")
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
@@ -118,14 +110,8 @@ def wrap_model(
         # DDP registers only parameters with requires_grad, so a frozen encoder under a trained head
         # needs no find_unused_parameters.
         return nn.parallel.DistributedDataParallel(model, device_ids=ids, **_buffer_sync_kwargs(broadcast_buffers))
-    if (
-        device.type == "cuda"
-        and requested_device in ("auto", "cuda")
-        and device.index is None
-        and torch.cuda.device_count() > 1
-    ):
-        return nn.DataParallel(model)
-    return model
+    several_gpus = device.type == "cuda" and device.index is None and torch.cuda.device_count() > 1
+    return nn.DataParallel(model) if several_gpus and requested_device in ("auto", "cuda") else model
 
 
 def _buffer_sync_kwargs(broadcast_buffers: bool) -> dict[str, bool]:
@@ -153,44 +139,16 @@ def parallel_mode(model: nn.Module, ctx: DistContext) -> str:
     return "single device"
 
 
-def cleanup() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
 @contextmanager
 def process_context(requested_device: str = "auto") -> Iterator[DistContext]:
-    """:func:`setup` for the block and :func:`cleanup` after it, however the block ends (every entry
-    point runs inside one)."""
+    """:func:`setup` for the block; the process group is left however the block ends (every entry point
+    runs inside one)."""
     ctx = setup(requested_device)
     try:
         yield ctx
     finally:
-        cleanup()
-
-
-class ResumableSampler(DistributedSampler):
-    """DistributedSampler (seeded, shuffled, one shard per rank; also used with one replica so the
-    order is a pure function of (seed, epoch)) that can start an epoch part-way: after
-    ``set_epoch(epoch, start=s)`` it yields this rank's shard from position ``s`` on, so a run
-    interrupted mid-epoch resumes with exactly the samples it had not yet seen."""
-
-    def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0, seed: int = 0) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
-        self.start = 0
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:  # type: ignore[override]
-        super().set_epoch(epoch)
-        if not 0 <= start <= self.num_samples:
-            raise ValueError(f"start must lie in [0, {self.num_samples}], got {start}")
-        self.start = int(start)
-
-    def __iter__(self) -> Iterator[int]:
-        indices: Sequence[int] = list(super().__iter__())
-        return iter(indices[self.start :])
-
-    def __len__(self) -> int:
-        return self.num_samples - self.start
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def rank0_printer(ctx: DistContext) -> Callable[[str], None]:

@@ -93,9 +93,9 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 def capture_rng_state() -> dict[str, Any]:
     """Python, NumPy and torch RNG states in a form ``torch.load(weights_only=True)`` accepts."""
-    np_state = np.random.get_state()
+    np_state, (version, internal, gauss) = np.random.get_state(), random.getstate()
     state: dict[str, Any] = {
-        "python": list(_flatten_python_state(random.getstate())),
+        "python": [version, list(internal), gauss],
         "numpy_key": torch.from_numpy(np_state[1].astype(np.int64)),
         "numpy_pos": int(np_state[2]),
         "numpy_has_gauss": int(np_state[3]),
@@ -105,11 +105,6 @@ def capture_rng_state() -> dict[str, Any]:
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
-
-
-def _flatten_python_state(state: tuple) -> list:
-    version, internal, gauss = state
-    return [version, list(internal), gauss]
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
@@ -132,10 +127,11 @@ def restore_rng_state(state: dict[str, Any]) -> None:
             torch.cuda.set_rng_state_all(cuda_states)
 
 
-def summary_writer(log_dir: str | os.PathLike | None):
-    """A TensorBoard writer, or ``None`` when ``log_dir`` is None (non-zero ranks)."""
+def summary_writer(log_dir: str | os.PathLike | None, purge_step: int | None = None):
+    """A TensorBoard writer, or ``None`` when ``log_dir`` is None (non-zero ranks). ``purge_step``: a
+    resumed run's first step; TensorBoard then hides what an earlier writer logged from it on."""
     if log_dir is None:
         return None
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(log_dir=str(log_dir))
+    return SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)

@@ -14,8 +14,10 @@ before iterating the loader each epoch.
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Iterator, Sequence
+import signal
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -163,15 +165,32 @@ class _SplitDataset(Dataset):
         return state
 
 
+def _quiet_worker(worker_init_fn: Callable[[int], None] | None, worker_id: int) -> None:
+    """Signals in a DataLoader worker: the main process decides how a run ends and says so in one line."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; the main process stops us
+    # SIGTERM (a batch system's, the loader's shutdown, multiprocessing's at exit) ends a worker quietly,
+    # with a status the main process does not report; ignored, it would leave the interpreter's exit
+    # waiting forever for the worker.
+    signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(0))
+    if hasattr(signal, "SIGBUS"):  # die without torch's "shared memory" guess: the main process names the file
+        signal.signal(signal.SIGBUS, signal.SIG_DFL)
+    if worker_init_fn is not None:
+        worker_init_fn(worker_id)
+
+
 class CheckedLoader(DataLoader):
-    """A DataLoader that says why a worker died when a data file was cut short under it.
+    """A DataLoader that says why a worker died when a data file was cut short under it, and whose
+    workers leave quietly however the run ends.
 
     A worker reading a memory-mapped file that another program truncates dies of SIGBUS, which the
-    DataLoader reports as ``RuntimeError: DataLoader worker (pid N) is killed by signal: Bus error``
-    (and the worker as "insufficient shared memory"). When a worker dies, the dataset's files are
-    checked (``check_files``): a file cut short raises its one-line :class:`DataFileError` instead; any
-    other death is re-raised as it was.
+    DataLoader reports as ``RuntimeError: DataLoader worker (pid N) is killed by signal: Bus error``.
+    When a worker dies, the dataset's files are checked (``check_files``): a file cut short raises its
+    one-line :class:`DataFileError` instead; any other death is re-raised as it was. :meth:`close` ends
+    persistent workers at once (call it when the run stops, however it stops).
     """
+
+    def __init__(self, *args: Any, worker_init_fn: Callable[[int], None] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, worker_init_fn=functools.partial(_quiet_worker, worker_init_fn), **kwargs)
 
     def __iter__(self) -> Iterator[Any]:
         return self._checked(super().__iter__())
@@ -184,6 +203,12 @@ class CheckedLoader(DataLoader):
             if str(exc).startswith(WORKER_DIED) and check_files is not None:
                 check_files()  # raises DataFileError when the file was cut
             raise
+
+    def close(self) -> None:
+        """Stop the worker processes now (persistent ones otherwise live until the loader is freed)."""
+        iterator, self._iterator = self._iterator, None
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
 
 
 class PretrainDataset(_SplitDataset):

@@ -1,12 +1,13 @@
 """main_moco_inter_skeleton.py end to end on a few synthetic clips with tiny encoders: every
-representation, checkpoints and their numbering, exact resume (epoch boundary and mid-epoch after a
-signal), non-finite losses, start-up errors and a 2-process torchrun (gloo) run."""
+representation, what an epoch records, checkpoints and their numbering, TensorBoard, exact resume at an
+epoch boundary, resume refusals, non-finite losses, start-up errors, default folders and a 2-process
+torchrun (gloo) run. Stops by signal or kill -9 are in test_run_safety.py."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -43,30 +44,37 @@ def load(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def without_seconds(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in record.items() if k != "seconds"} for record in history]
+
+
 # -------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("representation", REPRESENTATION_CHOICES)
-def test_one_epoch_of_every_representation(data_root, tmp_path, representation):
+def test_one_epoch_of_every_representation(data_root, tmp_path, monkeypatch, representation):
+    """The checkpoint's layout, and the epoch's figures: the averages over every clip of what the steps
+    returned."""
+    steps = []
+    step = pretrain.contrastive_step
+
+    def recording(*args, **kwargs):
+        out = step(*args, **kwargs)
+        steps.append(out)
+        return out
+
+    monkeypatch.setattr(pretrain, "contrastive_step", recording)
     metrics = tmp_path / "metrics.json"
     pair = "_and_" in representation
+    mlp = ["--mlp"] if pair else []
     code = pretrain_main(
-        data_root,
-        tmp_path / "ckpt",
-        representation,
-        "--epochs",
-        "1",
-        "--seed",
-        "0",
-        "--metrics-json",
-        str(metrics),
-        *(["--mlp"] if pair else []),
+        data_root, tmp_path / "ckpt", representation, "--epochs", "1", "--metrics-json", str(metrics), *mlp
     )
     assert code == 0
     files = sorted(p.name for p in (tmp_path / "ckpt").glob("*.pth.tar"))
     assert files == ["checkpoint_0000.pth.tar", "checkpoint_last.pth.tar"]
     ckpt = load(tmp_path / "ckpt" / "checkpoint_0000.pth.tar")
-    assert ckpt["epoch"] == 1 and ckpt["step"] == 0 and ckpt["arch"] == representation
+    assert ckpt["epoch"] == 1 and ckpt["arch"] == representation and "step" not in ckpt
     assert ckpt["args"]["skeleton_representation"] == representation and ckpt["args"]["moco_k"] == 16
     state = ckpt["state_dict"]
     assert all(k.startswith("module.") for k in state)
@@ -79,25 +87,24 @@ def test_one_epoch_of_every_representation(data_root, tmp_path, representation):
         assert state["module.Queue_S1"].shape == (8, 16)
     else:
         assert not any(k.startswith("module.encoder_r") for k in state)
-    import json
-
     result = json.loads(metrics.read_text())
-    assert result["status"] == "completed" and result["steps_per_epoch"] == 3
-    accs = ["acc_s1", "acc_s2"] if pair else ["acc_s1"]
-    assert sorted(result["final"]) == sorted(["train_loss", *accs])
-    assert np.isfinite(result["final"]["train_loss"]) and result["final"]["train_loss"] > 0
-    assert all(0.0 <= result["final"][a] <= 100.0 for a in accs)
+    assert len(steps) == 3 and result["status"] == "completed" and result["steps_per_epoch"] == 3
+    expected = {"train_loss": np.mean([float(s.loss) for s in steps])}
+    for i in range(len(steps[0].logits)):  # top-1 of each (1+K)-way contrast: the positive is column 0
+        expected[f"acc_s{i + 1}"] = 100 * np.mean([float((s.logits[i].argmax(1) == 0).float().mean()) for s in steps])
+    assert result["final"] == pytest.approx(expected, rel=1e-6, abs=1e-4)
+    assert without_seconds(ckpt["history"]) == without_seconds(result["history"])
+    assert without_seconds(result["history"]) == [{"epoch": 0, "lr": 0.05, **result["final"]}]
+    assert result["args"]["checkpoint_path"] == str(tmp_path / "ckpt") and result["mode"] == "single device"
+    origin = result["provenance"]
+    assert origin["world_size"] == 1 and origin["device"] == "cpu" and origin["checkpoints"] == {}
+    assert list(origin["data"]) == [str(data_root / "NTU-RGB-D-60-AGCN" / "xview")]
 
 
 def test_window_size_sets_the_views_and_the_image_encoder(data_root, tmp_path, capsys):
     """--window-size reaches the dataset (HCN refuses clips of another length) and the encoder built for it;
     evaluating with a different window then fails naming the flag the checkpoint was pretrained with."""
-    assert (
-        pretrain_main(
-            data_root, tmp_path / "ckpt", "image-based", "--epochs", "1", "--seed", "0", "--window-size", "32"
-        )
-        == 0
-    )
+    assert pretrain_main(data_root, tmp_path / "ckpt", "image-based", "--epochs", "1", "--window-size", "32") == 0
     ckpt = load(tmp_path / "ckpt" / "checkpoint_last.pth.tar")
     assert ckpt["args"]["window_size"] == 32
     state = ckpt["state_dict"]
@@ -112,19 +119,12 @@ def test_window_size_sets_the_views_and_the_image_encoder(data_root, tmp_path, c
     with pytest.raises(ValueError, match=r"conv2\.weight: checkpoint \(32, .*--hcn-out-channels 4 --window-size 32\."):
         load_pretrained_encoder(model, tmp_path / "ckpt" / "checkpoint_last.pth.tar", "image-based", "image-based")
     capsys.readouterr()
+    last = tmp_path / "ckpt" / "checkpoint_last.pth.tar"
+    assert pretrain_main(data_root, tmp_path / "ckpt", "image-based", "--epochs", "2", "--resume", str(last)) == 2
     assert (
-        pretrain_main(
-            data_root,
-            tmp_path / "ckpt",
-            "image-based",
-            "--epochs",
-            "2",
-            "--resume",
-            str(tmp_path / "ckpt" / "checkpoint_last.pth.tar"),
-        )
-        == 2
+        error_line(capsys)
+        == f"--resume {last} was pretrained with --window-size 32 (here 64): pass the run's own options"
     )
-    assert re.search(r"pretrained with --window-size 32, not 64: the views would change", error_line(capsys))
     assert pretrain_main(data_root, tmp_path / "short", "seq-based_and_image-based", "--window-size", "8") == 2
     assert re.search(r"--window-size 8: the image-based encoder \(HCN\) needs at least 16", error_line(capsys))
 
@@ -139,6 +139,12 @@ def test_window_size_must_be_two_frames_or_more(capsys, value, message):
     assert f"--window-size: {message}" in capsys.readouterr().err
 
 
+def tensorboard_steps(folder: Path) -> list[int]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    return [e.step for e in EventAccumulator(str(folder)).Reload().Scalars("train_loss")]
+
+
 def test_checkpoint_numbering_tensorboard_and_workers(data_root, tmp_path):
     out = tmp_path / "ckpt"
     code = pretrain_main(data_root, out, "seq-based_and_image-based", "--epochs", "4", "--save-freq", "2", "-j", "2")
@@ -150,18 +156,19 @@ def test_checkpoint_numbering_tensorboard_and_workers(data_root, tmp_path):
         "checkpoint_0003.pth.tar",
         "checkpoint_last.pth.tar",
     ]
-    assert not list(out.glob(".*tmp")) and not list(out.glob(".*link"))
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary, the lock released
     last, final = load(out / "checkpoint_last.pth.tar"), load(out / "checkpoint_0003.pth.tar")
-    assert last["epoch"] == final["epoch"] == 4
-    assert all(torch.equal(last["state_dict"][k], v) for k, v in final["state_dict"].items())
+    assert last["epoch"] == final["epoch"] == 4 and [r["epoch"] for r in last["history"]] == [0, 1, 2, 3]
+    assert (out / "checkpoint_last.pth.tar").stat().st_ino == (out / "checkpoint_0003.pth.tar").stat().st_ino
     assert load(out / "checkpoint_0002.pth.tar")["epoch"] == 3
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = list(out.glob("events.out.tfevents.*"))
-    assert len(events) == 1
-    acc = EventAccumulator(str(out)).Reload()
-    assert {"train_loss", "acc_s1", "acc_s2", "lr"} <= set(acc.Tags()["scalars"])
-    assert [e.step for e in acc.Scalars("train_loss")] == [0, 1, 2, 3]
+    assert {"train_loss", "acc_s1", "acc_s2", "lr"} <= set(EventAccumulator(str(out)).Reload().Tags()["scalars"])
+    assert len(list(out.glob("events.out.tfevents.*"))) == 1 and tensorboard_steps(out) == [0, 1, 2, 3]
+    # Epoch 3 again from checkpoint_0002: TensorBoard shows the new epoch 3 only, not both.
+    resume = ["--resume", str(out / "checkpoint_0002.pth.tar")]
+    assert pretrain_main(data_root, out, "seq-based_and_image-based", "--epochs", "4", "--save-freq", "2", *resume) == 0
+    assert len(list(out.glob("events.out.tfevents.*"))) == 2 and tensorboard_steps(out) == [0, 1, 2, 3]
 
 
 def final_state(out: Path) -> dict:
@@ -178,77 +185,106 @@ def assert_same_state(a: dict, b: dict) -> None:
         assert torch.equal(a["optimizer"][i]["momentum_buffer"], b["optimizer"][i]["momentum_buffer"])
 
 
-def test_resume_continues_exactly(data_root, tmp_path, monkeypatch):
+def test_resume_continues_exactly(data_root, tmp_path):
     # AGCN's BatchNorm (with shuffled key batches) and HCN's dropout (global RNG) must both resume exactly
     rep, common = "graph-based_and_image-based", ["--seed", "3", "--mlp", "--shuffle-bn"]
     assert pretrain_main(data_root, tmp_path / "straight", rep, "--epochs", "2", *common) == 0
     straight = final_state(tmp_path / "straight")
 
     # one epoch, then a second one resumed from checkpoint_last
-    assert pretrain_main(data_root, tmp_path / "split", rep, "--epochs", "1", *common) == 0
-    assert (
-        pretrain_main(
-            data_root,
-            tmp_path / "split",
-            rep,
-            "--epochs",
-            "2",
-            *common,
-            "--resume",
-            str(tmp_path / "split" / "checkpoint_last.pth.tar"),
-        )
-        == 0
+    split = tmp_path / "split"
+    assert pretrain_main(data_root, split, rep, "--epochs", "1", *common) == 0
+    resume = ["--resume", str(split / "checkpoint_last.pth.tar"), "--metrics-json", str(tmp_path / "m.json")]
+    assert pretrain_main(data_root, split, rep, "--epochs", "2", *common, *resume) == 0
+    assert_same_state(straight, final_state(split))
+    history = json.loads((tmp_path / "m.json").read_text())["history"]  # both epochs, from two processes
+    assert without_seconds(history) == without_seconds(
+        load(tmp_path / "straight" / "checkpoint_last.pth.tar")["history"]
     )
-    assert_same_state(straight, final_state(tmp_path / "split"))
 
     # a checkpoint as the reference writes it (epoch, state_dict, optimizer only) resumes too
-    first = load(tmp_path / "split" / "checkpoint_0000.pth.tar")
+    first = load(split / "checkpoint_0000.pth.tar")
     reference_style = tmp_path / "reference" / "checkpoint_0000.pth.tar"
     reference_style.parent.mkdir()
     torch.save({k: first[k] for k in ("epoch", "state_dict", "optimizer")}, reference_style)
-    assert (
-        pretrain_main(
-            data_root, tmp_path / "reference", rep, "--epochs", "2", *common, "--resume", str(reference_style)
-        )
-        == 0
-    )
+    resume = ["--resume", str(reference_style)]
+    assert pretrain_main(data_root, tmp_path / "reference", rep, "--epochs", "2", *common, *resume) == 0
     assert load(tmp_path / "reference" / "checkpoint_last.pth.tar")["epoch"] == 2
 
-    # SIGTERM in the middle of epoch 0: checkpoint_last at the step boundary, exit 128 + 15
-    calls = patch_step(monkeypatch, 2, signals=(signal.SIGTERM,))
-    assert pretrain_main(data_root, tmp_path / "signal", rep, "--epochs", "2", *common) == 128 + signal.SIGTERM
-    assert calls["n"] == 2
-    saved = load(tmp_path / "signal" / "checkpoint_last.pth.tar")
-    assert (saved["epoch"], saved["step"]) == (0, 2) and saved["meters"]["count"] == 8
-    assert not list((tmp_path / "signal").glob("checkpoint_0*"))
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
-    monkeypatch.undo()
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--gru-hidden-size", "16"], "--gru-hidden-size 8 (here 16)"),
+        (["--true-bidirectional-gru"], "--true-bidirectional-gru off (here on)"),
+        (["--mlp", "--moco-k", "32"], "--moco-k 16 (here 32), --mlp off (here on)"),
+        (
+            ["--skeleton-representation", "seq-based"],
+            "--skeleton-representation seq-based_and_graph-based (here seq-based)",
+        ),
+    ],
+)
+def test_resume_with_other_options_is_refused_naming_them(data_root, tmp_path, capsys, extra, message):
+    out = tmp_path / "ckpt"
+    assert pretrain_main(data_root, out, "seq-based_and_graph-based", "--epochs", "1") == 0
+    last = out / "checkpoint_last.pth.tar"
+    capsys.readouterr()
     assert (
-        pretrain_main(
-            data_root,
-            tmp_path / "signal",
-            rep,
-            "--epochs",
-            "2",
-            *common,
-            "--resume",
-            str(tmp_path / "signal" / "checkpoint_last.pth.tar"),
-        )
-        == 0
+        pretrain_main(data_root, out, "seq-based_and_graph-based", "--epochs", "2", "--resume", str(last), *extra) == 2
     )
-    assert_same_state(straight, final_state(tmp_path / "signal"))
+    assert error_line(capsys) == f"--resume {last} was pretrained with {message}: pass the run's own options"
+
+
+def test_resume_of_a_checkpoint_recording_no_options_names_the_first_key_that_differs(data_root, tmp_path, capsys):
+    out = tmp_path / "ckpt"
+    assert pretrain_main(data_root, out, "seq-based", "--epochs", "1") == 0
+    reference_style = tmp_path / "reference.pth.tar"
+    torch.save(
+        {k: load(out / "checkpoint_last.pth.tar")[k] for k in ("epoch", "state_dict", "optimizer")}, reference_style
+    )
+    capsys.readouterr()
+    resume = ["--resume", str(reference_style)]
+    assert (
+        pretrain_main(data_root, tmp_path / "b", "seq-based", "--epochs", "2", *resume, "--gru-hidden-size", "16") == 2
+    )
+    assert error_line(capsys) == (
+        f"--resume {reference_style} does not fit the model these options build (encoder_q.encoder.gru.weight_ih_l0 is "
+        "(24, 150) there, (48, 150) here): pass the representation, encoder sizes, --mlp, --moco-dim and --moco-k "
+        "of the run you continue"
+    )
+    assert not (tmp_path / "b").exists()  # the folder it created is gone again
+    assert pretrain_main(data_root, tmp_path / "b", "seq-based", "--epochs", "2", *resume, "--mlp") == 2
+    assert "(it has no encoder_q.fc.0.weight)" in error_line(capsys)
+
+
+def test_resume_of_non_finite_weights_names_the_tensor(data_root, tmp_path, capsys):
+    out = tmp_path / "ckpt"
+    assert pretrain_main(data_root, out, "seq-based", "--epochs", "1") == 0
+    ckpt = load(out / "checkpoint_last.pth.tar")
+    ckpt["state_dict"]["module.encoder_q.fc.weight"][0, 0] = float("inf")
+    bad = tmp_path / "bad.pth.tar"
+    torch.save(ckpt, bad)
+    capsys.readouterr()
+    assert pretrain_main(data_root, tmp_path / "b", "seq-based", "--epochs", "2", "--resume", str(bad)) == 2
+    assert error_line(capsys) == (
+        f"--resume {bad}: encoder_q.fc.weight holds non-finite values (nan or inf); resume an earlier one"
+    )
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data_root, tmp_path, monkeypatch, capsys):
     # epoch 1, step 2 (3 steps per epoch); not a print step (-p 2: steps 1 and 3)
     calls = patch_step(monkeypatch, 5, poison=True)
-    out = tmp_path / "ckpt"
-    assert pretrain_main(data_root, out, "image-based", "--epochs", "3") == 1
-    message = error_line(capsys)
-    assert "non-finite loss" in message and "epoch 1" in message and "checkpoint_last.pth.tar" in message
-    assert calls["n"] == 6 and "step 3" in message  # noticed at the next print step
+    out, metrics = tmp_path / "ckpt", tmp_path / "m.json"
+    assert pretrain_main(data_root, out, "image-based", "--epochs", "3", "--metrics-json", str(metrics)) == 1
+    assert error_line(capsys) == (
+        f"non-finite loss (nan or inf) at epoch 1, step 3; stopped without saving (the last good checkpoint is "
+        f"{out / 'checkpoint_last.pth.tar'}). Try a lower --lr, or run without --amp."
+    )
+    assert calls["n"] == 6  # noticed at the next print step
     assert load(out / "checkpoint_last.pth.tar")["epoch"] == 1  # the good one from epoch 0
     assert sorted(p.name for p in out.glob("checkpoint_0*")) == ["checkpoint_0000.pth.tar"]
+    result = json.loads(metrics.read_text())
+    assert result["status"] == "failed" and result["epochs_completed"] == 1 and len(result["history"]) == 1
 
 
 @pytest.mark.parametrize(
@@ -262,6 +298,9 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data_root, tmp_pat
         ),
         (["--resume", "MISSING"], r"--resume: checkpoint .*x.pth.tar not found"),
         (["-b", "16"], r"holds 12 clips, fewer than one batch of 16"),
+        (["--metrics-json", "TMP"], r"^--metrics-json .* is a folder; give a file name$"),
+        (["--metrics-json", "FILE/m.json"], r"^--metrics-json .*/m.json cannot be created: .*FILE is a file$"),
+        (["--device", "tpu9"], r"^--device tpu9: expected auto, cpu, cuda or cuda:N$"),
     ],
 )
 def test_start_up_errors_are_one_line_before_building_models(data_root, tmp_path, monkeypatch, capsys, extra, pattern):
@@ -269,16 +308,27 @@ def test_start_up_errors_are_one_line_before_building_models(data_root, tmp_path
         raise AssertionError("a model was built before the start-up checks")
 
     monkeypatch.setattr(pretrain, "build_moco", no_model)
-    extra = [
-        str(tmp_path / "nothing") if e == "EMPTY" else str(tmp_path / "x.pth.tar") if e == "MISSING" else e
-        for e in extra
-    ]
+    (tmp_path / "FILE").write_text("")
+    places = {"EMPTY": tmp_path / "nothing", "MISSING": tmp_path / "x.pth.tar", "TMP": tmp_path}
+    extra = [str(places.get(e, tmp_path / e if e.startswith("FILE") else e)) for e in extra]
     if "-b" in extra:
         extra += ["--moco-k", "16"]
     assert pretrain_main(data_root, tmp_path / "ckpt", "seq-based", *extra) == 2
     message = error_line(capsys)
     assert re.search(pattern, message), message
     assert not (tmp_path / "ckpt").exists()
+
+
+def test_default_checkpoint_path_is_per_configuration(data_root, tmp_path, monkeypatch):
+    """Two configurations run with the default --checkpoint-path do not meet."""
+    monkeypatch.chdir(tmp_path)
+    for rep in ("seq-based", "graph-based"):
+        argv = ["--skeleton-representation", rep, "--data-root", str(data_root), "--protocol", "cross_view"]
+        assert pretrain.main([*argv, "-b", "4", "--moco-k", "16", "--epochs", "1", *PRETRAIN_TINY]) == 0
+    folders = sorted(
+        str(p.parent.relative_to(tmp_path)) for p in tmp_path.glob("checkpoints/*/*/checkpoint_last.pth.tar")
+    )
+    assert folders == ["checkpoints/ntu60_cross_view/graph-based", "checkpoints/ntu60_cross_view/seq-based"]
 
 
 def test_torchrun_two_processes_gloo(data_root, tmp_path):
@@ -309,6 +359,8 @@ def test_torchrun_two_processes_gloo(data_root, tmp_path):
         "--shuffle-bn",
         "--seed",
         "0",
+        "--metrics-json",
+        str(tmp_path / "m.json"),
         *PRETRAIN_TINY,
     ]
     env = {
@@ -331,3 +383,5 @@ def test_torchrun_two_processes_gloo(data_root, tmp_path):
     assert int(state["module.queue_ptr_S1"]) == 16 and int(state["module.queue_ptr_S2"]) == 16
     # the second half of the queues still holds the random unit columns it started with
     assert torch.allclose(state["module.Queue_S1"].norm(dim=0), torch.ones(32), atol=1e-5)
+    result = json.loads((tmp_path / "m.json").read_text())
+    assert result["provenance"]["world_size"] == 2 and result["steps_per_epoch"] == 2

@@ -4,11 +4,16 @@ line and a definite exit status, with every earlier file left as it was."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import hashlib
 import json
 import os
 import signal
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +24,8 @@ import common.io as cio
 import main_moco_inter_skeleton as pretrain
 from feeders import PretrainDataset
 from tests.helpers import (
+    PRETRAIN_TINY,
+    ROOT,
     assert_strays_removed,
     error_line,
     lock_held_elsewhere,
@@ -41,6 +48,12 @@ def data_root(tmp_path_factory) -> Path:
 def run(data_root: Path, out: Path, *extra: str) -> int:
     """One tiny seq-based run (12 clips, batch 4: 3 steps an epoch)."""
     return pretrain_main(data_root, out, "seq-based", "--seed", "0", *extra)
+
+
+def pretrain_argv(data_root: Path, out: Path, *extra: str) -> list[str]:
+    """The command line of a tiny run like :func:`tests.helpers.pretrain_main`'s, for a run in its own process."""
+    where = ["--data-root", str(data_root), "--protocol", "cross_view", "--checkpoint-path", str(out)]
+    return [*where, "-b", "4", "--moco-k", "16", *PRETRAIN_TINY, *extra]
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -98,13 +111,14 @@ def test_overwrite_deletes_nothing_when_the_new_run_cannot_start(data_root, tmp_
     out, other = tmp_path / "ckpt", tmp_path / "other"
     assert run(data_root, out, "--epochs", "1") == 0
     assert run(data_root, other, "--epochs", "1", "--moco-dim", "16") == 0
+    # as the reference writes it: no options recorded, so the misfit shows only once the model is built
+    reference_style = other / "reference.pth.tar"
+    saved = torch.load(other / "checkpoint_last.pth.tar", weights_only=True)
+    torch.save({k: saved[k] for k in ("epoch", "state_dict", "optimizer")}, reference_style)
     before = snapshot(out)
     capsys.readouterr()
-    # resuming a 16-d run with the default 8-d head into the used folder: refused after the folder was claimed
-    assert run(data_root, out, "--epochs", "2", "--overwrite", "--resume", str(other / "checkpoint_last.pth.tar")) == 2
-    assert error_line(capsys).startswith(
-        f"--resume {other / 'checkpoint_last.pth.tar'} does not fit the model built from these options"
-    )
+    assert run(data_root, out, "--epochs", "2", "--overwrite", "--resume", str(reference_style)) == 2
+    assert error_line(capsys).startswith(f"--resume {reference_style} does not fit the model these options build")
     assert snapshot(out) == before
 
 
@@ -242,44 +256,197 @@ def test_checkpoints_and_metrics_get_the_umask_mode(data_root, tmp_path, mask, m
 
 
 # -------------------------------------------------------------------------------------------------
-# Signals, finished runs
+# Stops: signals, kill -9, a data file cut under the workers; finished runs
 # -------------------------------------------------------------------------------------------------
 
 
+def history_of(path: Path) -> list[dict]:
+    records = torch.load(path, weights_only=True)["history"]
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+
+def assert_same_checkpoint(a: Path, b: Path) -> None:
+    """Model, queues, optimizer, generator states and history bit-identical."""
+    first, second = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+    assert first["epoch"] == second["epoch"] and history_of(a) == history_of(b)
+    assert first["state_dict"].keys() == second["state_dict"].keys()
+    assert all(torch.equal(v, second["state_dict"][k]) for k, v in first["state_dict"].items())
+    momentum = [
+        (s["momentum_buffer"], second["optimizer"]["state"][i]["momentum_buffer"])
+        for i, s in first["optimizer"]["state"].items()
+    ]
+    assert momentum and all(torch.equal(x, y) for x, y in momentum)
+    assert torch.equal(first["rng"]["torch"], second["rng"]["torch"])
+
+
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_second_signal_stops_at_once_with_128_plus_its_number(data_root, tmp_path, monkeypatch, capsys, sig, code):
-    calls = patch_step(monkeypatch, 2, signals=(sig, sig))
-    out = tmp_path / "ckpt"
-    assert run(data_root, out, "--epochs", "2") == code
-    assert calls["n"] == 2
-    assert error_line(capsys) == (
-        f"second {signal.Signals(sig).name}: stopped at once without saving (no checkpoint was written)"
-    )
-    assert not list(out.glob("*.pth.tar")) and not list(out.glob(".*tmp*"))
-    assert not (out / ".skeleton-contrast.lock").exists()
+def test_a_signal_stops_at_once_leaving_the_last_epoch_to_resume(data_root, tmp_path, monkeypatch, capsys, sig, code):
+    """SIGTERM/SIGINT in epoch 1: exit 128 + N with one line naming the checkpoint of epoch 0, the metrics
+    say so, nothing half-written is left, and the resumed run ends bit-identical to one never stopped."""
+    assert run(data_root, tmp_path / "straight", "--epochs", "2") == 0
+    out, metrics = tmp_path / "ckpt", tmp_path / "m.json"
+    calls = patch_step(monkeypatch, 4, signals=(sig,))  # epoch 1, step 1
+    assert run(data_root, out, "--epochs", "2", "--metrics-json", str(metrics)) == code
+    assert calls["n"] == 4
+    last = out / "checkpoint_last.pth.tar"
+    name = signal.Signals(sig).name
+    assert error_line(capsys) == f"{name}: stopped in epoch 1; continue with --resume {last}"
+    assert torch.load(last, weights_only=True)["epoch"] == 1
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary, the lock released
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    result = json.loads(metrics.read_text())
+    assert result["status"] == "interrupted" and result["epochs_completed"] == 1 and len(result["history"]) == 1
+    monkeypatch.undo()
+    assert run(data_root, out, "--epochs", "2", "--resume", str(last), "--metrics-json", str(metrics)) == 0
+    assert_same_checkpoint(tmp_path / "straight" / "checkpoint_last.pth.tar", last)
+    assert json.loads(metrics.read_text())["epochs_completed"] == 2
 
 
-def test_exit_status_after_one_sigint_is_130_with_a_checkpoint(data_root, tmp_path, monkeypatch):
-    calls = patch_step(monkeypatch, 1, signals=(signal.SIGINT,))
+def test_a_signal_before_the_first_epoch_ends_says_there_is_nothing_to_resume(data_root, tmp_path, monkeypatch, capsys):
+    patch_step(monkeypatch, 1, signals=(signal.SIGINT,))
     assert run(data_root, tmp_path / "ckpt", "--epochs", "2") == 130
-    assert calls["n"] == 1
-    saved = torch.load(tmp_path / "ckpt" / "checkpoint_last.pth.tar", weights_only=True)
-    assert (saved["epoch"], saved["step"]) == (0, 1)
+    assert error_line(capsys) == "SIGINT: stopped in epoch 0; no epoch was completed: start again"
+    assert not (tmp_path / "ckpt").exists()  # the folder it created, left empty, is gone
 
 
-def test_resuming_a_finished_run_says_so_and_changes_nothing(data_root, tmp_path, capsys):
+# A run in its own process: "block N" stops after step N (writing MARKER) until a signal ends it; "cut
+# SIZE" makes the first clip each worker reads cut the data file to SIZE bytes first.
+RUNNER = """
+import os, sys, time
+import main_moco_inter_skeleton as pretrain
+from feeders import PretrainDataset
+mode, value, marker, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+step, read, calls = pretrain.contrastive_step, PretrainDataset.__getitem__, [0]
+def blocking(*args, **kwargs):
+    out = step(*args, **kwargs)
+    calls[0] += 1
+    if calls[0] == value:
+        open(marker, "w").close()
+        time.sleep(600)
+    return out
+def cutting(self, index):
+    os.truncate(self.paths.data, value)
+    return read(self, index)
+if mode == "block":
+    pretrain.contrastive_step = blocking
+else:
+    PretrainDataset.__getitem__ = cutting
+sys.exit(pretrain.main(argv))
+"""
+
+
+def start(tmp_path: Path, mode: str, value: int, argv: list[str]) -> tuple[subprocess.Popen, Path]:
+    """RUNNER in a new session (its own process group, as a terminal's job), with ``argv``."""
+    marker = tmp_path / "blocked"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-c", RUNNER, mode, str(value), str(marker), *argv]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    return proc, marker
+
+
+def wait_for(proc: subprocess.Popen, marker: Path) -> None:
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the run never reached the step"
+        time.sleep(0.05)
+
+
+def test_kill_9_in_an_epoch_resumes_bit_identical(data_root, tmp_path, capsys):
+    """kill -9 in epoch 1 of 2; --resume checkpoint_last then ends exactly as a run never stopped: model,
+    queues, optimizer, generator states, and a history of every epoch (kept in the checkpoint)."""
+    rep = ["--skeleton-representation", "graph-based_and_image-based", "--mlp", "--shuffle-bn", "--seed", "3"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert pretrain_main(data_root, straight, *rep[1:2], "--epochs", "2", *rep[2:]) == 0
+    proc, marker = start(tmp_path, "block", 5, pretrain_argv(data_root, killed, *rep, "--epochs", "2"))
+    wait_for(proc, marker)
+    proc.kill()
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    last = killed / "checkpoint_last.pth.tar"
+    assert torch.load(last, weights_only=True)["epoch"] == 1
+    metrics = tmp_path / "m.json"
+    capsys.readouterr()
+    resume = ["--resume", str(last), "--metrics-json", str(metrics)]
+    assert pretrain_main(data_root, killed, *rep[1:2], "--epochs", "2", *rep[2:], *resume) == 0
+    assert f"=> {killed}: took over the lock of PID {proc.pid}, which is no longer running" in capsys.readouterr().out
+    assert_same_checkpoint(straight / "checkpoint_last.pth.tar", last)
+    result = json.loads(metrics.read_text())
+    assert [r["epoch"] for r in result["history"]] == [0, 1] and result["epochs_completed"] == 2
+    assert result["provenance"]["checkpoints"]["--resume"]["path"] == str(last)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_process_group_with_workers_is_one_line(data_root, tmp_path, sig):
+    """Ctrl-C (SIGINT to the terminal's process group) or a batch system's SIGTERM with two DataLoader
+    workers: one line, 128 + N, no traceback from any process, the workers gone."""
     out = tmp_path / "ckpt"
+    proc, marker = start(
+        tmp_path,
+        "block",
+        4,
+        pretrain_argv(data_root, out, "--skeleton-representation", "seq-based", "--epochs", "3", "-j", "2"),
+    )
+    wait_for(proc, marker)
+    os.killpg(proc.pid, sig)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig
+    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith("epoch ")]
+    name = signal.Signals(sig).name
+    assert lines == [f"{PREFIX}{name}: stopped in epoch 1; continue with --resume {out / 'checkpoint_last.pth.tar'}"], (
+        stderr
+    )
+    with pytest.raises(ProcessLookupError):
+        os.killpg(proc.pid, 0)  # no worker is left in the group
+
+
+def test_a_data_file_cut_under_two_workers_is_one_line_and_no_hang(tmp_path):
+    """Each worker's first read cuts the data file short: exit 2 with the file's one line, and the run
+    ends (the workers are shut down, never left to block the interpreter's exit)."""
+    root = tmp_path / "data"
+    write_split(root / "NTU-RGB-D-60-AGCN" / "xview", 12)
+    data = root / "NTU-RGB-D-60-AGCN" / "xview" / "train_data_joint.npy"
+    full = data.stat().st_size
+    out = tmp_path / "ckpt"
+    proc, _ = start(
+        tmp_path,
+        "cut",
+        full // 2,
+        pretrain_argv(root, out, "--skeleton-representation", "seq-based", "--epochs", "1", "-j", "2"),
+    )
+    try:
+        _, stderr = proc.communicate(timeout=90)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 2, stderr
+    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith("epoch ")]
+    assert lines == [
+        f"{PREFIX}{data}: cut to {full // 2:,} of its {full:,} bytes while this run was reading it (rewritten in "
+        f"place?); make it again with: python data_gen/ntu_gendata.py --dataset ntu60 --data-path <RAW> "
+        f"--out-folder {root / 'NTU-RGB-D-60-AGCN'}, then rerun"
+    ], stderr
+    assert not list(out.glob("*.pth.tar"))
+
+
+def test_resuming_a_finished_run_says_so_reports_it_and_changes_nothing(data_root, tmp_path, capsys):
+    out, metrics = tmp_path / "ckpt", tmp_path / "m.json"
     assert run(data_root, out, "--epochs", "2") == 0
     before = snapshot(out)
     capsys.readouterr()
     last = out / "checkpoint_last.pth.tar"
-    assert run(data_root, out, "--epochs", "2", "--resume", str(last)) == 0
+    assert run(data_root, out, "--epochs", "2", "--resume", str(last), "--metrics-json", str(metrics)) == 0
     assert capsys.readouterr().out.strip() == (
         f"=> nothing to train: {last} already completed --epochs 2 (pass a larger --epochs to train further)"
     )
     assert snapshot(out) == before
+    result = json.loads(metrics.read_text())
+    assert result["status"] == "completed" and result["epochs_completed"] == 2
+    assert result["final"] == {k: v for k, v in result["history"][1].items() if k in ("train_loss", "acc_s1")}
+    assert [r["epoch"] for r in result["history"]] == [0, 1] and result["steps_per_epoch"] == 3
+    assert result["provenance"]["checkpoints"]["--resume"]["sha256"] == hashlib.sha256(last.read_bytes()).hexdigest()
     assert run(data_root, out, "--epochs", "1", "--resume", str(last)) == 2
     assert error_line(capsys) == f"--resume {last} has already trained 2 epochs, more than --epochs 1"
     assert run(data_root, out, "--epochs", "2", "--resume", str(out)) == 2
@@ -332,61 +499,3 @@ def test_impossible_numbers_are_refused_naming_flag_and_value(tmp_path, capsys, 
 def test_start_epoch_past_the_end_is_refused(data_root, tmp_path, capsys):
     assert run(data_root, tmp_path / "ckpt", "--epochs", "2", "--start-epoch", "2") == 2
     assert error_line(capsys) == "--start-epoch 2 leaves nothing to train with --epochs 2"
-
-
-# -------------------------------------------------------------------------------------------------
-# Pieces tests can call directly
-# -------------------------------------------------------------------------------------------------
-
-
-def test_run_metrics_summarises_the_history():
-    import argparse
-
-    args = argparse.Namespace(skeleton_representation="seq-based", epochs=3)
-    history = [
-        {"epoch": 1, "lr": 0.1, "train_loss": 2.0, "acc_s1": 10.0, "seconds": 1.0},
-        {"epoch": 2, "lr": 0.05, "train_loss": 1.5, "acc_s1": 30.0, "seconds": 1.0},
-    ]
-    result = pretrain.FitResult(history, "completed", None)
-    metrics = pretrain.run_metrics(
-        args,
-        result,
-        start_epoch=1,
-        steps_per_epoch=3,
-        world_size=1,
-        device="cpu",
-        mode="single device",
-        data_seed=7,
-        wall_seconds=2.5,
-    )
-    assert metrics["final"] == {"train_loss": 1.5, "acc_s1": 30.0}
-    assert metrics["epochs_completed"] == 3 and metrics["status"] == "completed"
-    empty = pretrain.run_metrics(
-        args,
-        pretrain.FitResult([], "interrupted", signal.SIGTERM),
-        start_epoch=1,
-        steps_per_epoch=3,
-        world_size=1,
-        device="cpu",
-        mode="single device",
-        data_seed=7,
-        wall_seconds=0.0,
-    )
-    assert empty["final"] == {} and empty["epochs_completed"] == 1 and empty["status"] == "interrupted"
-
-
-def test_meters_accumulate_in_float32_and_average_exactly():
-    meters = pretrain.Meters(2)
-    losses = [1.5, 2.25, 3.0]
-    for i, loss in enumerate(losses):
-        # batch of 4: stream 1 ranks the positive first for i + 1 clips, stream 2 for none
-        logits1 = torch.tensor([[1.0, 0.0]] * (i + 1) + [[0.0, 1.0]] * (3 - i))
-        logits2 = torch.tensor([[0.0, 1.0]] * 4)
-        meters.update(torch.tensor(loss), [logits1, logits2])
-    assert meters.loss.sum.dtype == torch.float32 and all(m.sum.dtype == torch.float32 for m in meters.acc)
-    averages = meters.global_averages(torch.device("cpu"))
-    assert averages == {"train_loss": sum(losses) / 3, "acc_s1": (25.0 + 50.0 + 75.0) / 3, "acc_s2": 0.0}
-    # an interrupted epoch's sums survive a checkpoint round trip
-    again = pretrain.Meters(2)
-    again.load_state(meters.state())
-    assert again.global_averages(torch.device("cpu")) == averages
