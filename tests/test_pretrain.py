@@ -267,7 +267,8 @@ def test_resume_of_non_finite_weights_names_the_tensor(data_root, tmp_path, caps
     capsys.readouterr()
     assert pretrain_main(data_root, tmp_path / "b", "seq-based", "--epochs", "2", "--resume", str(bad)) == 2
     assert error_line(capsys) == (
-        f"--resume {bad}: encoder_q.fc.weight holds non-finite values (nan or inf); resume an earlier one"
+        f"--resume {bad}: module.encoder_q.fc.weight holds non-finite values (NaN or infinity); "
+        "the weights are unusable"
     )
 
 
