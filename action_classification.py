@@ -47,7 +47,7 @@ LAST_CHECKPOINT = "last_checkpoint.pth.tar"
 # What a --resume must match besides the pretrained file (by its sha256) and --seed (when given).
 CONFIG_FLAGS = ("finetune_dataset", "protocol", "pretrain_skeleton_representation", "finetune_skeleton_representation")
 CONFIG_FLAGS += ("finetune", "label_fraction", "label_sampling", "eval_mode_training", "window_size")
-CONFIG_FLAGS += ("true_bidirectional_gru", *SIZE_FLAGS)
+CONFIG_FLAGS += SIZE_FLAGS
 
 
 def build_parser() -> argparse.ArgumentParser:

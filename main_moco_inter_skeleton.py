@@ -31,10 +31,9 @@ from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from common import cli
-from common.constants import REPRESENTATION_CHOICES, WINDOW_SIZE
+from common.constants import WINDOW_SIZE
 from common.distributed import all_reduce_, broadcast_int
 from common.io import UsageError, atomic_copy, check_output_file, write_json_atomic
-from common.representations import parse_representation
 from engine import args as flags
 from engine import training
 from engine.checkpoints import LAST_CHECKPOINT, PRETRAIN_FORMAT, model_state, read_resume_checkpoint, write_checkpoint
@@ -43,12 +42,12 @@ from engine.provenance import provenance
 from engine.run_folder import run_folder
 from feeders import SPATIAL_AUGMENTS, CheckedLoader, PretrainDataset, SplitPaths, check_split, split_paths
 from moco import build_moco, checkpoint_state_dict, contrastive_step, info_nce_labels, load_checkpoint_state_dict
+from models import ENCODERS, REPRESENTATIONS, parse_representation
 
 PROG = "main_moco_inter_skeleton.py"
 CROP_RATIO = (0.1, 1.0)  # the reference's pretraining crops: 10-100 % of the valid frames
 # What shapes the model or the views: a run continues only with the values its checkpoint records.
-MUST_MATCH = ["skeleton_representation", "gru_hidden_size", "gru_layers", "agcn_base_channels", "hcn_out_channels"]
-MUST_MATCH += ["true_bidirectional_gru", "window_size", "moco_dim", "moco_k", "mlp"]
+MUST_MATCH = ["skeleton_representation", *flags.SIZE_FLAGS, "window_size", "moco_dim", "moco_k", "mlp"]
 
 
 # -- parser -------------------------------------------------------------------------------------------
@@ -58,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Inter- or intra-skeleton MoCo pretraining.")
     run = parser.add_argument_group("run")
     pairs = "a pair (inter-skeleton: encoder_q's, then encoder_r's) or one representation (intra-skeleton)"
-    run.add_argument("--skeleton-representation", required=True, choices=REPRESENTATION_CHOICES, help=pairs)
+    run.add_argument("--skeleton-representation", required=True, choices=REPRESENTATIONS, help=pairs)
     default = "./checkpoints/DATASET_PROTOCOL/REPRESENTATION"
     run.add_argument("--checkpoint-path", metavar="DIR", help=f"checkpoints and TensorBoard logs (default {default})")
     run.add_argument("--resume", default="", metavar="PATH", help="continue from a checkpoint of this script")
@@ -95,20 +94,16 @@ class Plan(NamedTuple):
     origin: dict[str, Any]  # provenance (rank 0)
 
 
-def _shown(value: Any) -> str:
-    return ("on" if value else "off") if isinstance(value, bool) else str(value)
-
-
 def read_resume(path: str, args: argparse.Namespace) -> dict[str, Any]:
     """The ``--resume`` checkpoint, refused when it cannot continue this run."""
     checkpoint = read_resume_checkpoint(path, PRETRAIN_FORMAT)
     recorded = checkpoint.get("args")
     if isinstance(recorded, dict):  # ours; the reference's record none and are checked by their weights
         recorded = {"window_size": WINDOW_SIZE, **recorded}  # files from before the flag: 64 frames
-        wrong = [d for d in MUST_MATCH if d in recorded and recorded[d] != getattr(args, d)]
-        if wrong:
-            differ = [f"--{d.replace('_', '-')} {_shown(recorded[d])} (here {_shown(getattr(args, d))})" for d in wrong]
-            raise UsageError(f"--resume {path} was pretrained with {', '.join(differ)}: pass the run's own options")
+        current = {d: getattr(args, d) for d in MUST_MATCH if d in recorded}
+        if any(recorded[d] != value for d, value in current.items()):
+            differ = flags.differences(recorded, current)
+            raise UsageError(f"--resume {path} was pretrained with {differ}: pass the run's own options")
     if checkpoint["epoch"] > args.epochs:
         raise UsageError(
             f"--resume {path} has already trained {checkpoint['epoch']} epochs, more than --epochs {args.epochs}"
@@ -153,7 +148,12 @@ def build_loader(args: argparse.Namespace, ctx: DistContext, plan: Plan, data_se
     """Clip order and augmentations are functions of (data_seed, epoch, index): a resumed run draws what
     an uninterrupted one does, whatever the number of workers."""
     dataset = PretrainDataset(
-        plan.paths, plan.representations, CROP_RATIO, args.window_size, data_seed, args.spatial_augment
+        plan.paths,
+        [ENCODERS[r].view for r in plan.representations],
+        CROP_RATIO,
+        args.window_size,
+        data_seed,
+        args.spatial_augment,
     )
     sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=data_seed)
     # Processes on one machine share its CPUs (torchrun says how many processes run here).

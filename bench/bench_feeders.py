@@ -133,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         paths = write_split(Path(tmp), args.clips, args.seed)
         data = np.load(paths.data, mmap_mode="r")
         frames = np.load(paths.num_frame)
-        ours_pair = PretrainDataset(paths, ("seq-based", "graph-based"), seed=args.seed)
-        ours_eval = DownstreamDataset(paths, "graph-based", train=False)
+        ours_pair = PretrainDataset(paths, ("sequence", "clip"), seed=args.seed)
+        ours_eval = DownstreamDataset(paths, "clip", train=False)
         cases = {
             "pretraining pair (seq + graph, 2 views)": (
                 lambda i: ours_pair[i],

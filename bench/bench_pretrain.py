@@ -37,7 +37,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from common import cli  # noqa: E402
-from common.constants import PAIR_REPRESENTATIONS, REPRESENTATION_CHOICES, SAMPLE_SHAPE  # noqa: E402
+from common.constants import SAMPLE_SHAPE  # noqa: E402
 from common.io import UsageError, write_json_atomic  # noqa: E402
 from common.split_folder import SplitPaths, part_paths  # noqa: E402
 from engine.args import add_model_size_args, encoder_kwargs  # noqa: E402
@@ -45,6 +45,7 @@ from engine.training import select_device  # noqa: E402
 from feeders import PretrainDataset  # noqa: E402
 from moco.builder import build_moco  # noqa: E402
 from moco.step import contrastive_step  # noqa: E402
+from models import ENCODERS, PAIRS, REPRESENTATIONS, parse_representation  # noqa: E402
 from models.bigru import BIGRU, reference_loop_features  # noqa: E402
 
 PROG = "bench_pretrain.py"
@@ -85,7 +86,7 @@ def use_per_frame_loop(model: nn.Module) -> float:
 
 def make_loader(paths: SplitPaths, pair: str, args: argparse.Namespace, steps: int, device: torch.device):
     """The training loop's DataLoader over exactly ``steps`` batches (clips drawn with replacement)."""
-    dataset = PretrainDataset(paths, pair, l_ratio=CROP_RATIO, seed=0)
+    dataset = PretrainDataset(paths, [ENCODERS[r].view for r in parse_representation(pair)], l_ratio=CROP_RATIO, seed=0)
     dataset.set_epoch(0)
     sampler = RandomSampler(dataset, True, args.batch * steps, generator=torch.Generator().manual_seed(0))
     cuda = device.type == "cuda"
@@ -174,7 +175,7 @@ def row_line(row: dict[str, Any]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--pairs", nargs="+", default=list(PAIR_REPRESENTATIONS), choices=REPRESENTATION_CHOICES)
+    parser.add_argument("--pairs", nargs="+", default=list(PAIRS), choices=REPRESENTATIONS)
     parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=list(PRECISIONS))
     parser.add_argument("--bigrus", nargs="+", default=list(BIGRUS), choices=BIGRUS, help="BiGRU paths")
     parser.add_argument("--batch", type=int, default=64)

@@ -8,7 +8,6 @@ other module, down to the data files' readers, can take its numbers from here.
 - The datasets: folder under the data root, number of classes, protocol -> benchmark folder, the
   benchmarks the preparation writes by default, and the command that prepares it.
 - The names a checkpoint's keys are built from: the MoCo encoder slots and the ``module.`` prefix.
-- The representation names a run is configured with.
 """
 
 from __future__ import annotations
@@ -96,16 +95,3 @@ QUERY_ENCODERS: tuple[str, ...] = tuple(query for query, _ in ENCODER_PAIRS)
 # Every encoder slot of a MoCo model, in the order the reference creates them (q, k, r, l).
 ENCODER_SLOTS: tuple[str, ...] = tuple(slot for pair in ENCODER_PAIRS for slot in pair)
 CHECKPOINT_PREFIX = "module."  # what nn.DataParallel puts before every key; checkpoints keep it
-
-# ------------------------------------------------------------------------------------------------
-# Skeleton representations
-
-BASE_REPRESENTATIONS: tuple[str, ...] = ("seq-based", "graph-based", "image-based")
-# Order inside a pair matters: the first name is the pair's ``encoder_q``, the second its ``encoder_r``.
-PAIR_REPRESENTATIONS: tuple[str, ...] = (
-    "seq-based_and_graph-based",
-    "seq-based_and_image-based",
-    "graph-based_and_image-based",
-)
-REPRESENTATION_CHOICES: tuple[str, ...] = PAIR_REPRESENTATIONS + BASE_REPRESENTATIONS
-PAIR_SEPARATOR = "_and_"

@@ -11,12 +11,12 @@ from typing import Any
 
 from common.constants import DATASETS, DEFAULT_DATA_ROOT, VALID_PAIRS, WINDOW_SIZE
 from common.io import UsageError
-from models.hcn import MIN_WINDOW_SIZE as HCN_MIN_WINDOW_SIZE
+from models import ENCODERS, OPTIONS
 
 DATASET_CHOICES: tuple[str, ...] = tuple(DATASETS)
 PROTOCOL_CHOICES: tuple[str, ...] = tuple(dict.fromkeys(p for spec in DATASETS.values() for p in spec["protocols"]))
-# The encoder-size flags, as ``models.build_encoder`` keywords (the scripts record them in checkpoints).
-SIZE_FLAGS = ("gru_hidden_size", "gru_layers", "agcn_base_channels", "hcn_out_channels")
+# The encoders' size options (models.ENCODERS), each a flag; the scripts record them in checkpoints.
+SIZE_FLAGS = tuple(OPTIONS)
 DEFAULT = " (default %(default)s)"  # in --help of scripts whose formatter does not add the defaults
 
 
@@ -62,12 +62,13 @@ positive_window = _checked(
 
 
 def check_window_size(window_size: int, representations: tuple[str, ...]) -> None:
-    """UsageError naming ``--window-size`` when the image-based encoder is among ``representations`` and
-    the window is too short for it (checked before any model is built)."""
-    if "image-based" in representations and window_size < HCN_MIN_WINDOW_SIZE:
-        raise UsageError(
-            f"--window-size {window_size}: the image-based encoder (HCN) needs at least {HCN_MIN_WINDOW_SIZE} frames"
-        )
+    """UsageError naming ``--window-size`` when an encoder of ``representations`` needs a longer window
+    (checked before any model is built)."""
+    for name in representations:
+        if window_size < ENCODERS[name].min_window:
+            raise UsageError(
+                f"--window-size {window_size}: the {name} encoder needs at least {ENCODERS[name].min_window} frames"
+            )
 
 
 def add_data_args(parser: argparse.ArgumentParser, dataset_flag: str, default_dataset: str = "ntu60") -> None:
@@ -90,18 +91,35 @@ def add_data_args(parser: argparse.ArgumentParser, dataset_flag: str, default_da
 def add_model_size_args(parser: argparse.ArgumentParser) -> None:
     """Encoder sizes: the paper's defaults, smaller for CPU runs and tests."""
     add = parser.add_argument_group("encoder sizes").add_argument
-    add("--gru-hidden-size", type=positive_int, default=1024, help="BiGRU hidden size" + DEFAULT)
-    add("--gru-layers", type=positive_int, default=3, help="BiGRU layers" + DEFAULT)
-    add("--agcn-base-channels", type=positive_int, default=64, help="AGCN width of the first units" + DEFAULT)
-    add("--hcn-out-channels", type=positive_int, default=64, help="HCN base channels" + DEFAULT)
-    add("--true-bidirectional-gru", action="store_true", help="a genuine BiGRU, not the reference's function")
+    for name, (default, text) in OPTIONS.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(default, bool):
+            add(flag, action="store_true", help=text)
+        else:
+            add(flag, type=positive_int, default=default, help=text + DEFAULT)
 
 
 def encoder_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments for ``models.build_encoder`` from the size options."""
-    sizes = {name: getattr(args, name) for name in SIZE_FLAGS}
     window = getattr(args, "window_size", WINDOW_SIZE)  # bench/bench_pretrain.py has no --window-size
-    return dict(sizes, true_bidirectional=args.true_bidirectional_gru, window_size=window)
+    return {**{name: getattr(args, name) for name in SIZE_FLAGS}, "window_size": window}
+
+
+def differences(recorded: dict[str, Any], current: dict[str, Any]) -> str:
+    """``--gru-layers 2 (here 3), --true-bidirectional-gru off (here on)``: the options of ``current`` that
+    ``recorded`` gives another value."""
+
+    def shown(value: Any) -> str:
+        return ("on" if value else "off") if isinstance(value, bool) else str(value)
+
+    flags = [(f"--{k.replace('_', '-')}", recorded[k], v) for k, v in current.items() if recorded[k] != v]
+    return ", ".join(f"{flag} {shown(old)} (here {shown(new)})" for flag, old, new in flags)
+
+
+def as_flags(values: dict[str, Any]) -> str:
+    """``{'gru_layers': 2, 'true_bidirectional_gru': True}`` -> ``--gru-layers 2 --true-bidirectional-gru``."""
+    flags = [(f"--{k.replace('_', '-')}", v) for k, v in values.items() if v is not False]
+    return " ".join(flag if v is True else f"{flag} {v}" for flag, v in flags)
 
 
 def add_runtime_args(

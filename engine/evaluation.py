@@ -17,7 +17,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from common.constants import BASE_REPRESENTATIONS, REPRESENTATION_CHOICES
 from common.distributed import all_reduce_, broadcast_int, broadcast_module_state, concat_all_gather
 from common.io import UsageError
 from engine.args import add_data_model_runtime_args, add_optim_args
@@ -25,7 +24,7 @@ from engine.launch import DistContext, progress_bars, unwrap
 from engine.pretrained import HEAD_PREFIX, load_pretrained_encoder
 from engine.training import seed_everything
 from feeders import CheckedLoader, DownstreamDataset, split_paths
-from models import build_encoder
+from models import ENCODERS, REPRESENTATIONS, build_encoder
 
 FEATURE_MODES = ("eval", "train")
 LABEL_SAMPLINGS = ("global", "per-class")
@@ -39,9 +38,9 @@ def add_evaluation_args(parser: argparse.ArgumentParser) -> None:
     add("--resume", default="", metavar="PATH", help="continue from a classifier checkpoint")
     add("--pretrained", default="", metavar="PATH", help="MoCo pretraining checkpoint; empty: a random encoder")
     pretraining = "the representation(s) --pretrained was pretrained with"
-    add("--pretrain-skeleton-representation", default="seq-based", choices=REPRESENTATION_CHOICES, help=pretraining)
+    add("--pretrain-skeleton-representation", default="seq-based", choices=REPRESENTATIONS, help=pretraining)
     evaluated = "the representation evaluated: for a pair A_and_B, A is its encoder_q and B its encoder_r"
-    add("--finetune-skeleton-representation", default="seq-based", choices=BASE_REPRESENTATIONS, help=evaluated)
+    add("--finetune-skeleton-representation", default="seq-based", choices=tuple(ENCODERS), help=evaluated)
     add_data_model_runtime_args(parser, "--finetune-dataset")
     add = parser.add_argument_group("outputs").add_argument
     add("--metrics-json", default=None, metavar="PATH", help="write the figures to this JSON file")
@@ -74,7 +73,12 @@ class Clips:
         holds a label the dataset has no class for (the label file, the first bad label, the range)."""
         paths = split_paths(self.data_root, self.dataset, self.protocol, part)
         clips = DownstreamDataset(
-            paths, self.representation, train=train, input_size=self.window_size, seed=self.seed, indices=indices
+            paths,
+            ENCODERS[self.representation].view,
+            train=train,
+            input_size=self.window_size,
+            seed=self.seed,
+            indices=indices,
         )
         if len(clips) == 0:
             raise UsageError(f"the {part} split of {self.dataset}/{self.protocol} under {self.data_root} is empty")
@@ -198,9 +202,9 @@ def load_encoder(
     model = build_encoder(representation, num_class, **sizes)
     if not pretrained:
         return model, None
-    window, bidirectional = sizes["window_size"], sizes["true_bidirectional"]
+    own = {name: sizes[name] for name in ENCODERS[representation].options}
     return model, load_pretrained_encoder(
-        model, pretrained, pretrain_representation, representation, window, bidirectional
+        model, pretrained, pretrain_representation, representation, sizes["window_size"], own
     )
 
 

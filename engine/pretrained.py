@@ -1,6 +1,6 @@
 """Loading the encoder a downstream run evaluates from a MoCo checkpoint: ours or the reference's released files.
 
-The slot is the one the user asked for (:func:`common.representations.encoder_name_for`): ``encoder_q``
+The slot is the one the user asked for (:func:`moco.builder.query_slot`): ``encoder_q``
 for the first representation of a pair ``A_and_B`` and for intra-skeleton, ``encoder_r`` for the second.
 Its weights, projection head (``fc.*``, or ``fc.0.*``/``fc.2.*`` with the MLP head) excluded, must fit the
 encoder built here exactly, or the load is refused with one line naming the slot and the first missing,
@@ -13,15 +13,15 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
 from common.io import UsageError
-from common.representations import encoder_name_for
-from engine.args import SIZE_FLAGS
+from engine.args import SIZE_FLAGS, as_flags, differences
 from engine.checkpoints import model_state, read_checkpoint, recorded_args, recorded_window_size
-from moco.builder import encoder_state_dict
+from moco.builder import encoder_state_dict, query_slot
 
 HEAD_PREFIX = "fc."
 
@@ -51,11 +51,8 @@ def _size_hint(args: Mapping) -> str:
     """`` It was pretrained with --gru-hidden-size 8 ...`` from a checkpoint's recorded args, or a reminder."""
     if not all(k in args for k in SIZE_FLAGS):
         return " The encoder size flags and --window-size must be those of pretraining."
-    flags = " ".join(f"--{k.replace('_', '-')} {args[k]}" for k in SIZE_FLAGS)
-    flags += f" --window-size {args['window_size']}" if "window_size" in args else ""
-    return (
-        f" It was pretrained with {flags}{' --true-bidirectional-gru' if args.get('true_bidirectional_gru') else ''}."
-    )
+    flags = as_flags({k: args[k] for k in (*SIZE_FLAGS, "window_size") if k in args})
+    return f" It was pretrained with {flags}."
 
 
 def load_pretrained_encoder(
@@ -64,16 +61,17 @@ def load_pretrained_encoder(
     pretrain_representation: str,
     representation: str,
     window_size: int | None = None,
-    true_bidirectional: bool | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Copy the pretrained query encoder for ``representation`` into ``model`` (its ``fc`` untouched).
 
     Returns a detached CPU copy of the loaded weights (head excluded), for checking later that frozen
     training left them unchanged. ``window_size``: the frames the evaluation feeds (a warning when the
-    checkpoint records another); ``true_bidirectional``: ``--true-bidirectional-gru`` of this run,
-    refused when it differs from what the checkpoint records for its BiGRU.
+    checkpoint records another); ``options``: this run's values of the encoder's own options
+    (``models.ENCODERS``), refused when the checkpoint records others (an on/off option it does not
+    record counts as off: the reference's files record none).
     """
-    slot = encoder_name_for(pretrain_representation, representation)
+    slot = query_slot(pretrain_representation, representation)
     checkpoint = read_checkpoint(path, flag="--pretrained")
     args = recorded_args(checkpoint)
     saved = args.get("skeleton_representation", pretrain_representation)
@@ -82,11 +80,11 @@ def load_pretrained_encoder(
             f"--pretrained {path} was pretrained as {saved!r} (recorded in its args), not "
             f"--pretrain-skeleton-representation {pretrain_representation!r}"
         )
-    recorded_true = bool(args.get("true_bidirectional_gru", False))  # the reference's function otherwise
-    if representation == "seq-based" and true_bidirectional is not None and true_bidirectional != recorded_true:
+    options = dict(options or {})
+    recorded = {k: args.get(k, False if isinstance(v, bool) else v) for k, v in options.items()}
+    if recorded != options:
         raise UsageError(
-            f"--pretrained {path} was pretrained {'with' if recorded_true else 'without'} "
-            f"--true-bidirectional-gru; evaluate its BiGRU {'with' if recorded_true else 'without'} it too"
+            f"--pretrained {path} was pretrained with {differences(recorded, options)}: pass its own options"
         )
     state = model_state(checkpoint, path)
     try:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from common.constants import DATASETS, PAIR_SEPARATOR, PARTS, VALID_PAIRS, WINDOW_SIZE
+from common.constants import DATASETS, PARTS, VALID_PAIRS, WINDOW_SIZE
 from common.io import UsageError
 from common.manifest import warn_if_mismatch
 from common.split_folder import (
@@ -212,31 +212,30 @@ class CheckedLoader(DataLoader):
 
 
 class PretrainDataset(_SplitDataset):
-    """Two augmented views of each clip, in one or two representations.
+    """Two augmented views of each clip, each in one or two representations.
 
-    ``representations`` = ('seq-based', 'graph-based') etc. (inter-skeleton): item -> (s1_v1, s2_v1, s1_v2, s2_v2),
-    view k converted to both representations; a single name (intra-skeleton): item -> (v1, v2).
-    A pair name such as 'seq-based_and_graph-based' is accepted too. Each view: its own crop-resize with
-    ratio ``l_ratio`` to ``input_size`` frames, then shear or joint corruption (``spatial_augment``: see
-    ``feeders.augmentations.SPATIAL_AUGMENTS``).
+    ``views``: the kind of view (``feeders.views.VIEWS``) of each representation contrasted, e.g.
+    ('sequence', 'clip') for seq-based and graph-based (inter-skeleton): item -> (s1_v1, s2_v1, s1_v2,
+    s2_v2), augmented view k in both kinds; one kind (intra-skeleton): item -> (v1, v2). Each view: its
+    own crop-resize with ratio ``l_ratio`` to ``input_size`` frames, then shear or joint corruption
+    (``spatial_augment``: see ``feeders.augmentations.SPATIAL_AUGMENTS``).
     """
 
     def __init__(
         self,
         paths: SplitPaths,
-        representations: Sequence[str] | str,
+        views: Sequence[str] | str,
         l_ratio: Sequence[float] = (0.1, 1.0),
         input_size: int = WINDOW_SIZE,
         seed: int | None = 0,
         spatial_augment: str = "shear_or_corruption",
     ) -> None:
         check_spatial_augment(spatial_augment, "spatial_augment")  # here, not first in a DataLoader worker
-        if isinstance(representations, str):
-            representations = tuple(representations.split(PAIR_SEPARATOR))
-        if len(representations) not in (1, 2):
-            raise ValueError(f"expected 1 or 2 representations, got {representations!r}")
-        self.representations = tuple(representations)
-        self._transforms = [view_transform(r) for r in self.representations]
+        views = (views,) if isinstance(views, str) else views
+        if len(views) not in (1, 2):
+            raise ValueError(f"expected the views of 1 or 2 representations, got {views!r}")
+        self.views = tuple(views)
+        self._transforms = [view_transform(v) for v in self.views]
         self.l_ratio = _ratio_pair(l_ratio)
         self.input_size = int(input_size)
         self.spatial_augment = spatial_augment
@@ -264,15 +263,15 @@ class DownstreamDataset(_SplitDataset):
     def __init__(
         self,
         paths: SplitPaths,
-        representation: str,
+        view: str,
         train: bool,
         l_ratio: Sequence[float] | float | None = None,
         input_size: int = WINDOW_SIZE,
         seed: int | None = 0,
         indices: Sequence[int] | np.ndarray | None = None,
     ) -> None:
-        self.representation = representation
-        self._transform = view_transform(representation)
+        self.view = view
+        self._transform = view_transform(view)
         self.train = bool(train)
         if self.train:
             self.l_ratio: tuple[float, float] | float = _ratio_pair((0.5, 1.0) if l_ratio is None else l_ratio)

@@ -39,9 +39,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.constants import CHECKPOINT_PREFIX, ENCODER_PAIRS, QUERY_ENCODERS
-from common.representations import parse_representation
+from common.io import UsageError
 from moco.functional import contrastive_loss, enqueue, init_queue, momentum_update
-from models import build_encoder
+from models import ENCODERS, build_encoder, parse_representation
 
 # (queue, pointer) buffer names per stream: stream i's keys go into its queue.
 QUEUE_NAMES: dict[int, tuple[tuple[str, str], ...]] = {
@@ -201,6 +201,18 @@ class MoCo(nn.Module):
         k, l = keys  # the paper's name
         enqueue(self.Queue_S1, self.queue_ptr_S1, k)
         enqueue(self.Queue_S2, self.queue_ptr_S2, l)
+
+
+def query_slot(pretrain_representation: str, representation: str) -> str:
+    """Which query encoder of a model pretrained as ``pretrain_representation`` encodes ``representation``:
+    for ``A_and_B``, A is ``encoder_q`` and B ``encoder_r``; an intra-skeleton model has ``encoder_q`` only."""
+    held = parse_representation(pretrain_representation)
+    if representation not in ENCODERS or representation not in held:
+        raise UsageError(
+            f"a model pretrained as {pretrain_representation!r} holds encoders for "
+            f"{' and '.join(held)} only, not {representation!r}"
+        )
+    return QUERY_ENCODERS[held.index(representation)]
 
 
 def build_moco(

@@ -28,7 +28,7 @@ from common.constants import ACTION_NAMES_FILE, DATASETS, PARTS, WINDOW_SIZE
 from common.io import UsageError, atomic_write, check_output_file
 from common.split_folder import open_split, part_paths
 from feeders.augmentations import NUM_CORRUPTED_JOINTS, SPATIAL_AUGMENTS, pretrain_view, sample_crop
-from feeders.views import to_image_view, to_seq_view
+from feeders.views import to_clip_view, to_seq_view
 from models.graph import NTU_BONES
 
 PROG, SUFFIX = "show_clip.py", ".skeleton"
@@ -159,7 +159,7 @@ def _skeleton_row(panel: SubFigure, data: np.ndarray, num_frame: int, count: int
 
 def pseudo_image(view: np.ndarray) -> np.ndarray:
     """HCN's input as an RGB picture: (3, T, 25, 2) -> (T, 51, 3) in [0, 1], persons side by side."""
-    image = np.transpose(to_image_view(view), (1, 3, 2, 0))  # (T, M, V, 3)
+    image = np.transpose(to_clip_view(view), (1, 3, 2, 0))  # (T, M, V, 3)
     low, high = image.reshape(-1, 3).min(axis=0), image.reshape(-1, 3).max(axis=0)
     scaled = (image - low) / np.maximum(high - low, 1e-6)
     return np.concatenate([scaled[:, 0], np.ones((image.shape[0], 1, 3)), scaled[:, 1]], axis=1)

@@ -22,10 +22,9 @@ from torch import nn
 
 import action_retrieval
 import main_moco_inter_skeleton as pretrain
-from common.representations import parse_representation
 from data_gen.ntu_gendata import generate
 from data_gen.synthetic import write_synthetic_ntu
-from models import build_encoder
+from models import build_encoder, parse_representation
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

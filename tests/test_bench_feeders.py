@@ -11,7 +11,7 @@ from feeders import DownstreamDataset
 def test_baseline_eval_item_equals_ours(tmp_path):
     paths = bench.write_split(tmp_path, clips=4, seed=1)
     data, frames = np.load(paths.data, mmap_mode="r"), np.load(paths.num_frame)
-    ours = DownstreamDataset(paths, "graph-based", train=False)
+    ours = DownstreamDataset(paths, "clip", train=False)
     for i in range(4):
         np.testing.assert_allclose(ours[i][0].numpy(), bench.baseline_eval_item(data, frames, i), atol=2e-6)
     pair = bench.baseline_pretrain_item(data, frames, 2)

@@ -13,9 +13,8 @@ import torch
 from torch import nn
 
 from common.io import UsageError
-from common.representations import PAIR_REPRESENTATIONS, parse_representation
 from engine.pretrained import first_misfit, load_pretrained_encoder
-from models import build_encoder
+from models import PAIRS, build_encoder, parse_representation
 from tests.helpers import TINY, reference_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +32,7 @@ def _assert_loaded(model: nn.Module, expected: dict[str, torch.Tensor]) -> None:
         assert torch.equal(got[key], want[key]), key
 
 
-@pytest.mark.parametrize("pair", PAIR_REPRESENTATIONS)
+@pytest.mark.parametrize("pair", PAIRS)
 def test_reference_layout_picks_query_encoder_of_each_representation(tmp_path, pair):
     path = tmp_path / "checkpoint_0450.pth.tar"
     encoders = reference_checkpoint(path, pair, mlp=True)

@@ -311,7 +311,7 @@ def test_error_cases(data_root, tmp_path):
                 "image-based",
             )
         )
-    with pytest.raises(ValueError, match=r"--window-size 8: the image-based encoder \(HCN\) needs at least 16 frames"):
+    with pytest.raises(ValueError, match=r"--window-size 8: the image-based encoder needs at least 16 frames"):
         classify(
             _common(data_root, tmp_path, "--finetune-skeleton-representation", "image-based", "--window-size", "8")
         )
@@ -512,7 +512,7 @@ def test_default_folders_are_per_configuration_and_a_resume_of_another_is_refuse
     last = folder / "last_checkpoint.pth.tar"
     for extra, flags in (
         ([], "--pretrained"),
-        (["--gru-hidden-size", "12", "--true-bidirectional-gru"], "--true-bidirectional-gru, --gru-hidden-size"),
+        (["--gru-hidden-size", "12", "--true-bidirectional-gru"], "--gru-hidden-size, --true-bidirectional-gru"),
     ):
         resumed = [*(other if extra == [] else argv), *extra, "--epochs", "2", "--resume", str(last)]
         assert action_classification.main(resumed) == 2
@@ -561,8 +561,8 @@ def test_a_bigru_of_the_other_function_is_refused(data_root, tmp_path, capsys):
     argv = _common(data_root, tmp_path, "--epochs", "1", "--pretrained", str(pretrained), "--true-bidirectional-gru")
     assert action_classification.main(argv) == 2
     assert _error_lines(capsys) == [
-        f"action_classification.py: error: --pretrained {pretrained} was pretrained without "
-        "--true-bidirectional-gru; evaluate its BiGRU without it too"
+        f"action_classification.py: error: --pretrained {pretrained} was pretrained with "
+        "--true-bidirectional-gru off (here on): pass its own options"
     ]
 
 

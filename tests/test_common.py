@@ -25,7 +25,6 @@ from common.io import (
     pid_alive,
     write_json_atomic,
 )
-from common.representations import encoder_name_for, parse_representation
 from engine.plots import plot_confusion_matrix
 from engine.training import (
     accuracy,
@@ -34,6 +33,8 @@ from engine.training import (
     restore_rng_state,
     select_device,
 )
+from moco.builder import query_slot
+from models import parse_representation
 
 
 def test_parse_representation_pairs_and_singles():
@@ -44,12 +45,12 @@ def test_parse_representation_pairs_and_singles():
         parse_representation("graph-based_and_seq-based")
 
 
-def test_encoder_name_for():
-    assert encoder_name_for("seq-based_and_graph-based", "seq-based") == "encoder_q"
-    assert encoder_name_for("seq-based_and_graph-based", "graph-based") == "encoder_r"
-    assert encoder_name_for("graph-based", "graph-based") == "encoder_q"
+def test_query_slot():
+    assert query_slot("seq-based_and_graph-based", "seq-based") == "encoder_q"
+    assert query_slot("seq-based_and_graph-based", "graph-based") == "encoder_r"
+    assert query_slot("graph-based", "graph-based") == "encoder_q"
     with pytest.raises(ValueError, match="holds encoders for seq-based and graph-based only"):
-        encoder_name_for("seq-based_and_graph-based", "image-based")
+        query_slot("seq-based_and_graph-based", "image-based")
 
 
 def test_learning_rate_schedules():

@@ -61,5 +61,3 @@ def test_resources_and_slot_names():
     assert all(path.parent == c.RESOURCES_FOLDER and path.is_file() for path in DEFAULT_IGNORED_LISTS.values())
     assert c.ENCODER_SLOTS == ("encoder_q", "encoder_k", "encoder_r", "encoder_l")  # the reference's order
     assert c.QUERY_ENCODERS == ("encoder_q", "encoder_r") and c.CHECKPOINT_PREFIX == "module."
-    assert c.REPRESENTATION_CHOICES[:3] == c.PAIR_REPRESENTATIONS
-    assert all(pair.split(c.PAIR_SEPARATOR)[0] in c.BASE_REPRESENTATIONS for pair in c.PAIR_REPRESENTATIONS)

@@ -30,11 +30,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from common.representations import PAIR_REPRESENTATIONS, parse_representation
 from engine.knn import knn_accuracy
 from moco.builder import MoCo, build_moco
 from moco.step import contrastive_step
-from models import build_encoder
+from models import PAIRS, build_encoder, parse_representation
 from models.bigru import BIGRU, causal_bigru, reference_loop_features
 from tests.test_models import _literal_per_frame_bigru
 
@@ -222,7 +221,7 @@ def run_steps(
     return losses
 
 
-@pytest.mark.parametrize("pair", PAIR_REPRESENTATIONS)
+@pytest.mark.parametrize("pair", PAIRS)
 def test_three_contrastive_steps_on_cuda_equal_cpu(pair):
     cpu = small_moco(pair)
     gpu = copy.deepcopy(cpu).to(DEVICE)
@@ -320,7 +319,7 @@ def test_pinned_batches_copy_without_blocking(tmp_path):
     from feeders import PretrainDataset
 
     paths = write_clips(tmp_path, 8, seed=1)
-    dataset = PretrainDataset(paths, ("seq-based", "graph-based"), seed=0)
+    dataset = PretrainDataset(paths, ("sequence", "clip"), seed=0)
     loader = DataLoader(dataset, batch_size=4, num_workers=1, pin_memory=True)
     for views in loader:
         assert all(v.is_pinned() for v in views)

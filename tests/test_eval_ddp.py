@@ -187,7 +187,7 @@ def test_retrieval_train_mode_splits_every_batch_as_data_parallel_does(tmp_path,
     encoder = build_encoder("graph-based", 60, **TINY)
     load_pretrained_encoder(encoder, pretrained, "graph-based", "graph-based")  # left in train mode
     for part, stream in (("train", 0), ("val", 1)):
-        dataset = DownstreamDataset(split_paths(root, "ntu60", "cross_view", part), "graph-based", train=False)
+        dataset = DownstreamDataset(split_paths(root, "ntu60", "cross_view", part), "clip", train=False)
         order = torch.from_numpy(random_order(len(dataset), 3, stream))
         expected = np.zeros((len(order), saved[f"{part}_features"].shape[1]), dtype=np.float32)
         for batch in torch.split(order, 4):

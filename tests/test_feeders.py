@@ -22,14 +22,8 @@ from feeders.datasets import (
     split_paths,
     valid_pairs,
 )
-from feeders.views import (
-    VIEW_TRANSFORMS,
-    to_clip_view,
-    to_graph_view,
-    to_image_view,
-    to_seq_view,
-    view_shape,
-)
+from feeders.views import VIEWS, to_clip_view, to_seq_view, view_transform
+from models import ENCODERS
 
 # ----------------------------------------------------------------------------------------------------
 # literal versions of the reference's operations (torch interpolate, np.dot on transposed arrays)
@@ -258,8 +252,7 @@ def test_seq_view_other_person_counts_and_layouts():
 
 
 def test_graph_and_image_views_are_one_function_without_a_copy():
-    assert to_graph_view is to_image_view is to_clip_view
-    assert VIEW_TRANSFORMS["graph-based"] is VIEW_TRANSFORMS["image-based"] is to_clip_view
+    assert {"sequence": to_seq_view, "clip": to_clip_view} == VIEWS
     x = clip(t=16)
     assert x.dtype == np.float32 and x.flags.c_contiguous
     assert to_clip_view(x) is x  # already a contiguous float32 clip: returned as is
@@ -269,15 +262,16 @@ def test_graph_and_image_views_are_one_function_without_a_copy():
     np.testing.assert_array_equal(out, strided)
 
 
-def test_graph_and_image_views_and_registry():
-    x = clip(t=64).astype(np.float64)
-    for f in (to_graph_view, to_image_view):
-        out = f(x)
-        assert out.shape == (3, 64, 25, 2) and out.dtype == np.float32 and out.flags.c_contiguous
-    assert set(VIEW_TRANSFORMS) == {"seq-based", "graph-based", "image-based"}
-    assert view_shape("seq-based") == (64, 150) and view_shape("image-based", 32) == (3, 32, 25, 2)
-    with pytest.raises(ValueError, match="seq-based, graph-based, image-based"):
-        view_shape("point-based")
+def test_clip_view_and_the_views_of_the_encoders():
+    out = to_clip_view(clip(t=64).astype(np.float64))
+    assert out.shape == (3, 64, 25, 2) and out.dtype == np.float32 and out.flags.c_contiguous
+    assert {name: e.view for name, e in ENCODERS.items()} == {
+        "seq-based": "sequence",
+        "graph-based": "clip",
+        "image-based": "clip",
+    }
+    with pytest.raises(ValueError, match="unknown view 'point'; expected one of: sequence, clip"):
+        view_transform("point")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -319,7 +313,7 @@ def assert_items_equal(a, b):
 
 
 def test_pretrain_pair_item(split):
-    ds = PretrainDataset(split, ("seq-based", "graph-based"))
+    ds = PretrainDataset(split, ("sequence", "clip"))
     assert len(ds) == 6
     for i in range(6):
         item = ds[i]
@@ -341,28 +335,28 @@ def test_pretrain_pair_item(split):
     np.testing.assert_array_equal(ds[3][1].numpy(), v1)
     np.testing.assert_array_equal(ds[3][3].numpy(), v2)
     # a dataset with another spatial augmentation passes it on to every view
-    plain = PretrainDataset(split, ("seq-based", "graph-based"), spatial_augment="none")
+    plain = PretrainDataset(split, ("sequence", "clip"), spatial_augment="none")
     rng = np.random.default_rng((0, 0, 3))
     np.testing.assert_array_equal(plain[3][1].numpy(), aug.temporal_crop_resize(data[3], 80, (0.1, 1.0), 64, rng))
     with pytest.raises(ValueError, match="spatial_augment must be one of"):
-        PretrainDataset(split, "seq-based", spatial_augment="flip")
+        PretrainDataset(split, "sequence", spatial_augment="flip")
 
 
 def test_pretrain_single_and_pair_names(split):
-    single = PretrainDataset(split, ("image-based",), l_ratio=(0.2, 0.9), input_size=32)
+    single = PretrainDataset(split, ("clip",), l_ratio=(0.2, 0.9), input_size=32)
     v1, v2 = single[2]
     assert v1.shape == v2.shape == (3, 32, 25, 2)
-    seq = PretrainDataset(split, "seq-based")
+    seq = PretrainDataset(split, "sequence")
     assert [tuple(t.shape) for t in seq[1]] == [(64, 150), (64, 150)]
-    pair = PretrainDataset(split, "graph-based_and_image-based")
+    pair = PretrainDataset(split, ("clip", "clip"))
     assert [tuple(t.shape) for t in pair[4]] == [(3, 64, 25, 2)] * 4
-    with pytest.raises(ValueError, match="unknown skeleton representation"):
-        PretrainDataset(split, ("seq-based", "voxel-based"))
+    with pytest.raises(ValueError, match="unknown view 'voxel'"):
+        PretrainDataset(split, ("sequence", "voxel"))
 
 
 def test_pretrain_determinism_by_seed_epoch_index(split):
-    a = PretrainDataset(split, ("seq-based", "image-based"), seed=3)
-    b = PretrainDataset(split, ("seq-based", "image-based"), seed=3)
+    a = PretrainDataset(split, ("sequence", "clip"), seed=3)
+    b = PretrainDataset(split, ("sequence", "clip"), seed=3)
     assert_items_equal(a[4], b[4])
     assert_items_equal(a[4], a[4])
     first = a[4]
@@ -371,13 +365,13 @@ def test_pretrain_determinism_by_seed_epoch_index(split):
     assert not torch.equal(first[0], a[4][0])
     b.set_epoch(1)
     assert_items_equal(a[4], b[4])
-    c = PretrainDataset(split, ("seq-based", "image-based"), seed=4)
+    c = PretrainDataset(split, ("sequence", "clip"), seed=4)
     assert not torch.equal(first[0], c[4][0])
     assert not torch.equal(a[3][0], a[4][0])
 
 
 def test_dataloader_workers_match_direct_items(split):
-    ds = PretrainDataset(split, ("graph-based",), seed=11)
+    ds = PretrainDataset(split, ("clip",), seed=11)
     loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2, persistent_workers=True)
     for epoch in (0, 1):
         ds.set_epoch(epoch)  # must reach the already running (persistent) workers
@@ -385,14 +379,14 @@ def test_dataloader_workers_match_direct_items(split):
         got = torch.cat([b[0] for b in batches])
         want = torch.stack([ds[i][0] for i in range(len(ds))])
         torch.testing.assert_close(got, want, rtol=0, atol=0)
-    fresh = PretrainDataset(split, ("graph-based",), seed=11)
+    fresh = PretrainDataset(split, ("clip",), seed=11)
     fresh.set_epoch(1)  # a resumed run reproduces epoch 1 without replaying epoch 0
     torch.testing.assert_close(fresh[5][0], want[5], rtol=0, atol=0)
 
 
 def test_downstream_eval_and_train(split):
     data = np.load(split.data)
-    ev = DownstreamDataset(split, "seq-based", train=False)
+    ev = DownstreamDataset(split, "sequence", train=False)
     assert ev.l_ratio == 0.95
     np.testing.assert_array_equal(ev.labels, LABELS)
     assert ev.names[0].endswith(".skeleton") and len(ev.names) == 6
@@ -402,7 +396,7 @@ def test_downstream_eval_and_train(split):
         start, stop = aug.center_crop_bounds(n)
         want = literal_resize(data[i], start, stop - start, 64) if n else np.zeros((3, 64, 25, 2), np.float32)
         np.testing.assert_allclose(view.numpy(), to_seq_view(want), atol=1e-6, rtol=0)
-    tr = DownstreamDataset(split, "graph-based", train=True, seed=5)
+    tr = DownstreamDataset(split, "clip", train=True, seed=5)
     assert tr.l_ratio == (0.5, 1.0)
     view, label = tr[3]
     assert view.shape == (3, 64, 25, 2) and label == 0
@@ -412,18 +406,18 @@ def test_downstream_eval_and_train(split):
     tr.set_epoch(2)
     assert not torch.equal(tr[3][0], view)
     # the reference's list-style ratio spelling is accepted
-    assert DownstreamDataset(split, "image-based", train=False, l_ratio=[0.95]).l_ratio == 0.95
+    assert DownstreamDataset(split, "clip", train=False, l_ratio=[0.95]).l_ratio == 0.95
 
 
 def test_downstream_subset(split):
-    full = DownstreamDataset(split, "graph-based", train=True, seed=1)
-    sub = DownstreamDataset(split, "graph-based", train=True, seed=1, indices=[1, 4])
+    full = DownstreamDataset(split, "clip", train=True, seed=1)
+    sub = DownstreamDataset(split, "clip", train=True, seed=1, indices=[1, 4])
     assert len(sub) == 2
     np.testing.assert_array_equal(sub.labels, [1, 1])
     assert sub.names == [full.names[1], full.names[4]]
     torch.testing.assert_close(sub[1][0], full[4][0], rtol=0, atol=0)  # same crops as the full set
     with pytest.raises(ValueError, match="indices"):
-        DownstreamDataset(split, "graph-based", train=False, indices=[0, 6])
+        DownstreamDataset(split, "clip", train=False, indices=[0, 6])
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -459,8 +453,8 @@ def test_missing_file_message(tmp_path):
     write_split(paths.data.parent)
     paths.label.unlink()
     with pytest.raises(DataFileError, match=r"train_label\.pkl"):
-        DownstreamDataset(paths, "seq-based", train=False)
-    assert len(PretrainDataset(paths, ("seq-based",))) == 6  # pretraining needs no labels
+        DownstreamDataset(paths, "sequence", train=False)
+    assert len(PretrainDataset(paths, ("sequence",))) == 6  # pretraining needs no labels
     assert check_split(paths, need_labels=False) == 6
 
 
@@ -473,7 +467,7 @@ def test_shape_and_length_validation(tmp_path):
     frames = write_split(tmp_path / "b")
     np.save(frames.num_frame, np.array([5, 5, 5], dtype=np.int64))
     with pytest.raises(ValueError) as err:
-        PretrainDataset(frames, ("seq-based",))
+        PretrainDataset(frames, ("sequence",))
     assert str(frames.data) in str(err.value) and str(frames.num_frame) in str(err.value) and "(3,)" in str(err.value)
 
     labels = write_split(tmp_path / "c")

@@ -76,6 +76,7 @@ from data_gen.synthetic import write_synthetic_ntu
 from engine.knn import knn_accuracy
 from feeders.datasets import DownstreamDataset, PretrainDataset, split_paths
 from moco import MoCo, build_moco, contrastive_step
+from models import ENCODERS
 
 REPRESENTATION = "seq-based"
 WINDOW = 16
@@ -118,7 +119,10 @@ def data_root(tmp_path_factory) -> Path:
 def _clips(data_root: Path, part: str, representation: str = REPRESENTATION) -> tuple[torch.Tensor, np.ndarray]:
     """Every clip of ``part``, centre-cropped to WINDOW frames, in ``representation``; and the labels."""
     dataset = DownstreamDataset(
-        split_paths(data_root, "ntu60", "cross_subject", part), representation, train=False, input_size=WINDOW
+        split_paths(data_root, "ntu60", "cross_subject", part),
+        ENCODERS[representation].view,
+        train=False,
+        input_size=WINDOW,
     )
     views = torch.stack([torch.as_tensor(dataset[i][0]) for i in range(len(dataset))])
     return views, np.asarray(dataset.labels)
@@ -141,7 +145,7 @@ def _pretrain(model: MoCo, data_root: Path, representations: tuple[str, ...], st
     """``steps`` seeded MoCo steps of ``model`` on the training clips: crop-resize views, Adam."""
     dataset = PretrainDataset(
         split_paths(data_root, "ntu60", "cross_subject", "train"),
-        representations,
+        [ENCODERS[r].view for r in representations],
         input_size=WINDOW,
         seed=SEED,
         spatial_augment="none",

@@ -224,14 +224,14 @@ def test_datasets_warn_once_when_a_file_no_longer_matches(folder, tmp_path):
     paths = _paths(folder, "train")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        PretrainDataset(paths, "seq-based")
+        PretrainDataset(paths, "sequence")
     mf._WARNED.clear()
     cut = folder / "val_data_joint.npy"
     size = cut.stat().st_size
     with open(cut, "r+b") as f:
         f.truncate(size - 1000)
     with pytest.warns(UserWarning) as caught:
-        PretrainDataset(paths, "seq-based")
+        PretrainDataset(paths, "sequence")
     assert len(caught) == 1
     message = str(caught[0].message)
     assert message.startswith(
@@ -241,9 +241,9 @@ def test_datasets_warn_once_when_a_file_no_longer_matches(folder, tmp_path):
     assert caught[0].filename.endswith("feeders/datasets.py")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        DownstreamDataset(paths, "seq-based", train=True)  # the same folder: not again
+        DownstreamDataset(paths, "sequence", train=True)  # the same folder: not again
     with pytest.raises(DataFileError, match="truncated"):
-        DownstreamDataset(_paths(folder, "val"), "seq-based", train=False)  # and the cut part itself fails
+        DownstreamDataset(_paths(folder, "val"), "sequence", train=False)  # and the cut part itself fails
 
 
 def _paths(folder: Path, part: str):

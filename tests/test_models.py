@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.constants import NUM_JOINTS, VALUES_PER_FRAME
-from models import ENCODERS, bigru, build_encoder, feature_dim
+from models import ENCODERS, OPTIONS, PAIRS, REPRESENTATIONS, bigru, build_encoder, feature_dim, parse_representation
 from models.agcn import AGCN, AdaptiveGraphConv
 from models.bigru import BIGRU, causal_bigru, reference_loop_features
 from models.graph import NTU_BONES, spatial_adjacency
@@ -526,7 +526,7 @@ def test_hcn_structure_and_init():
     "representation,kwargs,frames,feature",
     [
         ("seq-based", dict(gru_hidden_size=8, gru_layers=1), 5, 16),
-        ("seq-based", dict(gru_hidden_size=6, gru_layers=2, true_bidirectional=True), 9, 12),
+        ("seq-based", dict(gru_hidden_size=6, gru_layers=2, true_bidirectional_gru=True), 9, 12),
         ("graph-based", dict(agcn_base_channels=4), 8, 16),
         ("graph-based", dict(agcn_base_channels=8), 13, 32),
         ("image-based", dict(hcn_out_channels=4, window_size=16), 16, 4 * 4),
@@ -544,10 +544,27 @@ def test_output_and_feature_shapes(representation, kwargs, frames, feature):
     assert model(x).shape == (2, 7)
 
 
-def test_builder_registry_and_errors():
-    assert set(ENCODERS) == {"seq-based", "graph-based", "image-based"}
+def test_the_registry_is_the_one_list_of_representations():
+    assert list(ENCODERS) == ["seq-based", "graph-based", "image-based"]
+    # the reference's three pairs, in its order (the first of a pair is encoder_q, the second encoder_r)
+    assert PAIRS == ("seq-based_and_graph-based", "seq-based_and_image-based", "graph-based_and_image-based")
+    assert PAIRS + tuple(ENCODERS) == REPRESENTATIONS
+    assert parse_representation("graph-based_and_image-based") == ("graph-based", "image-based")
+    assert OPTIONS == {
+        "gru_hidden_size": (1024, "BiGRU hidden size"),
+        "gru_layers": (3, "BiGRU layers"),
+        "true_bidirectional_gru": (False, "a genuine BiGRU, not the reference's function"),
+        "agcn_base_channels": (64, "AGCN width of the first units"),
+        "hcn_out_channels": (64, "HCN base channels"),
+    }
+    # every encoder takes only its own options; the others' are ignored, unknown ones refused
+    assert build_encoder("graph-based", 5, agcn_base_channels=4, gru_layers=9).fc.in_features == 16
+    with pytest.raises(TypeError, match="unknown options \\['gru_width'\\]"):
+        build_encoder("seq-based", 5, gru_width=8)
     with pytest.raises(ValueError, match="seq-based, graph-based, image-based"):
         build_encoder("point-based", 10)
+    with pytest.raises(ValueError, match="graph-based_and_seq-based"):
+        parse_representation("graph-based_and_seq-based")  # a pair in the other order is not one
     with pytest.raises(ValueError, match=r"\(N, T>0, 150\)"):
         _tiny("seq-based")(torch.randn(2, 4, 149))
     with pytest.raises(ValueError, match="AGCN expects"):

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import main_moco_inter_skeleton as pretrain
-from common.representations import REPRESENTATION_CHOICES
+from models import REPRESENTATIONS
 from tests.helpers import PRETRAIN_TINY, error_line, patch_step, pretrain_main, write_split
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def without_seconds(history: list[dict]) -> list[dict]:
 # -------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("representation", REPRESENTATION_CHOICES)
+@pytest.mark.parametrize("representation", REPRESENTATIONS)
 def test_one_epoch_of_every_representation(data_root, tmp_path, monkeypatch, representation):
     """The checkpoint's layout, and the epoch's figures: the averages over every clip of what the steps
     returned."""
@@ -126,7 +126,7 @@ def test_window_size_sets_the_views_and_the_image_encoder(data_root, tmp_path, c
         == f"--resume {last} was pretrained with --window-size 32 (here 64): pass the run's own options"
     )
     assert pretrain_main(data_root, tmp_path / "short", "seq-based_and_image-based", "--window-size", "8") == 2
-    assert re.search(r"--window-size 8: the image-based encoder \(HCN\) needs at least 16", error_line(capsys))
+    assert re.search(r"--window-size 8: the image-based encoder needs at least 16", error_line(capsys))
 
 
 @pytest.mark.parametrize(

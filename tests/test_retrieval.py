@@ -146,7 +146,7 @@ def test_retrieval_end_to_end(tmp_path, capsys):
     encoder = build_encoder("image-based", 120, **TINY)
     load_pretrained_encoder(encoder, pretrained, "seq-based_and_image-based", "image-based")
     encoder.eval()
-    val_set = DownstreamDataset(split_paths(root, "ntu120", "cross_setup", "val"), "image-based", train=False)
+    val_set = DownstreamDataset(split_paths(root, "ntu120", "cross_setup", "val"), "clip", train=False)
     clip, _ = val_set[4]
     with torch.no_grad():
         expected = encoder(clip[None], knn_eval=True).reshape(-1).numpy()
@@ -301,6 +301,6 @@ def test_unusable_checkpoints_and_outputs_are_refused_before_the_run(tmp_path, c
     reference_checkpoint(pretrained, "seq-based_and_graph-based")  # the reference's BiGRU function
     assert action_retrieval.main([*common, "--true-bidirectional-gru"]) == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
-        f"action_retrieval.py: error: --pretrained {pretrained} was pretrained without --true-bidirectional-gru; "
-        "evaluate its BiGRU without it too"
+        f"action_retrieval.py: error: --pretrained {pretrained} was pretrained with --true-bidirectional-gru off "
+        "(here on): pass its own options"
     )

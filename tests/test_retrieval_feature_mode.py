@@ -80,14 +80,14 @@ def test_train_mode_equals_the_reference_extraction(graph_run):
     with torch.no_grad():
         # Evaluation clips: the reference's loader keeps the order of its files (os.listdir's hash order),
         # batches of --batch-size; ours is a seeded random order. The rows go back to dataset order.
-        val_set = DownstreamDataset(split_paths(root, "ntu60", "cross_view", "val"), "graph-based", train=False)
+        val_set = DownstreamDataset(split_paths(root, "ntu60", "cross_view", "val"), "clip", train=False)
         assert len(val_set) == 21
         val_order = evaluation.random_order(21, 5, 1).tolist()
         loader_batches = [val_order[:16], val_order[16:]]
         expected_val = np.empty((21, encoder.fc.in_features), dtype=np.float32)
         expected_val[val_order] = reference_extraction(encoder, val_set, loader_batches)
         # Training clips: shuffled (the reference's loader shuffles), another seeded order.
-        train_set = DownstreamDataset(split_paths(root, "ntu60", "cross_view", "train"), "graph-based", train=False)
+        train_set = DownstreamDataset(split_paths(root, "ntu60", "cross_view", "train"), "clip", train=False)
         order = evaluation.random_order(21, 5, 0).tolist()
         shuffled = reference_extraction(encoder, train_set, [order[:16], order[16:]])
     expected_train = np.empty_like(shuffled)
@@ -109,7 +109,7 @@ def test_eval_and_train_modes_differ_on_a_batchnorm_encoder(graph_run):
     assert eval_json["feature_mode"] == "eval"
     assert relative_difference(train_saved["val_features"], eval_saved["val_features"]) > 0.05
     encoder = _pretrained_graph_encoder(pretrained).eval()
-    val_set = DownstreamDataset(split_paths(graph_run[0], "ntu60", "cross_view", "val"), "graph-based", train=False)
+    val_set = DownstreamDataset(split_paths(graph_run[0], "ntu60", "cross_view", "val"), "clip", train=False)
     with torch.no_grad():
         expected = encoder(torch.stack([val_set[i][0] for i in range(3)]), knn_eval=True).numpy()
     np.testing.assert_allclose(eval_saved["val_features"][:3], expected, rtol=1e-4, atol=1e-5)

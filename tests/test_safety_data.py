@@ -392,7 +392,7 @@ def test_feeders_refuse_a_label_pickle_that_carries_code(tmp_path):
         check_split(paths)
     assert str(info.value) == (f"{paths.label}: refusing to load 'posix.system'; label files hold (names, labels) only")
     with pytest.raises(ValueError, match=r"refusing to load 'posix\.system'"):
-        DownstreamDataset(paths, "seq-based", train=False)
+        DownstreamDataset(paths, "sequence", train=False)
     assert not marker.exists()
 
 
@@ -400,7 +400,7 @@ def test_feeders_read_labels_with_numpy_contents(tmp_path):
     paths = _prepared_split(tmp_path)
     names = np.array([f"S001C001P001R001A00{i + 1}.skeleton" for i in range(4)])
     paths.label.write_bytes(pickle.dumps((names, [np.int64(3), np.int64(2), np.int64(1), np.int64(0)])))
-    dataset = DownstreamDataset(paths, "seq-based", train=False)
+    dataset = DownstreamDataset(paths, "sequence", train=False)
     assert dataset.labels.tolist() == [3, 2, 1, 0] and dataset.names == names.tolist()
 
 
@@ -435,7 +435,7 @@ def test_feeders_truncated_npy_is_one_line(tmp_path):
 
 def test_feeders_file_cut_during_a_run_is_one_line_not_a_sigbus(tmp_path):
     paths = _prepared_split(tmp_path)
-    dataset = DownstreamDataset(paths, "seq-based", train=False, input_size=16)
+    dataset = DownstreamDataset(paths, "sequence", train=False, input_size=16)
     assert dataset[3][1] == 3  # mapped and readable
     full = paths.data.stat().st_size
     os.truncate(paths.data, full // 2)  # rewritten in place by another program
@@ -474,7 +474,7 @@ class _CutWhileWorkerReads(DownstreamDataset):
 def test_worker_killed_by_sigbus_on_a_cut_file_is_the_one_line_error(tmp_path):
     paths = _prepared_split(tmp_path)
     full = paths.data.stat().st_size
-    dataset = _CutWhileWorkerReads(paths, "seq-based", train=False, input_size=16)
+    dataset = _CutWhileWorkerReads(paths, "sequence", train=False, input_size=16)
     loader = CheckedLoader(dataset, batch_size=2, num_workers=1)
     with pytest.raises(DataFileError) as info:
         list(loader)
@@ -486,7 +486,7 @@ def test_worker_killed_by_sigbus_on_a_cut_file_is_the_one_line_error(tmp_path):
     assert "\n" not in message and "DataLoader worker" in str(info.value.__context__)
     # A worker that dies while the files are intact: the DataLoader's own error, unchanged.
     np.save(paths.data, np.zeros((4, 3, 300, 25, 2), dtype=np.float32))
-    intact = _CutWhileWorkerReads(paths, "seq-based", train=False, input_size=16)
+    intact = _CutWhileWorkerReads(paths, "sequence", train=False, input_size=16)
     intact.cut = False
     with pytest.raises(RuntimeError, match=r"^DataLoader worker \(pid") as died:
         list(CheckedLoader(intact, batch_size=2, num_workers=1))

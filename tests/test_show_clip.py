@@ -25,7 +25,7 @@ def root(tmp_path_factory) -> Path:
 
 
 def test_views_are_what_pretraining_draws(root):
-    dataset = PretrainDataset(split_paths(root, "ntu60", "cross_view", "train"), ("seq-based", "graph-based"), seed=5)
+    dataset = PretrainDataset(split_paths(root, "ntu60", "cross_view", "train"), ("sequence", "clip"), seed=5)
     dataset.set_epoch(2)
     for index in (0, 7):
         clip = sc.load_clip(root, "ntu60", "xview", index=index)
