@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.constants import ACTION_NAMES_FILE, RESOURCES_FOLDER
+from data_gen.writer import DataGenError
 
 # Training performers of the cross-subject benchmark. The NTU 120 list extends the NTU 60 one; NTU 60
 # only has performers 1..40, so the extended list gives the same split there (the reference uses the
@@ -56,13 +57,13 @@ def strip_suffix(name: str) -> str:
 
 
 def parse_sample_name(name: str) -> SampleName:
-    """Read the fields of ``name`` (with or without ``.skeleton``); ValueError if it is not an NTU name."""
+    """Read the fields of ``name`` (with or without ``.skeleton``); DataGenError if it is not an NTU name."""
     match = _NAME_RE.fullmatch(strip_suffix(name))
     if match is None:
-        raise ValueError(f"{name!r} is not an NTU sample name: expected SsssCcccPpppRrrrAaaa[.skeleton]")
+        raise DataGenError(f"{name!r} is not an NTU sample name: expected SsssCcccPpppRrrrAaaa[.skeleton]")
     setup, camera, subject, replication, action = (int(g) for g in match.groups())
     if action < 1:
-        raise ValueError(f"{name!r}: action number must be >= 1, got A{action:03d}")
+        raise DataGenError(f"{name!r}: action number must be >= 1, got A{action:03d}")
     return SampleName(setup, camera, subject, replication, action)
 
 

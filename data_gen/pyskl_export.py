@@ -26,14 +26,13 @@ import os
 import pickle
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from common.constants import DATASETS, PARTS
-from common.io import atomic_write
+from common.io import atomic_write, check_output_file
 from data_gen import cli
 from data_gen.ctrgcn_npz import Part, benchmark_folder, open_part, split_folder
 from data_gen.ntu_splits import strip_suffix
@@ -94,8 +93,6 @@ def build_content(
     progress: bool = False,
 ) -> dict[str, Any]:
     """The pickle's dict for ``benchmarks`` of ``dataset`` under ``data_root``; DataGenError for bad input."""
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     folders = {benchmark_folder(dataset, b): split_folder(data_root, dataset, b) for b in benchmarks}
     parts = {(folder_name, part): open_part(folder, part) for folder_name, folder in folders.items() for part in PARTS}
     num_class = DATASETS[dataset]["num_class"]
@@ -116,11 +113,6 @@ def build_content(
     return {"split": split, "annotations": [annotations[name] for name in sorted(annotations)]}
 
 
-def write_pickle(content: dict[str, Any], out: str | os.PathLike) -> Path:
-    """Write ``content`` to ``out`` atomically (``common.io.atomic_write``)."""
-    return atomic_write(out, lambda f: pickle.dump(content, f, protocol=PICKLE_PROTOCOL))
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Prepared split folders -> one pyskl / MMAction2 3D annotation pickle ('split' and "
@@ -138,26 +130,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", required=True, help="the pickle to write, e.g. ntu60_3danno.pkl")
     parser.add_argument(
-        "--dtype",
-        choices=DTYPES,
-        default="float32",
-        help="keypoint dtype (default float32: exact; pyskl's own pickles use float16)",
+        "--dtype", choices=DTYPES, default="float32", help="keypoint dtype (default float32: exact; pyskl uses float16)"
     )
     cli.add_progress_arg(parser)
     return parser
 
 
+def _work(args: argparse.Namespace) -> list[str]:
+    out = check_output_file(args.out, "--out")
+    content = build_content(args.data_root, args.dataset, args.benchmarks, dtype=args.dtype, progress=args.progress)
+    atomic_write(out, lambda f: pickle.dump(content, f, protocol=PICKLE_PROTOCOL))
+    counts = ", ".join(f"{key} {len(names)}" for key, names in content["split"].items())
+    return [f"{out}: {len(content['annotations'])} annotations; {counts}"]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-
-    def work() -> list[str]:
-        content = build_content(args.data_root, args.dataset, args.benchmarks, dtype=args.dtype, progress=args.progress)
-        out = write_pickle(content, args.out)
-        counts = ", ".join(f"{key} {len(names)}" for key, names in content["split"].items())
-        return [f"{out}: {len(content['annotations'])} annotations; {counts}"]
-
-    return cli.run_tool(parser.prog, work)
+    return cli.run_tool(build_parser(), _work, argv)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,10 @@
 """Reader for NTU RGB+D ``.skeleton`` text files (Kinect v2 bodies, 25 joints).
 
-Layout: line 1 holds the frame count; each frame starts with its body count; each body is one line of
-10 body fields, one line with the joint count, then one line per joint with 12 fields
-(``x y z depthX depthY colorX colorY orientationW orientationX orientationY orientationZ
-trackingState``). Only the camera-space ``x y z`` are kept.
-
-The common case is parsed in bulk: a Python walk over frame and body headers, then one C-level
-``numpy.loadtxt`` over all joint lines. Only when that bulk parse fails does a line-by-line pass
-run, to name the offending line. The bulk parse checks the line structure, x y z of every joint line
-and the 12 fields of the last one (where a truncated file is cut); a joint line in the middle with a
-wrong number of fields, but numbers for x y z, passes.
+Line 1 holds the frame count; each frame starts with its body count; each body is a line of 10 fields, a
+line with the joint count, then a line of 12 fields per joint, of which ``x y z`` (camera space) are
+kept. A Python walk over the frame and body headers, then one ``numpy.loadtxt`` over all joint lines
+(x y z, and the 12 fields of the last line, where a truncated file is cut); only when that fails does a
+line-by-line pass run, to name the offending line.
 """
 
 from __future__ import annotations
@@ -23,6 +18,7 @@ import numpy as np
 
 from common.constants import MAX_BODIES, NUM_JOINTS
 from data_gen.normalize import MAX_ABS_COORDINATE, slot_energy
+from data_gen.writer import DataGenError
 
 BODY_FIELDS = 10
 JOINT_FIELDS = 12
@@ -31,15 +27,12 @@ COORDINATE_EXPECTED = (
 )
 
 
-class SkeletonFormatError(ValueError):
+class SkeletonFormatError(DataGenError):
     """A ``.skeleton`` file that is truncated or malformed; names the file, the line and what was expected."""
 
     def __init__(self, path: str | Path, line: int, expected: str, found: str):
-        self.path = str(path)
         self.line = line
-        self.expected = expected
-        self.found = found
-        super().__init__(f"{self.path}, line {line}: expected {expected}, found {found}")
+        super().__init__(f"{path}, line {line}: expected {expected}, found {found}")
 
 
 @dataclass(frozen=True)
@@ -126,14 +119,12 @@ def _locate_bad_joint_line(path: Path, lines: list[bytes], line_indices: np.ndar
 def read_skeleton(
     path: str | Path, max_bodies: int = MAX_BODIES, num_joints: int = NUM_JOINTS, max_frames: int | None = None
 ) -> RawSkeleton:
-    """Parse one ``.skeleton`` file.
+    """Parse one ``.skeleton`` file; SkeletonFormatError for a truncated or malformed one.
 
     Body slot ``m`` of frame ``t`` is the ``m``-th body listed in that frame (not a body ID), as in the
-    reference preprocessing. Bodies beyond ``max_bodies`` and joints beyond ``num_joints`` are read
-    (and checked) but dropped. Trailing lines after the last frame are ignored. With ``max_frames``,
-    ``bodies`` holds only the first ``max_frames`` frames (``energy`` still covers all of them), so memory
-    follows the file's size, not the frame count it declares.
-    Raises SkeletonFormatError for a truncated or malformed file, OSError if it cannot be read.
+    reference. Bodies beyond ``max_bodies`` and joints beyond ``num_joints`` are checked but dropped;
+    lines after the last frame are ignored. With ``max_frames``, ``bodies`` holds only the first
+    ``max_frames`` frames (``energy`` covers all), so memory follows the file's size, not its frame count.
     """
     path = Path(path)
     with open(path, "rb") as f:

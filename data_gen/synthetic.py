@@ -2,25 +2,17 @@
 
     python data_gen/synthetic.py --out DIR [--num-classes 10] [--samples-per-class 12] [--seed 0]
 
-Each file has the real layout (frame count; per frame a body count; per body 10 body fields, ``25``,
-then 25 joint lines of 12 fields) and is named ``SsssCcccPpppRrrrAaaa.skeleton``. A sample is a
-Kinect v2 skeleton driven by forward kinematics:
-
-- each class moves one or two "channels" (an arm raised sideways or forwards, both arms overhead, an
-  elbow bent, a kick, a bow, a squat, a turn, a side lean, a nod) with a class-specific rhythm (one, two
-  or four repetitions); samples vary in amplitude, timing, speed (length), idle sway and joint noise;
-- the last fifth of the classes are two-person actions (a second actor, facing the first, mirrors the
-  motion with a lag; either actor may be listed first);
-- body size depends on the subject; camera 1/2/3 look from -45/0/+45 degrees; height, distance and tilt
-  of the cameras depend on the setup;
-- some files have extra noise bodies (compact jittering blobs, up to 4 bodies in a frame), leading,
-  trailing or dropped (empty) frames, sequences shorter than 64 frames, and optionally over 300 frames.
-
-Sample ``i`` of a class gets camera ``i % 3 + 1``, a performer that changes every 3 samples
-(alternately a cross-subject training and test one, the sequence shifted per class) and setups of
-both parities, so that with >= 6 samples per class every class is in the train and val parts of
-x-sub, x-view and x-setup. Names on the official missing-skeleton lists are avoided. Everything is a function of
-``seed`` and the sample's indices: the same call writes the same bytes.
+Each file has the real layout and name (``SsssCcccPpppRrrrAaaa.skeleton``); a sample is a Kinect v2
+skeleton driven by forward kinematics. Each class moves one or two "channels" (an arm raised, both arms
+overhead, an elbow bent, a kick, a bow, a squat, a turn, a lean, a nod) with a class-specific rhythm;
+samples vary in amplitude, timing, length, sway and joint noise. The last fifth of the classes are
+two-person actions (a second actor mirrors the first with a lag). Body size depends on the subject;
+cameras 1/2/3 look from -45/0/+45 degrees from a height, distance and tilt that depend on the setup.
+Some files have noise bodies (up to 4 bodies in a frame), empty leading, trailing or dropped frames,
+fewer than 64 frames, or (optionally) more than 300. Sample ``i`` of a class gets camera ``i % 3 + 1``
+and a performer that changes every 3 samples, alternately an x-sub training and test one, so that with
+>= 6 samples per class every class is in both parts of every benchmark. Names on the official
+missing-skeleton lists are avoided; the same arguments write the same bytes.
 """
 
 from __future__ import annotations
@@ -34,30 +26,21 @@ from pathlib import Path
 import numpy as np
 
 from common.constants import NUM_FRAMES, NUM_JOINTS
-from common.io import atomic_write_bytes, clean_stale_temporaries
-from common.locking import FolderLock
+from common.io import atomic_write_bytes, clean_stale_temporaries, ensure_folder
+from common.locking import FolderLock, LockHeld
 from data_gen import cli
 from data_gen.ntu_splits import DEFAULT_IGNORED_LISTS, XSUB_TRAIN_SUBJECTS_NTU60, read_ignored_list
-from data_gen.writer import make_folder, os_error
+from data_gen.writer import DataGenError
 
 CAMERA_YAW = {1: -np.pi / 4, 2: 0.0, 3: np.pi / 4}
 # Channels a class can drive, with the amplitude (radians, or 0..1 for the squat) of a full movement.
-CHANNELS = (
-    ("left_arm_side", 1.4),
-    ("right_arm_side", 1.4),
-    ("left_arm_forward", 1.5),
-    ("right_arm_forward", 1.5),
-    ("arms_overhead", 2.6),
-    ("left_elbow", 2.0),
-    ("right_elbow", 2.0),
-    ("left_kick", 1.1),
-    ("right_kick", 1.1),
-    ("bow", 0.9),
-    ("squat", 0.8),
-    ("turn", 1.2),
-    ("side_lean", 0.4),
-    ("nod", 0.5),
+# fmt: off
+CHANNELS = (  # a class can drive these, with the amplitude (radians, or 0..1 for the squat) of a full movement
+    ("left_arm_side", 1.4), ("right_arm_side", 1.4), ("left_arm_forward", 1.5), ("right_arm_forward", 1.5),
+    ("arms_overhead", 2.6), ("left_elbow", 2.0), ("right_elbow", 2.0), ("left_kick", 1.1), ("right_kick", 1.1),
+    ("bow", 0.9), ("squat", 0.8), ("turn", 1.2), ("side_lean", 0.4), ("nod", 0.5),
 )
+# fmt: on
 _MIRROR = {0: 1, 1: 0, 2: 3, 3: 2, 5: 6, 6: 5, 7: 8, 8: 7}  # left <-> right channels
 REPETITIONS = (1, 2, 4)
 _VAL_SUBJECTS_NTU60 = tuple(s for s in range(1, 41) if s not in XSUB_TRAIN_SUBJECTS_NTU60)
@@ -309,11 +292,8 @@ def synthetic_sequence(
     trail = int(rng.integers(1, 4)) if rng.random() < 0.2 else 0
     total = lead + active + trail
     frames: list[list[np.ndarray]] = [[] for _ in range(total)]
-    dropped = (
-        set(rng.choice(active, size=int(rng.integers(1, 3)), replace=False).tolist())
-        if rng.random() < 0.1 and active > 10
-        else set()
-    )
+    drop = rng.random() < 0.1 and active > 10
+    dropped = set(rng.choice(active, size=int(rng.integers(1, 3)), replace=False).tolist()) if drop else set()
     for t in range(active):
         if t not in dropped:
             frames[lead + t].extend(actor[t] for actor in actors)
@@ -371,17 +351,16 @@ def skeleton_text(frames: list[list[np.ndarray]], seed_key: Sequence[int]) -> st
 
 
 def check_sizes(num_classes: int, samples_per_class: int, num_subjects: int, num_setups: int) -> None:
-    """ValueError naming the first of :func:`write_synthetic_ntu`'s sizes that is out of range."""
-    if not 1 <= num_classes <= 120:
-        raise ValueError(f"num_classes must be in 1..120 (NTU action numbers), got {num_classes}")
-    if samples_per_class < 1:
-        raise ValueError(f"samples_per_class must be >= 1, got {samples_per_class}")
-    if not 2 <= num_subjects <= 40 or num_subjects % 2:
-        raise ValueError(f"num_subjects must be even, in 2..40, got {num_subjects}")
-    if not 2 <= num_setups <= 32:
-        raise ValueError(f"num_setups must be in 2..32, got {num_setups}")
-    if 3 * num_subjects * 99 < samples_per_class:
-        raise ValueError("samples_per_class too large for three-digit replication numbers")
+    """DataGenError naming the first of :func:`write_synthetic_ntu`'s sizes that is out of range."""
+    problems = {
+        f"--num-classes must be in 1..120 (NTU action numbers), got {num_classes}": not 1 <= num_classes <= 120,
+        f"--samples-per-class must be >= 1, got {samples_per_class}": samples_per_class < 1,
+        f"--num-subjects must be even, in 2..40, got {num_subjects}": not 2 <= num_subjects <= 40 or num_subjects % 2,
+        f"--num-setups must be in 2..32, got {num_setups}": not 2 <= num_setups <= 32,
+        "--samples-per-class too large for three-digit replication numbers": 3 * num_subjects * 99 < samples_per_class,
+    }
+    for message in (m for m, bad in problems.items() if bad):
+        raise DataGenError(message)
 
 
 def write_synthetic_ntu(
@@ -420,12 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Write synthetic NTU RGB+D .skeleton files.")
     parser.add_argument("--out", required=True, help="folder to write the .skeleton files into")
     parser.add_argument("--num-classes", type=int, default=10)
-    parser.add_argument(
-        "--samples-per-class",
-        type=int,
-        default=12,
-        help=">= 6 puts every class in the train and val parts of every benchmark",
-    )
+    parser.add_argument("--samples-per-class", type=int, default=12, help=">= 6: every class in every part")
     parser.add_argument("--num-subjects", type=int, default=6)
     parser.add_argument("--num-setups", type=int, default=4)
     parser.add_argument("--long-samples", type=int, default=0, help="how many files get more than 300 frames")
@@ -433,34 +407,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    sizes = dict(
-        num_classes=args.num_classes,
-        samples_per_class=args.samples_per_class,
-        num_subjects=args.num_subjects,
-        num_setups=args.num_setups,
-    )
+def _work(args: argparse.Namespace) -> list[str]:
+    sizes = {k: getattr(args, k) for k in ("num_classes", "samples_per_class", "num_subjects", "num_setups")}
+    check_sizes(**sizes)
+    out = ensure_folder(args.out, "--out")
     try:
-        check_sizes(**sizes)
-    except ValueError as error:
-        parser.error(str(error))
-    out = Path(args.out)
+        with FolderLock(out, "synthetic"):
+            removed = clean_stale_temporaries(out)  # a killed run's files (never another live run's)
+            paths = write_synthetic_ntu(out, **sizes, long_samples=args.long_samples, seed=args.seed)
+    except LockHeld as held:
+        raise DataGenError(str(held)) from None
+    lines = [f"removed {path}, a temporary file left by an interrupted run" for path in removed]
+    return [*lines, f"wrote {len(paths)} files to {args.out}"]
 
-    def work() -> list[str]:
-        make_folder(out, "--out")
-        try:
-            with FolderLock(out, "synthetic"):
-                removed = clean_stale_temporaries(out)  # a killed run's files (never another live run's)
-                paths = write_synthetic_ntu(out, **sizes, long_samples=args.long_samples, seed=args.seed)
-        except OSError as error:
-            raise os_error(Path(error.filename or out), error, "--out") from None
-        return [f"removed {path}, a temporary file left by an interrupted run" for path in removed] + [
-            f"wrote {len(paths)} files to {args.out}"
-        ]
 
-    return cli.run_tool(parser.prog, work)
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli.run_tool(build_parser(), _work, argv)
 
 
 if __name__ == "__main__":

@@ -350,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("give --out PNG, --gif GIF or both")
     if min(args.frames, args.input_size, args.gif_frames) < 1:
         parser.error("--frames, --input-size and --gif-frames must be >= 1")
-    return run_tool(parser.prog, lambda: draw(args))
+    return run_tool(parser, draw, argv)
 
 
 def draw(args: argparse.Namespace) -> list[str]:
