@@ -1,16 +1,10 @@
 """``manifest.json``: what a prepared split folder holds, so that a changed or truncated file is found.
 
-Its entries record, for each file a converter wrote into the folder: the size in bytes, the sha256 and,
-for ``.npy`` files, the shape and dtype from the header; per part the number of samples and the count
-of each class; the tool, the arguments that determine the contents and the project version. Nothing
-in it depends on the time or the place of the run, so two runs that write the same files write the same
-manifest. Converters build it from their staged files (:func:`build_manifest`); ``write_manifest``
-lists every regular file of a folder (hidden files and the manifest itself excepted).
-
-Two checks, of different cost: :func:`verify` reads every byte (sha256) and also reports files the
-manifest does not list; :func:`quick_check` (what :func:`warn_if_mismatch` runs when a dataset is
-opened) compares sizes and ``.npy`` headers only. Neither reads a file outside the folder: an entry
-naming ``../x`` is a mismatch line. Modification times are not compared (a copy changes them).
+Per file a converter wrote: size, sha256 and, for ``.npy``, shape and dtype; per part the sample and class
+counts; the tool, the arguments that determine the contents and the project version (nothing about the
+time or place of the run). :func:`verify` hashes every file and reports files not listed;
+:func:`quick_check` (what the datasets run, :func:`warn_if_mismatch`) compares sizes and headers only.
+Neither reads a file outside the folder: an entry naming ``../x`` is a mismatch line.
 """
 
 from __future__ import annotations
@@ -36,7 +30,6 @@ MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "skeleton-contrast split manifest"
 MANIFEST_VERSION = 1
 REPO_ROOT = Path(__file__).resolve().parents[1]
-_HASH_CHUNK = 1 << 20
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -48,7 +41,7 @@ def sha256_of(path: Path) -> str:
     """Hex sha256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_HASH_CHUNK), b""):
+        for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
@@ -65,7 +58,7 @@ def _git(*args: str) -> str | None:
 
 
 def code_version() -> dict[str, Any]:
-    """The git commit of this checkout and whether tracked files had changes (None for both outside one)."""
+    """The git commit of this checkout and whether tracked files changed (None for both outside one)."""
     commit = _git("rev-parse", "HEAD")
     changes = _git("status", "--porcelain", "--untracked-files=no") if commit else None
     return {"commit": commit, "dirty": None if changes is None else bool(changes)}
@@ -101,10 +94,8 @@ def file_entry(path: Path, name: str | None = None, sha256: str | None = None) -
 def build_manifest(
     files: Mapping[str, Path], *, tool: str, arguments: Mapping[str, Any], sha256: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
-    """The manifest of a folder that will hold ``files`` (name in the folder -> the file to read now).
-
-    ``sha256``: hashes its writer computed already, by name (the other files are read).
-    """
+    """The manifest of a folder that will hold ``files`` (name -> the file to read now); ``sha256``: hashes
+    the writer computed already, by name."""
     sha256 = sha256 or {}
     for name in files:
         if not is_listed_name(name):
@@ -146,9 +137,8 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ManifestError(
-            f"{path}: no manifest (write one with: python data_gen/manifest.py write {folder})"
-        ) from None
+        write = f"write one with: python data_gen/manifest.py write {folder}"
+        raise ManifestError(f"{path}: no manifest ({write})") from None
     except (OSError, UnicodeError, json.JSONDecodeError) as error:
         raise ManifestError(f"{path}: not readable JSON ({error})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
@@ -158,8 +148,9 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
-def _entry_problem(folder: Path, name: str, entry: Any) -> str | None:
-    """Why an entry cannot be checked (one line), or None; a name outside the folder is never opened."""
+def _cheap_mismatch(folder: Path, name: str, entry: Any) -> str | None:
+    """A malformed entry (a name outside the folder is never opened), a missing file, its size and (for .npy)
+    its header's shape and dtype against the entry: one line, or None."""
     if not is_listed_name(name):
         return f"{folder}: {MANIFEST_NAME} lists {name!r}, which is not a file of this folder (not read)"
     where = f"{folder / name}: the {MANIFEST_NAME} entry"
@@ -177,14 +168,6 @@ def _entry_problem(folder: Path, name: str, entry: Any) -> str | None:
         np.dtype(dtype)
     except (TypeError, ValueError):
         return f"{where} has 'dtype' {dtype!r}, not a NumPy dtype"
-    return None
-
-
-def _cheap_mismatch(folder: Path, name: str, entry: Any) -> str | None:
-    """A malformed entry, a missing file, its size, and (for .npy) its header shape/dtype against the entry."""
-    problem = _entry_problem(folder, name, entry)
-    if problem is not None:
-        return problem
     path = folder / name
     if not path.is_file():
         return f"{path}: missing (listed in {MANIFEST_NAME})"
@@ -202,20 +185,16 @@ def _cheap_mismatch(folder: Path, name: str, entry: Any) -> str | None:
     return None
 
 
-def quick_check(folder: str | os.PathLike, manifest: dict[str, Any] | None = None) -> list[str]:
+def quick_check(folder: str | os.PathLike) -> list[str]:
     """Sizes and .npy headers of the listed files against the manifest: one line per mismatch; no hashing."""
     folder = Path(folder)
-    manifest = read_manifest(folder) if manifest is None else manifest
-    lines = (_cheap_mismatch(folder, name, entry) for name, entry in manifest["files"].items())
+    lines = (_cheap_mismatch(folder, name, entry) for name, entry in read_manifest(folder)["files"].items())
     return [line for line in lines if line is not None]
 
 
 def verify(folder: str | os.PathLike) -> list[str]:
-    """Every listed file against the manifest, sha256 included, and the files it does not list.
-
-    One line per mismatch; an empty list means the folder holds exactly what was recorded. Raises
-    ManifestError (or ``DataFileError`` for a folder a converter left half-replaced).
-    """
+    """One line per mismatch of the listed files (sha256 included) and per file not listed; ManifestError
+    (DataFileError for a folder a converter left half-replaced) when it cannot be read."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ManifestError(f"{folder}: not a folder")
@@ -225,10 +204,8 @@ def verify(folder: str | os.PathLike) -> list[str]:
     for name, entry in manifest["files"].items():
         line = _cheap_mismatch(folder, name, entry)
         if line is None and (digest := sha256_of(folder / name)) != entry["sha256"]:
-            line = (
-                f"{folder / name}: sha256 {digest[:12]}..., {MANIFEST_NAME} says {entry['sha256'][:12]}... "
-                "(same size: changed in place)"
-            )
+            says = f"{MANIFEST_NAME} says {entry['sha256'][:12]}..."
+            line = f"{folder / name}: sha256 {digest[:12]}..., {says} (same size: changed in place)"
         lines += [line] if line else []
     lines.extend(f"{p}: not listed in {MANIFEST_NAME}" for p in listed_files(folder) if p.name not in manifest["files"])
     return lines
@@ -238,26 +215,17 @@ _WARNED: set[str] = set()
 
 
 def warn_if_mismatch(folder: str | os.PathLike) -> list[str]:
-    """For the datasets: the cheap check of ``folder`` once per folder per process, as one warning.
-
-    Silent when the folder has no manifest. Returns the mismatch lines found.
-    """
+    """For the datasets: the cheap check of ``folder`` (with a manifest) once per process, as one warning."""
     folder = Path(folder)
-    key = str(folder.resolve())
-    if key in _WARNED:
+    if str(folder.resolve()) in _WARNED or not (folder / MANIFEST_NAME).is_file():
         return []
-    _WARNED.add(key)
-    if not (folder / MANIFEST_NAME).is_file():
-        return []
+    _WARNED.add(str(folder.resolve()))
     try:
         lines = quick_check(folder)
     except ManifestError as error:
         lines = [str(error)]
     if lines:
         more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
-        warnings.warn(
-            f"{folder} does not match its {MANIFEST_NAME}: {lines[0]}{more}; "
-            f"check with: python data_gen/manifest.py verify {folder}",
-            stacklevel=2,
-        )
+        check = f"check with: python data_gen/manifest.py verify {folder}"
+        warnings.warn(f"{folder} does not match its {MANIFEST_NAME}: {lines[0]}{more}; {check}", stacklevel=2)
     return lines

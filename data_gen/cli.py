@@ -1,10 +1,5 @@
-"""What data_gen's commands share on the command line: their common flags and their ``main``.
-
-Every data tool ends through ``common.cli.run_main`` with ``system_errors=True``: 0 done (its summary
-lines on stdout); 2 bad input, a folder another run holds, or an output that cannot be written (one
-line, ``PROG: error: MESSAGE``); 1 any other error of the system, also one line; 130 Ctrl-C and 143
-SIGTERM, after the clean-up.
-"""
+"""What data_gen's commands share on the command line: their common flags and their ``main``, which ends
+through ``common.cli.run_main`` with system errors as one line (exit 0, 1, 2, 130, 143)."""
 
 from __future__ import annotations
 
@@ -15,7 +10,7 @@ from common.cli import run_main
 from common.constants import DATASETS
 
 
-def run_tool(parser: argparse.ArgumentParser, work: Callable[[argparse.Namespace], Iterable[str]], argv) -> int:
+def run_tool(parser: argparse.ArgumentParser, work: Callable[..., Iterable[str]], argv: Sequence[str] | None) -> int:
     """A data tool's ``main``: parse ``argv``, print the lines ``work(args)`` returns; the exit status."""
 
     def run(args: argparse.Namespace) -> None:
@@ -34,20 +29,11 @@ def workers_count(text: str) -> int:
 
 def add_conversion_args(parser: argparse.ArgumentParser, *, out_defaults: Sequence[str], what: str, bad: str) -> None:
     """``--out-folder``, ``--workers``, ``--skip-bad`` and ``--no-progress`` of the converters."""
-    parser.add_argument(
-        "--out-folder",
-        "--out_folder",
-        dest="out_folder",
-        help=f"where to write <benchmark>/... (default {' or '.join(out_defaults)})",
-    )
+    default = " or ".join(out_defaults)
+    parser.add_argument("--out-folder", "--out_folder", dest="out_folder", help=f"<benchmark>/... go here ({default})")
     parser.add_argument("--workers", type=workers_count, default=1, help=f"processes reading {what} (default 1)")
-    parser.add_argument(
-        "--skip-bad",
-        "--skip_bad",
-        dest="skip_bad",
-        action="store_true",
-        help=f"skip {bad}, listed in OUT/skipped_samples.txt, instead of stopping",
-    )
+    help_ = f"skip {bad}, listed in OUT/skipped_samples.txt, instead of stopping"
+    parser.add_argument("--skip-bad", "--skip_bad", dest="skip_bad", action="store_true", help=help_)
     add_progress_arg(parser)
 
 
@@ -57,11 +43,6 @@ def add_progress_arg(parser: argparse.ArgumentParser) -> None:
 
 def add_split_folder_args(parser: argparse.ArgumentParser) -> None:
     """``--data-root`` and ``--dataset``: the tools that read prepared split folders."""
-    parser.add_argument(
-        "--data-root",
-        "--data_root",
-        dest="data_root",
-        required=True,
-        help="folder holding <dataset folder>/<benchmark>/",
-    )
+    where = "folder holding <dataset folder>/<benchmark>/"
+    parser.add_argument("--data-root", "--data_root", dest="data_root", required=True, help=where)
     parser.add_argument("--dataset", required=True, choices=list(DATASETS))

@@ -1,31 +1,22 @@
 """CTR-GCN-style ``.npz`` files (``NTU60_CS.npz`` ...) to and from our prepared split folders.
 
     python data_gen/ctrgcn_npz.py export --data-root ROOT --dataset ntu60 --benchmark xsub --out NTU60_CS.npz
-        [--keep-padding] [--compress] [--no-progress]
     python data_gen/ctrgcn_npz.py import --npz NTU60_CS.npz --dataset ntu60 --benchmark xsub --data-root ROOT
 
-The file CTR-GCN's ``data/ntu/seq_transformation.py`` writes and the feeders of CTR-GCN, InfoGCN, MAMP and
-MacDiff read: ``x_train`` / ``x_test`` float32 (N, T=300, 150), ``y_train`` / ``y_test`` one-hot (N,
-num_class; wider rows are accepted on import when every class is below num_class). Value ``m * 75 + v * 3
-+ c`` of frame ``t`` is our ``data[n, c, t, v, m]``. Export adds ``names_*`` and ``num_frame_*``, which
-those feeders ignore and import uses to restore our names and frame counts; our val part is their
-``test``. Export writes zeros after each clip's ``num_frame`` frames (those feeders take the non-zero
-frames as the clip; ``--keep-padding`` keeps our repeated padding, so that export then import gives every
-file back byte for byte); a file without the extra arrays gets names ``train_<i>`` and frame counts from
-its last non-zero frame.
-
-Both directions stream blocks of rows, so memory stays at a few blocks whatever the file declares: import
-checks every header against the layout (at most 300 frames a clip, names of at most 256 characters, the
-member's size) and reads the labels, names and frame counts before any clip, then streams the clips
-through ``data_gen.driver`` (the commit of every converter); export writes through
-``common.io.atomic_write``.
+What CTR-GCN's ``seq_transformation.py`` writes and CTR-GCN, InfoGCN, MAMP and MacDiff read: ``x_train`` /
+``x_test`` float32 (N, T=300, 150), value ``m * 75 + v * 3 + c`` of frame ``t`` = our ``data[n, c, t, v,
+m]``; ``y_train`` / ``y_test`` one-hot (N, at least num_class). Export adds ``names_*`` and ``num_frame_*``
+(ignored by those readers, used by import) and writes zeros after each clip's frames (those readers take
+the non-zero frames as the clip; ``--keep-padding`` keeps ours, so export then import gives every file
+back byte for byte). Both directions stream blocks of rows: import checks every header against the layout
+first (at most 300 frames a clip, names of at most 256 characters, the member's size), then the labels,
+names and frame counts, then streams the clips through ``data_gen.driver``.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import io
 import os
 import sys
 import zipfile
@@ -40,10 +31,10 @@ from tqdm import tqdm
 
 from common.constants import DATASETS, NUM_COORDINATES, NUM_FRAMES, NUM_JOINTS, NUM_PERSONS, PARTS, VALUES_PER_FRAME
 from common.io import UsageError, atomic_write, check_output_file
-from common.split_folder import open_split, part_paths, read_npy_header
+from common.split_folder import NpyHeader, open_split, part_paths, read_npy_header
 from data_gen import cli
-from data_gen.driver import Job, Plan, Sample, check_input, run
-from data_gen.writer import DataGenError
+from data_gen.driver import Job, Plan, Sample, check_input, check_out_folder, run
+from data_gen.writer import DataGenError, npy_header
 
 NPZ_PART = {"train": "train", "val": "test"}  # our part -> the npz's
 TOOL = "data_gen/ctrgcn_npz.py import"
@@ -65,11 +56,9 @@ class Part:
 
     def read_rows(self, start: int, end: int) -> np.ndarray:
         """Rows [start, end) read with plain file reads: unlike pages of a memory map, they do not stay resident."""
-        row_shape, itemsize = self.data.shape[1:], self.data.dtype.itemsize
-        with open(self.path, "rb") as f:
-            f.seek(self.header_length + start * int(np.prod(row_shape)) * itemsize)
-            block = np.fromfile(f, dtype=self.data.dtype, count=(end - start) * int(np.prod(row_shape)))
-        return block.reshape(end - start, *row_shape)
+        shape, dtype = self.data.shape[1:], self.data.dtype
+        offset = self.header_length + start * int(np.prod(shape)) * dtype.itemsize
+        return np.fromfile(self.path, dtype, (end - start) * int(np.prod(shape)), offset=offset).reshape(-1, *shape)
 
 
 def benchmark_folder(dataset: str, benchmark: str) -> str:
@@ -120,31 +109,16 @@ def last_nonzero_frame(block: np.ndarray) -> np.ndarray:
     return np.where(nonzero.any(axis=1), last, 0).astype(np.int64)
 
 
-def npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
-    """The bytes of a C-order ``.npy`` header (version 1.0 when it fits, as ``np.save`` writes)."""
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": tuple(shape)}
-    buffer = io.BytesIO()
-    try:
-        np.lib.format.write_array_header_1_0(buffer, header)
-    except ValueError:  # header over 64 KiB
-        buffer = io.BytesIO()
-        np.lib.format.write_array_header_2_0(buffer, header)
-    return buffer.getvalue()
-
-
 def _blocks(n: int, size: int | None = None) -> Iterator[tuple[int, int]]:
     size = size or ROWS_PER_BLOCK  # read at call time
     for start in range(0, n, size):
         yield start, min(start + size, n)
 
 
-# -- export ---------------------------------------------------------------------------------------
-
-
 def _write_member(zf: zipfile.ZipFile, key: str, dtype: np.dtype, shape: tuple[int, ...], blocks: Iterable) -> None:
     # force_zip64: the size is not known when the member is opened, and x can exceed 2 GiB.
     with zf.open(f"{key}.npy", mode="w", force_zip64=True) as member:
-        member.write(npy_header(dtype, shape))
+        member.write(npy_header(shape, dtype))
         for block in blocks:
             member.write(memoryview(np.ascontiguousarray(block, dtype=dtype)).cast("B"))
 
@@ -166,9 +140,8 @@ def export_npz(folder: Path, out: Path, num_class: int, keep_padding: bool, comp
     parts = {part: open_part(folder, part) for part in PARTS}
     for part in parts.values():
         if part.labels.size and part.labels.max() >= num_class:
-            raise DataGenError(
-                f"{part.label_path}: label {part.labels.max()} is outside 0..{num_class - 1} (--dataset)"
-            )
+            outside = f"is outside 0..{num_class - 1} (--dataset)"
+            raise DataGenError(f"{part.label_path}: label {part.labels.max()} {outside}")
 
     def write(f: BinaryIO) -> None:
         total = sum(len(p.names) for p in parts.values())
@@ -179,9 +152,8 @@ def export_npz(folder: Path, out: Path, num_class: int, keep_padding: bool, comp
         ):
             for name, part in parts.items():
                 key, (n, _, t, _, _) = NPZ_PART[name], part.data.shape
-                _write_member(
-                    zf, f"x_{key}", np.float32, (n, t, VALUES_PER_FRAME), _export_rows(part, keep_padding, bar)
-                )
+                rows = _export_rows(part, keep_padding, bar)
+                _write_member(zf, f"x_{key}", np.float32, (n, t, VALUES_PER_FRAME), rows)
                 one_hot = (np.eye(num_class, dtype=np.float32)[part.labels[s:e]] for s, e in _blocks(n, 1 << 14))
                 _write_member(zf, f"y_{key}", np.float32, (n, num_class), one_hot)
                 names = np.array(part.names, dtype=str) if part.names else np.zeros(0, dtype="<U1")
@@ -192,156 +164,118 @@ def export_npz(folder: Path, out: Path, num_class: int, keep_padding: bool, comp
     return {NPZ_PART[name]: len(part.names) for name, part in parts.items()}
 
 
-# -- import ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Member:
-    """One array of an .npz archive, from its header."""
-
-    key: str
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    offset: int
-
-
 _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError)
 
 
-def _member_header(zf: zipfile.ZipFile, npz: Path, key: str) -> Member:
-    """The header of ``key``, which must be C-order numbers or strings and as long as the member."""
-    try:
-        with zf.open(f"{key}.npy") as f:
-            header = read_npy_header(f)
-    except UsageError as error:  # the header reader's own message
-        raise DataGenError(f"{npz}: {key}: {error}") from None
-    except _ZIP_ERRORS as error:
-        raise DataGenError(f"{npz}: {key}: unreadable archive member ({error})") from None
-    if header.fortran_order or header.dtype.hasobject:
-        raise DataGenError(f"{npz}: {key} is not a C-order array of numbers or strings (pickled objects are not read)")
-    size = zf.getinfo(f"{key}.npy").file_size
-    if size != header.file_size:
-        raise DataGenError(
-            f"{npz}: {key}: its header declares shape {header.shape} {header.dtype} ({header.file_size:,} bytes) "
-            f"but the member holds {size:,} bytes"
-        )
-    return Member(key, header.shape, header.dtype, header.offset)
+class _Npz:
+    """An ``.npz`` being imported: the headers of its members, then their rows in blocks."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = check_input(path, "--npz")
+        try:
+            self.zip = zipfile.ZipFile(self.path)
+        except (zipfile.BadZipFile, OSError) as error:
+            raise DataGenError(f"{self.path}: not an .npz (zip) archive ({error})") from None
+        self.headers: dict[str, NpyHeader] = {}
+
+    def _error(self, key: str, error: Exception) -> DataGenError:
+        what = error if isinstance(error, UsageError) else f"unreadable archive member ({error})"
+        return DataGenError(f"{self.path}: {key}: {what}")
+
+    def header(self, key: str) -> NpyHeader:
+        """The header of ``key``: C-order numbers or strings, exactly as long as the member."""
+        try:
+            with self.zip.open(f"{key}.npy") as f:
+                header = read_npy_header(f)
+        except (UsageError, *_ZIP_ERRORS) as error:
+            raise self._error(key, error) from None
+        if header.fortran_order or header.dtype.hasobject:
+            what = "is not a C-order array of numbers or strings (objects are not read)"
+            raise DataGenError(f"{self.path}: {key} {what}")
+        if (size := self.zip.getinfo(f"{key}.npy").file_size) != header.file_size:
+            declares = f"its header declares shape {header.shape} {header.dtype} ({header.file_size:,} bytes)"
+            raise DataGenError(f"{self.path}: {key}: {declares} but the member holds {size:,} bytes")
+        return header
+
+    def rows(self, key: str, size: int | None = None) -> Iterator[np.ndarray]:
+        """Blocks of rows of ``key``, read from the (decompressing) member stream."""
+        shape, dtype, _, offset = self.headers[key]
+        row_bytes = dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
+        try:
+            with self.zip.open(f"{key}.npy") as f:
+                f.read(offset)
+                for start, end in _blocks(shape[0], size):
+                    buffer = f.read((end - start) * row_bytes)
+                    if len(buffer) < (end - start) * row_bytes:
+                        raise DataGenError(f"{self.path}: {key} ends after {start + len(buffer) // row_bytes} rows")
+                    yield np.frombuffer(buffer, dtype=dtype).reshape(end - start, *shape[1:])
+        except _ZIP_ERRORS as error:
+            raise self._error(key, error) from None
+
+    def whole(self, key: str) -> np.ndarray:
+        shape, dtype = self.headers[key][:2]
+        return np.concatenate([np.zeros((0, *shape[1:]), dtype), *self.rows(key, 1 << 16)])
+
+    def check(self, num_class: int, dataset: str) -> None:
+        """Every header against the CTR-GCN layout, before any array is read."""
+        keys = [name[:-4] for name in self.zip.namelist() if name.endswith(".npy")]
+        required = [f"{a}_{k}" for k in NPZ_PART.values() for a in ("x", "y")]
+        if missing := [k for k in required if k not in keys]:
+            holds = f"a CTR-GCN npz holds {', '.join(required)}; found {', '.join(keys) or 'none'}"
+            raise DataGenError(f"{self.path}: missing array {missing[0]!r} ({holds})")
+        self.headers = {k: self.header(k) for k in keys if k in required or k.startswith(("names_", "num_frame_"))}
+        for key in NPZ_PART.values():
+            x, y = self.headers[f"x_{key}"], self.headers[f"y_{key}"]
+            good = len(x.shape) == 3 and x.shape[2] == VALUES_PER_FRAME and 1 <= x.shape[1] <= NUM_FRAMES
+            if not good or x.dtype.kind != "f":
+                expected = f"floats (N, T, {VALUES_PER_FRAME}) with T at most {NUM_FRAMES}: 2 persons x 25 joints x xyz"
+                raise DataGenError(f"{self.path}: x_{key} has shape {x.shape} dtype {x.dtype}, expected {expected}")
+            n = x.shape[0]
+            # Wider is accepted (MAMP's PKU-MMD phase 2 files are 51 wide for 41 classes); the labels are checked.
+            if len(y.shape) != 2 or y.shape[0] != n or y.shape[1] < num_class or y.dtype.kind not in "fiub":
+                expected = f"({n}, {num_class}): one-hot over the {num_class} classes of {dataset}, a row per sample"
+                raise DataGenError(f"{self.path}: y_{key} has shape {y.shape} dtype {y.dtype}, expected {expected}")
+            extras = {"names": ("US", f"strings of at most {MAX_NAME} characters"), "num_frame": ("iu", "integers")}
+            for extra, (kinds, what) in extras.items():
+                shape, dtype = self.headers[f"{extra}_{key}"][:2] if f"{extra}_{key}" in self.headers else ((n,), None)
+                if dtype is not None and (shape != (n,) or dtype.kind not in kinds or dtype.itemsize > 4 * MAX_NAME):
+                    got = f"has shape {shape} dtype {dtype}, expected ({n},) {what}"
+                    raise DataGenError(f"{self.path}: {extra}_{key} {got}")
+        if len({self.headers[f"x_{key}"].shape[1] for key in NPZ_PART.values()}) > 1:
+            raise DataGenError(f"{self.path}: x_train and x_test hold clips of different lengths; expected one")
+
+    def labels(self, key: str, num_class: int) -> np.ndarray:
+        """(N,) int64 classes of a one-hot member; DataGenError naming the first row that is not one-hot or
+        whose class is ``num_class`` or more."""
+        labels = [np.zeros(0, dtype=np.int64)]
+        for block in self.rows(key, 1 << 14):
+            row, ones = sum(map(len, labels)), block == 1
+            good = (ones.sum(axis=1) == 1) & (ones | (block == 0)).all(axis=1)
+            if not good.all():
+                bad = int(np.argmin(good))
+                found = f"expected a single 1 and 0 elsewhere, found values {np.unique(block[bad])[:4].tolist()}"
+                raise DataGenError(f"{self.path}: {key} row {row + bad} is not one-hot ({found})")
+            labels.append(np.argmax(ones, axis=1).astype(np.int64))
+            if labels[-1].max(initial=0) >= num_class:
+                bad = int(np.argmax(labels[-1] >= num_class))
+                outside = f"outside the {num_class} classes (0..{num_class - 1}) of the chosen --dataset"
+                raise DataGenError(f"{self.path}: {key} row {row + bad} is class {labels[-1][bad]}, {outside}")
+        return np.concatenate(labels)
+
+    def meta(self, key: str, num_class: int) -> tuple[list[str], np.ndarray, np.ndarray | None]:
+        """(names, labels, frame counts or None: taken from the clips) of one npz part, checked."""
+        n, t = self.headers[f"x_{key}"].shape[:2]
+        names = [f"{key}_{i}" for i in range(n)]
+        if f"names_{key}" in self.headers:
+            names = [str(v) for v in self.whole(f"names_{key}").astype(str)]
+        frames = self.whole(f"num_frame_{key}").astype(np.int64) if f"num_frame_{key}" in self.headers else None
+        if frames is not None and frames.size and (frames.min() < 0 or frames.max() > t):
+            found = f"[{frames.min()}, {frames.max()}]"
+            raise DataGenError(f"{self.path}: num_frame_{key} must lie in [0, {t}] (T of x_{key}), found {found}")
+        return names, self.labels(f"y_{key}", num_class), frames
 
 
-def _iter_rows(zf: zipfile.ZipFile, npz: Path, member: Member, rows: int | None = None) -> Iterator[np.ndarray]:
-    """Row blocks of a member, read from the (decompressing) member stream."""
-    row_bytes = member.dtype.itemsize * int(np.prod(member.shape[1:], dtype=np.int64))
-    try:
-        with zf.open(f"{member.key}.npy") as f:
-            f.read(member.offset)
-            for start, end in _blocks(member.shape[0], rows):
-                buffer = f.read((end - start) * row_bytes)
-                if len(buffer) < (end - start) * row_bytes:
-                    raise DataGenError(
-                        f"{npz}: {member.key} ends after {start + len(buffer) // max(row_bytes, 1)} rows"
-                    )
-                yield np.frombuffer(buffer, dtype=member.dtype).reshape(end - start, *member.shape[1:])
-    except _ZIP_ERRORS as error:
-        raise DataGenError(f"{npz}: {member.key}: unreadable archive member ({error})") from None
-
-
-def _check_part(npz: Path, members: dict[str, Member], key: str, num_class: int, dataset: str) -> dict[str, Member]:
-    """The arrays of one npz part, their headers checked against the layout (x, y, and names, num_frame if there)."""
-    x, y = members[f"x_{key}"], members[f"y_{key}"]
-    if len(x.shape) != 3 or x.shape[2] != VALUES_PER_FRAME or not 1 <= x.shape[1] <= NUM_FRAMES or x.dtype.kind != "f":
-        raise DataGenError(
-            f"{npz}: x_{key} has shape {x.shape} dtype {x.dtype}, expected floats (N, T, {VALUES_PER_FRAME}) with T at "
-            f"most {NUM_FRAMES}: per frame {NUM_PERSONS} persons x {NUM_JOINTS} joints x xyz"
-        )
-    # Wider is accepted (MAMP's PKU-MMD phase 2 files are 51 wide for 41 classes); the labels are checked.
-    if len(y.shape) != 2 or y.shape[0] != x.shape[0] or y.shape[1] < num_class or y.dtype.kind not in "fiub":
-        raise DataGenError(
-            f"{npz}: y_{key} has shape {y.shape} dtype {y.dtype}, expected ({x.shape[0]}, {num_class}):"
-            f" one-hot over the {num_class} classes of {dataset}, one row per sample of x_{key}"
-        )
-    arrays = {"x": x, "y": y}
-    for extra, kinds, what in (
-        ("names", "US", f"strings of at most {MAX_NAME} characters"),
-        ("num_frame", "iu", "integers"),
-    ):
-        member = members.get(f"{extra}_{key}")
-        if member is None:
-            continue
-        width = member.dtype.itemsize // (4 if member.dtype.kind == "U" else 1)
-        if member.shape != (x.shape[0],) or member.dtype.kind not in kinds or (extra == "names" and width > MAX_NAME):
-            raise DataGenError(
-                f"{npz}: {member.key} has shape {member.shape} dtype {member.dtype}, expected ({x.shape[0]},) {what}"
-            )
-        arrays[extra] = member
-    return arrays
-
-
-def check_npz(npz: Path, zf: zipfile.ZipFile, num_class: int, dataset: str) -> dict[str, dict[str, Member]]:
-    """Headers of every array checked against the CTR-GCN layout: npz part name -> its arrays."""
-    keys = [name[:-4] for name in zf.namelist() if name.endswith(".npy")]
-    required = [f"{a}_{k}" for k in NPZ_PART.values() for a in ("x", "y")]
-    missing = [k for k in required if k not in keys]
-    if missing:
-        raise DataGenError(
-            f"{npz}: missing array {missing[0]!r} (a CTR-GCN npz holds {', '.join(required)}; "
-            f"found {', '.join(keys) or 'none'})"
-        )
-    members = {k: _member_header(zf, npz, k) for k in keys if k in required or k.startswith(("names_", "num_frame_"))}
-    parts = {key: _check_part(npz, members, key, num_class, dataset) for key in NPZ_PART.values()}
-    lengths = [parts[key]["x"].shape[1] for key in NPZ_PART.values()]
-    if lengths[0] != lengths[1]:
-        raise DataGenError(
-            f"{npz}: x_train holds clips of {lengths[0]} frames, x_test of {lengths[1]}; expected one length"
-        )
-    return parts
-
-
-def read_one_hot(zf: zipfile.ZipFile, npz: Path, member: Member, num_class: int) -> np.ndarray:
-    """(N,) int64 labels of a one-hot member; DataGenError naming the first row that is not one-hot or
-    whose class is ``num_class`` or more."""
-    labels = [np.zeros(0, dtype=np.int64)]
-    for block in _iter_rows(zf, npz, member, rows=1 << 14):
-        row = sum(len(b) for b in labels)
-        ones = block == 1
-        good = (ones.sum(axis=1) == 1) & (ones | (block == 0)).all(axis=1)
-        if not good.all():
-            bad = int(np.argmin(good))
-            raise DataGenError(
-                f"{npz}: {member.key} row {row + bad} is not one-hot (expected a single 1 and 0 elsewhere, "
-                f"found values {np.unique(block[bad])[:4].tolist()})"
-            )
-        labels.append(np.argmax(ones, axis=1).astype(np.int64))
-        if labels[-1].max(initial=0) >= num_class:
-            bad = int(np.argmax(labels[-1] >= num_class))
-            raise DataGenError(
-                f"{npz}: {member.key} row {row + bad} is class {labels[-1][bad]}, "
-                f"outside the {num_class} classes (0..{num_class - 1}) of the chosen --dataset"
-            )
-    return np.concatenate(labels)
-
-
-def _read_small(zf: zipfile.ZipFile, npz: Path, member: Member) -> np.ndarray:
-    blocks = list(_iter_rows(zf, npz, member, rows=1 << 16))
-    return np.concatenate(blocks) if blocks else np.zeros(member.shape, dtype=member.dtype)
-
-
-def read_part_meta(zf: zipfile.ZipFile, npz: Path, key: str, arrays: dict[str, Member], num_class: int) -> tuple:
-    """(names, labels, frame counts or None) of one npz part, checked; names from the extra array or
-    ``<key>_<i>``; frame counts None when they must come from the clips."""
-    labels = read_one_hot(zf, npz, arrays["y"], num_class)
-    n, t = arrays["x"].shape[:2]
-    names = [f"{key}_{i}" for i in range(n)]
-    if "names" in arrays:
-        names = [str(v) for v in _read_small(zf, npz, arrays["names"]).astype(str)]
-    frames = _read_small(zf, npz, arrays["num_frame"]).astype(np.int64) if "num_frame" in arrays else None
-    if frames is not None and frames.size and (frames.min() < 0 or frames.max() > t):
-        raise DataGenError(
-            f"{npz}: num_frame_{key} must lie in [0, {t}] (T of x_{key}), found [{frames.min()}, {frames.max()}]"
-        )
-    return names, labels, frames
-
-
-def _import_block(npz: Path, metas: dict, streams: dict, payload: tuple[str, int, int]) -> list[Sample]:
+def _import_block(npz: _Npz, metas: dict, streams: dict, payload: tuple[str, int, int]) -> list[Sample]:
     """The clips of rows [start, end) of one part (the next block of its stream), finite as float32."""
     part, start, end = payload
     names, labels, frames = metas[part]
@@ -349,42 +283,32 @@ def _import_block(npz: Path, metas: dict, streams: dict, payload: tuple[str, int
         rows = next(streams[part]).astype(np.float32)
     bad = ~np.isfinite(rows).reshape(len(rows), -1).all(axis=1)
     if bad.any():
-        raise DataGenError(
-            f"{npz}: x_{NPZ_PART[part]} row {start + int(np.argmax(bad))} holds values that are not finite as "
-            "float32 (NaN, infinite, or beyond 3.4e38 in magnitude)"
-        )
+        values = "holds values that are not finite as float32 (NaN, infinite, or beyond 3.4e38 in magnitude)"
+        raise DataGenError(f"{npz.path}: x_{NPZ_PART[part]} row {start + int(np.argmax(bad))} {values}")
     counts = last_nonzero_frame(rows) if frames is None else frames[start:end]
     clips = from_ctrgcn_rows(rows)
     return [Sample(names[start + j], int(labels[start + j]), clips[j], int(counts[j]), 0) for j in range(len(rows))]
 
 
-def import_npz(npz: str | os.PathLike, folder: Path, dataset: str, progress: bool, arguments: dict) -> dict[str, int]:
-    """Write the CTR-GCN ``npz`` as our split files into ``folder``; samples per part. Every header, the
-    labels, names and frame counts are checked before a clip is read; the clips then stream through
-    the driver. DataGenError (one line naming the file, the array and the row) for bad input."""
-    npz, num_class = check_input(npz, "--npz"), DATASETS[dataset]["num_class"]
-    try:
-        zf = zipfile.ZipFile(npz)
-    except (zipfile.BadZipFile, OSError) as error:
-        raise DataGenError(f"{npz}: not an .npz (zip) archive ({error})") from None
-    with zf:
-        arrays = check_npz(npz, zf, num_class, dataset)
-        metas = {part: read_part_meta(zf, npz, key, arrays[key], num_class) for part, key in NPZ_PART.items()}
+def import_npz(npz: _Npz, folder: Path, dataset: str, progress: bool, arguments: dict) -> dict[str, int]:
+    """Write the CTR-GCN ``npz`` as our split files into ``folder`` (samples per part): the headers, labels,
+    names and frame counts are checked before a clip is read; the clips then stream through the driver."""
+    num_class = DATASETS[dataset]["num_class"]
+    with npz.zip:
+        npz.check(num_class, dataset)
+        metas = {part: npz.meta(key, num_class) for part, key in NPZ_PART.items()}
         seen: dict[str, str] = {}
         for part, key in NPZ_PART.items():
             for i, name in enumerate(metas[part][0]):
-                if seen.setdefault(name, f"names_{key} row {i}") != f"names_{key} row {i}":
-                    raise DataGenError(f"{npz}: names_{key} row {i} is {name!r}, as {seen[name]} is; names must differ")
-        streams = {part: _iter_rows(zf, npz, arrays[key]["x"]) for part, key in NPZ_PART.items()}
-        blocks = [(part, s, e) for part, key in NPZ_PART.items() for s, e in _blocks(arrays[key]["x"].shape[0])]
+                if (first := seen.setdefault(name, f"names_{key} row {i}")) != f"names_{key} row {i}":
+                    raise DataGenError(f"{npz.path}: names_{key} row {i} is {name!r}, as {first} is; names must differ")
+        streams = {part: npz.rows(f"x_{key}") for part, key in NPZ_PART.items()}
+        blocks = [(p, s, e) for p, key in NPZ_PART.items() for s, e in _blocks(npz.headers[f"x_{key}"].shape[0])]
         jobs = [Job(f"x_{NPZ_PART[p]}", ((folder.name, p),), e - s, (p, s, e)) for p, s, e in blocks]
         work = functools.partial(_import_block, npz, metas, streams)
-        shape = (NUM_COORDINATES, arrays["train"]["x"].shape[1], NUM_JOINTS, NUM_PERSONS)
-        parts = [(folder.name, part) for part in PARTS]
-        summary = run(
-            Plan(folder.parent, TOOL, arguments, str(npz), parts, jobs, work, row_shape=shape), progress=progress
-        )
-    return summary.written[folder.name]
+        steps = Plan(folder.parent, TOOL, arguments, str(npz.path), [(folder.name, p) for p in PARTS], jobs, work)
+        steps.row_shape = (NUM_COORDINATES, npz.headers["x_train"].shape[1], NUM_JOINTS, NUM_PERSONS)
+        return run(steps, progress=progress).written[folder.name]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -411,7 +335,8 @@ def _work(args: argparse.Namespace) -> list[str]:
         counts = export_npz(folder, out, num_class, args.keep_padding, args.compress, args.progress)
     else:
         arguments = {"npz": str(args.npz), "dataset": args.dataset, "benchmark": args.benchmark}
-        out, counts = folder, import_npz(args.npz, folder, args.dataset, args.progress, arguments)
+        check_out_folder(folder, "--data-root")
+        out, counts = folder, import_npz(_Npz(args.npz), folder, args.dataset, args.progress, arguments)
     return [f"{out}: " + ", ".join(f"{k} {v}" for k, v in counts.items())]
 
 

@@ -1,12 +1,10 @@
 """The one converter driver: from the jobs a converter lists to committed split folders.
 
-A converter (``ntu_gendata``, ``pku_gendata``, ``pyskl_convert``, ``ctrgcn_npz import``) says only how
-to list and read its input: a :class:`Plan` of :class:`Job` s, each naming the (folder, part) its samples
-go to and how many it expects, and a ``work`` function that turns a job's payload into samples and
-skips (or raises DataGenError for a bad job). The driver owns the rest: the part sizes and the refusal
-of a part without samples, the worker pool (``data_gen.parallel``), ``--skip-bad`` and
-``skipped_samples.txt``, the progress bar, the warnings about long and empty clips, the commit of
-``data_gen.writer`` (all or nothing) and the summary lines.
+A converter (NTU, PKU-MMD, pyskl, CTR-GCN npz import) says only how to list and read its input: a
+:class:`Plan` of jobs, each naming the (folder, part) its samples go to and how many it should give, and a
+``work`` function from a job's payload to samples and skips (DataGenError for a bad job). The driver owns
+the rest: part sizes and the refusal of an empty part, the worker pool, ``--skip-bad`` and
+``skipped_samples.txt``, progress, the warnings about long and empty clips, the commit and the summary.
 """
 
 from __future__ import annotations
@@ -24,6 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from common.constants import NUM_FRAMES, SAMPLE_SHAPE
+from common.io import OutputError
 from data_gen.parallel import imap_ordered
 from data_gen.writer import SKIPPED_LIST, DataGenError, RunOutputs
 
@@ -81,9 +80,7 @@ class Summary:
 
     def lines(self, noun: str, skip_bad: bool) -> list[str]:
         """``OUT/xsub: train 40, val 20`` per folder, then the skipped count (with --skip-bad, or when any)."""
-        lines = [
-            f"{self.out / n}: {', '.join(f'{p} {c}' for p, c in parts.items())}" for n, parts in self.written.items()
-        ]
+        lines = [f"{self.out / n}: " + ", ".join(f"{p} {c}" for p, c in ps.items()) for n, ps in self.written.items()]
         if self.skipped or skip_bad:
             listed = f", listed in {self.out / SKIPPED_LIST}" if self.skipped else ""
             lines.append(f"skipped {len(self.skipped)} {noun}{listed}")
@@ -109,8 +106,7 @@ def input_problem(path: Path) -> str | None:
 
 def check_input(path: str | os.PathLike, what: str) -> Path:
     """``path`` if it is a readable regular file, else DataGenError: ``WHAT PATH: PROBLEM``."""
-    problem = input_problem(Path(path))
-    if problem is not None:
+    if (problem := input_problem(Path(path))) is not None:
         raise DataGenError(f"{what} {path}: {problem}")
     return Path(path)
 
@@ -130,63 +126,59 @@ def _guarded(work: Callable[[Any], Result], payload: Any) -> tuple[bool, Result 
         return False, str(error)
 
 
+def check_out_folder(path: str | os.PathLike, flag: str = "--out-folder") -> Path:
+    """At the start of a run: ``path`` can be (or become) a folder; OutputError otherwise, nothing created."""
+    existing = next(p for p in (Path(path), *Path(path).parents) if os.path.lexists(p))
+    if not existing.is_dir():
+        raise OutputError(f"{flag} {path}: {existing} is a file, not a folder")
+    return Path(path)
+
+
 def run(plan: Plan, *, workers: int = 1, skip_bad: bool = False, progress: bool = True) -> Summary:
     """Write every part of ``plan`` (see the module docstring); nothing is replaced unless all succeed."""
     sizes = dict.fromkeys(plan.parts, 0)
-    for job in plan.jobs:
-        for key in job.parts:
-            sizes[key] += job.size
-    for (folder, part), size in sizes.items():
-        if size == 0:
-            raise DataGenError(
-                f"{plan.source}: no sample for {folder}/{part}; nothing was written "
-                "(a part without samples cannot be trained or evaluated on)"
-            )
+    for key, size in ((key, job.size) for job in plan.jobs for key in job.parts):
+        sizes[key] += size
+    for folder, part in (key for key, size in sizes.items() if size == 0):
+        why = "a part without samples cannot be trained or evaluated on"
+        raise DataGenError(f"{plan.source}: no sample for {folder}/{part}; nothing was written ({why})")
     summary = Summary(plan.out, skipped=list(plan.skipped))
     with RunOutputs(plan.out, "data_gen", tool=plan.tool, arguments=plan.arguments) as out:
         for (folder, part), size in sizes.items():
             out.part(folder, part, size, plan.row_shape)
-        first = _write(plan, out, summary, workers=workers, skip_bad=skip_bad, progress=progress)
-        for (folder, part), writer in out.parts.items():
-            if not writer.names:
-                raise DataGenError(
-                    f"{plan.source}: every sample of {folder}/{part} was skipped as bad "
-                    f"(first: {first.get((folder, part))}); nothing was written"
-                )
-        for name, text in {
-            SKIPPED_LIST: "".join(f"{n}\t{r}\n" for n, r in summary.skipped) or None,
-            **plan.files,
-        }.items():
+        first = _write(plan, out, summary, workers, skip_bad, progress)
+        for folder, part in (key for key, writer in out.parts.items() if not writer.names):
+            raise DataGenError(
+                f"{plan.source}: every sample of {folder}/{part} was skipped as bad (first: {first[folder, part]}); "
+                "nothing was written"
+            )
+        out.stage_file(SKIPPED_LIST, "".join(f"{n}\t{r}\n" for n, r in summary.skipped) or None)
+        for name, text in plan.files.items():
             out.stage_file(name, text)
         summary.written = out.commit()
-    for names, what in (
-        (summary.long, f"clips longer than {NUM_FRAMES} frames were {plan.long_verb}"),
-        (summary.empty, "clips hold no body in any frame; stored as zeros"),
-    ):
+    long = (summary.long, f"clips longer than {NUM_FRAMES} frames were {plan.long_verb}")
+    for names, what in (long, (summary.empty, "clips hold no body in any frame; stored as zeros")):
         if names:
             warnings.warn(f"{len(names)} {what}: {preview(names)}", stacklevel=2)
     return summary
 
 
-def _write(plan: Plan, out: RunOutputs, summary: Summary, **options: Any) -> dict[tuple[str, str], str]:
-    """Run the jobs in order (in ``workers`` processes); append each sample to its parts. Returns the
-    first reason a sample of each part was skipped for."""
+def _write(plan: Plan, out: RunOutputs, summary: Summary, workers: int, skip_bad: bool, progress: bool) -> dict:
+    """Run the jobs in order (in ``workers`` processes) and append each sample to its parts; the first
+    reason a sample of each part was skipped for."""
     first: dict[tuple[str, str], str] = {}
-    work = functools.partial(_guarded, plan.work)
-    payloads = (job.payload for job in plan.jobs)
-    results = imap_ordered(work, payloads, options["workers"], chunksize=plan.chunksize, window=plan.window)
-    total = sum(job.size for job in plan.jobs)
-    desc = Path(plan.tool.split()[0]).stem
+    work, payloads = functools.partial(_guarded, plan.work), (job.payload for job in plan.jobs)
+    results = imap_ordered(work, payloads, workers, chunksize=plan.chunksize, window=plan.window)
+    desc, total = Path(plan.tool.split()[0]).stem, sum(job.size for job in plan.jobs)
     try:
-        with tqdm(total=total, unit="clip", desc=desc, disable=not options["progress"]) as bar:
+        with tqdm(total=total, unit="clip", desc=desc, disable=not progress) as bar:
             for job, (ok, result) in zip(plan.jobs, results):
-                if not ok and not options["skip_bad"]:
+                if not ok and not skip_bad:
                     raise DataGenError(result)
                 for item in result if ok else [(job.key, result)]:
                     if not isinstance(item, Sample):
                         summary.skipped.append(item)
-                        for key in job.parts:
-                            first.setdefault(key, item[1])
+                        first.update({key: item[1] for key in job.parts if key not in first})
                         continue
                     summary.long += [item.name] if item.frames > NUM_FRAMES else []
                     summary.empty += [] if item.data.any() else [item.name]

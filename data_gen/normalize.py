@@ -67,16 +67,6 @@ def layout(bodies: np.ndarray, num_persons: int = NUM_PERSONS, max_frames: int =
     return out
 
 
-def to_person_major(x: np.ndarray) -> np.ndarray:
-    """(C, T, V, M) -> (M, C, T, V) float64, the layout the steps below work in (fast per-person access)."""
-    return np.ascontiguousarray(np.asarray(x).transpose(3, 0, 1, 2), dtype=np.float64)
-
-
-def from_person_major(s: np.ndarray, dtype=np.float32) -> np.ndarray:
-    """(M, C, T, V) -> (C, T, V, M) in ``dtype``."""
-    return np.ascontiguousarray(s.transpose(1, 2, 3, 0), dtype=dtype)
-
-
 def pad_null_frames(s: np.ndarray) -> np.ndarray:
     """(M, C, T, V): close a person's leading gap (all its non-empty frames to the front; otherwise gaps
     inside stay), then loop the sequence over the trailing empty frames."""
@@ -110,8 +100,7 @@ def rotation_between(vector: np.ndarray, target: np.ndarray) -> np.ndarray:
     axis or the angle is below 1e-6 (an anti-parallel pair is left alone, as in the reference). A float32
     ``vector`` is made a unit vector in float32, as the reference does with its float32 data."""
     v_in = np.asarray(vector)
-    if v_in.dtype != np.float32:
-        v_in = v_in.astype(np.float64)
+    v_in = v_in if v_in.dtype == np.float32 else v_in.astype(np.float64)
     v = v_in.astype(np.float64)
     t = np.asarray(target, dtype=np.float64)
     if np.abs(v).sum() < ZERO_TOL or np.abs(t).sum() < ZERO_TOL:
@@ -142,7 +131,7 @@ def align_to_axes(s: np.ndarray, z_bone: tuple[int, int] = Z_BONE, x_bone: tuple
 
 def normalize_sample(x: np.ndarray) -> np.ndarray:
     """The whole normalisation of one sample, (3, T, V, M) -> float32 (zeros for a sample without a body)."""
-    s = to_person_major(x)
+    s = np.ascontiguousarray(np.asarray(x).transpose(3, 0, 1, 2), dtype=np.float64)  # (M, C, T, V)
     if not s.any():
         return np.zeros(np.shape(x), dtype=np.float32)
-    return from_person_major(align_to_axes(center_on_joint(pad_null_frames(s))))
+    return np.ascontiguousarray(align_to_axes(center_on_joint(pad_null_frames(s))).transpose(1, 2, 3, 0), np.float32)

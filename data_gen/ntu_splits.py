@@ -26,6 +26,8 @@ XSUB_TRAIN_SUBJECTS_NTU120_EXTRA = (
 XSUB_TRAIN_SUBJECTS = frozenset(XSUB_TRAIN_SUBJECTS_NTU60 + XSUB_TRAIN_SUBJECTS_NTU120_EXTRA)
 XVIEW_TRAIN_CAMERAS = frozenset((2, 3))
 XSETUP_TRAIN_SETUPS = frozenset(range(2, 33, 2))
+_TRAINING = {"xsub": ("subject", XSUB_TRAIN_SUBJECTS), "xview": ("camera", XVIEW_TRAIN_CAMERAS)}
+_TRAINING["xsetup"] = ("setup", XSETUP_TRAIN_SETUPS)
 
 DEFAULT_IGNORED_LISTS = {
     "ntu60": RESOURCES_FOLDER / "NTU_RGBD_samples_with_missing_skeletons.txt",
@@ -69,36 +71,19 @@ def parse_sample_name(name: str) -> SampleName:
 
 def is_training(sample: SampleName, benchmark: str) -> bool:
     """Whether ``sample`` belongs to the training part of ``benchmark`` (xsub, xview or xsetup)."""
-    if benchmark == "xsub":
-        return sample.subject in XSUB_TRAIN_SUBJECTS
-    if benchmark == "xview":
-        return sample.camera in XVIEW_TRAIN_CAMERAS
-    if benchmark == "xsetup":
-        return sample.setup in XSETUP_TRAIN_SETUPS
-    raise ValueError(f"unknown benchmark {benchmark!r}: expected one of xsub, xview, xsetup")
+    if benchmark not in _TRAINING:
+        raise ValueError(f"unknown benchmark {benchmark!r}: expected one of xsub, xview, xsetup")
+    return getattr(sample, _TRAINING[benchmark][0]) in _TRAINING[benchmark][1]
 
 
 def read_ignored_list(path: str | Path) -> set[str]:
-    """Sample names (without ``.skeleton``) listed in an ignored-samples file.
-
-    The official files open with two prose lines; every line that is not a sample name (prose, blank)
-    is skipped, and names may carry ``.skeleton`` or not. Windows line endings are fine.
-    """
-    names: set[str] = set()
+    """The sample names (without ``.skeleton``) of an ignored-samples file; other lines (the official files
+    open with prose) are skipped."""
     with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            token = strip_suffix(line.strip())
-            if _NAME_RE.fullmatch(token):
-                names.add(token)
-    return names
+        return {token for token in (strip_suffix(line.strip()) for line in f) if _NAME_RE.fullmatch(token)}
 
 
 def read_action_names(path: str | Path = ACTION_NAMES_FILE) -> dict[int, str]:
     """Action number (1-based) -> name, from the tab-separated resource file."""
-    names: dict[int, str] = {}
     with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                number, name = line.rstrip("\r\n").split("\t", 1)
-                names[int(number)] = name
-    return names
+        return {int(n): name for n, name in (line.rstrip("\r\n").split("\t", 1) for line in f if line.strip())}

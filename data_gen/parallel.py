@@ -27,11 +27,8 @@ def _ignore_signals() -> None:
 def imap_ordered(
     func: Callable[[T], R], items: Iterable[T], workers: int, *, chunksize: int = 1, window: int = 32
 ) -> Iterator[R]:
-    """``func(item)`` for every item, in input order, from ``workers`` processes (in-process for 1).
-
-    At most ``window`` items per worker (rounded up to whole chunks) are in flight or waiting to be
-    consumed, so fast workers cannot pile up results faster than the caller takes them.
-    """
+    """``func(item)`` for every item, in input order, from ``workers`` processes (in-process for 1); at most
+    ``window`` items per worker (whole chunks) in flight, so results never pile up faster than they are taken."""
     if workers <= 1:
         for item in items:
             yield func(item)

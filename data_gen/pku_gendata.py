@@ -1,18 +1,12 @@
 """PKU-MMD phase 1 / phase 2 skeletons -> the NTU tensor layout the training scripts read.
 
-Input, as the dataset's authors distribute it (docs/datasets.md#pku-mmd-phase-1-and-phase-2): a skeleton
-folder with one ``<video>.txt`` per video, a line per frame of 150 numbers (person 1's 25 joints x y z,
-then person 2's, zeros when absent); a label folder with one ``<video>.txt`` per video, a line
-``action_id,start_frame,end_frame,confidence`` per action; split files ``Training videos:`` + ids,
-``Validataion videos:`` (sic) + ids.
-
-Each labelled interval becomes one sample ``<video>_<iii>`` (iii: its 0-based line in the label file):
-rows ``[start, end)`` laid out as (3, T, 25, 2), padded to 300 frames and normalised as NTU
-(``data_gen.normalize``). By default as the lineage's preparation (maoyunyao/CMD
-``data_gen/pku_gendata.py``, the closest published evidence) does: the two person slots in file order
-and the first 300 frames of a longer clip; ``--person-order energy`` orders them by motion energy (the
-NTU rule) and ``--long-clips resample`` resamples a longer clip to 300 frames. Reading the videos (in
-``--workers`` processes), part sizes, ``--skip-bad`` and the commit are ``data_gen.driver``'s.
+Input as distributed (docs/datasets.md#pku-mmd-phase-1-and-phase-2): ``<video>.txt`` skeleton files (a
+line of 150 numbers per frame: person 1's 25 joints x y z, then person 2's), label files (a line
+``action_id,start_frame,end_frame,confidence`` per action) and split files. Each labelled interval is one
+sample ``<video>_<iii>``: rows ``[start, end)``, laid out, padded to 300 frames and normalised as NTU.
+By default as the lineage's preparation (maoyunyao/CMD ``data_gen/pku_gendata.py``) does: the two person
+slots in file order, the first 300 frames of a longer clip; ``--person-order energy`` and ``--long-clips
+resample`` are the alternatives. The rest (workers, part sizes, ``--skip-bad``, commit) is the driver's.
 """
 
 from __future__ import annotations
@@ -28,18 +22,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from common.constants import (
-    DATASETS,
-    NUM_COORDINATES,
-    NUM_FRAMES,
-    NUM_JOINTS,
-    NUM_PERSONS,
-    PARTS,
-    VALUES_PER_FRAME,
-    default_out_folder,
-)
-from data_gen import cli
-from data_gen.driver import Job, Plan, Result, Sample, check_input, input_problem, preview, refuse_or_skip, run
+from common.constants import DATASETS, NUM_FRAMES, NUM_PERSONS, PARTS, VALUES_PER_FRAME, default_out_folder
+from data_gen import cli, driver
 from data_gen.normalize import MAX_ABS_COORDINATE, layout, normalize_sample, select_bodies
 from data_gen.skeleton_reader import COORDINATE_EXPECTED
 from data_gen.writer import DataGenError
@@ -49,6 +33,9 @@ PERSON_ORDERS = ("file", "energy")
 LABEL_MAP_FILE = "label_map.txt"
 TOOL = "data_gen/pku_gendata.py"
 MAX_ACTION_ID = 51  # Actions.xlsx of phase 1 defines ids 1..51
+_SPLIT_FILE = re.compile(
+    r"^\s*training[^:\n]*:(?P<train>.*?)^\s*(?:valid|test)[^:\n]*:(?P<val>.*)\Z", re.M | re.S | re.I
+)
 
 
 PHASES = {1: "pku1", 2: "pku2"}  # phase -> its dataset in common.constants.DATASETS
@@ -117,10 +104,8 @@ def read_label_file(path: str | os.PathLike) -> list[Interval]:
             continue
         fields = [f.strip() for f in raw.strip().rstrip(",").split(",")]
         if len(fields) != 4 or not all(re.fullmatch(r"[+-]?\d+", f) for f in fields):
-            raise DataGenError(
-                f"{path}, line {number}: expected 'action_id,start_frame,end_frame,confidence' (4 integers), "
-                f"got {raw.strip()!r}"
-            )
+            expected = "expected 'action_id,start_frame,end_frame,confidence' (4 integers)"
+            raise DataGenError(f"{path}, line {number}: {expected}, got {raw.strip()!r}")
         action, start, end, confidence = (int(f) for f in fields)
         if not 1 <= action <= MAX_ACTION_ID:
             raise DataGenError(f"{path}, line {number}: action id must lie in 1..{MAX_ACTION_ID}, got {action}")
@@ -131,31 +116,18 @@ def read_label_file(path: str | os.PathLike) -> list[Interval]:
 
 
 def read_split_file(path: str | os.PathLike) -> tuple[list[str], list[str]]:
-    """(training video ids, validation video ids) of an official split file.
-
-    A line starting with ``Training`` is followed by the training ids, then a line starting with
-    ``Valid`` (the official files spell it ``Validataion``) or ``Test`` by the others; ids are separated by
-    commas and/or white space and may carry ``.txt``.
-    """
-    text = _read_text(path, "split file")
-    match = re.search(
-        r"^\s*training[^:\n]*:(?P<train>.*?)^\s*(?:valid|test)[^:\n]*:(?P<val>.*)\Z",
-        text,
-        flags=re.IGNORECASE | re.MULTILINE | re.DOTALL,
-    )
+    """(training video ids, validation video ids) of a split file: ``Training...:`` then ids, ``Valid...:``
+    (the official files spell it ``Validataion``) or ``Test...:`` then ids, separated by commas or spaces."""
+    match = _SPLIT_FILE.search(_read_text(path, "split file"))
     if match is None:
-        raise DataGenError(
-            f"{path}: expected a 'Training videos:' line and a 'Validataion videos:' (or 'Validation'/'Test') "
-            "line, each followed by comma-separated video ids"
-        )
+        lines = "a 'Training videos:' line and a 'Validataion videos:' (or 'Validation'/'Test') line"
+        raise DataGenError(f"{path}: expected {lines}, each followed by comma-separated video ids")
     train, val = ([t.removesuffix(".txt") for t in re.split(r"[,\s]+", match[k]) if t] for k in ("train", "val"))
     if not train or not val:
         raise DataGenError(f"{path}: the {'training' if not train else 'validation'} list is empty")
     both = sorted(set(train) & set(val))
     if both:
-        raise DataGenError(
-            f"{path}: {len(both)} video ids are listed both for training and validation, e.g. {both[:3]}"
-        )
+        raise DataGenError(f"{path}: {len(both)} video ids are listed both for training and validation: {both[:3]}")
     return train, val
 
 
@@ -166,15 +138,12 @@ def sample_name(video: str, index: int) -> str:
 
 def frames_to_bodies(frames: np.ndarray) -> np.ndarray:
     """(T, 150) rows of a skeleton file -> (2, T, 25, 3) body slots (person, frame, joint, xyz)."""
-    return frames.reshape(frames.shape[0], NUM_PERSONS, NUM_JOINTS, NUM_COORDINATES).transpose(1, 0, 2, 3)
+    return frames.reshape(len(frames), NUM_PERSONS, -1, 3).transpose(1, 0, 2, 3)  # a row: person, joint, xyz
 
 
 def fit_length(bodies: np.ndarray, max_frames: int = NUM_FRAMES, mode: str = "truncate") -> np.ndarray:
-    """(B, T, V, 3) with T > max_frames brought to max_frames frames; shorter sequences unchanged.
-
-    ``truncate`` keeps the first ``max_frames`` frames; ``resample`` keeps the whole action, frames
-    ``round(i * (T - 1) / (max_frames - 1))`` (the first and the last frame included).
-    """
+    """(B, T, V, 3) cut to its first ``max_frames`` frames (``truncate``), or resampled to them (frames
+    ``round(i * (T - 1) / (max_frames - 1))``, the first and the last included)."""
     if bodies.shape[1] <= max_frames or mode == "truncate":
         return bodies[:, :max_frames]
     return bodies[:, np.rint(np.linspace(0.0, bodies.shape[1] - 1, max_frames)).astype(np.int64)]
@@ -188,53 +157,43 @@ def prepare_clip(
     return normalize_sample(layout(bodies) if order == "file" else select_bodies(bodies))
 
 
-def _video_job(payload: tuple) -> Result:
+def _video_job(payload: tuple) -> driver.Result:
     """The clips of one video; an interval past its end is a skip with ``--skip-bad``, an empty one always."""
     video, skeleton_path, label_path, clips, long_clips, order, skip_bad = payload
     frames = read_skeleton_file(skeleton_path)
-    result: Result = []
+    result: driver.Result = []
     for index, iv, label in clips:
         name, span = sample_name(video, index), f"[{iv.start}, {iv.end})"
         if iv.end > len(frames):
-            where = f"{label_path}, line {iv.line}: interval {span}"
-            refuse_or_skip(
-                skip_bad, result, name, f"{where} reaches past the skeleton file, which has {len(frames)} frames"
-            )
+            past = f"{label_path}, line {iv.line}: interval {span} reaches past the skeleton file, which has"
+            driver.refuse_or_skip(skip_bad, result, name, f"{past} {len(frames)} frames")
         elif not frames[iv.start : iv.end].any():
             result.append((name, f"{skeleton_path}: no skeleton in frames {span}"))
         else:
             data = prepare_clip(frames, iv.start, iv.end, long_clips, order)
-            result.append(Sample(name, label, data, min(iv.end - iv.start, NUM_FRAMES), iv.end - iv.start))
+            result.append(driver.Sample(name, label, data, min(iv.end - iv.start, NUM_FRAMES), iv.end - iv.start))
     return result
 
 
 def label_mapping(action_ids: Iterable[int], num_class: int) -> tuple[dict[int, int], bool]:
-    """Action id -> stored label, and whether the ids had to be renumbered.
-
-    Ids within 1..num_class map to id - 1. If some id exceeds num_class but there are exactly num_class
-    distinct ids (a phase 2 release numbered with phase 1's ids), they are renumbered 0..num_class-1 in
-    increasing order; otherwise ValueError.
-    """
+    """Action id -> label (id - 1), and whether it renumbered: ids beyond num_class but exactly num_class of
+    them (a phase 2 release numbered with phase 1's ids) become 0..num_class-1 in order; else ValueError."""
     ids = sorted({int(a) for a in action_ids})
     if not ids or ids[-1] <= num_class:
         return {a: a - 1 for a in ids}, False
     if len(ids) == num_class:
         return {a: i for i, a in enumerate(ids)}, True
-    raise ValueError(
-        f"action ids {ids[0]}..{ids[-1]} ({len(ids)} distinct) cannot be mapped onto {num_class} "
-        f"classes: expected ids within 1..{num_class}, or exactly {num_class} distinct ids"
-    )
+    expected = f"cannot be mapped onto {num_class} classes: expected ids within 1..{num_class}, or exactly {num_class}"
+    raise ValueError(f"action ids {ids[0]}..{ids[-1]} ({len(ids)} distinct) {expected} distinct ids")
 
 
 def _list_videos(data_path: Path, skip_bad: bool, skipped: list) -> dict[str, Path]:
     """Video id -> skeleton file, sorted; an entry that is not a regular file is bad."""
     videos = {}
     for path in sorted(p for p in data_path.iterdir() if p.suffix.lower() == ".txt"):
-        problem = input_problem(path)
-        if problem is None:
-            videos[path.stem] = path
-        else:
-            refuse_or_skip(skip_bad, skipped, path.stem, f"{path}: {problem}")
+        if (problem := driver.input_problem(path)) is not None:
+            driver.refuse_or_skip(skip_bad, skipped, path.stem, f"{path}: {problem}")
+        videos.update({path.stem: path} if problem is None else {})
     if not videos:
         raise DataGenError(f"skeleton folder {data_path} holds no <video>.txt files")
     return videos
@@ -244,23 +203,20 @@ def _read_splits(split_files: dict[str, Path], videos: dict[str, Path], data_pat
     """Benchmark -> (training ids, validation ids); warns about listed videos without a file and the reverse."""
     splits = {}
     for benchmark, path in split_files.items():
-        train, val = read_split_file(check_input(path, f"{benchmark} split file"))
+        train, val = read_split_file(driver.check_input(path, f"{benchmark} split file"))
         splits[benchmark] = (frozenset(train), frozenset(val))
-        missing = sorted((set(train) | set(val)) - set(videos))
-        if missing:
-            warnings.warn(
-                f"{path}: {len(missing)} listed videos have no skeleton file: {preview(missing)}", stacklevel=2
-            )
-        unlisted = sorted(set(videos) - set(train) - set(val))
-        if unlisted:
+        if missing := sorted((set(train) | set(val)) - set(videos)):
+            listed = f"{path}: {len(missing)} listed videos have no skeleton file"
+            warnings.warn(f"{listed}: {driver.preview(missing)}", stacklevel=2)
+        if unlisted := sorted(set(videos) - set(train) - set(val)):
             left = f"{len(unlisted)} videos of {data_path} are in neither list, left out of {benchmark}"
-            warnings.warn(f"{path}: {left}: {preview(unlisted)}", stacklevel=2)
+            warnings.warn(f"{path}: {left}: {driver.preview(unlisted)}", stacklevel=2)
     return splits
 
 
 def plan(
     data_path: Path, label_path: Path, split_files: dict, out: Path, phase: int, clip: tuple, skip_bad: bool
-) -> Plan:
+) -> driver.Plan:
     """One job per video of a split; the label files are read here (the intervals give the part sizes)."""
     skipped: list = []
     videos = _list_videos(data_path, skip_bad, skipped)
@@ -269,14 +225,14 @@ def plan(
     for video in (v for v in videos if any(v in t or v in val for t, val in splits.values())):
         path = label_path / f"{video}.txt"
         try:
-            problem = input_problem(path)
+            problem = driver.input_problem(path)
             if problem is not None:
                 raise DataGenError(f"{path}: {problem} (the label file of {videos[video]})")
             intervals[video] = read_label_file(path)
         except DataGenError as error:
-            refuse_or_skip(skip_bad, skipped, video, str(error))
+            driver.refuse_or_skip(skip_bad, skipped, video, str(error))
     try:
-        actions = (iv.action for ivs in intervals.values() for iv in ivs)
+        actions = [iv.action for ivs in intervals.values() for iv in ivs]
         label_map, renumbered = label_mapping(actions, DATASETS[PHASES[phase]]["num_class"])
     except ValueError as error:
         raise DataGenError(f"label files in {label_path}: {error}") from None
@@ -284,21 +240,15 @@ def plan(
     for video, ivs in intervals.items():
         parts = tuple((b, "train" if video in t else "val") for b, (t, v) in splits.items() if video in t | v)
         clips = [(i, iv, label_map[iv.action]) for i, iv in enumerate(ivs)]
-        jobs.append(
-            Job(
-                video,
-                parts,
-                len(clips),
-                (video, str(videos[video]), str(label_path / f"{video}.txt"), clips, *clip, skip_bad),
-            )
-        )
+        payload = (video, str(videos[video]), str(label_path / f"{video}.txt"), clips, *clip, skip_bad)
+        jobs.append(driver.Job(video, parts, len(clips), payload))
     arguments = {"data_path": str(data_path), "label_path": str(label_path), "phase": phase, "skip_bad": skip_bad}
     arguments.update(split_files={b: str(p) for b, p in split_files.items()}, long_clips=clip[0], person_order=clip[1])
     mapping = "action_id\tlabel\n" + "".join(f"{a}\t{lab}\n" for a, lab in label_map.items())
     verb = f"cut to their first {NUM_FRAMES}" if clip[0] == "truncate" else f"resampled to {NUM_FRAMES}"
     parts = [(b, p) for b in splits for p in PARTS]
     files = {LABEL_MAP_FILE: mapping if renumbered else None}
-    return Plan(out, TOOL, arguments, str(data_path), parts, jobs, _video_job, skipped, files, verb, window=4)
+    return driver.Plan(out, TOOL, arguments, str(data_path), parts, jobs, _video_job, skipped, files, verb, window=4)
 
 
 def find_label_folder(data_path: Path) -> Path | None:
@@ -317,23 +267,18 @@ def split_file_candidates(phase: int, benchmark: str, data_path: Path, label_pat
 def _split_files(args: argparse.Namespace, phase: int, benchmarks: Sequence[str], label_path: Path) -> dict:
     """Benchmark -> its split file: ``--split-file``, else the first name of ``SPLIT_NAMES`` that exists."""
     explicit = dict(value.partition("=")[::2] for value in args.split_file)
-    bad = [v for v in args.split_file if v.partition("=")[0] not in ("xsub", "xview") or not v.partition("=")[2]]
-    if bad:
+    if bad := [v for v in args.split_file if v.partition("=")[0] not in ("xsub", "xview") or not v.partition("=")[2]]:
         raise DataGenError(f"--split-file expects xsub=PATH or xview=PATH, got {bad[0]!r}")
     chosen = {}
     for benchmark in benchmarks:
         names = SPLIT_NAMES[phase][benchmark]
-        if args.split_dir:
-            candidates = [Path(args.split_dir) / name for name in names]
-        else:
-            candidates = split_file_candidates(phase, benchmark, Path(args.data_path), label_path)
+        candidates = split_file_candidates(phase, benchmark, Path(args.data_path), label_path)
+        candidates = [Path(args.split_dir) / name for name in names] if args.split_dir else candidates
         found = explicit.get(benchmark) or next((p for p in candidates if os.path.lexists(p)), None)
         if found is None:
-            raise DataGenError(
-                f"no {benchmark} split file found (looked for {' / '.join(names)} in "
-                f"{preview(sorted({str(p.parent) for p in candidates}))}); pass --split-dir DIR or "
-                f"--split-file {benchmark}=PATH"
-            )
+            looked = f"looked for {' / '.join(names)} in {driver.preview(sorted({str(p.parent) for p in candidates}))}"
+            flags = f"pass --split-dir DIR or --split-file {benchmark}=PATH"
+            raise DataGenError(f"no {benchmark} split file found ({looked}); {flags}")
         chosen[benchmark] = Path(found)
     return chosen
 
@@ -346,24 +291,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-path", "--data_path", dest="data_path", required=True, help="skeleton folder")
     parser.add_argument("--label-path", "--label_path", dest="label_path", help="label folder (default: found nearby)")
     parser.add_argument("--split-dir", help="folder holding the official split files (default: searched nearby)")
-    parser.add_argument(
-        "--split-file", action="append", default=[], metavar="BENCHMARK=PATH", help="one benchmark's split file"
-    )
+    parser.add_argument("--split-file", action="append", default=[], metavar="BENCHMARK=PATH", help="a split file")
     parser.add_argument("--benchmarks", nargs="+", choices=("xsub", "xview"), help="default: the dataset's")
     parser.add_argument("--long-clips", choices=LONG_CLIP_MODES, default="truncate", help="clips over 300 frames")
     parser.add_argument("--person-order", choices=PERSON_ORDERS, default="file", help="the two person slots' order")
-    cli.add_conversion_args(
-        parser,
-        out_defaults=[default_out_folder(dataset) for dataset in PHASES.values()],
-        what="skeleton files",
-        bad="unreadable or malformed files and intervals past the end of their file",
-    )
+    defaults, bad = [default_out_folder(d) for d in PHASES.values()], "unreadable or malformed files and intervals"
+    cli.add_conversion_args(parser, out_defaults=defaults, what="skeleton files", bad=bad + " past the end of a file")
     return parser
 
 
 def _work(args: argparse.Namespace) -> list[str]:
     phase = args.phase or DATASET_TO_PHASE[args.dataset]
     dataset, data_path = PHASES[phase], Path(args.data_path)
+    out = driver.check_out_folder(args.out_folder or default_out_folder(dataset))
     if not data_path.is_dir():
         raise DataGenError(f"skeleton folder {data_path} does not exist or is not a folder")
     label_path = Path(args.label_path) if args.label_path else find_label_folder(data_path)
@@ -373,10 +313,9 @@ def _work(args: argparse.Namespace) -> list[str]:
         raise DataGenError(f"label folder {label_path} does not exist or is not a folder")
     benchmarks = tuple(dict.fromkeys(args.benchmarks or DATASETS[dataset]["benchmarks"]))
     split_files = _split_files(args, phase, benchmarks, label_path)
-    out = Path(args.out_folder or default_out_folder(dataset))
     clip = (args.long_clips, args.person_order)
     steps = plan(data_path, label_path, split_files, out, phase, clip, args.skip_bad)
-    summary = run(steps, workers=args.workers, skip_bad=args.skip_bad, progress=args.progress)
+    summary = driver.run(steps, workers=args.workers, skip_bad=args.skip_bad, progress=args.progress)
     if steps.files[LABEL_MAP_FILE] is not None:
         num_class = DATASETS[dataset]["num_class"]
         warnings.warn(f"action ids exceed {num_class}: renumbered in order, see {out / LABEL_MAP_FILE}", stacklevel=2)

@@ -1,16 +1,9 @@
-"""A pyskl 3D annotation pickle (``ntu60_3danno.pkl`` / ``ntu120_3danno.pkl``) -> the training tensors.
-
-    python data_gen/pyskl_convert.py --annotation ntu60_3danno.pkl [--dataset auto|ntu60|ntu120]
-        [--out-folder OUT] [--splits xsub xview] [--normalize agcn|none] [--workers N] [--skip-bad]
-
-The pickle is ``{'split': {'xsub_train': [frame_dir, ...], 'xsub_val': [...], ...}, 'annotations':
-[{'frame_dir', 'label', 'total_frames', 'keypoint'}, ...]}`` with ``keypoint`` (M, T, 25, 3) and
-``label`` 0-based; it is read with ``common.safe_pickle`` (plain data only, never code). Every benchmark
-with one ``<b>_train`` and one ``<b>_val`` (or ``<b>_test``) list is written, into the folder the training
-scripts read (xset -> xsetup), with the files of ``ntu_gendata.py``; names are ``frame_dir + '.skeleton'``.
-pyskl's keypoints are camera coordinates (it normalises at load time), so ``--normalize agcn`` (default)
-orders the persons by motion energy and applies the 2s-AGCN pre-normalisation, as the raw preparation
-does; ``none`` stores the keypoints as given (laid out, zero-padded, cut at 300 frames).
+"""A pyskl 3D annotation pickle (``python data_gen/pyskl_convert.py --annotation ntu60_3danno.pkl``) -> the
+training tensors. ``{'split': {'xsub_train': [frame_dir, ...], ...}, 'annotations': [{'frame_dir', 'label',
+'total_frames', 'keypoint' (M, T, 25, 3)}, ...]}``, read with ``common.safe_pickle`` (never code). Every
+benchmark with one ``<b>_train`` and one ``<b>_val`` (or ``_test``) list is written into the folder the
+training scripts read (xset -> xsetup). pyskl's keypoints are camera coordinates, so ``--normalize agcn``
+(default) applies what the raw preparation does; ``none`` stores them as given.
 """
 
 from __future__ import annotations
@@ -27,7 +20,7 @@ import numpy as np
 from common import safe_pickle
 from common.constants import DATASETS, NTU_DATASETS, NUM_COORDINATES, NUM_FRAMES, NUM_JOINTS, PARTS, default_out_folder
 from data_gen import cli
-from data_gen.driver import Job, Plan, Sample, check_input, refuse_or_skip, run
+from data_gen.driver import Job, Plan, Sample, check_input, check_out_folder, refuse_or_skip, run
 from data_gen.normalize import MAX_ABS_COORDINATE, layout, normalize_sample, select_bodies
 from data_gen.ntu_splits import SKELETON_SUFFIX
 from data_gen.skeleton_reader import COORDINATE_EXPECTED
@@ -37,7 +30,7 @@ NORMALIZE_CHOICES = ("agcn", "none")
 FOLDER_OF = {"xset": "xsetup"}  # pyskl's benchmark name -> the folder the training scripts read, where they differ
 TOOL = "data_gen/pyskl_convert.py"
 ANNOTATION_HOLDS = "a pyskl annotation file holds dicts, lists, strings, numbers and NumPy arrays only"
-_FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 def load_annotation_file(path: Path) -> dict[str, Any]:
@@ -52,19 +45,15 @@ def load_annotation_file(path: Path) -> dict[str, Any]:
         raise DataGenError(f"{path}: not a readable pickle ({type(error).__name__}: {error})") from None
     if not isinstance(content, dict):
         raise DataGenError(f"{path}: expected a dict with keys 'split' and 'annotations', got {type(content).__name__}")
-    missing = [key for key in ("split", "annotations") if key not in content]
-    if missing:
-        raise DataGenError(
-            f"{path}: missing key(s) {', '.join(map(repr, missing))}; a pyskl annotation file is a dict with "
-            f"'split' and 'annotations' (found keys: {sorted(map(str, content))})"
-        )
-    split = content["split"]
+    if missing := [key for key in ("split", "annotations") if key not in content]:
+        found = f"found keys: {sorted(map(str, content))}"
+        raise DataGenError(f"{path}: missing key(s) {', '.join(map(repr, missing))}; a pyskl annotation file is "
+                           f"a dict with 'split' and 'annotations' ({found})")  # fmt: skip
+    split, annotations = content["split"], content["annotations"]
     if not isinstance(split, dict) or not all(isinstance(v, (list, tuple)) for v in split.values()):
         raise DataGenError(f"{path}: 'split' must map split names to lists of frame_dir names")
-    if not isinstance(content["annotations"], (list, tuple)):
-        raise DataGenError(
-            f"{path}: 'annotations' must be a list of dicts, got {type(content['annotations']).__name__}"
-        )
+    if not isinstance(annotations, (list, tuple)):
+        raise DataGenError(f"{path}: 'annotations' must be a list of dicts, got {type(annotations).__name__}")
     return content
 
 
@@ -75,24 +64,20 @@ def benchmarks_in(path: Path, split: dict[str, Sequence[str]]) -> dict[str, tupl
     for key in (k for k in map(str, split) if k.endswith("_train")):
         name = key.removesuffix("_train")
         vals = [name + s for s in ("_val", "_test") if name + s in split]
-        if len(vals) > 1:
-            raise DataGenError(
-                f"{path}: 'split' has both {vals[0]!r} and {vals[1]!r}; which one is {name}'s test part?"
-            )
         folder = FOLDER_OF.get(name, name)
-        if not vals:
-            continue
-        if folder in found:
-            raise DataGenError(f"{path}: 'split' keys {found[folder][0]!r} and {key!r} are both the benchmark {folder}")
-        if not _FOLDER_NAME.fullmatch(folder):
-            raise DataGenError(
-                f"{path}: 'split' key {key!r}: {folder!r} cannot be a folder name (letters, digits, '_' and '-' only)"
-            )
-        found[folder] = (key, vals[0])
+        problem = {
+            f"has both {vals[0]!r} and {vals[-1]!r}; which one is {name}'s test part?": len(vals) > 1,
+            f"keys {found.get(folder, ('',))[0]!r} and {key!r} are both the benchmark {folder}": folder in found,
+            f"key {key!r}: {folder!r} cannot be a folder name (letters, digits, '_' and '-' only)": not _NAME.fullmatch(
+                folder
+            ),
+        }
+        for message in (m for m, bad in problem.items() if bad and vals):
+            raise DataGenError(f"{path}: 'split' {message}")
+        found.update({folder: (key, vals[0])} if vals else {})
     if not found:
-        raise DataGenError(
-            f"{path}: 'split' has no <benchmark>_train / <benchmark>_val pair (keys: {sorted(map(str, split))})"
-        )
+        keys = sorted(map(str, split))
+        raise DataGenError(f"{path}: 'split' has no <benchmark>_train / <benchmark>_val pair (keys: {keys})")
     return found
 
 
@@ -116,10 +101,8 @@ def check_annotation(path: Path, index: int, anno: Any) -> tuple[str, int, np.nd
         raise DataGenError(f"{where}: 'keypoint' must be an array of shape (M, T, V, C), got {got}")
     m, t, v, c = keypoint.shape
     if c != NUM_COORDINATES:
-        raise DataGenError(
-            f"{where}: 'keypoint' has C={c} coordinates; a 3D annotation file (x, y, z) is needed "
-            "(pyskl's *_3danno.pkl, not the 2D *_hrnet.pkl)"
-        )
+        needed = "a 3D annotation file (x, y, z) is needed (pyskl's *_3danno.pkl, not the 2D *_hrnet.pkl)"
+        raise DataGenError(f"{where}: 'keypoint' has C={c} coordinates; {needed}")
     if v != NUM_JOINTS:
         raise DataGenError(f"{where}: 'keypoint' has V={v} joints, expected {NUM_JOINTS} (Kinect v2 / NTU order)")
     if m < 1 or t < 1:
@@ -131,10 +114,8 @@ def check_annotation(path: Path, index: int, anno: Any) -> tuple[str, int, np.nd
         raise DataGenError(f"{where}: 'keypoint' must hold real numbers (dtype {keypoint.dtype})")
     bad = ~(np.abs(keypoint.astype(np.float64)) <= MAX_ABS_COORDINATE)  # nan, inf, too large once normalised
     if bad.any():
-        value = float(keypoint[tuple(np.argwhere(bad)[0])])
-        raise DataGenError(
-            f"{where}: 'keypoint' must hold {COORDINATE_EXPECTED}, found {value!r} (dtype {keypoint.dtype})"
-        )
+        found = f"found {float(keypoint[tuple(np.argwhere(bad)[0])])!r} (dtype {keypoint.dtype})"
+        raise DataGenError(f"{where}: 'keypoint' must hold {COORDINATE_EXPECTED}, {found}")
     return name, int(label), keypoint
 
 
@@ -147,10 +128,8 @@ def convert_keypoint(keypoint: np.ndarray, normalize: str = "agcn") -> np.ndarra
 
 def _convert_job(payload: tuple[str, int, np.ndarray, str]) -> list[Sample]:
     name, label, keypoint, normalize = payload
-    frames = keypoint.shape[1]
-    return [
-        Sample(name + SKELETON_SUFFIX, label, convert_keypoint(keypoint, normalize), min(frames, NUM_FRAMES), frames)
-    ]
+    data, frames = convert_keypoint(keypoint, normalize), keypoint.shape[1]
+    return [Sample(name + SKELETON_SUFFIX, label, data, min(frames, NUM_FRAMES), frames)]
 
 
 def detect_dataset(split: dict[str, Sequence[str]], labels: Sequence[int]) -> str:
@@ -179,6 +158,8 @@ def _index(path: Path, annotations: Sequence[Any], skip_bad: bool, skipped: list
 def plan(args: argparse.Namespace) -> Plan:
     """One job per annotation of a chosen benchmark, in sorted name order."""
     path, skipped = Path(args.annotation), []
+    if args.out_folder:
+        check_out_folder(args.out_folder)
     content = load_annotation_file(path)
     split, available = content["split"], benchmarks_in(path, content["split"])
     unknown = [name for name in args.splits or () if FOLDER_OF.get(name, name) not in available]
@@ -188,12 +169,9 @@ def plan(args: argparse.Namespace) -> Plan:
     by_name = _index(path, content["annotations"], args.skip_bad, skipped)
     dataset = detect_dataset(split, [lab for lab, _ in by_name.values()]) if args.dataset == "auto" else args.dataset
     num_class = DATASETS[dataset]["num_class"]
-    outside = sorted(n for n, (label, _) in by_name.items() if not 0 <= label < num_class)
-    if outside:
-        raise DataGenError(
-            f"{path}: annotation {outside[0]!r} has label {by_name[outside[0]][0]}, outside 0..{num_class - 1} "
-            f"of {dataset} ({len(outside)} such; pass --dataset)"
-        )
+    if outside := sorted(n for n, (label, _) in by_name.items() if not 0 <= label < num_class):
+        of = f"outside 0..{num_class - 1} of {dataset} ({len(outside)} such; pass --dataset)"
+        raise DataGenError(f"{path}: annotation {outside[0]!r} has label {by_name[outside[0]][0]}, {of}")
     parts_of: dict[str, list[tuple[str, str]]] = {}
     for folder, keys in chosen.items():
         members = [set(map(str, split[key])) for key in keys]
@@ -202,22 +180,15 @@ def plan(args: argparse.Namespace) -> Plan:
             raise DataGenError(f"{path}: {len(both)} names are in both {keys[0]!r} and {keys[1]!r}, e.g. {both[0]!r}")
         for part, key, names in zip(PARTS, keys, members):
             for name in sorted(names - set(by_name)):
-                refuse_or_skip(
-                    args.skip_bad,
-                    skipped,
-                    name,
-                    f"{path}: {name!r} is listed in 'split'[{key!r}] but has no annotation",
-                )
+                absent = f"{path}: {name!r} is listed in 'split'[{key!r}] but has no annotation"
+                refuse_or_skip(args.skip_bad, skipped, name, absent)
             for name in names & set(by_name):
                 parts_of.setdefault(name, []).append((folder, part))
     jobs = [Job(n, tuple(parts_of[n]), 1, (n, *by_name[n], args.normalize)) for n in sorted(parts_of)]
     # What determines the contents (not --workers, not where they are written): recorded in the manifests.
-    arguments = {
-        "annotation": str(path),
-        "dataset": dataset,
-        "splits": [k[0][: -len("_train")] for k in chosen.values()],
-    }
-    arguments.update(normalize=args.normalize, skip_bad=args.skip_bad)
+    splits = [k[0][: -len("_train")] for k in chosen.values()]
+    arguments = {"annotation": str(path), "dataset": dataset, "splits": splits, "normalize": args.normalize}
+    arguments["skip_bad"] = args.skip_bad
     out = Path(args.out_folder or default_out_folder(dataset))
     parts = [(folder, part) for folder in chosen for part in PARTS]
     return Plan(out, TOOL, arguments, str(path), parts, jobs, _convert_job, skipped, chunksize=32)
@@ -226,25 +197,13 @@ def plan(args: argparse.Namespace) -> Plan:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="pyskl 3D annotation pickle (NTU 60/120) -> training tensors.")
     parser.add_argument("--annotation", "--ann-file", dest="annotation", required=True, help="the pyskl pickle")
-    parser.add_argument(
-        "--dataset",
-        choices=("auto", *NTU_DATASETS),
-        default="auto",
-        help="default auto: ntu120 when the pickle has xset splits or a label >= 60",
-    )
+    auto = "default auto: ntu120 when the pickle has xset splits or a label >= 60"
+    parser.add_argument("--dataset", choices=("auto", *NTU_DATASETS), default="auto", help=auto)
     parser.add_argument("--splits", nargs="+", metavar="NAME", help="benchmarks to convert (default: all)")
-    parser.add_argument(
-        "--normalize",
-        choices=NORMALIZE_CHOICES,
-        default="agcn",
-        help="agcn: the 2s-AGCN pre-normalisation; none: keypoints as given",
-    )
-    cli.add_conversion_args(
-        parser,
-        out_defaults=[default_out_folder(name) for name in NTU_DATASETS],
-        what="samples",
-        bad="malformed annotations and split names without annotation",
-    )
+    what = "agcn: the 2s-AGCN pre-normalisation; none: keypoints as given"
+    parser.add_argument("--normalize", choices=NORMALIZE_CHOICES, default="agcn", help=what)
+    defaults, bad = [default_out_folder(name) for name in NTU_DATASETS], "malformed annotations and split names"
+    cli.add_conversion_args(parser, out_defaults=defaults, what="samples", bad=bad + " without annotation")
     return parser
 
 

@@ -22,9 +22,8 @@ from data_gen.writer import DataGenError
 
 BODY_FIELDS = 10
 JOINT_FIELDS = 12
-COORDINATE_EXPECTED = (
-    f"x y z of magnitude at most {MAX_ABS_COORDINATE:.2g} (finite once normalised and stored as float32)"
-)
+_LIMIT = f"{MAX_ABS_COORDINATE:.2g}"
+COORDINATE_EXPECTED = f"x y z of magnitude at most {_LIMIT} (finite once normalised and stored as float32)"
 
 
 class SkeletonFormatError(DataGenError):
@@ -69,17 +68,11 @@ def _raise_body_error(path: Path, lines: list[bytes], index: int, m: int, t: int
     where = f"body {m + 1} of frame {t + 1}"
     if index >= len(lines):
         raise SkeletonFormatError(path, index + 1, f"the body line of {where}", "end of file (truncated file?)")
-    fields = len(lines[index].split())
-    if fields != BODY_FIELDS:
-        raise SkeletonFormatError(
-            path,
-            index + 1,
-            f"a body line of {BODY_FIELDS} fields ({where})",
-            f"{fields} fields: {_describe(lines[index])}",
-        )
-    raise SkeletonFormatError(
-        path, index + 2, f"the joint count of {where} (an integer)", "end of file (truncated file?)"
-    )
+    if (fields := len(lines[index].split())) != BODY_FIELDS:
+        found = f"{fields} fields: {_describe(lines[index])}"
+        raise SkeletonFormatError(path, index + 1, f"a body line of {BODY_FIELDS} fields ({where})", found)
+    expected = f"the joint count of {where} (an integer)"
+    raise SkeletonFormatError(path, index + 2, expected, "end of file (truncated file?)")
 
 
 def _parse_joint_lines(joint_lines: Sequence[bytes]) -> np.ndarray | None:
@@ -148,12 +141,7 @@ def read_skeleton(
         joint_lines = (joint_lines,)
     values = _parse_joint_lines(joint_lines)
     # loadtxt skips blank lines; a short row count means one of them sat among the joint lines.
-    if (
-        values is None
-        or len(values) != len(joint_lines)
-        or not np.isfinite(values).all()
-        or np.abs(values).max() > MAX_ABS_COORDINATE
-    ):
+    if values is None or len(values) != len(joint_lines) or not np.abs(values).max() <= MAX_ABS_COORDINATE:
         raise _locate_bad_joint_line(path, lines, line_indices)
 
     # One (num_joints, 3) entry per kept body that has joints: proportional to the file's joint lines.
@@ -169,11 +157,8 @@ def read_skeleton(
 
 
 def _body_layout(path: Path, lines: list[bytes], num_frames: int) -> np.ndarray:
-    """(E, 4) int64: (slot within the frame, frame, first joint line, joint count) per body, in file order.
-
-    Walks the frame and body headers; every body's joint lines are checked, kept or not. This loop runs
-    for every body of every file: the messages are built only on the error paths.
-    """
+    """(E, 4) int64: (slot within the frame, frame, first joint line, joint count) per body, in file order;
+    runs for every body of every file, so messages are built on the error paths only."""
     body_info: list[tuple[int, int, int, int]] = []
     total_lines = len(lines)
     p = 1
@@ -196,12 +181,9 @@ def _body_layout(path: Path, lines: list[bytes], num_frames: int) -> np.ndarray:
                 _read_count(path, lines, p + 1, f"the joint count of body {m + 1} of frame {t + 1} (an integer)")
             p += 2
             if p + num_body_joints > total_lines:
-                raise SkeletonFormatError(
-                    path,
-                    total_lines + 1,
-                    f"{num_body_joints} joint lines for body {m + 1} of frame {t + 1}",
-                    f"end of file after {total_lines - p} (truncated file?)",
-                )
+                expected = f"{num_body_joints} joint lines for body {m + 1} of frame {t + 1}"
+                found = f"end of file after {total_lines - p} (truncated file?)"
+                raise SkeletonFormatError(path, total_lines + 1, expected, found)
             body_info.append((m, t, p, num_body_joints))
             p += num_body_joints
     return np.asarray(body_info, dtype=np.int64).reshape(-1, 4)

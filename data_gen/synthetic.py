@@ -1,18 +1,11 @@
-"""Synthetic NTU RGB+D raw skeletons: realistic ``.skeleton`` text files with learnable actions.
-
-    python data_gen/synthetic.py --out DIR [--num-classes 10] [--samples-per-class 12] [--seed 0]
-
-Each file has the real layout and name (``SsssCcccPpppRrrrAaaa.skeleton``); a sample is a Kinect v2
-skeleton driven by forward kinematics. Each class moves one or two "channels" (an arm raised, both arms
-overhead, an elbow bent, a kick, a bow, a squat, a turn, a lean, a nod) with a class-specific rhythm;
-samples vary in amplitude, timing, length, sway and joint noise. The last fifth of the classes are
-two-person actions (a second actor mirrors the first with a lag). Body size depends on the subject;
-cameras 1/2/3 look from -45/0/+45 degrees from a height, distance and tilt that depend on the setup.
-Some files have noise bodies (up to 4 bodies in a frame), empty leading, trailing or dropped frames,
-fewer than 64 frames, or (optionally) more than 300. Sample ``i`` of a class gets camera ``i % 3 + 1``
-and a performer that changes every 3 samples, alternately an x-sub training and test one, so that with
->= 6 samples per class every class is in both parts of every benchmark. Names on the official
-missing-skeleton lists are avoided; the same arguments write the same bytes.
+"""Synthetic NTU RGB+D raw skeletons (``python data_gen/synthetic.py --out DIR``): real ``.skeleton`` text
+and names, Kinect v2 skeletons driven by forward kinematics. A class moves one or two "channels" (an arm
+raised, arms overhead, an elbow, a kick, a bow, a squat, a turn, a lean, a nod) with its own rhythm; the
+last fifth are two-person actions; body size follows the subject, cameras 1/2/3 look from -45/0/+45
+degrees as set by the setup; some files have noise bodies, empty frames, fewer than 64 or more than 300
+frames. Sample ``i`` of a class gets camera ``i % 3 + 1`` and a performer changing every 3 samples between
+x-sub training and test ones, so >= 6 samples per class put every class in both parts of every benchmark.
+Names on the official missing-skeleton lists are avoided; the same arguments write the same bytes.
 """
 
 from __future__ import annotations
@@ -33,7 +26,6 @@ from data_gen.ntu_splits import DEFAULT_IGNORED_LISTS, XSUB_TRAIN_SUBJECTS_NTU60
 from data_gen.writer import DataGenError
 
 CAMERA_YAW = {1: -np.pi / 4, 2: 0.0, 3: np.pi / 4}
-# Channels a class can drive, with the amplitude (radians, or 0..1 for the squat) of a full movement.
 # fmt: off
 CHANNELS = (  # a class can drive these, with the amplitude (radians, or 0..1 for the squat) of a full movement
     ("left_arm_side", 1.4), ("right_arm_side", 1.4), ("left_arm_forward", 1.5), ("right_arm_forward", 1.5),
@@ -97,25 +89,15 @@ def sample_name(label: int, index: int, num_subjects: int, num_setups: int) -> s
         replication += 100
 
 
-# ----------------------------------------------------------------------------------------------
-# Kinematics: every function works on (T,) angle arrays and returns (T, 3) positions in the body frame
-# (x = the actor's right, y = up, z = backwards; the actor faces -z). Seen from the camera, an actor
-# facing it has the left shoulder at -x, as in Kinect camera space.
+# Kinematics on (T,) angles, positions (T, 3) in the body frame: x the actor's right, y up, z backwards (the
+# actor faces -z); seen from the camera, an actor facing it has the left shoulder at -x, as in Kinect space.
 
 
-def _rot_x(a: np.ndarray) -> np.ndarray:
+def _rotation(a: np.ndarray, axis: int) -> np.ndarray:
+    """(T,) angles -> (T, 3, 3) rotations about the x (0), y (1) or z (2) axis."""
     c, s, o, z = np.cos(a), np.sin(a), np.ones_like(a), np.zeros_like(a)
-    return np.stack([np.stack([o, z, z], -1), np.stack([z, c, -s], -1), np.stack([z, s, c], -1)], -2)
-
-
-def _rot_y(a: np.ndarray) -> np.ndarray:
-    c, s, o, z = np.cos(a), np.sin(a), np.ones_like(a), np.zeros_like(a)
-    return np.stack([np.stack([c, z, s], -1), np.stack([z, o, z], -1), np.stack([-s, z, c], -1)], -2)
-
-
-def _rot_z(a: np.ndarray) -> np.ndarray:
-    c, s, o, z = np.cos(a), np.sin(a), np.ones_like(a), np.zeros_like(a)
-    return np.stack([np.stack([c, -s, z], -1), np.stack([s, c, z], -1), np.stack([z, z, o], -1)], -2)
+    rows = [((o, z, z), (z, c, -s), (z, s, c)), ((c, z, s), (z, o, z), (-s, z, c)), ((c, -s, z), (s, c, z), (z, z, o))]
+    return np.stack([np.stack(row, -1) for row in rows[axis]], -2)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -171,7 +153,7 @@ def _pose(ch: np.ndarray, scale: float) -> np.ndarray:
     upper[:, 2] = [0.0, 0.57 * scale, 0.0]
     neck = upper[:, 2]
     head_offset = np.array([0.0, 0.15 * scale, 0.0])
-    upper[:, 3] = neck + np.einsum("tij,j->ti", _rot_x(-ch[:, 13]), head_offset)
+    upper[:, 3] = neck + np.einsum("tij,j->ti", _rotation(-ch[:, 13], 0), head_offset)
     for side, shoulder_j, arm_js, elev, plane, elbow in (
         (-1.0, 4, (5, 6, 7, 21, 22), l_elev, l_plane, l_elbow),
         (1.0, 8, (9, 10, 11, 23, 24), r_elev, r_plane, r_elbow),
@@ -181,7 +163,7 @@ def _pose(ch: np.ndarray, scale: float) -> np.ndarray:
         for j, p in zip(arm_js, _arm(shoulder, side, elev, plane, elbow, scale)):
             upper[:, j] = p
     bend = ch[:, 9] + 0.4 * squat
-    torso = _rot_z(ch[:, 12]) @ _rot_x(-bend)  # (T, 3, 3)
+    torso = _rotation(ch[:, 12], 2) @ _rotation(-bend, 0)  # (T, 3, 3)
     upper_ids = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 20, 21, 22, 23, 24]
     joints[:, upper_ids] = np.einsum("tij,tvj->tvi", torso, upper[:, upper_ids])
 
@@ -193,9 +175,6 @@ def _pose(ch: np.ndarray, scale: float) -> np.ndarray:
         heights.append(height)
     joints[:, :, 1] += np.maximum(*heights)[:, None]  # the supporting leg stands on the floor
     return joints
-
-
-# ----------------------------------------------------------------------------------------------
 
 
 def _window(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -222,8 +201,8 @@ def _channels(rng: np.random.Generator, program, n: int, mirror: bool = False, l
 def _to_camera(points: np.ndarray, yaw: float | np.ndarray, position: np.ndarray, camera: dict) -> np.ndarray:
     """Body-frame (T, V, 3) -> camera space: turn by yaw, place on the floor, view from the camera."""
     yaw = np.broadcast_to(np.asarray(yaw, dtype=np.float64), points.shape[:1])
-    world = np.einsum("tij,tvj->tvi", _rot_y(yaw), points) + position[:, None, :]
-    view = _rot_x(np.array([camera["pitch"]]))[0] @ _rot_y(np.array([camera["yaw"]]))[0]
+    world = np.einsum("tij,tvj->tvi", _rotation(yaw, 1), points) + position[:, None, :]
+    view = _rotation(np.array([camera["pitch"]]), 0)[0] @ _rotation(np.array([camera["yaw"]]), 1)[0]
     cam = world @ view.T
     cam[..., 1] -= camera["height"]
     cam[..., 2] += camera["distance"]
@@ -252,19 +231,12 @@ def synthetic_sequence(
     rng = np.random.default_rng([seed, 2, label, index])
     scale = float(np.random.default_rng([seed, 1, subject]).uniform(0.85, 1.15))
     setup_rng = np.random.default_rng([seed, 3, setup])
-    cam = {
-        "yaw": CAMERA_YAW[camera] + setup_rng.normal(0.0, 0.05),
-        "pitch": setup_rng.uniform(-0.15, 0.05),
-        "height": setup_rng.uniform(0.7, 1.2),
-        "distance": setup_rng.uniform(2.6, 3.4),
-    }
-
+    cam = {"yaw": CAMERA_YAW[camera] + setup_rng.normal(0.0, 0.05), "pitch": setup_rng.uniform(-0.15, 0.05)}
+    cam.update(height=setup_rng.uniform(0.7, 1.2), distance=setup_rng.uniform(2.6, 3.4))
     if long:
         active = int(rng.integers(NUM_FRAMES + 1, NUM_FRAMES + 41))  # beyond what a sample stores
-    elif rng.random() < 0.2:
-        active = int(rng.integers(24, 64))
     else:
-        active = int(rng.integers(64, 161))
+        active = int(rng.integers(24, 64)) if rng.random() < 0.2 else int(rng.integers(64, 161))
     program = class_program(label)
     two = is_two_person(label, num_classes)
 
@@ -316,12 +288,6 @@ def synthetic_sequence(
     return frames
 
 
-def _body_line(rng: np.random.Generator, body_id: int) -> str:
-    hand_left, hand_right = rng.integers(0, 4, 2)
-    lean_x, lean_y = rng.normal(0.0, 0.1, 2)
-    return f"{body_id} 0 1 {hand_left} 1 {hand_right} 0 {lean_x:.7g} {lean_y:.7g} 2\n"
-
-
 def skeleton_text(frames: list[list[np.ndarray]], seed_key: Sequence[int]) -> str:
     """The ``.skeleton`` text of per-frame body lists; the non-xyz fields are plausible Kinect values."""
     rng = np.random.default_rng(list(seed_key))
@@ -344,7 +310,8 @@ def skeleton_text(frames: list[list[np.ndarray]], seed_key: Sequence[int]) -> st
             quat[list(_LEAF_JOINTS)] = 0.0
             rows[:, 7:11] = quat
             rows[:, 11] = np.where(rng.random(NUM_JOINTS) < 0.05, 1, 2)  # 1 = inferred, 2 = tracked
-            pieces.append(_body_line(rng, body_id))
+            (hand_left, hand_right), (lean_x, lean_y) = rng.integers(0, 4, 2), rng.normal(0.0, 0.1, 2)
+            pieces.append(f"{body_id} 0 1 {hand_left} 1 {hand_right} 0 {lean_x:.7g} {lean_y:.7g} 2\n")
             pieces.append(f"{NUM_JOINTS}\n")
             pieces.append((_JOINT_FMT * NUM_JOINTS) % tuple(rows.ravel().tolist()))
     return "".join(pieces)
@@ -364,14 +331,7 @@ def check_sizes(num_classes: int, samples_per_class: int, num_subjects: int, num
 
 
 def write_synthetic_ntu(
-    out_dir: str | Path,
-    *,
-    num_classes: int = 10,
-    samples_per_class: int = 12,
-    num_subjects: int = 6,
-    num_setups: int = 4,
-    long_samples: int = 0,
-    seed: int = 0,
+    out_dir: str | Path, *, num_classes=10, samples_per_class=12, num_subjects=6, num_setups=4, long_samples=0, seed=0
 ) -> list[Path]:
     """Write ``num_classes * samples_per_class`` synthetic ``.skeleton`` files into ``out_dir``.
 

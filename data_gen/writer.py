@@ -1,17 +1,13 @@
 """The output side of the data_gen converters: nothing half-written, nothing mixed, nothing left behind.
 
-``with RunOutputs(out, purpose, tool=..., arguments=...) as run:`` creates and locks ``out``
-(``common.locking.FolderLock``; a second run into it stops with one line naming the holder) and removes
-what killed runs left there (``common.io.clean_stale_temporaries``). Each split folder ``out/NAME`` is
-staged whole as ``out/.NAME.tmp-<pid>-<random>/`` (``common.io.temp_name``): ``run.part(NAME, part,
-capacity)`` appends rows to its ``.npy`` with plain sequential writes (memory stays at one row; a full
-disk is an ``OSError`` at the write, not a SIGBUS in a mapping); files beside the split folders
-(``skipped_samples.txt``) are staged as ``out/.NAME.tmp-...``. ``run.commit()`` completes every file,
-writes each staged folder's ``manifest.json``, then moves the files of each staged folder into place
-behind the commit marker of ``common.split_folder`` (written first, removed last: a run killed between
-the moves leaves a folder that every reader refuses). Leaving the block without a commit (an error,
-Ctrl-C, SIGTERM) removes every temporary, whatever fails meanwhile. Every error of an output is one line
-naming its path.
+``with RunOutputs(out, purpose, tool=..., arguments=...) as run:`` creates and locks ``out`` (a second run
+into it stops with one line naming the holder) and removes what killed runs left there. Each split folder
+``out/NAME`` is staged whole as ``out/.NAME.tmp-<pid>-<random>/`` (``common.io.temp_name``): ``run.part``
+appends rows to its ``.npy`` with plain writes (memory stays at one row; a full disk is an error at the
+write, not a SIGBUS in a mapping). ``run.commit()`` completes every file and each folder's
+``manifest.json``, then moves the files in behind the commit marker of ``common.split_folder`` (written
+first, removed last). Leaving the block otherwise removes every temporary, whatever fails meanwhile.
+Every error of an output is one line naming its path.
 """
 
 from __future__ import annotations
@@ -30,17 +26,8 @@ from typing import Any
 import numpy as np
 from numpy.lib import format as npy_format
 
+from common import io as cio
 from common.constants import SAMPLE_SHAPE
-from common.io import (
-    OutputError,
-    UsageError,
-    clean_stale_temporaries,
-    describe_storage_error,
-    ensure_folder,
-    fsync_folder,
-    storage_error,
-    temp_name,
-)
 from common.locking import FolderLock, LockHeld
 from common.manifest import MANIFEST_NAME, build_manifest, manifest_text
 from common.split_folder import COMMIT_MARKER, part_paths
@@ -49,7 +36,7 @@ SKIPPED_LIST = "skipped_samples.txt"
 _FLOAT32 = np.dtype("<f4")
 
 
-class DataGenError(UsageError):
+class DataGenError(cio.UsageError):
     """Bad input, or an output that cannot be written: one line for the user, exit status 2."""
 
 
@@ -59,10 +46,10 @@ def writing(path: Path) -> Iterator[None]:
     try:
         yield
     except OSError as error:
-        if storage_error(error) is not None:
-            raise OutputError(describe_storage_error(path, error)) from None
+        if cio.storage_error(error) is not None:
+            raise cio.OutputError(cio.describe_storage_error(path, error)) from None
         if isinstance(error, (NotADirectoryError, FileExistsError)):
-            raise OutputError(f"{path} cannot be created: a part of its path is a file") from None
+            raise cio.OutputError(f"{path} cannot be created: a part of its path is a file") from None
         raise OSError(error.errno, error.strerror, str(path)) from None
 
 
@@ -74,10 +61,11 @@ def write_file(path: Path, data: bytes, mode: str = "xb") -> None:
         os.fsync(f.fileno())
 
 
-def _npy_header(shape: tuple[int, ...], length: int | None = None) -> bytes:
-    """The ``.npy`` 1.0 header of a float32 array, padded with spaces to ``length`` bytes if given."""
+def npy_header(shape: tuple[int, ...], dtype: np.dtype | str = _FLOAT32, length: int | None = None) -> bytes:
+    """The ``.npy`` 1.0 header of a C-order array, padded with spaces to ``length`` bytes if given."""
     buffer = io.BytesIO()
-    npy_format.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    descr = npy_format.dtype_to_descr(np.dtype(dtype))
+    npy_format.write_array_header_1_0(buffer, {"descr": descr, "fortran_order": False, "shape": tuple(shape)})
     header = buffer.getvalue()
     if length is None or len(header) == length:
         return header
@@ -96,7 +84,7 @@ class PartWriter:
         self.labels: list[int] = []
         self.num_frames: list[int] = []
         self.sha256: str | None = None
-        self._header = _npy_header((capacity, *self.row_shape))
+        self._header = npy_header((capacity, *self.row_shape))
         self._digest = hashlib.sha256(self._header)  # hashed as written: the manifest need not read it back
         with writing(self.final_path("data")):
             self._file = open(self.paths.data, "xb")  # noqa: SIM115 (closed by finish or close)
@@ -122,7 +110,7 @@ class PartWriter:
         with writing(self.final_path("data")):
             f.flush()
             f.seek(0)
-            f.write(_npy_header((count, *self.row_shape), len(self._header)))
+            f.write(npy_header((count, *self.row_shape), _FLOAT32, len(self._header)))
             f.truncate(len(self._header) + count * _FLOAT32.itemsize * int(np.prod(self.row_shape)))
             f.flush()
             os.fsync(f.fileno())
@@ -154,40 +142,35 @@ class RunOutputs:
 
     def __enter__(self) -> RunOutputs:
         self._created = [p for p in [*reversed(self.out.parents), self.out] if not p.exists()]
-        ensure_folder(self.out)
+        cio.ensure_folder(self.out)
         try:
             lock = FolderLock(self.out, self.purpose)
             with writing(self.out):
                 lock.__enter__()
                 self._lock = lock
-                removed = clean_stale_temporaries(self.out)
+                removed = cio.clean_stale_temporaries(self.out)
         except BaseException as error:
             self.__exit__()
             if isinstance(error, LockHeld):
                 raise DataGenError(str(error)) from None
             raise
         if removed:
-            warnings.warn(
-                f"{self.out}: removed what an interrupted run left: {', '.join(p.name for p in removed)}", stacklevel=2
-            )
+            left = ", ".join(p.name for p in removed)
+            warnings.warn(f"{self.out}: removed what an interrupted run left: {left}", stacklevel=2)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if not self._committed:
-            for writer in self.parts.values():
-                writer.close()
-            for staged in self._staged.values():
-                shutil.rmtree(staged, ignore_errors=True)
-            for temp in filter(None, self._files.values()):
-                with suppress(OSError):
-                    temp.unlink(missing_ok=True)
+        for writer in [] if self._committed else self.parts.values():
+            writer.close()
+        for temp in [] if self._committed else [*self._staged.values(), *filter(None, self._files.values())]:
+            with suppress(OSError):  # what cannot be removed now, the next run removes (its writer is dead)
+                shutil.rmtree(temp, ignore_errors=True) if temp.is_dir() else temp.unlink(missing_ok=True)
         if self._lock is not None:
             self._lock.release()
             self._lock = None
-        if not self._committed:
-            for folder in reversed(self._created):
-                with suppress(OSError):
-                    folder.rmdir()  # only if empty
+        for folder in [] if self._committed else reversed(self._created):
+            with suppress(OSError):
+                folder.rmdir()  # only if empty
 
     def part(self, folder_name: str, part: str, capacity: int, row_shape: Sequence[int] = SAMPLE_SHAPE) -> PartWriter:
         """The writer of ``out/folder_name``'s ``part``, for at most ``capacity`` rows."""
@@ -195,7 +178,7 @@ class RunOutputs:
         if final.exists() and not final.is_dir():
             raise DataGenError(f"{final} exists and is not a folder; remove it or choose another --out-folder")
         if folder_name not in self._staged:
-            staged = self.out / temp_name(folder_name)
+            staged = self.out / cio.temp_name(folder_name)
             with writing(final):
                 staged.mkdir()
             self._staged[folder_name] = staged
@@ -204,7 +187,7 @@ class RunOutputs:
 
     def stage_file(self, name: str, text: str | None) -> None:
         """``out/name`` becomes ``text`` at commit (``None``: it is removed, as describing another run)."""
-        self._files[name] = None if text is None else self.out / temp_name(name)
+        self._files[name] = None if text is None else self.out / cio.temp_name(name)
         if text is not None:
             with writing(self.out / name):
                 write_file(self._files[name], text.encode("utf-8"))
@@ -219,31 +202,25 @@ class RunOutputs:
             manifest = build_manifest(files, tool=self.tool, arguments=self.arguments, sha256=hashes)
             with writing(self.out / name / MANIFEST_NAME):
                 write_file(staged / MANIFEST_NAME, manifest_text(manifest).encode("utf-8"))
-            fsync_folder(staged)
+            cio.fsync_folder(staged)
         for name, staged in self._staged.items():
             self._move_in(staged, self.out / name)
         for name, temp in self._files.items():
             with writing(self.out / name):
-                if temp is None:
-                    (self.out / name).unlink(missing_ok=True)
-                else:
-                    os.replace(temp, self.out / name)
+                os.replace(temp, self.out / name) if temp else (self.out / name).unlink(missing_ok=True)
         self._committed = True
-        fsync_folder(self.out)
-        counts: dict[str, dict[str, int]] = {}
-        for (name, part), writer in self.parts.items():
-            counts.setdefault(name, {})[part] = len(writer.names)
-        return counts
+        cio.fsync_folder(self.out)
+        return {name: {p: len(w.names) for (n, p), w in self.parts.items() if n == name} for name in self._staged}
 
     def _move_in(self, staged: Path, final: Path) -> None:
         """The files of ``staged`` into ``final``, behind the commit marker (readers refuse a folder holding it)."""
         with writing(final):
             final.mkdir(exist_ok=True)
             write_file(final / COMMIT_MARKER, f"pid={os.getpid()}\ntool={self.tool}\n".encode(), "wb")
-            fsync_folder(final)
+            cio.fsync_folder(final)
             for path in sorted(staged.iterdir()):
                 os.replace(path, final / path.name)
-            fsync_folder(final)
+            cio.fsync_folder(final)
             (final / COMMIT_MARKER).unlink()
-            fsync_folder(final)
+            cio.fsync_folder(final)
             staged.rmdir()

@@ -11,6 +11,7 @@ import pytest
 
 from common.manifest import verify
 from data_gen import ctrgcn_npz as cn
+from data_gen.writer import npy_header
 from tests.helpers import SPLIT_FILES, load_part, make_prepared_root
 
 
@@ -251,7 +252,7 @@ BAD_CASES = {
     "label": "y_train row 1 is class 100, outside the 60 classes (0..59)",
     "one_hot": "y_test row 0 is not one-hot",
     "nan": "x_test row 0 holds values that are not finite as float32",
-    "objects": "names_train is not a C-order array of numbers or strings (pickled objects are not read)",
+    "objects": "names_train is not a C-order array of numbers or strings (objects are not read)",
     "duplicate": "names_train row 1 is 'a', as names_train row 0 is; names must differ",
     "duplicate_across": "names_test row 0 is 'b', as names_train row 1 is; names must differ",
     "long": "x_train has shape (2, 301, 150) dtype float32, expected floats (N, T, 150) with T at most 300",
@@ -295,7 +296,7 @@ def test_not_a_zip_and_truncated_member(tmp_path, capsys):
     with zipfile.ZipFile(cut, "w") as zf:  # x_train's header announces 2 rows, the data holds 1
         for key, array in _good_arrays().items():
             with zf.open(f"{key}.npy", "w") as f:
-                f.write(cn.npy_header(array.dtype, array.shape))
+                f.write(npy_header(array.shape, array.dtype))
                 f.write(array[:1].tobytes() if key == "x_train" else array.tobytes())
     assert import_(cut, tmp_path / "r") == 2
     err = capsys.readouterr().err
@@ -351,7 +352,7 @@ def test_what_a_file_declares_is_checked_before_anything_is_read(tmp_path, capsy
         with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             for key, array in arrays.items():
                 with zf.open(f"{key}.npy", "w", force_zip64=True) as f:
-                    f.write(cn.npy_header(array.dtype, shape if key == "x_train" else array.shape))
+                    f.write(npy_header(shape if key == "x_train" else array.shape, array.dtype))
                     f.write(np.zeros(1 << 20, np.uint8).tobytes() if key == "x_train" else array.tobytes())
         tracemalloc.start()
         try:

@@ -842,7 +842,18 @@ def test_output_folder_that_is_a_file_is_one_line(tmp_path, ntu_raw, capsys):
     out.write_text("not a folder")
     code, err = _ntu(["--data-path", str(ntu_raw), "--out-folder", str(out)], capsys)
     assert code == 2
-    assert err == f"error: output folder {out} is a file, not a folder\n"
+    assert err == f"error: --out-folder {out}: {out} is a file, not a folder\n"
+
+
+def test_output_folder_is_checked_before_the_input_is_read(tmp_path, capsys, monkeypatch):
+    """A pyskl pickle can take minutes to load: an --out-folder that cannot be a folder stops the run first."""
+    monkeypatch.setattr(pc, "load_annotation_file", lambda path: pytest.fail("the pickle was read first"))
+    (tmp_path / "file").write_text("x")
+    code, err = _run_capture(pc.main, ["--annotation", "x.pkl", "--out-folder", str(tmp_path / "file" / "out")], capsys)
+    assert (
+        code == 2
+        and err == f"error: --out-folder {tmp_path / 'file' / 'out'}: {tmp_path / 'file'} is a file, not a folder\n"
+    )
 
 
 def _run_capture(main, argv: list[str], capsys) -> tuple[int, str]:
