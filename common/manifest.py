@@ -127,6 +127,7 @@ def write_manifest(folder: str | os.PathLike, *, tool: str, arguments: Mapping[s
     folder = Path(folder)
     if not folder.is_dir():
         raise ManifestError(f"{folder}: not a folder")
+    check_committed(folder)  # the files of a half-replaced folder are not to be recorded as its contents
     manifest = build_manifest({p.name: p for p in listed_files(folder)}, tool=tool, arguments=arguments)
     return atomic_write_bytes(folder / MANIFEST_NAME, manifest_text(manifest).encode("utf-8"))
 
