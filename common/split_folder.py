@@ -171,6 +171,7 @@ class OpenedSplit(NamedTuple):
 
 
 def _load(path: Path, mmap: bool) -> np.ndarray:
+    _checked_header(path)
     try:
         return np.load(path, mmap_mode="r" if mmap else None)
     except (ValueError, OSError) as exc:
@@ -189,9 +190,7 @@ def open_split(paths: SplitPaths, need_labels: bool) -> OpenedSplit:
     if len(shape) != 5 or (shape[1], shape[3], shape[4]) != (NUM_COORDINATES, NUM_JOINTS, NUM_PERSONS):
         expected = f"(N, {NUM_COORDINATES}, T, {NUM_JOINTS}, {NUM_PERSONS})"
         raise DataFileError(f"{paths.data}: expected shape {expected}, got {shape}")
-    data = _load(paths.data, mmap=True)
-    _checked_header(paths.num_frame)
-    num_frames = _load(paths.num_frame, mmap=False)
+    data, num_frames = _load(paths.data, mmap=True), _load(paths.num_frame, mmap=False)
     if num_frames.ndim != 1 or not np.issubdtype(num_frames.dtype, np.integer):
         got = f"got dtype {num_frames.dtype} shape {num_frames.shape}"
         raise DataFileError(f"{paths.num_frame}: expected N integer frame counts, {got}")

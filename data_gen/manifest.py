@@ -32,11 +32,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"wrote {write_manifest(folder, tool=args.tool, arguments={'folder': str(folder)})}")
         return 0
     lines = verify(folder)
-    for line in lines:
-        print(line)
-    print(
-        f"{folder}: {len(lines)} mismatch(es) with {MANIFEST_NAME}" if lines else f"{folder}: matches {MANIFEST_NAME}"
-    )
+    summary = f"{len(lines)} mismatch(es) with" if lines else "matches"
+    print(*lines, f"{folder}: {summary} {MANIFEST_NAME}", sep="\n")
     return 1 if lines else 0
 
 

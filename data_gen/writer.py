@@ -79,25 +79,22 @@ class PartWriter:
     def __init__(self, staged: Path, final: Path, part: str, capacity: int, row_shape: Sequence[int]) -> None:
         self.final, self.part, self.capacity = final, part, capacity
         self.row_shape = tuple(row_shape)
-        self.paths = part_paths(staged, part)
+        self.paths, self.finals = part_paths(staged, part), part_paths(final, part)  # now / after the commit
         self.names: list[str] = []
         self.labels: list[int] = []
         self.num_frames: list[int] = []
         self.sha256: str | None = None
         self._header = npy_header((capacity, *self.row_shape))
         self._digest = hashlib.sha256(self._header)  # hashed as written: the manifest need not read it back
-        with writing(self.final_path("data")):
+        with writing(self.finals.data):
             self._file = open(self.paths.data, "xb")  # noqa: SIM115 (closed by finish or close)
         self._file.seek(len(self._header))  # the header is written by finish, for the rows written
-
-    def final_path(self, which: str) -> Path:
-        return self.final / getattr(self.paths, which).name
 
     def append(self, name: str, label: int, data: np.ndarray, num_frame: int) -> None:
         row = np.ascontiguousarray(data, dtype=_FLOAT32)
         if row.shape != self.row_shape or len(self.names) >= self.capacity:
             raise ValueError(f"{self.paths.data}: row {len(self.names)} of shape {row.shape} does not fit")
-        with writing(self.final_path("data")):
+        with writing(self.finals.data):
             self._file.write(memoryview(row).cast("B"))
         self._digest.update(memoryview(row).cast("B"))
         self.names.append(name)
@@ -107,7 +104,7 @@ class PartWriter:
     def finish(self) -> None:
         """Rewrite the header for the rows written, cut the file to size, fsync; write labels and frame counts."""
         count, f = len(self.names), self._file
-        with writing(self.final_path("data")):
+        with writing(self.finals.data):
             f.flush()
             f.seek(0)
             f.write(npy_header((count, *self.row_shape), _FLOAT32, len(self._header)))
@@ -118,9 +115,9 @@ class PartWriter:
         self.sha256 = self._digest.hexdigest() if count == self.capacity else None  # else the header changed
         frames = io.BytesIO()
         npy_format.write_array(frames, np.asarray(self.num_frames, dtype=np.int64))
-        with writing(self.final_path("num_frame")):
+        with writing(self.finals.num_frame):
             write_file(self.paths.num_frame, frames.getvalue())
-        with writing(self.final_path("label")):
+        with writing(self.finals.label):
             write_file(self.paths.label, pickle.dumps((self.names, self.labels)))
 
     def close(self) -> None:
