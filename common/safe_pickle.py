@@ -1,14 +1,11 @@
 """Load pickles that hold plain data only: a data file is never code.
 
 ``pickle.load`` calls whatever global a pickle names, so a downloaded label file could run any command.
-:func:`load` refuses every global except the few that plain containers and NumPy arrays need, and raises
-:class:`RefusedPickle` (one line naming the file and the refused global) before anything is called.
-
-Accepted: tuples, lists, dicts, sets, str, bytes, int, float, complex, bool, None (no global needed),
-NumPy arrays (including object arrays of accepted values), NumPy scalars and dtypes, as written by
-NumPy 1 (``numpy.core.*``) and NumPy 2 (``numpy._core.*``) with any pickle protocol; whichever NumPy is
-installed reads both spellings. The accepted globals are used only the way NumPy's own pickles use
-them, so a file cannot make them allocate more memory than the data it holds.
+:func:`load` refuses every global but the few plain containers and NumPy arrays need (tuples, lists,
+dicts, sets, str, bytes, numbers, None; NumPy arrays, scalars and dtypes as NumPy 1 ``numpy.core.*`` and
+NumPy 2 ``numpy._core.*`` write them, with any protocol) with :class:`RefusedPickle`, before anything is
+called. The accepted globals work only the way NumPy's own pickles use them, so a file cannot make them
+allocate more memory than the data it holds.
 """
 
 from __future__ import annotations
@@ -24,11 +21,7 @@ from common.io import UsageError
 
 
 class RefusedPickle(pickle.UnpicklingError, UsageError):
-    """The pickle names a global outside the accepted set; ``str(exc)`` is the one-line message.
-
-    A ``ValueError`` too, so callers that turn bad input into a one-line error catch it as they do
-    other malformed files.
-    """
+    """The pickle names a global outside the accepted set; ``str(exc)`` is the one-line message."""
 
     def __init__(self, message: str, global_name: str) -> None:
         super().__init__(message)
@@ -50,10 +43,8 @@ _NUMPY_NUMERIC = ("numpy._core.numeric", "numpy.core.numeric")
 
 
 class _ArrayClass:
-    """What a pickle gets for ``numpy.ndarray``: good only as the class argument of ``_reconstruct``.
-
-    Called by itself, ``numpy.ndarray(shape)`` would set aside any amount of memory a file asks for.
-    """
+    """What a pickle gets for ``numpy.ndarray``: good only as the class argument of ``_reconstruct`` (called
+    by itself, ``numpy.ndarray(shape)`` would set aside any amount of memory a file asks for)."""
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         raise ValueError("numpy.ndarray called directly; a pickled array is rebuilt by _reconstruct only")
@@ -74,13 +65,11 @@ def _found(modules: tuple[str, ...], name: str) -> Callable[[], Any]:
 _NUMPY_GLOBALS: dict[tuple[str, str], Callable[[], Any]] = {
     ("numpy", "ndarray"): lambda: _ArrayClass,
     ("numpy", "dtype"): _found(("numpy",), "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"): lambda: _reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): lambda: _reconstruct,
-    ("numpy.core.multiarray", "scalar"): _found(_NUMPY_CORE, "scalar"),
-    ("numpy._core.multiarray", "scalar"): _found(_NUMPY_CORE, "scalar"),
-    ("numpy.core.numeric", "_frombuffer"): _found(_NUMPY_NUMERIC, "_frombuffer"),
-    ("numpy._core.numeric", "_frombuffer"): _found(_NUMPY_NUMERIC, "_frombuffer"),
 }
+for _core in ("numpy.core", "numpy._core"):  # NumPy 1 and NumPy 2 spellings, whichever NumPy is installed
+    _NUMPY_GLOBALS[f"{_core}.multiarray", "_reconstruct"] = lambda: _reconstruct
+    _NUMPY_GLOBALS[f"{_core}.multiarray", "scalar"] = _found(_NUMPY_CORE, "scalar")
+    _NUMPY_GLOBALS[f"{_core}.numeric", "_frombuffer"] = _found(_NUMPY_NUMERIC, "_frombuffer")
 # Protocols 0-2 spell bytes as _codecs.encode(str, 'latin1') and sets through builtins: each builds its
 # value from data already in the file (no bytearray: bytearray(n) would allocate n bytes).
 _PLAIN_GLOBALS: dict[tuple[str, str], Callable[[], Any]] = {
@@ -91,9 +80,7 @@ _PLAIN_GLOBALS: dict[tuple[str, str], Callable[[], Any]] = {
     ("collections", "OrderedDict"): _found(("collections",), "OrderedDict"),
 }
 # Protocols 0-2 name builtins by their Python 2 module.
-_PLAIN_GLOBALS.update(
-    {("__builtin__", name): target for (module, name), target in _PLAIN_GLOBALS.items() if module == "builtins"}
-)
+_PLAIN_GLOBALS.update({("__builtin__", n): f for (module, n), f in _PLAIN_GLOBALS.items() if module == "builtins"})
 ALLOWED_GLOBALS = {**_NUMPY_GLOBALS, **_PLAIN_GLOBALS}
 
 
@@ -102,26 +89,18 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def __init__(self, file: Any, *, source: str, holds: str) -> None:
         super().__init__(file)
-        self._source = source
-        self._holds = holds
+        self._source, self._holds = source, holds
 
     def find_class(self, module: str, name: str) -> Any:
-        target = ALLOWED_GLOBALS.get((module, name))
-        if target is None:
-            raise RefusedPickle(
-                f"{self._source}: refusing to load '{module}.{name}'; {self._holds}", f"{module}.{name}"
-            )
+        if (target := ALLOWED_GLOBALS.get((module, name))) is None:
+            refused = f"{module}.{name}"
+            raise RefusedPickle(f"{self._source}: refusing to load '{refused}'; {self._holds}", refused)
         return target()
 
 
 def load(path: str | os.PathLike, holds: str) -> Any:
-    """Unpickle ``path`` allowing plain data only.
-
-    ``holds`` completes the refusal message with what the file should contain, e.g.
-    ``"label files hold (names, labels) only"``. Raises :class:`RefusedPickle` for a forbidden global,
-    ``OSError`` when the file cannot be read, and the usual unpickling errors (``pickle.UnpicklingError``,
-    ``EOFError``, ``ValueError``, ...) for a damaged file.
-    """
+    """Unpickle ``path`` allowing plain data only; ``holds`` ends the refusal message (what the file should
+    hold). RefusedPickle, OSError, or the usual unpickling errors for a damaged file."""
     with open(Path(path), "rb") as f:
         return RestrictedUnpickler(f, source=str(path), holds=holds).load()
 

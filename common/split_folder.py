@@ -1,13 +1,11 @@
-"""The files of a prepared split folder: their names, and the checks run before any of them is read.
+"""The files of a prepared split folder, and the checks run before any of them is read.
 
-A split folder (``<data_root>/<dataset folder>/<benchmark>/``, the layout of the reference) holds per
-part (train, val): ``{part}_data_joint.npy`` (float32, N x 3 x T x 25 x 2), ``{part}_label.pkl``
-(pickle of (sample_names, labels)) and ``{part}_num_frame.npy`` (N integer frame counts); and the
-folder's ``manifest.json`` (``common.manifest``).
-
-With ``common.manifest``, this module is the format both sides share: the converters that write split
-folders and the readers (the datasets of ``feeders``, the exporters). It sits below both (layer 1): it
-imports only NumPy, ``common.constants`` and ``common.safe_pickle``.
+A split folder (``<data_root>/<dataset folder>/<benchmark>/``, the reference's layout) holds per part
+(train, val) ``{part}_data_joint.npy`` (float32 N x 3 x T x 25 x 2), ``{part}_label.pkl`` ((sample names,
+labels)) and ``{part}_num_frame.npy`` (N frame counts), and ``manifest.json`` (``common.manifest``).
+While a converter replaces its files, the folder holds :data:`COMMIT_MARKER`; every reader refuses a
+folder that still holds it (the converter was stopped: the files may come from two runs). With
+``common.manifest``, the format the converters and the readers (datasets, exporters) share.
 """
 
 from __future__ import annotations
@@ -24,6 +22,7 @@ from common.constants import DATASETS, NUM_COORDINATES, NUM_JOINTS, NUM_PERSONS,
 from common.io import UsageError
 
 LABELS_HOLD = "label files hold (names, labels) only"
+COMMIT_MARKER = ".skeleton-contrast.commit"
 
 
 class SplitPaths(NamedTuple):
@@ -52,11 +51,8 @@ def prepare_hint(path: Path) -> str:
 
 
 class DataFileError(UsageError):
-    """A data file that is empty, truncated, or cut short while a run reads it (one-line message).
-
-    A DataLoader re-raises a worker's exception with the worker's traceback in its message; ``str()``
-    keeps only this error's own line, so a script can still print it as one line.
-    """
+    """A data file that is empty, truncated, inconsistent, or cut short while a run reads it (one line;
+    ``str()`` keeps only this line when a DataLoader re-raises it with the worker's traceback)."""
 
     def __str__(self) -> str:
         text = super().__str__()
@@ -65,15 +61,21 @@ class DataFileError(UsageError):
         return own[-1] if own else text
 
 
+def check_committed(folder: Path) -> None:
+    """DataFileError when a converter stopped while it replaced the files of ``folder``."""
+    if os.path.lexists(folder / COMMIT_MARKER):
+        stopped = f"a data preparation stopped while it replaced the files here ({COMMIT_MARKER} is left)"
+        again = f"so they may come from two runs; make them again with: {prepare_hint(folder / 'x')}"
+        raise DataFileError(f"{folder}: {stopped}, {again}")
+
+
 def load_labels(path: Path) -> tuple[list[str], np.ndarray]:
     """(sample names, int64 labels) of a label pickle, read without running code from it."""
     if path.stat().st_size == 0:
-        raise DataFileError(
-            f"{path}: empty file (0 bytes), not a label pickle; make it again with: {prepare_hint(path)}"
-        )
+        again = f"make it again with: {prepare_hint(path)}"
+        raise DataFileError(f"{path}: empty file (0 bytes), not a label pickle; {again}")
     try:
-        # Restricted: a label file is data, never code (a downloaded folder could carry anything).
-        content = safe_pickle.load(path, LABELS_HOLD)
+        content = safe_pickle.load(path, LABELS_HOLD)  # a label file is data, never code
     except safe_pickle.RefusedPickle:
         raise
     except Exception as exc:  # a damaged pickle fails in many ways; all mean "not a label file"
@@ -87,24 +89,13 @@ def load_labels(path: Path) -> tuple[list[str], np.ndarray]:
     except ValueError as exc:
         raise DataFileError(f"{path}: labels are not a flat list of integers ({exc})") from None
     if labels.ndim != 1 or not (labels.size == 0 or np.issubdtype(labels.dtype, np.integer)):
-        raise DataFileError(
-            f"{path}: labels must be a flat list of integers, got dtype {labels.dtype} shape {labels.shape}"
-        )
+        got = f"got dtype {labels.dtype} shape {labels.shape}"
+        raise DataFileError(f"{path}: labels must be a flat list of integers, {got}")
     if labels.size and labels.min() < 0:
         raise DataFileError(f"{path}: labels must be >= 0 (action number - 1), found {labels.min()}")
     if len(names) != len(labels):
         raise DataFileError(f"{path}: {len(names)} sample names but {len(labels)} labels")
     return names, labels.astype(np.int64)
-
-
-class OpenedSplit(NamedTuple):
-    """One part of a split, checked: the data memory-mapped, the small files read."""
-
-    data: np.ndarray  # memory map (N, 3, T, 25, 2)
-    num_frames: np.ndarray  # (N,) int64
-    names: list[str] | None
-    labels: np.ndarray | None
-    data_bytes: int  # the data file's size by its header
 
 
 class NpyHeader(NamedTuple):
@@ -125,11 +116,8 @@ _HEADER_READERS = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.
 
 
 def read_npy_header(source: str | os.PathLike | BinaryIO) -> NpyHeader:
-    """The header of a ``.npy`` file, or of an open binary stream positioned at one (an ``.npz`` member).
-
-    Reads the header only. ValueError otherwise: ``PATH: not a readable .npy array (...)`` or ``PATH:
-    cannot be read (...)``; for a stream the message has no path, so the caller can say which it is.
-    """
+    """The header of a ``.npy`` file, or of a binary stream at one (an ``.npz`` member); DataFileError
+    otherwise (for a stream without a path: the caller says which it is)."""
     if isinstance(source, (str, os.PathLike)):
         try:
             with open(source, "rb") as f:
@@ -150,96 +138,77 @@ def read_npy_header(source: str | os.PathLike | BinaryIO) -> NpyHeader:
 
 
 def npy_size(path: Path) -> int:
-    """The size in bytes a ``.npy`` file must have by its header; DataFileError when it is shorter.
+    """The size a ``.npy`` file must have by its header; DataFileError when it is shorter (checked before it
+    is mapped: a mapped page past the end is a SIGBUS, which kills a DataLoader worker misleadingly)."""
+    return _checked_header(path, exact=False).file_size
 
-    Checked before the file is memory-mapped: reading a mapped page past the end of a file is a
-    SIGBUS, which kills a DataLoader worker with a misleading "out of shared memory" message.
-    """
+
+def _checked_header(path: Path, exact: bool = True) -> NpyHeader:
+    """The header of ``path``, whose size must match it (``exact``: not be longer either), in C order."""
     size = path.stat().st_size
     if size == 0:
         raise DataFileError(f"{path}: empty file (0 bytes), not a .npy array; make it again with: {prepare_hint(path)}")
     header = read_npy_header(path)
     needed = header.file_size
+    declares = f"its header declares shape {header.shape} {header.dtype} ({needed:,} bytes) but the file has {size:,}"
+    again = f"make it again with: {prepare_hint(path)}"
     if size < needed:
-        raise DataFileError(
-            f"{path}: truncated: its header declares shape {header.shape} {header.dtype} ({needed:,} bytes) "
-            f"but the file has {size:,} bytes (an interrupted copy?); make it again with: "
-            f"{prepare_hint(path)}"
-        )
-    return needed
+        raise DataFileError(f"{path}: truncated: {declares} bytes (an interrupted copy?); {again}")
+    if exact and (size > needed or header.fortran_order or header.dtype.hasobject):
+        what = f"{declares} bytes" if size > needed else "it is not a C-order array of numbers"
+        raise DataFileError(f"{path}: not written by a data preparation: {what}; {again}")
+    return header
 
 
-def _open_data(path: Path) -> tuple[np.ndarray, int]:
-    """The (N, 3, T, 25, 2) memory map of a data file and its size by the header."""
-    data_bytes = npy_size(path)
+class OpenedSplit(NamedTuple):
+    """One part of a split, checked: the data memory-mapped, the small files read."""
+
+    data: np.ndarray  # memory map (N, 3, T, 25, 2)
+    num_frames: np.ndarray  # (N,) int64
+    names: list[str] | None
+    labels: np.ndarray | None
+    data_bytes: int  # the data file's size by its header
+
+
+def _load(path: Path, mmap: bool) -> np.ndarray:
+    _checked_header(path)
     try:
-        data = np.load(path, mmap_mode="r")
+        return np.load(path, mmap_mode="r" if mmap else None)
     except (ValueError, OSError) as exc:
         raise DataFileError(f"{path}: not a readable .npy array ({exc})") from None
-    if (
-        data.ndim != 5
-        or data.shape[1] != NUM_COORDINATES
-        or data.shape[3] != NUM_JOINTS
-        or data.shape[4] != NUM_PERSONS
-    ):
-        raise DataFileError(
-            f"{path}: expected shape (N, {NUM_COORDINATES}, T, {NUM_JOINTS}, {NUM_PERSONS}), got {data.shape}"
-        )
-    return data, data_bytes
-
-
-def _load_num_frames(paths: SplitPaths, data: np.ndarray) -> np.ndarray:
-    """The frame counts, checked against the data file: one per sample, each within [0, T]."""
-    npy_size(paths.num_frame)
-    try:
-        num_frames = np.load(paths.num_frame)
-    except (ValueError, OSError) as exc:
-        raise DataFileError(f"{paths.num_frame}: not a readable .npy array ({exc})") from None
-    if num_frames.ndim != 1 or not np.issubdtype(num_frames.dtype, np.integer):
-        raise DataFileError(
-            f"{paths.num_frame}: expected N integer frame counts, got dtype {num_frames.dtype} shape {num_frames.shape}"
-        )
-    if len(num_frames) != data.shape[0]:
-        raise DataFileError(
-            f"{paths.data} has shape {data.shape} but {paths.num_frame} has shape {num_frames.shape}: "
-            "sample counts disagree"
-        )
-    if num_frames.size and (num_frames.min() < 0 or num_frames.max() > data.shape[2]):
-        raise DataFileError(
-            f"{paths.num_frame}: frame counts must lie in [0, {data.shape[2]}] (T of {paths.data}), "
-            f"found [{num_frames.min()}, {num_frames.max()}]"
-        )
-    return num_frames.astype(np.int64)
 
 
 def open_split(paths: SplitPaths, need_labels: bool) -> OpenedSplit:
-    """Open and validate a split; every error names the offending file(s) and shape(s).
-
-    FileNotFoundError (naming the data_gen command that writes the file), DataFileError (empty or
-    truncated file) or ValueError (files that disagree, unreadable content).
-    """
+    """Open and check a split; every error (DataFileError, one line) names the files and shapes."""
     paths = SplitPaths(*(Path(p) for p in paths))
-    needed = [paths.data, paths.num_frame] + ([paths.label] if need_labels else [])
-    for path in needed:
+    check_committed(paths.data.parent)
+    for path in [paths.data, paths.num_frame] + ([paths.label] if need_labels else []):
         if not path.is_file():
             raise DataFileError(f"{path} not found; make it with: {prepare_hint(path)}")
-    data, data_bytes = _open_data(paths.data)
-    num_frames = _load_num_frames(paths, data)
+    header = _checked_header(paths.data)
+    shape = header.shape
+    if len(shape) != 5 or (shape[1], shape[3], shape[4]) != (NUM_COORDINATES, NUM_JOINTS, NUM_PERSONS):
+        expected = f"(N, {NUM_COORDINATES}, T, {NUM_JOINTS}, {NUM_PERSONS})"
+        raise DataFileError(f"{paths.data}: expected shape {expected}, got {shape}")
+    data, num_frames = _load(paths.data, mmap=True), _load(paths.num_frame, mmap=False)
+    if num_frames.ndim != 1 or not np.issubdtype(num_frames.dtype, np.integer):
+        got = f"got dtype {num_frames.dtype} shape {num_frames.shape}"
+        raise DataFileError(f"{paths.num_frame}: expected N integer frame counts, {got}")
+    if len(num_frames) != shape[0]:
+        other = f"{paths.num_frame} has shape {num_frames.shape}"
+        raise DataFileError(f"{paths.data} has shape {shape} but {other}: sample counts disagree")
+    if num_frames.size and (num_frames.min() < 0 or num_frames.max() > shape[2]):
+        found = f"found [{num_frames.min()}, {num_frames.max()}]"
+        raise DataFileError(f"{paths.num_frame}: frame counts must lie in [0, {shape[2]}] (T of {paths.data}), {found}")
     names = labels = None
     if need_labels:
         names, labels = load_labels(paths.label)
-        if len(labels) != data.shape[0]:
-            raise DataFileError(
-                f"{paths.data} has shape {data.shape} but {paths.label} holds {len(labels)} labels: "
-                "sample counts disagree"
-            )
-    return OpenedSplit(data, num_frames, names, labels, data_bytes)
+        if len(labels) != shape[0]:
+            other = f"{paths.label} holds {len(labels)} labels"
+            raise DataFileError(f"{paths.data} has shape {shape} but {other}: sample counts disagree")
+    return OpenedSplit(data, num_frames.astype(np.int64), names, labels, header.file_size)
 
 
 def check_split(paths: SplitPaths, need_labels: bool = True) -> int:
-    """Check that a split's files exist and agree; return its number of samples.
-
-    Raises FileNotFoundError (naming the file and the data_gen command that writes it) or ValueError
-    (naming the files and shapes that disagree). Cheap: the data is memory-mapped, not read.
-    """
+    """Check that a split's files exist and agree (the data is memory-mapped, not read); its sample count."""
     return int(open_split(paths, need_labels).data.shape[0])

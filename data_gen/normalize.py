@@ -1,19 +1,12 @@
-"""Skeleton normalisation of the 2s-AGCN / skeleton-contrast preprocessing, vectorised.
+"""Skeleton normalisation of the 2s-AGCN / skeleton-contrast preprocessing, vectorised (pure NumPy).
 
-Pure numpy functions; nothing here reads files or warns. Samples are laid out as the training tensors
-are, (C=3, T, V, M). ``normalize_sample`` is the whole chain:
-
-1. ``pad_null_frames``: a person whose first frame is empty has its non-empty frames moved to the
-   front; the frames after its last non-empty one are filled by repeating the frames before cyclically;
-2. ``center_on_joint``: per frame, joint 1 (middle of the spine) of person 0 is subtracted from every
-   non-zero joint of every person (zero joints stay zero);
-3. ``align_to_axes``: one rotation, taken from person 0's first frame, turns the bone joint 0 -> 1
-   to +z and then the bone joint 4 -> 8 (shoulder to shoulder) to +x, applied to every frame.
-
-The steps work on person-major (M, C, T, V) float64 arrays (``to_person_major``), where per-person and
-per-frame operations run over contiguous memory; the result is stored as float32. An "empty" frame or
-joint is one whose coordinates are all zero. ``select_bodies`` picks the two most energetic Kinect
-body slots of a file first.
+Samples are laid out as the training tensors are, (C=3, T, V, M); an "empty" frame or joint is one whose
+coordinates are all zero. ``normalize_sample`` is the whole chain, on person-major (M, C, T, V) float64
+arrays (contiguous per person), stored as float32: ``pad_null_frames`` (a person whose first frame is
+empty has its non-empty frames moved to the front; the frames after its last non-empty one repeat the
+frames before, cyclically), ``center_on_joint`` (person 0's joint 1 subtracted per frame from every
+non-zero joint), ``align_to_axes`` (one rotation from person 0's first frame turns the bone 0 -> 1 to +z,
+then the bone 4 -> 8 to +x). ``select_bodies`` picks the two most energetic body slots of a file first.
 """
 
 from __future__ import annotations
@@ -32,35 +25,21 @@ X_BONE = (4, 8)  # left shoulder -> right shoulder
 
 
 def _present(points: np.ndarray, axis: int) -> np.ndarray:
-    """Drop ``axis`` (length 3, the coordinates): True where a point is not all zero.
-
-    An or-chain over the three coordinates: much faster than ``any(axis=...)`` on a length-3 axis.
-    """
+    """True where a point is not all zero (``axis``: its 3 coordinates); faster than ``any`` on length 3."""
     x, y, z = (np.take(points, i, axis=axis) for i in range(3))
     return (x != 0) | (y != 0) | (z != 0)
 
 
 def body_energy(bodies: np.ndarray) -> np.ndarray:
-    """Motion energy of each body slot: (B, T, V, 3) -> (B,).
-
-    std(x) + std(y) + std(z), each std over all joints of the frames where the slot is non-empty;
-    0 for a slot that is never present.
-    """
-    num_slots, num_frames = bodies.shape[:2]
-    return slot_energy(
-        bodies.reshape(num_slots * num_frames, *bodies.shape[2:]),
-        np.repeat(np.arange(num_slots), num_frames),
-        num_slots,
-    )
+    """Motion energy of each body slot, (B, T, V, 3) -> (B,): std(x) + std(y) + std(z) over all joints of the
+    frames where the slot is non-empty (0 for a slot never present)."""
+    slots, frames = bodies.shape[:2]
+    return slot_energy(bodies.reshape(slots * frames, *bodies.shape[2:]), np.repeat(np.arange(slots), frames), slots)
 
 
 def slot_energy(frames: np.ndarray, slots: np.ndarray, num_slots: int) -> np.ndarray:
-    """:func:`body_energy` from a list of (slot, frame) entries: (E, V, 3) frames, (E,) slots -> (num_slots,).
-
-    ``frames`` holds each slot's frames in time order; frames absent from the list count as empty. The
-    reader uses it to weigh bodies without a dense (B, T, V, 3) array, whose size a file could make
-    arbitrary by declaring many empty frames.
-    """
+    """:func:`body_energy` of (E, V, 3) frames with (E,) slots (absent frames count as empty): the reader weighs
+    bodies without a dense (B, T, V, 3) array, whose size a file could make arbitrary."""
     energy = np.zeros(num_slots, dtype=np.float64)
     present = _present(frames, -1).any(-1)  # (E,)
     for b in np.unique(slots[present]):  # at most 4 slots
@@ -72,42 +51,25 @@ def slot_energy(frames: np.ndarray, slots: np.ndarray, num_slots: int) -> np.nda
 def select_bodies(
     bodies: np.ndarray, num_persons: int = NUM_PERSONS, max_frames: int = NUM_FRAMES, energy: np.ndarray | None = None
 ) -> np.ndarray:
-    """Keep the ``num_persons`` most energetic body slots, highest first.
+    """The ``num_persons`` most energetic slots, highest first, laid out by :func:`layout`. Ties keep the
+    reference's order (a stable ascending sort, reversed). ``energy``: the slots' :func:`body_energy`, when
+    the caller has it (over all frames of a file whose ``bodies`` hold only the first ``max_frames``)."""
+    order = np.argsort(body_energy(bodies) if energy is None else energy, kind="stable")[::-1][:num_persons]
+    return layout(bodies[order], num_persons, max_frames)
 
-    (B, T, V, 3) -> (3, max_frames, V, num_persons) float32.
 
-    The sequence starts at frame 0 of a zero array; frames past ``max_frames`` are dropped. Ties keep
-    the reference's order (a stable ascending sort, reversed: the later slot first). ``energy``: the
-    slots' :func:`body_energy` when the caller has it already (over all frames of a file whose
-    ``bodies`` hold only the first ``max_frames``).
-    """
-    num_frames, num_joints = bodies.shape[1:3]
-    if energy is None:
-        energy = body_energy(bodies)
-    order = np.argsort(energy, kind="stable")[::-1][:num_persons]
-    out = np.zeros((3, max_frames, num_joints, num_persons), dtype=np.float32)
-    kept = min(num_frames, max_frames)
-    # (k, T', V, 3) -> (3, T', V, k); slots missing when B < num_persons stay zero
-    out[:, :kept, :, : len(order)] = bodies[order, :kept].transpose(3, 1, 2, 0)
+def layout(bodies: np.ndarray, num_persons: int = NUM_PERSONS, max_frames: int = NUM_FRAMES) -> np.ndarray:
+    """The first ``num_persons`` slots in their order: (B, T, V, 3) -> (3, max_frames, V, num_persons) float32,
+    zero-padded, frames past ``max_frames`` dropped."""
+    out = np.zeros((3, max_frames, bodies.shape[2], num_persons), dtype=np.float32)
+    kept = bodies[:num_persons, :max_frames]
+    out[:, : kept.shape[1], :, : kept.shape[0]] = kept.transpose(3, 1, 2, 0)
     return out
 
 
-def to_person_major(x: np.ndarray) -> np.ndarray:
-    """(C, T, V, M) -> (M, C, T, V) float64, the layout the steps below work in (fast per-person access)."""
-    return np.ascontiguousarray(np.asarray(x).transpose(3, 0, 1, 2), dtype=np.float64)
-
-
-def from_person_major(s: np.ndarray, dtype=np.float32) -> np.ndarray:
-    """(M, C, T, V) -> (C, T, V, M) in ``dtype``."""
-    return np.ascontiguousarray(s.transpose(1, 2, 3, 0), dtype=dtype)
-
-
 def pad_null_frames(s: np.ndarray) -> np.ndarray:
-    """(M, C, T, V) -> (M, C, T, V): close leading gaps, then loop the sequence over the trailing empty frames.
-
-    A person whose first frame is empty gets all its non-empty frames moved to the front; otherwise
-    empty frames in the middle stay (and are repeated along with the rest).
-    """
+    """(M, C, T, V): close a person's leading gap (all its non-empty frames to the front; otherwise gaps
+    inside stay), then loop the sequence over the trailing empty frames."""
     s = s.copy()
     num_frames = s.shape[2]
     frame_present = _present(s, 1).any(-1)  # (M, T)
@@ -134,16 +96,11 @@ def center_on_joint(s: np.ndarray, joint: int = CENTER_JOINT) -> np.ndarray:
 
 
 def rotation_between(vector: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """(3,), (3,) -> (3, 3) float64: the axis-angle rotation that turns ``vector``'s direction onto ``target``'s.
-
-    Axis = vector x target, angle = arccos of the clipped cosine of the unit vectors. The identity
-    when either vector, the axis or the angle is (L1 norm / radians) below 1e-6 -- so an
-    anti-parallel pair is left alone, as in the reference. A float32 ``vector`` is made a unit vector
-    in float32, as the reference does with its float32 data (see ``align_to_axes``).
-    """
+    """(3, 3): the rotation about vector x target by the angle between them; the identity when a vector, the
+    axis or the angle is below 1e-6 (an anti-parallel pair is left alone, as in the reference). A float32
+    ``vector`` is made a unit vector in float32, as the reference does with its float32 data."""
     v_in = np.asarray(vector)
-    if v_in.dtype != np.float32:
-        v_in = v_in.astype(np.float64)
+    v_in = v_in if v_in.dtype == np.float32 else v_in.astype(np.float64)
     v = v_in.astype(np.float64)
     t = np.asarray(target, dtype=np.float64)
     if np.abs(v).sum() < ZERO_TOL or np.abs(t).sum() < ZERO_TOL:
@@ -160,14 +117,9 @@ def rotation_between(vector: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def align_to_axes(s: np.ndarray, z_bone: tuple[int, int] = Z_BONE, x_bone: tuple[int, int] = X_BONE) -> np.ndarray:
-    """(M, C, T, V) -> (M, C, T, V): rotate so that person 0's ``z_bone`` in frame 0 points to +z, then its
-    ``x_bone`` to +x.
-
-    The two bone vectors are taken from float32-rounded joints, as the reference (which stores every
-    step in float32) takes them: when a bone is nearly anti-parallel to its axis the rotation axis is
-    ill-conditioned, and a float64 derivation would then differ from the reference by more than 1e-5.
-    The rotation itself is applied to the float64 data.
-    """
+    """Rotate so that person 0's ``z_bone`` in frame 0 points to +z, then its ``x_bone`` to +x. The bones are
+    taken from float32-rounded joints, as the reference (float32 throughout) takes them: for a bone nearly
+    anti-parallel to its axis a float64 derivation would differ by more than 1e-5. Applied in float64."""
     first = s[0, :, 0, :].T.astype(np.float32)  # (V, C) person 0, frame 0, as the reference holds it
     to_z = rotation_between(first[z_bone[1]] - first[z_bone[0]], np.array([0.0, 0.0, 1.0]))
     # The second bone is measured after the first rotation (the reference rotates in two passes).
@@ -178,11 +130,8 @@ def align_to_axes(s: np.ndarray, z_bone: tuple[int, int] = Z_BONE, x_bone: tuple
 
 
 def normalize_sample(x: np.ndarray) -> np.ndarray:
-    """The whole normalisation of one sample: (3, T, V, M) -> (3, T, V, M) float32, computed in float64.
-
-    A sample with no body at all comes back as zeros.
-    """
-    s = to_person_major(x)
+    """The whole normalisation of one sample, (3, T, V, M) -> float32 (zeros for a sample without a body)."""
+    s = np.ascontiguousarray(np.asarray(x).transpose(3, 0, 1, 2), dtype=np.float64)  # (M, C, T, V)
     if not s.any():
         return np.zeros(np.shape(x), dtype=np.float32)
-    return from_person_major(align_to_axes(center_on_joint(pad_null_frames(s))))
+    return np.ascontiguousarray(align_to_axes(center_on_joint(pad_null_frames(s))).transpose(1, 2, 3, 0), np.float32)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.constants import ACTION_NAMES_FILE, RESOURCES_FOLDER
+from data_gen.writer import DataGenError
 
 # Training performers of the cross-subject benchmark. The NTU 120 list extends the NTU 60 one; NTU 60
 # only has performers 1..40, so the extended list gives the same split there (the reference uses the
@@ -25,6 +26,8 @@ XSUB_TRAIN_SUBJECTS_NTU120_EXTRA = (
 XSUB_TRAIN_SUBJECTS = frozenset(XSUB_TRAIN_SUBJECTS_NTU60 + XSUB_TRAIN_SUBJECTS_NTU120_EXTRA)
 XVIEW_TRAIN_CAMERAS = frozenset((2, 3))
 XSETUP_TRAIN_SETUPS = frozenset(range(2, 33, 2))
+_TRAINING = {"xsub": ("subject", XSUB_TRAIN_SUBJECTS), "xview": ("camera", XVIEW_TRAIN_CAMERAS)}
+_TRAINING["xsetup"] = ("setup", XSETUP_TRAIN_SETUPS)
 
 DEFAULT_IGNORED_LISTS = {
     "ntu60": RESOURCES_FOLDER / "NTU_RGBD_samples_with_missing_skeletons.txt",
@@ -56,48 +59,31 @@ def strip_suffix(name: str) -> str:
 
 
 def parse_sample_name(name: str) -> SampleName:
-    """Read the fields of ``name`` (with or without ``.skeleton``); ValueError if it is not an NTU name."""
+    """Read the fields of ``name`` (with or without ``.skeleton``); DataGenError if it is not an NTU name."""
     match = _NAME_RE.fullmatch(strip_suffix(name))
     if match is None:
-        raise ValueError(f"{name!r} is not an NTU sample name: expected SsssCcccPpppRrrrAaaa[.skeleton]")
+        raise DataGenError(f"{name!r} is not an NTU sample name: expected SsssCcccPpppRrrrAaaa[.skeleton]")
     setup, camera, subject, replication, action = (int(g) for g in match.groups())
     if action < 1:
-        raise ValueError(f"{name!r}: action number must be >= 1, got A{action:03d}")
+        raise DataGenError(f"{name!r}: action number must be >= 1, got A{action:03d}")
     return SampleName(setup, camera, subject, replication, action)
 
 
 def is_training(sample: SampleName, benchmark: str) -> bool:
     """Whether ``sample`` belongs to the training part of ``benchmark`` (xsub, xview or xsetup)."""
-    if benchmark == "xsub":
-        return sample.subject in XSUB_TRAIN_SUBJECTS
-    if benchmark == "xview":
-        return sample.camera in XVIEW_TRAIN_CAMERAS
-    if benchmark == "xsetup":
-        return sample.setup in XSETUP_TRAIN_SETUPS
-    raise ValueError(f"unknown benchmark {benchmark!r}: expected one of xsub, xview, xsetup")
+    if benchmark not in _TRAINING:
+        raise ValueError(f"unknown benchmark {benchmark!r}: expected one of xsub, xview, xsetup")
+    return getattr(sample, _TRAINING[benchmark][0]) in _TRAINING[benchmark][1]
 
 
 def read_ignored_list(path: str | Path) -> set[str]:
-    """Sample names (without ``.skeleton``) listed in an ignored-samples file.
-
-    The official files open with two prose lines; every line that is not a sample name (prose, blank)
-    is skipped, and names may carry ``.skeleton`` or not. Windows line endings are fine.
-    """
-    names: set[str] = set()
+    """The sample names (without ``.skeleton``) of an ignored-samples file; other lines (the official files
+    open with prose) are skipped."""
     with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            token = strip_suffix(line.strip())
-            if _NAME_RE.fullmatch(token):
-                names.add(token)
-    return names
+        return {token for token in (strip_suffix(line.strip()) for line in f) if _NAME_RE.fullmatch(token)}
 
 
 def read_action_names(path: str | Path = ACTION_NAMES_FILE) -> dict[int, str]:
     """Action number (1-based) -> name, from the tab-separated resource file."""
-    names: dict[int, str] = {}
     with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                number, name = line.rstrip("\r\n").split("\t", 1)
-                names[int(number)] = name
-    return names
+        return {int(n): name for n, name in (line.rstrip("\r\n").split("\t", 1) for line in f if line.strip())}

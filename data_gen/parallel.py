@@ -1,11 +1,10 @@
 """Ordered parallel map for the converters: results in input order, bounded memory, clean shutdown.
 
-``multiprocessing.Pool.terminate()`` (also what leaving ``with Pool() as pool`` calls) kills workers
-that may be holding the result queue's lock; the pool's own task thread then waits for that lock
-forever and ``terminate()`` never returns (a bad input file that stops a run early can trigger it).
-So the pool here is never terminated: when the consumer stops (a bad file, Ctrl-C, a finished
-run) no new input is handed out, the workers finish the few items they already hold and exit.
-Workers ignore SIGINT so that Ctrl-C reaches only the main process and no task is lost half-done.
+``Pool.terminate()`` (also what leaving ``with Pool()`` calls) kills workers that may hold the result
+queue's lock, and then waits for that lock forever. So the pool here is never terminated: when the
+consumer stops (a bad file, Ctrl-C, a finished run) no new input is handed out and the workers finish
+the few items they hold. Workers ignore SIGINT (Ctrl-C is the main process's to handle) and end quietly
+on SIGTERM.
 """
 
 from __future__ import annotations
@@ -20,18 +19,16 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def _ignore_sigint() -> None:
+def _ignore_signals() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not common.cli's handler, inherited by the fork
 
 
 def imap_ordered(
     func: Callable[[T], R], items: Iterable[T], workers: int, *, chunksize: int = 1, window: int = 32
 ) -> Iterator[R]:
-    """``func(item)`` for every item, in input order, from ``workers`` processes (in-process for 1).
-
-    At most ``window`` items per worker (rounded up to whole chunks) are in flight or waiting to be
-    consumed, so fast workers cannot pile up results faster than the caller takes them.
-    """
+    """``func(item)`` for every item, in input order, from ``workers`` processes (in-process for 1); at most
+    ``window`` items per worker (whole chunks) in flight, so results never pile up faster than they are taken."""
     if workers <= 1:
         for item in items:
             yield func(item)
@@ -49,7 +46,7 @@ def imap_ordered(
                 return
             yield item
 
-    pool = multiprocessing.get_context().Pool(workers, initializer=_ignore_sigint)
+    pool = multiprocessing.get_context().Pool(workers, initializer=_ignore_signals)
     try:
         for result in pool.imap(func, feed(), chunksize=chunksize):
             yield result

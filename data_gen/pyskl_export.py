@@ -1,22 +1,13 @@
 """Prepared split folders -> a pyskl / MMAction2 3D annotation pickle (the layout of ``ntu60_3danno.pkl``).
 
     python data_gen/pyskl_export.py --data-root ROOT --dataset ntu60 --benchmark xsub [xview ...] --out FILE.pkl
-        [--dtype float32|float16] [--no-progress]
 
-The pickle is a dict ``{'split': {'xsub_train': [frame_dir, ...], 'xsub_val': [...], ...},
-'annotations': [{'frame_dir', 'label', 'total_frames', 'keypoint'}, ...]}``: pyskl's ``PoseDataset``
-keeps the annotations whose ``frame_dir`` is in ``split[<benchmark>_<part>]``. Each benchmark given
-adds its ``_train`` and ``_val`` lists (our xsetup is pyskl's ``xset``); a sample in several
-benchmarks is stored once. ``frame_dir`` is the sample name without ``.skeleton``, ``label`` our
-0-based label, ``keypoint`` the clip's ``num_frame`` real frames as (M, T, 25, 3), ``total_frames`` = T.
-M is 2, or 1 when the second person is absent (all zero) throughout, as pyskl lists only present
-bodies. The frames after a clip's end (our preparation fills them with repeats) are not stored: pyskl
-keeps only real frames.
-
-``data_gen/pyskl_convert.py --normalize none`` reads the pickle back into the same names, labels,
-frame counts and real frames (its padding is zeros). The default ``float32`` keeps the values exact;
-``float16`` (what pyskl's own pickles use) halves the size. A pickle holds everything in memory, so the
-export builds it in memory too: about the size of the real frames of every clip.
+``{'split': {'xsub_train': [frame_dir, ...], ...}, 'annotations': [{'frame_dir', 'label', 'total_frames',
+'keypoint'}, ...]}``: each benchmark adds its ``_train`` and ``_val`` lists (our xsetup is pyskl's
+``xset``), a clip in several benchmarks is stored once; ``keypoint`` holds the clip's real frames as (M,
+T, 25, 3), M = 1 when the second person is absent throughout (pyskl lists present bodies only).
+``pyskl_convert.py --normalize none`` reads it back exactly (real frames; zeros after). The pickle is
+built in memory, as pickles are: about the size of the real frames of every clip.
 """
 
 from __future__ import annotations
@@ -26,14 +17,13 @@ import os
 import pickle
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from common.constants import DATASETS, PARTS
-from common.io import atomic_write
+from common.io import atomic_write, check_output_file
 from data_gen import cli
 from data_gen.ctrgcn_npz import Part, benchmark_folder, open_part, split_folder
 from data_gen.ntu_splits import strip_suffix
@@ -58,9 +48,8 @@ def _part_annotations(part: Part, dtype: str, bar: tqdm) -> dict[str, dict[str, 
     for i, name in enumerate(part.names):
         n = int(part.num_frame[i])
         if n < 1:
-            raise DataGenError(
-                f"{part.path}: sample {i} ({name}) has no frame (num_frame 0); a pyskl annotation needs at least one"
-            )
+            needs = "a pyskl annotation needs at least one"
+            raise DataGenError(f"{part.path}: sample {i} ({name}) has no frame (num_frame 0); {needs}")
         keypoint = clip_keypoint(part.data[i], n, dtype)
         if not np.isfinite(keypoint).all():
             raise DataGenError(f"{part.path}: sample {i} ({name}) holds NaN or infinite values")
@@ -74,90 +63,55 @@ def _merge(into: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]], wher
     """Add ``new`` annotations; a name already present must carry the same label and keypoints."""
     for name, anno in new.items():
         old = into.setdefault(name, anno)
-        if old is not anno and (
-            old["label"] != anno["label"]
-            or old["keypoint"].shape != anno["keypoint"].shape
-            or not np.array_equal(old["keypoint"], anno["keypoint"])
-        ):
-            raise DataGenError(
-                f"{where}: sample {name!r} differs from the sample of that name in another "
-                "benchmark (label or keypoints); one pickle holds one clip per name"
-            )
+        same = old["label"] == anno["label"] and old["keypoint"].shape == anno["keypoint"].shape
+        if old is not anno and not (same and np.array_equal(old["keypoint"], anno["keypoint"])):
+            differs = "differs from the sample of that name in another benchmark (label or keypoints)"
+            raise DataGenError(f"{where}: sample {name!r} {differs}; one pickle holds one clip per name")
 
 
 def build_content(
-    data_root: str | os.PathLike,
-    dataset: str,
-    benchmarks: Sequence[str],
-    *,
-    dtype: str = "float32",
-    progress: bool = False,
-) -> dict[str, Any]:
+    data_root: str | os.PathLike, dataset: str, benchmarks: Sequence[str], dtype: str, progress: bool
+) -> dict:
     """The pickle's dict for ``benchmarks`` of ``dataset`` under ``data_root``; DataGenError for bad input."""
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     folders = {benchmark_folder(dataset, b): split_folder(data_root, dataset, b) for b in benchmarks}
     parts = {(folder_name, part): open_part(folder, part) for folder_name, folder in folders.items() for part in PARTS}
     num_class = DATASETS[dataset]["num_class"]
     split: dict[str, list[str]] = {}
     annotations: dict[str, dict[str, Any]] = {}
-    with tqdm(
-        total=sum(len(p.names) for p in parts.values()), unit="clip", desc="pyskl_export", disable=not progress
-    ) as bar:
+    total = sum(len(p.names) for p in parts.values())
+    with tqdm(total=total, unit="clip", desc="pyskl_export", disable=not progress) as bar:
         for (folder_name, part_name), part in parts.items():
             if part.labels.size and part.labels.max() >= num_class:
-                raise DataGenError(
-                    f"{part.label_path}: label {part.labels.max()} is outside 0..{num_class - 1} "
-                    f"(the classes of {dataset})"
-                )
+                outside = f"is outside 0..{num_class - 1} (the classes of {dataset})"
+                raise DataGenError(f"{part.label_path}: label {part.labels.max()} {outside}")
             prefix = PYSKL_BENCHMARK.get(folder_name, folder_name)
             split[f"{prefix}_{part_name}"] = [strip_suffix(n) for n in part.names]
             _merge(annotations, _part_annotations(part, dtype, bar), str(part.path))
     return {"split": split, "annotations": [annotations[name] for name in sorted(annotations)]}
 
 
-def write_pickle(content: dict[str, Any], out: str | os.PathLike) -> Path:
-    """Write ``content`` to ``out`` atomically (``common.io.atomic_write``)."""
-    return atomic_write(out, lambda f: pickle.dump(content, f, protocol=PICKLE_PROTOCOL))
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Prepared split folders -> one pyskl / MMAction2 3D annotation pickle ('split' and "
-        "'annotations' with keypoint (M, T, 25, 3))."
-    )
+    parser = argparse.ArgumentParser(description="Prepared split folders -> one pyskl / MMAction2 pickle.")
     cli.add_split_folder_args(parser)
-    parser.add_argument(
-        "--benchmark",
-        "--benchmarks",
-        dest="benchmarks",
-        nargs="+",
-        required=True,
-        metavar="NAME",
-        help="one or more of the dataset's benchmarks (xsub xview; xsub xsetup for ntu120)",
-    )
+    which = "one or more of the dataset's benchmarks (xsub xview; xsub xsetup for ntu120)"
+    parser.add_argument("--benchmark", "--benchmarks", dest="benchmarks", nargs="+", required=True, help=which)
     parser.add_argument("--out", required=True, help="the pickle to write, e.g. ntu60_3danno.pkl")
-    parser.add_argument(
-        "--dtype",
-        choices=DTYPES,
-        default="float32",
-        help="keypoint dtype (default float32: exact; pyskl's own pickles use float16)",
-    )
+    dtype = "keypoint dtype (default float32: exact; pyskl uses float16)"
+    parser.add_argument("--dtype", choices=DTYPES, default="float32", help=dtype)
     cli.add_progress_arg(parser)
     return parser
 
 
+def _work(args: argparse.Namespace) -> list[str]:
+    out = check_output_file(args.out, "--out")
+    content = build_content(args.data_root, args.dataset, args.benchmarks, args.dtype, args.progress)
+    atomic_write(out, lambda f: pickle.dump(content, f, protocol=PICKLE_PROTOCOL))
+    counts = ", ".join(f"{key} {len(names)}" for key, names in content["split"].items())
+    return [f"{out}: {len(content['annotations'])} annotations; {counts}"]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-
-    def work() -> list[str]:
-        content = build_content(args.data_root, args.dataset, args.benchmarks, dtype=args.dtype, progress=args.progress)
-        out = write_pickle(content, args.out)
-        counts = ", ".join(f"{key} {len(names)}" for key, names in content["split"].items())
-        return [f"{out}: {len(content['annotations'])} annotations; {counts}"]
-
-    return cli.run_tool(parser.prog, work)
+    return cli.run_tool(build_parser(), _work, argv)
 
 
 if __name__ == "__main__":

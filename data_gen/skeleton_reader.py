@@ -1,15 +1,10 @@
 """Reader for NTU RGB+D ``.skeleton`` text files (Kinect v2 bodies, 25 joints).
 
-Layout: line 1 holds the frame count; each frame starts with its body count; each body is one line of
-10 body fields, one line with the joint count, then one line per joint with 12 fields
-(``x y z depthX depthY colorX colorY orientationW orientationX orientationY orientationZ
-trackingState``). Only the camera-space ``x y z`` are kept.
-
-The common case is parsed in bulk: a Python walk over frame and body headers, then one C-level
-``numpy.loadtxt`` over all joint lines. Only when that bulk parse fails does a line-by-line pass
-run, to name the offending line. The bulk parse checks the line structure, x y z of every joint line
-and the 12 fields of the last one (where a truncated file is cut); a joint line in the middle with a
-wrong number of fields, but numbers for x y z, passes.
+Line 1 holds the frame count; each frame starts with its body count; each body is a line of 10 fields, a
+line with the joint count, then a line of 12 fields per joint, of which ``x y z`` (camera space) are
+kept. A Python walk over the frame and body headers, then one ``numpy.loadtxt`` over all joint lines
+(x y z, and the 12 fields of the last line, where a truncated file is cut); only when that fails does a
+line-by-line pass run, to name the offending line.
 """
 
 from __future__ import annotations
@@ -23,23 +18,20 @@ import numpy as np
 
 from common.constants import MAX_BODIES, NUM_JOINTS
 from data_gen.normalize import MAX_ABS_COORDINATE, slot_energy
+from data_gen.writer import DataGenError
 
 BODY_FIELDS = 10
 JOINT_FIELDS = 12
-COORDINATE_EXPECTED = (
-    f"x y z of magnitude at most {MAX_ABS_COORDINATE:.2g} (finite once normalised and stored as float32)"
-)
+_LIMIT = f"{MAX_ABS_COORDINATE:.2g}"
+COORDINATE_EXPECTED = f"x y z of magnitude at most {_LIMIT} (finite once normalised and stored as float32)"
 
 
-class SkeletonFormatError(ValueError):
+class SkeletonFormatError(DataGenError):
     """A ``.skeleton`` file that is truncated or malformed; names the file, the line and what was expected."""
 
     def __init__(self, path: str | Path, line: int, expected: str, found: str):
-        self.path = str(path)
         self.line = line
-        self.expected = expected
-        self.found = found
-        super().__init__(f"{self.path}, line {line}: expected {expected}, found {found}")
+        super().__init__(f"{path}, line {line}: expected {expected}, found {found}")
 
 
 @dataclass(frozen=True)
@@ -76,17 +68,11 @@ def _raise_body_error(path: Path, lines: list[bytes], index: int, m: int, t: int
     where = f"body {m + 1} of frame {t + 1}"
     if index >= len(lines):
         raise SkeletonFormatError(path, index + 1, f"the body line of {where}", "end of file (truncated file?)")
-    fields = len(lines[index].split())
-    if fields != BODY_FIELDS:
-        raise SkeletonFormatError(
-            path,
-            index + 1,
-            f"a body line of {BODY_FIELDS} fields ({where})",
-            f"{fields} fields: {_describe(lines[index])}",
-        )
-    raise SkeletonFormatError(
-        path, index + 2, f"the joint count of {where} (an integer)", "end of file (truncated file?)"
-    )
+    if (fields := len(lines[index].split())) != BODY_FIELDS:
+        found = f"{fields} fields: {_describe(lines[index])}"
+        raise SkeletonFormatError(path, index + 1, f"a body line of {BODY_FIELDS} fields ({where})", found)
+    expected = f"the joint count of {where} (an integer)"
+    raise SkeletonFormatError(path, index + 2, expected, "end of file (truncated file?)")
 
 
 def _parse_joint_lines(joint_lines: Sequence[bytes]) -> np.ndarray | None:
@@ -126,14 +112,12 @@ def _locate_bad_joint_line(path: Path, lines: list[bytes], line_indices: np.ndar
 def read_skeleton(
     path: str | Path, max_bodies: int = MAX_BODIES, num_joints: int = NUM_JOINTS, max_frames: int | None = None
 ) -> RawSkeleton:
-    """Parse one ``.skeleton`` file.
+    """Parse one ``.skeleton`` file; SkeletonFormatError for a truncated or malformed one.
 
     Body slot ``m`` of frame ``t`` is the ``m``-th body listed in that frame (not a body ID), as in the
-    reference preprocessing. Bodies beyond ``max_bodies`` and joints beyond ``num_joints`` are read
-    (and checked) but dropped. Trailing lines after the last frame are ignored. With ``max_frames``,
-    ``bodies`` holds only the first ``max_frames`` frames (``energy`` still covers all of them), so memory
-    follows the file's size, not the frame count it declares.
-    Raises SkeletonFormatError for a truncated or malformed file, OSError if it cannot be read.
+    reference. Bodies beyond ``max_bodies`` and joints beyond ``num_joints`` are checked but dropped;
+    lines after the last frame are ignored. With ``max_frames``, ``bodies`` holds only the first
+    ``max_frames`` frames (``energy`` covers all), so memory follows the file's size, not its frame count.
     """
     path = Path(path)
     with open(path, "rb") as f:
@@ -157,12 +141,7 @@ def read_skeleton(
         joint_lines = (joint_lines,)
     values = _parse_joint_lines(joint_lines)
     # loadtxt skips blank lines; a short row count means one of them sat among the joint lines.
-    if (
-        values is None
-        or len(values) != len(joint_lines)
-        or not np.isfinite(values).all()
-        or np.abs(values).max() > MAX_ABS_COORDINATE
-    ):
+    if values is None or len(values) != len(joint_lines) or not np.abs(values).max() <= MAX_ABS_COORDINATE:
         raise _locate_bad_joint_line(path, lines, line_indices)
 
     # One (num_joints, 3) entry per kept body that has joints: proportional to the file's joint lines.
@@ -178,11 +157,8 @@ def read_skeleton(
 
 
 def _body_layout(path: Path, lines: list[bytes], num_frames: int) -> np.ndarray:
-    """(E, 4) int64: (slot within the frame, frame, first joint line, joint count) per body, in file order.
-
-    Walks the frame and body headers; every body's joint lines are checked, kept or not. This loop runs
-    for every body of every file: the messages are built only on the error paths.
-    """
+    """(E, 4) int64: (slot within the frame, frame, first joint line, joint count) per body, in file order;
+    runs for every body of every file, so messages are built on the error paths only."""
     body_info: list[tuple[int, int, int, int]] = []
     total_lines = len(lines)
     p = 1
@@ -205,12 +181,9 @@ def _body_layout(path: Path, lines: list[bytes], num_frames: int) -> np.ndarray:
                 _read_count(path, lines, p + 1, f"the joint count of body {m + 1} of frame {t + 1} (an integer)")
             p += 2
             if p + num_body_joints > total_lines:
-                raise SkeletonFormatError(
-                    path,
-                    total_lines + 1,
-                    f"{num_body_joints} joint lines for body {m + 1} of frame {t + 1}",
-                    f"end of file after {total_lines - p} (truncated file?)",
-                )
+                expected = f"{num_body_joints} joint lines for body {m + 1} of frame {t + 1}"
+                found = f"end of file after {total_lines - p} (truncated file?)"
+                raise SkeletonFormatError(path, total_lines + 1, expected, found)
             body_info.append((m, t, p, num_body_joints))
             p += num_body_joints
     return np.asarray(body_info, dtype=np.int64).reshape(-1, 4)

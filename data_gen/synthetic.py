@@ -1,26 +1,11 @@
-"""Synthetic NTU RGB+D raw skeletons: realistic ``.skeleton`` text files with learnable actions.
-
-    python data_gen/synthetic.py --out DIR [--num-classes 10] [--samples-per-class 12] [--seed 0]
-
-Each file has the real layout (frame count; per frame a body count; per body 10 body fields, ``25``,
-then 25 joint lines of 12 fields) and is named ``SsssCcccPpppRrrrAaaa.skeleton``. A sample is a
-Kinect v2 skeleton driven by forward kinematics:
-
-- each class moves one or two "channels" (an arm raised sideways or forwards, both arms overhead, an
-  elbow bent, a kick, a bow, a squat, a turn, a side lean, a nod) with a class-specific rhythm (one, two
-  or four repetitions); samples vary in amplitude, timing, speed (length), idle sway and joint noise;
-- the last fifth of the classes are two-person actions (a second actor, facing the first, mirrors the
-  motion with a lag; either actor may be listed first);
-- body size depends on the subject; camera 1/2/3 look from -45/0/+45 degrees; height, distance and tilt
-  of the cameras depend on the setup;
-- some files have extra noise bodies (compact jittering blobs, up to 4 bodies in a frame), leading,
-  trailing or dropped (empty) frames, sequences shorter than 64 frames, and optionally over 300 frames.
-
-Sample ``i`` of a class gets camera ``i % 3 + 1``, a performer that changes every 3 samples
-(alternately a cross-subject training and test one, the sequence shifted per class) and setups of
-both parities, so that with >= 6 samples per class every class is in the train and val parts of
-x-sub, x-view and x-setup. Names on the official missing-skeleton lists are avoided. Everything is a function of
-``seed`` and the sample's indices: the same call writes the same bytes.
+"""Synthetic NTU RGB+D raw skeletons (``python data_gen/synthetic.py --out DIR``): real ``.skeleton`` text
+and names, Kinect v2 skeletons driven by forward kinematics. A class moves one or two "channels" (an arm
+raised, arms overhead, an elbow, a kick, a bow, a squat, a turn, a lean, a nod) with its own rhythm; the
+last fifth are two-person actions; body size follows the subject, cameras 1/2/3 look from -45/0/+45
+degrees as set by the setup; some files have noise bodies, empty frames, fewer than 64 or more than 300
+frames. Sample ``i`` of a class gets camera ``i % 3 + 1`` and a performer changing every 3 samples between
+x-sub training and test ones, so >= 6 samples per class put every class in both parts of every benchmark.
+Names on the official missing-skeleton lists are avoided; the same arguments write the same bytes.
 """
 
 from __future__ import annotations
@@ -34,30 +19,20 @@ from pathlib import Path
 import numpy as np
 
 from common.constants import NUM_FRAMES, NUM_JOINTS
-from common.io import atomic_write_bytes, clean_stale_temporaries
-from common.locking import FolderLock
+from common.io import atomic_write_bytes, clean_stale_temporaries, ensure_folder
+from common.locking import FolderLock, LockHeld
 from data_gen import cli
 from data_gen.ntu_splits import DEFAULT_IGNORED_LISTS, XSUB_TRAIN_SUBJECTS_NTU60, read_ignored_list
-from data_gen.writer import make_folder, os_error
+from data_gen.writer import DataGenError
 
 CAMERA_YAW = {1: -np.pi / 4, 2: 0.0, 3: np.pi / 4}
-# Channels a class can drive, with the amplitude (radians, or 0..1 for the squat) of a full movement.
-CHANNELS = (
-    ("left_arm_side", 1.4),
-    ("right_arm_side", 1.4),
-    ("left_arm_forward", 1.5),
-    ("right_arm_forward", 1.5),
-    ("arms_overhead", 2.6),
-    ("left_elbow", 2.0),
-    ("right_elbow", 2.0),
-    ("left_kick", 1.1),
-    ("right_kick", 1.1),
-    ("bow", 0.9),
-    ("squat", 0.8),
-    ("turn", 1.2),
-    ("side_lean", 0.4),
-    ("nod", 0.5),
+# fmt: off
+CHANNELS = (  # a class can drive these, with the amplitude (radians, or 0..1 for the squat) of a full movement
+    ("left_arm_side", 1.4), ("right_arm_side", 1.4), ("left_arm_forward", 1.5), ("right_arm_forward", 1.5),
+    ("arms_overhead", 2.6), ("left_elbow", 2.0), ("right_elbow", 2.0), ("left_kick", 1.1), ("right_kick", 1.1),
+    ("bow", 0.9), ("squat", 0.8), ("turn", 1.2), ("side_lean", 0.4), ("nod", 0.5),
 )
+# fmt: on
 _MIRROR = {0: 1, 1: 0, 2: 3, 3: 2, 5: 6, 6: 5, 7: 8, 8: 7}  # left <-> right channels
 REPETITIONS = (1, 2, 4)
 _VAL_SUBJECTS_NTU60 = tuple(s for s in range(1, 41) if s not in XSUB_TRAIN_SUBJECTS_NTU60)
@@ -114,25 +89,15 @@ def sample_name(label: int, index: int, num_subjects: int, num_setups: int) -> s
         replication += 100
 
 
-# ----------------------------------------------------------------------------------------------
-# Kinematics: every function works on (T,) angle arrays and returns (T, 3) positions in the body frame
-# (x = the actor's right, y = up, z = backwards; the actor faces -z). Seen from the camera, an actor
-# facing it has the left shoulder at -x, as in Kinect camera space.
+# Kinematics on (T,) angles, positions (T, 3) in the body frame: x the actor's right, y up, z backwards (the
+# actor faces -z); seen from the camera, an actor facing it has the left shoulder at -x, as in Kinect space.
 
 
-def _rot_x(a: np.ndarray) -> np.ndarray:
+def _rotation(a: np.ndarray, axis: int) -> np.ndarray:
+    """(T,) angles -> (T, 3, 3) rotations about the x (0), y (1) or z (2) axis."""
     c, s, o, z = np.cos(a), np.sin(a), np.ones_like(a), np.zeros_like(a)
-    return np.stack([np.stack([o, z, z], -1), np.stack([z, c, -s], -1), np.stack([z, s, c], -1)], -2)
-
-
-def _rot_y(a: np.ndarray) -> np.ndarray:
-    c, s, o, z = np.cos(a), np.sin(a), np.ones_like(a), np.zeros_like(a)
-    return np.stack([np.stack([c, z, s], -1), np.stack([z, o, z], -1), np.stack([-s, z, c], -1)], -2)
-
-
-def _rot_z(a: np.ndarray) -> np.ndarray:
-    c, s, o, z = np.cos(a), np.sin(a), np.ones_like(a), np.zeros_like(a)
-    return np.stack([np.stack([c, -s, z], -1), np.stack([s, c, z], -1), np.stack([z, z, o], -1)], -2)
+    rows = [((o, z, z), (z, c, -s), (z, s, c)), ((c, z, s), (z, o, z), (-s, z, c)), ((c, -s, z), (s, c, z), (z, z, o))]
+    return np.stack([np.stack(row, -1) for row in rows[axis]], -2)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -188,7 +153,7 @@ def _pose(ch: np.ndarray, scale: float) -> np.ndarray:
     upper[:, 2] = [0.0, 0.57 * scale, 0.0]
     neck = upper[:, 2]
     head_offset = np.array([0.0, 0.15 * scale, 0.0])
-    upper[:, 3] = neck + np.einsum("tij,j->ti", _rot_x(-ch[:, 13]), head_offset)
+    upper[:, 3] = neck + np.einsum("tij,j->ti", _rotation(-ch[:, 13], 0), head_offset)
     for side, shoulder_j, arm_js, elev, plane, elbow in (
         (-1.0, 4, (5, 6, 7, 21, 22), l_elev, l_plane, l_elbow),
         (1.0, 8, (9, 10, 11, 23, 24), r_elev, r_plane, r_elbow),
@@ -198,7 +163,7 @@ def _pose(ch: np.ndarray, scale: float) -> np.ndarray:
         for j, p in zip(arm_js, _arm(shoulder, side, elev, plane, elbow, scale)):
             upper[:, j] = p
     bend = ch[:, 9] + 0.4 * squat
-    torso = _rot_z(ch[:, 12]) @ _rot_x(-bend)  # (T, 3, 3)
+    torso = _rotation(ch[:, 12], 2) @ _rotation(-bend, 0)  # (T, 3, 3)
     upper_ids = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 20, 21, 22, 23, 24]
     joints[:, upper_ids] = np.einsum("tij,tvj->tvi", torso, upper[:, upper_ids])
 
@@ -210,9 +175,6 @@ def _pose(ch: np.ndarray, scale: float) -> np.ndarray:
         heights.append(height)
     joints[:, :, 1] += np.maximum(*heights)[:, None]  # the supporting leg stands on the floor
     return joints
-
-
-# ----------------------------------------------------------------------------------------------
 
 
 def _window(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -239,8 +201,8 @@ def _channels(rng: np.random.Generator, program, n: int, mirror: bool = False, l
 def _to_camera(points: np.ndarray, yaw: float | np.ndarray, position: np.ndarray, camera: dict) -> np.ndarray:
     """Body-frame (T, V, 3) -> camera space: turn by yaw, place on the floor, view from the camera."""
     yaw = np.broadcast_to(np.asarray(yaw, dtype=np.float64), points.shape[:1])
-    world = np.einsum("tij,tvj->tvi", _rot_y(yaw), points) + position[:, None, :]
-    view = _rot_x(np.array([camera["pitch"]]))[0] @ _rot_y(np.array([camera["yaw"]]))[0]
+    world = np.einsum("tij,tvj->tvi", _rotation(yaw, 1), points) + position[:, None, :]
+    view = _rotation(np.array([camera["pitch"]]), 0)[0] @ _rotation(np.array([camera["yaw"]]), 1)[0]
     cam = world @ view.T
     cam[..., 1] -= camera["height"]
     cam[..., 2] += camera["distance"]
@@ -269,19 +231,12 @@ def synthetic_sequence(
     rng = np.random.default_rng([seed, 2, label, index])
     scale = float(np.random.default_rng([seed, 1, subject]).uniform(0.85, 1.15))
     setup_rng = np.random.default_rng([seed, 3, setup])
-    cam = {
-        "yaw": CAMERA_YAW[camera] + setup_rng.normal(0.0, 0.05),
-        "pitch": setup_rng.uniform(-0.15, 0.05),
-        "height": setup_rng.uniform(0.7, 1.2),
-        "distance": setup_rng.uniform(2.6, 3.4),
-    }
-
+    cam = {"yaw": CAMERA_YAW[camera] + setup_rng.normal(0.0, 0.05), "pitch": setup_rng.uniform(-0.15, 0.05)}
+    cam.update(height=setup_rng.uniform(0.7, 1.2), distance=setup_rng.uniform(2.6, 3.4))
     if long:
         active = int(rng.integers(NUM_FRAMES + 1, NUM_FRAMES + 41))  # beyond what a sample stores
-    elif rng.random() < 0.2:
-        active = int(rng.integers(24, 64))
     else:
-        active = int(rng.integers(64, 161))
+        active = int(rng.integers(24, 64)) if rng.random() < 0.2 else int(rng.integers(64, 161))
     program = class_program(label)
     two = is_two_person(label, num_classes)
 
@@ -309,11 +264,8 @@ def synthetic_sequence(
     trail = int(rng.integers(1, 4)) if rng.random() < 0.2 else 0
     total = lead + active + trail
     frames: list[list[np.ndarray]] = [[] for _ in range(total)]
-    dropped = (
-        set(rng.choice(active, size=int(rng.integers(1, 3)), replace=False).tolist())
-        if rng.random() < 0.1 and active > 10
-        else set()
-    )
+    drop = rng.random() < 0.1 and active > 10
+    dropped = set(rng.choice(active, size=int(rng.integers(1, 3)), replace=False).tolist()) if drop else set()
     for t in range(active):
         if t not in dropped:
             frames[lead + t].extend(actor[t] for actor in actors)
@@ -334,12 +286,6 @@ def synthetic_sequence(
             else:
                 frames[start + t].append(blob[t])
     return frames
-
-
-def _body_line(rng: np.random.Generator, body_id: int) -> str:
-    hand_left, hand_right = rng.integers(0, 4, 2)
-    lean_x, lean_y = rng.normal(0.0, 0.1, 2)
-    return f"{body_id} 0 1 {hand_left} 1 {hand_right} 0 {lean_x:.7g} {lean_y:.7g} 2\n"
 
 
 def skeleton_text(frames: list[list[np.ndarray]], seed_key: Sequence[int]) -> str:
@@ -364,35 +310,28 @@ def skeleton_text(frames: list[list[np.ndarray]], seed_key: Sequence[int]) -> st
             quat[list(_LEAF_JOINTS)] = 0.0
             rows[:, 7:11] = quat
             rows[:, 11] = np.where(rng.random(NUM_JOINTS) < 0.05, 1, 2)  # 1 = inferred, 2 = tracked
-            pieces.append(_body_line(rng, body_id))
+            (hand_left, hand_right), (lean_x, lean_y) = rng.integers(0, 4, 2), rng.normal(0.0, 0.1, 2)
+            pieces.append(f"{body_id} 0 1 {hand_left} 1 {hand_right} 0 {lean_x:.7g} {lean_y:.7g} 2\n")
             pieces.append(f"{NUM_JOINTS}\n")
             pieces.append((_JOINT_FMT * NUM_JOINTS) % tuple(rows.ravel().tolist()))
     return "".join(pieces)
 
 
 def check_sizes(num_classes: int, samples_per_class: int, num_subjects: int, num_setups: int) -> None:
-    """ValueError naming the first of :func:`write_synthetic_ntu`'s sizes that is out of range."""
-    if not 1 <= num_classes <= 120:
-        raise ValueError(f"num_classes must be in 1..120 (NTU action numbers), got {num_classes}")
-    if samples_per_class < 1:
-        raise ValueError(f"samples_per_class must be >= 1, got {samples_per_class}")
-    if not 2 <= num_subjects <= 40 or num_subjects % 2:
-        raise ValueError(f"num_subjects must be even, in 2..40, got {num_subjects}")
-    if not 2 <= num_setups <= 32:
-        raise ValueError(f"num_setups must be in 2..32, got {num_setups}")
-    if 3 * num_subjects * 99 < samples_per_class:
-        raise ValueError("samples_per_class too large for three-digit replication numbers")
+    """DataGenError naming the first of :func:`write_synthetic_ntu`'s sizes that is out of range."""
+    problems = {
+        f"--num-classes must be in 1..120 (NTU action numbers), got {num_classes}": not 1 <= num_classes <= 120,
+        f"--samples-per-class must be >= 1, got {samples_per_class}": samples_per_class < 1,
+        f"--num-subjects must be even, in 2..40, got {num_subjects}": not 2 <= num_subjects <= 40 or num_subjects % 2,
+        f"--num-setups must be in 2..32, got {num_setups}": not 2 <= num_setups <= 32,
+        "--samples-per-class too large for three-digit replication numbers": 3 * num_subjects * 99 < samples_per_class,
+    }
+    for message in (m for m, bad in problems.items() if bad):
+        raise DataGenError(message)
 
 
 def write_synthetic_ntu(
-    out_dir: str | Path,
-    *,
-    num_classes: int = 10,
-    samples_per_class: int = 12,
-    num_subjects: int = 6,
-    num_setups: int = 4,
-    long_samples: int = 0,
-    seed: int = 0,
+    out_dir: str | Path, *, num_classes=10, samples_per_class=12, num_subjects=6, num_setups=4, long_samples=0, seed=0
 ) -> list[Path]:
     """Write ``num_classes * samples_per_class`` synthetic ``.skeleton`` files into ``out_dir``.
 
@@ -420,12 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Write synthetic NTU RGB+D .skeleton files.")
     parser.add_argument("--out", required=True, help="folder to write the .skeleton files into")
     parser.add_argument("--num-classes", type=int, default=10)
-    parser.add_argument(
-        "--samples-per-class",
-        type=int,
-        default=12,
-        help=">= 6 puts every class in the train and val parts of every benchmark",
-    )
+    parser.add_argument("--samples-per-class", type=int, default=12, help=">= 6: every class in every part")
     parser.add_argument("--num-subjects", type=int, default=6)
     parser.add_argument("--num-setups", type=int, default=4)
     parser.add_argument("--long-samples", type=int, default=0, help="how many files get more than 300 frames")
@@ -433,34 +367,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    sizes = dict(
-        num_classes=args.num_classes,
-        samples_per_class=args.samples_per_class,
-        num_subjects=args.num_subjects,
-        num_setups=args.num_setups,
-    )
+def _work(args: argparse.Namespace) -> list[str]:
+    sizes = {k: getattr(args, k) for k in ("num_classes", "samples_per_class", "num_subjects", "num_setups")}
+    check_sizes(**sizes)
+    out = ensure_folder(args.out, "--out")
     try:
-        check_sizes(**sizes)
-    except ValueError as error:
-        parser.error(str(error))
-    out = Path(args.out)
+        with FolderLock(out, "synthetic"):
+            removed = clean_stale_temporaries(out)  # a killed run's files (never another live run's)
+            paths = write_synthetic_ntu(out, **sizes, long_samples=args.long_samples, seed=args.seed)
+    except LockHeld as held:
+        raise DataGenError(str(held)) from None
+    lines = [f"removed {path}, a temporary file left by an interrupted run" for path in removed]
+    return [*lines, f"wrote {len(paths)} files to {args.out}"]
 
-    def work() -> list[str]:
-        make_folder(out, "--out")
-        try:
-            with FolderLock(out, "synthetic"):
-                removed = clean_stale_temporaries(out)  # a killed run's files (never another live run's)
-                paths = write_synthetic_ntu(out, **sizes, long_samples=args.long_samples, seed=args.seed)
-        except OSError as error:
-            raise os_error(Path(error.filename or out), error, "--out") from None
-        return [f"removed {path}, a temporary file left by an interrupted run" for path in removed] + [
-            f"wrote {len(paths)} files to {args.out}"
-        ]
 
-    return cli.run_tool(parser.prog, work)
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli.run_tool(build_parser(), _work, argv)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import pytest
 
 from common.manifest import verify
 from data_gen import ctrgcn_npz as cn
+from data_gen.writer import npy_header
 from tests.helpers import SPLIT_FILES, load_part, make_prepared_root
 
 
@@ -230,6 +231,17 @@ def _bad(name: str) -> dict[str, np.ndarray]:
         arrays["names_train"] = np.array(["a", 1], dtype=object)
     elif name == "frames":
         arrays["num_frame_test"] = np.array([301])
+    elif name == "duplicate":
+        arrays["names_train"] = np.array(["a", "a"])
+    elif name == "duplicate_across":
+        arrays["names_train"], arrays["names_test"] = np.array(["a", "b"]), np.array(["b"])
+    elif name == "long":
+        arrays["x_train"] = np.ones((2, 301, 150), dtype=np.float32)
+    elif name == "overflow":  # finite as float64, infinite once stored as float32
+        arrays["x_train"] = np.ones((2, 300, 150))
+        arrays["x_train"][1, 5, 7] = 1e300
+    elif name == "long_name":
+        arrays["names_train"] = np.array(["a", "b" * 257])
     return arrays
 
 
@@ -239,8 +251,13 @@ BAD_CASES = {
     "classes": "y_train has shape (2, 50) dtype float32, expected (2, 60)",
     "label": "y_train row 1 is class 100, outside the 60 classes (0..59)",
     "one_hot": "y_test row 0 is not one-hot",
-    "nan": "x_test sample 0 holds NaN",
-    "objects": "names_train holds Python objects",
+    "nan": "x_test row 0 holds values that are not finite as float32",
+    "objects": "names_train is not a C-order array of numbers or strings (objects are not read)",
+    "duplicate": "names_train row 1 is 'a', as names_train row 0 is; names must differ",
+    "duplicate_across": "names_test row 0 is 'b', as names_train row 1 is; names must differ",
+    "long": "x_train has shape (2, 301, 150) dtype float32, expected floats (N, T, 150) with T at most 300",
+    "overflow": "x_train row 1 holds values that are not finite as float32",
+    "long_name": "names_train has shape (2,) dtype <U257, expected (2,) strings of at most 256 characters",
     "frames": "num_frame_test must lie in [0, 300]",
 }
 
@@ -266,7 +283,7 @@ def test_a_late_error_replaces_nothing(root, tmp_path, capsys):
     bad = tmp_path / "late.npz"
     np.savez(bad, **_bad("nan"))
     assert import_(bad, target) == 2
-    assert "x_test sample 0 holds NaN" in capsys.readouterr().err
+    assert "x_test row 0 holds values that are not finite as float32" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
 
@@ -279,11 +296,11 @@ def test_not_a_zip_and_truncated_member(tmp_path, capsys):
     with zipfile.ZipFile(cut, "w") as zf:  # x_train's header announces 2 rows, the data holds 1
         for key, array in _good_arrays().items():
             with zf.open(f"{key}.npy", "w") as f:
-                f.write(cn.npy_header(array.dtype, array.shape))
+                f.write(npy_header(array.shape, array.dtype))
                 f.write(array[:1].tobytes() if key == "x_train" else array.tobytes())
     assert import_(cut, tmp_path / "r") == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "x_train ends after 1 rows; its header announces 2" in err
+    assert err.count("\n") == 1 and "x_train: its header declares shape (2, 300, 150) float32 (360,128 bytes)" in err
     assert not any(p.is_file() for p in (tmp_path / "r").rglob("*"))
 
 
@@ -323,3 +340,33 @@ def test_unknown_benchmark_and_missing_split(tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "train_data_joint.npy not found" in err and not (tmp_path / "o.npz").exists()
+
+
+def test_what_a_file_declares_is_checked_before_anything_is_read(tmp_path, capsys):
+    """A member declaring 10^7 frames a clip (6 GB, a zip bomb of zeros) is refused from its header: the
+    peak memory of the import stays far below one such row; likewise a header that declares more rows than
+    the member holds."""
+    arrays = _good_arrays()
+    for shape in ((1, 10**7, 150), (10**7, 300, 150)):
+        path = tmp_path / f"bomb{shape[0]}.npz"
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for key, array in arrays.items():
+                with zf.open(f"{key}.npy", "w", force_zip64=True) as f:
+                    f.write(npy_header(shape if key == "x_train" else array.shape, array.dtype))
+                    f.write(np.zeros(1 << 20, np.uint8).tobytes() if key == "x_train" else array.tobytes())
+        tracemalloc.start()
+        try:
+            assert import_(path, tmp_path / "r") == 2
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"error: {path}: x_train" in err and peak < 20_000_000, (err, peak)
+        assert not any(p.is_file() for p in (tmp_path / "r").rglob("*"))
+
+
+def test_export_refuses_an_output_that_cannot_be_a_file_before_reading(root, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cn, "open_part", lambda *a: pytest.fail("the split was read before --out was checked"))
+    (tmp_path / "folder.npz").mkdir()
+    assert export(root, tmp_path / "folder.npz") == 2
+    assert capsys.readouterr().err.endswith(f"error: --out {tmp_path / 'folder.npz'} is a folder; give a file name\n")

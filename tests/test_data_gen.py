@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,7 @@ from bench.literal_data_gen import (
     literal_rotation_matrix,
 )
 from common.manifest import verify
-from data_gen import ntu_gendata
+from data_gen import ntu_gendata, writer
 from data_gen.normalize import (
     align_to_axes,
     body_energy,
@@ -512,14 +514,6 @@ def test_workers_give_identical_output(tmp_path, synthetic_dir):
     assert set(labels) == {0, 1, 2, 3}
 
 
-def test_prepared_keeps_order_with_a_small_window(synthetic_dir):
-    paths = [str(p) for p in sorted(synthetic_dir.glob("*.skeleton"))]
-    results = list(ntu_gendata._prepared(paths, workers=2, window=1))
-    assert [status for status, _ in results] == ["ok"] * len(paths)
-    for path, (_, sample) in zip(paths[:3], results):
-        np.testing.assert_array_equal(sample.data, ntu_gendata.prepare_sample(path).data)
-
-
 def test_default_out_folder_and_ignored_list(tmp_path, synthetic_dir, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert ntu_gendata.main(["--data-path", str(synthetic_dir), "--benchmarks", "xview", "--no-progress"]) == 0
@@ -660,9 +654,11 @@ def test_long_sequence_is_cut_with_a_warning(tmp_path):
     frames = [[np.full((25, 3), 0.01 * t) + np.arange(75).reshape(25, 3) * 0.01] for t in range(1, 321)]
     (raw / "S001C001P001R001A001.skeleton").write_text(skeleton_text(frames, (0,)))
     (raw / "S001C002P001R001A001.skeleton").write_text(skeleton_text(frames[:10], (0,)))  # for xview/train
-    with pytest.warns(UserWarning, match="320 frames, cut to the first 300"):
+    with pytest.warns(
+        UserWarning, match="1 clips longer than 300 frames were cut to their first 300: S001C001P001R001A001"
+    ):
         summary = ntu_gendata.generate(raw, tmp_path / "out", None, ("xview",), progress=False)
-    assert summary.cut == ["S001C001P001R001A001.skeleton"]
+    assert summary.long == ["S001C001P001R001A001.skeleton"]
     assert np.load(tmp_path / "out" / "xview" / "val_num_frame.npy").tolist() == [300]
     data = np.load(tmp_path / "out" / "xview" / "val_data_joint.npy")
     # The kept part is the first 300 frames of the file, normalised.
@@ -687,7 +683,7 @@ def test_sample_without_bodies_stays_zero_with_a_warning(tmp_path):
     (raw / "S001C002P001R001A003.skeleton").write_text("3\n0\n0\n0\n")
     frames = [[np.arange(75).reshape(25, 3) * 0.01 + 0.01 * t] for t in range(1, 5)]
     (raw / "S001C001P001R001A003.skeleton").write_text(skeleton_text(frames, (0,)))  # for xview/val
-    with pytest.warns(UserWarning, match="no body"):
+    with pytest.warns(UserWarning, match="1 clips hold no body in any frame; stored as zeros: S001C002P001R001A003"):
         summary = ntu_gendata.generate(raw, tmp_path / "out", None, ("xview",), progress=False)
     assert summary.empty == ["S001C002P001R001A003.skeleton"]
     data = np.load(tmp_path / "out" / "xview" / "train_data_joint.npy")
@@ -716,3 +712,58 @@ def test_actions_beyond_the_dataset_are_an_error(tmp_path, synthetic_dir, capsys
         run_main(["--data-path", str(raw), "--out-folder", str(tmp_path / "out"), "--dataset", "ntu120"], capsys)[0]
         == 0
     )
+
+
+@pytest.mark.parametrize("kind", ["broken link", "fifo", "folder"])
+def test_entries_named_like_samples_that_are_not_files(tmp_path, synthetic_dir, capsys, kind):
+    """Never one sample fewer without a word: an error, or with --skip-bad a line of skipped_samples.txt."""
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    copy_files(synthetic_dir, raw, 12)
+    entry = raw / "S001C001P001R001A004.skeleton"
+    if kind == "broken link":
+        entry.symlink_to(tmp_path / "gone.skeleton")
+    elif kind == "fifo":
+        os.mkfifo(entry)  # opening it to read would wait forever
+    else:
+        entry.mkdir()
+    problem = {
+        "broken link": "a broken symbolic link",
+        "fifo": "not a regular file (a FIFO, socket or device)",
+        "folder": "a folder, not a file",
+    }[kind]
+    code, err = run_main(["--data-path", str(raw), "--out-folder", str(out)], capsys)
+    assert code == 2 and err.endswith(f": error: {entry}: {problem}\n") and not out.exists()
+    code, _ = run_main(["--data-path", str(raw), "--out-folder", str(out), "--skip-bad"], capsys)
+    assert code == 0
+    assert (out / "skipped_samples.txt").read_text() == f"{entry.name}\t{entry}: {problem}\n"
+
+
+@pytest.mark.parametrize(
+    "signum, code, line", [(signal.SIGINT, 130, "interrupted (SIGINT)"), (signal.SIGTERM, 143, "terminated (SIGTERM)")]
+)
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_interrupted_run_is_one_line_and_leaves_nothing(
+    tmp_path, synthetic_dir, capsys, monkeypatch, signum, code, line, workers
+):
+    """Ctrl-C or SIGTERM halfway: the shell's status, one line, the temporaries and the lock removed, the
+    previous outputs as they were."""
+    out = tmp_path / "out"
+    assert (
+        run_main(["--data-path", str(synthetic_dir), "--out-folder", str(out), "--benchmarks", "xview"], capsys)[0] == 0
+    )
+    before = {name: (out / name).read_bytes() for name in outputs(out)}
+    calls = {"n": 0}
+    append = writer.PartWriter.append
+
+    def interrupted(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            os.kill(os.getpid(), signum)
+        return append(self, *args)
+
+    monkeypatch.setattr(writer.PartWriter, "append", interrupted)
+    argv = ["--data-path", str(synthetic_dir), "--out-folder", str(out), "--workers", workers]
+    status, err = run_main(argv, capsys)
+    assert status == code and err.endswith(f": error: {line}\n") and err.count("error:") == 1
+    assert {name: (out / name).read_bytes() for name in outputs(out)} == before
+    assert sorted(p.name for p in out.iterdir()) == ["xview"]  # no staged folder, no lock

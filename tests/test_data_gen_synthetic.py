@@ -123,16 +123,16 @@ def test_cli(tmp_path, capsys):
     assert synthetic.main(["--out", str(tmp_path), "--num-classes", "2", "--samples-per-class", "2"]) == 0
     assert len(list(tmp_path.glob("*.skeleton"))) == 4
     assert "wrote 4 files" in capsys.readouterr().out
-    with pytest.raises(SystemExit) as info:
-        synthetic.main(["--out", str(tmp_path), "--num-classes", "0"])
-    assert info.value.code == 2 and "num_classes" in capsys.readouterr().err
+    assert synthetic.main(["--out", str(tmp_path / "new"), "--num-classes", "0"]) == 2
+    assert capsys.readouterr().err.endswith(": error: --num-classes must be in 1..120 (NTU action numbers), got 0\n")
+    assert not (tmp_path / "new").exists()
 
 
 def test_cli_output_problems_are_one_line(tmp_path, capsys):
     target = tmp_path / "file"
     target.write_text("x")
     assert synthetic.main(["--out", str(target), "--num-classes", "1", "--samples-per-class", "1"]) == 2
-    assert capsys.readouterr().err.endswith(f"error: {target}: exists and is not a folder; choose another --out\n")
+    assert capsys.readouterr().err.endswith(f": error: --out {target} is a file, not a folder\n")
 
 
 def test_cli_removes_what_a_killed_run_left(tmp_path, capsys):

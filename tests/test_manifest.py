@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import pickle
+import re
 import shutil
 import warnings
 from collections import Counter
@@ -124,20 +125,63 @@ def test_cli_write_then_verify(prepared, tmp_path, capsys):
     assert "train_data_joint.npy: 1000 bytes" in out and "extra.npy: not listed" in out and "2 mismatch(es)" in out
 
 
-def test_label_pickles_are_read_without_running_code(tmp_path):
+def test_label_pickles_are_read_without_running_code(prepared, tmp_path):
     marker = tmp_path / "ran"
 
     class Payload:
         def __reduce__(self):
             return (Path.touch, (marker,))
 
-    path = tmp_path / "train_label.pkl"
-    path.write_bytes(pickle.dumps((["a"], [Payload()])))
-    with pytest.raises(mf.ManifestError, match=r"refusing to load 'pathlib\.Path\.touch'; label files hold"):
-        mf.load_labels(path)
+    folder = tmp_path / "xsub"
+    shutil.copytree(prepared, folder)
+    (folder / "train_label.pkl").write_bytes(pickle.dumps((["a"], [Payload()])))
+    with pytest.raises(ValueError, match=r"refusing to load 'pathlib\.Path\.touch'; label files hold"):
+        mf.write_manifest(folder, tool="t", arguments={})
     assert not marker.exists()
-    path.write_bytes(pickle.dumps((["a", "b"], [np.int64(3), 4])))  # numpy scalars are plain data
-    assert mf.load_labels(path) == (["a", "b"], [3, 4])
+
+
+@pytest.mark.parametrize(
+    "change, line",
+    [
+        ({"shape": 16}, "has 'shape' 16, not a list of sizes"),
+        ({"dtype": "evil"}, "has 'dtype' 'evil', not a NumPy dtype"),
+        ([224], "is list, not an object"),
+        ({"size": "224"}, "has 'size' '224', not a byte count"),
+        ({"sha256": None}, "has 'sha256' None, not 64 hex digits"),  # the key removed
+    ],
+)
+def test_malformed_entries_are_one_mismatch_line(folder, capsys, change, line):
+    """A manifest edited by hand (or by another tool): one line in verify and in the datasets' check."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    entry = manifest["files"]["train_num_frame.npy"]
+    if isinstance(change, dict):
+        entry.update(change)
+        entry.pop("sha256") if entry["sha256"] is None else None
+    else:
+        manifest["files"]["train_num_frame.npy"] = change
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    expected = f"{folder / 'train_num_frame.npy'}: the manifest.json entry {line}"
+    assert mf.quick_check(folder) == [expected]
+    assert mf.verify(folder) == [expected]
+    assert manifest_cli.main(["verify", str(folder)]) == 1
+    assert capsys.readouterr().out.splitlines() == [expected, f"{folder}: 1 mismatch(es) with manifest.json"]
+    with pytest.warns(UserWarning, match=re.escape(expected)):
+        mf.warn_if_mismatch(folder)
+
+
+@pytest.mark.parametrize("name", ["../outside.npy", "/etc/hostname", ".hidden", "sub/x"])
+def test_verify_reads_only_files_of_its_folder(folder, tmp_path, monkeypatch, name):
+    outside = tmp_path / "outside.npy"
+    outside.write_bytes(b"not part of the folder")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"][name] = {"size": 22, "sha256": hashlib.sha256(b"not part of the folder").hexdigest()}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    opened = []
+    real = mf.sha256_of
+    monkeypatch.setattr(mf, "sha256_of", lambda path: opened.append(path) or real(path))
+    expected = f"{folder}: manifest.json lists {name!r}, which is not a file of this folder (not read)"
+    assert mf.verify(folder) == [expected]
+    assert all(path.parent == folder for path in opened) and len(opened) == 6
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -179,8 +223,8 @@ def test_data_gen_writes_a_manifest_that_verify_accepts(prepared, tmp_path, caps
     assert f"{path}: sha256 " in out and "(same size: changed in place)" in out and "1 mismatch(es)" in out
 
 
-def test_manifest_is_hashed_from_the_temporary_files_and_renamed_with_them(tmp_path, monkeypatch):
-    """The manifest is built before the commit renames anything, from this run's complete temporary files."""
+def test_manifest_is_built_from_the_staged_folder_before_anything_is_moved(tmp_path, monkeypatch):
+    """The manifest describes this run's complete files, staged in a folder of their own."""
     from data_gen import ntu_gendata, writer
     from data_gen.synthetic import write_synthetic_ntu
 
@@ -192,28 +236,17 @@ def test_manifest_is_hashed_from_the_temporary_files_and_renamed_with_them(tmp_p
 
     def recording(files, **kwargs):
         seen.append({name: Path(path) for name, path in files.items()})
-        assert not (out / "xview" / "train_data_joint.npy").exists()  # nothing renamed yet
+        assert not (out / "xview").exists()  # nothing moved yet
         return build(files, **kwargs)
 
     monkeypatch.setattr(writer, "build_manifest", recording)
     ntu_gendata.generate(raw, out, None, ("xview",), progress=False)
     assert len(seen) == 1 and sorted(seen[0]) == sorted(SPLIT_FILES)
-    assert all(path.name.startswith(f"{name}.partial-") for name, path in seen[0].items())
+    assert {path.parent.name for path in seen[0].values()} == {seen[0]["train_label.pkl"].parent.name}
+    assert re.fullmatch(r"\.xview\.tmp-\d+-[0-9a-f]{8}", seen[0]["train_label.pkl"].parent.name)
     assert mf.verify(out / "xview") == []
     assert sorted(p.name for p in (out / "xview").iterdir()) == sorted([*SPLIT_FILES, "manifest.json"])
-
-
-def test_a_run_without_a_tool_removes_an_earlier_manifest(prepared, tmp_path):
-    """RunOutputs used directly (no tool to record) must not leave a manifest describing other files."""
-    from data_gen.writer import RunOutputs
-
-    root = tmp_path / "root"
-    shutil.copytree(prepared, root / "xsub")
-    with RunOutputs(root) as out:
-        out.add_part("train", "xsub", "train", 1).append("a", 0, np.zeros((3, 300, 25, 2), np.float32), 1)
-        out.add_part("val", "xsub", "val", 1).append("b", 0, np.zeros((3, 300, 25, 2), np.float32), 1)
-        out.commit()
-    assert not (root / "xsub" / "manifest.json").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["xview"]  # no staged folder, no lock left
 
 
 def test_datasets_warn_once_when_a_file_no_longer_matches(folder, tmp_path):

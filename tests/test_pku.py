@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from bench.literal_data_gen import literal_pre_normalization
 from common.manifest import verify
 from data_gen import pku_gendata as pku
 from data_gen.normalize import normalize_sample, select_bodies
+from data_gen.writer import DataGenError
 from tests.helpers import load_part
 
 T_VIDEO = 420  # frames per synthetic video
@@ -84,8 +87,9 @@ def make_dataset(root: Path, phase: int = 1, seed: int = 0, labels: dict | None 
     )
 
 
-def expected_sample(frames: np.ndarray, start: int, end: int, mode: str = "resample") -> tuple[np.ndarray, int]:
-    """Slow literal reference: cut, lay out element by element, fit to 300 frames, shared normaliser."""
+def expected_sample(frames: np.ndarray, start: int, end: int, mode: str, order: str) -> tuple[np.ndarray, int]:
+    """Slow literal reference: cut, lay out element by element, fit to 300 frames, order the persons (file
+    order, or by motion energy with the NTU rule), shared normaliser."""
     clip = frames[start:end]
     bodies = np.zeros((2, len(clip), 25, 3))
     for t in range(len(clip)):
@@ -96,6 +100,10 @@ def expected_sample(frames: np.ndarray, start: int, end: int, mode: str = "resam
     if len(clip) > 300:
         keep = [round(i * (len(clip) - 1) / 299) for i in range(300)] if mode == "resample" else list(range(300))
         bodies = bodies[:, keep]
+    if order == "file":
+        laid = np.zeros((3, 300, 25, 2), dtype=np.float32)
+        laid[:, : bodies.shape[1]] = bodies.transpose(3, 1, 2, 0)
+        return normalize_sample(laid), bodies.shape[1]
     return normalize_sample(select_bodies(bodies)), bodies.shape[1]
 
 
@@ -123,7 +131,7 @@ def test_read_skeleton_file_and_layout(tmp_path):
 def test_read_label_file(tmp_path):
     path = tmp_path / "0002-L.txt"
     path.write_text("3,10,70,2\n\n 51 , 100 , 160 , 1 \r\n")
-    intervals = pku.read_label_file(path, num_frames=160)
+    intervals = pku.read_label_file(path)
     assert intervals == [pku.Interval(3, 10, 70, 2, 1), pku.Interval(51, 100, 160, 1, 3)]
 
 
@@ -135,14 +143,13 @@ def test_read_label_file(tmp_path):
         ("0,10,70,2\n", "line 1: action id must lie in 1..51, got 0"),
         ("52,10,70,2\n", "got 52"),
         ("3,70,70,2\n", "line 1: interval [70, 70) is empty"),
-        ("3,10,161,2\n", "line 1: interval [10, 161) reaches past the skeleton file, which has 160 frames"),
     ],
 )
 def test_read_label_file_errors(tmp_path, content, message):
     path = tmp_path / "0002-L.txt"
     path.write_text(content)
-    with pytest.raises(pku.PKUFormatError) as info:
-        pku.read_label_file(path, num_frames=160)
+    with pytest.raises(DataGenError) as info:
+        pku.read_label_file(path)
     assert str(path) in str(info.value) and message in str(info.value)
 
 
@@ -151,10 +158,10 @@ def test_read_split_file(tmp_path):
     path.write_text("Training videos: \r\n0002-L, 0002-M,0003-R.txt,\r\nValidataion videos: \r\n0004-L, 0005-M\r\n")
     assert pku.read_split_file(path) == (["0002-L", "0002-M", "0003-R"], ["0004-L", "0005-M"])
     path.write_text("Training videos:\n0002-L\n")
-    with pytest.raises(pku.PKUFormatError, match="Validataion videos"):
+    with pytest.raises(DataGenError, match="Validataion videos"):
         pku.read_split_file(path)
     path.write_text("Training videos:\n0002-L, 0003-L\nValidation videos:\n0003-L\n")
-    with pytest.raises(pku.PKUFormatError, match="1 video ids are listed both"):
+    with pytest.raises(DataGenError, match="1 video ids are listed both"):
         pku.read_split_file(path)
 
 
@@ -179,7 +186,7 @@ def test_fit_length_and_label_mapping():
 
 
 def check_outputs(
-    out: Path, ds: dict, benchmarks: tuple[str, ...], mode: str = "resample", label_of=lambda action: action - 1
+    out: Path, ds: dict, benchmarks: tuple[str, ...], mode="truncate", order="file", label_of=lambda a: a - 1
 ) -> None:
     """Every part holds exactly its videos' intervals, sorted by name, each equal to the literal reference."""
     for benchmark in benchmarks:
@@ -193,7 +200,7 @@ def check_outputs(
                 video, index = name.rsplit("_", 1)
                 action, start, end, _ = ds["intervals"][video][int(index)]
                 assert labels[row] == label_of(action)
-                want, frames_kept = expected_sample(ds["frames"][video], start, end, mode)
+                want, frames_kept = expected_sample(ds["frames"][video], start, end, mode, order)
                 assert num_frame[row] == frames_kept == min(end - start, 300)
                 np.testing.assert_allclose(data[row], want, atol=1e-5)
 
@@ -201,14 +208,15 @@ def check_outputs(
 def test_phase1_end_to_end(tmp_path):
     ds = make_dataset(tmp_path / "raw")
     out = tmp_path / "PKU-MMD-1"
-    with pytest.warns(UserWarning, match="1 clips longer than 300 frames were resampled to 300"):
+    with pytest.warns(UserWarning, match="1 clips longer than 300 frames were cut to their first 300: 0007-R_002"):
         assert run(["--phase", "1", "--data-path", str(ds["skeleton"]), "--out-folder", str(out)]) == 0
     check_outputs(out, ds, ("xsub", "xview"))
     for benchmark in ("xsub", "xview"):
         assert verify(out / benchmark) == []
     manifest = json.loads((out / "xview" / "manifest.json").read_text())
     assert manifest["tool"] == "data_gen/pku_gendata.py" and manifest["parts"]["val"]["samples"] == 4
-    assert manifest["arguments"]["phase"] == 1 and manifest["arguments"]["long_clips"] == "resample"
+    assert manifest["arguments"]["phase"] == 1 and manifest["arguments"]["long_clips"] == "truncate"
+    assert manifest["arguments"]["person_order"] == "file"
     # the normalisation did something: person 1's spine centre is at the origin in every frame
     data, *_ = load_part(out / "xsub", "train")
     np.testing.assert_allclose(data[:, :, :, 1, 0], 0.0, atol=1e-5)
@@ -246,7 +254,7 @@ def test_phase1_end_to_end(tmp_path):
     assert verify(out2 / "xview") == []
 
 
-def test_phase2_truncate_and_split_options(tmp_path):
+def test_phase2_resample_energy_order_and_split_options(tmp_path):
     ds = make_dataset(tmp_path / "raw", phase=2)
     split_dir = tmp_path / "elsewhere"
     (ds["split"]).rename(split_dir)
@@ -259,12 +267,14 @@ def test_phase2_truncate_and_split_options(tmp_path):
         "--out-folder",
         str(out),
         "--long-clips",
-        "truncate",
+        "resample",
+        "--person-order",
+        "energy",
     ]
-    with pytest.warns(UserWarning, match="1 clips longer than 300 frames were cut to 300"):
+    with pytest.warns(UserWarning, match="1 clips longer than 300 frames were resampled to 300"):
         assert run(argv + ["--split-dir", str(split_dir)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["xsub"]  # phase 2: cross-subject only
-    check_outputs(out, ds, ("xsub",), mode="truncate")
+    check_outputs(out, ds, ("xsub",), mode="resample", order="energy")
     assert verify(out / "xsub") == []
     from feeders.datasets import check_split, split_paths
 
@@ -289,7 +299,7 @@ def test_phase2_renumbers_phase1_ids(tmp_path):
     }
     ds = make_dataset(tmp_path / "raw", phase=2, labels=labels)
     out = tmp_path / "out"
-    with pytest.warns(UserWarning, match="action ids exceed 41: renumbered"):
+    with pytest.warns(UserWarning, match="action ids exceed 41: renumbered in order"):
         assert run(["--phase", "2", "--data-path", str(ds["skeleton"]), "--out-folder", str(out)]) == 0
     rank = {a: i for i, a in enumerate(ids)}
     check_outputs(out, ds, ("xsub",), label_of=rank.__getitem__)
@@ -417,3 +427,99 @@ def test_missing_or_malformed_inputs(tmp_path, capsys, case, message):
     assert run(["--phase", "1", "--data-path", str(data_path), "--out-folder", str(out)]) == 2
     assert message.format(root=root) in capsys.readouterr().err
     _no_complete_output(out)
+
+
+# ------------------------------------------------------------------------------------------- the lineage
+
+
+def literal_cmd_part(root: Path, split_name: str, part: str) -> tuple[list[str], list[int], np.ndarray, list[int]]:
+    """The lineage's PKU-MMD preparation (maoyunyao/CMD ``data_gen/pku_gendata.py``), re-implemented slowly
+    from its behaviour: the training ids are line 2 of the split file, split at ', '; one sample per label
+    line, named ``<file>_<line>``, label = action id - 1; the rows [start, end) of the skeleton file laid out
+    value by value as (xyz, frame, joint, person) with the persons in file order, the first 300 frames put
+    into a float32 (N, 3, 300, 25, 2) array, the frame count recorded uncut; then the 2s-AGCN
+    pre-normalisation of the whole array (the reference's, re-implemented in bench/literal_data_gen.py)."""
+    training = (root / "Split" / split_name).read_text().split("\n")[1].strip("\n").split(", ")
+    names, labels, clips, frames = [], [], [], []
+    for filename in sorted(p.name for p in (root / "Skeleton").iterdir()):
+        if (filename[:-4] in training) != (part == "train"):
+            continue
+        rows = [[float(v) for v in line.split()] for line in (root / "Skeleton" / filename).read_text().splitlines()]
+        for idx, line in enumerate((root / "Label" / filename).read_text().splitlines()):
+            action, start, end = (int(float(v)) for v in line.split(",")[:3])
+            clip = np.zeros((3, 300, 25, 2), dtype=np.float32)
+            for t in range(min(end - start, 300)):
+                for m in range(2):
+                    for v in range(25):
+                        for c in range(3):
+                            clip[c, t, v, m] = rows[start + t][m * 75 + v * 3 + c]
+            names.append(f"{filename}_{idx}")
+            labels.append(action - 1)
+            clips.append(clip)
+            frames.append(end - start)
+    return names, labels, literal_pre_normalization(np.stack(clips)), frames
+
+
+@pytest.mark.parametrize("phase", [1, 2])
+def test_default_preparation_is_the_lineage_s(tmp_path, phase):
+    """Persons in file order and long clips cut at 300 frames give CMD's arrays, also for two-person clips
+    whose second person moves more (where the energy order, NTU's rule, swaps them)."""
+    ds = make_dataset(tmp_path / "raw", phase=phase)
+    rng = np.random.default_rng(phase)
+    for video in ds["videos"][::2]:  # the two-person videos: person 2 moves far more than person 1
+        frames = ds["frames"][video].copy()
+        frames[:, 75:] += np.round(0.2 * np.sin(np.arange(len(frames)) / 3.0)[:, None] * rng.random(75), 6)
+        _write_frames(ds["skeleton"] / f"{video}.txt", frames)
+        ds["frames"][video] = frames
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match="cut to their first 300"):
+        assert run(["--phase", str(phase), "--data-path", str(ds["skeleton"]), "--out-folder", str(out)]) == 0
+    split_name = "cross-subject.txt" if phase == 1 else "cross_subject_v2.txt"
+    swapped = 0
+    for part in ("train", "val"):
+        data, names, labels, num_frame = load_part(out / "xsub", part)
+        cmd_names, cmd_labels, cmd_data, cmd_frames = literal_cmd_part(tmp_path / "raw", split_name, part)
+        ours = {name.rsplit("_", 1)[0] + ".txt_" + str(int(name.rsplit("_", 1)[1])): i for i, name in enumerate(names)}
+        assert sorted(ours) == sorted(cmd_names)
+        for j, name in enumerate(cmd_names):
+            i = ours[name]
+            assert labels[i] == cmd_labels[j] and num_frame[i] == min(cmd_frames[j], 300)
+            assert np.abs(data[i] - cmd_data[j]).max() <= 1e-5, name
+            video, index = names[i].rsplit("_", 1)
+            _, start, end, _ = ds["intervals"][video][int(index)]
+            energy, _ = expected_sample(ds["frames"][video], start, end, "truncate", "energy")
+            swapped += np.abs(energy - cmd_data[j]).max() > 0.1
+    assert any(frames > 300 for frames in cmd_frames)  # a long clip is among them (val of both phases)
+    assert swapped >= 2  # the energy order would have put the second person first
+
+
+@pytest.mark.parametrize("kind", ["broken link", "fifo", "folder"])
+def test_inputs_that_are_not_files_are_errors_or_listed_skips(tmp_path, capsys, kind):
+    ds = make_dataset(tmp_path / "raw")
+    argv = ["--phase", "1", "--data-path", str(ds["skeleton"]), "--out-folder", str(tmp_path / "out")]
+    argv += ["--benchmarks", "xsub"]
+    problem = {
+        "broken link": "a broken symbolic link",
+        "fifo": "not a regular file (a FIFO, socket or device)",
+        "folder": "a folder, not a file",
+    }[kind]
+    for path in (ds["label"] / f"{ds['videos'][3]}.txt", ds["skeleton"] / f"{ds['videos'][2]}.txt"):
+        content = path.read_bytes()
+        path.unlink()
+        if kind == "broken link":
+            path.symlink_to(tmp_path / "gone.txt")
+        elif kind == "fifo":
+            os.mkfifo(path)  # reading it would wait forever
+        else:
+            path.mkdir()
+        assert run(argv) == 2
+        assert capsys.readouterr().err.split(": error: ")[1].startswith(f"{path}: {problem}")
+        with pytest.warns(UserWarning):
+            assert run([*argv, "--skip-bad"]) == 0
+        video = path.stem
+        assert (tmp_path / "out" / "skipped_samples.txt").read_text().startswith(f"{video}\t{path}: {problem}")
+        names = load_part(tmp_path / "out" / "xsub", "train")[1] + load_part(tmp_path / "out" / "xsub", "val")[1]
+        assert len(names) == 13 - 2  # the video's two clips are left out
+        assert not any(name.startswith(video) for name in names)
+        path.rmdir() if kind == "folder" else path.unlink()
+        path.write_bytes(content)

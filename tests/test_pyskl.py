@@ -70,7 +70,7 @@ def test_convert_ntu60(tmp_path, normalize):
     content = make_pickle(tmp_path / "ntu60_3danno.pkl")
     by_name = {a["frame_dir"]: a for a in content["annotations"]}
     out = tmp_path / "NTU-RGB-D-60-AGCN"
-    with pytest.warns(UserWarning, match="1 sequences longer than 300 frames were cut"):
+    with pytest.warns(UserWarning, match="1 clips longer than 300 frames were cut to their first 300"):
         assert (
             run(
                 ["--annotation", str(tmp_path / "ntu60_3danno.pkl"), "--out-folder", str(out), "--normalize", normalize]
@@ -118,9 +118,8 @@ def test_person_order_by_energy():
     keypoint[0] = 0.2 * (still - still.mean(axis=1, keepdims=True)) + still.mean(axis=1, keepdims=True)
     out = pc.convert_keypoint(keypoint, "agcn")
     kept = pc.convert_keypoint(keypoint, "none")
-    assert out.num_frame == kept.num_frame == 30 and out.has_body
-    np.testing.assert_array_equal(kept.data, literal_layout(keypoint))
-    np.testing.assert_allclose(out.data, normalize_sample(literal_layout(keypoint[::-1])), atol=1e-6)
+    np.testing.assert_array_equal(kept, literal_layout(keypoint))
+    np.testing.assert_allclose(out, normalize_sample(literal_layout(keypoint[::-1])), atol=1e-6)
 
 
 def test_convert_ntu120_auto_and_splits(tmp_path):
@@ -164,7 +163,7 @@ def test_convert_ntu120_auto_and_splits(tmp_path):
         ("no keypoint", "annotations[2]: missing key(s) 'keypoint'"),
         ("2d", "has C=2 coordinates; a 3D annotation file (x, y, z) is needed"),
         ("total_frames", "'total_frames' is 999 but 'keypoint' has"),
-        ("unlisted", "names 1 frame_dir(s) without annotation, e.g. 'S009C001P001R001A001'"),
+        ("unlisted", "'S009C001P001R001A001' is listed in 'split'['xsub_val'] but has no annotation"),
         ("label", "has label 60, outside 0..59 of ntu60"),
         ("no pair", "'split' has no <benchmark>_train / <benchmark>_val pair"),
     ],
@@ -221,3 +220,33 @@ def test_skip_bad_and_unknown_split(tmp_path, capsys):
     assert any(line.startswith(f"{bad}\t") and "has no annotation" in line for line in lines[1:])
     names = load_part(out / "xsub", "train")[1] + load_part(out / "xsub", "val")[1]
     assert len(names) == 7 and bad + ".skeleton" not in names
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (
+            {"xsetup_train": [], "xsetup_val": []},
+            "'split' keys 'xset_train' and 'xsetup_train' are both the benchmark xsetup",
+        ),
+        ({"xset_test": []}, "'split' has both 'xset_val' and 'xset_test'; which one is xset's test part?"),
+        (
+            {"skipped_samples.txt_train": [], "skipped_samples.txt_val": []},
+            "'skipped_samples.txt' cannot be a folder name",
+        ),
+        ({"manifest.json_train": [], "manifest.json_test": []}, "'manifest.json' cannot be a folder name"),
+        ({".skeleton-contrast_train": [], ".skeleton-contrast_val": []}, "cannot be a folder name"),
+    ],
+)
+def test_ambiguous_or_colliding_split_names_are_refused_before_writing(tmp_path, capsys, extra, message):
+    """Two lists for one part of a benchmark, or a split name that would collide with the folder's own
+    files, would lose a list silently or write where the folder's files go: refused, nothing written."""
+    path = tmp_path / "ntu120_3danno.pkl"
+    content = make_pickle(path, ntu120=True)
+    content["split"].update(extra)
+    path.write_bytes(pickle.dumps(content))
+    out = tmp_path / "out"
+    assert run(["--annotation", str(path), "--out-folder", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"error: {path}: " in err and message in err, err
+    assert not out.exists()

@@ -94,3 +94,10 @@ def test_bad_input_gives_one_line(root, tmp_path, capsys):
     assert export(tmp_path / "data", out, "--dataset", "ntu60", "--benchmark", "xsub") == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "val_label.pkl: label 99 is outside 0..59" in err and not out.exists()
+
+
+def test_an_output_that_cannot_be_a_file_is_refused_before_reading(root, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(pyskl_export, "build_content", lambda *a: pytest.fail("the splits were read before --out"))
+    (tmp_path / "out.pkl").mkdir()
+    assert export(root, tmp_path / "out.pkl", "--dataset", "ntu60", "--benchmark", "xsub") == 2
+    assert capsys.readouterr().err.endswith(f"error: --out {tmp_path / 'out.pkl'} is a folder; give a file name\n")

@@ -22,7 +22,11 @@ import pytest
 import torch
 
 from common import locking, safe_pickle
+from common.io import UsageError
 from common.locking import LOCK_NAME, FolderLock, LockHeld
+from common.manifest import verify
+from common.split_folder import COMMIT_MARKER, part_paths
+from data_gen import manifest as manifest_cli
 from data_gen import ntu_gendata
 from data_gen import pku_gendata as pku
 from data_gen import pyskl_convert as pc
@@ -30,8 +34,9 @@ from data_gen import writer as writer_module
 from data_gen.normalize import MAX_ABS_COORDINATE, normalize_sample, select_bodies
 from data_gen.skeleton_reader import SkeletonFormatError, read_skeleton
 from data_gen.synthetic import skeleton_text, write_synthetic_ntu
-from data_gen.writer import DataGenError, RunOutputs, check_path_component
+from data_gen.writer import DataGenError, RunOutputs
 from feeders.datasets import CheckedLoader, DataFileError, DownstreamDataset, SplitPaths, check_split, split_paths
+from tests.helpers import SPLIT_FILES, plant_stray_temporaries
 from tests.test_pku import make_dataset as make_pku_dataset
 from tests.test_pyskl import make_pickle as make_pyskl_pickle
 
@@ -116,121 +121,194 @@ def _rows(n: int, seed: int = 0) -> np.ndarray:
 
 
 def _files(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (hidden ones included: a temporary or a lock left behind shows)."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def _write_run(out: Path, rows: np.ndarray, capacity: int | None = None, skipped=()) -> dict:
-    with RunOutputs(out) as run:
-        run.add_part("t", "bench", "train", capacity or len(rows), row_shape=ROW)
+def _write_run(out: Path, rows: np.ndarray, capacity: int | None = None, skipped: str | None = None) -> dict:
+    with RunOutputs(out, "test", tool="test", arguments={}) as run:
+        run.part("bench", "train", capacity or len(rows), ROW)
         for i, row in enumerate(rows):
-            run.append(["t"], f"s{i}", i % 3, row, 10 + i)
-        run.stage_skipped(skipped)
+            run.parts["bench", "train"].append(f"s{i}", i % 3, row, 10 + i)
+        run.stage_file("skipped_samples.txt", skipped)
         return run.commit()
 
 
-def test_writer_output_is_what_numpy_writes(tmp_path):
+@pytest.mark.parametrize("capacity", [3, 5])  # every row planned was written / two fewer (header rewritten)
+def test_writer_output_is_what_numpy_writes(tmp_path, capacity):
     rows = _rows(3)
-    counts = _write_run(tmp_path / "out", rows, capacity=5)  # two rows fewer than planned
-    assert counts == {"bench": {"train": 3}}
+    assert _write_run(tmp_path / "out", rows, capacity=capacity) == {"bench": {"train": 3}}
     folder = tmp_path / "out" / "bench"
     expected = io.BytesIO()
     np.save(expected, rows)
     assert (folder / "train_data_joint.npy").read_bytes() == expected.getvalue()
     assert np.load(folder / "train_num_frame.npy").tolist() == [10, 11, 12]
     assert pickle.loads((folder / "train_label.pkl").read_bytes()) == (["s0", "s1", "s2"], [0, 1, 2])
-    assert sorted(_files(tmp_path / "out")) == [
-        "bench/train_data_joint.npy",
-        "bench/train_label.pkl",
-        "bench/train_num_frame.npy",
-    ]
-
-
-@pytest.mark.parametrize("capacity", [3, 5])  # every row planned was written / two fewer (header rewritten)
-def test_manifest_hash_of_the_written_data_is_the_files_hash(tmp_path, capacity):
-    """The writer hashes the data as it writes it; the manifest's figure must be the file's own sha256."""
-    out = tmp_path / "out"
-    with RunOutputs(out, tool="test", arguments={}) as run:
-        run.add_part("t", "bench", "train", capacity, row_shape=ROW)
-        for i, row in enumerate(_rows(3)):
-            run.append(["t"], f"s{i}", i % 3, row, 10 + i)
-        run.commit()
-    manifest = json.loads((out / "bench" / "manifest.json").read_text())
+    assert sorted(_files(tmp_path / "out")) == [f"bench/{n}" for n in ("manifest.json", *SPLIT_FILES[:3])]
+    manifest = json.loads((folder / "manifest.json").read_text())  # hashed as written: the file's own sha256
     for name, entry in manifest["files"].items():
-        assert entry["sha256"] == hashlib.sha256((out / "bench" / name).read_bytes()).hexdigest(), name
+        assert entry["sha256"] == hashlib.sha256((folder / name).read_bytes()).hexdigest(), name
 
 
-def test_writer_error_removes_only_this_runs_files(tmp_path):
+def test_an_interrupted_run_removes_its_temporaries_and_nothing_else(tmp_path):
     out = tmp_path / "out"
     _write_run(out, _rows(2))
-    (out / "bench" / "train_data_joint.npy.partial-1-abcd").write_bytes(b"not ours")
+    (out / "bench" / "notes.txt").write_text("not ours")  # another tool's file stays, through a commit too
     before = _files(out)
-    with pytest.raises(KeyboardInterrupt), RunOutputs(out) as run:
-        run.add_part("t", "bench", "train", 4, row_shape=ROW)
-        run.add_part("v", "other", "val", 4, row_shape=ROW)
-        run.append(["t", "v"], "x", 1, _rows(1)[0], 5)
-        assert len(list(out.rglob("*.partial-*"))) == 3
+    with pytest.raises(KeyboardInterrupt), RunOutputs(out, "test", tool="test", arguments={}) as run:
+        run.part("bench", "train", 4, ROW).append("x", 1, _rows(1)[0], 5)
+        run.part("other", "val", 4, ROW)
+        run.stage_file("skipped_samples.txt", "x\tbad\n")
+        staged = [p.name for p in out.iterdir() if p.name.startswith(".")]
+        assert len(staged) == 4  # the lock, two staged folders and the list, in the one temporary scheme
+        assert all(
+            re.fullmatch(rf"\.(bench|other|skipped_samples\.txt)\.tmp-{os.getpid()}-[0-9a-f]{{8}}", n)
+            for n in staged
+            if n != LOCK_NAME
+        )
         raise KeyboardInterrupt
-    assert _files(out) == before  # previous outputs and the other file untouched, ours gone
-    assert not (out / "other").exists()  # the folder this run created is removed again
-
-
-def test_writer_refuses_empty_part_before_replacing_anything(tmp_path):
-    out = tmp_path / "out"
-    _write_run(out, _rows(2))
-    before = _files(out)
-    with pytest.raises(DataGenError, match=r"bench: no sample was written for train; the existing files"):
-        _write_run(out, _rows(0), capacity=3)
     assert _files(out) == before
-    with pytest.raises(DataGenError, match="no sample for val"), RunOutputs(out) as run:
-        run.add_part("v", "bench", "val", 0, row_shape=ROW)
-    assert _files(out) == before
-
-
-def test_writer_disk_full_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
-    out = tmp_path / "out"
-    _write_run(out, _rows(2))
-    before = _files(out)
-    calls = {"n": 0}
-    real_write = writer_module._write_bytes
-
-    def write(file, data):
-        calls["n"] += 1
-        if calls["n"] == 3:  # header, one row, then the disk is full
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real_write(file, data)
-
-    monkeypatch.setattr(writer_module, "_write_bytes", write)
-    with pytest.raises(DataGenError) as info:
-        _write_run(out, _rows(4, seed=1))
-    message = str(info.value)
-    assert "\n" not in message and "no space left on device" in message
-    assert f"{out / 'bench' / 'train_data_joint.npy'}.partial-" in message
-    assert _files(out) == before
+    _write_run(out, _rows(3))
+    assert (out / "bench" / "notes.txt").read_text() == "not ours"
 
 
 def test_skipped_list_always_describes_the_last_run(tmp_path):
     out = tmp_path / "out"
-    _write_run(out, _rows(2), skipped=[("a.skeleton", "bad line"), ("b.skeleton", "worse")])
+    _write_run(out, _rows(2), skipped="a.skeleton\tbad line\nb.skeleton\tworse\n")
     assert (out / "skipped_samples.txt").read_text() == "a.skeleton\tbad line\nb.skeleton\tworse\n"
     _write_run(out, _rows(2))
     assert not (out / "skipped_samples.txt").exists()
 
 
+class _FullDisk:
+    """A file on a disk with ``disk["room"]`` bytes left: writes beyond fail, and so does every later flush
+    (as a buffered file's close does when its buffer cannot be written)."""
+
+    def __init__(self, path, mode, disk):
+        self._file, self._disk = open(path, mode), disk  # noqa: SIM115
+
+    def write(self, data):
+        self._disk["room"] -= len(memoryview(data).cast("B"))
+        if self._disk["room"] < 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self._file.write(data)
+
+    def flush(self):
+        if self._disk["room"] < 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self._file.flush()
+
+    def close(self):
+        try:
+            self.flush()
+        finally:
+            self._file.close()
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# Full while appending rows / at the first label pickle (after 48 rows of 180,000 bytes, a header, frame counts).
+@pytest.mark.parametrize(
+    "room, name", [(5_000, "train_data_joint.npy"), (48 * 180_000 + 128 + 224 + 100, "train_label.pkl")]
+)
+def test_disk_full_is_one_line_naming_the_path_and_leaves_nothing(
+    tmp_path, ntu_raw, ntu_clean, capsys, monkeypatch, room, name
+):
+    """A full disk stops the run with one line naming the file that could not be written, even though
+    every flush of clean-up fails too; no temporary is left, the lock is released, the folder unchanged."""
+    out = tmp_path / "out"
+    assert _ntu(["--data-path", str(ntu_raw), "--out-folder", str(out)], capsys)[0] == 0
+    disk = {"room": room}
+    monkeypatch.setattr(writer_module, "open", lambda path, mode="r": _FullDisk(path, mode, disk), raising=False)
+    code, err = _ntu(["--data-path", str(ntu_raw), "--out-folder", str(out)], capsys)
+    assert code == 2 and len(err.splitlines()) == 1
+    assert re.fullmatch(
+        rf"error: cannot write {re.escape(str(out / 'xsub' / name))}: no space left on device \(or the disk quota is "
+        r"reached\); the previous file, if any, is unchanged\n",
+        err,
+    ), err
+    assert _files(out) == ntu_clean
+
+
+def test_stale_temporaries_are_removed_by_the_next_run_that_locks_the_folder(tmp_path, ntu_raw, ntu_clean, capsys):
+    """What a killed run leaves (its staged folders and files, whose writer PID is dead) goes at the next run."""
+    out = tmp_path / "out"
+    assert _ntu(["--data-path", str(ntu_raw), "--out-folder", str(out)], capsys)[0] == 0
+    strays = plant_stray_temporaries(out, "skipped_samples.txt", "xsub")
+    strays[1].unlink()
+    strays[1].mkdir()
+    (strays[1] / "train_data_joint.npy").write_bytes(b"half")
+    with pytest.warns(UserWarning, match=rf"{re.escape(str(out))}: removed what an interrupted run left: "):
+        assert _ntu(["--data-path", str(ntu_raw), "--out-folder", str(out)], capsys)[0] == 0
+    assert _files(out) == ntu_clean and not any(p.exists() for p in strays)
+
+
+_KILLED_IN_COMMIT = """
+import os, signal, sys
+from data_gen import ntu_gendata, writer
+moves = {"n": 0}
+replace = os.replace
+def replace_then_die(source, target):
+    replace(source, target)
+    moves["n"] += 1
+    if moves["n"] == int(sys.argv[1]):
+        os.kill(os.getpid(), signal.SIGKILL)
+writer.os.replace = replace_then_die
+sys.exit(ntu_gendata.main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("moves", [1, 9])  # killed inside the first benchmark folder / inside the second
+def test_a_run_killed_between_its_renames_is_refused_until_prepared_again(tmp_path, ntu_raw, ntu_clean, capsys, moves):
+    """kill -9 between the renames of the commit: the folder being replaced holds the commit marker, so the
+    datasets, the exporters and verify refuse it with one line saying to prepare it again; the next run
+    replaces it whole and removes what the killed one left."""
+    out = tmp_path / "out"
+    assert _ntu(["--data-path", str(ntu_raw), "--out-folder", str(out)], capsys)[0] == 0
+    argv = ["--data-path", str(ntu_raw), "--out-folder", str(out), "--no-progress"]
+    killed = subprocess.run([sys.executable, "-c", _KILLED_IN_COMMIT, str(moves), *argv], cwd=ROOT, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    mixed = out / ("xsub" if moves < 7 else "xview")
+    assert (mixed / COMMIT_MARKER).exists()
+    expected = f"{mixed}: a data preparation stopped while it replaced the files here ({COMMIT_MARKER} is left)"
+    for refuse in (lambda: check_split(part_paths(mixed, "train")), lambda: verify(mixed)):
+        with pytest.raises(DataFileError) as info:
+            refuse()
+        assert str(info.value).startswith(expected) and "make them again with: " in str(info.value)
+    for command in ("verify", "write"):  # nor is a manifest written for files that may come from two runs
+        assert manifest_cli.main([command, str(mixed)]) == 2
+        assert capsys.readouterr().err.count("\n") == 1
+    if moves > 7:
+        assert verify(out / "xsub") == []  # the folder replaced before the kill is whole and new
+    with pytest.warns(UserWarning, match="removed what an interrupted run left"):
+        assert _ntu(["--data-path", str(ntu_raw), "--out-folder", str(out)], capsys)[0] == 0
+    assert _files(out) == ntu_clean
+
+
 def test_output_folder_problems_are_one_line(tmp_path, monkeypatch):
     a_file = tmp_path / "file"
     a_file.write_text("x")
-    with pytest.raises(DataGenError, match=r"file: exists and is not a folder; choose another --out-folder$"):
-        RunOutputs(a_file).__enter__()
-    with pytest.raises(DataGenError, match=r"part of this path is a file"):
-        RunOutputs(a_file / "sub").__enter__()
+    with pytest.raises(UsageError, match=r"^output folder .*file is a file, not a folder$"):
+        RunOutputs(a_file, "test", tool="t", arguments={}).__enter__()
+    with pytest.raises(UsageError, match=r"cannot be created: a part of its path is a file"):
+        RunOutputs(a_file / "sub", "test", tool="t", arguments={}).__enter__()
 
     def refuse(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")
 
     monkeypatch.setattr(locking.os, "open", refuse)
-    with pytest.raises(DataGenError) as info:
-        RunOutputs(tmp_path / "locked").__enter__()
-    assert str(info.value) == (f"{tmp_path / 'locked'}: not writable (Permission denied); choose another --out-folder")
+    with pytest.raises(UsageError) as info:
+        RunOutputs(tmp_path / "locked", "test", tool="t", arguments={}).__enter__()
+    assert str(info.value) == (
+        f"cannot write {tmp_path / 'locked'}: permission denied; the previous file, if any, is unchanged"
+    )
     assert not (tmp_path / "locked").exists()  # created for the run, removed again
 
 
@@ -240,16 +318,9 @@ def test_writer_refuses_a_locked_folder(tmp_path):
     holder = _start_holder(out)
     try:
         with pytest.raises(DataGenError, match=rf"in use by PID {holder.pid} \(holder-test\)"):
-            RunOutputs(out).__enter__()
+            RunOutputs(out, "test", tool="t", arguments={}).__enter__()
     finally:
         holder.communicate("")
-
-
-@pytest.mark.parametrize("name", ["", ".", "..", "../../x", "a/b", "a\\b", "x\0"])
-def test_names_from_data_files_must_be_plain_folder_names(name):
-    with pytest.raises(DataGenError, match="cannot be a folder name"):
-        check_path_component(name, "ann.pkl: 'split'")
-    assert check_path_component("xsub", "ann.pkl") == "xsub"
 
 
 # ---- common.safe_pickle -------------------------------------------------------------------------
@@ -433,6 +504,33 @@ def test_feeders_truncated_npy_is_one_line(tmp_path):
     assert "\n" not in message and "make it again with: python data_gen/ntu_gendata.py" in message
 
 
+@pytest.mark.parametrize("which", ["data", "num_frame"])
+@pytest.mark.parametrize("damage", ["longer", "fortran"])
+def test_feeders_npy_inconsistent_with_its_header_is_one_line(tmp_path, which, damage):
+    """Bytes after the array its header declares, or an array in Fortran order (the memory map would read
+    it transposed): not what a data preparation writes; one line saying to prepare it again."""
+    paths = _prepared_split(tmp_path)
+    path = getattr(paths, which)
+    array = np.load(path)
+    size = path.stat().st_size
+    if damage == "longer":
+        path.write_bytes(path.read_bytes() + b"\0" * 64)
+        declared = f"its header declares shape {array.shape} {array.dtype} ({size:,} bytes)"
+        problem = f"{declared} but the file has {size + 64:,} bytes"
+    else:
+        with open(path, "r+b") as f:  # the same bytes, declared in Fortran order
+            header = f.read(128)
+            f.seek(0)
+            f.write(header.replace(b"'fortran_order': False", b"'fortran_order': True "))
+        problem = "it is not a C-order array of numbers"
+    with pytest.raises(DataFileError) as info:
+        check_split(paths)
+    assert str(info.value) == (
+        f"{path}: not written by a data preparation: {problem}; make it again with: python data_gen/ntu_gendata.py "
+        f"--dataset ntu60 --data-path <RAW> --out-folder {tmp_path / 'NTU-RGB-D-60-AGCN'}"
+    )
+
+
 def test_feeders_file_cut_during_a_run_is_one_line_not_a_sigbus(tmp_path):
     paths = _prepared_split(tmp_path)
     dataset = DownstreamDataset(paths, "sequence", train=False, input_size=16)
@@ -588,7 +686,8 @@ def test_two_data_gen_runs_into_one_folder(tmp_path, ntu_raw, ntu_clean):
             f"ntu_gendata.py: error: {out}: in use by PID {first.pid} (data_gen); wait for it "
             "to finish or stop it, or choose another folder\n"
         )
-        assert len(list(out.rglob("*.partial-*"))) == 4  # the first run's data files, untouched
+        staged = [p for p in out.iterdir() if re.fullmatch(rf"\.x(sub|view)\.tmp-{first.pid}-\w+", p.name)]
+        assert len(staged) == 2  # the first run's staged folders, untouched
     finally:
         _, stderr = first.communicate("\n", timeout=120)
     assert first.returncode == 0, stderr
@@ -600,13 +699,11 @@ def test_lock_of_a_killed_data_gen_run_is_taken_over(tmp_path, ntu_raw, ntu_clea
     killed = _start_paused_run(ntu_raw, out)
     killed.kill()
     killed.communicate()
-    assert len(list(out.rglob(f"*.partial-{killed.pid}-*"))) == 4
+    staged = sorted(p.name for p in out.iterdir() if p.name.startswith((".xsub.", ".xview.")))
+    assert len(staged) == 2 and (out / LOCK_NAME).exists()
     with pytest.warns(UserWarning) as record:
         assert _ntu(["--data-path", str(ntu_raw), "--out-folder", str(out)], capsys)[0] == 0
-    assert [str(w.message) for w in record] == [
-        f"{out}: taking over the lock left by PID {killed.pid}, a run that did not finish; removed its 4 "
-        "temporary file(s)"
-    ]
+    assert [str(w.message) for w in record] == [f"{out}: removed what an interrupted run left: {', '.join(staged)}"]
     assert _files(out) == ntu_clean
 
 
@@ -618,11 +715,10 @@ def test_all_bad_input_leaves_a_good_folder_byte_identical(tmp_path, ntu_raw, nt
         path.write_bytes(path.read_bytes()[:200])  # every file truncated
     code, err = _ntu(["--data-path", str(raw), "--out-folder", str(out), "--skip-bad"], capsys)
     assert code == 2 and len(err.splitlines()) == 1
-    assert (
-        f"{raw}: all 12 files of xsub/train are bad and were skipped (first: {raw}/S001C001P001R001A001.skeleton, line"
-        in err
-        and err.endswith("; nothing was written\n")
+    assert err.startswith(
+        f"error: {raw}: every sample of xsub/train was skipped as bad (first: {raw}/S001C001P001R001A001.skeleton, line"
     )
+    assert err.endswith("; nothing was written\n")
     assert _files(out) == ntu_clean
 
 
@@ -650,8 +746,8 @@ def test_part_without_files_is_refused(tmp_path, ntu_raw, capsys):
     code, err = _ntu(["--data-path", str(raw), "--out-folder", str(out), "--benchmarks", "xview"], capsys)
     assert code == 2
     assert err == (
-        f"error: {raw}: none of the 16 files to convert belongs to xview/val; nothing "
-        "was written (a part without samples cannot be trained or evaluated on)\n"
+        f"error: {raw}: no sample for xview/val; nothing was written (a part without samples cannot be trained "
+        "or evaluated on)\n"
     )
     assert not out.exists()
 
@@ -737,33 +833,9 @@ def test_declared_frame_count_costs_nothing_beyond_the_file(tmp_path):
     tracemalloc.stop()
     # The file is 0.6 MB; a dense (4, 300000, 25, 3) float64 array would take 720 MB.
     assert many.stat().st_size < 700_000 and peak < 40_000_000
-    assert sample.file_frames == 300_000 and sample.num_frame == 300 and sample.has_body
+    assert sample.frames == 300_000 and sample.num_frame == 300 and sample.data.any()
     expected = normalize_sample(select_bodies(read_skeleton(many).bodies))
     np.testing.assert_array_equal(sample.data, expected)
-
-
-def test_disk_full_is_one_line_and_leaves_the_previous_outputs(tmp_path, ntu_raw, ntu_clean, capsys, monkeypatch):
-    out = tmp_path / "out"
-    assert _ntu(["--data-path", str(ntu_raw), "--out-folder", str(out)], capsys)[0] == 0
-    calls = {"n": 0}
-    real_write = writer_module._write_bytes
-
-    def write(file, data):
-        calls["n"] += 1
-        if calls["n"] == 20:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real_write(file, data)
-
-    monkeypatch.setattr(writer_module, "_write_bytes", write)
-    code, err = _ntu(["--data-path", str(ntu_raw), "--out-folder", str(out)], capsys)
-    assert code == 2 and len(err.splitlines()) == 1
-    assert re.fullmatch(
-        rf"error: {re.escape(str(out))}/\w+/\w+_data_joint.npy.partial-\d+-\w+: "
-        r"no space left on device \(No space left on device\); free some space or choose another "
-        r"--out-folder \(the previous outputs are unchanged\)\n",
-        err,
-    )
-    assert _files(out) == ntu_clean
 
 
 def test_output_folder_that_is_a_file_is_one_line(tmp_path, ntu_raw, capsys):
@@ -771,7 +843,18 @@ def test_output_folder_that_is_a_file_is_one_line(tmp_path, ntu_raw, capsys):
     out.write_text("not a folder")
     code, err = _ntu(["--data-path", str(ntu_raw), "--out-folder", str(out)], capsys)
     assert code == 2
-    assert err == f"error: {out}: exists and is not a folder; choose another --out-folder\n"
+    assert err == f"error: --out-folder {out}: {out} is a file, not a folder\n"
+
+
+def test_output_folder_is_checked_before_the_input_is_read(tmp_path, capsys, monkeypatch):
+    """A pyskl pickle can take minutes to load: an --out-folder that cannot be a folder stops the run first."""
+    monkeypatch.setattr(pc, "load_annotation_file", lambda path: pytest.fail("the pickle was read first"))
+    (tmp_path / "file").write_text("x")
+    code, err = _run_capture(pc.main, ["--annotation", "x.pkl", "--out-folder", str(tmp_path / "file" / "out")], capsys)
+    assert (
+        code == 2
+        and err == f"error: --out-folder {tmp_path / 'file' / 'out'}: {tmp_path / 'file'} is a file, not a folder\n"
+    )
 
 
 def _run_capture(main, argv: list[str], capsys) -> tuple[int, str]:
@@ -807,7 +890,7 @@ def test_pku_coordinate_beyond_float32_and_all_bad_input(tmp_path, capsys):
     code, err = _run_capture(pku.main, [*argv, "--skip-bad"], capsys)
     assert code == 2
     assert err == (
-        f"error: {ds['split'] / 'cross-subject.txt'}: every clip of xsub/val was skipped (first: {path}, "
+        f"error: {ds['skeleton']}: every sample of xsub/val was skipped as bad (first: {path}, "
         "line 10: expected x y z of magnitude at most 8.5e+37 (finite once normalised and stored as "
         "float32), found '1e300'); nothing was written\n"
     )
@@ -842,7 +925,7 @@ def test_pyskl_split_name_never_leaves_the_out_folder(tmp_path, capsys, split_na
     assert code == 2
     assert err == (
         f"error: {path}: 'split' key {split_name + '_train'!r}: {split_name!r} cannot be a folder name "
-        "(it must be non-empty, without '/', '\\' or '..')\n"
+        "(letters, digits, '_' and '-' only)\n"
     )
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["ntu60_3danno.pkl", "work"]
 
@@ -875,7 +958,7 @@ def test_pyskl_coordinate_beyond_float32_and_all_skipped(tmp_path, capsys):
     code, err = _run_capture(pc.main, [*argv, "--skip-bad"], capsys)
     assert code == 2
     assert err == (
-        f"error: {path}: no sample for xsub/val: 'split'['xsub_val'] names {len(val)} frame_dir(s), all "
-        "skipped as bad; nothing was written\n"
+        f"error: {path}: no sample for xsub/val; nothing was written (a part without samples cannot be trained "
+        "or evaluated on)\n"
     )
     assert _files(out) == before
