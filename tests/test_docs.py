@@ -1,9 +1,10 @@
-"""The documentation (README.md, DEVELOPERS.md, docs/*.md) against the repository: every relative link and
-#anchor resolves, every command in a shell block parses (the flags it uses are in the script's --help, the
-recipe scripts pass `bash -n` and know the configuration), every flag of every command is documented on a
-page the README links (two clicks from it), every page is in the index, the recipes' environment variables
-are the ones docs/recipes.md lists, the README's Quick start is the two commands CI runs, the
-dependency lists agree, and docs/testing.md gives the lint commands CI runs."""
+"""The documentation (README.md, DEVELOPERS.md, docs/*.md) against the repository, by what it does: every
+relative link and #anchor resolves; every command in a shell block parses (the flags it uses are in the
+script's --help, the recipe scripts pass `bash -n` and know the configuration); every flag of every command
+(any file with a __main__ block, subcommands included) is on the page docs/index.md names for that command,
+two clicks from the README; every page is in the index; the recipes' environment variables are the ones
+docs/recipes.md lists; the README's Quick start is the two commands CI runs; the dependency lists agree;
+and docs/testing.md gives the lint commands CI runs."""
 
 from __future__ import annotations
 
@@ -25,30 +26,9 @@ README = ROOT / "README.md"
 PAGES = (README, ROOT / "DEVELOPERS.md", *sorted((ROOT / "docs").glob("*.md")))
 SHELL_LANGUAGES = {"bash", "sh", "shell", "console"}
 QUICK_START = ["pip install -r requirements.txt && bash script_demo.sh", "python -m pytest -q"]
-# Every command a user runs ("SCRIPT [SUBCOMMAND]"); each of its flags must be documented on a page the README
-# links directly, so that it is two clicks from the README at most.
-SCRIPTS = (
-    "main_moco_inter_skeleton.py",
-    "action_classification.py",
-    "action_retrieval.py",
-    "data_gen/ntu_gendata.py",
-    "data_gen/pku_gendata.py",
-    "data_gen/pyskl_convert.py",
-    "data_gen/synthetic.py",
-    "data_gen/ctrgcn_npz.py export",
-    "data_gen/ctrgcn_npz.py import",
-    "data_gen/pyskl_export.py",
-    "data_gen/manifest.py write",
-    "scripts/show_clip.py",
-    "scripts/ledger.py",
-    "demo.py",
-    "bench/bench_data_gen.py",
-    "bench/bench_feeders.py",
-    "bench/bench_pretrain.py",
-    "bench/device_check.py",
-)
 RECIPES = ("scripts/common.sh", "script_pretrain.sh", "script_action_classification.sh", "script_action_retrieval.sh")
-README_MAX_LINES = 300
+INDEX = ROOT / "docs" / "index.md"
+SKIPPED_FOLDERS = {"tests", "__pycache__", "build", "dist", "venv"}
 
 
 class Block(NamedTuple):
@@ -345,24 +325,66 @@ def linked_pages(page: Path) -> list[Path]:
     return sorted(p for p in targets if p.suffix == ".md" and p.is_file())
 
 
-@pytest.mark.parametrize("command", SCRIPTS)
-def test_every_flag_is_documented_two_clicks_from_the_readme(command):
-    script, *sub = command.split()
-    options = options_of(help_text(script, *sub))
-    assert options, f"no options found in the --help of {command}"
-    pages = [README, *linked_pages(README)]
-    docs = "\n".join(p.read_text(encoding="utf-8") for p in pages)
-    missing = sorted(flag for flag in options if not in_help(flag, docs))
-    assert not missing, (
-        f"{command}: {', '.join(missing)} documented neither in README.md nor on a page it links "
-        f"({', '.join(p.name for p in pages[1:])})"
-    )
+def commands() -> list[str]:
+    """Every command of the repository: each file with a ``__main__`` block, relative to the root."""
+    found = []
+    for path in sorted(ROOT.rglob("*.py")):
+        parts = path.relative_to(ROOT).parts
+        if any(p.startswith(".") or p in SKIPPED_FOLDERS for p in parts[:-1]):
+            continue
+        if re.search(r"^if __name__ == .__main__.:", path.read_text(encoding="utf-8"), re.M):
+            found.append(path.relative_to(ROOT).as_posix())
+    return found
 
 
-def test_the_flag_check_reads_subcommands_and_links():
+def index_rows() -> dict[str, Path]:
+    """Command -> the page docs/index.md names as documenting its flags (a row's last cell, its code spans
+    that name a .py file)."""
+    pages: dict[str, Path] = {}
+    for line in split_markdown(INDEX)[0].splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("| [") else []
+        target = re.match(r"\[[^\]]*\]\(([^)#]+)", cells[0]) if cells else None
+        for name in re.findall(r"`([^`\s]+\.py)`", cells[-1]) if target else ():
+            assert name not in pages, f"docs/index.md names two pages for {name}"
+            pages[name] = (INDEX.parent / target.group(1)).resolve()
+    return pages
+
+
+def subcommands(script: str) -> list[str]:
+    """The argparse subcommands of ``script`` (``{export,import}`` in its --help), or none."""
+    choices = re.search(r"^\s*\{([\w,-]+)\}", help_text(script), re.M)
+    return choices.group(1).split(",") if choices else []
+
+
+def test_every_command_has_a_page_two_clicks_from_the_readme():
+    rows = index_rows()
+    assert len(commands()) >= 15, "is the command discovery broken?"
+    assert [c for c in commands() if c not in rows] == [], "commands docs/index.md names no page for"
+    assert [c for c in rows if c not in commands()] == [], "docs/index.md names commands that do not exist"
+    assert INDEX.resolve() in linked_pages(README)
+    assert set(rows.values()) <= set(linked_pages(INDEX)), "a command's page is not linked from the index"
+
+
+@pytest.mark.parametrize("script", commands())
+def test_every_flag_is_on_the_page_of_its_command(script):
+    page = index_rows().get(script)
+    if page is None:
+        pytest.skip("no page: test_every_command_has_a_page_two_clicks_from_the_readme fails")
+    text = page.read_text(encoding="utf-8")
+    missing = {}
+    for sub in [[], *([s] for s in subcommands(script))]:
+        options = options_of(help_text(script, *sub))
+        missing[" ".join([script, *sub])] = sorted(flag for flag in options if not in_help(flag, text))
+    assert {k: v for k, v in missing.items() if v} == {}, f"not documented in {page.relative_to(ROOT)}"
+
+
+def test_the_flag_check_reads_subcommands_and_the_index():
+    assert subcommands("data_gen/ctrgcn_npz.py") == ["export", "import"]
     assert "--keep-padding" in options_of(help_text("data_gen/ctrgcn_npz.py", "export"))
     assert "--keep-padding" not in options_of(help_text("data_gen/ctrgcn_npz.py", "import"))
     assert {"--data-root", "--data_root", "--npz"} <= options_of(help_text("data_gen/ctrgcn_npz.py", "import"))
+    assert index_rows()["action_retrieval.py"] == ROOT / "docs" / "evaluation.md"
+    assert "main_moco_inter_skeleton.py" in commands() and "tests/test_docs.py" not in commands()
     assert ROOT / "docs" / "troubleshooting.md" in linked_pages(README)
     assert ROOT / "LICENSE" not in linked_pages(README)
 
@@ -399,10 +421,6 @@ def test_quick_start_is_the_two_commands_ci_runs():
     ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()]
     assert QUICK_START[1] in ci, ".ci/run does not run the README's test command"
     assert any(re.match(r"^python -m pip install .*-r requirements\.txt$", line) for line in ci)
-
-
-def test_readme_is_a_short_front_door():
-    assert len(README.read_text(encoding="utf-8").splitlines()) <= README_MAX_LINES
 
 
 def test_requirements_and_pyproject_list_the_same_dependencies():
