@@ -40,7 +40,7 @@ from engine.launch import DistContext, env_world_size, parallel_mode, process_co
 from engine.plots import action_names, confusion_matrix, plot_confusion_matrix
 from engine.provenance import provenance
 from engine.run_folder import CLASSIFIER_FILES, ClaimedFolder, check_folder_writable, run_folder
-from feeders import DownstreamDataset, num_classes
+from feeders.datasets import DownstreamDataset, num_classes
 
 PROG = "action_classification.py"
 LAST_CHECKPOINT = "last_checkpoint.pth.tar"

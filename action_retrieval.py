@@ -39,7 +39,7 @@ from engine.plots import TSNE_MIN_SAMPLES, action_names, plot_tsne
 from engine.provenance import provenance
 from engine.run_folder import check_folder_writable
 from engine.training import args_to_dict
-from feeders import DownstreamDataset, num_classes
+from feeders.datasets import DownstreamDataset, num_classes
 
 PROG = "action_retrieval.py"
 FEATURES = ("train_features", "train_labels", "val_features", "val_labels")  # the arrays of --save-features

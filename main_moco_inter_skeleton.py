@@ -34,14 +34,18 @@ from common import cli
 from common.constants import WINDOW_SIZE
 from common.distributed import all_reduce_, broadcast_int
 from common.io import UsageError, atomic_copy, check_output_file, write_json_atomic
+from common.split_folder import SplitPaths, check_split
 from engine import args as flags
 from engine import training
 from engine.checkpoints import LAST_CHECKPOINT, PRETRAIN_FORMAT, model_state, read_resume_checkpoint, write_checkpoint
 from engine.launch import DistContext, env_world_size, parallel_mode, process_context, rank0_printer, wrap_model
 from engine.provenance import provenance
 from engine.run_folder import run_folder
-from feeders import SPATIAL_AUGMENTS, CheckedLoader, PretrainDataset, SplitPaths, check_split, split_paths
-from moco import build_moco, checkpoint_state_dict, contrastive_step, info_nce_labels, load_checkpoint_state_dict
+from feeders.augmentations import SPATIAL_AUGMENTS
+from feeders.datasets import CheckedLoader, PretrainDataset, split_paths
+from moco.builder import build_moco, checkpoint_state_dict, load_checkpoint_state_dict
+from moco.functional import info_nce_labels
+from moco.step import contrastive_step
 from models import ENCODERS, REPRESENTATIONS, parse_representation
 
 PROG = "main_moco_inter_skeleton.py"

@@ -42,7 +42,7 @@ from common.io import UsageError, write_json_atomic  # noqa: E402
 from common.split_folder import SplitPaths, part_paths  # noqa: E402
 from engine.args import add_model_size_args, encoder_kwargs  # noqa: E402
 from engine.training import select_device  # noqa: E402
-from feeders import PretrainDataset  # noqa: E402
+from feeders.datasets import PretrainDataset  # noqa: E402
 from moco.builder import build_moco  # noqa: E402
 from moco.step import contrastive_step  # noqa: E402
 from models import ENCODERS, PAIRS, REPRESENTATIONS, parse_representation  # noqa: E402

@@ -23,7 +23,7 @@ from engine.args import add_data_model_runtime_args, add_optim_args
 from engine.launch import DistContext, progress_bars, unwrap
 from engine.pretrained import HEAD_PREFIX, load_pretrained_encoder
 from engine.training import seed_everything
-from feeders import CheckedLoader, DownstreamDataset, split_paths
+from feeders.datasets import CheckedLoader, DownstreamDataset, split_paths
 from models import ENCODERS, REPRESENTATIONS, build_encoder
 
 FEATURE_MODES = ("eval", "train")

@@ -52,14 +52,13 @@ def describe_progress(path: Path) -> tuple[str, Mapping[str, Any]]:
         checkpoint = read_checkpoint(path, mmap=True)
     except CheckpointError:
         return f"{path.name}: unreadable", {}
-    epoch, step, args, config = (checkpoint.get(key) for key in ("epoch", "step", "args", "config"))
+    epoch, args, config = (checkpoint.get(key) for key in ("epoch", "args", "config"))
     config = config if isinstance(config, Mapping) else {}
     if not isinstance(epoch, int):
         return f"{path.name}: no epoch recorded", config
     total = args.get("epochs") if isinstance(args, Mapping) else None
     done = f"{epoch} of {total} epochs done" if isinstance(total, int) else f"{epoch} epochs done"
-    where = f"stopped in epoch {epoch} at step {step}, " if isinstance(step, int) and step > 0 else ""
-    return f"{path.name}: {where}{done}", config
+    return f"{path.name}: {done}", config
 
 
 def resumes_in(folder: str | os.PathLike, resume: str | os.PathLike | None) -> bool:

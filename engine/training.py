@@ -50,26 +50,6 @@ def args_to_dict(args: Any) -> dict[str, Any]:
     return out
 
 
-class AverageMeter:
-    """Running average of a scalar (accepts floats or 0-d tensors without forcing a sync)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.sum: float | torch.Tensor = 0.0
-        self.count = 0
-
-    def update(self, value: float | torch.Tensor, n: int = 1) -> None:
-        if isinstance(value, torch.Tensor):
-            value = value.detach()
-        self.sum = self.sum + value * n
-        self.count += n
-
-    @property
-    def avg(self) -> float:
-        total = self.sum.item() if isinstance(self.sum, torch.Tensor) else self.sum
-        return total / max(self.count, 1)
-
-
 @torch.no_grad()
 def accuracy(output: torch.Tensor, target: torch.Tensor, topk: Sequence[int] = (1,)) -> list[torch.Tensor]:
     """Top-k accuracies in percent, as 0-d tensors on ``output``'s device (no host sync)."""

@@ -335,13 +335,13 @@ def test_checkpoint_folder_guard(tmp_path):
     (run / ".checkpoint_last.pth.tar.tmp-1-00000000").write_bytes(b"x")  # a temporary is not a checkpoint
     assert check_checkpoint_folder(run, None, False) == []
     torch.save({"epoch": 1, "args": {"epochs": 10}}, run / "checkpoint_0000.pth.tar")
-    torch.save({"epoch": 2, "step": 5, "args": {"epochs": 10}, "config": {"--lr": 1}}, run / "checkpoint_last.pth.tar")
+    torch.save({"epoch": 2, "args": {"epochs": 10}, "config": {"--lr": 1}}, run / "checkpoint_last.pth.tar")
     found = [run / "checkpoint_0000.pth.tar", run / "checkpoint_last.pth.tar"]
     with pytest.raises(UsageError) as err:
         check_checkpoint_folder(run, None, False, config={"--lr": 1, "--new-flag": 3})
     assert str(err.value) == (
-        f"--checkpoint-path {run} already holds the checkpoints of a run (checkpoint_last.pth.tar: stopped in "
-        f"epoch 2 at step 5, 2 of 10 epochs done); continue it with --resume {run}/checkpoint_last.pth.tar, or "
+        f"--checkpoint-path {run} already holds the checkpoints of a run (checkpoint_last.pth.tar: 2 of 10 "
+        f"epochs done); continue it with --resume {run}/checkpoint_last.pth.tar, or "
         "pass --overwrite to delete them and start again"
     )
     # a run of other flags: --resume would be refused, so it is not suggested

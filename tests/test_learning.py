@@ -75,7 +75,8 @@ from data_gen import ntu_gendata
 from data_gen.synthetic import write_synthetic_ntu
 from engine.knn import knn_accuracy
 from feeders.datasets import DownstreamDataset, PretrainDataset, split_paths
-from moco import MoCo, build_moco, contrastive_step
+from moco.builder import MoCo, build_moco
+from moco.step import contrastive_step
 from models import ENCODERS
 
 REPRESENTATION = "seq-based"

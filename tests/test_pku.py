@@ -224,7 +224,8 @@ def test_phase1_end_to_end(tmp_path):
     assert not list(out.rglob("*.partial*"))
 
     # the feeders accept the result under the registry's names
-    from feeders.datasets import check_split, split_paths
+    from common.split_folder import check_split
+    from feeders.datasets import split_paths
 
     assert check_split(split_paths(tmp_path, "pku1", "cross_view", "val")) == 4
 
@@ -276,7 +277,8 @@ def test_phase2_resample_energy_order_and_split_options(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["xsub"]  # phase 2: cross-subject only
     check_outputs(out, ds, ("xsub",), mode="resample", order="energy")
     assert verify(out / "xsub") == []
-    from feeders.datasets import check_split, split_paths
+    from common.split_folder import check_split
+    from feeders.datasets import split_paths
 
     assert check_split(split_paths(tmp_path, "pku2", "cross_subject", "train")) == 8
 

@@ -104,7 +104,8 @@ def test_convert_ntu60(tmp_path, normalize):
     assert manifest["tool"] == "data_gen/pyskl_convert.py"
     assert manifest["arguments"]["dataset"] == "ntu60" and manifest["arguments"]["normalize"] == normalize
 
-    from feeders.datasets import check_split, split_paths
+    from common.split_folder import check_split
+    from feeders.datasets import split_paths
 
     assert check_split(split_paths(tmp_path, "ntu60", "cross_subject", "val")) == 3
 

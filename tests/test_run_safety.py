@@ -22,7 +22,7 @@ import torch
 
 import common.io as cio
 import main_moco_inter_skeleton as pretrain
-from feeders import PretrainDataset
+from feeders.datasets import PretrainDataset
 from tests.helpers import (
     PRETRAIN_TINY,
     ROOT,
@@ -315,7 +315,7 @@ def test_a_signal_before_the_first_epoch_ends_says_there_is_nothing_to_resume(da
 RUNNER = """
 import os, sys, time
 import main_moco_inter_skeleton as pretrain
-from feeders import PretrainDataset
+from feeders.datasets import PretrainDataset
 mode, value, marker, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
 step, read, calls = pretrain.contrastive_step, PretrainDataset.__getitem__, [0]
 def blocking(*args, **kwargs):

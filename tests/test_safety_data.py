@@ -25,7 +25,7 @@ from common import locking, safe_pickle
 from common.io import UsageError
 from common.locking import LOCK_NAME, FolderLock, LockHeld
 from common.manifest import verify
-from common.split_folder import COMMIT_MARKER, part_paths
+from common.split_folder import COMMIT_MARKER, DataFileError, SplitPaths, check_split, part_paths
 from data_gen import manifest as manifest_cli
 from data_gen import ntu_gendata
 from data_gen import pku_gendata as pku
@@ -35,7 +35,7 @@ from data_gen.normalize import MAX_ABS_COORDINATE, normalize_sample, select_bodi
 from data_gen.skeleton_reader import SkeletonFormatError, read_skeleton
 from data_gen.synthetic import skeleton_text, write_synthetic_ntu
 from data_gen.writer import DataGenError, RunOutputs
-from feeders.datasets import CheckedLoader, DataFileError, DownstreamDataset, SplitPaths, check_split, split_paths
+from feeders.datasets import CheckedLoader, DownstreamDataset, split_paths
 from tests.helpers import SPLIT_FILES, plant_stray_temporaries
 from tests.test_pku import make_dataset as make_pku_dataset
 from tests.test_pyskl import make_pickle as make_pyskl_pickle
