@@ -155,12 +155,19 @@ def train(
     for line in claim.notes:
         say(line)
     data = load_data(args, ctx, run.seed)
+    # Now, before training rewrites a --resume file inside --checkpoint-path: the files the run started from.
+    origin = provenance(
+        device=ctx.device,
+        world_size=ctx.world_size,
+        data_folders=[data.train.paths.data.parent, data.val.paths.data.parent],
+        checkpoints={"--pretrained": args.pretrained, "--resume": args.resume},
+    )
     classifier = build_classifier(args, ctx, data.num_class)
     progress = restore(args, resumed, classifier)
     for line in claim.discard_previous_run():
         say(line)
     progress = fit(args, ctx, run, data, classifier, progress)
-    metrics = report(args, ctx, run, data, progress)
+    metrics = report(args, ctx, run, data, progress, origin)
     barrier()
     return metrics
 
@@ -331,8 +338,11 @@ def save_checkpoints(
         checkpoints.write_checkpoint(state, last)
 
 
-def report(args: argparse.Namespace, ctx: DistContext, run: Run, data: Data, progress: Progress) -> dict[str, Any]:
-    """The metrics (the confusion matrix and JSON from rank 0) and the closing line."""
+def report(
+    args: argparse.Namespace, ctx: DistContext, run: Run, data: Data, progress: Progress, origin: dict[str, Any]
+) -> dict[str, Any]:
+    """The metrics (the confusion matrix and JSON from rank 0, with the provenance ``origin``) and the closing
+    line."""
     best, protocol = progress.best, protocol_name(args)
     final = progress.history[-1] if progress.history else {}
     metrics: dict[str, Any] = {
@@ -352,12 +362,7 @@ def report(args: argparse.Namespace, ctx: DistContext, run: Run, data: Data, pro
     }
     if ctx.is_main and args.plot_dir and best["predictions"] is not None:
         metrics["plots"] = [str(plot_best(args, data, best))]
-    folders = [data.train.paths.data.parent, data.val.paths.data.parent]
-    inputs = {"--pretrained": args.pretrained, "--resume": args.resume}
-    metrics["provenance"] = provenance(
-        device=ctx.device, world_size=ctx.world_size, data_folders=folders, checkpoints=inputs
-    )
-    metrics["args"] = training.args_to_dict(args)
+    metrics.update(provenance=origin, args=training.args_to_dict(args))
     if ctx.is_main and args.metrics_json:
         write_json_atomic(args.metrics_json, metrics)
     rank0_printer(ctx)(
