@@ -34,7 +34,7 @@ from common.distributed import barrier
 from common.io import UsageError, atomic_copy, check_output_file, write_json_atomic
 from common.manifest import sha256_of
 from engine import checkpoints, evaluation, training
-from engine.args import SIZE_FLAGS, check_window_size, encoder_kwargs, fraction
+from engine.args import SIZE_FLAGS, check_window_size, differing_flags, encoder_kwargs, fraction
 from engine.evaluation import BatchPlan, Clips, PlannedLoader
 from engine.launch import DistContext, env_world_size, parallel_mode, process_context, rank0_printer, unwrap, wrap_model
 from engine.plots import action_names, confusion_matrix, plot_confusion_matrix
@@ -136,8 +136,7 @@ def read_resume(path: str, config: Mapping[str, Any]) -> dict[str, Any] | None:
     if not path:
         return None
     checkpoint = checkpoints.read_resume_checkpoint(path, checkpoints.CLASSIFIER_FORMAT)
-    recorded = checkpoint.get("config")
-    differing = checkpoints.differing_flags(recorded if isinstance(recorded, Mapping) else {}, config)
+    differing = differing_flags(checkpoints.recorded(checkpoint, "config"), config)
     if differing:
         raise UsageError(
             f"--resume {path} continues a run of other {', '.join(differing)}: resume it with that run's "

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from common.constants import DATASETS, DEFAULT_DATA_ROOT, VALID_PAIRS, WINDOW_SIZE
@@ -105,15 +105,23 @@ def encoder_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {**{name: getattr(args, name) for name in SIZE_FLAGS}, "window_size": window}
 
 
-def differences(recorded: dict[str, Any], current: dict[str, Any]) -> str:
-    """``--gru-layers 2 (here 3), --true-bidirectional-gru off (here on)``: the options of ``current`` that
-    ``recorded`` gives another value."""
+def differing_flags(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """The keys of ``current`` that ``recorded`` holds with another value; one it does not hold is no
+    difference (a checkpoint from before the flag, or the reference's)."""
+    return [key for key, value in current.items() if key in recorded and recorded[key] != value]
+
+
+def differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> str:
+    """``--gru-layers 2 (here 3), --true-bidirectional-gru off (here on)``: :func:`differing_flags` of
+    options named as attributes, with both values; '' when none differs."""
 
     def shown(value: Any) -> str:
         return ("on" if value else "off") if isinstance(value, bool) else str(value)
 
-    flags = [(f"--{k.replace('_', '-')}", recorded[k], v) for k, v in current.items() if recorded[k] != v]
-    return ", ".join(f"{flag} {shown(old)} (here {shown(new)})" for flag, old, new in flags)
+    return ", ".join(
+        f"--{k.replace('_', '-')} {shown(recorded[k])} (here {shown(current[k])})"
+        for k in differing_flags(recorded, current)
+    )
 
 
 def as_flags(values: dict[str, Any]) -> str:

@@ -50,16 +50,11 @@ def model_state(checkpoint: Mapping[str, Any], source: str | os.PathLike = "chec
     return strip_prefix(state)
 
 
-def recorded_args(checkpoint: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The arguments a checkpoint of ours records (``{}`` for the reference's)."""
-    args = checkpoint.get("args")
-    return args if isinstance(args, Mapping) else {}
-
-
-def recorded_window_size(checkpoint: Mapping[str, Any]) -> int | None:
-    """The ``--window-size`` a checkpoint of ours records; None where it records none (the reference's
-    checkpoints and ours from before the flag, all pretrained on 64 frames)."""
-    return recorded_args(checkpoint).get("window_size")
+def recorded(checkpoint: Mapping[str, Any], entry: str = "args") -> Mapping[str, Any]:
+    """What a checkpoint of ours records under ``entry``: its ``args`` (name -> value) or, a classifier's,
+    its ``config`` (flag -> value); ``{}`` where there is none (the reference's files)."""
+    value = checkpoint.get(entry)
+    return value if isinstance(value, Mapping) else {}
 
 
 def write_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> Path:
@@ -143,9 +138,3 @@ def read_resume_checkpoint(path: str | os.PathLike, expected: str) -> dict[str, 
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
         raise CheckpointError(f"--resume {path}: 'epoch' entry {epoch!r} is not a count of epochs")
     return checkpoint
-
-
-def differing_flags(recorded: Mapping[str, Any], expected: Mapping[str, Any]) -> list[str]:
-    """The flags (keys of ``expected``) whose value ``recorded`` holds differently; a flag ``recorded``
-    does not hold is no difference (a checkpoint from before it, or the reference's)."""
-    return [flag for flag, value in expected.items() if flag in recorded and recorded[flag] != value]

@@ -21,7 +21,8 @@ from typing import Any
 from common.distributed import broadcast_int
 from common.io import OutputError, UsageError, clean_stale_temporaries, ensure_folder, remove_files
 from common.locking import FolderLock, LockHeld
-from engine.checkpoints import LAST_CHECKPOINT, CheckpointError, differing_flags, read_checkpoint
+from engine.args import differing_flags
+from engine.checkpoints import LAST_CHECKPOINT, CheckpointError, read_checkpoint, recorded
 from engine.launch import DistContext
 
 FLAG = "--checkpoint-path"
@@ -52,11 +53,9 @@ def describe_progress(path: Path) -> tuple[str, Mapping[str, Any]]:
         checkpoint = read_checkpoint(path, mmap=True)
     except CheckpointError:
         return f"{path.name}: unreadable", {}
-    epoch, args, config = (checkpoint.get(key) for key in ("epoch", "args", "config"))
-    config = config if isinstance(config, Mapping) else {}
+    epoch, total, config = checkpoint.get("epoch"), recorded(checkpoint).get("epochs"), recorded(checkpoint, "config")
     if not isinstance(epoch, int):
         return f"{path.name}: no epoch recorded", config
-    total = args.get("epochs") if isinstance(args, Mapping) else None
     done = f"{epoch} of {total} epochs done" if isinstance(total, int) else f"{epoch} epochs done"
     return f"{path.name}: {done}", config
 
