@@ -20,7 +20,7 @@ import numpy as np
 
 from common.constants import NUM_FRAMES, NUM_JOINTS
 from common.io import atomic_write_bytes, clean_stale_temporaries, ensure_folder
-from common.locking import FolderLock, LockHeld
+from common.locking import FolderLock
 from data_gen import cli
 from data_gen.ntu_splits import DEFAULT_IGNORED_LISTS, XSUB_TRAIN_SUBJECTS_NTU60, read_ignored_list
 from data_gen.writer import DataGenError
@@ -371,12 +371,9 @@ def _work(args: argparse.Namespace) -> list[str]:
     sizes = {k: getattr(args, k) for k in ("num_classes", "samples_per_class", "num_subjects", "num_setups")}
     check_sizes(**sizes)
     out = ensure_folder(args.out, "--out")
-    try:
-        with FolderLock(out, "synthetic"):
-            removed = clean_stale_temporaries(out)  # a killed run's files (never another live run's)
-            paths = write_synthetic_ntu(out, **sizes, long_samples=args.long_samples, seed=args.seed)
-    except LockHeld as held:
-        raise DataGenError(str(held)) from None
+    with FolderLock(out, "synthetic"):
+        removed = clean_stale_temporaries(out)  # a killed run's files (never another live run's)
+        paths = write_synthetic_ntu(out, **sizes, long_samples=args.long_samples, seed=args.seed)
     lines = [f"removed {path}, a temporary file left by an interrupted run" for path in removed]
     return [*lines, f"wrote {len(paths)} files to {args.out}"]
 
