@@ -19,6 +19,7 @@ from typing import Any
 from common.cli import RunFailed, run_main
 from common.io import atomic_torch_save, ensure_folder, write_json_atomic
 from data_gen.synthetic import write_synthetic_ntu
+from engine.args import nonnegative_int
 from engine.ledger import markdown_table
 from engine.training import seed_everything
 from moco.builder import build_moco, checkpoint_state_dict
@@ -114,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="demo_output", help="folder for everything the demo writes")
     parser.add_argument("--smallest", action="store_true", help="tiny sizes (the test suite's setting)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
     parser.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG figures")
     return parser
 

@@ -317,21 +317,29 @@ def skeleton_text(frames: list[list[np.ndarray]], seed_key: Sequence[int]) -> st
     return "".join(pieces)
 
 
-def check_sizes(num_classes: int, samples_per_class: int, num_subjects: int, num_setups: int) -> None:
-    """DataGenError naming the first of :func:`write_synthetic_ntu`'s sizes that is out of range."""
+def check_sizes(num_classes: int, samples_per_class: int, num_subjects: int, num_setups: int, seed: int) -> None:
+    """DataGenError naming the first of :func:`write_synthetic_ntu`'s sizes (or its seed) that is out of range."""
     problems = {
         f"--num-classes must be in 1..120 (NTU action numbers), got {num_classes}": not 1 <= num_classes <= 120,
         f"--samples-per-class must be >= 1, got {samples_per_class}": samples_per_class < 1,
         f"--num-subjects must be even, in 2..40, got {num_subjects}": not 2 <= num_subjects <= 40 or num_subjects % 2,
         f"--num-setups must be in 2..32, got {num_setups}": not 2 <= num_setups <= 32,
         "--samples-per-class too large for three-digit replication numbers": 3 * num_subjects * 99 < samples_per_class,
+        f"--seed must be >= 0, got {seed}": seed < 0,
     }
     for message in (m for m, bad in problems.items() if bad):
         raise DataGenError(message)
 
 
 def write_synthetic_ntu(
-    out_dir: str | Path, *, num_classes=10, samples_per_class=12, num_subjects=6, num_setups=4, long_samples=0, seed=0
+    out_dir: str | Path,
+    *,
+    num_classes: int = 10,
+    samples_per_class: int = 12,
+    num_subjects: int = 6,
+    num_setups: int = 4,
+    long_samples: int = 0,
+    seed: int = 0,
 ) -> list[Path]:
     """Write ``num_classes * samples_per_class`` synthetic ``.skeleton`` files into ``out_dir``.
 
@@ -339,7 +347,7 @@ def write_synthetic_ntu(
     ``num_setups`` >= 2; the first ``long_samples`` files (in writing order) are longer than 300 frames.
     Names come from ``sample_name``. Returns the paths, sorted by name. Deterministic in all arguments.
     """
-    check_sizes(num_classes, samples_per_class, num_subjects, num_setups)
+    check_sizes(num_classes, samples_per_class, num_subjects, num_setups, seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -369,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _work(args: argparse.Namespace) -> list[str]:
     sizes = {k: getattr(args, k) for k in ("num_classes", "samples_per_class", "num_subjects", "num_setups")}
-    check_sizes(**sizes)
+    check_sizes(**sizes, seed=args.seed)
     out = ensure_folder(args.out, "--out")
     with FolderLock(out, "synthetic"):
         removed = clean_stale_temporaries(out)  # a killed run's files (never another live run's)
