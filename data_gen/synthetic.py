@@ -237,9 +237,16 @@ def synthetic_sequence(
         active = int(rng.integers(NUM_FRAMES + 1, NUM_FRAMES + 41))  # beyond what a sample stores
     else:
         active = int(rng.integers(24, 64)) if rng.random() < 0.2 else int(rng.integers(64, 161))
+    actors = _actors(rng, label, num_classes, active, scale, cam)
+    return _listing(rng, actors, active, long)
+
+
+def _actors(
+    rng: np.random.Generator, label: int, num_classes: int, active: int, scale: float, cam: dict
+) -> list[np.ndarray]:
+    """The (active, 25, 3) camera-space bodies performing the action: one, or two facing each other."""
     program = class_program(label)
     two = is_two_person(label, num_classes)
-
     actors = []
     base = np.array([rng.uniform(-0.3, 0.3), 0.0, rng.uniform(-0.3, 0.3)])
     if two:
@@ -259,7 +266,12 @@ def synthetic_sequence(
         actor += rng.normal(0.0, 0.004, actor.shape)
     if two and rng.random() < 0.3:  # the Kinect lists bodies in no particular order
         actors.reverse()
+    return actors
 
+
+def _listing(rng: np.random.Generator, actors: list[np.ndarray], active: int, long: bool) -> list[list[np.ndarray]]:
+    """Per frame, the bodies the Kinect lists: the actors (a few frames dropped, idle frames around them)
+    and, now and then, an object taken for a body."""
     lead = int(rng.integers(1, 6)) if rng.random() < 0.3 else 0
     trail = int(rng.integers(1, 4)) if rng.random() < 0.2 else 0
     total = lead + active + trail
