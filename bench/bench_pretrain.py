@@ -64,7 +64,7 @@ def use_per_frame_loop(model: nn.Module) -> float:
         return (grus[0](x, knn_eval=True) - fused).abs().max().item()
 
 
-def make_loader(paths: SplitPaths, pair: str, args: argparse.Namespace, steps: int, device: torch.device):
+def make_loader(paths: SplitPaths, pair: str, args: argparse.Namespace, steps: int, device: torch.device) -> DataLoader:
     """The training loop's DataLoader over exactly ``steps`` batches (clips drawn with replacement)."""
     dataset = PretrainDataset(paths, [ENCODERS[r].view for r in parse_representation(pair)], l_ratio=CROP_RATIO, seed=0)
     dataset.set_epoch(0)
@@ -94,7 +94,9 @@ def time_windows(step: Callable[[], Any], args: argparse.Namespace, device: torc
     return windows, first
 
 
-def measure(pair: str, precision: str, bigru: str, args: argparse.Namespace, paths: SplitPaths, device) -> dict:
+def measure(
+    pair: str, precision: str, bigru: str, args: argparse.Namespace, paths: SplitPaths, device: torch.device
+) -> dict:
     """One row: the step of ``pair`` at ``precision`` with the ``bigru`` path, fed by the DataLoader."""
     row: dict[str, Any] = {"pair": pair, "precision": precision, "bigru": bigru}
     torch.manual_seed(0)

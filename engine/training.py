@@ -7,12 +7,15 @@ import os
 import random
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from common.io import UsageError
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 
 def select_device(requested: str = "auto") -> torch.device:
@@ -107,11 +110,11 @@ def restore_rng_state(state: dict[str, Any]) -> None:
             torch.cuda.set_rng_state_all(cuda_states)
 
 
-def summary_writer(log_dir: str | os.PathLike | None, purge_step: int | None = None):
+def summary_writer(log_dir: str | os.PathLike | None, purge_step: int | None = None) -> SummaryWriter | None:
     """A TensorBoard writer, or ``None`` when ``log_dir`` is None (non-zero ranks). ``purge_step``: a
     resumed run's first step; TensorBoard then hides what an earlier writer logged from it on."""
     if log_dir is None:
         return None
-    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard import SummaryWriter  # here: it loads TensorBoard, which only training needs
 
     return SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
