@@ -31,7 +31,7 @@ from torch import nn
 
 from common import cli
 from common.distributed import barrier
-from common.io import UsageError, atomic_copy, check_output_file, write_json_atomic
+from common.io import UsageError, atomic_copy, check_output_file, check_output_folder, write_json_atomic
 from common.manifest import sha256_of
 from engine import checkpoints, evaluation, training
 from engine.args import SIZE_FLAGS, check_window_size, differing_flags, encoder_kwargs, fraction
@@ -39,7 +39,7 @@ from engine.evaluation import BatchPlan, Clips, PlannedLoader
 from engine.launch import DistContext, env_world_size, parallel_mode, process_context, rank0_printer, unwrap, wrap_model
 from engine.plots import action_names, confusion_matrix, plot_confusion_matrix
 from engine.provenance import provenance
-from engine.run_folder import CLASSIFIER_FILES, ClaimedFolder, check_folder_writable, run_folder
+from engine.run_folder import CLASSIFIER_FILES, ClaimedFolder, run_folder
 from feeders.datasets import DownstreamDataset, num_classes
 
 PROG = "action_classification.py"
@@ -105,7 +105,7 @@ def check_flags(args: argparse.Namespace) -> None:
     if args.metrics_json:
         check_output_file(args.metrics_json, "--metrics-json")
     if args.plot_dir:
-        check_folder_writable(args.plot_dir, "--plot-dir")
+        check_output_folder(args.plot_dir, "--plot-dir")
 
 
 def protocol_name(args: argparse.Namespace) -> str:

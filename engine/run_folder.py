@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from common.distributed import broadcast_int
-from common.io import OutputError, UsageError, clean_stale_temporaries, ensure_folder, remove_files
+from common.io import OutputError, UsageError, check_output_folder, clean_stale_temporaries, ensure_folder, remove_files
 from common.locking import FolderLock, LockHeld
 from engine.args import differing_flags
 from engine.checkpoints import LAST_CHECKPOINT, CheckpointError, read_checkpoint, recorded
@@ -30,20 +30,6 @@ FLAG = "--checkpoint-path"
 # ``<representation>_checkpoint.pth.tar`` and ``last_checkpoint.pth.tar``).
 PRETRAIN_FILES = re.compile(r"checkpoint_(last|\d+)\.pth\.tar")
 CLASSIFIER_FILES = re.compile(r"(last|[a-z]+-based)_checkpoint\.pth\.tar")
-
-
-def check_folder_writable(folder: str | os.PathLike, flag: str = FLAG) -> None:
-    """OutputError unless ``folder`` is a writable folder or can be created as one (creates nothing)."""
-    folder = existing = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise OutputError(f"{flag} {folder} is a file, not a folder")
-    while not existing.exists():  # the folder will be created under its nearest existing ancestor
-        existing = existing.parent
-    if not existing.is_dir():
-        raise OutputError(f"{flag} {folder} cannot be created: {existing} is a file")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        where = "" if existing == folder else f" ({existing} is not writable)"
-        raise OutputError(f"{flag} {folder} is not writable{where}")
 
 
 def describe_progress(path: Path) -> tuple[str, Mapping[str, Any]]:
@@ -81,7 +67,7 @@ def check_checkpoint_folder(
     suggests ``--resume`` only where the run's recorded ``config`` (flag -> value) agrees with ``config``.
     Creates nothing."""
     folder = Path(folder)
-    check_folder_writable(folder)
+    check_output_folder(folder, FLAG)
     found = [p for p in folder.glob("*.pth.tar") if not p.name.startswith(".") and p.is_file()]
     found.sort(key=lambda p: (p.stat().st_mtime, p.name))
     foreign = [p for p in found if not own.fullmatch(p.name)]
@@ -149,7 +135,7 @@ def claim_folder(folder: str | os.PathLike, *, purpose: str, **rules: Any) -> Cl
     :func:`check_checkpoint_folder`'s ``rules``, tidy what a killed run left. UsageError leaves the folder
     as it was."""
     folder = Path(folder)
-    check_folder_writable(folder)
+    check_output_folder(folder, FLAG)
     claim = ClaimedFolder(folder, created=not folder.exists())
     ensure_folder(folder, FLAG)
     try:
