@@ -221,7 +221,7 @@ def test_phase1_end_to_end(tmp_path):
     data, *_ = load_part(out / "xsub", "train")
     np.testing.assert_allclose(data[:, :, :, 1, 0], 0.0, atol=1e-5)
     assert sorted(p.name for p in out.iterdir()) == ["xsub", "xview"]  # nothing skipped, nothing partial
-    assert not list(out.rglob("*.partial*"))
+    assert not list(out.rglob("*.tmp-*"))
 
     # the feeders accept the result under the registry's names
     from common.split_folder import check_split
@@ -335,7 +335,7 @@ def test_empty_interval_is_skipped_and_listed(tmp_path):
 
 def _no_complete_output(out: Path) -> None:
     assert not list(out.rglob("*_data_joint.npy")) and not list(out.rglob("*.pkl"))
-    assert not list(out.rglob("*.partial*"))
+    assert not list(out.rglob("*.tmp-*"))
 
 
 @pytest.mark.parametrize(
