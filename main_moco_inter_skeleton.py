@@ -284,9 +284,9 @@ def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
             views = [v.to(ctx.device, non_blocking=True) for v in views]
             seed = step_seed(run.data_seed, epoch, step)
             out = contrastive_step(run.model, run.base, views, run.optimizer, shuffle_seed=seed, **run.step_options)
-            accs = [training.accuracy(lg, info_nce_labels(lg))[0] for lg in out.logits]
             n = out.logits[0].shape[0]
-            sums += torch.stack([out.loss.float(), *accs]) * n
+            hits = [training.correct_counts(lg, info_nce_labels(lg), (1,))[0] for lg in out.logits]
+            sums += torch.stack([out.loss.float() * n, *(100.0 * h for h in hits)])
             nonfinite |= ~torch.isfinite(out.loss)
             clips += n
             bar.update()

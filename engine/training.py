@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,12 +54,11 @@ def args_to_dict(args: Any) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def accuracy(output: torch.Tensor, target: torch.Tensor, topk: Sequence[int] = (1,)) -> list[torch.Tensor]:
-    """Top-k accuracies in percent, as 0-d tensors on ``output``'s device (no host sync)."""
-    maxk = min(max(topk), output.shape[1])
-    _, pred = output.topk(maxk, dim=1)  # (N, maxk)
-    correct = pred.eq(target.view(-1, 1))  # (N, maxk)
-    return [correct[:, : min(k, maxk)].any(dim=1).float().mean() * 100.0 for k in topk]
+def correct_counts(output: torch.Tensor, target: torch.Tensor, topk: tuple[int, ...]) -> torch.Tensor:
+    """(len(topk),) int64 number of rows whose target is among the ``k`` highest scores of (B, C) ``output``,
+    on its device (no host sync)."""
+    hits = output.topk(min(max(topk), output.shape[1]), dim=1).indices == target[:, None]  # (B, k_max)
+    return torch.stack([hits[:, :k].any(dim=1).sum() for k in topk])
 
 
 def learning_rate_at(epoch: int, base_lr: float, epochs: int, schedule: Iterable[int], cos: bool) -> float:
