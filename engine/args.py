@@ -71,12 +71,12 @@ def check_window_size(window_size: int, representations: tuple[str, ...]) -> Non
             )
 
 
-def add_data_args(parser: argparse.ArgumentParser, dataset_flag: str, default_dataset: str = "ntu60") -> None:
+def add_data_args(parser: argparse.ArgumentParser, dataset_flag: str) -> None:
     """``--data-root``, the dataset flag (``--pre-dataset`` or ``--finetune-dataset``), ``--protocol`` and
     ``--window-size``."""
     add = parser.add_argument_group("data").add_argument
     add("--data-root", default=DEFAULT_DATA_ROOT, help="folder holding the data_gen outputs" + DEFAULT)
-    add(dataset_flag, default=default_dataset, choices=DATASET_CHOICES, help="dataset" + DEFAULT)
+    add(dataset_flag, default="ntu60", choices=DATASET_CHOICES, help="dataset" + DEFAULT)
     pairs = ", ".join(VALID_PAIRS)
     add("--protocol", default="cross_view", choices=PROTOCOL_CHOICES, help=f"valid dataset/protocol pairs: {pairs}")
     add(
@@ -131,13 +131,13 @@ def as_flags(values: dict[str, Any]) -> str:
 
 
 def add_runtime_args(
-    parser: argparse.ArgumentParser, print_freq: int = 10, workers: int = 8, workers_help: str = "data loading workers"
+    parser: argparse.ArgumentParser, workers: int = 8, workers_help: str = "data loading workers"
 ) -> None:
     """Seed, workers, printing, device."""
     add = parser.add_argument_group("runtime").add_argument
     add("--seed", type=nonnegative_int, default=None, help="seed for reproducible runs")
     add("-j", "--workers", type=nonnegative_int, default=workers, metavar="N", help=workers_help + DEFAULT)
-    add("-p", "--print-freq", type=positive_int, default=print_freq, metavar="N", help="log every N steps" + DEFAULT)
+    add("-p", "--print-freq", type=positive_int, default=10, metavar="N", help="log every N steps" + DEFAULT)
     add("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
 
 
@@ -157,7 +157,6 @@ def add_optim_args(
     lr: float,
     schedule: list[int],
     weight_decay: float,
-    lr_help: str = "initial learning rate",
     cos: bool = False,
 ) -> None:
     """The reference's SGD flags; each script passes the reference's own defaults."""
@@ -166,7 +165,8 @@ def add_optim_args(
     add("--start-epoch", type=nonnegative_int, default=0, metavar="N", help="first epoch (--resume: the checkpoint's)")
     total = "mini-batch size, total over all GPUs and processes"
     add("-b", "--batch-size", type=positive_int, default=batch_size, metavar="N", help=total + DEFAULT)
-    add("--lr", "--learning-rate", type=positive_float, default=lr, dest="lr", metavar="LR", help=lr_help + DEFAULT)
+    initial = "initial learning rate" + DEFAULT
+    add("--lr", "--learning-rate", type=positive_float, default=lr, dest="lr", metavar="LR", help=initial)
     drops = "epochs at which the learning rate drops x0.1" + (", ignored with --cos" if cos else "")
     add("--schedule", type=nonnegative_int, nargs="*", default=schedule, help=drops + DEFAULT)
     if cos:
