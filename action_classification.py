@@ -34,7 +34,7 @@ from common.distributed import barrier
 from common.io import UsageError, atomic_copy, check_output_file, check_output_folder, write_json_atomic
 from common.manifest import sha256_of
 from engine import checkpoints, evaluation, training
-from engine.args import SIZE_FLAGS, check_window_size, differing_flags, encoder_kwargs, fraction
+from engine.args import SIZE_FLAGS, check_window_size, differing_flags, encoder_kwargs, flag, fraction
 from engine.evaluation import BatchPlan, Clips, PlannedLoader
 from engine.launch import DistContext, env_world_size, parallel_mode, process_context, rank0_printer, unwrap, wrap_model
 from engine.plots import action_names, confusion_matrix, plot_confusion_matrix
@@ -126,7 +126,7 @@ def default_folder(args: argparse.Namespace) -> Path:
 def configuration(args: argparse.Namespace) -> dict[str, Any]:
     """The flags a ``--resume`` must match, as every checkpoint records them (the pretrained file by its
     sha256, so a file rewritten since counts as another); ``--seed`` only when given."""
-    config = {"--" + name.replace("_", "-"): getattr(args, name) for name in CONFIG_FLAGS}
+    config = {flag(name): getattr(args, name) for name in CONFIG_FLAGS}
     config["--pretrained"] = sha256_of(Path(args.pretrained)) if args.pretrained else None
     return config if args.seed is None else {**config, "--seed": args.seed}
 

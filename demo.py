@@ -19,7 +19,7 @@ from typing import Any
 from common.cli import RunFailed, run_main
 from common.io import atomic_torch_save, ensure_folder, write_json_atomic
 from data_gen.synthetic import write_synthetic_ntu
-from engine.args import nonnegative_int
+from engine.args import flag, nonnegative_int
 from engine.ledger import markdown_table
 from engine.training import seed_everything
 from moco.builder import build_moco, checkpoint_state_dict
@@ -52,7 +52,7 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
 def run_stage(name: str, script: str, values: Mapping[str, Any], *switches: str) -> dict[str, Any]:
     """Run one of the project's commands as its own process, as a user would, with ``values`` as its flags
     (``{"moco_k": 64}``: ``--moco-k 64``) and ``switches``; return the metrics JSON it wrote, if any."""
-    argv = [text for flag, value in values.items() for text in (f"--{flag.replace('_', '-')}", str(value))]
+    argv = [text for name, value in values.items() for text in (flag(name), str(value))]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     rc = subprocess.run([sys.executable, str(ROOT / script), *argv, *switches], env=env).returncode
     if rc:

@@ -404,6 +404,12 @@ def train(run: Run) -> int:
     return 0
 
 
+def folder_rules(args: argparse.Namespace) -> dict[str, Any]:
+    """How the run may use its checkpoint folder; a run of other MUST_MATCH values there is not offered --resume."""
+    config = {flags.flag(name): getattr(args, name) for name in MUST_MATCH}
+    return dict(resume=args.resume, overwrite=args.overwrite, config=config)
+
+
 def pretrain(args: argparse.Namespace) -> int:
     """Set up, then build and train in the claimed folder; returns the exit status."""
     plan = prepare(args)
@@ -417,7 +423,7 @@ def pretrain(args: argparse.Namespace) -> int:
         return 0
     with (
         process_context(args.device) as ctx,
-        run_folder(ctx, plan.folder, purpose="pretraining", resume=args.resume, overwrite=args.overwrite) as claim,
+        run_folder(ctx, plan.folder, purpose="pretraining", **folder_rules(args)) as claim,
     ):
         say = rank0_printer(ctx)
         for line in claim.notes:

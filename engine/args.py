@@ -20,6 +20,11 @@ SIZE_FLAGS = tuple(OPTIONS)
 DEFAULT = " (default %(default)s)"  # in --help of scripts whose formatter does not add the defaults
 
 
+def flag(name: str) -> str:
+    """The command-line flag of an argument's name: ``gru_layers`` -> ``--gru-layers``."""
+    return "--" + name.replace("_", "-")
+
+
 def _integer(text: str, what: str = "an integer") -> int:
     try:
         return int(text)
@@ -92,11 +97,10 @@ def add_model_size_args(parser: argparse.ArgumentParser) -> None:
     """Encoder sizes: the paper's defaults, smaller for CPU runs and tests."""
     add = parser.add_argument_group("encoder sizes").add_argument
     for name, (default, text) in OPTIONS.items():
-        flag = "--" + name.replace("_", "-")
         if isinstance(default, bool):
-            add(flag, action="store_true", help=text)
+            add(flag(name), action="store_true", help=text)
         else:
-            add(flag, type=positive_int, default=default, help=text + DEFAULT)
+            add(flag(name), type=positive_int, default=default, help=text + DEFAULT)
 
 
 def encoder_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -119,15 +123,13 @@ def differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> str:
         return ("on" if value else "off") if isinstance(value, bool) else str(value)
 
     return ", ".join(
-        f"--{k.replace('_', '-')} {shown(recorded[k])} (here {shown(current[k])})"
-        for k in differing_flags(recorded, current)
+        f"{flag(k)} {shown(recorded[k])} (here {shown(current[k])})" for k in differing_flags(recorded, current)
     )
 
 
 def as_flags(values: dict[str, Any]) -> str:
     """``{'gru_layers': 2, 'true_bidirectional_gru': True}`` -> ``--gru-layers 2 --true-bidirectional-gru``."""
-    flags = [(f"--{k.replace('_', '-')}", v) for k, v in values.items() if v is not False]
-    return " ".join(flag if v is True else f"{flag} {v}" for flag, v in flags)
+    return " ".join(flag(k) if v is True else f"{flag(k)} {v}" for k, v in values.items() if v is not False)
 
 
 def add_runtime_args(

@@ -21,7 +21,7 @@ from typing import Any
 from common.distributed import broadcast_int
 from common.io import OutputError, UsageError, check_output_folder, clean_stale_temporaries, ensure_folder, remove_files
 from common.locking import FolderLock, LockHeld
-from engine.args import differing_flags
+from engine.args import differing_flags, flag
 from engine.checkpoints import LAST_CHECKPOINT, CheckpointError, read_checkpoint, recorded
 from engine.launch import DistContext
 
@@ -33,13 +33,14 @@ CLASSIFIER_FILES = re.compile(r"(last|[a-z]+-based)_checkpoint\.pth\.tar")
 
 
 def describe_progress(path: Path) -> tuple[str, Mapping[str, Any]]:
-    """(``checkpoint_last.pth.tar: 4 of 10 epochs done``, the run's recorded ``config``), read cheaply
-    (tensors memory-mapped)."""
+    """(``checkpoint_last.pth.tar: 4 of 10 epochs done``, the run's configuration: a classifier's recorded
+    ``config``, else its recorded ``args`` as flags), read cheaply (tensors memory-mapped)."""
     try:
         checkpoint = read_checkpoint(path, mmap=True)
     except CheckpointError:
         return f"{path.name}: unreadable", {}
-    epoch, total, config = checkpoint.get("epoch"), recorded(checkpoint).get("epochs"), recorded(checkpoint, "config")
+    args, epoch = recorded(checkpoint), checkpoint.get("epoch")
+    config, total = recorded(checkpoint, "config") or {flag(k): v for k, v in args.items()}, args.get("epochs")
     if not isinstance(epoch, int):
         return f"{path.name}: no epoch recorded", config
     done = f"{epoch} of {total} epochs done" if isinstance(total, int) else f"{epoch} epochs done"

@@ -76,6 +76,13 @@ def test_a_second_run_into_a_used_folder_is_refused_and_touches_nothing(data_roo
         f"done); continue it with --resume {out}/checkpoint_last.pth.tar, or pass --overwrite to delete them and "
         "start again"
     )
+    # a run of other model options could not continue it: --resume is not suggested
+    assert run(data_root, out, "--epochs", "3", "--gru-hidden-size", "16", "--mlp") == 2
+    assert error_line(capsys) == (
+        f"--checkpoint-path {out} already holds the checkpoints of a run of other --gru-hidden-size, --mlp "
+        "(checkpoint_last.pth.tar: 2 of 2 epochs done): choose another --checkpoint-path, or pass --overwrite to "
+        "delete them"
+    )
     assert snapshot(out) == before
 
 
