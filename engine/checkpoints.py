@@ -2,8 +2,8 @@
 checked to be finite) and the one reader ``--resume`` uses in every script.
 
 Every error here is a :class:`CheckpointError` (a :class:`common.io.UsageError`) whose message is one
-line naming the file; a missing file is also a ``FileNotFoundError``. Pretrained-encoder loading lives in
-:mod:`engine.pretrained`, the checkpoint folder of a run in :mod:`engine.run_folder`.
+line naming the file. Pretrained-encoder loading lives in :mod:`engine.pretrained`, the checkpoint folder
+of a run in :mod:`engine.run_folder`.
 """
 
 from __future__ import annotations
@@ -32,10 +32,6 @@ LAST_NAMES = (LAST_CHECKPOINT, "last_checkpoint.pth.tar")
 
 class CheckpointError(UsageError):
     """A file that cannot serve as the checkpoint asked for (one line naming it)."""
-
-
-class CheckpointNotFound(CheckpointError, FileNotFoundError):
-    """The checkpoint file does not exist."""
 
 
 def model_state(checkpoint: Mapping[str, Any], source: str | os.PathLike = "checkpoint") -> dict[str, torch.Tensor]:
@@ -93,7 +89,7 @@ def read_checkpoint(path: str | os.PathLike, *, mmap: bool = False, flag: str = 
         hint = f"pass a file such as {held[0]}" if held else "pass a checkpoint file"
         raise CheckpointError(f"{where} is a folder, not a checkpoint file; {hint}")
     if not path.is_file():
-        raise CheckpointNotFound(f"{flag}: checkpoint {path} not found" if flag else f"checkpoint {path} not found")
+        raise CheckpointError(f"{flag}: checkpoint {path} not found" if flag else f"checkpoint {path} not found")
     try:
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
