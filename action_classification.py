@@ -31,16 +31,16 @@ from torch import nn
 
 from common import cli
 from common.distributed import barrier
-from common.io import UsageError, atomic_copy, check_output_file, write_json_atomic
+from common.io import UsageError, atomic_copy, check_output_file, check_output_folder, write_json_atomic
 from common.manifest import sha256_of
 from engine import checkpoints, evaluation, training
-from engine.args import SIZE_FLAGS, check_window_size, encoder_kwargs, fraction
+from engine.args import SIZE_FLAGS, check_window_size, differing_flags, encoder_kwargs, flag, fraction
 from engine.evaluation import BatchPlan, Clips, PlannedLoader
 from engine.launch import DistContext, env_world_size, parallel_mode, process_context, rank0_printer, unwrap, wrap_model
 from engine.plots import action_names, confusion_matrix, plot_confusion_matrix
 from engine.provenance import provenance
-from engine.run_folder import CLASSIFIER_FILES, ClaimedFolder, check_folder_writable, run_folder
-from feeders import DownstreamDataset, num_classes
+from engine.run_folder import CLASSIFIER_FILES, ClaimedFolder, run_folder
+from feeders.datasets import DownstreamDataset, num_classes
 
 PROG = "action_classification.py"
 LAST_CHECKPOINT = "last_checkpoint.pth.tar"
@@ -105,7 +105,7 @@ def check_flags(args: argparse.Namespace) -> None:
     if args.metrics_json:
         check_output_file(args.metrics_json, "--metrics-json")
     if args.plot_dir:
-        check_folder_writable(args.plot_dir, "--plot-dir")
+        check_output_folder(args.plot_dir, "--plot-dir")
 
 
 def protocol_name(args: argparse.Namespace) -> str:
@@ -126,7 +126,7 @@ def default_folder(args: argparse.Namespace) -> Path:
 def configuration(args: argparse.Namespace) -> dict[str, Any]:
     """The flags a ``--resume`` must match, as every checkpoint records them (the pretrained file by its
     sha256, so a file rewritten since counts as another); ``--seed`` only when given."""
-    config = {"--" + name.replace("_", "-"): getattr(args, name) for name in CONFIG_FLAGS}
+    config = {flag(name): getattr(args, name) for name in CONFIG_FLAGS}
     config["--pretrained"] = sha256_of(Path(args.pretrained)) if args.pretrained else None
     return config if args.seed is None else {**config, "--seed": args.seed}
 
@@ -136,8 +136,7 @@ def read_resume(path: str, config: Mapping[str, Any]) -> dict[str, Any] | None:
     if not path:
         return None
     checkpoint = checkpoints.read_resume_checkpoint(path, checkpoints.CLASSIFIER_FORMAT)
-    recorded = checkpoint.get("config")
-    differing = checkpoints.differing_flags(recorded if isinstance(recorded, Mapping) else {}, config)
+    differing = differing_flags(checkpoints.recorded(checkpoint, "config"), config)
     if differing:
         raise UsageError(
             f"--resume {path} continues a run of other {', '.join(differing)}: resume it with that run's "
@@ -155,12 +154,19 @@ def train(
     for line in claim.notes:
         say(line)
     data = load_data(args, ctx, run.seed)
+    # Now, before training rewrites a --resume file inside --checkpoint-path: the files the run started from.
+    origin = provenance(
+        device=ctx.device,
+        world_size=ctx.world_size,
+        data_folders=[data.train.paths.data.parent, data.val.paths.data.parent],
+        checkpoints={"--pretrained": args.pretrained, "--resume": args.resume},
+    )
     classifier = build_classifier(args, ctx, data.num_class)
     progress = restore(args, resumed, classifier)
     for line in claim.discard_previous_run():
         say(line)
     progress = fit(args, ctx, run, data, classifier, progress)
-    metrics = report(args, ctx, run, data, progress)
+    metrics = report(args, ctx, run, data, progress, origin)
     barrier()
     return metrics
 
@@ -331,8 +337,11 @@ def save_checkpoints(
         checkpoints.write_checkpoint(state, last)
 
 
-def report(args: argparse.Namespace, ctx: DistContext, run: Run, data: Data, progress: Progress) -> dict[str, Any]:
-    """The metrics (the confusion matrix and JSON from rank 0) and the closing line."""
+def report(
+    args: argparse.Namespace, ctx: DistContext, run: Run, data: Data, progress: Progress, origin: dict[str, Any]
+) -> dict[str, Any]:
+    """The metrics (the confusion matrix and JSON from rank 0, with the provenance ``origin``) and the closing
+    line."""
     best, protocol = progress.best, protocol_name(args)
     final = progress.history[-1] if progress.history else {}
     metrics: dict[str, Any] = {
@@ -352,12 +361,7 @@ def report(args: argparse.Namespace, ctx: DistContext, run: Run, data: Data, pro
     }
     if ctx.is_main and args.plot_dir and best["predictions"] is not None:
         metrics["plots"] = [str(plot_best(args, data, best))]
-    folders = [data.train.paths.data.parent, data.val.paths.data.parent]
-    inputs = {"--pretrained": args.pretrained, "--resume": args.resume}
-    metrics["provenance"] = provenance(
-        device=ctx.device, world_size=ctx.world_size, data_folders=folders, checkpoints=inputs
-    )
-    metrics["args"] = training.args_to_dict(args)
+    metrics.update(provenance=origin, args=training.args_to_dict(args))
     if ctx.is_main and args.metrics_json:
         write_json_atomic(args.metrics_json, metrics)
     rank0_printer(ctx)(

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from common import cli
-from common.io import UsageError, atomic_save_npz, check_output_file, write_json_atomic
+from common.io import UsageError, atomic_save_npz, check_output_file, check_output_folder, write_json_atomic
 from engine import evaluation
 from engine.args import check_window_size, encoder_kwargs, positive_float, positive_int
 from engine.evaluation import BatchPlan, Clips
@@ -37,9 +37,8 @@ from engine.knn import AE_CODE_SIZE, encode, knn_accuracy, train_autoencoder
 from engine.launch import DistContext, process_context, rank0_printer, wrap_model
 from engine.plots import TSNE_MIN_SAMPLES, action_names, plot_tsne
 from engine.provenance import provenance
-from engine.run_folder import check_folder_writable
 from engine.training import args_to_dict
-from feeders import DownstreamDataset, num_classes
+from feeders.datasets import DownstreamDataset, num_classes
 
 PROG = "action_retrieval.py"
 FEATURES = ("train_features", "train_labels", "val_features", "val_labels")  # the arrays of --save-features
@@ -93,7 +92,7 @@ def check_flags(args: argparse.Namespace) -> None:
         if path:
             check_output_file(path, flag)
     if args.plot_dir:
-        check_folder_writable(args.plot_dir, "--plot-dir")
+        check_output_folder(args.plot_dir, "--plot-dir")
     if args.resume:
         warnings.warn("--resume has no effect on retrieval (nothing is trained); ignored", stacklevel=1)
 

@@ -19,6 +19,7 @@ from typing import Any
 from common.cli import RunFailed, run_main
 from common.io import atomic_torch_save, ensure_folder, write_json_atomic
 from data_gen.synthetic import write_synthetic_ntu
+from engine.args import flag, nonnegative_int
 from engine.ledger import markdown_table
 from engine.training import seed_everything
 from moco.builder import build_moco, checkpoint_state_dict
@@ -51,7 +52,7 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
 def run_stage(name: str, script: str, values: Mapping[str, Any], *switches: str) -> dict[str, Any]:
     """Run one of the project's commands as its own process, as a user would, with ``values`` as its flags
     (``{"moco_k": 64}``: ``--moco-k 64``) and ``switches``; return the metrics JSON it wrote, if any."""
-    argv = [text for flag, value in values.items() for text in (f"--{flag.replace('_', '-')}", str(value))]
+    argv = [text for name, value in values.items() for text in (flag(name), str(value))]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     rc = subprocess.run([sys.executable, str(ROOT / script), *argv, *switches], env=env).returncode
     if rc:
@@ -114,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="demo_output", help="folder for everything the demo writes")
     parser.add_argument("--smallest", action="store_true", help="tiny sizes (the test suite's setting)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
     parser.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG figures")
     return parser
 

@@ -34,14 +34,18 @@ from common import cli
 from common.constants import WINDOW_SIZE
 from common.distributed import all_reduce_, broadcast_int
 from common.io import UsageError, atomic_copy, check_output_file, write_json_atomic
+from common.split_folder import SplitPaths, check_split
 from engine import args as flags
-from engine import training
+from engine import checkpoints, training
 from engine.checkpoints import LAST_CHECKPOINT, PRETRAIN_FORMAT, model_state, read_resume_checkpoint, write_checkpoint
 from engine.launch import DistContext, env_world_size, parallel_mode, process_context, rank0_printer, wrap_model
 from engine.provenance import provenance
 from engine.run_folder import run_folder
-from feeders import SPATIAL_AUGMENTS, CheckedLoader, PretrainDataset, SplitPaths, check_split, split_paths
-from moco import build_moco, checkpoint_state_dict, contrastive_step, info_nce_labels, load_checkpoint_state_dict
+from feeders.augmentations import SPATIAL_AUGMENTS
+from feeders.datasets import CheckedLoader, PretrainDataset, split_paths
+from moco.builder import build_moco, checkpoint_state_dict, load_checkpoint_state_dict
+from moco.functional import info_nce_labels
+from moco.step import contrastive_step
 from models import ENCODERS, REPRESENTATIONS, parse_representation
 
 PROG = "main_moco_inter_skeleton.py"
@@ -97,13 +101,11 @@ class Plan(NamedTuple):
 def read_resume(path: str, args: argparse.Namespace) -> dict[str, Any]:
     """The ``--resume`` checkpoint, refused when it cannot continue this run."""
     checkpoint = read_resume_checkpoint(path, PRETRAIN_FORMAT)
-    recorded = checkpoint.get("args")
-    if isinstance(recorded, dict):  # ours; the reference's record none and are checked by their weights
-        recorded = {"window_size": WINDOW_SIZE, **recorded}  # files from before the flag: 64 frames
-        current = {d: getattr(args, d) for d in MUST_MATCH if d in recorded}
-        if any(recorded[d] != value for d, value in current.items()):
-            differ = flags.differences(recorded, current)
-            raise UsageError(f"--resume {path} was pretrained with {differ}: pass the run's own options")
+    saved = checkpoints.recorded(checkpoint)  # the reference's record nothing: they are checked by their weights
+    saved = {"window_size": WINDOW_SIZE, **saved} if saved else {}  # ours from before the flag: 64 frames
+    differ = flags.differences(saved, {name: getattr(args, name) for name in MUST_MATCH})
+    if differ:
+        raise UsageError(f"--resume {path} was pretrained with {differ}: pass the run's own options")
     if checkpoint["epoch"] > args.epochs:
         raise UsageError(
             f"--resume {path} has already trained {checkpoint['epoch']} epochs, more than --epochs {args.epochs}"
@@ -282,9 +284,9 @@ def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
             views = [v.to(ctx.device, non_blocking=True) for v in views]
             seed = step_seed(run.data_seed, epoch, step)
             out = contrastive_step(run.model, run.base, views, run.optimizer, shuffle_seed=seed, **run.step_options)
-            accs = [training.accuracy(lg, info_nce_labels(lg))[0] for lg in out.logits]
             n = out.logits[0].shape[0]
-            sums += torch.stack([out.loss.float(), *accs]) * n
+            hits = [training.correct_counts(lg, info_nce_labels(lg), (1,))[0] for lg in out.logits]
+            sums += torch.stack([out.loss.float() * n, *(100.0 * h for h in hits)])
             nonfinite |= ~torch.isfinite(out.loss)
             clips += n
             bar.update()
@@ -319,7 +321,7 @@ def end_epoch(run: Run, record: dict[str, Any]) -> None:
         "arch": args.skeleton_representation,
         "state_dict": checkpoint_state_dict(run.base),
         "optimizer": run.optimizer.state_dict(),
-        "args": recorded_args(args, run.plan),
+        "args": args_record(args, run.plan),
         "data_seed": run.data_seed,
         "world_size": run.ctx.world_size,
         "rng": training.capture_rng_state(),
@@ -364,7 +366,8 @@ def fit(run: Run) -> None:
 # -- report --------------------------------------------------------------------------------------------
 
 
-def recorded_args(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
+def args_record(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
+    """The arguments a checkpoint and the metrics record, with the folder the run wrote."""
     return {**training.args_to_dict(args), "checkpoint_path": str(plan.folder)}
 
 
@@ -376,7 +379,7 @@ def write_metrics(args: argparse.Namespace, plan: Plan, status: str, history: li
     final = {k: v for k, v in (history[-1] if history else {}).items() if k == "train_loss" or k.startswith("acc_s")}
     metrics = {"status": status, "skeleton_representation": args.skeleton_representation, "final": final}
     metrics.update(epochs_completed=epochs, history=history, steps_per_epoch=plan.steps_per_epoch, **more)
-    write_json_atomic(args.metrics_json, {**metrics, "args": recorded_args(args, plan), "provenance": plan.origin})
+    write_json_atomic(args.metrics_json, {**metrics, "args": args_record(args, plan), "provenance": plan.origin})
 
 
 def report(run: Run, status: str) -> None:
@@ -401,6 +404,12 @@ def train(run: Run) -> int:
     return 0
 
 
+def folder_rules(args: argparse.Namespace) -> dict[str, Any]:
+    """How the run may use its checkpoint folder; a run of other MUST_MATCH values there is not offered --resume."""
+    config = {flags.flag(name): getattr(args, name) for name in MUST_MATCH}
+    return dict(resume=args.resume, overwrite=args.overwrite, config=config)
+
+
 def pretrain(args: argparse.Namespace) -> int:
     """Set up, then build and train in the claimed folder; returns the exit status."""
     plan = prepare(args)
@@ -414,7 +423,7 @@ def pretrain(args: argparse.Namespace) -> int:
         return 0
     with (
         process_context(args.device) as ctx,
-        run_folder(ctx, plan.folder, purpose="pretraining", resume=args.resume, overwrite=args.overwrite) as claim,
+        run_folder(ctx, plan.folder, purpose="pretraining", **folder_rules(args)) as claim,
     ):
         say = rank0_printer(ctx)
         for line in claim.notes:

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.split_folder import part_paths
-from feeders import DownstreamDataset, PretrainDataset, SplitPaths
+from common.split_folder import SplitPaths, part_paths
+from feeders.datasets import DownstreamDataset, PretrainDataset
 
 MIN_CROP = 64
 OUT_LEN = 64

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import pickle
 import statistics
 import sys
 import tempfile
@@ -27,7 +26,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
@@ -36,13 +34,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench import write_clips  # noqa: E402
 from common import cli  # noqa: E402
-from common.constants import SAMPLE_SHAPE  # noqa: E402
 from common.io import UsageError, write_json_atomic  # noqa: E402
-from common.split_folder import SplitPaths, part_paths  # noqa: E402
+from common.split_folder import SplitPaths  # noqa: E402
 from engine.args import add_model_size_args, encoder_kwargs  # noqa: E402
 from engine.training import select_device  # noqa: E402
-from feeders import PretrainDataset  # noqa: E402
+from feeders.datasets import PretrainDataset  # noqa: E402
 from moco.builder import build_moco  # noqa: E402
 from moco.step import contrastive_step  # noqa: E402
 from models import ENCODERS, PAIRS, REPRESENTATIONS, parse_representation  # noqa: E402
@@ -52,24 +50,6 @@ PROG = "bench_pretrain.py"
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 BIGRUS = ("fused", "per-frame")
 CROP_RATIO = (0.1, 1.0)  # the pretraining crops of main_moco_inter_skeleton.py
-
-
-def write_clips(folder: Path, num_clips: int, seed: int = 0) -> SplitPaths:
-    """A training part in data_gen's layout with random-walk joints, written through a memory map."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = part_paths(folder, "train")
-    rng = np.random.default_rng(seed)
-    data = np.lib.format.open_memmap(paths.data, mode="w+", dtype=np.float32, shape=(num_clips, *SAMPLE_SHAPE))
-    frames = rng.integers(60, 301, size=num_clips)
-    for i, n in enumerate(frames):
-        data[i, :, :n] = np.cumsum(rng.normal(0, 0.01, size=(3, n, 25, 2)), axis=1, dtype=np.float32)
-    data.flush()
-    del data
-    np.save(paths.num_frame, frames.astype(np.int64))
-    names = [f"S001C001P001R001A{i % 60 + 1:03d}.skeleton" for i in range(num_clips)]
-    with open(paths.label, "wb") as f:
-        pickle.dump((names, [i % 60 for i in range(num_clips)]), f)
-    return paths
 
 
 def use_per_frame_loop(model: nn.Module) -> float:
@@ -84,7 +64,7 @@ def use_per_frame_loop(model: nn.Module) -> float:
         return (grus[0](x, knn_eval=True) - fused).abs().max().item()
 
 
-def make_loader(paths: SplitPaths, pair: str, args: argparse.Namespace, steps: int, device: torch.device):
+def make_loader(paths: SplitPaths, pair: str, args: argparse.Namespace, steps: int, device: torch.device) -> DataLoader:
     """The training loop's DataLoader over exactly ``steps`` batches (clips drawn with replacement)."""
     dataset = PretrainDataset(paths, [ENCODERS[r].view for r in parse_representation(pair)], l_ratio=CROP_RATIO, seed=0)
     dataset.set_epoch(0)
@@ -114,7 +94,9 @@ def time_windows(step: Callable[[], Any], args: argparse.Namespace, device: torc
     return windows, first
 
 
-def measure(pair: str, precision: str, bigru: str, args: argparse.Namespace, paths: SplitPaths, device) -> dict:
+def measure(
+    pair: str, precision: str, bigru: str, args: argparse.Namespace, paths: SplitPaths, device: torch.device
+) -> dict:
     """One row: the step of ``pair`` at ``precision`` with the ``bigru`` path, fed by the DataLoader."""
     row: dict[str, Any] = {"pair": pair, "precision": precision, "bigru": bigru}
     torch.manual_seed(0)

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.bench_pretrain import write_clips  # noqa: E402
+from bench import write_clips  # noqa: E402
 from common.io import write_json_atomic  # noqa: E402
 
 PAIR = "seq-based_and_graph-based"

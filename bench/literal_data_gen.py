@@ -90,7 +90,7 @@ def literal_read_xyz(path: str, max_body: int = MAX_BODY_KINECT, num_joint: int 
     return data[index].transpose(3, 1, 2, 0)
 
 
-def literal_rotation_matrix(axis, theta) -> np.ndarray:
+def literal_rotation_matrix(axis: np.ndarray, theta: float) -> np.ndarray:
     """Counter-clockwise rotation about ``axis`` by ``theta``, in the Euler-Rodrigues (quaternion) form."""
     if np.abs(axis).sum() < 1e-6 or np.abs(theta) < 1e-6:
         return np.eye(3)
@@ -107,7 +107,7 @@ def literal_rotation_matrix(axis, theta) -> np.ndarray:
     )
 
 
-def literal_angle_between(v1, v2) -> float:
+def literal_angle_between(v1: np.ndarray, v2: np.ndarray) -> float:
     if np.abs(v1).sum() < 1e-6 or np.abs(v2).sum() < 1e-6:
         return 0
     u1 = v1 / np.linalg.norm(v1)
@@ -151,7 +151,7 @@ def literal_center(s: np.ndarray) -> None:
             s[i_s, i_p] = (s[i_s, i_p] - center) * mask
 
 
-def literal_rotate(s: np.ndarray, first: int, second: int, target) -> None:
+def literal_rotate(s: np.ndarray, first: int, second: int, target: list[int]) -> None:
     """Rotate so that person 0's bone ``first -> second`` in frame 0 is parallel to ``target``."""
     for i_s, skeleton in enumerate(s):
         if skeleton.sum() == 0:
@@ -216,7 +216,7 @@ def literal_gendata(data_path: str, out_path: str, ignored_sample_path: str | No
     np.save(os.path.join(out_path, f"{part}_data_joint.npy"), data)
 
 
-def literal_main(data_path: str, out_folder: str, ignored_sample_path: str | None, benchmarks) -> None:
+def literal_main(data_path: str, out_folder: str, ignored_sample_path: str | None, benchmarks: list[str]) -> None:
     for benchmark in benchmarks:
         for part in ("train", "val"):
             out_path = os.path.join(out_folder, benchmark)

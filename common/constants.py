@@ -32,9 +32,6 @@ WINDOW_SIZE = 64  # frames of every view: each crop is resized to this (the refe
 # Datasets and the prepared folders
 
 PARTS: tuple[str, str] = ("train", "val")
-# Temporary files end in or carry this mark until they are complete and renamed: ``NAME.partial-<pid>-<random>``
-# (data_gen's writer) or ``.NAME.partial`` (single files). No reader takes them for outputs.
-PARTIAL_MARK = ".partial"
 DEFAULT_DATA_ROOT = "./data"
 RESOURCES_FOLDER = Path(__file__).resolve().parents[1] / "data_gen" / "resources"
 ACTION_NAMES_FILE = RESOURCES_FOLDER / "ntu_action_names.tsv"
@@ -73,7 +70,6 @@ DATASETS: dict[str, dict[str, Any]] = {
     },
 }
 NTU_DATASETS: tuple[str, ...] = ("ntu60", "ntu120")
-PKU_DATASETS: tuple[str, ...] = ("pku1", "pku2")
 # ``dataset/protocol`` combinations, e.g. 'ntu60/cross_view'.
 VALID_PAIRS: tuple[str, ...] = tuple(
     f"{name}/{protocol}" for name, spec in DATASETS.items() for protocol in spec["protocols"]
@@ -92,6 +88,4 @@ def default_out_folder(dataset: str) -> str:
 ENCODER_PAIRS: tuple[tuple[str, str], ...] = (("encoder_q", "encoder_k"), ("encoder_r", "encoder_l"))
 # The query encoder of each representation, by its position in a pair name (A_and_B: A -> encoder_q).
 QUERY_ENCODERS: tuple[str, ...] = tuple(query for query, _ in ENCODER_PAIRS)
-# Every encoder slot of a MoCo model, in the order the reference creates them (q, k, r, l).
-ENCODER_SLOTS: tuple[str, ...] = tuple(slot for pair in ENCODER_PAIRS for slot in pair)
 CHECKPOINT_PREFIX = "module."  # what nn.DataParallel puts before every key; checkpoints keep it

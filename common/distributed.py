@@ -52,13 +52,13 @@ def shared_permutation(n: int, device: torch.device, seed: int | None = None) ->
 
 
 @torch.no_grad()
-def broadcast_module_state(module: nn.Module, src: int = 0) -> None:
-    """Make every rank's parameters and buffers equal to rank ``src``'s (call before wrapping in DDP
-    with ``broadcast_buffers=False``, which would otherwise leave buffers such as queues unsynced)."""
+def broadcast_module_state(module: nn.Module) -> None:
+    """Make every rank's parameters and buffers equal to rank 0's (call before wrapping in DDP with
+    ``broadcast_buffers=False``, which would otherwise leave buffers such as queues unsynced)."""
     if not is_distributed():
         return
     for tensor in list(module.parameters()) + list(module.buffers()):
-        dist.broadcast(tensor.data, src=src)
+        dist.broadcast(tensor.data, src=0)
 
 
 def broadcast_int(value: int, device: torch.device) -> int:

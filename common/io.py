@@ -114,17 +114,35 @@ def ensure_folder(folder: str | os.PathLike, what: str = "output folder") -> Pat
     return folder
 
 
+def _nearest_existing(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists: where it would be created."""
+    while not path.exists():
+        path = path.parent
+    return path
+
+
 def check_output_file(path: str | os.PathLike, flag: str) -> Path:
     """Before a run: ``path`` can become a file (not a folder, its parent not a file). Creates nothing."""
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{flag} {path} is a folder; give a file name")
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
+    parent = _nearest_existing(path.parent)
     if not parent.is_dir():
         raise OutputError(f"{flag} {path} cannot be created: {parent} is a file")
     return path
+
+
+def check_output_folder(folder: str | os.PathLike, flag: str) -> None:
+    """Before a run: ``folder`` is a writable folder or can be created as one. Creates nothing."""
+    folder = Path(folder)
+    existing = _nearest_existing(folder)
+    if existing == folder and not folder.is_dir():
+        raise OutputError(f"{flag} {folder} is a file, not a folder")
+    if not existing.is_dir():
+        raise OutputError(f"{flag} {folder} cannot be created: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == folder else f" ({existing} is not writable)"
+        raise OutputError(f"{flag} {folder} is not writable{where}")
 
 
 def _open_temp(folder: Path, name: str) -> tuple[IO[bytes], Path]:

@@ -4,7 +4,7 @@
 records the holder's PID and purpose, locked with ``flock`` (``msvcrt.locking`` on Windows). The kernel
 drops the lock when the holder dies, even on SIGKILL, so a lock file left behind is known to be stale
 and is simply taken over (``lock.stale_holder`` names the PID it recorded). A second live taker gets
-:class:`LockHeld`, one line naming the folder and the holder.
+:class:`LockHeld`, a :class:`common.io.UsageError` whose one line names the folder and the holder.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import os
 import time
 from pathlib import Path
 from typing import Any
+
+from common.io import UsageError
 
 try:
     import fcntl
@@ -24,7 +26,7 @@ LOCK_NAME = ".skeleton-contrast.lock"
 _PID_READ_WAIT_S = 0.5  # a holder writes its PID right after locking; a reader waits this long for it
 
 
-class LockHeld(Exception):
+class LockHeld(UsageError):
     """The folder is locked by another live process; ``str(exc)`` is a one-line message."""
 
     def __init__(self, folder: Path, holder: int | None, purpose: str | None) -> None:

@@ -64,12 +64,11 @@ def code_version() -> dict[str, Any]:
     return {"commit": commit, "dirty": None if changes is None else bool(changes)}
 
 
-def project_version() -> str:
-    """``<commit>`` or ``<commit>-dirty`` of this checkout, or 'unknown' outside a git checkout."""
-    version = code_version()
-    if version["commit"] is None:
-        return "unknown"
-    return version["commit"][:12] + ("-dirty" if version["dirty"] else "")
+def project_version(code: Mapping[str, Any] | None = None) -> str:
+    """``<commit>`` (12 digits) or ``<commit>-dirty`` of ``code`` (:func:`code_version`'s form; default this
+    checkout's), or 'unknown' outside a git checkout."""
+    code = code_version() if code is None else code
+    return "unknown" if code["commit"] is None else code["commit"][:12] + ("-dirty" if code["dirty"] else "")
 
 
 def is_listed_name(name: str) -> bool:

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.constants import ACTION_NAMES_FILE, RESOURCES_FOLDER
+from common.constants import RESOURCES_FOLDER
 from data_gen.writer import DataGenError
 
 # Training performers of the cross-subject benchmark. The NTU 120 list extends the NTU 60 one; NTU 60
@@ -81,9 +81,3 @@ def read_ignored_list(path: str | Path) -> set[str]:
     open with prose) are skipped."""
     with open(path, encoding="utf-8", errors="replace") as f:
         return {token for token in (strip_suffix(line.strip()) for line in f) if _NAME_RE.fullmatch(token)}
-
-
-def read_action_names(path: str | Path = ACTION_NAMES_FILE) -> dict[int, str]:
-    """Action number (1-based) -> name, from the tab-separated resource file."""
-    with open(path, encoding="utf-8") as f:
-        return {int(n): name for n, name in (line.rstrip("\r\n").split("\t", 1) for line in f if line.strip())}

@@ -20,7 +20,7 @@ import numpy as np
 
 from common.constants import NUM_FRAMES, NUM_JOINTS
 from common.io import atomic_write_bytes, clean_stale_temporaries, ensure_folder
-from common.locking import FolderLock, LockHeld
+from common.locking import FolderLock
 from data_gen import cli
 from data_gen.ntu_splits import DEFAULT_IGNORED_LISTS, XSUB_TRAIN_SUBJECTS_NTU60, read_ignored_list
 from data_gen.writer import DataGenError
@@ -237,9 +237,16 @@ def synthetic_sequence(
         active = int(rng.integers(NUM_FRAMES + 1, NUM_FRAMES + 41))  # beyond what a sample stores
     else:
         active = int(rng.integers(24, 64)) if rng.random() < 0.2 else int(rng.integers(64, 161))
+    actors = _actors(rng, label, num_classes, active, scale, cam)
+    return _listing(rng, actors, active, long)
+
+
+def _actors(
+    rng: np.random.Generator, label: int, num_classes: int, active: int, scale: float, cam: dict
+) -> list[np.ndarray]:
+    """The (active, 25, 3) camera-space bodies performing the action: one, or two facing each other."""
     program = class_program(label)
     two = is_two_person(label, num_classes)
-
     actors = []
     base = np.array([rng.uniform(-0.3, 0.3), 0.0, rng.uniform(-0.3, 0.3)])
     if two:
@@ -259,7 +266,12 @@ def synthetic_sequence(
         actor += rng.normal(0.0, 0.004, actor.shape)
     if two and rng.random() < 0.3:  # the Kinect lists bodies in no particular order
         actors.reverse()
+    return actors
 
+
+def _listing(rng: np.random.Generator, actors: list[np.ndarray], active: int, long: bool) -> list[list[np.ndarray]]:
+    """Per frame, the bodies the Kinect lists: the actors (a few frames dropped, idle frames around them)
+    and, now and then, an object taken for a body."""
     lead = int(rng.integers(1, 6)) if rng.random() < 0.3 else 0
     trail = int(rng.integers(1, 4)) if rng.random() < 0.2 else 0
     total = lead + active + trail
@@ -317,21 +329,29 @@ def skeleton_text(frames: list[list[np.ndarray]], seed_key: Sequence[int]) -> st
     return "".join(pieces)
 
 
-def check_sizes(num_classes: int, samples_per_class: int, num_subjects: int, num_setups: int) -> None:
-    """DataGenError naming the first of :func:`write_synthetic_ntu`'s sizes that is out of range."""
+def check_sizes(num_classes: int, samples_per_class: int, num_subjects: int, num_setups: int, seed: int) -> None:
+    """DataGenError naming the first of :func:`write_synthetic_ntu`'s sizes (or its seed) that is out of range."""
     problems = {
         f"--num-classes must be in 1..120 (NTU action numbers), got {num_classes}": not 1 <= num_classes <= 120,
         f"--samples-per-class must be >= 1, got {samples_per_class}": samples_per_class < 1,
         f"--num-subjects must be even, in 2..40, got {num_subjects}": not 2 <= num_subjects <= 40 or num_subjects % 2,
         f"--num-setups must be in 2..32, got {num_setups}": not 2 <= num_setups <= 32,
         "--samples-per-class too large for three-digit replication numbers": 3 * num_subjects * 99 < samples_per_class,
+        f"--seed must be >= 0, got {seed}": seed < 0,
     }
     for message in (m for m, bad in problems.items() if bad):
         raise DataGenError(message)
 
 
 def write_synthetic_ntu(
-    out_dir: str | Path, *, num_classes=10, samples_per_class=12, num_subjects=6, num_setups=4, long_samples=0, seed=0
+    out_dir: str | Path,
+    *,
+    num_classes: int = 10,
+    samples_per_class: int = 12,
+    num_subjects: int = 6,
+    num_setups: int = 4,
+    long_samples: int = 0,
+    seed: int = 0,
 ) -> list[Path]:
     """Write ``num_classes * samples_per_class`` synthetic ``.skeleton`` files into ``out_dir``.
 
@@ -339,7 +359,7 @@ def write_synthetic_ntu(
     ``num_setups`` >= 2; the first ``long_samples`` files (in writing order) are longer than 300 frames.
     Names come from ``sample_name``. Returns the paths, sorted by name. Deterministic in all arguments.
     """
-    check_sizes(num_classes, samples_per_class, num_subjects, num_setups)
+    check_sizes(num_classes, samples_per_class, num_subjects, num_setups, seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -369,14 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _work(args: argparse.Namespace) -> list[str]:
     sizes = {k: getattr(args, k) for k in ("num_classes", "samples_per_class", "num_subjects", "num_setups")}
-    check_sizes(**sizes)
+    check_sizes(**sizes, seed=args.seed)
     out = ensure_folder(args.out, "--out")
-    try:
-        with FolderLock(out, "synthetic"):
-            removed = clean_stale_temporaries(out)  # a killed run's files (never another live run's)
-            paths = write_synthetic_ntu(out, **sizes, long_samples=args.long_samples, seed=args.seed)
-    except LockHeld as held:
-        raise DataGenError(str(held)) from None
+    with FolderLock(out, "synthetic"):
+        removed = clean_stale_temporaries(out)  # a killed run's files (never another live run's)
+        paths = write_synthetic_ntu(out, **sizes, long_samples=args.long_samples, seed=args.seed)
     lines = [f"removed {path}, a temporary file left by an interrupted run" for path in removed]
     return [*lines, f"wrote {len(paths)} files to {args.out}"]
 

@@ -28,7 +28,7 @@ from numpy.lib import format as npy_format
 
 from common import io as cio
 from common.constants import SAMPLE_SHAPE
-from common.locking import FolderLock, LockHeld
+from common.locking import FolderLock
 from common.manifest import MANIFEST_NAME, build_manifest, manifest_text
 from common.split_folder import COMMIT_MARKER, part_paths
 
@@ -146,10 +146,8 @@ class RunOutputs:
                 lock.__enter__()
                 self._lock = lock
                 removed = cio.clean_stale_temporaries(self.out)
-        except BaseException as error:
+        except BaseException:
             self.__exit__()
-            if isinstance(error, LockHeld):
-                raise DataGenError(str(error)) from None
             raise
         if removed:
             left = ", ".join(p.name for p in removed)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from common.constants import DATASETS, DEFAULT_DATA_ROOT, VALID_PAIRS, WINDOW_SIZE
@@ -18,6 +18,11 @@ PROTOCOL_CHOICES: tuple[str, ...] = tuple(dict.fromkeys(p for spec in DATASETS.v
 # The encoders' size options (models.ENCODERS), each a flag; the scripts record them in checkpoints.
 SIZE_FLAGS = tuple(OPTIONS)
 DEFAULT = " (default %(default)s)"  # in --help of scripts whose formatter does not add the defaults
+
+
+def flag(name: str) -> str:
+    """The command-line flag of an argument's name: ``gru_layers`` -> ``--gru-layers``."""
+    return "--" + name.replace("_", "-")
 
 
 def _integer(text: str, what: str = "an integer") -> int:
@@ -71,12 +76,12 @@ def check_window_size(window_size: int, representations: tuple[str, ...]) -> Non
             )
 
 
-def add_data_args(parser: argparse.ArgumentParser, dataset_flag: str, default_dataset: str = "ntu60") -> None:
+def add_data_args(parser: argparse.ArgumentParser, dataset_flag: str) -> None:
     """``--data-root``, the dataset flag (``--pre-dataset`` or ``--finetune-dataset``), ``--protocol`` and
     ``--window-size``."""
     add = parser.add_argument_group("data").add_argument
     add("--data-root", default=DEFAULT_DATA_ROOT, help="folder holding the data_gen outputs" + DEFAULT)
-    add(dataset_flag, default=default_dataset, choices=DATASET_CHOICES, help="dataset" + DEFAULT)
+    add(dataset_flag, default="ntu60", choices=DATASET_CHOICES, help="dataset" + DEFAULT)
     pairs = ", ".join(VALID_PAIRS)
     add("--protocol", default="cross_view", choices=PROTOCOL_CHOICES, help=f"valid dataset/protocol pairs: {pairs}")
     add(
@@ -92,11 +97,10 @@ def add_model_size_args(parser: argparse.ArgumentParser) -> None:
     """Encoder sizes: the paper's defaults, smaller for CPU runs and tests."""
     add = parser.add_argument_group("encoder sizes").add_argument
     for name, (default, text) in OPTIONS.items():
-        flag = "--" + name.replace("_", "-")
         if isinstance(default, bool):
-            add(flag, action="store_true", help=text)
+            add(flag(name), action="store_true", help=text)
         else:
-            add(flag, type=positive_int, default=default, help=text + DEFAULT)
+            add(flag(name), type=positive_int, default=default, help=text + DEFAULT)
 
 
 def encoder_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -105,31 +109,37 @@ def encoder_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {**{name: getattr(args, name) for name in SIZE_FLAGS}, "window_size": window}
 
 
-def differences(recorded: dict[str, Any], current: dict[str, Any]) -> str:
-    """``--gru-layers 2 (here 3), --true-bidirectional-gru off (here on)``: the options of ``current`` that
-    ``recorded`` gives another value."""
+def differing_flags(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """The keys of ``current`` that ``recorded`` holds with another value; one it does not hold is no
+    difference (a checkpoint from before the flag, or the reference's)."""
+    return [key for key, value in current.items() if key in recorded and recorded[key] != value]
+
+
+def differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> str:
+    """``--gru-layers 2 (here 3), --true-bidirectional-gru off (here on)``: :func:`differing_flags` of
+    options named as attributes, with both values; '' when none differs."""
 
     def shown(value: Any) -> str:
         return ("on" if value else "off") if isinstance(value, bool) else str(value)
 
-    flags = [(f"--{k.replace('_', '-')}", recorded[k], v) for k, v in current.items() if recorded[k] != v]
-    return ", ".join(f"{flag} {shown(old)} (here {shown(new)})" for flag, old, new in flags)
+    return ", ".join(
+        f"{flag(k)} {shown(recorded[k])} (here {shown(current[k])})" for k in differing_flags(recorded, current)
+    )
 
 
 def as_flags(values: dict[str, Any]) -> str:
     """``{'gru_layers': 2, 'true_bidirectional_gru': True}`` -> ``--gru-layers 2 --true-bidirectional-gru``."""
-    flags = [(f"--{k.replace('_', '-')}", v) for k, v in values.items() if v is not False]
-    return " ".join(flag if v is True else f"{flag} {v}" for flag, v in flags)
+    return " ".join(flag(k) if v is True else f"{flag(k)} {v}" for k, v in values.items() if v is not False)
 
 
 def add_runtime_args(
-    parser: argparse.ArgumentParser, print_freq: int = 10, workers: int = 8, workers_help: str = "data loading workers"
+    parser: argparse.ArgumentParser, workers: int = 8, workers_help: str = "data loading workers"
 ) -> None:
     """Seed, workers, printing, device."""
     add = parser.add_argument_group("runtime").add_argument
     add("--seed", type=nonnegative_int, default=None, help="seed for reproducible runs")
     add("-j", "--workers", type=nonnegative_int, default=workers, metavar="N", help=workers_help + DEFAULT)
-    add("-p", "--print-freq", type=positive_int, default=print_freq, metavar="N", help="log every N steps" + DEFAULT)
+    add("-p", "--print-freq", type=positive_int, default=10, metavar="N", help="log every N steps" + DEFAULT)
     add("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
 
 
@@ -149,7 +159,6 @@ def add_optim_args(
     lr: float,
     schedule: list[int],
     weight_decay: float,
-    lr_help: str = "initial learning rate",
     cos: bool = False,
 ) -> None:
     """The reference's SGD flags; each script passes the reference's own defaults."""
@@ -158,7 +167,8 @@ def add_optim_args(
     add("--start-epoch", type=nonnegative_int, default=0, metavar="N", help="first epoch (--resume: the checkpoint's)")
     total = "mini-batch size, total over all GPUs and processes"
     add("-b", "--batch-size", type=positive_int, default=batch_size, metavar="N", help=total + DEFAULT)
-    add("--lr", "--learning-rate", type=positive_float, default=lr, dest="lr", metavar="LR", help=lr_help + DEFAULT)
+    initial = "initial learning rate" + DEFAULT
+    add("--lr", "--learning-rate", type=positive_float, default=lr, dest="lr", metavar="LR", help=initial)
     drops = "epochs at which the learning rate drops x0.1" + (", ignored with --cos" if cos else "")
     add("--schedule", type=nonnegative_int, nargs="*", default=schedule, help=drops + DEFAULT)
     if cos:

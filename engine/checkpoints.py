@@ -2,8 +2,8 @@
 checked to be finite) and the one reader ``--resume`` uses in every script.
 
 Every error here is a :class:`CheckpointError` (a :class:`common.io.UsageError`) whose message is one
-line naming the file; a missing file is also a ``FileNotFoundError``. Pretrained-encoder loading lives in
-:mod:`engine.pretrained`, the checkpoint folder of a run in :mod:`engine.run_folder`.
+line naming the file. Pretrained-encoder loading lives in :mod:`engine.pretrained`, the checkpoint folder
+of a run in :mod:`engine.run_folder`.
 """
 
 from __future__ import annotations
@@ -34,10 +34,6 @@ class CheckpointError(UsageError):
     """A file that cannot serve as the checkpoint asked for (one line naming it)."""
 
 
-class CheckpointNotFound(CheckpointError, FileNotFoundError):
-    """The checkpoint file does not exist."""
-
-
 def model_state(checkpoint: Mapping[str, Any], source: str | os.PathLike = "checkpoint") -> dict[str, torch.Tensor]:
     """The model weights of a checkpoint (its ``state_dict`` entry, or the dict itself when it is one),
     with DataParallel's ``module.`` prefix removed."""
@@ -50,16 +46,11 @@ def model_state(checkpoint: Mapping[str, Any], source: str | os.PathLike = "chec
     return strip_prefix(state)
 
 
-def recorded_args(checkpoint: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The arguments a checkpoint of ours records (``{}`` for the reference's)."""
-    args = checkpoint.get("args")
-    return args if isinstance(args, Mapping) else {}
-
-
-def recorded_window_size(checkpoint: Mapping[str, Any]) -> int | None:
-    """The ``--window-size`` a checkpoint of ours records; None where it records none (the reference's
-    checkpoints and ours from before the flag, all pretrained on 64 frames)."""
-    return recorded_args(checkpoint).get("window_size")
+def recorded(checkpoint: Mapping[str, Any], entry: str = "args") -> Mapping[str, Any]:
+    """What a checkpoint of ours records under ``entry``: its ``args`` (name -> value) or, a classifier's,
+    its ``config`` (flag -> value); ``{}`` where there is none (the reference's files)."""
+    value = checkpoint.get(entry)
+    return value if isinstance(value, Mapping) else {}
 
 
 def write_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> Path:
@@ -98,7 +89,7 @@ def read_checkpoint(path: str | os.PathLike, *, mmap: bool = False, flag: str = 
         hint = f"pass a file such as {held[0]}" if held else "pass a checkpoint file"
         raise CheckpointError(f"{where} is a folder, not a checkpoint file; {hint}")
     if not path.is_file():
-        raise CheckpointNotFound(f"{flag}: checkpoint {path} not found" if flag else f"checkpoint {path} not found")
+        raise CheckpointError(f"{flag}: checkpoint {path} not found" if flag else f"checkpoint {path} not found")
     try:
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
@@ -143,9 +134,3 @@ def read_resume_checkpoint(path: str | os.PathLike, expected: str) -> dict[str, 
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
         raise CheckpointError(f"--resume {path}: 'epoch' entry {epoch!r} is not a count of epochs")
     return checkpoint
-
-
-def differing_flags(recorded: Mapping[str, Any], expected: Mapping[str, Any]) -> list[str]:
-    """The flags (keys of ``expected``) whose value ``recorded`` holds differently; a flag ``recorded``
-    does not hold is no difference (a checkpoint from before it, or the reference's)."""
-    return [flag for flag, value in expected.items() if flag in recorded and recorded[flag] != value]

@@ -22,8 +22,8 @@ from common.io import UsageError
 from engine.args import add_data_model_runtime_args, add_optim_args
 from engine.launch import DistContext, progress_bars, unwrap
 from engine.pretrained import HEAD_PREFIX, load_pretrained_encoder
-from engine.training import seed_everything
-from feeders import CheckedLoader, DownstreamDataset, split_paths
+from engine.training import correct_counts, seed_everything
+from feeders.datasets import CheckedLoader, DownstreamDataset, split_paths
 from models import ENCODERS, REPRESENTATIONS, build_encoder
 
 FEATURE_MODES = ("eval", "train")
@@ -236,12 +236,6 @@ def check_encoder_unchanged(model: nn.Module, reference: Mapping[str, torch.Tens
             "change: encoder parameters need requires_grad=False and the encoder must stay in eval mode "
             "(BatchNorm statistics)."
         )
-
-
-def correct_counts(output: torch.Tensor, target: torch.Tensor, topk: tuple[int, ...]) -> torch.Tensor:
-    """(len(topk),) int64 number of rows whose target is among the ``k`` highest scores of (B, C) ``output``."""
-    hits = output.topk(min(max(topk), output.shape[1]), dim=1).indices == target[:, None]  # (B, k_max)
-    return torch.stack([hits[:, :k].any(dim=1).sum() for k in topk])
 
 
 def train_one_epoch(

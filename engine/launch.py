@@ -33,7 +33,6 @@ class DistContext:
 
     rank: int = 0
     world_size: int = 1
-    local_rank: int = 0
     device: torch.device = CPU
 
     @property
@@ -64,8 +63,7 @@ def setup(requested_device: str = "auto") -> DistContext:
     """
     if not launched_by_torchrun():
         return DistContext(device=select_device(requested_device))
-    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    local_rank = int(os.environ["LOCAL_RANK"])
+    rank, world_size, local_rank = (int(os.environ[name]) for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
     use_cuda = torch.cuda.is_available() and requested_device != "cpu"
     if requested_device not in ("auto", "cpu", "cuda"):
         raise UsageError(
@@ -79,7 +77,7 @@ def setup(requested_device: str = "auto") -> DistContext:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://")
-    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+    return DistContext(rank=rank, world_size=world_size, device=device)
 
 
 def wrap_model(

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from common.io import UsageError
+from common.manifest import project_version
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_RESULTS = ROOT / "scripts" / "paper_results.json"
@@ -100,9 +101,9 @@ def read_version(path: Path, metrics: Mapping[str, Any]) -> Version | None:
     if block is None:
         return None
     try:
-        commit, pretrained = block["code"]["commit"], block["checkpoints"].get("--pretrained")
+        pretrained = block["checkpoints"].get("--pretrained")
         return Version(
-            "unknown" if commit is None else commit[:12] + ("-dirty" if block["code"]["dirty"] else ""),
+            project_version(block["code"]),
             "+".join("no manifest" if d is None else d[:12] for d in sorted(block["data"].values(), key=str)) or DASH,
             DASH if pretrained is None else pretrained["sha256"][:12],
             f"torch {block['torch']}, NumPy {block['numpy']}, {block['device']} x {block['world_size']}",

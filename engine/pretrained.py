@@ -20,7 +20,7 @@ from torch import nn
 
 from common.io import UsageError
 from engine.args import SIZE_FLAGS, as_flags, differences
-from engine.checkpoints import model_state, read_checkpoint, recorded_args, recorded_window_size
+from engine.checkpoints import model_state, read_checkpoint, recorded
 from moco.builder import encoder_state_dict, query_slot
 
 HEAD_PREFIX = "fc."
@@ -73,7 +73,7 @@ def load_pretrained_encoder(
     """
     slot = query_slot(pretrain_representation, representation)
     checkpoint = read_checkpoint(path, flag="--pretrained")
-    args = recorded_args(checkpoint)
+    args = recorded(checkpoint)
     saved = args.get("skeleton_representation", pretrain_representation)
     if saved != pretrain_representation:
         raise UsageError(
@@ -81,11 +81,10 @@ def load_pretrained_encoder(
             f"--pretrain-skeleton-representation {pretrain_representation!r}"
         )
     options = dict(options or {})
-    recorded = {k: args.get(k, False if isinstance(v, bool) else v) for k, v in options.items()}
-    if recorded != options:
-        raise UsageError(
-            f"--pretrained {path} was pretrained with {differences(recorded, options)}: pass its own options"
-        )
+    # An on/off option a checkpoint does not record was off (the reference's record none).
+    differ = differences({**{k: False for k, v in options.items() if isinstance(v, bool)}, **args}, options)
+    if differ:
+        raise UsageError(f"--pretrained {path} was pretrained with {differ}: pass its own options")
     state = model_state(checkpoint, path)
     try:
         weights = without_head(encoder_state_dict(state, slot))
@@ -103,7 +102,7 @@ def load_pretrained_encoder(
         )
     head = {k: v for k, v in model.state_dict().items() if k.startswith(HEAD_PREFIX)}
     model.load_state_dict({**weights, **head}, strict=True)
-    pretrained_window = recorded_window_size(checkpoint)
+    pretrained_window = args.get("window_size")  # none recorded: the reference's, or ours from before the flag
     if window_size is not None and pretrained_window is not None and pretrained_window != window_size:
         warnings.warn(
             f"{path} was pretrained on {pretrained_window}-frame views but is evaluated on "

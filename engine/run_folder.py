@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from common.distributed import broadcast_int
-from common.io import OutputError, UsageError, clean_stale_temporaries, ensure_folder, remove_files
+from common.io import OutputError, UsageError, check_output_folder, clean_stale_temporaries, ensure_folder, remove_files
 from common.locking import FolderLock, LockHeld
-from engine.checkpoints import LAST_CHECKPOINT, CheckpointError, differing_flags, read_checkpoint
+from engine.args import differing_flags, flag
+from engine.checkpoints import LAST_CHECKPOINT, CheckpointError, read_checkpoint, recorded
 from engine.launch import DistContext
 
 FLAG = "--checkpoint-path"
@@ -31,35 +32,19 @@ PRETRAIN_FILES = re.compile(r"checkpoint_(last|\d+)\.pth\.tar")
 CLASSIFIER_FILES = re.compile(r"(last|[a-z]+-based)_checkpoint\.pth\.tar")
 
 
-def check_folder_writable(folder: str | os.PathLike, flag: str = FLAG) -> None:
-    """OutputError unless ``folder`` is a writable folder or can be created as one (creates nothing)."""
-    folder = existing = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise OutputError(f"{flag} {folder} is a file, not a folder")
-    while not existing.exists():  # the folder will be created under its nearest existing ancestor
-        existing = existing.parent
-    if not existing.is_dir():
-        raise OutputError(f"{flag} {folder} cannot be created: {existing} is a file")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        where = "" if existing == folder else f" ({existing} is not writable)"
-        raise OutputError(f"{flag} {folder} is not writable{where}")
-
-
 def describe_progress(path: Path) -> tuple[str, Mapping[str, Any]]:
-    """(``checkpoint_last.pth.tar: 4 of 10 epochs done``, the run's recorded ``config``), read cheaply
-    (tensors memory-mapped)."""
+    """(``checkpoint_last.pth.tar: 4 of 10 epochs done``, the run's configuration: a classifier's recorded
+    ``config``, else its recorded ``args`` as flags), read cheaply (tensors memory-mapped)."""
     try:
         checkpoint = read_checkpoint(path, mmap=True)
     except CheckpointError:
         return f"{path.name}: unreadable", {}
-    epoch, step, args, config = (checkpoint.get(key) for key in ("epoch", "step", "args", "config"))
-    config = config if isinstance(config, Mapping) else {}
+    args, epoch = recorded(checkpoint), checkpoint.get("epoch")
+    config, total = recorded(checkpoint, "config") or {flag(k): v for k, v in args.items()}, args.get("epochs")
     if not isinstance(epoch, int):
         return f"{path.name}: no epoch recorded", config
-    total = args.get("epochs") if isinstance(args, Mapping) else None
     done = f"{epoch} of {total} epochs done" if isinstance(total, int) else f"{epoch} epochs done"
-    where = f"stopped in epoch {epoch} at step {step}, " if isinstance(step, int) and step > 0 else ""
-    return f"{path.name}: {where}{done}", config
+    return f"{path.name}: {done}", config
 
 
 def resumes_in(folder: str | os.PathLike, resume: str | os.PathLike | None) -> bool:
@@ -83,7 +68,7 @@ def check_checkpoint_folder(
     suggests ``--resume`` only where the run's recorded ``config`` (flag -> value) agrees with ``config``.
     Creates nothing."""
     folder = Path(folder)
-    check_folder_writable(folder)
+    check_output_folder(folder, FLAG)
     found = [p for p in folder.glob("*.pth.tar") if not p.name.startswith(".") and p.is_file()]
     found.sort(key=lambda p: (p.stat().st_mtime, p.name))
     foreign = [p for p in found if not own.fullmatch(p.name)]
@@ -151,7 +136,7 @@ def claim_folder(folder: str | os.PathLike, *, purpose: str, **rules: Any) -> Cl
     :func:`check_checkpoint_folder`'s ``rules``, tidy what a killed run left. UsageError leaves the folder
     as it was."""
     folder = Path(folder)
-    check_folder_writable(folder)
+    check_output_folder(folder, FLAG)
     claim = ClaimedFolder(folder, created=not folder.exists())
     ensure_folder(folder, FLAG)
     try:

@@ -5,14 +5,17 @@ from __future__ import annotations
 import math
 import os
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from common.io import UsageError
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 
 def select_device(requested: str = "auto") -> torch.device:
@@ -50,33 +53,12 @@ def args_to_dict(args: Any) -> dict[str, Any]:
     return out
 
 
-class AverageMeter:
-    """Running average of a scalar (accepts floats or 0-d tensors without forcing a sync)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.sum: float | torch.Tensor = 0.0
-        self.count = 0
-
-    def update(self, value: float | torch.Tensor, n: int = 1) -> None:
-        if isinstance(value, torch.Tensor):
-            value = value.detach()
-        self.sum = self.sum + value * n
-        self.count += n
-
-    @property
-    def avg(self) -> float:
-        total = self.sum.item() if isinstance(self.sum, torch.Tensor) else self.sum
-        return total / max(self.count, 1)
-
-
 @torch.no_grad()
-def accuracy(output: torch.Tensor, target: torch.Tensor, topk: Sequence[int] = (1,)) -> list[torch.Tensor]:
-    """Top-k accuracies in percent, as 0-d tensors on ``output``'s device (no host sync)."""
-    maxk = min(max(topk), output.shape[1])
-    _, pred = output.topk(maxk, dim=1)  # (N, maxk)
-    correct = pred.eq(target.view(-1, 1))  # (N, maxk)
-    return [correct[:, : min(k, maxk)].any(dim=1).float().mean() * 100.0 for k in topk]
+def correct_counts(output: torch.Tensor, target: torch.Tensor, topk: tuple[int, ...]) -> torch.Tensor:
+    """(len(topk),) int64 number of rows whose target is among the ``k`` highest scores of (B, C) ``output``,
+    on its device (no host sync)."""
+    hits = output.topk(min(max(topk), output.shape[1]), dim=1).indices == target[:, None]  # (B, k_max)
+    return torch.stack([hits[:, :k].any(dim=1).sum() for k in topk])
 
 
 def learning_rate_at(epoch: int, base_lr: float, epochs: int, schedule: Iterable[int], cos: bool) -> float:
@@ -127,11 +109,11 @@ def restore_rng_state(state: dict[str, Any]) -> None:
             torch.cuda.set_rng_state_all(cuda_states)
 
 
-def summary_writer(log_dir: str | os.PathLike | None, purge_step: int | None = None):
+def summary_writer(log_dir: str | os.PathLike | None, purge_step: int | None = None) -> SummaryWriter | None:
     """A TensorBoard writer, or ``None`` when ``log_dir`` is None (non-zero ranks). ``purge_step``: a
     resumed run's first step; TensorBoard then hides what an earlier writer logged from it on."""
     if log_dir is None:
         return None
-    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard import SummaryWriter  # here: it loads TensorBoard, which only training needs
 
     return SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)

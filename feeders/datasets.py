@@ -25,44 +25,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from common.constants import DATASETS, PARTS, VALID_PAIRS, WINDOW_SIZE
+from common.constants import DATASETS, VALID_PAIRS, WINDOW_SIZE
 from common.io import UsageError
 from common.manifest import warn_if_mismatch
-from common.split_folder import (
-    DataFileError,
-    SplitPaths,
-    check_split,
-    npy_size,
-    open_split,
-    part_paths,
-    prepare_hint,
-)
+from common.split_folder import DataFileError, SplitPaths, npy_size, open_split, part_paths, prepare_hint
 from feeders.augmentations import center_crop_resize, check_spatial_augment, pretrain_view, temporal_crop_resize
 from feeders.views import view_transform
-
-# DATASETS, SplitPaths and check_split stay importable from here (engine/args.py, the scripts and the
-# benchmarks import them so); DataFileError is what the datasets raise for a file cut short.
 
 # How a DataLoader reports a worker that died ("... is killed by signal: Bus error", "... exited
 # unexpectedly").
 WORKER_DIED = "DataLoader worker (pid"
-__all__ = [
-    "DATASETS",
-    "CheckedLoader",
-    "DataFileError",
-    "DownstreamDataset",
-    "PretrainDataset",
-    "SplitPaths",
-    "check_split",
-    "num_classes",
-    "split_paths",
-    "valid_pairs",
-]
-
-
-def valid_pairs() -> list[str]:
-    """All ``dataset/protocol`` combinations, e.g. ``['ntu60/cross_view', ...]``."""
-    return list(VALID_PAIRS)
 
 
 def num_classes(dataset: str) -> int:
@@ -83,8 +55,6 @@ def split_paths(data_root: str | os.PathLike, dataset: str, protocol: str, part:
         raise UsageError(
             f"dataset {dataset!r} has no protocol {protocol!r}; valid dataset/protocol pairs: {', '.join(VALID_PAIRS)}"
         )
-    if part not in PARTS:
-        raise ValueError(f"part must be one of {PARTS}, got {part!r}")
     return part_paths(Path(data_root) / spec["folder"] / spec["protocols"][protocol], part)
 
 

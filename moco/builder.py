@@ -175,12 +175,6 @@ class MoCo(nn.Module):
         loss_r, logits_r = contrastive_loss(r, k, self.Queue_S1, self.T)  # S2 query vs S1 key and queue
         return loss_q + loss_r, (logits_q, logits_r)
 
-    def contrast_logits(
-        self, queries: Sequence[torch.Tensor], keys: Sequence[torch.Tensor]
-    ) -> tuple[torch.Tensor, ...]:
-        """The logits of :meth:`loss`: inter (q vs [l, Queue_S2], r vs [k, Queue_S1]); intra (q vs [k, queue])."""
-        return self.loss(queries, keys)[1]
-
     # -- once per step, on the base model -----------------------------------------------------------
     @torch.no_grad()
     def momentum_update(self) -> None:

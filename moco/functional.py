@@ -84,9 +84,9 @@ def momentum_update(key_params: Iterable[torch.Tensor], query_params: Iterable[t
     (_momentum_update_foreach if _HAS_FOREACH else _momentum_update_loop)(keys, queries, m)
 
 
-def init_queue(dim: int, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def init_queue(dim: int, size: int) -> torch.Tensor:
     """A (dim, size) queue of random unit columns, as MoCo starts with."""
-    return F.normalize(torch.randn(dim, size, generator=generator), dim=0)
+    return F.normalize(torch.randn(dim, size), dim=0)
 
 
 @torch.no_grad()

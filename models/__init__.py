@@ -8,7 +8,7 @@ query encoder is ``encoder_q``, B's ``encoder_r``) or one alone (intra-skeleton 
 encoder: its module in this folder and one entry below.
 
 Every encoder ends in ``fc`` (nn.Linear); MoCo's MLP head replaces it by
-``nn.Sequential(Linear(d, d), ReLU(), fc)``. ``feature_dim`` reads d in either case.
+``nn.Sequential(Linear(d, d), ReLU(), fc)``.
 """
 
 from __future__ import annotations
@@ -86,12 +86,3 @@ def build_encoder(representation: str, num_class: int, *, window_size: int = WIN
     spec = ENCODERS[representation]
     own = {name: options.get(name, default) for name, (default, _) in spec.options.items()}
     return spec.build(num_class, window_size, **own)
-
-
-def feature_dim(encoder: nn.Module) -> int:
-    """Width of the feature ``fc`` receives (with or without the MLP head)."""
-    fc = encoder.fc
-    first = fc[0] if isinstance(fc, nn.Sequential) else fc
-    if not isinstance(first, nn.Linear):
-        raise TypeError(f"encoder.fc must be nn.Linear or an nn.Sequential starting with one, got {type(fc).__name__}")
-    return first.in_features

@@ -57,7 +57,7 @@ def normalize_columns(adjacency: np.ndarray) -> np.ndarray:
     return adjacency * scale[None, :]
 
 
-def spatial_adjacency(num_nodes: int = NUM_JOINTS, bones=NTU_BONES) -> np.ndarray:
+def spatial_adjacency(num_nodes: int = NUM_JOINTS, bones: tuple[tuple[int, int], ...] = NTU_BONES) -> np.ndarray:
     """(3, V, V) float32: identity, normalised inward, normalised outward (2s-AGCN's 'spatial' graph)."""
     inward = [(child - 1, parent - 1) for child, parent in bones]
     outward = [(parent, child) for child, parent in inward]

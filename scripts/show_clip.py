@@ -27,6 +27,7 @@ from common.cli import run_main
 from common.constants import ACTION_NAMES_FILE, DATASETS, PARTS, WINDOW_SIZE
 from common.io import UsageError, atomic_write, check_output_file
 from common.split_folder import open_split, part_paths
+from engine.args import nonnegative_int, positive_int
 from feeders.augmentations import NUM_CORRUPTED_JOINTS, SPATIAL_AUGMENTS, pretrain_view, sample_crop
 from feeders.views import to_clip_view, to_seq_view
 from models.graph import NTU_BONES
@@ -250,12 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gif-frames", type=int, default=48, help="at most this many frames in the GIF (default 48)")
     parser.add_argument("--frames", type=int, default=6, help="frames drawn per row (default 6)")
     parser.add_argument("--views", action="store_true", help="add the two pretraining views in each representation")
-    parser.add_argument("--seed", type=int, default=0, help="the pretraining --seed whose views are drawn")
-    parser.add_argument("--epoch", type=int, default=0, help="the epoch whose views are drawn")
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="the pretraining --seed whose views are drawn")
+    parser.add_argument("--epoch", type=nonnegative_int, default=0, help="the epoch whose views are drawn")
     parser.add_argument("--input-size", type=int, default=WINDOW_SIZE, help=f"frames of a view (default {WINDOW_SIZE})")
     parser.add_argument("--l-ratio", type=float, nargs=2, default=(0.1, 1.0), metavar=("LO", "HI"), help="view crops")
     parser.add_argument("--spatial-augment", choices=SPATIAL_AUGMENTS, default="shear_or_corruption")
-    parser.add_argument("--dpi", type=int, default=72)
+    parser.add_argument("--dpi", type=positive_int, default=72)
     return parser
 
 
@@ -265,6 +266,8 @@ def draw(args: argparse.Namespace) -> None:
         raise UsageError("give --out PNG, --gif GIF or both")
     if min(args.frames, args.input_size, args.gif_frames) < 1:
         raise UsageError("--frames, --input-size and --gif-frames must be >= 1")
+    if not 0 < args.l_ratio[0] <= args.l_ratio[1] <= 1:
+        raise UsageError(f"--l-ratio {args.l_ratio[0]:g} {args.l_ratio[1]:g}: expected 0 < LO <= HI <= 1")
     if args.gif and not args.gif.lower().endswith(".gif"):
         raise UsageError(f"--gif {args.gif}: expected a file name ending in .gif")
     for flag, path in (("--out", args.out), ("--gif", args.gif)):

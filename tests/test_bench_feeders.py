@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from bench import bench_feeders as bench
-from feeders import DownstreamDataset
+from feeders.datasets import DownstreamDataset
 
 
 def test_baseline_eval_item_equals_ours(tmp_path):

@@ -196,7 +196,7 @@ def test_first_misfit_names_a_missing_then_an_unexpected_key():
 
 def test_missing_unreadable_and_unsafe_checkpoints(tmp_path):
     model = build_encoder("seq-based", 60, **TINY)
-    with pytest.raises(FileNotFoundError, match=r"^--pretrained: checkpoint .*nope\.pth\.tar not found$"):
+    with pytest.raises(UsageError, match=r"^--pretrained: checkpoint .*nope\.pth\.tar not found$"):
         load_pretrained_encoder(model, tmp_path / "nope.pth.tar", "seq-based", "seq-based")
     garbage = tmp_path / "garbage.pth.tar"
     garbage.write_bytes(b"not a checkpoint at all")
@@ -235,9 +235,9 @@ def test_one_prefix_helper_for_the_whole_project():
 
 
 def test_read_checkpoint_errors_are_one_line(tmp_path):
-    from engine.checkpoints import CheckpointError, CheckpointNotFound, read_checkpoint
+    from engine.checkpoints import CheckpointError, read_checkpoint
 
-    with pytest.raises(CheckpointNotFound, match=r"^checkpoint .*nope\.pth\.tar not found$"):
+    with pytest.raises(CheckpointError, match=r"^checkpoint .*nope\.pth\.tar not found$"):
         read_checkpoint(tmp_path / "nope.pth.tar")
     run = tmp_path / "run"
     run.mkdir()
@@ -284,7 +284,6 @@ def test_one_resume_reader_checks_the_format(tmp_path):
         CLASSIFIER_FORMAT,
         PRETRAIN_FORMAT,
         CheckpointError,
-        CheckpointNotFound,
         read_resume_checkpoint,
     )
 
@@ -317,7 +316,7 @@ def test_one_resume_reader_checks_the_format(tmp_path):
         assert str(err.value) == f"--resume {tmp_path / name}" + ("" if tail.startswith(":") else " ") + tail
     with pytest.raises(CheckpointError, match=r"is a pretraining checkpoint, not a classification checkpoint$"):
         read_resume_checkpoint(tmp_path / "ours.pth.tar", CLASSIFIER_FORMAT)
-    with pytest.raises(CheckpointNotFound, match=r"^--resume: checkpoint .*missing\.pth\.tar not found$"):
+    with pytest.raises(CheckpointError, match=r"^--resume: checkpoint .*missing\.pth\.tar not found$"):
         read_resume_checkpoint(tmp_path / "missing.pth.tar", PRETRAIN_FORMAT)
     with pytest.raises(CheckpointError, match=r"^--resume .* is a folder, not a checkpoint file"):
         read_resume_checkpoint(tmp_path, PRETRAIN_FORMAT)
@@ -335,13 +334,13 @@ def test_checkpoint_folder_guard(tmp_path):
     (run / ".checkpoint_last.pth.tar.tmp-1-00000000").write_bytes(b"x")  # a temporary is not a checkpoint
     assert check_checkpoint_folder(run, None, False) == []
     torch.save({"epoch": 1, "args": {"epochs": 10}}, run / "checkpoint_0000.pth.tar")
-    torch.save({"epoch": 2, "step": 5, "args": {"epochs": 10}, "config": {"--lr": 1}}, run / "checkpoint_last.pth.tar")
+    torch.save({"epoch": 2, "args": {"epochs": 10}, "config": {"--lr": 1}}, run / "checkpoint_last.pth.tar")
     found = [run / "checkpoint_0000.pth.tar", run / "checkpoint_last.pth.tar"]
     with pytest.raises(UsageError) as err:
         check_checkpoint_folder(run, None, False, config={"--lr": 1, "--new-flag": 3})
     assert str(err.value) == (
-        f"--checkpoint-path {run} already holds the checkpoints of a run (checkpoint_last.pth.tar: stopped in "
-        f"epoch 2 at step 5, 2 of 10 epochs done); continue it with --resume {run}/checkpoint_last.pth.tar, or "
+        f"--checkpoint-path {run} already holds the checkpoints of a run (checkpoint_last.pth.tar: 2 of 10 "
+        f"epochs done); continue it with --resume {run}/checkpoint_last.pth.tar, or "
         "pass --overwrite to delete them and start again"
     )
     # a run of other flags: --resume would be refused, so it is not suggested

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -208,8 +209,13 @@ def test_supervised_semi_supervised_and_resume(data_root, tmp_path):
     assert first["num_train"] == 6  # int(12 * 0.5) clips drawn from all 12
     first_events = sorted(p.name for p in (tmp_path / "ckpt").glob("events.*"))
     plots = ["--plot-dir", str(tmp_path / "plots")]  # the best epoch's predictions come with the checkpoint
-    resumed = classify([*args, "--epochs", "2", *plots, "--resume", str(tmp_path / "ckpt" / "last_checkpoint.pth.tar")])
+    last = tmp_path / "ckpt" / "last_checkpoint.pth.tar"
+    started_from = hashlib.sha256(last.read_bytes()).hexdigest()
+    resumed = classify([*args, "--epochs", "2", *plots, "--resume", str(last)])
     assert resumed["plots"] == [str(tmp_path / "plots" / "confusion_matrix.png")]
+    # the provenance names the checkpoint as the run started from it, not as the run rewrote it
+    assert resumed["provenance"]["checkpoints"]["--resume"] == {"path": str(last), "sha256": started_from}
+    assert hashlib.sha256(last.read_bytes()).hexdigest() != started_from
     # continuing a run in its own folder keeps what the run wrote so far
     assert set(first_events) < {p.name for p in (tmp_path / "ckpt").glob("events.*")}
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]

@@ -27,8 +27,8 @@ from common.io import (
 )
 from engine.plots import plot_confusion_matrix
 from engine.training import (
-    accuracy,
     capture_rng_state,
+    correct_counts,
     learning_rate_at,
     restore_rng_state,
     select_device,
@@ -61,12 +61,10 @@ def test_learning_rate_schedules():
     assert learning_rate_at(50, 1.0, 100, [], cos=True) == pytest.approx(0.5)
 
 
-def test_accuracy_topk():
+def test_correct_counts_topk():
     logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.15, 0.05], [0.2, 0.3, 0.5]])
     target = torch.tensor([1, 1, 0])
-    top1, top2 = accuracy(logits, target, topk=(1, 2))
-    assert top1.item() == pytest.approx(100 / 3)
-    assert top2.item() == pytest.approx(200 / 3)
+    assert correct_counts(logits, target, (1, 2, 5)).tolist() == [1, 2, 3]  # k beyond the classes: all of them
 
 
 def test_atomic_writes_leave_no_partial_file(tmp_path):

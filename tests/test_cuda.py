@@ -315,8 +315,8 @@ def test_a_step_never_waits_for_the_device():
 
 
 def test_pinned_batches_copy_without_blocking(tmp_path):
-    from bench.bench_pretrain import write_clips
-    from feeders import PretrainDataset
+    from bench import write_clips
+    from feeders.datasets import PretrainDataset
 
     paths = write_clips(tmp_path, 8, seed=1)
     dataset = PretrainDataset(paths, ("sequence", "clip"), seed=0)

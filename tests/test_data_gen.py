@@ -39,11 +39,11 @@ from data_gen.ntu_splits import (
     XSUB_TRAIN_SUBJECTS,
     is_training,
     parse_sample_name,
-    read_action_names,
     read_ignored_list,
 )
 from data_gen.skeleton_reader import SkeletonFormatError, read_skeleton
 from data_gen.synthetic import skeleton_text, write_synthetic_ntu
+from engine.plots import action_names
 from tests.helpers import SPLIT_FILES
 
 SPLIT_FOLDER_FILES = tuple(sorted((*SPLIT_FILES, "manifest.json")))
@@ -419,8 +419,8 @@ def test_project_resources_are_the_official_lists():
     ntu120 = read_ignored_list(DEFAULT_IGNORED_LISTS["ntu120"])
     assert len(ntu60) == 302 and len(ntu120) == 535
     assert "S001C002P005R002A008" in ntu60 and ntu60 <= ntu120
-    names = read_action_names()
-    assert len(names) == 120 and names[1] == "drink water"
+    names = action_names("ntu120", 120)  # the resource file, read as the plots read it
+    assert len(names) == 120 and names[0] == "1. drink water" and names[119].startswith("120. finger-guessing")
 
 
 # ---- the command: end to end --------------------------------------------------------------------

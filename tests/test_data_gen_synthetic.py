@@ -125,6 +125,8 @@ def test_cli(tmp_path, capsys):
     assert "wrote 4 files" in capsys.readouterr().out
     assert synthetic.main(["--out", str(tmp_path / "new"), "--num-classes", "0"]) == 2
     assert capsys.readouterr().err.endswith(": error: --num-classes must be in 1..120 (NTU action numbers), got 0\n")
+    assert synthetic.main(["--out", str(tmp_path / "new"), "--seed", "-1"]) == 2
+    assert capsys.readouterr().err.endswith(": error: --seed must be >= 0, got -1\n")
     assert not (tmp_path / "new").exists()
 
 

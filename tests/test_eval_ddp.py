@@ -18,7 +18,7 @@ from engine.checkpoints import model_state, read_checkpoint
 from engine.evaluation import BatchPlan, Clips, evaluate, plan_loader, random_order
 from engine.launch import DistContext, launched_by_torchrun
 from engine.pretrained import load_pretrained_encoder
-from feeders import DownstreamDataset, split_paths
+from feeders.datasets import DownstreamDataset, split_paths
 from models import build_encoder
 from tests.helpers import (
     TINY,

@@ -119,6 +119,18 @@ def test_imports_go_down_the_layers():
     assert wrong == []
 
 
+def test_no_command_imports_another():
+    """Within the command layer too: a module with a ``main`` (a command) is imported by no other module."""
+    commands = {
+        name
+        for name in MODULES
+        if layer_of(name) == COMMANDS and folder_of(name) != "tests" and "\ndef main(" in MODULES[name].read_text()
+    }
+    assert {"demo", "action_retrieval", "scripts.ledger", "bench.bench_pretrain", "bench.device_check"} <= commands
+    assert "bench.literal_data_gen" not in commands  # a library the benchmarks and the tests share
+    assert [str(edge) for edge in ALL_IMPORTS if edge.imported in commands] == []
+
+
 def test_the_check_catches_a_sideways_and_an_upward_import():
     def wrong(importer: str, imported: str) -> bool:
         return folder_of(importer) != folder_of(imported) and layer_of(imported) >= layer_of(importer)

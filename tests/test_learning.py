@@ -2,8 +2,8 @@
 
 Seeded MoCo pretrainings of a few seconds on synthetic NTU-format clips (``data_gen.synthetic`` ->
 ``data_gen.ntu_gendata``, x-sub split: 60 training and 60 held-out clips of 10 classes, one fixture),
-built from the library itself (``moco.build_moco``, ``moco.contrastive_step``,
-``feeders.PretrainDataset``), each judged by one learning signal on the held-out clips.
+built from the library itself (``moco.builder.build_moco``, ``moco.step.contrastive_step``,
+``feeders.datasets.PretrainDataset``), each judged by one learning signal on the held-out clips.
 
 Intra-skeleton contrast (one representation): the KNN top-1 (k = 1, cosine, features before ``fc``) of
 held-out subjects' clips against the training clips, for the query encoder and for its momentum (key)
@@ -75,7 +75,8 @@ from data_gen import ntu_gendata
 from data_gen.synthetic import write_synthetic_ntu
 from engine.knn import knn_accuracy
 from feeders.datasets import DownstreamDataset, PretrainDataset, split_paths
-from moco import MoCo, build_moco, contrastive_step
+from moco.builder import MoCo, build_moco
+from moco.step import contrastive_step
 from models import ENCODERS
 
 REPRESENTATION = "seq-based"

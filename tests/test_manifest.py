@@ -252,7 +252,8 @@ def test_manifest_is_built_from_the_staged_folder_before_anything_is_moved(tmp_p
 def test_datasets_warn_once_when_a_file_no_longer_matches(folder, tmp_path):
     """Opening a dataset checks the folder against its manifest: silent when it matches; a truncated file
     of the folder gives one warning naming it and both sizes, once per folder."""
-    from feeders.datasets import DataFileError, DownstreamDataset, PretrainDataset
+    from common.split_folder import DataFileError
+    from feeders.datasets import DownstreamDataset, PretrainDataset
 
     paths = _paths(folder, "train")
     with warnings.catch_warnings():

@@ -12,20 +12,16 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from moco import (
+from moco import functional
+from moco.builder import (
     MoCo,
     attach_mlp_head,
     build_moco,
     checkpoint_state_dict,
-    contrastive_loss,
     encoder_state_dict,
-    enqueue,
-    functional,
-    info_nce_labels,
-    info_nce_logits,
     load_checkpoint_state_dict,
-    momentum_update,
 )
+from moco.functional import contrastive_loss, enqueue, info_nce_labels, info_nce_logits, momentum_update
 from moco.step import contrastive_step
 
 DIM, K, T, M = 4, 16, 0.07, 0.9
@@ -295,7 +291,7 @@ def test_inter_loss_pairs_each_query_with_the_other_representations_key():
     queries, keys = model(*make_views(2, 4, seed=5))
     q, r = queries
     k, l = keys
-    logits_s1, logits_s2 = model.contrast_logits(queries, keys)
+    _, (logits_s1, logits_s2) = model.loss(queries, keys)
     assert torch.allclose(logits_s1[:, 0], (q * l).sum(1) / T) and torch.allclose(
         logits_s1[:, 1:], q @ model.Queue_S2 / T
     )

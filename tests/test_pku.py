@@ -221,10 +221,11 @@ def test_phase1_end_to_end(tmp_path):
     data, *_ = load_part(out / "xsub", "train")
     np.testing.assert_allclose(data[:, :, :, 1, 0], 0.0, atol=1e-5)
     assert sorted(p.name for p in out.iterdir()) == ["xsub", "xview"]  # nothing skipped, nothing partial
-    assert not list(out.rglob("*.partial*"))
+    assert not list(out.rglob("*.tmp-*"))
 
     # the feeders accept the result under the registry's names
-    from feeders.datasets import check_split, split_paths
+    from common.split_folder import check_split
+    from feeders.datasets import split_paths
 
     assert check_split(split_paths(tmp_path, "pku1", "cross_view", "val")) == 4
 
@@ -276,7 +277,8 @@ def test_phase2_resample_energy_order_and_split_options(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["xsub"]  # phase 2: cross-subject only
     check_outputs(out, ds, ("xsub",), mode="resample", order="energy")
     assert verify(out / "xsub") == []
-    from feeders.datasets import check_split, split_paths
+    from common.split_folder import check_split
+    from feeders.datasets import split_paths
 
     assert check_split(split_paths(tmp_path, "pku2", "cross_subject", "train")) == 8
 
@@ -333,7 +335,7 @@ def test_empty_interval_is_skipped_and_listed(tmp_path):
 
 def _no_complete_output(out: Path) -> None:
     assert not list(out.rglob("*_data_joint.npy")) and not list(out.rglob("*.pkl"))
-    assert not list(out.rglob("*.partial*"))
+    assert not list(out.rglob("*.tmp-*"))
 
 
 @pytest.mark.parametrize(

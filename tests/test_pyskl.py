@@ -97,14 +97,15 @@ def test_convert_ntu60(tmp_path, normalize):
                     # the flag matters: centred on person 1's spine, unlike the camera coordinates
                     np.testing.assert_allclose(data[row, :, :, 1, 0], 0.0, atol=1e-5)
                     assert np.abs(raw[2, 0, 1, 0]) > 2.0
-    assert not list(out.rglob("*.partial*")) and not (out / "skipped_samples.txt").exists()
+    assert not list(out.rglob("*.tmp-*")) and not (out / "skipped_samples.txt").exists()
     for benchmark in ("xsub", "xview"):
         assert verify(out / benchmark) == []
     manifest = json.loads((out / "xsub" / "manifest.json").read_text())
     assert manifest["tool"] == "data_gen/pyskl_convert.py"
     assert manifest["arguments"]["dataset"] == "ntu60" and manifest["arguments"]["normalize"] == normalize
 
-    from feeders.datasets import check_split, split_paths
+    from common.split_folder import check_split
+    from feeders.datasets import split_paths
 
     assert check_split(split_paths(tmp_path, "ntu60", "cross_subject", "val")) == 3
 
@@ -199,7 +200,7 @@ def test_bad_pickles(tmp_path, capsys, case, message):
     assert run(argv) == 2
     err = capsys.readouterr().err
     assert str(path) in err and message in err
-    assert not list(out.rglob("*.npy")) and not list(out.rglob("*.pkl")) and not list(out.rglob("*.partial*"))
+    assert not list(out.rglob("*.npy")) and not list(out.rglob("*.pkl")) and not list(out.rglob("*.tmp-*"))
 
 
 def test_skip_bad_and_unknown_split(tmp_path, capsys):

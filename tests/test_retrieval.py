@@ -18,8 +18,8 @@ from common.io import UsageError
 from common.split_folder import DataFileError
 from engine.knn import FeatureAutoencoder, cosine_knn_indices, cosine_knn_predict, knn_accuracy, train_autoencoder
 from engine.pretrained import load_pretrained_encoder
-from feeders import DownstreamDataset, split_paths
-from models import build_encoder, feature_dim
+from feeders.datasets import DownstreamDataset, split_paths
+from models import build_encoder
 from tests.helpers import (
     PNG_MAGIC,
     TINY,
@@ -137,7 +137,7 @@ def test_retrieval_end_to_end(tmp_path, capsys):
 
     saved = np.load(features_path)  # no pickle needed
     assert list(saved["train_names"]) == names["train"] and list(saved["val_names"]) == names["val"]
-    dim = feature_dim(build_encoder("image-based", 120, **TINY))  # out_channel*4 * (64/16)**2
+    dim = 4 * 4 * (64 // 16) ** 2  # HCN: hcn_out_channels * 4 * (window / 16) ** 2
     assert saved["train_features"].shape == (12, dim) and saved["val_features"].shape == (6, dim)
     with open(root / "NTU-RGB-D-120-AGCN" / "xsetup" / "val_label.pkl", "rb") as f:
         np.testing.assert_array_equal(saved["val_labels"], pickle.load(f)[1])

@@ -14,7 +14,7 @@ from engine import evaluation
 from engine.evaluation import Clips
 from engine.launch import DistContext
 from engine.pretrained import load_pretrained_encoder
-from feeders import DownstreamDataset, split_paths
+from feeders.datasets import DownstreamDataset, split_paths
 from models import build_encoder
 from tests.helpers import (
     GRAPH_PRETRAIN,

@@ -22,7 +22,7 @@ import torch
 
 import common.io as cio
 import main_moco_inter_skeleton as pretrain
-from feeders import PretrainDataset
+from feeders.datasets import PretrainDataset
 from tests.helpers import (
     PRETRAIN_TINY,
     ROOT,
@@ -75,6 +75,13 @@ def test_a_second_run_into_a_used_folder_is_refused_and_touches_nothing(data_roo
         f"--checkpoint-path {out} already holds the checkpoints of a run (checkpoint_last.pth.tar: 2 of 2 epochs "
         f"done); continue it with --resume {out}/checkpoint_last.pth.tar, or pass --overwrite to delete them and "
         "start again"
+    )
+    # a run of other model options could not continue it: --resume is not suggested
+    assert run(data_root, out, "--epochs", "3", "--gru-hidden-size", "16", "--mlp") == 2
+    assert error_line(capsys) == (
+        f"--checkpoint-path {out} already holds the checkpoints of a run of other --gru-hidden-size, --mlp "
+        "(checkpoint_last.pth.tar: 2 of 2 epochs done): choose another --checkpoint-path, or pass --overwrite to "
+        "delete them"
     )
     assert snapshot(out) == before
 
@@ -315,7 +322,7 @@ def test_a_signal_before_the_first_epoch_ends_says_there_is_nothing_to_resume(da
 RUNNER = """
 import os, sys, time
 import main_moco_inter_skeleton as pretrain
-from feeders import PretrainDataset
+from feeders.datasets import PretrainDataset
 mode, value, marker, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
 step, read, calls = pretrain.contrastive_step, PretrainDataset.__getitem__, [0]
 def blocking(*args, **kwargs):

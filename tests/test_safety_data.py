@@ -25,7 +25,7 @@ from common import locking, safe_pickle
 from common.io import UsageError
 from common.locking import LOCK_NAME, FolderLock, LockHeld
 from common.manifest import verify
-from common.split_folder import COMMIT_MARKER, part_paths
+from common.split_folder import COMMIT_MARKER, DataFileError, SplitPaths, check_split, part_paths
 from data_gen import manifest as manifest_cli
 from data_gen import ntu_gendata
 from data_gen import pku_gendata as pku
@@ -34,8 +34,8 @@ from data_gen import writer as writer_module
 from data_gen.normalize import MAX_ABS_COORDINATE, normalize_sample, select_bodies
 from data_gen.skeleton_reader import SkeletonFormatError, read_skeleton
 from data_gen.synthetic import skeleton_text, write_synthetic_ntu
-from data_gen.writer import DataGenError, RunOutputs
-from feeders.datasets import CheckedLoader, DataFileError, DownstreamDataset, SplitPaths, check_split, split_paths
+from data_gen.writer import RunOutputs
+from feeders.datasets import CheckedLoader, DownstreamDataset, split_paths
 from tests.helpers import SPLIT_FILES, plant_stray_temporaries
 from tests.test_pku import make_dataset as make_pku_dataset
 from tests.test_pyskl import make_pickle as make_pyskl_pickle
@@ -317,7 +317,7 @@ def test_writer_refuses_a_locked_folder(tmp_path):
     out.mkdir()
     holder = _start_holder(out)
     try:
-        with pytest.raises(DataGenError, match=rf"in use by PID {holder.pid} \(holder-test\)"):
+        with pytest.raises(LockHeld, match=rf"in use by PID {holder.pid} \(holder-test\)"):
             RunOutputs(out, "test", tool="t", arguments={}).__enter__()
     finally:
         holder.communicate("")

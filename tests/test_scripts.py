@@ -233,6 +233,10 @@ def test_demo_refuses_an_output_folder_that_is_a_file_with_one_line(tmp_path, ca
     assert demo.main(["--smallest", "--out", str(tmp_path / "file")]) == 2
     assert capsys.readouterr().err == f"demo.py: error: --out {tmp_path / 'file'} is a file, not a folder\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+    assert demo.main(["--smallest", "--out", str(tmp_path / "out"), "--seed", "-1"]) == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error == "demo.py: error: argument --seed: expected an integer >= 0, got -1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
 def test_demo_smallest_end_to_end(tmp_path):

@@ -98,6 +98,23 @@ def test_bad_choice_gives_one_line(root, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
+    "values,message",
+    [
+        (["--dpi", "0"], "argument --dpi: expected a positive integer, got 0"),
+        (["--seed", "-1"], "argument --seed: expected an integer >= 0, got -1"),
+        (["--epoch", "-1"], "argument --epoch: expected an integer >= 0, got -1"),
+        (["--l-ratio", "0", "1"], "--l-ratio 0 1: expected 0 < LO <= HI <= 1"),
+        (["--l-ratio", "0.5", "0.2"], "--l-ratio 0.5 0.2: expected 0 < LO <= HI <= 1"),
+    ],
+)
+def test_impossible_numbers_are_one_line_before_anything_is_drawn(root, tmp_path, capsys, values, message):
+    args = ["--data-root", str(root), "--dataset", "ntu60", "--benchmark", "xview", "--index", "0", "--views"]
+    assert sc.main([*args, "--out", str(tmp_path / "x.png"), *values]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"show_clip.py: error: {message}"
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
     "flag,target,message",
     [
         ("--out", "folder", "--out {path} is a folder; give a file name"),
