@@ -332,45 +332,25 @@ def test_default_checkpoint_path_is_per_configuration(data_root, tmp_path, monke
     assert folders == ["checkpoints/ntu60_cross_view/graph-based", "checkpoints/ntu60_cross_view/seq-based"]
 
 
-def test_torchrun_two_processes_gloo(data_root, tmp_path):
-    out = tmp_path / "ckpt"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--standalone",
-        str(ROOT / "main_moco_inter_skeleton.py"),
-        "--skeleton-representation",
-        "seq-based_and_graph-based",
-        "--data-root",
-        str(data_root),
-        "--protocol",
-        "cross_subject",
-        "--checkpoint-path",
-        str(out),
-        "-b",
-        "8",
-        "--moco-k",
-        "32",
-        "--epochs",
-        "1",
-        "--device",
-        "cpu",
-        "--shuffle-bn",
-        "--seed",
-        "0",
-        "--metrics-json",
-        str(tmp_path / "m.json"),
-        *PRETRAIN_TINY,
-    ]
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
-    }
+def torchrun(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess:
+    """``main_moco_inter_skeleton.py ARGV`` under a 2-process torchrun on the CPU (gloo); must succeed."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"]
+    cmd += [str(ROOT / "main_moco_inter_skeleton.py"), *argv, "--device", "cpu", "--seed", "0", *PRETRAIN_TINY]
+    path = os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_torchrun_two_processes_gloo(data_root, tmp_path):
+    out = tmp_path / "ckpt"
+    proc = torchrun(
+        tmp_path,
+        *("--skeleton-representation", "seq-based_and_graph-based", "--data-root", str(data_root)),
+        *("--protocol", "cross_subject", "--checkpoint-path", str(out), "-b", "8", "--moco-k", "32"),
+        *("--epochs", "1", "--shuffle-bn", "--metrics-json", str(tmp_path / "m.json")),
+    )
     assert "DistributedDataParallel over 2 processes" in proc.stdout
     # rank 0 alone prints
     assert len(re.findall(r"^epoch +0 \(1/1\) .*-> checkpoint_0000.pth.tar$", proc.stdout, flags=re.M)) == 1
@@ -386,3 +366,32 @@ def test_torchrun_two_processes_gloo(data_root, tmp_path):
     assert torch.allclose(state["module.Queue_S1"].norm(dim=0), torch.ones(32), atol=1e-5)
     result = json.loads((tmp_path / "m.json").read_text())
     assert result["provenance"]["world_size"] == 2 and result["steps_per_epoch"] == 2
+
+
+def test_two_processes_train_what_one_process_trains(data_root, tmp_path):
+    """DDP over 2 processes (2 clips each) computes the steps of one process with the whole batch of 4:
+    the same clips and views per step, gradients averaged over ranks, every rank's keys in the queue
+    (in rank order, so each block of the queue holds the same keys in another order). The BiGRU has no
+    BatchNorm, so nothing depends on how the batch is split."""
+    flags = ("--epochs", "2", "--seed", "0", "--device", "cpu")
+    assert pretrain_main(data_root, tmp_path / "one", "seq-based", *flags) == 0
+    torchrun(
+        tmp_path,
+        *("--skeleton-representation", "seq-based", "--data-root", str(data_root), "--pre-dataset", "ntu60"),
+        *("--protocol", "cross_view", "--checkpoint-path", str(tmp_path / "two"), "-b", "4", "--moco-k", "16"),
+        *("--epochs", "2"),
+    )
+    one, two = (load(tmp_path / name / "checkpoint_last.pth.tar") for name in ("one", "two"))
+    assert one["epoch"] == two["epoch"] == 2 and one["world_size"] == 1 and two["world_size"] == 2
+    a, b = one["state_dict"], two["state_dict"]
+    assert a.keys() == b.keys()
+    for key in (k for k in a if "queue" not in k):
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
+    assert int(a["module.queue_ptr"]) == int(b["module.queue_ptr"]) == 8  # 2 epochs of 3 steps of 4 keys, mod 16
+    for start in range(0, 16, 4):  # each block of 4 keys: the same keys, rank 0's two first
+        block_a, block_b = a["module.queue"][:, start : start + 4], b["module.queue"][:, start : start + 4]
+        order_a, order_b = block_a[0].argsort(), block_b[0].argsort()
+        torch.testing.assert_close(block_b[:, order_b], block_a[:, order_a], rtol=1e-4, atol=1e-5)
+    assert without_seconds(one["history"])[-1]["train_loss"] == pytest.approx(
+        without_seconds(two["history"])[-1]["train_loss"], rel=1e-5
+    )
