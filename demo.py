@@ -52,7 +52,7 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
 def run_stage(name: str, script: str, values: Mapping[str, Any], *switches: str) -> dict[str, Any]:
     """Run one of the project's commands as its own process, as a user would, with ``values`` as its flags
     (``{"moco_k": 64}``: ``--moco-k 64``) and ``switches``; return the metrics JSON it wrote, if any."""
-    argv = [text for name, value in values.items() for text in (flag(name), str(value))]
+    argv = [text for key, value in values.items() for text in (flag(key), str(value))]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     rc = subprocess.run([sys.executable, str(ROOT / script), *argv, *switches], env=env).returncode
     if rc:

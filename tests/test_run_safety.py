@@ -344,7 +344,7 @@ sys.exit(pretrain.main(argv))
 
 
 def start(tmp_path: Path, mode: str, value: int, argv: list[str]) -> tuple[subprocess.Popen, Path]:
-    """RUNNER in a new session (its own process group, as a terminal's job), with ``argv``."""
+    """RUNNER as a terminal starts a job (setsid: its own process group), with ``argv``."""
     marker = tmp_path / "blocked"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-c", RUNNER, mode, str(value), str(marker), *argv]
