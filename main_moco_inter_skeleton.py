@@ -106,6 +106,11 @@ def read_resume(path: str, args: argparse.Namespace) -> dict[str, Any]:
     differ = flags.differences(saved, {name: getattr(args, name) for name in MUST_MATCH})
     if differ:
         raise UsageError(f"--resume {path} was pretrained with {differ}: pass the run's own options")
+    if checkpoint.get("step"):  # written mid-epoch by an earlier version: its epoch cannot be continued exactly
+        raise UsageError(
+            f"--resume {path} was written in the middle of epoch {checkpoint['epoch']}: resume from a checkpoint "
+            "written at the end of an epoch"
+        )
     if checkpoint["epoch"] > args.epochs:
         raise UsageError(
             f"--resume {path} has already trained {checkpoint['epoch']} epochs, more than --epochs {args.epochs}"

@@ -248,12 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--part", choices=PARTS, help="train or val (default: train for --index, both for --name)")
     parser.add_argument("--out", help="PNG to write")
     parser.add_argument("--gif", help="GIF animation of the clip to write (a .gif name)")
-    parser.add_argument("--gif-frames", type=int, default=48, help="at most this many frames in the GIF (default 48)")
-    parser.add_argument("--frames", type=int, default=6, help="frames drawn per row (default 6)")
+    parser.add_argument("--gif-frames", type=positive_int, default=48, help="at most this many frames in the GIF")
+    parser.add_argument("--frames", type=positive_int, default=6, help="frames drawn per row (default 6)")
     parser.add_argument("--views", action="store_true", help="add the two pretraining views in each representation")
     parser.add_argument("--seed", type=nonnegative_int, default=0, help="the pretraining --seed whose views are drawn")
     parser.add_argument("--epoch", type=nonnegative_int, default=0, help="the epoch whose views are drawn")
-    parser.add_argument("--input-size", type=int, default=WINDOW_SIZE, help=f"frames of a view (default {WINDOW_SIZE})")
+    size_help = f"frames of a view (default {WINDOW_SIZE})"
+    parser.add_argument("--input-size", type=positive_int, default=WINDOW_SIZE, help=size_help)
     parser.add_argument("--l-ratio", type=float, nargs=2, default=(0.1, 1.0), metavar=("LO", "HI"), help="view crops")
     parser.add_argument("--spatial-augment", choices=SPATIAL_AUGMENTS, default="shear_or_corruption")
     parser.add_argument("--dpi", type=positive_int, default=72)
@@ -264,8 +265,6 @@ def draw(args: argparse.Namespace) -> None:
     """Check the flags and outputs, load the clip, write the pictures asked for (``wrote PATH`` for each)."""
     if not (args.out or args.gif):
         raise UsageError("give --out PNG, --gif GIF or both")
-    if min(args.frames, args.input_size, args.gif_frames) < 1:
-        raise UsageError("--frames, --input-size and --gif-frames must be >= 1")
     if not 0 < args.l_ratio[0] <= args.l_ratio[1] <= 1:
         raise UsageError(f"--l-ratio {args.l_ratio[0]:g} {args.l_ratio[1]:g}: expected 0 < LO <= HI <= 1")
     if args.gif and not args.gif.lower().endswith(".gif"):

@@ -272,6 +272,22 @@ def test_resume_of_non_finite_weights_names_the_tensor(data_root, tmp_path, caps
     )
 
 
+def test_resume_of_a_mid_epoch_checkpoint_is_refused(data_root, tmp_path, capsys):
+    # earlier versions also saved in the middle of an epoch (a "step" > 0); its epoch cannot be continued exactly
+    out = tmp_path / "ckpt"
+    assert pretrain_main(data_root, out, "seq-based", "--epochs", "1") == 0
+    ckpt = load(out / "checkpoint_last.pth.tar")
+    ckpt["step"] = 2
+    mid = tmp_path / "mid.pth.tar"
+    torch.save(ckpt, mid)
+    capsys.readouterr()
+    assert pretrain_main(data_root, tmp_path / "b", "seq-based", "--epochs", "2", "--resume", str(mid)) == 2
+    assert error_line(capsys) == (
+        f"--resume {mid} was written in the middle of epoch 1: resume from a checkpoint written at the end of an epoch"
+    )
+    assert not (tmp_path / "b").exists()
+
+
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data_root, tmp_path, monkeypatch, capsys):
     # epoch 1, step 2 (3 steps per epoch); not a print step (-p 2: steps 1 and 3)
     calls = patch_step(monkeypatch, 5, poison=True)
