@@ -70,6 +70,7 @@ DATASETS: dict[str, dict[str, Any]] = {
     },
 }
 NTU_DATASETS: tuple[str, ...] = ("ntu60", "ntu120")
+PYSKL_FOLDERS: dict[str, str] = {"xset": "xsetup"}  # pyskl's split prefixes that are not our folder names
 # ``dataset/protocol`` combinations, e.g. 'ntu60/cross_view'.
 VALID_PAIRS: tuple[str, ...] = tuple(
     f"{name}/{protocol}" for name, spec in DATASETS.items() for protocol in spec["protocols"]

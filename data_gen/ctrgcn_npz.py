@@ -29,7 +29,16 @@ from typing import BinaryIO
 import numpy as np
 from tqdm import tqdm
 
-from common.constants import DATASETS, NUM_COORDINATES, NUM_FRAMES, NUM_JOINTS, NUM_PERSONS, PARTS, VALUES_PER_FRAME
+from common.constants import (
+    DATASETS,
+    NUM_COORDINATES,
+    NUM_FRAMES,
+    NUM_JOINTS,
+    NUM_PERSONS,
+    PARTS,
+    PYSKL_FOLDERS,
+    VALUES_PER_FRAME,
+)
 from common.io import UsageError, atomic_write, check_output_file
 from common.split_folder import NpyHeader, open_split, part_paths, read_npy_header
 from data_gen import cli
@@ -64,7 +73,7 @@ class Part:
 def benchmark_folder(dataset: str, benchmark: str) -> str:
     """The folder name of ``benchmark`` (a folder name such as xsub or a protocol such as cross_subject)."""
     protocols = DATASETS[dataset]["protocols"]
-    folders = {**{f: f for f in protocols.values()}, **protocols, "xset": "xsetup"}  # xset: pyskl's name
+    folders = {**{f: f for f in protocols.values()}, **protocols, **PYSKL_FOLDERS}
     if folders.get(benchmark) not in protocols.values():
         raise DataGenError(f"{dataset} has no benchmark {benchmark!r}; expected one of {', '.join(protocols.values())}")
     return folders[benchmark]

@@ -18,7 +18,16 @@ from typing import Any
 import numpy as np
 
 from common import safe_pickle
-from common.constants import DATASETS, NTU_DATASETS, NUM_COORDINATES, NUM_FRAMES, NUM_JOINTS, PARTS, default_out_folder
+from common.constants import (
+    DATASETS,
+    NTU_DATASETS,
+    NUM_COORDINATES,
+    NUM_FRAMES,
+    NUM_JOINTS,
+    PARTS,
+    PYSKL_FOLDERS,
+    default_out_folder,
+)
 from data_gen import cli
 from data_gen.driver import Job, Plan, Sample, check_input, check_out_folder, refuse_or_skip, run
 from data_gen.normalize import MAX_ABS_COORDINATE, layout, normalize_sample, select_bodies
@@ -27,7 +36,6 @@ from data_gen.skeleton_reader import COORDINATE_EXPECTED
 from data_gen.writer import DataGenError
 
 NORMALIZE_CHOICES = ("agcn", "none")
-FOLDER_OF = {"xset": "xsetup"}  # pyskl's benchmark name -> the folder the training scripts read, where they differ
 TOOL = "data_gen/pyskl_convert.py"
 ANNOTATION_HOLDS = "a pyskl annotation file holds dicts, lists, strings, numbers and NumPy arrays only"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
@@ -64,7 +72,7 @@ def benchmarks_in(path: Path, split: dict[str, Sequence[str]]) -> dict[str, tupl
     for key in (k for k in map(str, split) if k.endswith("_train")):
         name = key.removesuffix("_train")
         vals = [name + s for s in ("_val", "_test") if name + s in split]
-        folder = FOLDER_OF.get(name, name)
+        folder = PYSKL_FOLDERS.get(name, name)
         problem = {
             f"has both {vals[0]!r} and {vals[-1]!r}; which one is {name}'s test part?": len(vals) > 1,
             f"keys {found.get(folder, ('',))[0]!r} and {key!r} are both the benchmark {folder}": folder in found,
@@ -162,10 +170,10 @@ def plan(args: argparse.Namespace) -> Plan:
         check_out_folder(args.out_folder)
     content = load_annotation_file(path)
     split, available = content["split"], benchmarks_in(path, content["split"])
-    unknown = [name for name in args.splits or () if FOLDER_OF.get(name, name) not in available]
+    unknown = [name for name in args.splits or () if PYSKL_FOLDERS.get(name, name) not in available]
     if unknown:
         raise DataGenError(f"{path}: no benchmark {unknown[0]!r}; it has {', '.join(sorted(available))}")
-    chosen = {f: available[f] for f in (FOLDER_OF.get(n, n) for n in args.splits)} if args.splits else available
+    chosen = {f: available[f] for f in (PYSKL_FOLDERS.get(n, n) for n in args.splits)} if args.splits else available
     by_name = _index(path, content["annotations"], args.skip_bad, skipped)
     dataset = detect_dataset(split, [lab for lab, _ in by_name.values()]) if args.dataset == "auto" else args.dataset
     num_class = DATASETS[dataset]["num_class"]

@@ -22,14 +22,14 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from common.constants import DATASETS, PARTS
+from common.constants import DATASETS, PARTS, PYSKL_FOLDERS
 from common.io import atomic_write, check_output_file
 from data_gen import cli
 from data_gen.ctrgcn_npz import Part, benchmark_folder, open_part, split_folder
 from data_gen.ntu_splits import strip_suffix
 from data_gen.writer import DataGenError
 
-PYSKL_BENCHMARK = {"xsub": "xsub", "xview": "xview", "xsetup": "xset"}  # our folder -> pyskl's split prefix
+PYSKL_PREFIX = {folder: prefix for prefix, folder in PYSKL_FOLDERS.items()}  # our folder -> pyskl's, where they differ
 PICKLE_PROTOCOL = 4  # readable by every Python 3 that pyskl and MMAction2 support
 DTYPES = ("float32", "float16")
 
@@ -84,7 +84,7 @@ def build_content(
             if part.labels.size and part.labels.max() >= num_class:
                 outside = f"is outside 0..{num_class - 1} (the classes of {dataset})"
                 raise DataGenError(f"{part.label_path}: label {part.labels.max()} {outside}")
-            prefix = PYSKL_BENCHMARK.get(folder_name, folder_name)
+            prefix = PYSKL_PREFIX.get(folder_name, folder_name)
             split[f"{prefix}_{part_name}"] = [strip_suffix(n) for n in part.names]
             _merge(annotations, _part_annotations(part, dtype, bar), str(part.path))
     return {"split": split, "annotations": [annotations[name] for name in sorted(annotations)]}
