@@ -257,34 +257,32 @@ def test_resume_of_a_checkpoint_recording_no_options_names_the_first_key_that_di
     assert "(it has no encoder_q.fc.0.weight)" in error_line(capsys)
 
 
-def test_resume_of_non_finite_weights_names_the_tensor(data_root, tmp_path, capsys):
+def _inf(ckpt: dict) -> None:
+    ckpt["state_dict"]["module.encoder_q.fc.weight"][0, 0] = float("inf")
+
+
+def _mid_epoch(ckpt: dict) -> None:
+    ckpt["step"] = 2  # earlier versions also saved in the middle of an epoch, which cannot be continued exactly
+
+
+@pytest.mark.parametrize(
+    "spoil, message",
+    [
+        (_inf, ": module.encoder_q.fc.weight holds non-finite values (NaN or infinity); the weights are unusable"),
+        (_mid_epoch, " was written in the middle of epoch 1: resume from a checkpoint written at the end of an epoch"),
+    ],
+    ids=["non-finite-weights", "mid-epoch"],
+)
+def test_resume_of_an_unusable_checkpoint_is_one_line(data_root, tmp_path, capsys, spoil, message):
     out = tmp_path / "ckpt"
     assert pretrain_main(data_root, out, "seq-based", "--epochs", "1") == 0
     ckpt = load(out / "checkpoint_last.pth.tar")
-    ckpt["state_dict"]["module.encoder_q.fc.weight"][0, 0] = float("inf")
+    spoil(ckpt)
     bad = tmp_path / "bad.pth.tar"
     torch.save(ckpt, bad)
     capsys.readouterr()
     assert pretrain_main(data_root, tmp_path / "b", "seq-based", "--epochs", "2", "--resume", str(bad)) == 2
-    assert error_line(capsys) == (
-        f"--resume {bad}: module.encoder_q.fc.weight holds non-finite values (NaN or infinity); "
-        "the weights are unusable"
-    )
-
-
-def test_resume_of_a_mid_epoch_checkpoint_is_refused(data_root, tmp_path, capsys):
-    # earlier versions also saved in the middle of an epoch (a "step" > 0); its epoch cannot be continued exactly
-    out = tmp_path / "ckpt"
-    assert pretrain_main(data_root, out, "seq-based", "--epochs", "1") == 0
-    ckpt = load(out / "checkpoint_last.pth.tar")
-    ckpt["step"] = 2
-    mid = tmp_path / "mid.pth.tar"
-    torch.save(ckpt, mid)
-    capsys.readouterr()
-    assert pretrain_main(data_root, tmp_path / "b", "seq-based", "--epochs", "2", "--resume", str(mid)) == 2
-    assert error_line(capsys) == (
-        f"--resume {mid} was written in the middle of epoch 1: resume from a checkpoint written at the end of an epoch"
-    )
+    assert error_line(capsys) == f"--resume {bad}{message}"
     assert not (tmp_path / "b").exists()
 
 
