@@ -167,11 +167,11 @@ class OpenedSplit(NamedTuple):
     num_frames: np.ndarray  # (N,) int64
     names: list[str] | None
     labels: np.ndarray | None
-    data_bytes: int  # the data file's size by its header
+    header: NpyHeader  # the data file's
 
 
 def _load(path: Path, mmap: bool) -> np.ndarray:
-    _checked_header(path)
+    """A ``.npy`` file whose header :func:`_checked_header` has accepted."""
     try:
         return np.load(path, mmap_mode="r" if mmap else None)
     except (ValueError, OSError) as exc:
@@ -190,7 +190,9 @@ def open_split(paths: SplitPaths, need_labels: bool) -> OpenedSplit:
     if len(shape) != 5 or (shape[1], shape[3], shape[4]) != (NUM_COORDINATES, NUM_JOINTS, NUM_PERSONS):
         expected = f"(N, {NUM_COORDINATES}, T, {NUM_JOINTS}, {NUM_PERSONS})"
         raise DataFileError(f"{paths.data}: expected shape {expected}, got {shape}")
-    data, num_frames = _load(paths.data, mmap=True), _load(paths.num_frame, mmap=False)
+    data = _load(paths.data, mmap=True)
+    _checked_header(paths.num_frame)
+    num_frames = _load(paths.num_frame, mmap=False)
     if num_frames.ndim != 1 or not np.issubdtype(num_frames.dtype, np.integer):
         got = f"got dtype {num_frames.dtype} shape {num_frames.shape}"
         raise DataFileError(f"{paths.num_frame}: expected N integer frame counts, {got}")
@@ -206,7 +208,7 @@ def open_split(paths: SplitPaths, need_labels: bool) -> OpenedSplit:
         if len(labels) != shape[0]:
             other = f"{paths.label} holds {len(labels)} labels"
             raise DataFileError(f"{paths.data} has shape {shape} but {other}: sample counts disagree")
-    return OpenedSplit(data, num_frames.astype(np.int64), names, labels, header.file_size)
+    return OpenedSplit(data, num_frames.astype(np.int64), names, labels, header)
 
 
 def check_split(paths: SplitPaths, need_labels: bool = True) -> int:

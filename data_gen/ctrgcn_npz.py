@@ -88,8 +88,7 @@ def open_part(folder: str | os.PathLike, part: str) -> Part:
     """Open and check one part of a split folder (``common.split_folder.open_split``)."""
     paths = part_paths(Path(folder), part)
     split = open_split(paths, need_labels=True)
-    offset = read_npy_header(paths.data).offset
-    return Part(split.data, split.names, split.labels, split.num_frames, paths.data, paths.label, offset)
+    return Part(split.data, split.names, split.labels, split.num_frames, paths.data, paths.label, split.header.offset)
 
 
 def to_ctrgcn_rows(block: np.ndarray) -> np.ndarray:

@@ -78,7 +78,7 @@ class _SplitDataset(Dataset):
         self._all_names = split.names
         self._all_labels = split.labels
         self._data: np.ndarray | None = split.data
-        self._data_bytes = split.data_bytes
+        self._data_bytes = split.header.file_size
         self.seed = _fresh_seed(seed)
         # In shared memory so that set_epoch in the main process reaches persistent DataLoader workers.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
