@@ -43,7 +43,7 @@ from engine.provenance import provenance
 from engine.run_folder import run_folder
 from feeders.augmentations import SPATIAL_AUGMENTS
 from feeders.datasets import CheckedLoader, PretrainDataset, split_paths
-from moco.builder import build_moco, checkpoint_state_dict, load_checkpoint_state_dict
+from moco.builder import build_moco, checkpoint_state_dict
 from moco.functional import info_nce_labels
 from moco.step import contrastive_step
 from models import ENCODERS, REPRESENTATIONS, parse_representation
@@ -217,7 +217,7 @@ def restore(base: nn.Module, optimizer: torch.optim.Optimizer, checkpoint: dict[
             f"--resume {path} does not fit the model these options build ({problems[0]}): pass the "
             "representation, encoder sizes, --mlp, --moco-dim and --moco-k of the run you continue"
         )
-    load_checkpoint_state_dict(base, checkpoint["state_dict"])
+    base.load_state_dict(theirs, strict=True)  # keys and shapes checked above
     try:
         optimizer.load_state_dict(checkpoint["optimizer"])
     except (ValueError, KeyError) as exc:

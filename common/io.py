@@ -256,8 +256,10 @@ def clean_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
 def _json_default(value: Any) -> Any:
     if isinstance(value, (np.integer, np.floating, np.ndarray)):
         return value.tolist()
-    if isinstance(value, (set, frozenset, tuple, Path)):
-        return list(value) if not isinstance(value, Path) else str(value)
+    if isinstance(value, (set, frozenset)):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
     torch = sys.modules.get("torch")  # a torch.device can only exist once torch is loaded
     if torch is not None and isinstance(value, torch.device):
         return str(value)

@@ -41,7 +41,7 @@ from torch import nn
 from common.constants import CHECKPOINT_PREFIX, ENCODER_PAIRS, QUERY_ENCODERS
 from common.io import UsageError
 from moco.functional import contrastive_loss, enqueue, init_queue, momentum_update
-from models import ENCODERS, build_encoder, parse_representation
+from models import build_encoder, parse_representation
 
 # (queue, pointer) buffer names per stream: stream i's keys go into its queue.
 QUEUE_NAMES: dict[int, tuple[tuple[str, str], ...]] = {
@@ -201,7 +201,7 @@ def query_slot(pretrain_representation: str, representation: str) -> str:
     """Which query encoder of a model pretrained as ``pretrain_representation`` encodes ``representation``:
     for ``A_and_B``, A is ``encoder_q`` and B ``encoder_r``; an intra-skeleton model has ``encoder_q`` only."""
     held = parse_representation(pretrain_representation)
-    if representation not in ENCODERS or representation not in held:
+    if representation not in held:
         raise UsageError(
             f"a model pretrained as {pretrain_representation!r} holds encoders for "
             f"{' and '.join(held)} only, not {representation!r}"
@@ -234,11 +234,6 @@ def checkpoint_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 def strip_prefix(state: Mapping[str, Any]) -> dict[str, Any]:
     """``state`` without DataParallel's ``module.`` before its keys (the one place it is removed)."""
     return {key.removeprefix(CHECKPOINT_PREFIX): value for key, value in state.items()}
-
-
-def load_checkpoint_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
-    """Load a ``module.``-prefixed state dict (ours or the reference's) into an unwrapped model, strictly."""
-    model.load_state_dict(strip_prefix(state_dict), strict=True)
 
 
 def encoder_state_dict(

@@ -19,7 +19,7 @@ from moco.builder import (
     build_moco,
     checkpoint_state_dict,
     encoder_state_dict,
-    load_checkpoint_state_dict,
+    strip_prefix,
 )
 from moco.functional import contrastive_loss, enqueue, info_nce_labels, info_nce_logits, momentum_update
 from moco.step import contrastive_step
@@ -319,7 +319,7 @@ def test_checkpoint_state_dict_round_trip():
     state = checkpoint_state_dict(model)
     assert all(k.startswith("module.") for k in state) and "module.Queue_S1" in state
     other = make_moco(2, mlp=True, seed=1)
-    load_checkpoint_state_dict(other, state)
+    other.load_state_dict(strip_prefix(state), strict=True)
     assert all(torch.equal(v, state["module." + k]) for k, v in other.state_dict().items())
     enc = encoder_state_dict(state, "encoder_r")
     assert set(enc) == {"body.weight", "body.bias", "fc.0.weight", "fc.0.bias", "fc.2.weight", "fc.2.bias"}
