@@ -43,7 +43,6 @@ from engine.run_folder import CLASSIFIER_FILES, ClaimedFolder, run_folder
 from feeders.datasets import DownstreamDataset, num_classes
 
 PROG = "action_classification.py"
-LAST_CHECKPOINT = "last_checkpoint.pth.tar"
 # What a --resume must match besides the pretrained file (by its sha256) and --seed (when given).
 CONFIG_FLAGS = ("finetune_dataset", "protocol", "pretrain_skeleton_representation", "finetune_skeleton_representation")
 CONFIG_FLAGS += ("finetune", "label_fraction", "label_sampling", "eval_mode_training", "window_size")
@@ -89,7 +88,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         recorded = resumed.get("config", {}) if resumed is not None else {}
         seed = int(recorded["--seed"]) if "--seed" in recorded else evaluation.shared_seed(args.seed, ctx)
         keep = (args.pretrained, args.resume)
-        with run_folder(ctx, folder, purpose="classification", keep=keep, last_name=LAST_CHECKPOINT, **rules) as claim:
+        with run_folder(ctx, folder, purpose="classification", keep=keep, **rules) as claim:
             return train(args, ctx, Run(folder, seed, config), claim, resumed)
 
 
@@ -330,7 +329,7 @@ def save_checkpoints(
         "args": training.args_to_dict(args),
         "rng": training.capture_rng_state(),
     }
-    last = run.folder / LAST_CHECKPOINT
+    last = run.folder / checkpoints.CLASSIFIER_LAST_CHECKPOINT
     if is_best:  # written once; the last checkpoint is a hard link (or copy) of it, as in pretraining
         atomic_copy(checkpoints.write_checkpoint(state, best_path(args, run)), last)
     else:

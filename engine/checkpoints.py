@@ -25,9 +25,9 @@ from moco.builder import strip_prefix
 PRETRAIN_FORMAT = "skeleton-contrast-moco/1"
 CLASSIFIER_FORMAT = "skeleton-contrast-classifier/1"
 FORMAT_KINDS: dict[str, str] = {PRETRAIN_FORMAT: "pretraining", CLASSIFIER_FORMAT: "classification"}
-LAST_CHECKPOINT = "checkpoint_last.pth.tar"  # pretraining's; classification writes last_checkpoint.pth.tar
-# Names under which scripts keep their latest state, for hints when a folder is given instead of a file.
-LAST_NAMES = (LAST_CHECKPOINT, "last_checkpoint.pth.tar")
+LAST_CHECKPOINT = "checkpoint_last.pth.tar"  # pretraining's latest state
+CLASSIFIER_LAST_CHECKPOINT = "last_checkpoint.pth.tar"  # classification's, as the reference names it
+LAST_NAMES = (LAST_CHECKPOINT, CLASSIFIER_LAST_CHECKPOINT)
 
 
 class CheckpointError(UsageError):

@@ -22,7 +22,7 @@ from common.distributed import broadcast_int
 from common.io import OutputError, UsageError, check_output_folder, clean_stale_temporaries, ensure_folder, remove_files
 from common.locking import FolderLock, LockHeld
 from engine.args import differing_flags, flag
-from engine.checkpoints import LAST_CHECKPOINT, CheckpointError, read_checkpoint, recorded
+from engine.checkpoints import LAST_NAMES, CheckpointError, read_checkpoint, recorded
 from engine.launch import DistContext
 
 FLAG = "--checkpoint-path"
@@ -60,13 +60,12 @@ def check_checkpoint_folder(
     own: re.Pattern = PRETRAIN_FILES,
     keep: Sequence[str | os.PathLike] = (),
     config: Mapping[str, Any] | None = None,
-    last_name: str = LAST_CHECKPOINT,
 ) -> list[Path]:
     """UsageError for a run that would replace another run's checkpoints silently, or delete a file of
     ``keep`` (those other flags read) with ``overwrite``; else the checkpoints of this kind (``own``) in
-    ``folder``, oldest first, for the caller to remove when ``overwrite``. The refusal of a used folder
-    suggests ``--resume`` only where the run's recorded ``config`` (flag -> value) agrees with ``config``.
-    Creates nothing."""
+    ``folder`` that ``overwrite`` replaces, oldest first (none when the run continues there). The refusal
+    of a used folder suggests ``--resume`` only where the run's recorded ``config`` (flag -> value) agrees
+    with ``config``. Creates nothing."""
     folder = Path(folder)
     check_output_folder(folder, FLAG)
     found = [p for p in folder.glob("*.pth.tar") if not p.name.startswith(".") and p.is_file()]
@@ -82,8 +81,8 @@ def check_checkpoint_folder(
     if overwrite and kept and not continuing:
         raise UsageError(f"--overwrite would delete {kept[0]}, which this run reads: choose another {FLAG}")
     if not found or overwrite or continuing:
-        return found
-    latest = next((p for p in found if p.name == last_name), found[-1])
+        return found if overwrite and not continuing else []
+    latest = next((p for p in found if p.name in LAST_NAMES), found[-1])
     progress, recorded = describe_progress(latest)
     differing = differing_flags(recorded, config or {})
     if not resume and not differing:
@@ -146,7 +145,7 @@ def claim_folder(folder: str | os.PathLike, *, purpose: str, **rules: Any) -> Cl
             raise UsageError(f"{FLAG} {exc}") from None
         except OSError as exc:
             raise OutputError(f"{FLAG} {folder}: cannot create its lock file: {exc.strerror}") from None
-        previous = check_checkpoint_folder(folder, **rules)
+        claim.replaced = check_checkpoint_folder(folder, **rules)
     except UsageError:
         claim.release()
         raise
@@ -156,7 +155,6 @@ def claim_folder(folder: str | os.PathLike, *, purpose: str, **rules: Any) -> Cl
         )
     for path in clean_stale_temporaries(folder):
         claim.notes.append(f"=> removed {path}, a temporary file left by an interrupted run")
-    claim.replaced = previous if rules.get("overwrite") and not resumes_in(folder, rules.get("resume")) else []
     return claim
 
 

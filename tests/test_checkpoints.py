@@ -346,7 +346,8 @@ def test_checkpoint_folder_guard(tmp_path):
     # a run of other flags: --resume would be refused, so it is not suggested
     with pytest.raises(UsageError, match=r"a run of other --lr \(checkpoint_last.*: choose another --checkpoint-path"):
         check_checkpoint_folder(run, None, False, config={"--lr": 2})
-    assert sorted(check_checkpoint_folder(run, run / "checkpoint_last.pth.tar", False)) == found
+    assert check_checkpoint_folder(run, run / "checkpoint_last.pth.tar", False) == []  # continued: nothing replaced
+    assert check_checkpoint_folder(run, run / "checkpoint_last.pth.tar", True) == []
     assert sorted(check_checkpoint_folder(run, None, True)) == found
     elsewhere = tmp_path / "other" / "checkpoint_last.pth.tar"
     with pytest.raises(
