@@ -159,6 +159,7 @@ def train(
         world_size=ctx.world_size,
         data_folders=[data.train.paths.data.parent, data.val.paths.data.parent],
         checkpoints={"--pretrained": args.pretrained, "--resume": args.resume},
+        digests={"--pretrained": run.config["--pretrained"]},  # hashed for the resume check
     )
     classifier = build_classifier(args, ctx, data.num_class)
     progress = restore(args, resumed, classifier)

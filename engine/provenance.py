@@ -33,15 +33,19 @@ def provenance(
     world_size: int,
     data_folders: Iterable[str | os.PathLike] = (),
     checkpoints: Mapping[str, str | os.PathLike | None] = {},
+    digests: Mapping[str, str] = {},
 ) -> dict[str, Any]:
     """The provenance block of a metrics JSON. ``checkpoints``: flag -> the file a run started from
-    (``--pretrained``, ``--resume``; None or '' when not given)."""
+    (``--pretrained``, ``--resume``; None or '' when not given); ``digests``: flag -> the sha256 of its
+    file where the caller has it already."""
     device = torch.device(device)
     return {
         "code": code_version(),
         "data": {str(folder): data_digest(folder) for folder in dict.fromkeys(map(str, data_folders))},
         "checkpoints": {
-            flag: {"path": str(path), "sha256": sha256_of(Path(path))} for flag, path in checkpoints.items() if path
+            flag: {"path": str(path), "sha256": digests.get(flag) or sha256_of(Path(path))}
+            for flag, path in checkpoints.items()
+            if path
         },
         "torch": torch.__version__,
         "numpy": np.__version__,
