@@ -102,7 +102,10 @@ def test_linear_evaluation_end_to_end(data_root, tmp_path, capsys):
     provenance = saved["provenance"]
     assert provenance["world_size"] == 1 and provenance["device"] == "cpu"
     assert list(provenance["data"]) == [str(data_root / "NTU-RGB-D-60-AGCN" / "xview")]
-    assert provenance["checkpoints"]["--pretrained"]["path"] == str(pretrained)
+    assert provenance["checkpoints"]["--pretrained"] == {
+        "path": str(pretrained),
+        "sha256": hashlib.sha256(pretrained.read_bytes()).hexdigest(),
+    }
     assert "--resume" not in provenance["checkpoints"]
 
     # frozen: every encoder tensor (BatchNorm statistics included) equals encoder_r of the checkpoint
