@@ -64,14 +64,12 @@ def setup(requested_device: str = "auto") -> DistContext:
     if not launched_by_torchrun():
         return DistContext(device=select_device(requested_device))
     rank, world_size, local_rank = (int(os.environ[name]) for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
-    use_cuda = torch.cuda.is_available() and requested_device != "cpu"
     if requested_device not in ("auto", "cpu", "cuda"):
         raise UsageError(
             f"--device {requested_device}: under torchrun each process takes cuda:LOCAL_RANK; "
             "pass --device auto, cuda or cpu"
         )
-    if requested_device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: CUDA was asked for but torch sees no GPU")
+    use_cuda = select_device(requested_device).type == "cuda"
     device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(device)

@@ -65,7 +65,7 @@ def load_pretrained_encoder(
 ) -> dict[str, torch.Tensor]:
     """Copy the pretrained query encoder for ``representation`` into ``model`` (its ``fc`` untouched).
 
-    Returns a detached CPU copy of the loaded weights (head excluded), for checking later that frozen
+    Returns the loaded weights (CPU tensors apart from the model's, head excluded), for checking later that frozen
     training left them unchanged. ``window_size``: the frames the evaluation feeds (a warning when the
     checkpoint records another); ``options``: this run's values of the encoder's own options
     (``models.ENCODERS``), refused when the checkpoint records others (an on/off option it does not
@@ -94,13 +94,14 @@ def load_pretrained_encoder(
             f"--pretrained {path} holds no {slot} weights (it holds {', '.join(held)}); a checkpoint "
             f"pretrained as {pretrain_representation!r} would: check --pretrain-skeleton-representation"
         ) from None
-    misfit = first_misfit(without_head(model.state_dict()), weights)
+    target = model.state_dict()
+    misfit = first_misfit(without_head(target), weights)
     if misfit is not None:
         raise UsageError(
             f"--pretrained {path}: {slot} does not fit the {type(model).__name__} built for {representation}: "
             f"{misfit}.{_size_hint(args)}"
         )
-    head = {k: v for k, v in model.state_dict().items() if k.startswith(HEAD_PREFIX)}
+    head = {k: v for k, v in target.items() if k.startswith(HEAD_PREFIX)}
     model.load_state_dict({**weights, **head}, strict=True)
     pretrained_window = args.get("window_size")  # none recorded: the reference's, or ours from before the flag
     if window_size is not None and pretrained_window is not None and pretrained_window != window_size:
@@ -109,4 +110,4 @@ def load_pretrained_encoder(
             f"{window_size}-frame views; pass --window-size {pretrained_window} to match",
             stacklevel=2,
         )
-    return {k: v.detach().clone().cpu() for k, v in weights.items()}
+    return weights  # read onto the CPU and copied into the model, so training leaves them as they are
