@@ -296,7 +296,7 @@ def one_epoch(
     """One training epoch and one evaluation: the history record and the evaluation predictions."""
     lr = training.learning_rate_at(epoch, args.lr, args.epochs, args.schedule, cos=False)
     training.set_learning_rate(classifier.optimizer, lr)
-    evaluation.set_loader_epoch(loader, seed, epoch)
+    training.set_loader_epoch(loader, seed, epoch)
     desc, model = f"train {epoch + 1}/{args.epochs}", classifier.model
     trained = evaluation.train_one_epoch(
         model, loader, classifier.optimizer, ctx, desc, classifier.train_mode, args.print_freq

@@ -166,11 +166,11 @@ def build_loader(args: argparse.Namespace, ctx: DistContext, plan: Plan, data_se
     # Processes on one machine share its CPUs (torchrun says how many processes run here).
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     workers = min(args.workers, max(1, cpus // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
-    options = dict(num_workers=workers, persistent_workers=workers > 0, pin_memory=ctx.device.type == "cuda")
     # The workers' base seed from a generator of their own: the global one serves only the model
     # (dropout), whose state the checkpoints carry.
     generator = torch.Generator().manual_seed(data_seed)
     batch = args.batch_size // ctx.world_size
+    options = training.loader_options(workers, ctx.device)
     return CheckedLoader(dataset, batch, sampler=sampler, drop_last=True, generator=generator, **options)
 
 
@@ -353,8 +353,7 @@ def fit(run: Run) -> None:
         for epoch in range(run.epochs_done, args.epochs):
             lr = training.learning_rate_at(epoch, args.lr, args.epochs, args.schedule, args.cos)
             training.set_learning_rate(run.optimizer, lr)
-            run.loader.sampler.set_epoch(epoch)
-            run.loader.dataset.set_epoch(epoch)
+            training.set_loader_epoch(run.loader, run.data_seed, epoch)
             started = time.time()
             record = {"epoch": epoch, "lr": lr, **train_one_epoch(run, epoch)}
             record["seconds"] = time.time() - started

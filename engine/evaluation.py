@@ -22,7 +22,7 @@ from common.io import UsageError
 from engine.args import add_data_model_runtime_args, add_optim_args
 from engine.launch import DistContext, progress_bars, unwrap
 from engine.pretrained import HEAD_PREFIX, load_pretrained_encoder
-from engine.training import correct_counts, seed_everything
+from engine.training import correct_counts, loader_options, seed_everything
 from feeders.datasets import CheckedLoader, DownstreamDataset, split_paths
 from models import ENCODERS, REPRESENTATIONS, build_encoder
 
@@ -147,16 +147,12 @@ def plan_loader(dataset: DownstreamDataset, plan: BatchPlan, workers: int, ctx: 
     """This process's batches of ``plan`` (build it once: with workers it keeps them between passes);
     :func:`gather_rows` puts the results back in dataset order."""
     batches = plan.batches(ctx.rank, ctx.world_size)
-    return PlannedLoader(CheckedLoader(dataset, batch_sampler=batches, **_loading(workers, ctx)), plan)
-
-
-def _loading(workers: int, ctx: DistContext) -> dict:
-    return dict(num_workers=workers, pin_memory=ctx.device.type == "cuda", persistent_workers=workers > 0)
+    return PlannedLoader(CheckedLoader(dataset, batch_sampler=batches, **loader_options(workers, ctx.device)), plan)
 
 
 def train_loader(dataset: DownstreamDataset, batch_size: int, workers: int, seed: int, ctx: DistContext) -> DataLoader:
     """Shuffled training batches of ``batch_size / world_size`` per process: under torchrun a seeded
-    DistributedSampler shard, else a shuffle keyed by the loader's generator (see :func:`set_loader_epoch`)."""
+    DistributedSampler shard, else a shuffle keyed by the loader's generator (``training.set_loader_epoch``)."""
     sampler = DistributedSampler(dataset, ctx.world_size, ctx.rank, seed=seed) if ctx.distributed else None
     return CheckedLoader(
         dataset,
@@ -164,17 +160,8 @@ def train_loader(dataset: DownstreamDataset, batch_size: int, workers: int, seed
         shuffle=sampler is None,
         sampler=sampler,
         generator=torch.Generator().manual_seed(seed),
-        **_loading(workers, ctx),
+        **loader_options(workers, ctx.device),
     )
-
-
-def set_loader_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
-    """Crops and shuffle order keyed by (seed, epoch): a resumed run sees what an uninterrupted one would."""
-    loader.dataset.set_epoch(epoch)
-    if isinstance(loader.sampler, DistributedSampler):
-        loader.sampler.set_epoch(epoch)
-    else:
-        loader.generator.manual_seed(seed * 100_003 + epoch)
 
 
 def gather_rows(local: torch.Tensor, plan: BatchPlan, ctx: DistContext) -> torch.Tensor:

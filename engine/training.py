@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, DistributedSampler
 
 from common.io import UsageError
 
@@ -117,3 +118,18 @@ def summary_writer(log_dir: str | os.PathLike | None, purge_step: int | None = N
     from torch.utils.tensorboard import SummaryWriter  # here: it loads TensorBoard, which only training needs
 
     return SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+
+
+def loader_options(workers: int, device: torch.device) -> dict[str, Any]:
+    """The DataLoader settings every command uses: ``workers`` processes kept across epochs, pinned
+    memory for a GPU."""
+    return dict(num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+
+
+def set_loader_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
+    """Crops and shuffle order keyed by (seed, epoch): a resumed run sees what an uninterrupted one would."""
+    loader.dataset.set_epoch(epoch)
+    if isinstance(loader.sampler, DistributedSampler):
+        loader.sampler.set_epoch(epoch)
+    else:
+        loader.generator.manual_seed(seed * 100_003 + epoch)
