@@ -41,7 +41,7 @@ from engine.checkpoints import LAST_CHECKPOINT, PRETRAIN_FORMAT, model_state, re
 from engine.launch import DistContext, env_world_size, parallel_mode, process_context, rank0_printer, wrap_model
 from engine.provenance import provenance
 from engine.run_folder import run_folder
-from feeders.augmentations import SPATIAL_AUGMENTS
+from feeders.augmentations import PRETRAIN_CROP_RATIO, SPATIAL_AUGMENTS
 from feeders.datasets import CheckedLoader, PretrainDataset, split_paths
 from moco.builder import build_moco, checkpoint_state_dict
 from moco.functional import info_nce_labels
@@ -49,7 +49,6 @@ from moco.step import contrastive_step
 from models import ENCODERS, REPRESENTATIONS, parse_representation
 
 PROG = "main_moco_inter_skeleton.py"
-CROP_RATIO = (0.1, 1.0)  # the reference's pretraining crops: 10-100 % of the valid frames
 # What shapes the model or the views: a run continues only with the values its checkpoint records.
 MUST_MATCH = ["skeleton_representation", *flags.SIZE_FLAGS, "window_size", "moco_dim", "moco_k", "mlp"]
 
@@ -157,7 +156,7 @@ def build_loader(args: argparse.Namespace, ctx: DistContext, plan: Plan, data_se
     dataset = PretrainDataset(
         plan.paths,
         [ENCODERS[r].view for r in plan.representations],
-        CROP_RATIO,
+        PRETRAIN_CROP_RATIO,
         args.window_size,
         data_seed,
         args.spatial_augment,

@@ -49,7 +49,6 @@ from models.bigru import BIGRU, reference_loop_features  # noqa: E402
 PROG = "bench_pretrain.py"
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 BIGRUS = ("fused", "per-frame")
-CROP_RATIO = (0.1, 1.0)  # the pretraining crops of main_moco_inter_skeleton.py
 
 
 def use_per_frame_loop(model: nn.Module) -> float:
@@ -66,7 +65,8 @@ def use_per_frame_loop(model: nn.Module) -> float:
 
 def make_loader(paths: SplitPaths, pair: str, args: argparse.Namespace, steps: int, device: torch.device) -> DataLoader:
     """The training loop's DataLoader over exactly ``steps`` batches (clips drawn with replacement)."""
-    dataset = PretrainDataset(paths, [ENCODERS[r].view for r in parse_representation(pair)], l_ratio=CROP_RATIO, seed=0)
+    views = [ENCODERS[r].view for r in parse_representation(pair)]
+    dataset = PretrainDataset(paths, views, seed=0)  # the pretraining crops (the default ratio)
     dataset.set_epoch(0)
     sampler = RandomSampler(dataset, True, args.batch * steps, generator=torch.Generator().manual_seed(0))
     cuda = device.type == "cuda"

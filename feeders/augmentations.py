@@ -35,6 +35,7 @@ MIN_CROP_LENGTH = 64  # the reference never crops fewer frames than this (unless
 NUM_CORRUPTED_JOINTS = 15
 
 Ratio = Sequence[float]
+PRETRAIN_CROP_RATIO: Ratio = (0.1, 1.0)  # the reference's pretraining crops: 10-100 % of the valid frames
 
 
 def _check_clip(x: np.ndarray, num_frames: int) -> int:
@@ -199,7 +200,7 @@ def pretrain_view(
     x: np.ndarray,
     num_frames: int,
     rng: np.random.Generator,
-    ratio: Ratio = (0.1, 1.0),
+    ratio: Ratio = PRETRAIN_CROP_RATIO,
     out_len: int = WINDOW_SIZE,
     spatial: str = "shear_or_corruption",
 ) -> np.ndarray:

@@ -29,7 +29,13 @@ from common.constants import DATASETS, VALID_PAIRS, WINDOW_SIZE
 from common.io import UsageError
 from common.manifest import warn_if_mismatch
 from common.split_folder import DataFileError, SplitPaths, npy_size, open_split, part_paths, prepare_hint
-from feeders.augmentations import center_crop_resize, check_spatial_augment, pretrain_view, temporal_crop_resize
+from feeders.augmentations import (
+    PRETRAIN_CROP_RATIO,
+    center_crop_resize,
+    check_spatial_augment,
+    pretrain_view,
+    temporal_crop_resize,
+)
 from feeders.views import view_transform
 
 # How a DataLoader reports a worker that died ("... is killed by signal: Bus error", "... exited
@@ -195,7 +201,7 @@ class PretrainDataset(_SplitDataset):
         self,
         paths: SplitPaths,
         views: Sequence[str] | str,
-        l_ratio: Sequence[float] = (0.1, 1.0),
+        l_ratio: Sequence[float] = PRETRAIN_CROP_RATIO,
         input_size: int = WINDOW_SIZE,
         seed: int | None = 0,
         spatial_augment: str = "shear_or_corruption",

@@ -28,7 +28,13 @@ from common.constants import ACTION_NAMES_FILE, DATASETS, PARTS, WINDOW_SIZE
 from common.io import UsageError, atomic_write, check_output_file
 from common.split_folder import open_split, part_paths
 from engine.args import nonnegative_int, positive_int
-from feeders.augmentations import NUM_CORRUPTED_JOINTS, SPATIAL_AUGMENTS, pretrain_view, sample_crop
+from feeders.augmentations import (
+    NUM_CORRUPTED_JOINTS,
+    PRETRAIN_CROP_RATIO,
+    SPATIAL_AUGMENTS,
+    pretrain_view,
+    sample_crop,
+)
 from feeders.views import to_clip_view, to_seq_view
 from models.graph import NTU_BONES
 
@@ -90,7 +96,7 @@ def pretraining_views(
     *,
     seed: int = 0,
     epoch: int = 0,
-    ratio: Sequence[float] = (0.1, 1.0),
+    ratio: Sequence[float] = PRETRAIN_CROP_RATIO,
     input_size: int = WINDOW_SIZE,
     spatial: str = "shear_or_corruption",
 ) -> list[View]:
@@ -255,7 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epoch", type=nonnegative_int, default=0, help="the epoch whose views are drawn")
     size_help = f"frames of a view (default {WINDOW_SIZE})"
     parser.add_argument("--input-size", type=positive_int, default=WINDOW_SIZE, help=size_help)
-    parser.add_argument("--l-ratio", type=float, nargs=2, default=(0.1, 1.0), metavar=("LO", "HI"), help="view crops")
+    parser.add_argument(
+        "--l-ratio", type=float, nargs=2, default=PRETRAIN_CROP_RATIO, metavar=("LO", "HI"), help="view crops"
+    )
     parser.add_argument("--spatial-augment", choices=SPATIAL_AUGMENTS, default="shear_or_corruption")
     parser.add_argument("--dpi", type=positive_int, default=72)
     return parser
