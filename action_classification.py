@@ -33,10 +33,10 @@ from common import cli
 from common.distributed import barrier
 from common.io import UsageError, atomic_copy, check_output_file, check_output_folder, write_json_atomic
 from common.manifest import sha256_of
-from engine import checkpoints, evaluation, training
+from engine import checkpoints, evaluation, launch, training
 from engine.args import SIZE_FLAGS, check_window_size, differing_flags, encoder_kwargs, flag, fraction
 from engine.evaluation import BatchPlan, Clips, PlannedLoader
-from engine.launch import DistContext, env_world_size, parallel_mode, process_context, rank0_printer, unwrap, wrap_model
+from engine.launch import DistContext, parallel_mode, process_context, rank0_printer, unwrap, wrap_model
 from engine.plots import action_names, confusion_matrix, plot_confusion_matrix
 from engine.provenance import provenance
 from engine.run_folder import CLASSIFIER_FILES, ClaimedFolder, run_folder
@@ -99,8 +99,7 @@ def check_flags(args: argparse.Namespace) -> None:
     check_window_size(args.window_size, (args.finetune_skeleton_representation,))
     if args.pretrained and not Path(args.pretrained).is_file():
         checkpoints.read_checkpoint(args.pretrained, flag="--pretrained")  # its one line: not found, or a folder
-    if args.batch_size % env_world_size():
-        raise UsageError(f"--batch-size {args.batch_size} must be divisible by the {env_world_size()} processes")
+    launch.batch_world_size(args.batch_size)
     if args.metrics_json:
         check_output_file(args.metrics_json, "--metrics-json")
     if args.plot_dir:

@@ -38,7 +38,7 @@ from common.split_folder import SplitPaths, check_split
 from engine import args as flags
 from engine import checkpoints, training
 from engine.checkpoints import LAST_CHECKPOINT, PRETRAIN_FORMAT, model_state, read_resume_checkpoint, write_checkpoint
-from engine.launch import DistContext, env_world_size, parallel_mode, process_context, rank0_printer, wrap_model
+from engine.launch import DistContext, batch_world_size, parallel_mode, process_context, rank0_printer, wrap_model
 from engine.provenance import provenance
 from engine.run_folder import run_folder
 from feeders.augmentations import PRETRAIN_CROP_RATIO, SPATIAL_AUGMENTS
@@ -119,9 +119,8 @@ def read_resume(path: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def prepare(args: argparse.Namespace) -> Plan:
     """The start-up checks, cheapest first; a UsageError names the first problem."""
-    representations, world_size = parse_representation(args.skeleton_representation), env_world_size()
-    if args.batch_size % world_size:
-        raise UsageError(f"--batch-size {args.batch_size} must be divisible by the {world_size} processes")
+    representations = parse_representation(args.skeleton_representation)
+    world_size = batch_world_size(args.batch_size)
     if args.moco_k % args.batch_size:
         raise UsageError(
             f"--moco-k {args.moco_k} must be divisible by --batch-size {args.batch_size} "

@@ -54,6 +54,14 @@ def env_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1")) if launched_by_torchrun() else 1
 
 
+def batch_world_size(batch_size: int) -> int:
+    """:func:`env_world_size`, checked to divide ``--batch-size`` evenly (UsageError when it does not)."""
+    world_size = env_world_size()
+    if batch_size % world_size:
+        raise UsageError(f"--batch-size {batch_size} must be divisible by the {world_size} processes")
+    return world_size
+
+
 def setup(requested_device: str = "auto") -> DistContext:
     """Pick the device and, under torchrun, join the process group.
 

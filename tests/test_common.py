@@ -290,6 +290,17 @@ def test_setup_rejects_devices_with_usage_error(monkeypatch):
         cd.setup("cuda:1")
 
 
+def test_the_batch_must_split_evenly_over_the_processes(monkeypatch):
+    import engine.launch as cd
+
+    assert cd.batch_world_size(7) == 1  # outside torchrun
+    for name, value in {"RANK": "0", "WORLD_SIZE": "3", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(name, value)
+    assert cd.batch_world_size(6) == 3
+    with pytest.raises(UsageError, match=r"^--batch-size 8 must be divisible by the 3 processes$"):
+        cd.batch_world_size(8)
+
+
 @pytest.mark.parametrize(
     "type_name, text, message",
     [
