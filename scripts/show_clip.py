@@ -27,6 +27,7 @@ from common.cli import run_main
 from common.constants import ACTION_NAMES_FILE, DATASETS, PARTS, WINDOW_SIZE
 from common.io import UsageError, atomic_write, check_output_file
 from common.split_folder import open_split, part_paths
+from data_gen.ntu_splits import strip_suffix
 from engine.args import nonnegative_int, positive_int
 from feeders.augmentations import (
     NUM_CORRUPTED_JOINTS,
@@ -38,7 +39,7 @@ from feeders.augmentations import (
 from feeders.views import to_clip_view, to_seq_view
 from models.graph import NTU_BONES
 
-PROG, SUFFIX = "show_clip.py", ".skeleton"
+PROG = "show_clip.py"
 PERSON_COLORS = ("tab:blue", "tab:orange")
 BONES = tuple((child - 1, parent - 1) for child, parent in NTU_BONES)  # 0-based
 Projection = tuple[int, int, float]  # horizontal axis, vertical axis, sign of the vertical one
@@ -81,8 +82,8 @@ def load_clip(
         if not 0 <= index < count:
             raise UsageError(f"{paths[part].data}: index {index} is outside 0..{count - 1} ({count} samples)")
     else:
-        key = name.removesuffix(SUFFIX)
-        found = [(p, i) for p in paths for i, n in enumerate(splits[p].names) if n.removesuffix(SUFFIX) == key]
+        key = strip_suffix(name)
+        found = [(p, i) for p in paths for i, n in enumerate(splits[p].names) if strip_suffix(n) == key]
         if not found:
             raise UsageError(f"no sample named {name!r} in {', '.join(str(paths[p].label) for p in paths)}")
         part, index = found[0]
@@ -236,7 +237,7 @@ def save_gif(clip: Clip, out: str | os.PathLike, max_frames: int = 48, fps: int 
             for line, (a, b) in zip(person_lines, BONES, strict=True):
                 shown = present[a] and present[b]
                 line.set_data((points[h, [a, b]], sign * points[v, [a, b]]) if shown else ((), ()))
-        title.set_text(f"{clip.name.removesuffix(SUFFIX)}  t={t}")
+        title.set_text(f"{strip_suffix(clip.name)}  t={t}")
         canvas.draw()
         frames.append(Image.fromarray(np.array(canvas.buffer_rgba())).convert("RGB"))
     options = {"format": "GIF", "save_all": True, "append_images": frames[1:], "duration": 1000 // fps, "loop": 0}
