@@ -36,6 +36,7 @@ if str(ROOT) not in sys.path:
 
 from bench import write_clips  # noqa: E402
 from common import cli  # noqa: E402
+from common.constants import WINDOW_SIZE  # noqa: E402
 from common.io import UsageError, write_json_atomic  # noqa: E402
 from common.split_folder import SplitPaths  # noqa: E402
 from engine.args import add_model_size_args, encoder_kwargs  # noqa: E402
@@ -170,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="auto (CUDA when there is one), cpu, cuda or cuda:N")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure here")
     add_model_size_args(parser)
+    parser.set_defaults(window_size=WINDOW_SIZE)  # the views' length, the dataset's default
     return parser
 
 

@@ -105,8 +105,7 @@ def add_model_size_args(parser: argparse.ArgumentParser) -> None:
 
 def encoder_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments for ``models.build_encoder`` from the size options."""
-    window = getattr(args, "window_size", WINDOW_SIZE)  # bench/bench_pretrain.py has no --window-size
-    return {**{name: getattr(args, name) for name in SIZE_FLAGS}, "window_size": window}
+    return {name: getattr(args, name) for name in (*SIZE_FLAGS, "window_size")}
 
 
 def differing_flags(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
