@@ -288,7 +288,7 @@ def _import_block(npz: _Npz, metas: dict, streams: dict, payload: tuple[str, int
     part, start, end = payload
     names, labels, frames = metas[part]
     with np.errstate(over="ignore", invalid="ignore"):
-        rows = next(streams[part]).astype(np.float32)
+        rows = next(streams[part]).astype(np.float32, copy=False)
     bad = ~np.isfinite(rows).reshape(len(rows), -1).all(axis=1)
     if bad.any():
         values = "holds values that are not finite as float32 (NaN, infinite, or beyond 3.4e38 in magnitude)"
@@ -314,8 +314,9 @@ def import_npz(npz: _Npz, folder: Path, dataset: str, progress: bool, arguments:
         blocks = [(p, s, e) for p, key in NPZ_PART.items() for s, e in _blocks(npz.headers[f"x_{key}"].shape[0])]
         jobs = [Job(f"x_{NPZ_PART[p]}", ((folder.name, p),), e - s, (p, s, e)) for p, s, e in blocks]
         work = functools.partial(_import_block, npz, metas, streams)
-        steps = Plan(folder.parent, TOOL, arguments, str(npz.path), [(folder.name, p) for p in PARTS], jobs, work)
-        steps.row_shape = (NUM_COORDINATES, npz.headers["x_train"].shape[1], NUM_JOINTS, NUM_PERSONS)
+        row_shape = (NUM_COORDINATES, npz.headers["x_train"].shape[1], NUM_JOINTS, NUM_PERSONS)
+        parts = [(folder.name, p) for p in PARTS]
+        steps = Plan(folder.parent, TOOL, arguments, str(npz.path), parts, jobs, work, row_shape=row_shape)
         return run(steps, progress=progress).written[folder.name]
 
 

@@ -238,7 +238,7 @@ def plan(
         raise DataGenError(f"label files in {label_path}: {error}") from None
     jobs = []
     for video, ivs in intervals.items():
-        parts = tuple((b, "train" if video in t else "val") for b, (t, v) in splits.items() if video in t | v)
+        parts = tuple((b, "train" if video in t else "val") for b, (t, v) in splits.items() if video in t or video in v)
         clips = [(i, iv, label_map[iv.action]) for i, iv in enumerate(ivs)]
         payload = (video, str(videos[video]), str(label_path / f"{video}.txt"), clips, *clip, skip_bad)
         jobs.append(driver.Job(video, parts, len(clips), payload))

@@ -43,12 +43,11 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 def load_annotation_file(path: Path) -> dict[str, Any]:
     """The pickle's dict, checked for the two top-level keys and their types (DataGenError otherwise)."""
+    path = check_input(path, "annotation file")
     try:
-        content = safe_pickle.load(check_input(path, "annotation file"), ANNOTATION_HOLDS)
+        content = safe_pickle.load(path, ANNOTATION_HOLDS)
     except safe_pickle.RefusedPickle as error:
         raise DataGenError(str(error)) from None
-    except DataGenError:
-        raise
     except Exception as error:  # a pickle can fail in many ways; all mean "not a pyskl file"
         raise DataGenError(f"{path}: not a readable pickle ({type(error).__name__}: {error})") from None
     if not isinstance(content, dict):

@@ -77,7 +77,7 @@ class PartWriter:
     """One part of a staged split folder: its data rows on disk, its names, labels and frame counts in memory."""
 
     def __init__(self, staged: Path, final: Path, part: str, capacity: int, row_shape: Sequence[int]) -> None:
-        self.final, self.part, self.capacity = final, part, capacity
+        self.final, self.capacity = final, capacity
         self.row_shape = tuple(row_shape)
         self.paths, self.finals = part_paths(staged, part), part_paths(final, part)  # now / after the commit
         self.names: list[str] = []
@@ -155,11 +155,12 @@ class RunOutputs:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for writer in [] if self._committed else self.parts.values():
-            writer.close()
-        for temp in [] if self._committed else [*self._staged.values(), *filter(None, self._files.values())]:
-            with suppress(OSError):  # what cannot be removed now, the next run removes (its writer is dead)
-                shutil.rmtree(temp, ignore_errors=True) if temp.is_dir() else temp.unlink(missing_ok=True)
+        if not self._committed:
+            for writer in self.parts.values():
+                writer.close()
+            for temp in [*self._staged.values(), *filter(None, self._files.values())]:
+                with suppress(OSError):  # what cannot be removed now, the next run removes (its writer is dead)
+                    shutil.rmtree(temp, ignore_errors=True) if temp.is_dir() else temp.unlink(missing_ok=True)
         if self._lock is not None:
             self._lock.release()
             self._lock = None
